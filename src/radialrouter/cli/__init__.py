@@ -1,0 +1,29 @@
+"""The ``radialrouter`` command: a thin layer over the library. Each sub-command lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from radialrouter.cli.common import app, data_app, fail_cleanly
+
+# Importing a command module registers its commands on `app` / `data_app`.
+from radialrouter.cli import data_cmd, eval_cmd  # noqa: E402,F401  isort: skip
+
+app.add_typer(data_app, name="data")
+
+
+def main() -> None:
+    """Console-script entry point: library errors become one clear line and exit code 2, not a traceback."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    with fail_cleanly():
+        app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["app", "main", "typer"]

@@ -1,0 +1,51 @@
+"""``radialrouter data inspect``: what is in a routing dataset."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from radialrouter.cli.common import data_app
+from radialrouter.data import load_dataset
+
+
+@data_app.command("inspect")
+def inspect(
+    path: str = typer.Argument(..., help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarise a dataset: LLMs, tasks, split sizes, excluded rows, mean quality and cost per LLM."""
+    import warnings
+
+    from rich.console import Console
+    from rich.table import Table
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(path)
+    summary = ds.summary()
+    summary["excluded"] = [str(w.message) for w in caught]
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console = Console()
+    console.print(f"[bold]{path}[/bold]: {summary['n_queries']} queries × {summary['n_llms']} LLMs, "
+                  f"{'with' if ds.has_cost else 'without'} cost, fingerprint {summary['fingerprint']}")
+    for message in summary["excluded"]:
+        console.print(f"[yellow]warning:[/yellow] {message}")
+    splits = list(summary["splits"])
+    tasks = Table(title="Tasks and split sizes")
+    for col in ["task", *splits]:
+        tasks.add_column(col, justify="left" if col == "task" else "right")
+    for task, counts in summary["tasks"].items():
+        tasks.add_row(task, *[str(counts.get(s, 0)) for s in splits])
+    tasks.add_row("[bold]all[/bold]", *[str(summary["splits"][s]) for s in splits])
+    console.print(tasks)
+    llms = Table(title="LLMs (all rows)")
+    llms.add_column("LLM")
+    llms.add_column("mean quality", justify="right")
+    llms.add_column("mean cost / 1k queries (USD)", justify="right")
+    for row in summary["llms"]:
+        llms.add_row(row["llm"], f"{row['mean_quality']:.3f}", f"{row['mean_cost_per_1k']:.4f}")
+    console.print(llms)

@@ -1,0 +1,94 @@
+"""``radialrouter eval``: fit routers on the train split (or load saved ones) and evaluate them on test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from radialrouter.cli.common import app, load_splits, out_path, parse_lams, split_list
+from radialrouter.evaluation import DEFAULT_SWEEP, curve_metrics, evaluate_router
+from radialrouter.objective import SCENARIOS
+
+
+@app.command("eval")
+def eval_command(
+    data: str = typer.Option(..., "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
+    routers: str = typer.Option("oracle,best-single,task-best,random", help="Comma-separated router names."),
+    model: list[str] = typer.Option([], "--model", help="A saved router directory (repeatable)."),
+    lam: str = typer.Option(",".join(str(v) for v in SCENARIOS.values()), help="λ values or scenario names."),
+    json_path: str | None = typer.Option(None, "--json", help="Write the figures as JSON to this file."),
+    report: str | None = typer.Option(None, help="Write report.md, results.json and plots to this directory."),
+    seed: int = typer.Option(0, help="Seed for splits and training."),
+    test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
+    train_tasks: str | None = typer.Option(None, help="Train only on these tasks."),
+) -> None:
+    """Evaluate routers: Perf, Cost (USD per 1,000 queries) and Score per λ, macro-averaged over tasks."""
+    from radialrouter.report import print_table, write_json
+    from radialrouter.routers import from_pretrained, make_router
+
+    lams = parse_lams(lam)
+    full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks)
+    fitted = []
+    for name in split_list(routers):
+        router = make_router(name)
+        if getattr(router, "seed", None) is not None:
+            router.seed = seed
+        fitted.append(router.fit(_embedded(router, train), None if val is None else _embedded(router, val)))
+    for directory in model:
+        router = from_pretrained(directory)
+        router.display_name = f"{router.name} ({Path(directory).name})"
+        fitted.append(router)
+    rows = []
+    for router in fitted:
+        rows += evaluate_router(router, _embedded(router, test), lams)
+    print_table(rows, title=f"{Path(data).name}: {len(test)} test queries")
+    meta = {"data": str(data), "data_fingerprint": full.fingerprint(), "seed": seed, "n_train": len(train),
+            "n_test": len(test), "llms": list(full.llms)}
+    if json_path:
+        write_json(json_path, rows, meta)
+    if report:
+        _write_report(Path(report), fitted, test, rows, meta)
+
+
+def _embedded(router, ds):
+    """Attach embeddings (from the on-disk cache when present) for routers that read query vectors."""
+    return ds.embed(router.get_encoder()) if router.uses_embeddings and ds.embeddings is None else ds
+
+
+def _write_report(directory: Path, routers, test, rows, meta) -> None:
+    from radialrouter.report import per_task_markdown, plot_perf_vs_cost, plot_score_vs_lam, to_markdown, write_json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    sweeps = {}
+    curves = {}
+    costs_all = []
+    for router in routers:
+        label = getattr(router, "display_name", None) or router.name
+        sweeps[label] = evaluate_router(router, _embedded(router, test), DEFAULT_SWEEP)
+        costs_all += [r["cost"] for r in sweeps[label]]
+    cost_range = (min(costs_all), max(costs_all))
+    for label, sweep in sweeps.items():
+        curves[label] = curve_metrics(sweep, test, cost_range)
+    from radialrouter.evaluation import summarize
+
+    singles = {}
+    for j, llm in enumerate(test.llms):
+        m = summarize(test.quality[:, j], test.cost[:, j], test.tasks, 0.0)["macro"]
+        singles[llm] = (m.cost, m.perf)
+    plot_score_vs_lam(sweeps, directory / "score_vs_lam.png")
+    plot_perf_vs_cost(sweeps, directory / "perf_vs_cost.png", points=singles)
+    write_json(directory / "results.json", rows, meta, sweeps=sweeps, curves=curves)
+    md = [to_markdown(rows, title="Results"), "## Curve metrics", "",
+          "| Router | AIQ | QNC | peak Perf |", "|---|---:|---:|---:|"]
+    for label, c in curves.items():
+        qnc = "never" if c["qnc"] is None else f"{c['qnc']:.3f}"
+        md.append(f"| {label} | {c['aiq']:.4f} | {qnc} | {c['peak_perf']:.3f} |")
+    md += ["", f"QNC: cheapest cost reaching the best single LLM ({next(iter(curves.values()))['reference_llm']}) "
+           "relative to its cost. AIQ over the shared cost range.", "", "## Per task", "", per_task_markdown(rows),
+           "![Score vs λ](score_vs_lam.png)", "", "![Perf vs Cost](perf_vs_cost.png)", ""]
+    (directory / "report.md").write_text("\n".join(md))
+    typer.echo(f"report written to {directory}/report.md")
+
+
+__all__ = ["eval_command", "out_path"]

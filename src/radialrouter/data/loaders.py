@@ -1,0 +1,366 @@
+"""Read routing data from files (parquet, CSV, JSONL, RouterBench's pickled DataFrame) or from the hub.
+
+Two layouts are understood (``docs/data-format.md`` has the full description):
+
+* **wide** — one row per query: ``prompt`` (or ``question``), optional ``task``/``eval_name``, ``split`` and
+  ``id``; one quality column per LLM named by the LLM, and ``<llm>|total_cost`` with its cost in USD per query.
+  No cost columns at all means quality-only data (cost 0, Score = quality). This is RouterBench's layout.
+* **long** — one row per (query, LLM): ``prompt``, ``llm``, ``quality``, optional ``cost``, ``task``, ``id``,
+  ``split``. This is what a gateway's logs look like.
+
+Errors name the file, the row (counted from 1, header excluded) and the column. Rows whose quality is missing for
+some LLM are excluded with a `DataWarning` giving their count and ids — never used, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radialrouter.data.dataset import DataError, RoutingDataset
+from radialrouter.data.splits import grouped_split
+
+COST_SUFFIX = "|total_cost"
+PROMPT_COLUMNS = ("prompt", "question", "query", "text")
+TASK_COLUMNS = ("task", "eval_name")
+ID_COLUMNS = ("id", "orig_index", "sample_id")
+#: Columns of the known layouts that are never LLMs, even when numeric.
+METADATA_COLUMNS = {
+    "sample_id", "orig_index", "id", "task", "eval_name", "split", "prompt", "question", "query", "text",
+    "oracle_model_to_route_to", "cluster_id", "n_scores", "row", "source_file",
+}
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "dev": "val", "test": "test", "unsplit": "unsplit", "unused": "unused"}
+
+ROUTERBENCH_REPO = "withmartian/routerbench"
+ROUTERBENCH_FILE = "routerbench_0shot.pkl"
+
+
+class DataWarning(UserWarning):
+    """Something in the data was excluded or assumed; the message says what and which rows."""
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a parquet / CSV / JSONL / pickled-DataFrame file into a DataFrame, with errors that name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() in {".gz", ".zst"} else path.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            df = pd.read_parquet(path)
+        elif suffix in {".csv", ".csv.gz"}:
+            df = pd.read_csv(path)
+        elif suffix in {".jsonl", ".json", ".jsonl.gz", ".ndjson"}:
+            df = pd.read_json(path, lines=suffix != ".json")
+        elif suffix in {".pkl", ".pickle"}:
+            # RouterBench ships a pickled DataFrame. Unpickling runs code: only load files you trust.
+            df = pd.read_pickle(path)
+            if not isinstance(df, pd.DataFrame):
+                raise DataError(f"{path}: the pickle holds a {type(df).__name__}, not a pandas DataFrame")
+        else:
+            raise DataError(f"{path}: unknown file type {path.suffix!r}; use .parquet, .csv, .jsonl or .pkl")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except DataError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: cannot be read as {suffix.lstrip('.')}: {exc}") from exc
+    if len(df) == 0:
+        raise DataError(f"{path}: the file has no data rows")
+    return df
+
+
+def load_dataset(
+    source: str | Path | pd.DataFrame,
+    *,
+    layout: str = "auto",
+    llms: Sequence[str] | None = None,
+    prompt_column: str | None = None,
+    task_column: str | None = None,
+    test_size: float = 0.3,
+    seed: int = 0,
+) -> RoutingDataset:
+    """Load routing data from a file (or a DataFrame) in the wide or long layout.
+
+    ``source`` may also be ``"routerbench"`` (downloaded from the hub and cached, see `load_routerbench`).
+    Without a ``split`` column, a seeded split grouped by prompt text and stratified by task is made
+    (``test_size`` of each task's distinct prompts go to ``test``).
+    """
+    if isinstance(source, str) and source.lower() in {"routerbench", "hf://withmartian/routerbench"}:
+        return load_routerbench(test_size=test_size, seed=seed)
+    if isinstance(source, pd.DataFrame):
+        df, name = source, "<DataFrame>"
+        if len(df) == 0:
+            raise DataError(f"{name}: no data rows")
+    else:
+        df, name = read_table(source), str(source)
+    df = df.reset_index(drop=True)
+    if layout == "auto":
+        layout = "long" if {"llm", "quality"} <= set(df.columns) else "wide"
+    if layout == "wide":
+        parsed = _parse_wide(df, name, llms, prompt_column, task_column)
+    elif layout == "long":
+        parsed = _parse_long(df, name, prompt_column, task_column)
+    else:
+        raise ValueError(f"layout must be 'auto', 'wide' or 'long'; got {layout!r}")
+    return _finish(parsed, name, test_size=test_size, seed=seed)
+
+
+def load_routerbench(
+    *,
+    filename: str = ROUTERBENCH_FILE,
+    cache_dir: str | Path | None = None,
+    downloader: Callable[..., str] | None = None,
+    test_size: float = 0.3,
+    seed: int = 0,
+) -> RoutingDataset:
+    """Download RouterBench (``withmartian/routerbench``) through ``huggingface_hub`` and load it.
+
+    The file is cached (``cache_dir``, default the Hugging Face cache), so only the first call needs the network.
+    ``downloader`` defaults to `huggingface_hub.hf_hub_download`; tests pass a stand-in.
+    """
+    if downloader is None:
+        from huggingface_hub import hf_hub_download as downloader
+    try:
+        local = downloader(
+            repo_id=ROUTERBENCH_REPO, filename=filename, repo_type="dataset",
+            cache_dir=None if cache_dir is None else str(cache_dir),
+        )
+    except Exception as exc:  # network errors, offline mode, missing file: all end the same way for the user
+        raise DataError(
+            f"could not download {filename} from the hub dataset {ROUTERBENCH_REPO} ({type(exc).__name__}: {exc}). "
+            f"If this machine is offline, download the file elsewhere and pass its local path instead, e.g. "
+            f"`radialrouter eval --data /path/to/{filename}` or `load_dataset('/path/to/{filename}')`."
+        ) from exc
+    return load_dataset(local, test_size=test_size, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def _pick(df: pd.DataFrame, explicit: str | None, candidates: Sequence[str], what: str, name: str) -> str | None:
+    if explicit is not None:
+        if explicit not in df.columns:
+            raise DataError(f"{name}: no {what} column {explicit!r}; columns are {list(df.columns)}")
+        return explicit
+    return next((c for c in candidates if c in df.columns), None)
+
+
+def _numeric(series: pd.Series, name: str, column: str, what: str) -> np.ndarray:
+    """Convert to float; a non-numeric cell is an error naming its row and column (missing cells stay NaN)."""
+    values = pd.to_numeric(series, errors="coerce")
+    bad = values.isna() & series.notna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{name}: row {i + 1}, column {column!r}: {what} {series.iloc[i]!r} is not a number "
+            f"({int(bad.sum())} such cell(s) in this column)"
+        )
+    return values.to_numpy(dtype=np.float64)
+
+
+def _check_range(values: np.ndarray, name: str, columns: Sequence[str], what: str, low: float, high: float) -> None:
+    bad = ~np.isnan(values) & ((values < low) | (values > high))
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise DataError(
+            f"{name}: row {i + 1}, column {columns[j]!r}: {what} {values[i, j]!r} is outside [{low}, {high}] "
+            f"({int(bad.sum())} such cell(s))"
+        )
+
+
+def _prompts(df: pd.DataFrame, name: str, prompt_column: str | None) -> np.ndarray:
+    col = _pick(df, prompt_column, PROMPT_COLUMNS, "prompt", name)
+    if col is None:
+        raise DataError(
+            f"{name}: no prompt column; expected one of {list(PROMPT_COLUMNS)} (or pass prompt_column=...). "
+            f"Columns are {list(df.columns)}"
+        )
+    prompts = df[col]
+    empty = prompts.isna() | (prompts.astype(str).str.strip() == "")
+    if empty.any():
+        i = int(np.flatnonzero(empty.to_numpy())[0])
+        raise DataError(f"{name}: row {i + 1}, column {col!r}: the prompt is empty ({int(empty.sum())} such row(s))")
+    return prompts.astype(str).to_numpy(dtype=object)
+
+
+def _ids(df: pd.DataFrame) -> np.ndarray:
+    for col in ID_COLUMNS:
+        if col in df.columns and df[col].notna().all() and df[col].is_unique:
+            return df[col].astype(str).to_numpy(dtype=object)
+    if {"source_file", "row"} <= set(df.columns):
+        return (df["source_file"].astype(str) + ":" + df["row"].astype(str)).to_numpy(dtype=object)
+    return np.asarray([f"row{i + 1}" for i in range(len(df))], dtype=object)
+
+
+def _splits(df: pd.DataFrame, name: str) -> np.ndarray | None:
+    if "split" not in df.columns:
+        return None
+    raw = df["split"].astype(str).str.strip().str.lower()
+    mapped = raw.map(SPLIT_ALIASES)
+    if mapped.isna().any():
+        i = int(np.flatnonzero(mapped.isna().to_numpy())[0])
+        raise DataError(
+            f"{name}: row {i + 1}, column 'split': unknown split {df['split'].iloc[i]!r}; "
+            f"use one of {sorted(set(SPLIT_ALIASES.values()))}"
+        )
+    return mapped.to_numpy(dtype=object)
+
+
+def _parse_wide(df, name, llms, prompt_column, task_column) -> dict:
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    cost_cols = {c[: -len(COST_SUFFIX)]: c for c in columns if c.endswith(COST_SUFFIX)}
+    candidates = [
+        c for c in columns
+        if c not in METADATA_COLUMNS and "|" not in c and c not in (prompt_column, task_column)
+        and (pd.api.types.is_numeric_dtype(df[c]) or _mostly_numeric(df[c]))
+    ]
+    if llms is not None:
+        llms = list(llms)
+        missing = [m for m in llms if m not in df.columns]
+        if missing:
+            raise DataError(f"{name}: no quality column for LLM(s) {missing}; columns are {columns}")
+    elif cost_cols:
+        llms = list(cost_cols)
+        no_quality = [m for m in llms if m not in df.columns]
+        if no_quality:
+            raise DataError(
+                f"{name}: cost column(s) {[cost_cols[m] for m in no_quality]} have no matching quality column"
+            )
+        no_cost = [c for c in candidates if c not in cost_cols]
+        if no_cost:
+            raise DataError(
+                f"{name}: missing cost column for LLM(s) {no_cost}: expected column(s) "
+                f"{[c + COST_SUFFIX for c in no_cost]} like the other {len(cost_cols)} LLMs "
+                f"(or pass llms=[...] to say which columns are LLMs)"
+            )
+    else:
+        llms = candidates  # quality-only data: every numeric-looking non-metadata column is an LLM
+        if not llms:
+            raise DataError(f"{name}: no LLM quality columns found; columns are {columns}")
+    has_cost = bool(cost_cols) and all(m in cost_cols for m in llms)
+    if cost_cols and not has_cost:
+        missing = [m for m in llms if m not in cost_cols]
+        raise DataError(f"{name}: missing cost column for LLM(s) {missing}: expected {missing[0] + COST_SUFFIX!r}")
+
+    quality = np.stack([_numeric(df[m], name, m, "quality") for m in llms], axis=1)
+    if has_cost:
+        cost = np.stack([_numeric(df[cost_cols[m]], name, cost_cols[m], "cost") for m in llms], axis=1)
+        if np.isnan(cost).any():
+            i, j = map(int, np.argwhere(np.isnan(cost))[0])
+            raise DataError(f"{name}: row {i + 1}, column {cost_cols[llms[j]]!r}: the cost is missing")
+        _check_range(cost, name, [cost_cols[m] for m in llms], "cost", 0.0, np.inf)
+    else:
+        cost = np.zeros_like(quality)
+    _check_range(quality, name, llms, "quality", 0.0, 1.0)
+    task_col = _pick(df, task_column, TASK_COLUMNS, "task", name)
+    return {
+        "prompts": _prompts(df, name, prompt_column),
+        "tasks": df[task_col].astype(str).to_numpy(dtype=object) if task_col else np.full(len(df), "default", object),
+        "quality": quality,
+        "cost": cost,
+        "llms": tuple(llms),
+        "split": _splits(df, name),
+        "ids": _ids(df),
+        "has_cost": has_cost,
+    }
+
+
+def _mostly_numeric(series: pd.Series) -> bool:
+    """A text column whose non-missing cells are mostly numbers: an LLM column with a bad cell in it."""
+    values = series.dropna()
+    return len(values) > 0 and pd.to_numeric(values, errors="coerce").notna().mean() >= 0.5
+
+
+def _parse_long(df, name, prompt_column, task_column) -> dict:
+    prompts = _prompts(df, name, prompt_column)
+    if df["llm"].isna().any():
+        i = int(np.flatnonzero(df["llm"].isna().to_numpy())[0])
+        raise DataError(f"{name}: row {i + 1}, column 'llm': the LLM name is missing")
+    quality = _numeric(df["quality"], name, "quality", "quality")
+    has_cost = "cost" in df.columns
+    cost = _numeric(df["cost"], name, "cost", "cost") if has_cost else np.zeros(len(df))
+    if has_cost and np.isnan(cost).any():
+        i = int(np.flatnonzero(np.isnan(cost))[0])
+        raise DataError(f"{name}: row {i + 1}, column 'cost': the cost is missing")
+    _check_range(quality[:, None], name, ["quality"], "quality", 0.0, 1.0)
+    _check_range(cost[:, None], name, ["cost"], "cost", 0.0, np.inf)
+    task_col = _pick(df, task_column, ("task",), "task", name)
+    tasks = df[task_col].astype(str).to_numpy(dtype=object) if task_col else np.full(len(df), "default", object)
+    keys = df["id"].astype(str).to_numpy(dtype=object) if "id" in df.columns else prompts
+    splits = _splits(df, name)
+
+    key_index = {k: i for i, k in enumerate(dict.fromkeys(keys.tolist()))}
+    llms = tuple(dict.fromkeys(df["llm"].astype(str).tolist()))
+    llm_index = {m: j for j, m in enumerate(llms)}
+    rows = np.fromiter((key_index[k] for k in keys), dtype=np.int64, count=len(df))
+    cols = np.fromiter((llm_index[m] for m in df["llm"].astype(str)), dtype=np.int64, count=len(df))
+    flat = rows * len(llms) + cols
+    _, first, counts = np.unique(flat, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = flat[np.sort(first[counts > 1])[0]]
+        where = np.flatnonzero(flat == dup)[:2] + 1
+        raise DataError(
+            f"{name}: rows {where[0]} and {where[1]} give the same query and LLM {llms[dup % len(llms)]!r}; "
+            "each (query, llm) pair must appear once"
+        )
+    n = len(key_index)
+    q = np.full((n, len(llms)), np.nan)
+    c = np.zeros((n, len(llms)))
+    q[rows, cols], c[rows, cols] = quality, cost
+    first_row = np.full(n, -1)
+    first_row[rows[::-1]] = np.arange(len(df))[::-1]
+    for label, values in (("task", tasks), ("split", splits)):
+        if values is None:
+            continue
+        inconsistent = values != values[first_row][rows]
+        if inconsistent.any():
+            i = int(np.flatnonzero(inconsistent)[0])
+            raise DataError(f"{name}: row {i + 1}: the {label} differs from earlier rows of the same query")
+    ids = np.asarray(list(key_index), dtype=object) if "id" in df.columns else np.asarray(
+        [f"q{i + 1}" for i in range(n)], dtype=object)
+    return {
+        "prompts": prompts[first_row],
+        "tasks": tasks[first_row],
+        "quality": q,
+        "cost": c,
+        "llms": llms,
+        "split": None if splits is None else splits[first_row],
+        "ids": ids,
+        "has_cost": has_cost,
+    }
+
+
+def _finish(parsed: dict, name: str, *, test_size: float, seed: int) -> RoutingDataset:
+    quality = parsed["quality"]
+    incomplete = np.isnan(quality).any(axis=1)
+    if incomplete.all():
+        raise DataError(f"{name}: every row has a missing quality value; nothing can be used")
+    if incomplete.any():
+        ids = parsed["ids"][incomplete].tolist()
+        shown = ", ".join(map(str, ids[:30])) + (" …" if len(ids) > 30 else "")
+        warnings.warn(
+            f"{name}: excluded {int(incomplete.sum())} row(s) with missing quality values (ids: {shown})",
+            DataWarning,
+            stacklevel=3,
+        )
+    keep = ~incomplete
+    split = parsed["split"]
+    ds = RoutingDataset(
+        prompts=parsed["prompts"][keep],
+        tasks=parsed["tasks"][keep],
+        quality=quality[keep],
+        cost=parsed["cost"][keep],
+        llms=parsed["llms"],
+        split=split[keep] if split is not None else np.full(int(keep.sum()), "unsplit", dtype=object),
+        ids=parsed["ids"][keep],
+        has_cost=parsed["has_cost"],
+        source=name,
+    )
+    if split is None:
+        ds = grouped_split(ds, test_size=test_size, seed=seed)
+    return ds

@@ -1,0 +1,175 @@
+"""Metrics of the field as pure functions over arrays, plus the loop that evaluates a router on a test split.
+
+Perf is mean quality, Cost is mean USD per 1,000 queries, Score = Perf − λ·Cost. Figures are macro-averaged over
+tasks (the mean of per-task means, as RouterDC and RadialRouter report) with micro averages and per-task values
+alongside. Curve metrics (AIQ, QNC, Pareto front) work on (cost, perf) points from a λ sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from radialrouter.data.dataset import RoutingDataset
+from radialrouter.objective import COST_SCALE, SCENARIOS
+
+#: λ values for Score-vs-λ and cost–quality curves (USD per 1,000 queries).
+DEFAULT_SWEEP: tuple[float, ...] = (0.0, *np.round(np.geomspace(1e-3, 3.0, 24), 6).tolist())
+
+
+@dataclass(frozen=True)
+class Metrics:
+    perf: float
+    cost: float  # USD per 1,000 queries
+    score: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _metrics(perf: float, cost_per_1k: float, lam: float) -> Metrics:
+    return Metrics(float(perf), float(cost_per_1k), float(perf - lam * cost_per_1k))
+
+
+def summarize(perf_q: np.ndarray, cost_q_usd: np.ndarray, tasks: np.ndarray, lam: float) -> dict:
+    """Macro (over tasks), micro and per-task Perf / Cost / Score of per-query outcomes."""
+    perf_q = np.asarray(perf_q, dtype=np.float64)
+    cost_q = np.asarray(cost_q_usd, dtype=np.float64) * COST_SCALE
+    per_task = {}
+    for task in dict.fromkeys(np.asarray(tasks).tolist()):
+        mask = tasks == task
+        per_task[task] = _metrics(perf_q[mask].mean(), cost_q[mask].mean(), lam)
+    macro = _metrics(np.mean([m.perf for m in per_task.values()]), np.mean([m.cost for m in per_task.values()]), lam)
+    return {"macro": macro, "micro": _metrics(perf_q.mean(), cost_q.mean(), lam), "per_task": per_task}
+
+
+def most_expensive_llm(data: RoutingDataset) -> int:
+    return int(np.argmax(data.mean_cost))
+
+
+def collapse_stats(weights: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> dict[str, float]:
+    """Routing-collapse diagnostics of one set of decisions.
+
+    ``most_expensive_share``: share of queries sent to the LLM with the highest mean cost.
+    ``overspend_share``: share sent to an LLM although a strictly cheaper one had at least the same quality.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    top = int(np.argmax(cost.mean(axis=0)))
+    chosen_q = (weights * quality).sum(1, keepdims=True)
+    chosen_c = (weights * cost).sum(1, keepdims=True)
+    cheaper_as_good = ((quality >= chosen_q - 1e-12) & (cost < chosen_c - 1e-15)).any(axis=1)
+    return {"most_expensive_share": float(weights[:, top].mean()), "overspend_share": float(cheaper_as_good.mean())}
+
+
+def evaluate_router(router, data: RoutingDataset, lams: Iterable[float] = SCENARIOS.values()) -> list[dict]:
+    """Rows of the ``eval --json`` schema for one fitted router: one row per λ, macro figures at top level."""
+    rows = []
+    name = getattr(router, "display_name", None) or router.name
+    for lam in lams:
+        out = router.outcomes(data, float(lam))
+        summary = summarize(out.perf, out.cost, data.tasks, float(lam))
+        rows.append({
+            "router": name,
+            "lam": float(lam),
+            **summary["macro"].to_dict(),
+            "micro": summary["micro"].to_dict(),
+            "per_task": {t: m.to_dict() for t, m in summary["per_task"].items()},
+            "call_share": {llm: float(w) for llm, w in zip(data.llms, out.weights.mean(axis=0))},
+            **collapse_stats(out.weights, data.quality, data.cost),
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- curves
+def pareto_front(costs: Sequence[float], perfs: Sequence[float]) -> np.ndarray:
+    """Indices of the points no other point beats on both cost (lower) and perf (higher), by increasing cost."""
+    costs, perfs = np.asarray(costs, float), np.asarray(perfs, float)
+    order = np.lexsort((-perfs, costs))
+    front, best = [], -np.inf
+    for i in order:
+        if perfs[i] > best + 1e-12:
+            front.append(i)
+            best = perfs[i]
+    return np.asarray(front, dtype=np.int64)
+
+
+def nondecreasing_hull(costs: Sequence[float], perfs: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices of RouterBench's non-decreasing convex hull of (cost, perf) points, O(n log n).
+
+    The upper convex hull (Andrew's monotone chain) up to its highest point; beyond it the curve stays flat,
+    since a router can always pick that configuration without spending more."""
+    pts = sorted(set(zip(np.asarray(costs, float).tolist(), np.asarray(perfs, float).tolist())))
+    if not pts:
+        raise ValueError("no points")
+    upper: list[tuple[float, float]] = []
+    for p in pts:
+        # Keep only right turns (strictly concave chain); equal costs keep the highest perf automatically.
+        while len(upper) >= 2 and _cross(upper[-2], upper[-1], p) >= 0:
+            upper.pop()
+        upper.append(p)
+    # Among equal costs the chain may still hold a lower point first; drop it.
+    dedup: list[tuple[float, float]] = []
+    for p in upper:
+        if dedup and p[0] == dedup[-1][0]:
+            dedup[-1] = max(dedup[-1], p, key=lambda q: q[1])
+        else:
+            dedup.append(p)
+    peak = int(np.argmax([p[1] for p in dedup]))
+    hull = dedup[: peak + 1]
+    xs = np.array([p[0] for p in hull])
+    ys = np.array([p[1] for p in hull])
+    return xs, ys
+
+
+def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def aiq(costs: Sequence[float], perfs: Sequence[float], cost_range: tuple[float, float] | None = None) -> float:
+    """Average Improvement in Quality (RouterBench): area under the non-decreasing convex hull divided by the
+    cost range (default: the points' own min–max cost; pass a shared range to compare routers)."""
+    xs, ys = nondecreasing_hull(costs, perfs)
+    lo, hi = cost_range or (float(np.min(costs)), float(np.max(costs)))
+    if hi <= lo:
+        return float(ys.max())
+    grid_x = np.concatenate([[lo], xs[(xs > lo) & (xs < hi)], [hi]])
+    # Left of the cheapest point the router cannot operate: count it at the cheapest point's quality.
+    grid_y = np.interp(grid_x, xs, ys, left=ys[0], right=ys[-1])
+    return float(np.trapezoid(grid_y, grid_x) / (hi - lo))
+
+
+def qnc(costs: Sequence[float], perfs: Sequence[float], ref_perf: float, ref_cost: float) -> float | None:
+    """Cheapest cost on the front reaching ``ref_perf`` (the best single LLM's quality), relative to
+    ``ref_cost`` (that LLM's cost). ``None`` when the router never reaches it."""
+    costs, perfs = np.asarray(costs, float), np.asarray(perfs, float)
+    reach = perfs >= ref_perf - 1e-12
+    if not reach.any() or ref_cost <= 0:
+        return None
+    return float(costs[reach].min() / ref_cost)
+
+
+def best_single_reference(data: RoutingDataset) -> dict:
+    """The best single LLM on ``data`` by macro quality: the bar QNC measures against."""
+    per_llm = []
+    for j, llm in enumerate(data.llms):
+        s = summarize(data.quality[:, j], data.cost[:, j], data.tasks, 0.0)["macro"]
+        per_llm.append((s.perf, -s.cost, llm, s))
+    perf, _, llm, s = max(per_llm)
+    return {"llm": llm, "perf": s.perf, "cost": s.cost}
+
+
+def curve_metrics(rows: list[dict], data: RoutingDataset, cost_range: tuple[float, float] | None = None) -> dict:
+    """AIQ, QNC, peak quality and the Pareto front from one router's λ-sweep rows."""
+    costs = [r["cost"] for r in rows]
+    perfs = [r["perf"] for r in rows]
+    ref = best_single_reference(data)
+    front = pareto_front(costs, perfs)
+    return {
+        "aiq": aiq(costs, perfs, cost_range),
+        "qnc": qnc(costs, perfs, ref["perf"], ref["cost"]),
+        "peak_perf": float(max(perfs)),
+        "reference_llm": ref["llm"],
+        "front": [{"lam": rows[i]["lam"], "cost": costs[i], "perf": perfs[i]} for i in front],
+    }

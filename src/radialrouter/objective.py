@@ -1,0 +1,77 @@
+"""The routing objective: Score = quality − λ·cost, with cost in USD per 1,000 queries.
+
+Datasets store cost in USD *per query* (what logs record); every λ in this package is in the paper's unit,
+USD per 1,000 queries, so λ = 0.02 means "one quality point is worth 50 dollars per thousand queries".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Multiply a per-query USD cost by this to get USD per 1,000 queries, the unit λ is expressed in.
+COST_SCALE = 1000.0
+
+#: The paper's three scenarios (Performance First, Balance, Cost First).
+SCENARIOS: dict[str, float] = {"performance-first": 0.0, "balance": 0.02, "cost-first": 0.1}
+
+#: Short labels used in tables.
+SCENARIO_LABELS: dict[float, str] = {0.0: "PF", 0.02: "BA", 0.1: "CF"}
+
+
+def utility(quality: np.ndarray, cost_usd: np.ndarray, lam: float) -> np.ndarray:
+    """Per-query, per-LLM Score: ``quality − λ · cost_per_1k`` (cost given in USD per query)."""
+    return np.asarray(quality, dtype=np.float64) - lam * COST_SCALE * np.asarray(cost_usd, dtype=np.float64)
+
+
+def resolve_lam(value: float | str | None, default: float = 0.0) -> float:
+    """Accept a number, a numeric string or a scenario name (``balance``, ``cost-first``, ``PF`` …)."""
+    if value is None:
+        return default
+    if isinstance(value, (int, float)):
+        lam = float(value)
+    else:
+        key = str(value).strip().lower().replace("_", "-")
+        aliases = {"pf": "performance-first", "ba": "balance", "cf": "cost-first"}
+        key = aliases.get(key, key)
+        if key in SCENARIOS:
+            return SCENARIOS[key]
+        try:
+            lam = float(key)
+        except ValueError:
+            names = ", ".join(SCENARIOS)
+            raise ValueError(f"λ must be a number ≥ 0 or one of {names}; got {value!r}") from None
+    if not np.isfinite(lam) or lam < 0:
+        raise ValueError(f"λ must be a finite number ≥ 0; got {value!r}")
+    return lam
+
+
+def target_distribution(quality: np.ndarray, cost_usd: np.ndarray, lam: float, tau: float) -> np.ndarray:
+    """Softmax of the per-LLM Score at temperature τ: the KL target of RadialRouter (papers.md §1)."""
+    s = utility(quality, cost_usd, lam) / tau
+    s = s - s.max(axis=-1, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def argmax_cheapest(scores: np.ndarray, cost: np.ndarray, atol: float = 1e-9) -> np.ndarray:
+    """Row-wise argmax of ``scores`` with ties broken towards the lower ``cost`` (then the lower index).
+
+    ``cost`` may be (n, m) or (m,). Non-finite scores (masked candidates) are never chosen unless a row is all
+    masked, which is an error.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    cost = np.broadcast_to(np.asarray(cost, dtype=np.float64), scores.shape)
+    best = np.max(scores, axis=1, keepdims=True)
+    if not np.all(np.isfinite(best)):
+        raise ValueError("every query needs at least one candidate LLM with a finite score")
+    tied = scores >= best - atol
+    masked_cost = np.where(tied, cost, np.inf)
+    return np.argmin(masked_cost, axis=1)
+
+
+def rank_cheapest_first(scores: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Row-wise order of LLMs, best score first, equal scores cheaper first."""
+    scores = np.asarray(scores, dtype=np.float64)
+    cost = np.broadcast_to(np.asarray(cost, dtype=np.float64), scores.shape)
+    # lexsort sorts by the last key first: primary −score, secondary cost.
+    return np.stack([np.lexsort((c, -s)) for s, c in zip(scores, cost)]) if len(scores) else np.zeros((0, 0), int)

@@ -1,0 +1,169 @@
+"""Turn evaluation rows into what people read: a terminal table, JSON, Markdown and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radialrouter.objective import SCENARIO_LABELS
+
+SCHEMA_VERSION = 1
+
+
+def _label(lam: float) -> str:
+    return SCENARIO_LABELS.get(round(lam, 6), f"λ={lam:g}")
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    """One figure, or mean ± std when several seeds were run."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def table_rows(rows: list[dict], lams: list[float] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Table 1 layout: one line per router, Perf / Cost / Score per λ (mean ± std over seeds)."""
+    lams = lams or sorted({r["lam"] for r in rows})
+    grouped: dict[str, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        grouped[r["router"]][r["lam"]].append(r)
+    header = ["Router"] + [f"{_label(lam)} {k}" for lam in lams for k in ("Perf", "Cost", "Score")]
+    body = []
+    for router, by_lam in grouped.items():
+        line = [router]
+        for lam in lams:
+            rs = by_lam.get(lam, [])
+            line += [_fmt([r[k] for r in rs]) if rs else "–" for k in ("perf", "cost", "score")]
+        body.append(line)
+    return header, body
+
+
+def print_table(rows: list[dict], title: str = "", lams: list[float] | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    header, body = table_rows(rows, lams)
+    table = Table(title=title or None, caption="Cost in USD per 1,000 queries; macro average over tasks")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for line in body:
+        table.add_row(*line)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # logs and pipes: never squeeze the figures
+    console.print(table)
+
+
+def to_markdown(rows: list[dict], title: str = "", lams: list[float] | None = None) -> str:
+    header, body = table_rows(rows, lams)
+    out = [f"## {title}", ""] if title else []
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    out += ["| " + " | ".join(line) + " |" for line in body]
+    out += ["", "Perf: mean quality; Cost: USD per 1,000 queries; Score = Perf − λ·Cost; macro average over tasks."]
+    return "\n".join(out) + "\n"
+
+
+def per_task_markdown(rows: list[dict]) -> str:
+    """Per-task Perf / Cost / Score for each router and λ (first seed's row when several)."""
+    seen: set[tuple[str, float]] = set()
+    lines = ["| Router | λ | Task | Perf | Cost | Score |", "|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        key = (r["router"], r["lam"])
+        if key in seen or "per_task" not in r:
+            continue
+        seen.add(key)
+        for task, m in r["per_task"].items():
+            figures = " | ".join(f"{m[k]:.3f}" for k in ("perf", "cost", "score"))
+            lines.append(f"| {r['router']} | {r['lam']:g} | {task} | {figures} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: str | Path, rows: list[dict], meta: dict[str, Any] | None = None, **extra: Any) -> Path:
+    """The stable machine-readable form: ``{"schema_version", "meta", "results": [{router, lam, perf, cost,
+    score, …}], …}`` with cost in USD per 1,000 queries and macro averages at the top level of each row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"schema_version": SCHEMA_VERSION, "meta": meta or {}, "results": rows, **extra}
+    path.write_text(json.dumps(doc, indent=2, default=_default) + "\n")
+    return path
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def plot_score_vs_lam(sweeps: dict[str, list[dict]], path: str | Path, title: str = "") -> Path | None:
+    """Score against λ (log scale) for each router's sweep rows. Returns None when matplotlib is missing."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in sweeps.items():
+        rows = sorted(rows, key=lambda r: r["lam"])
+        ax.plot([max(r["lam"], 1e-4) for r in rows], [r["score"] for r in rows], marker=".", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("λ (quality points per USD per 1,000 queries; λ=0 drawn at 1e-4)")
+    ax.set_ylabel("Score = Perf − λ·Cost")
+    ax.set_title(title or "Score against λ")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_perf_vs_cost(sweeps: dict[str, list[dict]], path: str | Path, title: str = "",
+                      points: dict[str, tuple[float, float]] | None = None) -> Path | None:
+    """Perf against Cost: each router's λ-sweep curve (its Pareto front highlighted) plus single points
+    (e.g. each LLM alone)."""
+    from radialrouter.evaluation import pareto_front
+
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in sweeps.items():
+        costs = np.array([r["cost"] for r in rows])
+        perfs = np.array([r["perf"] for r in rows])
+        front = pareto_front(costs, perfs)
+        line, = ax.plot(costs[front], perfs[front], marker="o", ms=3, label=name)
+        ax.scatter(costs, perfs, s=6, color=line.get_color(), alpha=0.4)
+    for label, (cost, perf) in (points or {}).items():
+        ax.scatter([cost], [perf], marker="x", color="grey")
+        ax.annotate(label.split("/")[-1], (cost, perf), fontsize=6, color="grey")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("Cost (USD per 1,000 queries)")
+    ax.set_ylabel("Perf (mean quality)")
+    ax.set_title(title or "Cost–quality trade-off")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

@@ -1,0 +1,311 @@
+"""The router interface every method implements, and the save/load plumbing they share.
+
+Conventions (scikit-learn + Hugging Face): the constructor stores hyperparameters only; ``fit`` learns and sets
+attributes ending in ``_``; ``predict_scores`` gives an (n_queries, n_llms) array where higher is better at a given
+λ; ``predict`` turns it into one LLM index per query (ties to the cheaper LLM); ``route`` returns `Decision`
+objects for people and servers. A router directory holds ``config.json``, ``pool.json``, ``encoder.json``,
+``training.json`` and ``model.safetensors`` — never a pickle.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from radialrouter.data.dataset import RoutingDataset
+from radialrouter.encoders import QueryEncoder
+from radialrouter.objective import COST_SCALE, argmax_cheapest, rank_cheapest_first, resolve_lam
+
+FORMAT_VERSION = 1
+Queries = "str | Sequence[str] | np.ndarray | RoutingDataset"
+R = TypeVar("R", bound="Router")
+
+
+class RouterError(RuntimeError):
+    """A router used before ``fit``, asked about unknown LLMs, or loaded from an unusable directory."""
+
+
+@dataclass
+class Decision:
+    """One routing decision: the chosen LLM, the full ranking and why."""
+
+    llm: str
+    ranking: list[str]
+    scores: dict[str, float]
+    probabilities: dict[str, float] | None
+    expected_cost: float
+    lam: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; ``expected_cost`` is USD for this one query."""
+        return asdict(self)
+
+
+@dataclass
+class Outcomes:
+    """What a router's decisions realise on labelled queries: the evaluation's only input."""
+
+    weights: np.ndarray  # (n, m): one-hot choices, or a distribution (Random's expectation)
+    perf: np.ndarray  # (n,) quality obtained
+    cost: np.ndarray  # (n,) USD paid (a cascade pays for every LLM it called)
+
+
+class Router(ABC):
+    """Base class: subclasses implement ``_fit`` and ``_scores`` (and ``_state``/``_load_state`` if they learn
+    weights). Set ``uses_embeddings = False`` for routers that read labels or tasks instead of query vectors, and
+    ``lam_at_fit = True`` for routers trained for the single λ given by their ``lam`` hyperparameter."""
+
+    name: ClassVar[str] = ""
+    uses_embeddings: ClassVar[bool] = True
+    lam_at_fit: ClassVar[bool] = False
+
+    #: Subclasses that use embeddings take ``encoder=None`` in their constructor and store it here.
+    encoder: QueryEncoder | None = None
+
+    # ------------------------------------------------------------------ hyperparameters
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, as stored in ``config.json``."""
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k not in {"self", "encoder"}}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self: R, train: RoutingDataset, val: RoutingDataset | None = None) -> R:
+        """Learn from ``train`` (all its rows); ``val`` is only for model selection and early stopping."""
+        if len(train) == 0:
+            raise RouterError("cannot fit on an empty dataset")
+        self.llms_ = list(train.llms)
+        self.mean_cost_ = train.mean_cost.astype(np.float64)
+        self.default_lam_ = float(getattr(self, "lam", 0.0) or 0.0) if self.lam_at_fit else 0.0
+        if self.uses_embeddings and train.embedding_encoder:
+            if self.encoder is None:
+                self.encoder = QueryEncoder.from_identity(train.embedding_encoder)
+            else:
+                self.encoder.check_compatible(train.embedding_encoder)
+        start = time.perf_counter()
+        self._fit(train, val)
+        self.training_ = {
+            "data_fingerprint": train.fingerprint(),
+            "data_source": train.source,
+            "n_train": len(train),
+            "n_val": 0 if val is None else len(val),
+            "fit_seconds": round(time.perf_counter() - start, 3),
+            **getattr(self, "training_", {}),
+        }
+        return self
+
+    @abstractmethod
+    def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None: ...
+
+    @abstractmethod
+    def _scores(self, x: Any, lam: float) -> np.ndarray:
+        """(n, m) scores, higher is better; ``x`` is embeddings, or the dataset when ``uses_embeddings`` is
+        False."""
+
+    def _proba(self, x: Any, lam: float) -> np.ndarray | None:
+        """Per-LLM probabilities when the method has them (softmax routers); ``None`` otherwise."""
+        return None
+
+    # ------------------------------------------------------------------ inputs
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "llms_"):
+            raise RouterError(f"{type(self).__name__} is not fitted: call fit() or from_pretrained() first")
+
+    def get_encoder(self) -> QueryEncoder:
+        if self.encoder is None:
+            self.encoder = QueryEncoder()
+        return self.encoder
+
+    def _inputs(self, queries: Any) -> Any:
+        """Embeddings for embedding routers (reusing a dataset's cached ones), the dataset otherwise."""
+        if not self.uses_embeddings:
+            if not isinstance(queries, RoutingDataset):
+                raise RouterError(f"{type(self).__name__} reads labels or tasks: pass a RoutingDataset")
+            return queries
+        if isinstance(queries, RoutingDataset):
+            if queries.embeddings is not None:
+                if queries.embedding_encoder and self.encoder is not None:
+                    self.encoder.check_compatible(queries.embedding_encoder)
+                return queries.embeddings
+            queries = queries.prompts.tolist()
+        if isinstance(queries, np.ndarray) and queries.dtype.kind == "f":
+            return np.atleast_2d(queries).astype(np.float32, copy=False)
+        if isinstance(queries, str):
+            queries = [queries]
+        return self.get_encoder().encode(list(queries))
+
+    def _candidate_mask(self, candidates: Any, n: int) -> np.ndarray | None:
+        if candidates is None:
+            return None
+        if isinstance(candidates, np.ndarray) and candidates.dtype == bool:
+            mask = np.broadcast_to(candidates, (n, len(self.llms_)))
+        else:
+            unknown = [c for c in candidates if c not in self.llms_]
+            if unknown:
+                raise RouterError(f"unknown candidate LLM(s) {unknown}; this router knows {self.llms_}")
+            mask = np.broadcast_to(np.isin(self.llms_, list(candidates)), (n, len(self.llms_)))
+        if not mask.any(axis=1).all():
+            raise RouterError("every query needs at least one candidate LLM")
+        return mask
+
+    # ------------------------------------------------------------------ prediction
+    def predict_scores(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> np.ndarray:
+        """(n_queries, n_llms) scores at trade-off ``lam``; higher is better, non-candidates are −inf."""
+        self._check_fitted()
+        lam = resolve_lam(lam, self.default_lam_)
+        x = self._inputs(queries)
+        scores = np.asarray(self._scores(x, lam), dtype=np.float64)
+        mask = self._candidate_mask(candidates, len(scores))
+        return scores if mask is None else np.where(mask, scores, -np.inf)
+
+    def predict_costs(self, queries: Any) -> np.ndarray:
+        """Expected USD cost per query of each LLM; the pool's mean cost unless the method predicts it."""
+        n = len(queries) if isinstance(queries, (RoutingDataset, list, tuple, np.ndarray)) else 1
+        return np.broadcast_to(self.mean_cost_, (n, len(self.llms_)))
+
+    def predict(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> np.ndarray:
+        """Index of the chosen LLM per query (ties to the cheaper LLM)."""
+        return argmax_cheapest(self.predict_scores(queries, lam, candidates), self.mean_cost_)
+
+    def route(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> list[Decision]:
+        """Route a batch: per query the chosen LLM, the ranking, per-LLM scores (and probabilities) and the
+        expected cost. ``candidates`` (LLM names) restricts the pool for this call without retraining."""
+        self._check_fitted()
+        lam = resolve_lam(lam, self.default_lam_)
+        x = self._inputs(queries)
+        scores = np.asarray(self._scores(x, lam), dtype=np.float64)
+        mask = self._candidate_mask(candidates, len(scores))
+        proba = self._proba(x, lam)
+        if mask is not None:
+            scores = np.where(mask, scores, -np.inf)
+            if proba is not None:
+                proba = np.where(mask, proba, 0.0)
+                proba = proba / proba.sum(axis=1, keepdims=True)
+        order = rank_cheapest_first(scores, self.mean_cost_)
+        costs = self.predict_costs(queries)
+        out = []
+        for i, row in enumerate(order):
+            keep = [j for j in row if np.isfinite(scores[i, j])]
+            out.append(Decision(
+                llm=self.llms_[keep[0]],
+                ranking=[self.llms_[j] for j in keep],
+                scores={self.llms_[j]: float(scores[i, j]) for j in keep},
+                probabilities=None if proba is None else {self.llms_[j]: float(proba[i, j]) for j in keep},
+                expected_cost=float(costs[i, keep[0]]),
+                lam=lam,
+            ))
+        return out
+
+    def outcomes(self, data: RoutingDataset, lam: float) -> Outcomes:
+        """Realised quality and cost of this router's decisions on labelled data."""
+        choice = self.predict(data, lam)
+        rows = np.arange(len(data))
+        weights = np.zeros((len(data), len(self.llms_)))
+        weights[rows, choice] = 1.0
+        return Outcomes(weights, data.quality[rows, choice], data.cost[rows, choice])
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        """Arrays to save in ``model.safetensors`` (learned weights)."""
+        return {}
+
+    def _load_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        """Restore what ``_state`` and ``_extra_state`` saved."""
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Small JSON-able fitted state (e.g. a chosen index) saved in ``config.json``."""
+        return {}
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the router to ``directory`` (created if needed) as safetensors + JSON."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "router": self.name,
+            "format_version": FORMAT_VERSION,
+            "params": self.get_params(),
+            "state": self._extra_state(),
+        }
+        pool = {
+            "llms": self.llms_,
+            "mean_cost_usd": [float(c) for c in self.mean_cost_],
+            "mean_cost_per_1k": [float(c * COST_SCALE) for c in self.mean_cost_],
+            "default_lam": self.default_lam_,
+        }
+        _write_json(directory / "config.json", config)
+        _write_json(directory / "pool.json", pool)
+        _write_json(directory / "training.json", getattr(self, "training_", {}))
+        if self.uses_embeddings:
+            encoder = self.get_encoder()
+            _write_json(directory / "encoder.json", {**encoder.identity, "precision": encoder.precision})
+        tensors = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
+        save_file(tensors, str(directory / "model.safetensors"), metadata={"router": self.name})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls: type[R], directory: str | Path, encoder: QueryEncoder | None = None) -> R:
+        """Load a router saved by ``save_pretrained``; the class comes from ``config.json``.
+
+        With ``encoder`` given, it must match the one the router was trained with (weights hash, width, pooling,
+        truncation); without it, that encoder is rebuilt from ``encoder.json``."""
+        from safetensors.numpy import load_file
+
+        from radialrouter.routers import router_class
+
+        directory = Path(directory)
+        if not (directory / "config.json").exists():
+            raise RouterError(f"{directory}: not a router directory (no config.json)")
+        config = _read_json(directory / "config.json")
+        if config.get("format_version", 0) > FORMAT_VERSION:
+            raise RouterError(f"{directory}: format version {config['format_version']} is newer than this package")
+        klass = router_class(config["router"])
+        if cls is not Router and not issubclass(klass, cls):
+            raise RouterError(f"{directory} holds a {config['router']!r} router, not a {cls.__name__}")
+        router = klass(**config.get("params", {}))
+        pool = _read_json(directory / "pool.json")
+        router.llms_ = list(pool["llms"])
+        router.mean_cost_ = np.asarray(pool["mean_cost_usd"], dtype=np.float64)
+        router.default_lam_ = float(pool.get("default_lam", 0.0))
+        router.training_ = _read_json(directory / "training.json") if (directory / "training.json").exists() else {}
+        if klass.uses_embeddings:
+            saved = _read_json(directory / "encoder.json")
+            encoder = encoder or QueryEncoder.from_identity(saved)
+            encoder.check_compatible(saved)
+            router.encoder = encoder
+        tensors = load_file(str(directory / "model.safetensors"))
+        router._load_state(tensors, config.get("state", {}))
+        return router
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RouterError(f"{path}: cannot be read as JSON: {exc}") from exc
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
