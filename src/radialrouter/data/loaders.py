@@ -166,8 +166,9 @@ def _check_range(values: np.ndarray, name: str, columns: Sequence[str], what: st
     bad = ~np.isnan(values) & ((values < low) | (values > high))
     if bad.any():
         i, j = map(int, np.argwhere(bad)[0])
+        problem = "is negative" if np.isinf(high) else f"is outside [{low}, {high}]"
         raise DataError(
-            f"{name}: row {i + 1}, column {columns[j]!r}: {what} {values[i, j]!r} is outside [{low}, {high}] "
+            f"{name}: row {i + 1}, column {columns[j]!r}: {what} {float(values[i, j])!r} {problem} "
             f"({int(bad.sum())} such cell(s))"
         )
 

@@ -14,6 +14,11 @@ BUILTIN_ROUTERS: dict[str, str] = {
     "random": "radialrouter.routers.reference:RandomRouter",
     "best-single": "radialrouter.routers.reference:BestSingleRouter",
     "task-best": "radialrouter.routers.reference:TaskBestRouter",
+    "knn": "radialrouter.routers.knn:KNNRouter",
+    "mlp": "radialrouter.routers.mlp:MLPRouter",
+    "mf": "radialrouter.routers.mf:MFRouter",
+    "hybrid": "radialrouter.routers.hybrid:HybridRouter",
+    "frugal": "radialrouter.routers.frugal:FrugalRouter",
 }
 _REGISTERED: dict[str, type[Router]] = {}
 

@@ -50,8 +50,11 @@ class RandomRouter(Router):
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
         pass
 
-    def _scores(self, x: RoutingDataset, lam: float) -> np.ndarray:
-        return np.zeros((len(x), len(self.llms_)))
+    def _scores(self, x, lam: float) -> np.ndarray:
+        # The argmax of i.i.d. uniforms is a uniform random choice; the generator is seeded once per router.
+        if getattr(self, "_rng", None) is None:
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng.random((len(x), len(self.llms_)))
 
     def _inputs(self, queries):
         # Random needs nothing from the query; accept text, vectors or a dataset alike.
@@ -59,12 +62,6 @@ class RandomRouter(Router):
 
     def _proba(self, x, lam: float) -> np.ndarray:
         return np.full((len(x), len(self.llms_)), 1.0 / len(self.llms_))
-
-    def predict_scores(self, queries, lam=None, candidates=None) -> np.ndarray:
-        # A fresh uniform draw per call: argmax of i.i.d. uniforms is a uniform random choice.
-        scores = super().predict_scores(queries, lam, candidates)
-        rng = np.random.default_rng(self.seed)
-        return np.where(np.isfinite(scores), rng.random(scores.shape), -np.inf)
 
     def outcomes(self, data: RoutingDataset, lam: float) -> Outcomes:
         weights = np.full((len(data), len(self.llms_)), 1.0 / len(self.llms_))

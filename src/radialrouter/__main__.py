@@ -1,0 +1,5 @@
+"""`python -m radialrouter` runs the CLI."""
+
+from radialrouter.cli import main
+
+main()

@@ -1,0 +1,190 @@
+"""Pieces the baseline routers share: a per-query cost head, soft-label logistic scorers, threshold selection,
+and a base class for torch routers that regress per-LLM quality from the query embedding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from radialrouter.data.dataset import RoutingDataset
+from radialrouter.evaluation import summarize
+from radialrouter.objective import argmax_cheapest, utility
+from radialrouter.routers.base import Router
+
+
+# ---------------------------------------------------------------------------------------------- cost head
+def fit_cost_head(x: np.ndarray, cost: np.ndarray, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression from embeddings to log per-query cost (costs span two orders of magnitude with prompt
+    length, and the log keeps predictions positive). Returns weights (d, m) and intercept (m,)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.log(np.maximum(np.asarray(cost, dtype=np.float64), 1e-12))
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc = x - x_mean
+    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - y_mean))
+    return w, y_mean - x_mean @ w
+
+
+def predict_cost_head(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """USD per query for each LLM."""
+    return np.exp(np.asarray(x, dtype=np.float64) @ w + b)
+
+
+# ---------------------------------------------------------------------------------------------- scorers
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def fit_soft_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Logistic regression on labels in [0, 1]: each row appears once as a positive with weight y and once as a
+    negative with weight 1 − y (the soft cross-entropy), so fractional qualities (GSM8K pass rates) work too.
+    Returns (coef (d,), intercept); a constant label gives a constant model."""
+    y = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
+    if np.all(y == y[0]):
+        p = float(np.clip(y[0], 1e-6, 1 - 1e-6))
+        return np.zeros(x.shape[1]), float(np.log(p / (1 - p)))
+    from sklearn.linear_model import LogisticRegression
+
+    xx = np.concatenate([x, x])
+    yy = np.concatenate([np.ones(len(x)), np.zeros(len(x))])
+    ww = np.concatenate([y, 1.0 - y])
+    keep = ww > 0
+    model = LogisticRegression(C=c, max_iter=500, random_state=seed)
+    model.fit(xx[keep], yy[keep], sample_weight=ww[keep])
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
+
+
+def out_of_fold(fit, predict, x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Predictions for every training row from a model that did not see it, so thresholds picked on them are not
+    fooled by the scorer's over-confidence on its own training data."""
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(x)) % folds
+    out = np.empty(len(x))
+    for k in range(folds):
+        held = fold == k
+        out[held] = predict(x[held], fit(x[~held], y[~held]))
+    return out
+
+
+#: A threshold above any probability: "never accept" (finite, so it can stand in a score matrix).
+NEVER = 2.0
+
+
+def quantile_grid(values: np.ndarray, n: int) -> np.ndarray:
+    """Candidate thresholds on probabilities: ``n`` quantiles of ``values`` (the lowest accepts everything) plus
+    `NEVER`, deduplicated."""
+    qs = np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0, 1, n))
+    return np.unique(np.concatenate([qs, [NEVER]]))
+
+
+def macro_perf_cost(perf_q: np.ndarray, cost_q: np.ndarray, tasks: np.ndarray) -> tuple[float, float]:
+    """Macro Perf and Cost (USD per 1,000 queries) of per-query outcomes, as the evaluation reports them."""
+    m = summarize(perf_q, cost_q, tasks, 0.0)["macro"]
+    return m.perf, m.cost
+
+
+def with_val(train: RoutingDataset, val: RoutingDataset | None) -> RoutingDataset:
+    """Training rows followed by validation rows (labels only): the data operating points are selected on."""
+    if val is None or not len(val):
+        return train
+    return RoutingDataset.from_arrays(
+        prompts=np.concatenate([train.prompts, val.prompts]), tasks=np.concatenate([train.tasks, val.tasks]),
+        quality=np.concatenate([train.quality, val.quality]), cost=np.concatenate([train.cost, val.cost]),
+        llms=train.llms, source="train+val")
+
+
+def best_setting(perf: np.ndarray, cost_per_1k: np.ndarray, lam: float) -> int:
+    """Index of the stored operating point with the highest Score at ``lam`` (ties to the cheaper one)."""
+    score = np.asarray(perf) - lam * np.asarray(cost_per_1k)
+    return int(argmax_cheapest(score[None, :], np.asarray(cost_per_1k))[0])
+
+
+# ---------------------------------------------------------------------------------------------- torch regressors
+class QualityRegressorRouter(Router):
+    """Base for routers that regress each LLM's quality from the query embedding with a torch module (sigmoid
+    output, soft binary cross-entropy) and predict per-query cost with a ridge head. Scoring is λ-free:
+    ``q̂ − λ·COST_SCALE·ĉ``, so one fit serves every λ. Model selection: macro Score at λ = 0 on ``val``."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    cost_alpha: float
+
+    def _build(self, dim: int, n_llms: int):
+        """The torch module mapping (n, dim) embeddings to (n, n_llms) logits."""
+        raise NotImplementedError
+
+    def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
+        import torch
+
+        from radialrouter.training import set_seed, train_module
+
+        x = require_embeddings(train, self)
+        set_seed(self.seed)
+        self.dim_ = x.shape[1]
+        self.module_ = self._build(self.dim_, len(self.llms_))
+        xt = torch.from_numpy(x)
+        yt = torch.from_numpy(np.clip(train.quality, 0, 1).astype(np.float32))
+        bce = torch.nn.BCEWithLogitsLoss()
+
+        def loss_fn(idx: np.ndarray) -> torch.Tensor:
+            return bce(self.module_(xt[idx]), yt[idx])
+
+        val_fn = None
+        if val is not None and len(val):
+            xv = require_embeddings(val, self)
+
+            def val_fn() -> float:
+                choice = argmax_cheapest(self._quality(xv), self.mean_cost_)
+                rows = np.arange(len(val))
+                return macro_perf_cost(val.quality[rows, choice], val.cost[rows, choice], val.tasks)[0]
+
+        result = train_module(self.module_, loss_fn, len(train), steps=self.steps, batch_size=self.batch_size,
+                              lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, val_fn=val_fn,
+                              progress=False, desc=self.name)
+        self.training_ = {"steps": result.steps, "best_step": result.best_step, "best_val_perf": result.best_val}
+        self.cost_w_, self.cost_b_ = fit_cost_head(x, train.cost, self.cost_alpha)
+
+    def _quality(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.module_.eval()
+        with torch.no_grad():
+            return torch.sigmoid(self.module_(torch.from_numpy(np.asarray(x, dtype=np.float32)))).double().numpy()
+
+    def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
+        return utility(self._quality(x), predict_cost_head(x, self.cost_w_, self.cost_b_), lam)
+
+    def predict_costs(self, queries: Any) -> np.ndarray:
+        self._check_fitted()
+        return predict_cost_head(self._inputs(queries), self.cost_w_, self.cost_b_)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        tensors = {f"module.{k}": v.detach().cpu().numpy() for k, v in self.module_.state_dict().items()}
+        return {**tensors, "cost_w": self.cost_w_, "cost_b": self.cost_b_}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"dim": self.dim_}
+
+    def _load_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        import torch
+
+        self.dim_ = int(extra["dim"])
+        self.module_ = self._build(self.dim_, len(self.llms_))
+        state = {k.removeprefix("module."): torch.from_numpy(v.copy()) for k, v in tensors.items()
+                 if k.startswith("module.")}
+        self.module_.load_state_dict(state)
+        self.module_.eval()
+        self.cost_w_, self.cost_b_ = tensors["cost_w"], tensors["cost_b"]
+
+
+def require_embeddings(data: RoutingDataset, router: Router) -> np.ndarray:
+    if data.embeddings is None:
+        raise ValueError(f"{router.name}: the dataset has no embeddings; call data.embed(encoder) first")
+    return np.asarray(data.embeddings, dtype=np.float32)
+
+
+__all__ = ["NEVER", "QualityRegressorRouter", "best_setting", "fit_cost_head", "fit_soft_logistic",
+           "macro_perf_cost", "out_of_fold", "predict_cost_head", "quantile_grid", "require_embeddings", "sigmoid", "with_val"]

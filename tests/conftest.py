@@ -1,0 +1,38 @@
+"""Shared fixtures: small routing tables written to disk in every supported format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROUTERBENCH3 = SHARED_DATA / "routerbench3.parquet"
+ROUTERDC7 = SHARED_DATA / "routerdc7.parquet"
+
+needs_shared = pytest.mark.skipif(
+    not ROUTERBENCH3.exists(), reason=f"shared routing data not found at {SHARED_DATA} (it sits beside the checkout)"
+)
+
+LLMS = ["small", "medium", "large"]
+
+
+def wide_frame(n: int = 30, seed: int = 0) -> pd.DataFrame:
+    """A RouterBench-layout table: prompt, eval_name, one quality and one `|total_cost` column per LLM."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({
+        "sample_id": [f"s{i}" for i in range(n)],
+        "prompt": [f"question number {i} about {'maths' if i % 2 else 'history'}" for i in range(n)],
+        "eval_name": ["maths" if i % 2 else "history" for i in range(n)],
+    })
+    for j, llm in enumerate(LLMS):
+        df[llm] = (rng.random(n) < 0.4 + 0.2 * j).astype(float)
+        df[f"{llm}|total_cost"] = 0.001 * (j + 1) * rng.uniform(0.9, 1.1, n)
+    return df
+
+
+@pytest.fixture
+def wide_df() -> pd.DataFrame:
+    return wide_frame()

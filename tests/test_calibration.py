@@ -1,0 +1,212 @@
+"""Budget calibration (λ from a spending target) and budgeted batch routing, on synthetic data with known costs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import ROUTERBENCH3, needs_shared
+from typer.testing import CliRunner
+
+from radialrouter.calibration import (
+    CalibrationError,
+    calibrate_lam,
+    read_queries,
+    route_batch_budget,
+    save_calibration,
+)
+from radialrouter.data import make_synthetic
+from radialrouter.objective import COST_SCALE, utility
+from radialrouter.routers import Router, available_routers, from_pretrained, make_router, register
+
+
+@register
+class RidgeRouter(Router):
+    """Per-LLM ridge regression of quality on the embedding; λ-free scores q̂ − λ·cost. Small and deterministic."""
+
+    name = "test-ridge"
+
+    def __init__(self, alpha: float = 1.0, encoder: Any = None) -> None:
+        self.alpha = alpha
+        self.encoder = encoder
+
+    def _fit(self, train, val) -> None:
+        x = np.c_[train.embeddings, np.ones(len(train))]
+        self.w_ = np.linalg.solve(x.T @ x + self.alpha * np.eye(x.shape[1]), x.T @ train.quality)
+
+    def predict_quality(self, x: np.ndarray) -> np.ndarray:
+        return np.c_[x, np.ones(len(x))] @ self.w_
+
+    def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
+        return utility(self.predict_quality(x), np.broadcast_to(self.mean_cost_, (len(x), len(self.llms_))), lam)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"w": self.w_}
+
+    def _load_state(self, tensors, extra) -> None:
+        self.w_ = tensors["w"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(n_queries=1200, n_llms=5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def router(data):
+    return RidgeRouter().fit(data.select("train"))
+
+
+def realised_cost(router, test, lam: float) -> float:
+    """USD per 1,000 queries actually paid (true per-query costs of the chosen LLMs)."""
+    choice = router.predict(test, lam)
+    return float(test.cost[np.arange(len(test)), choice].mean() * COST_SCALE)
+
+
+@pytest.mark.parametrize("target", [0.5, 1.0, 2.0, 3.0])
+def test_calibrated_spend_is_within_target_and_interval(router, data, target):
+    test = data.select("test")
+    cal = calibrate_lam(router, test.embeddings, target_cost=target, n_boot=400)
+    assert cal.expected_cost <= target + 1e-9
+    assert cal.ci_low <= cal.expected_cost <= cal.ci_high
+    assert cal.ci_low <= realised_cost(router, test, cal.lam) <= cal.ci_high
+    assert cal.n_queries == len(test)
+    assert abs(sum(cal.call_share.values()) - 1) < 1e-9
+
+
+def test_calibration_is_the_largest_spend_under_the_target(router, data):
+    x = data.select("test").embeddings
+    cal = calibrate_lam(router, x, target_cost=1.5, n_boot=50)
+    for lam in np.geomspace(1e-3, 10, 40):
+        spend = float(router.predict_costs(x)[np.arange(len(x)), router.predict(x, lam)].mean() * COST_SCALE)
+        assert spend <= cal.expected_cost + 1e-9 or spend > 1.5
+
+
+def test_target_share(router, data):
+    x = data.select("test").embeddings
+    top = router.llms_[-1]  # the most expensive LLM
+    cal = calibrate_lam(router, x, target_share={top: 0.1}, n_boot=200)
+    assert cal.share_llm == top
+    assert abs(cal.share - 0.1) < 0.02
+    assert cal.share_ci[0] <= cal.share <= cal.share_ci[1]
+    assert abs((router.predict(x, cal.lam) == len(router.llms_) - 1).mean() - cal.share) < 1e-12
+
+
+def test_unreachable_targets_raise_with_the_reachable_range(router, data):
+    x = data.select("test").embeddings
+    with pytest.raises(CalibrationError, match="cheapest routing found"):
+        calibrate_lam(router, x, target_cost=0.01)
+    with pytest.raises(CalibrationError, match="ranges from"):
+        calibrate_lam(router, x, target_share={router.llms_[-1]: 0.99})
+    with pytest.raises(CalibrationError, match="unknown LLM"):
+        calibrate_lam(router, x, target_share={"nope": 0.2})
+    with pytest.raises(CalibrationError, match="exactly one"):
+        calibrate_lam(router, x)
+    # A budget above the λ = 0 spend does not bind: λ = 0.
+    assert calibrate_lam(router, x, target_cost=1e6, n_boot=10).lam == 0.0
+
+
+def test_save_calibration_sets_the_default_lam(router, data, tmp_path):
+    router.save_pretrained(tmp_path)
+    x = data.select("test").embeddings
+    cal = calibrate_lam(router, x, target_cost=1.0, n_boot=50)
+    save_calibration(tmp_path, cal)
+    save_calibration(tmp_path, cal)
+    loaded = from_pretrained(tmp_path)
+    assert loaded.default_lam_ == pytest.approx(cal.lam)
+    np.testing.assert_array_equal(loaded.predict(x), router.predict(x, cal.lam))
+    record = json.loads((tmp_path / "calibration.json").read_text())
+    assert record["current"]["target"] == {"cost_per_1k": 1.0} and len(record["history"]) == 1
+    assert "date" in record["current"]
+
+
+def test_read_queries_formats(tmp_path):
+    (tmp_path / "q.txt").write_text("first\n\nsecond\n")
+    with pytest.warns(UserWarning, match="1 blank"):
+        assert read_queries(tmp_path / "q.txt") == ["first", "second"]
+    (tmp_path / "q.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    assert read_queries(tmp_path / "q.jsonl") == ["a", "b"]
+    (tmp_path / "q.csv").write_text("id,question\n1,x\n2,\n")
+    with pytest.raises(ValueError, match="row 2"):
+        read_queries(tmp_path / "q.csv")
+
+
+@pytest.mark.parametrize("n, budget_share", [(40, 0.3), (40, 0.7), (300, 0.4)])
+def test_batch_budget_never_over_and_beats_single_lam(router, data, n, budget_share):
+    test = data.select("test").subset(np.arange(n))
+    costs = router.predict_costs(test.embeddings)
+    lo, hi = costs.min(axis=1).sum(), costs.max(axis=1).sum()
+    budget = lo + budget_share * (hi - lo)
+    plan = route_batch_budget(router, test.embeddings, budget)
+    assert plan.total_cost <= budget + 1e-12
+    assert plan.single_lam_cost <= budget + 1e-12
+    assert plan.total_quality >= plan.single_lam_quality - 1e-9
+    assert len(plan.assignments) == n
+
+
+def test_batch_budget_knapsack_is_optimal_on_a_tiny_batch(router, data):
+    import itertools
+
+    test = data.select("test").subset(np.arange(5))
+    q, c = router.predict_quality(test.embeddings), router.predict_costs(test.embeddings)
+    budget = float(c.min(axis=1).sum() * 3)
+    best = max(
+        (sum(q[i, j] for i, j in enumerate(combo)) for combo in itertools.product(range(q.shape[1]), repeat=5)
+         if sum(c[i, j] for i, j in enumerate(combo)) <= budget),
+    )
+    plan = route_batch_budget(router, test.embeddings, budget, resolution=20000, exact_max_cells=10**7)
+    assert plan.total_quality == pytest.approx(best, abs=1e-3)
+
+
+def test_batch_budget_too_small(router, data):
+    x = data.select("test").embeddings[:10]
+    with pytest.raises(CalibrationError, match="cannot cover"):
+        route_batch_budget(router, x, 1e-9)
+
+
+def test_calibrate_cli(router, data, tmp_path):
+    from radialrouter.cli import app
+
+    model = tmp_path / "model"
+    router.save_pretrained(model)
+    queries = tmp_path / "q.npy"
+    np.save(queries, data.select("test").embeddings)
+    runner = CliRunner()
+    result = runner.invoke(app, ["calibrate", "--model", str(model), "--queries", str(queries),
+                                 "--target-cost", "1.0", "--n-boot", "50"])
+    assert result.exit_code == 0, result.output
+    assert "λ" in result.output
+    assert json.loads((model / "pool.json").read_text())["default_lam"] > 0
+    result = runner.invoke(app, ["calibrate", "--model", str(model), "--queries", str(queries),
+                                 "--target-share", "llm-4=0.1", "--no-write", "--n-boot", "50"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["calibrate", "--model", str(model), "--queries", str(queries),
+                                 "--target-share", "llm-4:0.2"])
+    assert result.exit_code != 0
+
+
+def _quick_router():
+    for name in ("knn", "mlp"):
+        if name in available_routers():
+            return make_router(name)
+    pytest.skip("no quick learned router (knn, mlp) is registered yet")
+
+
+@needs_shared
+@pytest.mark.integration
+def test_routerbench_realised_cost_inside_interval():
+    from radialrouter.data import load_dataset
+    from radialrouter.encoders import QueryEncoder
+
+    router = _quick_router()
+    with pytest.warns(UserWarning):
+        ds = load_dataset(ROUTERBENCH3)
+    ds = ds.embed(QueryEncoder(), progress=False)
+    router.fit(ds.select("train"))
+    test = ds.select("test")
+    for target in (0.5, 1.0, 2.0):
+        cal = calibrate_lam(router, test.embeddings, target_cost=target, n_boot=500)
+        realised = realised_cost(router, test, cal.lam)
+        assert cal.ci_low <= realised <= cal.ci_high, (target, cal, realised)

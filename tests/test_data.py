@@ -1,0 +1,215 @@
+"""Loading routing data: every layout and format, validation errors that name the problem, and splits."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import LLMS, wide_frame
+
+from radialrouter.data import (
+    DataError,
+    RoutingDataset,
+    grouped_split,
+    holdout_tasks,
+    load_dataset,
+    load_routerbench,
+    make_synthetic,
+    with_validation,
+)
+from radialrouter.data.loaders import DataWarning
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl", ".pkl"])
+def test_wide_layout_every_format(tmp_path, wide_df, suffix):
+    path = tmp_path / f"data{suffix}"
+    {".parquet": lambda: wide_df.to_parquet(path), ".csv": lambda: wide_df.to_csv(path, index=False),
+     ".jsonl": lambda: wide_df.to_json(path, orient="records", lines=True),
+     ".pkl": lambda: wide_df.to_pickle(path)}[suffix]()
+    ds = load_dataset(path)
+    assert ds.llms == tuple(LLMS)
+    assert ds.quality.shape == ds.cost.shape == (30, 3)
+    np.testing.assert_allclose(ds.cost[:, 1], wide_df["medium|total_cost"].to_numpy())
+    assert set(ds.tasks) == {"maths", "history"}  # eval_name is the task when `task` is absent
+    assert ds.has_cost
+    assert set(ds.split) == {"train", "test"}  # no split column: a seeded split is made
+    assert list(ds.ids) == list(wide_df["sample_id"])
+
+
+def test_split_column_is_used_and_normalised(tmp_path, wide_df):
+    wide_df["split"] = ["Train"] * 20 + ["validation"] * 4 + ["test"] * 6
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    ds = load_dataset(tmp_path / "d.parquet")
+    assert (ds.split == "train").sum() == 20 and (ds.split == "val").sum() == 4 and (ds.split == "test").sum() == 6
+
+
+def test_unknown_split_value_names_row(tmp_path, wide_df):
+    wide_df["split"] = ["train"] * 29 + ["holdout"]
+    wide_df.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(DataError, match=r"row 30, column 'split'.*'holdout'"):
+        load_dataset(tmp_path / "d.csv")
+
+
+def test_missing_quality_rows_are_excluded_with_a_warning(tmp_path, wide_df):
+    wide_df.loc[[3, 7], "medium"] = np.nan
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    with pytest.warns(DataWarning, match=r"excluded 2 row\(s\).*s3, s7"):
+        ds = load_dataset(tmp_path / "d.parquet")
+    assert len(ds) == 28 and "s3" not in ds.ids and not np.isnan(ds.quality).any()
+
+
+def test_quality_only_data(tmp_path):
+    df = pd.DataFrame({"question": ["a", "b", "c", "d"], "task": ["t"] * 4, "split": ["train", "train", "test", "test"],
+                       "row": [0, 1, 2, 3], "m1": [1.0, 0.0, 0.5, 1.0], "m2": [0.0, 1.0, 1.0, 0.25]})
+    df.to_parquet(tmp_path / "q.parquet")
+    ds = load_dataset(tmp_path / "q.parquet")
+    assert ds.llms == ("m1", "m2")  # 'row' is metadata, not an LLM
+    assert not ds.has_cost and (ds.cost == 0).all()
+
+
+def test_long_layout(tmp_path):
+    rows = []
+    for i in range(6):
+        for j, llm in enumerate(LLMS):
+            rows.append({"prompt": f"p{i}", "llm": llm, "quality": float((i + j) % 2), "cost": 0.001 * (j + 1),
+                         "task": "a" if i < 3 else "b"})
+    pd.DataFrame(rows).to_json(tmp_path / "logs.jsonl", orient="records", lines=True)
+    ds = load_dataset(tmp_path / "logs.jsonl")
+    assert ds.llms == tuple(LLMS) and len(ds) == 6
+    assert ds.quality[1].tolist() == [1.0, 0.0, 1.0]
+    assert ds.cost[0].tolist() == pytest.approx([0.001, 0.002, 0.003])
+    assert ds.tasks.tolist() == ["a"] * 3 + ["b"] * 3
+
+
+def test_long_layout_missing_pair_is_excluded_and_duplicates_rejected(tmp_path):
+    rows = [{"prompt": f"p{i}", "llm": m, "quality": 1.0, "cost": 0.001} for i in range(4) for m in LLMS]
+    df = pd.DataFrame(rows)
+    with pytest.warns(DataWarning, match=r"excluded 1 row"):
+        ds = load_dataset(df.drop(index=4))  # query p1 has no 'medium' result
+    assert len(ds) == 3
+    with pytest.raises(DataError, match=r"rows 1 and 13 give the same query and LLM 'small'"):
+        load_dataset(pd.concat([df, df.iloc[[0]]], ignore_index=True))
+
+
+# ------------------------------------------------------------------ malformed data: each names the problem
+def test_missing_cost_column_for_one_llm(tmp_path, wide_df):
+    wide_df.drop(columns=["large|total_cost"]).to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"d\.parquet: missing cost column for LLM\(s\) \['large'\].*large\|total_cost"):
+        load_dataset(tmp_path / "d.parquet")
+
+
+def test_non_numeric_quality(tmp_path, wide_df):
+    wide_df["medium"] = wide_df["medium"].astype(object)
+    wide_df.loc[4, "medium"] = "yes"
+    wide_df.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(DataError, match=r"d\.csv: row 5, column 'medium': quality 'yes' is not a number"):
+        load_dataset(tmp_path / "d.csv")
+
+
+def test_non_numeric_quality_in_quality_only_file(tmp_path):
+    df = pd.DataFrame({"prompt": ["a", "b", "c"], "m1": ["1", "0", "oops"], "m2": [1.0, 0.0, 1.0]})
+    df.to_csv(tmp_path / "q.csv", index=False)
+    with pytest.raises(DataError, match=r"row 3, column 'm1': quality 'oops' is not a number"):
+        load_dataset(tmp_path / "q.csv")
+
+
+def test_negative_cost(tmp_path, wide_df):
+    wide_df.loc[2, "small|total_cost"] = -0.5
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"row 3, column 'small\|total_cost': cost -0.5 is negative"):
+        load_dataset(tmp_path / "d.parquet")
+
+
+def test_quality_out_of_range(tmp_path, wide_df):
+    wide_df.loc[0, "large"] = 3.0
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"row 1, column 'large': quality 3.0 is outside \[0.0, 1.0\]"):
+        load_dataset(tmp_path / "d.parquet")
+
+
+@pytest.mark.parametrize("content,suffix", [("", ".csv"), ("prompt,m1\n", ".csv"), ("", ".jsonl")])
+def test_empty_file(tmp_path, content, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_text(content)
+    with pytest.raises(DataError, match=r"empty|no data rows"):
+        load_dataset(path)
+
+
+def test_missing_prompt_column_and_file(tmp_path, wide_df):
+    wide_df.drop(columns=["prompt"]).to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(DataError, match="no prompt column"):
+        load_dataset(tmp_path / "d.parquet")
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(tmp_path / "absent.parquet")
+    with pytest.raises(DataError, match="unknown file type"):
+        (tmp_path / "d.xlsx").write_text("x")
+        load_dataset(tmp_path / "d.xlsx")
+
+
+def test_missing_cost_cell(tmp_path, wide_df):
+    wide_df.loc[5, "small|total_cost"] = np.nan
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"row 6, column 'small\|total_cost': the cost is missing"):
+        load_dataset(tmp_path / "d.parquet")
+
+
+# ------------------------------------------------------------------ hub loader, with a stand-in downloader
+def test_routerbench_hub_loader_uses_downloader_and_cache(tmp_path):
+    calls = []
+
+    def fake_download(repo_id, filename, repo_type, cache_dir):
+        calls.append((repo_id, filename, repo_type, cache_dir))
+        target = tmp_path / filename
+        if not target.exists():
+            with open(target, "wb") as f:
+                pickle.dump(wide_frame(), f)
+        return str(target)
+
+    ds = load_routerbench(cache_dir=tmp_path / "cache", downloader=fake_download)
+    assert len(ds) == 30 and ds.llms == tuple(LLMS)
+    assert calls == [("withmartian/routerbench", "routerbench_0shot.pkl", "dataset", str(tmp_path / "cache"))]
+
+
+def test_routerbench_offline_error_says_how_to_pass_a_local_file():
+    def offline(**kwargs):
+        raise ConnectionError("no network")
+
+    with pytest.raises(DataError, match=r"withmartian/routerbench.*pass its local path.*--data /path/to/routerbench"):
+        load_routerbench(downloader=offline)
+
+
+# ------------------------------------------------------------------ splits
+def test_grouped_split_keeps_identical_prompts_together_and_covers_tasks():
+    prompts = [f"p{i % 40}" for i in range(200)]  # every prompt appears 5 times
+    tasks = ["a" if i % 40 < 20 else "b" for i in range(200)]
+    ds = RoutingDataset.from_arrays(prompts, np.zeros((200, 2)), ["x", "y"], tasks=tasks)
+    split = grouped_split(ds, test_size=0.25, seed=3)
+    for p in set(prompts):
+        assert len(set(split.split[split.prompts == p])) == 1
+    for t in ("a", "b"):
+        test_share = (split.split[split.tasks == t] == "test").mean()
+        assert 0.2 <= test_share <= 0.3
+    assert (grouped_split(ds, 0.25, seed=3).split == split.split).all()  # seeded: repeatable
+    assert not (grouped_split(ds, 0.25, seed=4).split == split.split).all()
+
+
+def test_validation_and_ood_splits():
+    ds = make_synthetic(n_queries=300, seed=1)
+    with_val = with_validation(ds, val_size=0.2, seed=0)
+    assert (with_val.split == "val").sum() > 0
+    assert ((ds.split == "test") == (with_val.split == "test")).all()  # test untouched
+    ood = holdout_tasks(with_val, ["task-1"])
+    assert (ood.split[ood.tasks == "task-1"] == "test").all()
+    assert set(ood.split[ood.tasks == "task-0"]) <= {"train", "val", "unused"}
+    with pytest.raises(DataError, match="unknown task"):
+        holdout_tasks(ds, ["nope"])
+
+
+def test_subset_keeps_embeddings_and_fingerprint_changes():
+    ds = make_synthetic(n_queries=50)
+    sub = ds.select("test")
+    assert sub.embeddings.shape[0] == len(sub)
+    assert sub.fingerprint() != ds.fingerprint()
+    assert ds.select_llms(["llm-2", "llm-0"]).quality[:, 0].tolist() == ds.quality[:, 2].tolist()

@@ -1,0 +1,40 @@
+"""Integration tests on the real routing data in ../shared/data (skipped when it is absent)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import ROUTERBENCH3, ROUTERDC7, needs_shared
+
+from radialrouter.data import load_dataset
+from radialrouter.data.loaders import DataWarning
+from radialrouter.evaluation import evaluate_router
+from radialrouter.routers import make_router
+
+
+@needs_shared
+def test_routerbench3_oracle_reproduces_reference_figures():
+    with pytest.warns(DataWarning, match=r"excluded 28 row\(s\)"):
+        ds = load_dataset(ROUTERBENCH3)
+    assert len(ds) == 3150 and ds.n_llms == 11 and ds.has_cost
+    test = ds.select("test")
+    rows = evaluate_router(make_router("oracle").fit(ds.select("train")), test, [0.0, 0.02, 0.1])
+    assert [round(r["score"], 3) for r in rows] == [0.951, 0.946, 0.927]
+    assert set(rows[0]["per_task"]) == {"arc_challenge", "mbpp", "winograde"}
+
+
+@needs_shared
+def test_routerbench3_references_order():
+    ds = load_dataset(ROUTERBENCH3)
+    train, test = ds.select("train"), ds.select("test")
+    score = {n: evaluate_router(make_router(n).fit(train), test, [0.02])[0]["score"]
+             for n in ("oracle", "task-best", "best-single", "random")}
+    assert score["oracle"] > score["task-best"] > score["best-single"] > score["random"]
+
+
+@pytest.mark.skipif(not ROUTERDC7.exists(), reason=f"{ROUTERDC7} not found (shared data sits beside the checkout)")
+def test_routerdc7_quality_only():
+    ds = load_dataset(ROUTERDC7)
+    assert ds.n_llms == 7 and not ds.has_cost and np.all(ds.cost == 0)
+    assert set(ds.split) == {"train", "test", "unsplit"}
+    assert {"MATH_prealgebra", "mbpp", "ceval", "mmlu"} <= set(ds.task_names)
