@@ -49,6 +49,16 @@ class RidgeRouter(Router):
         self.w_ = tensors["w"]
 
 
+class FixedLamRouter(RidgeRouter):
+    """Trained for one λ and deaf to the λ asked at prediction, like the per-scenario routers."""
+
+    lam_at_fit = True
+    lam = 0.02
+
+    def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
+        return super()._scores(x, self.lam)
+
+
 @pytest.fixture(scope="module")
 def data():
     return make_synthetic(n_queries=1200, n_llms=5, seed=3)
@@ -84,6 +94,14 @@ def test_calibration_is_the_largest_spend_under_the_target(router, data):
         assert spend <= cal.expected_cost + 1e-9 or spend > 1.5
 
 
+def test_per_query_costs_override(router, data):
+    test = data.select("test")
+    cal = calibrate_lam(router, test.embeddings, target_cost=1.0, n_boot=50, costs=test.cost)
+    assert cal.expected_cost == pytest.approx(realised_cost(router, test, cal.lam))
+    with pytest.raises(CalibrationError, match="costs must have shape"):
+        calibrate_lam(router, test.embeddings, target_cost=1.0, costs=test.cost[:10])
+
+
 def test_target_share(router, data):
     x = data.select("test").embeddings
     top = router.llms_[-1]  # the most expensive LLM
@@ -104,6 +122,8 @@ def test_unreachable_targets_raise_with_the_reachable_range(router, data):
         calibrate_lam(router, x, target_share={"nope": 0.2})
     with pytest.raises(CalibrationError, match="exactly one"):
         calibrate_lam(router, x)
+    with pytest.raises(CalibrationError, match="same at every λ.*single λ = 0.02"):
+        calibrate_lam(FixedLamRouter().fit(data.select("train")), x, target_cost=1.0)
     # A budget above the λ = 0 spend does not bind: λ = 0.
     assert calibrate_lam(router, x, target_cost=1e6, n_boot=10).lam == 0.0
 

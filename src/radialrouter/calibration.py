@@ -30,7 +30,7 @@ from radialrouter.objective import COST_SCALE, argmax_cheapest
 
 #: λ values tried before bisection refines the best bracket (USD per 1,000 queries; spans "cost is irrelevant"
 #: to "always the cheapest LLM" for quality in [0, 1] and prices of 0.01–100 USD per 1,000 queries).
-LAM_GRID: np.ndarray = np.concatenate([[0.0], np.geomspace(1e-4, 1e3, 71)])
+LAM_GRID: np.ndarray = np.concatenate([[0.0], np.geomspace(1e-4, 1e3, 36)])
 
 
 class CalibrationError(ValueError):
@@ -87,6 +87,7 @@ def calibrate_lam(
     confidence: float = 0.95,
     seed: int = 0,
     lam_grid: np.ndarray | None = None,
+    costs: np.ndarray | None = None,
 ) -> Calibration:
     """Choose λ on unlabelled ``queries`` (texts, embeddings or a `RoutingDataset`) for a spending target.
 
@@ -94,6 +95,11 @@ def calibrate_lam(
     the smaller λ, i.e. more quality). ``target_share`` (``{llm: share}``): the λ whose share of calls to that LLM
     is closest to the target. A target no λ reaches raises `CalibrationError` with the reachable range — a budget
     is never silently exceeded; a budget above the λ = 0 spend returns λ = 0 (it does not bind).
+
+    ``costs`` ((n, n_llms) USD per query) replaces ``router.predict_costs`` — e.g. from a router that predicts
+    per-query cost, or from your own token counts — for routers that only know each LLM's mean cost. The default
+    grid stops at a λ-conditioned router's ``lam_max``: beyond the λ it was trained on, its choices are
+    extrapolation.
     """
     if (target_cost is None) == (target_share is None):
         raise CalibrationError("give exactly one of target_cost (USD per 1,000 queries) or target_share")
@@ -101,8 +107,11 @@ def calibrate_lam(
         raise CalibrationError(f"target_cost must be a positive number of USD per 1,000 queries, got {target_cost!r}")
     share_j, share_t = _parse_share(router, target_share) if target_share is not None else (None, None)
     x = _inputs(router, queries)
-    cost = np.asarray(router.predict_costs(x), dtype=np.float64) * COST_SCALE  # (n, m) USD per 1,000 queries
+    cost = np.asarray(router.predict_costs(x) if costs is None else costs, dtype=np.float64) * COST_SCALE
     n = len(cost)
+    if cost.shape != (n, len(router.llms_)) or (costs is not None and len(costs) != len(x)):
+        raise CalibrationError(f"costs must have shape (n_queries, n_llms) = ({len(x)}, {len(router.llms_)}); "
+                               f"got {np.shape(costs)}")
     if n == 0:
         raise CalibrationError("no queries to calibrate on")
     rows = np.arange(n)
@@ -119,7 +128,13 @@ def calibrate_lam(
     def share(lam: float) -> float:
         return float((choose(lam) == share_j).mean())
 
-    grid = np.asarray(LAM_GRID if lam_grid is None else lam_grid, dtype=np.float64)
+    grid = np.asarray(_default_grid(router) if lam_grid is None else lam_grid, dtype=np.float64)
+    if np.array_equal(choose(float(grid[0])), choose(float(grid[-1]))):
+        raise CalibrationError(
+            f"the {router.name!r} router routes these queries the same at every λ (λ = {grid[0]:g} and {grid[-1]:g} "
+            f"give identical choices){_lam_note(router)}, so no λ can move its spend; calibrate a router whose "
+            f"decisions depend on λ"
+        )
     if target_cost is not None:
         lam = _calibrate_cost(grid, spend, float(target_cost))
         target = {"cost_per_1k": float(target_cost)}
@@ -140,8 +155,22 @@ def calibrate_lam(
     )
 
 
+def _default_grid(router) -> np.ndarray:
+    """`LAM_GRID`, cut at ``lam_max`` (kept as the last point) for a router conditioned on λ up to there."""
+    if getattr(router, "lam_conditioned", False) and getattr(router, "lam_max", None):
+        top = float(router.lam_max)
+        return np.append(LAM_GRID[LAM_GRID < top], top)
+    return LAM_GRID
+
+
+def _lam_note(router) -> str:
+    return f": it was trained for the single λ = {router.lam:g}" if getattr(router, "lam_at_fit", False) else ""
+
+
 def _calibrate_cost(grid: np.ndarray, spend, target: float) -> float:
-    """Highest spend ≤ target over the grid, then bisection inside the bracket where spend crosses the target."""
+    """Highest spend ≤ target: over the grid, then by bisection inside every bracket where the spend falls from
+    above the target to below it (a learned router's spend need not fall monotonically with λ, and can drop
+    steeply when many queries switch LLM at once)."""
     values = np.array([spend(lam) for lam in grid])
     feasible = values <= target + 1e-12
     if not feasible.any():
@@ -152,18 +181,18 @@ def _calibrate_cost(grid: np.ndarray, spend, target: float) -> float:
         )
     best_i = max(np.flatnonzero(feasible), key=lambda i: (values[i], -grid[i]))
     best, best_spend = float(grid[best_i]), float(values[best_i])
-    if best_i > 0 and not feasible[best_i - 1]:
-        lo, hi = float(grid[best_i - 1]), best  # spend(lo) > target ≥ spend(hi)
+    for i in np.flatnonzero(feasible[1:] & ~feasible[:-1]) + 1:
+        lo, hi = float(grid[i - 1]), float(grid[i])  # spend(lo) > target ≥ spend(hi)
         for _ in range(40):
             mid = 0.5 * (lo + hi) if lo == 0 else float(np.sqrt(lo * hi))
             s = spend(mid)
             if s <= target + 1e-12:
                 hi = mid
-                if s >= best_spend:
+                if s > best_spend or (s == best_spend and mid < best):
                     best, best_spend = mid, s
             else:
                 lo = mid
-            if hi - lo <= 1e-6 * hi:
+            if hi - lo <= 1e-3 * hi:
                 break
     return best
 
@@ -191,7 +220,7 @@ def _calibrate_share(grid: np.ndarray, share, target: float) -> float:
                 lo = mid
             else:
                 hi = mid
-            if hi - lo <= 1e-6 * hi:
+            if hi - lo <= 1e-3 * hi:
                 break
     return best
 

@@ -63,6 +63,15 @@ def collapse_stats(weights: np.ndarray, quality: np.ndarray, cost: np.ndarray) -
     return {"most_expensive_share": float(weights[:, top].mean()), "overspend_share": float(cheaper_as_good.mean())}
 
 
+def collapse_index(weights: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> float:
+    """Routing Collapse Index (EquiRouter, papers.md §2) of decisions taken at the largest budget: the share of
+    queries sent to the most expensive LLM although a strictly cheaper one had at least the same quality."""
+    weights = np.asarray(weights, dtype=np.float64)
+    top = int(np.argmax(cost.mean(axis=0)))
+    cheaper_as_good = ((quality >= quality[:, [top]] - 1e-12) & (cost < cost[:, [top]] - 1e-15)).any(axis=1)
+    return float((weights[:, top] * cheaper_as_good).mean())
+
+
 def evaluate_router(router, data: RoutingDataset, lams: Iterable[float] = SCENARIOS.values()) -> list[dict]:
     """Rows of the ``eval --json`` schema for one fitted router: one row per λ, macro figures at top level."""
     rows = []

@@ -107,9 +107,9 @@ def plot_score_vs_lam(sweeps: dict[str, list[dict]], path: str | Path, title: st
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, rows in sweeps.items():
+    for i, (name, rows) in enumerate(sweeps.items()):
         rows = sorted(rows, key=lambda r: r["lam"])
-        ax.plot([max(r["lam"], 1e-4) for r in rows], [r["score"] for r in rows], marker=".", label=name)
+        ax.plot([max(r["lam"], 1e-4) for r in rows], [r["score"] for r in rows], marker=".", label=name, **_style(i))
     ax.set_xscale("log")
     ax.set_xlabel("λ (quality points per USD per 1,000 queries; λ=0 drawn at 1e-4)")
     ax.set_ylabel("Score = Perf − λ·Cost")
@@ -129,11 +129,11 @@ def plot_perf_vs_cost(sweeps: dict[str, list[dict]], path: str | Path, title: st
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, rows in sweeps.items():
+    for i, (name, rows) in enumerate(sweeps.items()):
         costs = np.array([r["cost"] for r in rows])
         perfs = np.array([r["perf"] for r in rows])
         front = pareto_front(costs, perfs)
-        line, = ax.plot(costs[front], perfs[front], marker="o", ms=3, label=name)
+        line, = ax.plot(costs[front], perfs[front], marker="o", ms=3, label=name, **_style(i))
         ax.scatter(costs, perfs, s=6, color=line.get_color(), alpha=0.4)
     for label, (cost, perf) in (points or {}).items():
         ax.scatter([cost], [perf], marker="x", color="grey")
@@ -145,6 +145,46 @@ def plot_perf_vs_cost(sweeps: dict[str, list[dict]], path: str | Path, title: st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_collapse(sweeps: dict[str, list[dict]], path: str | Path, by_budget: dict[str, list[dict]] | None = None,
+                  expensive_llm: str = "", title: str = "") -> Path | None:
+    """Routing collapse: the share of queries sent to the most expensive LLM against λ (left) and against the
+    budget (right: budget-sweep rows when given, else the λ sweep's realised cost). A router that collapses climbs
+    to 1 as the budget grows even where cheaper LLMs are as good."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    spend = by_budget or sweeps
+    for i, (name, rows) in enumerate(sweeps.items()):
+        style = {**_style(i), "marker": ".", "label": name}
+        rows = sorted(rows, key=lambda r: r["lam"])
+        left.plot([max(r["lam"], 1e-4) for r in rows], [r["most_expensive_share"] for r in rows], **style)
+        points = sorted(spend.get(name, []), key=lambda r: r["cost"])
+        right.plot([r["cost"] for r in points], [r["most_expensive_share"] for r in points], **style)
+    who = expensive_llm.split("/")[-1] or "the most expensive LLM"
+    left.set_xscale("log")
+    left.set_xlabel("λ (λ=0 drawn at 1e-4)")
+    left.set_ylabel(f"share of queries sent to {who}")
+    spent = [r["cost"] for rows in spend.values() for r in rows]
+    if spent and min(spent) > 0:
+        right.set_xscale("log")
+    else:
+        right.set_xscale("symlog", linthresh=0.1)
+        right.set_xlim(left=0)
+    right.set_xlabel(("cost at each budget" if by_budget else "cost along the λ sweep") + " (USD per 1,000 queries)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    fig.suptitle(title or "Routing collapse")
+    return _save(fig, path)
+
+
+def _style(i: int) -> dict[str, str]:
+    """Colour and line style of the i-th router: ten colours, then the same colours dashed, so a dozen routers
+    stay distinguishable."""
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3]}
 
 
 def _pyplot():

@@ -72,7 +72,8 @@ def train_module(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_ema = float(loss) if loss_ema is None else 0.9 * loss_ema + 0.1 * float(loss)
+        value = loss.item()
+        loss_ema = value if loss_ema is None else 0.9 * loss_ema + 0.1 * value
         if val_fn is not None and (step % eval_every == 0 or step == steps):
             module.eval()
             with torch.no_grad():

@@ -6,6 +6,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from radialrouter.data import DataError, RoutingDataset, holdout_tasks, load_dataset, with_validation
@@ -52,11 +53,19 @@ def load_splits(
     train_tasks: str | None = None,
 ) -> tuple[RoutingDataset, RoutingDataset, RoutingDataset | None, RoutingDataset]:
     """Load ``data`` and return (full, train, val or None, test). ``test_tasks`` makes an out-of-distribution
-    split; otherwise the file's ``split`` column (or a seeded grouped split) is used, and ``test`` includes the
-    ``unsplit`` rows (test-only tasks)."""
+    split (tasks also named in ``train_tasks`` are tested on their own test split); otherwise the file's ``split``
+    column (or a seeded grouped split) is used, and ``test`` includes the ``unsplit`` rows (test-only tasks)."""
     ds = load_dataset(data, test_size=test_size, seed=seed)
     if test_tasks:
-        ds = holdout_tasks(ds, split_list(test_tasks), split_list(train_tasks) or None)
+        tests, trains = split_list(test_tasks), split_list(train_tasks)
+        ds.select_tasks(tests + trains)  # validates the names
+        # A task named in both lists is tested in distribution, on its own test split (RouterDC's protocol);
+        # the other test tasks are held out entirely.
+        in_dist = [t for t in tests if t in trains]
+        original = ds.split
+        ds = holdout_tasks(ds, [t for t in tests if t not in in_dist], trains or None)
+        if in_dist:
+            ds = ds.with_split(np.where(np.isin(ds.tasks, in_dist) & (original == "test"), "test", ds.split))
     elif train_tasks:
         ds = ds.select_tasks(split_list(train_tasks) + [t for t in ds.task_names if t not in split_list(train_tasks)
                                                        and (ds.split[ds.tasks == t] == "unsplit").all()])

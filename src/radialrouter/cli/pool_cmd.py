@@ -50,6 +50,8 @@ def calibrate_command(
     write: bool = typer.Option(True, "--write/--no-write", help="Store λ as the model's default (pool.json) and "
                                "record it in calibration.json."),
     json_path: str | None = typer.Option(None, "--json", help="Also write the calibration as JSON here."),
+    cost_model: str | None = typer.Option(None, "--cost-model", help="A saved router (same LLMs) whose per-query "
+                                          "cost predictions replace the model's own (e.g. a kNN router)."),
 ) -> None:
     """Pick λ so the expected spend (or call share) on your own traffic meets a target, with a 95 % interval."""
     from radialrouter.calibration import calibrate_lam, save_calibration
@@ -58,9 +60,16 @@ def calibrate_command(
     if (target_cost is None) == (target_share is None):
         raise ValueError("give exactly one of --target-cost or --target-share")
     router = from_pretrained(model)
-    cal = calibrate_lam(router, _load_queries(queries), target_cost=target_cost,
+    texts = _load_queries(queries)
+    costs = None
+    if cost_model:
+        coster = from_pretrained(cost_model)
+        if list(coster.llms_) != list(router.llms_):
+            raise ValueError(f"--cost-model routes among {coster.llms_}, the model among {router.llms_}")
+        costs = coster.predict_costs(texts)
+    cal = calibrate_lam(router, texts, target_cost=target_cost,
                         target_share=None if target_share is None else _parse_share(target_share),
-                        n_boot=n_boot, seed=seed)
+                        n_boot=n_boot, seed=seed, costs=costs)
     typer.echo(f"λ = {cal.lam:.6g}  (on {cal.n_queries} queries)")
     typer.echo(f"expected spend: {cal.expected_cost:.4f} USD per 1,000 queries "
                f"[{cal.confidence:.0%} CI {cal.ci_low:.4f} – {cal.ci_high:.4f}]")
@@ -72,3 +81,60 @@ def calibrate_command(
         typer.echo(f"default λ of {model} set to {cal.lam:.6g}; recorded in {path}")
     if json_path:
         Path(json_path).write_text(json.dumps(cal.to_dict(), indent=2) + "\n")
+
+
+def _save_changed(router, model: str, out: str | None) -> str:
+    target = out or model
+    router.save_pretrained(target)
+    if (Path(model) / "calibration.json").exists():
+        typer.echo(f"note: {model}'s calibrated default λ was chosen for the old pool; run `radialrouter calibrate "
+                   f"--model {target} ...` again on your queries")
+    return target
+
+
+@pool_app.command("add")
+def pool_add_command(
+    model: str = typer.Option(..., "--model", help="A saved router directory (RadialRouter)."),
+    llm: str = typer.Option(..., "--llm", help="Name of the LLM to add."),
+    probes: str = typer.Option(..., "--probes", help="Labelled probe queries (parquet, CSV, JSONL; wide or long "
+                               "layout) with quality and cost for the new LLM and every LLM already in the pool."),
+    out: str | None = typer.Option(None, "--out", help="Write the grown router here (default: overwrite --model)."),
+    steps: int = typer.Option(100, help="Training steps for the new LLM's embedding."),
+    lr: float = typer.Option(0.05, help="Learning rate."),
+    init: str = typer.Option("similar", help="Initial embedding: similar (most correlated LLM), mean or random."),
+    probe_embeddings: str | None = typer.Option(None, "--probe-embeddings",
+                                                help="Precomputed probe embeddings (.npy, one row per probe)."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """Add an LLM to a trained router from 50–200 labelled probe queries; only its embedding is trained."""
+    from radialrouter.data import load_dataset
+    from radialrouter.pool import add_llm
+    from radialrouter.routers import from_pretrained
+
+    router = from_pretrained(model)
+    data = load_dataset(probes)
+    if probe_embeddings:
+        x = _load_queries(probe_embeddings)
+        if not isinstance(x, np.ndarray) or len(x) != len(data):
+            raise ValueError(f"{probe_embeddings}: need a .npy array with one row per probe ({len(data)})")
+        data = data.with_embeddings(x)
+    add_llm(router, llm, data, steps=steps, lr=lr, init=init, seed=seed)
+    change = router.training_["pool_changes"][-1]
+    target = _save_changed(router, model, out)
+    typer.echo(f"added {llm} from {len(data)} probes in {change['seconds']:.2f} s (initialised from "
+               f"{change['init_from']}); pool of {len(router.llms_)} LLMs written to {target}")
+
+
+@pool_app.command("remove")
+def pool_remove_command(
+    model: str = typer.Option(..., "--model", help="A saved router directory (RadialRouter)."),
+    llm: str = typer.Option(..., "--llm", help="Name of the LLM to remove."),
+    out: str | None = typer.Option(None, "--out", help="Write the smaller router here (default: overwrite --model)."),
+) -> None:
+    """Remove an LLM from a trained router: its embedding is dropped, nothing is retrained."""
+    from radialrouter.pool import remove_llm
+    from radialrouter.routers import from_pretrained
+
+    router = remove_llm(from_pretrained(model), llm)
+    target = _save_changed(router, model, out)
+    typer.echo(f"removed {llm}; pool of {len(router.llms_)} LLMs written to {target}")

@@ -19,6 +19,11 @@ BUILTIN_ROUTERS: dict[str, str] = {
     "mf": "radialrouter.routers.mf:MFRouter",
     "hybrid": "radialrouter.routers.hybrid:HybridRouter",
     "frugal": "radialrouter.routers.frugal:FrugalRouter",
+    "cosine": "radialrouter.routers.cosine:CosineClassifierRouter",
+    "routerdc": "radialrouter.routers.routerdc:RouterDCRouter",
+    "graph": "radialrouter.routers.graph:GraphRouter",
+    "equi": "radialrouter.routers.equi:EquiRouter",
+    "radial": "radialrouter.routers.radial:RadialRouter",
 }
 _REGISTERED: dict[str, type[Router]] = {}
 

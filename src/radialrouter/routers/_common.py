@@ -162,21 +162,18 @@ class QualityRegressorRouter(Router):
         return predict_cost_head(self._inputs(queries), self.cost_w_, self.cost_b_)
 
     def _state(self) -> dict[str, np.ndarray]:
-        tensors = {f"module.{k}": v.detach().cpu().numpy() for k, v in self.module_.state_dict().items()}
-        return {**tensors, "cost_w": self.cost_w_, "cost_b": self.cost_b_}
+        from radialrouter.routers._torchutil import module_tensors
+
+        return {**module_tensors(self.module_, "module"), "cost_w": self.cost_w_, "cost_b": self.cost_b_}
 
     def _extra_state(self) -> dict[str, Any]:
         return {"dim": self.dim_}
 
     def _load_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
-        import torch
+        from radialrouter.routers._torchutil import load_module_tensors
 
         self.dim_ = int(extra["dim"])
-        self.module_ = self._build(self.dim_, len(self.llms_))
-        state = {k.removeprefix("module."): torch.from_numpy(v.copy()) for k, v in tensors.items()
-                 if k.startswith("module.")}
-        self.module_.load_state_dict(state)
-        self.module_.eval()
+        self.module_ = load_module_tensors(self._build(self.dim_, len(self.llms_)), tensors, "module")
         self.cost_w_, self.cost_b_ = tensors["cost_w"], tensors["cost_b"]
 
 
@@ -186,5 +183,7 @@ def require_embeddings(data: RoutingDataset, router: Router) -> np.ndarray:
     return np.asarray(data.embeddings, dtype=np.float32)
 
 
-__all__ = ["NEVER", "QualityRegressorRouter", "best_setting", "fit_cost_head", "fit_soft_logistic",
-           "macro_perf_cost", "out_of_fold", "predict_cost_head", "quantile_grid", "require_embeddings", "sigmoid", "with_val"]
+__all__ = [
+    "NEVER", "QualityRegressorRouter", "best_setting", "fit_cost_head", "fit_soft_logistic", "macro_perf_cost",
+    "out_of_fold", "predict_cost_head", "quantile_grid", "require_embeddings", "sigmoid", "with_val",
+]

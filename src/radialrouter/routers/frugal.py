@@ -81,7 +81,8 @@ class FrugalRouter(Router):
             pred = np.concatenate([pred, self._predicted_quality(require_embeddings(val, self))])
         sel = with_val(train, val)
         grids = [quantile_grid(pred[:, s], self.n_thresholds) for s in range(len(self.cascade_) - 1)]
-        combos = np.asarray(list(itertools.product(*grids)), dtype=np.float64).reshape(-1, len(grids))
+        settings = list(itertools.product(*grids))  # one empty setting when the cascade has a single stage
+        combos = np.asarray(settings, dtype=np.float64).reshape(len(settings), len(grids))
         perf, cost = [], []
         for thresholds in combos:
             stage = self._first_accept(pred, thresholds)

@@ -8,8 +8,8 @@ import numpy as np
 
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.encoders import QueryEncoder
-from radialrouter.objective import utility
-from radialrouter.routers._common import require_embeddings
+from radialrouter.objective import argmax_cheapest, utility
+from radialrouter.routers._common import macro_perf_cost, require_embeddings
 from radialrouter.routers.base import Router, RouterError
 
 
@@ -20,12 +20,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 class KNNRouter(Router):
     """Cosine k nearest training queries; per-LLM quality and cost are the neighbours' means (optionally weighted
-    by similarity). λ-free: scores are ``q̂ − λ·COST_SCALE·ĉ``. Stores the training embeddings, so the saved
-    model grows with the training set (n × d float32)."""
+    by similarity). λ-free: scores are ``q̂ − λ·COST_SCALE·ĉ``. ``k=None`` picks k from `K_GRID` by macro Perf
+    at λ = 0 on the validation split (10 without one). Stores the training embeddings, so the saved model grows
+    with the training set (n × d float32)."""
 
     name = "knn"
+    K_GRID = (5, 10, 20, 50, 100)
 
-    def __init__(self, k: int = 10, weighted: bool = False, chunk: int = 2048,
+    def __init__(self, k: int | None = None, weighted: bool = False, chunk: int = 2048,
                  encoder: QueryEncoder | None = None) -> None:
         self.k = k
         self.weighted = weighted
@@ -33,15 +35,25 @@ class KNNRouter(Router):
         self.encoder = encoder
 
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
-        if self.k < 1:
+        if self.k is not None and self.k < 1:
             raise RouterError(f"knn: k must be ≥ 1; got {self.k}")
         self.keys_ = _unit(require_embeddings(train, self))
         self.quality_ = train.quality.astype(np.float64)
         self.cost_ = train.cost.astype(np.float64)
+        self.k_ = self.k or 10
+        if self.k is None and val is not None and len(val):
+            xv, rows = require_embeddings(val, self), np.arange(len(val))
+            perf = []
+            for k in self.K_GRID:
+                self.k_ = k
+                choice = argmax_cheapest(self._neighbour_means(xv)[0], self.mean_cost_)
+                perf.append(macro_perf_cost(val.quality[rows, choice], val.cost[rows, choice], val.tasks)[0])
+            self.k_ = self.K_GRID[int(np.argmax(perf))]
+        self.training_ = {"k": self.k_}
 
     def _neighbour_means(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(quality, cost) neighbour averages, computed in chunks so memory stays O(chunk × n_train)."""
-        k = min(self.k, len(self.keys_))
+        k = min(self.k_, len(self.keys_))
         q_out, c_out = [], []
         for start in range(0, len(x), self.chunk):
             sim = _unit(x[start : start + self.chunk]) @ self.keys_.T
@@ -67,5 +79,9 @@ class KNNRouter(Router):
     def _state(self) -> dict[str, np.ndarray]:
         return {"keys": self.keys_, "quality": self.quality_, "cost": self.cost_}
 
+    def _extra_state(self) -> dict[str, Any]:
+        return {"k": self.k_}
+
     def _load_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         self.keys_, self.quality_, self.cost_ = tensors["keys"], tensors["quality"], tensors["cost"]
+        self.k_ = int(extra["k"])

@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic import model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from radialrouter.objective import SCENARIOS
 
@@ -113,6 +122,7 @@ class RouterConfig(_Strict):
     tokenizer: Path | None = Field(None, description="tokenizer.json used to count prompt tokens; default: the "
                                                      "bundled encoder's (an approximation of each backend's).")
     token_margin: float = Field(1.15, ge=1.0, le=3.0, description="Counted tokens × margin must fit the window.")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="Where the query encoder runs.")
 
     _check_path = field_validator("path", "tokenizer", mode="before")(_resolve_path)
 
@@ -154,12 +164,21 @@ class LedgerConfig(_Strict):
 class ServeConfig(_Strict):
     """The whole file. ``source`` is the config file it came from (for messages)."""
 
-    router: RouterConfig = Field(default_factory=RouterConfig)
+    router: RouterConfig
     llms: list[LLMConfig] = Field(min_length=1)
     tradeoffs: dict[str, float] = Field(default_factory=lambda: dict(SCENARIOS))
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    auth: AuthConfig = Field(default_factory=AuthConfig)
-    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    server: ServerConfig
+    auth: AuthConfig
+    ledger: LedgerConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        # Omitted sections are validated from {} (not built by a default factory), so their defaults see the
+        # validation context too: the default ledger path resolves against the config file's folder.
+        if isinstance(data, dict):
+            data = {**data, **{k: data.get(k) or {} for k in ("router", "server", "auth", "ledger")}}
+        return data
 
     @field_validator("tradeoffs")
     @classmethod

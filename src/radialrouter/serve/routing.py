@@ -167,12 +167,14 @@ def load_router(config: ServeConfig) -> Router:
                               "train one and point router.path at its save_pretrained directory") from exc
         router = load_default()
         if router.uses_embeddings:
-            router.encoder = QueryEncoder.from_identity(router.get_encoder().identity, cache_dir=False)
+            identity = {**router.get_encoder().identity, "precision": router.get_encoder().precision}
+            router.encoder = QueryEncoder.from_identity(identity, cache_dir=False, device=config.router.device)
         return router
     path = Path(config.router.path)
     encoder = None
     if (path / "encoder.json").exists():
-        encoder = QueryEncoder.from_identity(json.loads((path / "encoder.json").read_text()), cache_dir=False)
+        identity = json.loads((path / "encoder.json").read_text())
+        encoder = QueryEncoder.from_identity(identity, cache_dir=False, device=config.router.device)
     return from_pretrained(path, encoder=encoder)
 
 

@@ -47,8 +47,10 @@ class Upstream:
         self.llms = {llm.name: llm for llm in config.llms}
         self.cooldown_s = config.server.cooldown_s
         self._cool_until: dict[str, float] = {}
+        # Idle connections are dropped after 4 s, before a backend with the common 5 s keep-alive timeout closes
+        # them: reusing a connection the server is closing at that instant fails the request.
         limits = httpx.Limits(max_connections=config.server.max_connections,
-                              max_keepalive_connections=config.server.max_connections)
+                              max_keepalive_connections=config.server.max_connections, keepalive_expiry=4.0)
         self.client = httpx.AsyncClient(limits=limits, transport=transport,
                                         timeout=httpx.Timeout(60.0, connect=config.server.connect_timeout_s))
         self.connect_timeout_s = config.server.connect_timeout_s

@@ -1,0 +1,329 @@
+"""Load test of ``radialrouter serve`` against a local fake OpenAI-compatible backend (loopback only).
+
+Three processes: a fake backend hub (one path per LLM, fixed simulated generation delay), the routing server
+(``radialrouter serve``), and this load generator. Each repeat sends the same bounded set of requests with a fixed
+concurrency directly to the fake backends and through the router (non-streaming and streaming), so "added latency"
+is the router's overhead measured in the same run: decision (tokenizer + encoder + router, micro-batched) plus
+one proxy hop. A last phase points the router's most-chosen LLM at a backend that fails every second request and
+checks that every request still succeeds through fallback.
+
+Router: ``--router DIR`` (a save_pretrained directory), else the package's default router when it exists, else a kNN
+router trained here on RouterBench's train split (../shared/data/routerbench3.parquet, embeddings from the cache).
+
+    python benchmarks/serve_load.py [--requests 200] [--concurrency 1,16] [--repeats 3] [--delay-ms 10]
+
+Writes benchmarks/results/serve_load.json and .md and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import itertools
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT.parent / "shared" / "data" / "routerbench3.parquet"
+#: pool name → RouterBench LLM; prices are USD per million tokens (illustrative list prices).
+POOL = {
+    "gpt-4": ("gpt-4-1106-preview", 10.0, 30.0, 128_000),
+    "mixtral": ("mistralai/mixtral-8x7b-chat", 0.6, 0.6, 32_000),
+    "mistral-7b": ("mistralai/mistral-7b-chat", 0.2, 0.2, 32_000),
+}
+FALLBACK_PROMPTS = ["Write a Python function that merges two sorted lists.", "hi, how are you?",
+                    "Prove that the square root of 2 is irrational.", "Translate 'good morning' into French.",
+                    "Which gas do plants absorb?\nA) O2\nB) CO2\nC) N2\nD) He\nAnswer:"]
+
+
+# ---------------------------------------------------------------------------------------------- processes
+def fake_hub(port: int, delay_ms: float) -> None:
+    """Child process: every pool LLM at /<name>/v1 and a failing twin at /<name>-flaky/v1 (every 2nd request 500)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from radialrouter.serve.testing import FakeBackend
+
+    hub = FastAPI()
+    for name in POOL:
+        hub.mount(f"/{name}", FakeBackend(name, delay_s=delay_ms / 1000, keep_requests=False).app)
+        hub.mount(f"/{name}-flaky", FakeBackend(name, delay_s=delay_ms / 1000, fail_every=2, keep_requests=False).app)
+    uvicorn.run(hub, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def wait_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url} exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up in {timeout} s")
+
+
+def serve(config: Path, port: int, log: Path) -> subprocess.Popen:
+    code = "from radialrouter.cli import main; main()"
+    proc = spawn(["-c", code, "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"], log)
+    wait_up(f"http://127.0.0.1:{port}/health", proc, log)
+    return proc
+
+
+# ---------------------------------------------------------------------------------------------- setup
+def build_router(directory: Path, router_arg: str | None) -> tuple[Path | None, str, list[str]]:
+    """(router dir or None for the default, description, benchmark prompts)."""
+    prompts = FALLBACK_PROMPTS
+    if DATA.exists():
+        from radialrouter.data import load_dataset
+
+        ds = load_dataset(DATA)
+        prompts = [str(p) for p in ds.select("test").prompts]
+    if router_arg:
+        return Path(router_arg).resolve(), f"--router {router_arg}", prompts
+    try:
+        from radialrouter.routers.radial import load_default
+
+        load_default()
+        return None, "default (embedded)", prompts
+    except Exception as exc:  # noqa: BLE001 - not built in this checkout yet: fall back to a kNN router
+        print(f"default router unavailable ({exc}); training a kNN router instead", file=sys.stderr)
+    if not DATA.exists():
+        raise SystemExit(f"no router: pass --router DIR (the default router is not built and {DATA} is absent)")
+    from radialrouter.encoders import QueryEncoder
+    from radialrouter.routers import make_router
+
+    train = ds.select("train").embed(QueryEncoder(), progress=False)
+    make_router("knn", k=10).fit(train).save_pretrained(directory)
+    return directory, f"knn (k=10) on {DATA.name} train ({len(train)} queries)", prompts
+
+
+def write_config(path: Path, router: Path | None, hub: str, flaky: str | None, cooldown_s: float) -> Path:
+    llms = [{"name": name, "base_url": f"{hub}/{name}{'-flaky' if name == flaky else ''}/v1", "router_llm": llm,
+             "input_price": pin, "output_price": pout, "context_window": window, "capabilities": ["tools", "json"]}
+            for name, (llm, pin, pout, window) in POOL.items()]
+    config = {"router": {"path": str(router)} if router else {}, "llms": llms,
+              "server": {"cooldown_s": cooldown_s, "max_body_bytes": 4_000_000},
+              "ledger": {"path": str(path.with_suffix(".sqlite"))}}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- load
+async def drive(url: str | dict[str, str], bodies: list[dict], concurrency: int, stream: bool) -> dict:
+    """Send ``bodies`` with at most ``concurrency`` in flight (``url`` may map each body's model to a URL);
+    latency is time to the full response, or to the first content chunk when streaming."""
+    latencies, errors, served, fallbacks = [], collections.Counter(), collections.Counter(), 0
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def one(client: httpx.AsyncClient, body: dict) -> None:
+        nonlocal fallbacks
+        target = url if isinstance(url, str) else url[body["model"]]
+        async with gate:
+            start = time.perf_counter()
+            try:
+                if stream:
+                    async with client.stream("POST", target, json={**body, "stream": True}) as r:
+                        first = None
+                        async for line in r.aiter_lines():
+                            if first is None and line.startswith("data: {") and '"content"' in line:
+                                first = time.perf_counter() - start
+                        error = f"http_{r.status_code}" if r.status_code != 200 else (
+                            "no_content" if first is None else None)
+                else:
+                    r = await client.post(target, json=body)
+                    first = time.perf_counter() - start
+                    error = f"http_{r.status_code}" if r.status_code != 200 else (
+                        None if r.json()["choices"][0]["message"]["content"] else "no_content")
+            except httpx.HTTPError as exc:
+                error = type(exc).__name__
+            if error:
+                errors[error] += 1
+                return
+            latencies.append(first)
+            served[r.headers.get("x-radialrouter-model", body["model"])] += 1
+            fallbacks += r.headers.get("x-radialrouter-fallback") == "true"
+
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(client, b) for b in bodies))
+        wall = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000
+    return {"n": len(bodies), "errors": sum(errors.values()), "error_kinds": dict(errors), "fallbacks": fallbacks,
+            "served": dict(served),
+            "throughput_rps": len(latencies) / wall, "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
+
+
+def bodies_for(prompts: list[str], n: int, model: str | list[str]) -> list[dict]:
+    models = [model] * n if isinstance(model, str) else [model[i % len(model)] for i in range(n)]
+    return [{"model": m, "messages": [{"role": "user", "content": prompts[i % len(prompts)]}], "max_tokens": 64}
+            for i, m in enumerate(models)]
+
+
+def phase_size(n: int, concurrency: int) -> int:
+    return n if concurrency > 1 else max(20, n // 10)
+
+
+def med(runs: list[dict], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200,
+                        help="Requests per phase and repeat (≤ 2000; a tenth, at least 20, at concurrency 1).")
+    parser.add_argument("--concurrency", default="1,16", help="Comma-separated levels of requests in flight.")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--delay-ms", type=float, default=10.0, help="Fake backend generation time.")
+    parser.add_argument("--router", help="Router directory (save_pretrained); default: see the module docstring.")
+    parser.add_argument("--fake-hub-port", type=int, help=argparse.SUPPRESS)  # child-process mode
+    args = parser.parse_args()
+    if args.fake_hub_port:
+        return fake_hub(args.fake_hub_port, args.delay_ms)
+    n = min(args.requests, 2000)
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        tmp = Path(tmp)
+        try:
+            router_dir, router_desc, prompts = build_router(tmp / "router", args.router)
+            hub_port, port = free_port(), free_port()
+            hub = f"http://127.0.0.1:{hub_port}"
+            procs.append(spawn([__file__, "--fake-hub-port", str(hub_port), "--delay-ms", str(args.delay_ms)],
+                               tmp / "hub.log"))
+            wait_up(f"{hub}/health", procs[-1], tmp / "hub.log")
+            procs.append(serve(write_config(tmp / "serve.yaml", router_dir, hub, None, 10.0), port, tmp / "a.log"))
+            router_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            direct_urls = {name: f"{hub}/{name}/v1/chat/completions" for name in POOL}
+
+            levels = [int(c) for c in args.concurrency.split(",")]
+            asyncio.run(drive(router_url, bodies_for(prompts, 32, "radial"), max(levels), False))  # warm-up
+            runs = collections.defaultdict(list)
+            for rep in range(args.repeats):
+                offset = rep * n
+                sample = prompts[offset % len(prompts):] + prompts[:offset % len(prompts)]
+                for c, stream in itertools.product(levels, (False, True)):
+                    key, count = f"{'stream' if stream else 'json'}-c{c}", phase_size(n, c)
+                    # the same traffic straight to the fake backends (round-robin over the pool), then through the
+                    # server with routing bypassed (model=<LLM>), then routed (model=radial)
+                    for path, url, model in (("direct", direct_urls, list(POOL)), ("proxy", router_url, list(POOL)),
+                                             ("routed", router_url, "radial")):
+                        result = asyncio.run(drive(url, bodies_for(sample, count, model), c, stream))
+                        runs[f"{path}-{key}"].append(result)
+            server_side = scrape(f"http://127.0.0.1:{port}/metrics")
+            procs.pop().terminate()
+            served = collections.Counter()
+            for r in runs[f"routed-json-c{max(levels)}"]:
+                served.update(r["served"])
+            flaky = served.most_common(1)[0][0]
+            port = free_port()
+            procs.append(serve(write_config(tmp / "flaky.yaml", router_dir, hub, flaky, 0.0), port, tmp / "b.log"))
+            fallback_run = asyncio.run(drive(f"http://127.0.0.1:{port}/v1/chat/completions",
+                                             bodies_for(prompts, n, "radial"), max(levels), False))
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(timeout=30)
+    report(args, n, router_desc, runs, flaky, fallback_run, dict(served), server_side)
+
+
+def scrape(url: str) -> dict:
+    """Server-side means from /metrics: decision time (batching included) and requests per encoder call."""
+    values = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in {"radialrouter_decision_seconds_sum", "radialrouter_decision_seconds_count",
+                    "radialrouter_batch_size_sum", "radialrouter_batch_size_count"}:
+            values[name] = float(value)
+    return {"mean_decision_ms": 1000 * values["radialrouter_decision_seconds_sum"]
+            / max(values["radialrouter_decision_seconds_count"], 1),
+            "mean_batch_size": values["radialrouter_batch_size_sum"] / max(values["radialrouter_batch_size_count"], 1),
+            "decisions": int(values["radialrouter_decision_seconds_count"])}
+
+
+def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run: dict, served: dict,
+           server_side: dict) -> None:
+    rows = []
+    for key in dict.fromkeys(k.split("-", 1)[1] for k in runs):
+        kind, c = key.split("-c")
+        d = runs[f"direct-{key}"]
+        for path in ("proxy", "routed"):
+            r = runs[f"{path}-{key}"]
+            rows.append({
+                "mode": "non-streaming" if kind == "json" else "streaming (to 1st token)", "concurrency": int(c),
+                "requests": r[0]["n"], "path": "bypass (model=<LLM>)" if path == "proxy" else "routed (model=radial)",
+                "direct_p50_ms": med(d, "p50_ms"), "server_p50_ms": med(r, "p50_ms"),
+                "added_p50_ms": statistics.median(b["p50_ms"] - a["p50_ms"] for a, b in zip(d, r)),
+                "added_p99_ms": statistics.median(b["p99_ms"] - a["p99_ms"] for a, b in zip(d, r)),
+                "direct_rps": med(d, "throughput_rps"), "server_rps": med(r, "throughput_rps"),
+                "errors": sum(x["errors"] for x in r), "direct_errors": sum(x["errors"] for x in d),
+                "error_kinds": dict(sum((collections.Counter(x["error_kinds"]) for x in d + r), collections.Counter())),
+            })
+    result = {
+        "benchmark": "serve_load", "router": router_desc, "requests_per_phase": n, "concurrency": args.concurrency,
+        "repeats": args.repeats, "backend_delay_ms": args.delay_ms, "rows": rows, "routed_share": served,
+        "server_side": server_side,
+        "fallback": {"flaky_llm": flaky, "fail_every": 2, "requests": fallback_run["n"],
+                     "succeeded": fallback_run["n"] - fallback_run["errors"], "errors": fallback_run["errors"],
+                     "fallbacks": fallback_run["fallbacks"], "served": fallback_run["served"],
+                     "p50_ms": fallback_run["p50_ms"], "p99_ms": fallback_run["p99_ms"]},
+        "runs": runs,
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "note": "medians over repeats; added latency = routed − direct in the same repeat; all on 127.0.0.1",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    header = ("| mode | in flight | path | direct p50 ms | server p50 ms | added p50 ms | added p99 ms | direct req/s "
+              "| server req/s | errors |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    table = header + "".join(
+        f"| {r['mode']} | {r['concurrency']} | {r['path']} | {r['direct_p50_ms']:.1f} | {r['server_p50_ms']:.1f} | "
+        f"{r['added_p50_ms']:.1f} | {r['added_p99_ms']:.1f} | {r['direct_rps']:.0f} | {r['server_rps']:.0f} | "
+        f"{r['errors']} |\n" for r in rows)
+    fb = result["fallback"]
+    text = (f"# serve_load: routing server overhead\n\nRouter: {router_desc}. {n} requests per phase (a tenth at "
+            f"concurrency 1), concurrency {args.concurrency}, {args.repeats} repeats (medians), fake backend delay "
+            f"{args.delay_ms:g} ms, "
+            f"{os.cpu_count()} CPU cores, loopback only.\n\n{table}\n"
+            f"Routed share (non-streaming): {served}. Server side: mean decision time "
+            f"{server_side['mean_decision_ms']:.1f} ms (tokenizer + encoder + router, queueing included), mean "
+            f"{server_side['mean_batch_size']:.1f} requests per encoder call over {server_side['decisions']} decisions."
+            "\n\n"
+            f"Fallback: `{flaky}` fails every 2nd request (cooldown off): {fb['succeeded']}/{fb['requests']} "
+            f"requests succeeded, {fb['fallbacks']} via fallback, {fb['errors']} errors; served by {fb['served']}.\n\n"
+            + "".join(f"Errors ({r['mode']}, {r['concurrency']} in flight, {r['path']}, direct included): "
+                      f"{r['error_kinds']}.\n\n" for r in rows if r["error_kinds"])
+            + "Rerun: `python benchmarks/serve_load.py`\n")
+    (RESULTS / "serve_load.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

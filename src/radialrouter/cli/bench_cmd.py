@@ -1,0 +1,43 @@
+"""``radialrouter bench``: reproduce the comparison table (all routers, same seeds, split and encoder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from radialrouter.cli.common import app, parse_lams, split_list
+
+
+@app.command("bench")
+def bench_command(
+    data: str = typer.Option(..., "--data", help="Routing data file (parquet, CSV, JSONL, pkl)."),
+    routers: str | None = typer.Option(None, help="Comma-separated router names (default: every registered "
+                                                   "router plus oracle, random, best-single, task-best)."),
+    seeds: str = typer.Option("0,1,2,3,4", help="Comma-separated seeds; figures are mean ± std over them."),
+    out: str = typer.Option("benchmarks/results", help="Directory for <name>.json, <name>.md and the figures."),
+    name: str | None = typer.Option(None, help="Report name (default: the data file's stem)."),
+    lam: str | None = typer.Option(None, help="Scenario λ values (default 0,0.02,0.1; 0 for quality-only data)."),
+    test_tasks: str | None = typer.Option(None, help="Test on these tasks: held out entirely, or on their own "
+                                                      "test split when also named in --train-tasks."),
+    train_tasks: str | None = typer.Option(None, help="Train only on these tasks."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    encoder_latency: bool = typer.Option(True, help="Also time the query encoder without its cache."),
+) -> None:
+    """Train and evaluate every router; write the JSON results and a Markdown report with plots."""
+    from radialrouter.bench import run_bench, write_bench
+    from radialrouter.report import print_table
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        seed_list = [int(s) for s in split_list(seeds)]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers; got {seeds!r}") from None
+    doc = run_bench(data, split_list(routers) or None, seed_list, lams=parse_lams(lam) if lam else None,
+                    test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency)
+    print_table(doc["results"], title=f"{Path(data).name}: seeds {seeds}", lams=doc["meta"]["lams"])
+    json_path, md_path = write_bench(doc, out, name or Path(data).stem)
+    typer.echo(f"wrote {json_path} and {md_path} in {doc['meta']['wall_seconds']:.0f} s")

@@ -1,0 +1,110 @@
+"""``radialrouter train`` (fit any registered router, report validation and test figures, save it) and
+``radialrouter route`` (route queries with a saved router, or the embedded default)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from radialrouter.cli.common import app, load_splits, split_list
+from radialrouter.objective import SCENARIOS, resolve_lam
+
+
+@app.command("train")
+def train_command(
+    data: str = typer.Option(..., "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
+    out: str = typer.Option(..., "--out", help="Directory to save the trained router to."),
+    router: str = typer.Option("radial", "--router", help="Registered router name."),
+    lam: str | None = typer.Option(None, "--lam", help="Training λ (number or scenario name) for routers trained "
+                                   "for one λ; the default routing λ of a λ-conditioned RadialRouter."),
+    seed: int = typer.Option(0, help="Seed for the validation split and training."),
+    steps: int | None = typer.Option(None, help="Training steps (routers that take them)."),
+    backbone: str | None = typer.Option(None, help="RadialRouter backbone: radial, star, transformer, mlp."),
+    lam_conditioned: bool | None = typer.Option(None, "--lam-conditioned/--per-lam",
+                                                help="RadialRouter: one model for every λ, or one for --lam only."),
+    test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
+) -> None:
+    """Train a router on the train split (validation carved from it), print validation and test figures, save."""
+    from radialrouter.evaluation import evaluate_router, summarize
+    from radialrouter.report import print_table
+    from radialrouter.routers import router_class
+
+    cls = router_class(router)
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    given = {"lam": None if lam is None else resolve_lam(lam), "seed": seed, "steps": steps, "backbone": backbone,
+             "lam_conditioned": lam_conditioned}
+    given = {k: v for k, v in given.items() if v is not None}
+    unsupported = sorted(k for k in given if k not in accepted and k != "seed")
+    if unsupported:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unsupported)
+        raise ValueError(f"router {router!r} does not take {flags}")
+    model = cls(**{k: v for k, v in given.items() if k in accepted})
+    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks)
+    if model.uses_embeddings and getattr(model, "encoder_mode", "frozen") == "frozen":
+        encoder = model.get_encoder()
+        train, test = train.embed(encoder), test.embed(encoder)
+        val = None if val is None else val.embed(encoder)
+    typer.echo(f"training {router} on {len(train)} queries ({0 if val is None else len(val)} for validation) ...")
+    model.fit(train, val)
+    lams = [model.default_lam_] if model.lam_at_fit else list(SCENARIOS.values())
+    if val is not None:
+        for lam_v in lams:
+            out_v = model.outcomes(val, lam_v)
+            macro = summarize(out_v.perf, out_v.cost, val.tasks, lam_v)["macro"]
+            typer.echo(f"validation λ={lam_v:g}: Perf {macro.perf:.4f}  Cost {macro.cost:.4f}  Score {macro.score:.4f}")
+    rows = evaluate_router(model, test, lams)
+    print_table(rows, title=f"{router} on {Path(data).name}: {len(test)} test queries")
+    model.training_ = {**model.training_, "data": str(data), "split_seed": seed,
+                       "test": {f"{r['lam']:g}": {k: r[k] for k in ("perf", "cost", "score")} for r in rows}}
+    path = model.save_pretrained(out)
+    typer.echo(f"saved to {path}")
+
+
+@app.command("route")
+def route_command(
+    queries: list[str] = typer.Argument(None, help="Query texts to route."),
+    model: str | None = typer.Option(None, "--model", help="Saved router directory (default: the embedded one)."),
+    lam: str | None = typer.Option(None, "--lam", help="Trade-off λ: a number or performance-first, balance, "
+                                   "cost-first (default: the router's own)."),
+    candidates: str | None = typer.Option(None, "--candidates", help="Comma-separated LLMs to choose among."),
+    input_path: str | None = typer.Option(None, "--input", help="File of queries: JSONL with a 'prompt' per line "
+                                          "(or .txt, .csv, .parquet); decisions are written as JSONL."),
+    output: str | None = typer.Option(None, "--output", help="With --input: write the JSONL here, not stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Print full decisions as JSON lines."),
+) -> None:
+    """Pick the LLM for each query: the chosen LLM, its ranking, probabilities and expected cost."""
+    from radialrouter.routers import from_pretrained
+
+    texts = list(queries or [])
+    if input_path:
+        from radialrouter.calibration import read_queries
+
+        texts += read_queries(input_path)
+    if not texts:
+        raise ValueError("give query texts as arguments or a file with --input")
+    if model is None:
+        from radialrouter.routers.radial import load_default
+
+        router = load_default()
+    else:
+        router = from_pretrained(model)
+    decisions = router.route(texts, lam=lam, candidates=split_list(candidates) or None)
+    if input_path or as_json:
+        lines = [json.dumps({"prompt": t, **d.to_dict()}) for t, d in zip(texts, decisions)]
+        if output:
+            Path(output).write_text("\n".join(lines) + "\n")
+            typer.echo(f"{len(lines)} decisions written to {output}", err=True)
+        else:
+            sys.stdout.write("\n".join(lines) + "\n")
+        return
+    for text, d in zip(texts, decisions):
+        p = "" if d.probabilities is None else f"  p={d.probabilities[d.llm]:.3f}"
+        typer.echo(f"{d.llm}{p}  expected cost {d.expected_cost * 1000:.4f} USD/1k  (λ={d.lam:g})  "
+                   f"next: {', '.join(d.ranking[1:3])}  ← {text[:60]!r}")
+
+
+__all__ = ["route_command", "train_command"]

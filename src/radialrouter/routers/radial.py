@@ -1,0 +1,365 @@
+"""RadialRouter (Jin et al., EMNLP 2025 Findings): a RadialFormer over the query and the candidate LLMs, trained
+with KL to a cost-aware target distribution plus a query–query contrastive loss (papers.md §1).
+
+Training loss ``L = L_KL + α·L_qq``:
+- ``L_KL = KL(p ‖ p̂)``, ``p = softmax((quality − λ·cost_per_1k) / τ)`` (`objective.target_distribution`).
+- ``L_qq``: k-means (``n_clusters``) on the training-query embeddings; for each query in a batch a random
+  same-cluster positive and ``n_negatives`` other-cluster negatives from the batch, InfoNCE on the cosine
+  similarity of the *projected* query (frozen encoder: the trainable projection is what it shapes; fine-tuned
+  encoder: the encoder's own output) at temperature ``tau_c``, as RouterDC.
+- ``use_kl=False`` is the paper's "without L_KL" ablation taken literally: only L_qq trains (it reaches the query
+  projection alone), so the satellites and the head keep their random initialisation and routing carries no
+  learned signal; model selection still picks the checkpoint with the best validation Score.
+
+Two modes. ``lam_conditioned=False`` (the paper's protocol): one model per scenario, trained for ``lam``.
+``lam_conditioned=True``: one model for every λ — λ enters through the trade-off features of `RadialFormer`, and
+each training query draws its own λ (half the time one of the scenarios 0 / 0.02 / 0.1, otherwise log-uniform on
+[1e-3, ``lam_max``]) with its target built at that λ. ``lam`` is then only the default for ``route``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from radialrouter.data.dataset import RoutingDataset
+from radialrouter.encoders import QueryEncoder
+from radialrouter.objective import COST_SCALE, SCENARIOS, target_distribution
+from radialrouter.routers._torchutil import load_module_tensors, macro_score, module_tensors
+from radialrouter.routers.base import Router, RouterError
+from radialrouter.routers.radialformer import BACKBONES, RadialFormer
+from radialrouter.training import set_seed, train_module
+
+#: Where the embedded default router lives inside the package (see `load_default`).
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "routerbench3-radial"
+ENCODER_MODES = ("frozen", "finetune")
+_SCENARIO_LAMS = tuple(SCENARIOS.values())
+
+
+def query_contrastive_loss(z: torch.Tensor, cluster: torch.Tensor, n_negatives: int, tau_c: float,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """L_qq: −log e^{sim(q,q⁺)/τc} / (e^{sim(q,q⁺)/τc} + Σ_h e^{sim(q,q⁻_h)/τc}), cosine similarity, in-batch
+    positive (same cluster) and ``n_negatives`` in-batch negatives (other clusters). Queries without a positive
+    or with too few negatives in the batch are skipped; zero (with a graph) when none qualifies."""
+    b = len(z)
+    z = nn.functional.normalize(z, dim=-1)
+    same = (cluster[:, None] == cluster[None, :]) & ~torch.eye(b, dtype=torch.bool)
+    other = cluster[:, None] != cluster[None, :]
+    use = same.any(dim=1) & (other.sum(dim=1) >= n_negatives)
+    if not use.any():
+        return z.sum() * 0.0
+    noise = torch.rand(b, b, generator=generator)
+    pos = torch.where(same, noise, -1.0).argmax(dim=1)
+    neg = torch.where(other, noise, -1.0).topk(n_negatives, dim=1).indices
+    sim = z @ z.T / tau_c
+    logits = torch.cat([sim.gather(1, pos[:, None]), sim.gather(1, neg)], dim=1)[use]
+    return nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+
+
+class RadialRouter(Router):
+    """RadialRouter: see the module docstring. Hyperparameters (all stored in ``config.json``):
+
+    ``backbone`` (``radial`` | ``star`` | ``transformer`` | ``mlp``), ``d_model``, ``n_layers`` (T), ``n_heads``,
+    ``dropout``, ``residual``; ``tau`` (target temperature), ``alpha`` (weight of L_qq; 0 drops it), ``tau_c``,
+    ``n_negatives`` (H), ``n_clusters`` (k), ``use_kl``; ``lr``, ``weight_decay``, ``steps``, ``batch_size``,
+    ``eval_every``, ``patience``, ``seed``; ``lam`` and ``lam_conditioned`` (see the module docstring),
+    ``lam_max``; ``encoder_mode`` (``frozen``: cached embeddings, ``finetune``: the query encoder trains too).
+    """
+
+    name = "radial"
+    lam_at_fit = False  # the default is λ-conditioned; per-scenario instances override this in __init__
+
+    def __init__(
+        self,
+        lam: float = 0.02,
+        lam_conditioned: bool = True,
+        backbone: str = "radial",
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        dropout: float = 0.1,
+        residual: bool = True,
+        tau: float = 1.0,
+        alpha: float = 0.1,
+        tau_c: float = 0.1,
+        n_negatives: int = 3,
+        n_clusters: int = 8,
+        use_kl: bool = True,
+        lam_max: float = 1.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        steps: int = 1500,
+        batch_size: int = 64,
+        eval_every: int = 50,
+        patience: int | None = 8,
+        seed: int = 0,
+        encoder_mode: str = "frozen",
+        encoder: QueryEncoder | None = None,
+    ) -> None:
+        self.lam = lam
+        self.lam_conditioned = lam_conditioned
+        self.backbone = backbone
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.residual = residual
+        self.tau = tau
+        self.alpha = alpha
+        self.tau_c = tau_c
+        self.n_negatives = n_negatives
+        self.n_clusters = n_clusters
+        self.use_kl = use_kl
+        self.lam_max = lam_max
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.steps = steps
+        self.batch_size = batch_size
+        self.eval_every = eval_every
+        self.patience = patience
+        self.seed = seed
+        self.encoder_mode = encoder_mode
+        self.encoder = encoder
+        # Instance-level: a per-scenario model is trained for its ``lam`` (base.fit then routes at it by default).
+        self.lam_at_fit = not lam_conditioned
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ model
+    def _check_params(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}; got {self.backbone!r}")
+        if self.encoder_mode not in ENCODER_MODES:
+            raise ValueError(f"encoder_mode must be one of {ENCODER_MODES}; got {self.encoder_mode!r}")
+        if self.tau <= 0 or self.tau_c <= 0:
+            raise ValueError(f"tau and tau_c must be > 0; got {self.tau}, {self.tau_c}")
+        if not self.use_kl and self.alpha <= 0:
+            raise ValueError("use_kl=False needs alpha > 0: with neither loss there is nothing to train")
+
+    def _build(self, in_dim: int, n_llms: int) -> RadialFormer:
+        return RadialFormer(in_dim, n_llms, self.d_model, self.n_layers, self.n_heads, self.dropout, self.backbone,
+                            self.residual)
+
+    def llm_embedding(self) -> nn.Parameter:
+        """The (n_llms, d_model) LLM embeddings m_i: the only per-LLM parameters (rows in ``llms_`` order)."""
+        self._check_fitted()
+        return self.net_.llm
+
+    def _cost_tensor(self) -> torch.Tensor:
+        return torch.as_tensor(self.mean_cost_ * COST_SCALE, dtype=torch.float32)
+
+    def logits(self, x: torch.Tensor, lam: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable (n, n_llms) logits for query embeddings ``x`` at ``lam`` (default: the trained one)."""
+        lam = self.lam if lam is None or not self.lam_conditioned else lam
+        return self.net_(x, torch.full((len(x),), float(lam)), self._cost_tensor(), mask)
+
+    def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray) -> None:
+        """Append LLM ``name`` (mean cost in USD per query) with embedding row ``init_embedding``; nothing else
+        changes, so the backbone needs no retraining (train the new row alone, e.g. with `radialrouter.pool`)."""
+        self._check_fitted()
+        if name in self.llms_:
+            raise RouterError(f"{name!r} is already in the pool {self.llms_}")
+        row = torch.as_tensor(np.asarray(init_embedding, dtype=np.float32)).reshape(1, -1)
+        if row.shape[1] != self.net_.llm.shape[1]:
+            raise ValueError(f"init_embedding has width {row.shape[1]}, the router's LLM embeddings "
+                             f"{self.net_.llm.shape[1]}")
+        self.net_.llm = nn.Parameter(torch.cat([self.net_.llm.detach(), row]))
+        self.llms_ = [*self.llms_, name]
+        self.mean_cost_ = np.append(self.mean_cost_, float(mean_cost))
+
+    def remove_llm(self, name: str) -> None:
+        """Drop LLM ``name``: its embedding row and pool entry go; the other LLMs keep their rows."""
+        self._check_fitted()
+        if name not in self.llms_:
+            raise RouterError(f"{name!r} is not in the pool {self.llms_}")
+        keep = [i for i, llm in enumerate(self.llms_) if llm != name]
+        self.net_.llm = nn.Parameter(self.net_.llm.detach()[keep].clone())
+        self.llms_ = [self.llms_[i] for i in keep]
+        self.mean_cost_ = self.mean_cost_[keep]
+
+    # ------------------------------------------------------------------ training
+    def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
+        from sklearn.cluster import KMeans
+
+        self._check_params()
+        self.default_lam_ = float(self.lam)
+        finetune = self.encoder_mode == "finetune"
+        if not finetune and train.embeddings is None:
+            raise ValueError("radial: the dataset has no embeddings; call data.embed(encoder) first "
+                             "(or use encoder_mode='finetune')")
+        set_seed(self.seed)
+        encoder = self.get_encoder() if finetune else None
+        emb = self._embed_texts(train.prompts.tolist()) if finetune else np.asarray(train.embeddings, np.float32)
+        self.in_dim_ = emb.shape[1]
+        self.net_ = self._build(self.in_dim_, len(self.llms_))
+        n_clusters = max(1, min(self.n_clusters, len(train)))
+        clusters = KMeans(n_clusters=n_clusters, n_init=4, random_state=self.seed).fit_predict(emb)
+        cluster = torch.from_numpy(clusters.astype(np.int64))
+        x = torch.from_numpy(emb)
+        cost = self._cost_tensor()
+        rng = np.random.default_rng(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
+        fixed_target = torch.from_numpy(
+            target_distribution(train.quality, train.cost, self.lam, self.tau).astype(np.float32))
+        trainable = nn.ModuleDict({"net": self.net_, **({"encoder": encoder.model} if finetune else {})})
+
+        def loss_fn(idx: np.ndarray) -> torch.Tensor:
+            if finetune:
+                z = encoder.forward(encoder.tokenize(train.prompts[idx].tolist()))
+            else:
+                z = x[idx]
+            r0 = self.net_.project(z)
+            if self.lam_conditioned:
+                lams = self._sample_lams(rng, len(idx))
+                target = torch.from_numpy(target_distribution(train.quality[idx], train.cost[idx], lams[:, None],
+                                                              self.tau).astype(np.float32))
+            else:
+                lams, target = np.full(len(idx), self.lam), fixed_target[idx]
+            loss = z.sum() * 0.0
+            if self.use_kl:
+                logp = torch.log_softmax(self.net_(z, torch.from_numpy(lams.astype(np.float32)), cost, r0=r0), -1)
+                loss = loss + (target * (torch.log(target.clamp_min(1e-12)) - logp)).sum(-1).mean()
+            if self.alpha > 0:
+                qq = z if finetune else r0
+                loss = loss + self.alpha * query_contrastive_loss(qq, cluster[idx], self.n_negatives, self.tau_c, gen)
+            return loss
+
+        val_fn = None
+        if val is not None and len(val):
+            val_lams = _SCENARIO_LAMS if self.lam_conditioned else (self.lam,)
+            xv = None if finetune else np.asarray(val.embeddings, np.float32)
+
+            def val_fn() -> float:
+                v = self._embed_texts(val.prompts.tolist()) if finetune else xv
+                return float(np.mean([macro_score(self.predict(v, lam), val, lam) for lam in val_lams]))
+
+        result = train_module(trainable, loss_fn, len(train), steps=self.steps, batch_size=self.batch_size,
+                              lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, val_fn=val_fn,
+                              eval_every=self.eval_every, patience=self.patience, progress=False, desc=self.name)
+        self.training_ = {
+            "lam": None if self.lam_conditioned else self.lam,
+            "lam_conditioned": self.lam_conditioned,
+            "seed": self.seed,
+            "steps_run": result.steps,
+            "best_step": result.best_step,
+            "val_score": result.best_val,
+            "val_score_is": "mean macro Score over λ = 0, 0.02, 0.1" if self.lam_conditioned
+            else f"macro Score at λ = {self.lam}",
+            "n_clusters": n_clusters,
+        }
+
+    def _sample_lams(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Per-query training λ: half the time a scenario value, otherwise log-uniform on [1e-3, lam_max]."""
+        scenario = rng.choice(np.asarray(_SCENARIO_LAMS), size=n)
+        spread = np.exp(rng.uniform(np.log(1e-3), np.log(max(self.lam_max, 2e-3)), size=n))
+        return np.where(rng.random(n) < 0.5, scenario, spread)
+
+    # ------------------------------------------------------------------ inference
+    def _inputs(self, queries: Any) -> Any:
+        # A fine-tuned encoder is part of the model: embed the text with it, never with cached base vectors.
+        if self.encoder_mode != "finetune":
+            return super()._inputs(queries)
+        if isinstance(queries, RoutingDataset):
+            queries = queries.prompts.tolist()
+        if isinstance(queries, str):
+            queries = [queries]
+        if isinstance(queries, np.ndarray) and queries.dtype.kind == "f":
+            raise RouterError("this router fine-tuned its encoder: pass query texts, not precomputed embeddings")
+        return self._embed_texts(list(queries))
+
+    def _embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Vectors from the (possibly fine-tuned) encoder itself, bypassing the embedding cache."""
+        encoder = self.get_encoder()
+        model = encoder.model
+        was_training = model.training
+        model.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                out.append(encoder.forward(encoder.tokenize(texts[start:start + batch_size])).numpy())
+        model.train(was_training)
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, encoder.dim), np.float32)
+
+    def predict_scores(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> np.ndarray:
+        self._local.candidates, self._local.memo = candidates, {}
+        try:
+            return super().predict_scores(queries, lam, candidates)
+        finally:
+            self._local.candidates, self._local.memo = None, None
+
+    def route(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> list:
+        self._local.candidates, self._local.memo = candidates, {}
+        try:
+            return super().route(queries, lam, candidates)
+        finally:
+            self._local.candidates, self._local.memo = None, None
+
+    def _log_proba(self, x: np.ndarray, lam: float) -> np.ndarray:
+        """Log-softmax over the candidates; masked LLMs are −inf and hidden from the relay. Memoised within one
+        ``route`` call, which asks for scores and then probabilities, so the network runs once."""
+        candidates = getattr(self._local, "candidates", None)
+        memo = getattr(self._local, "memo", None)
+        if memo is not None and (id(x), lam) in memo:
+            return memo[id(x), lam]
+        mask = self._candidate_mask(candidates, len(x))
+        self.net_.eval()
+        with torch.no_grad():
+            logits = self.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)), lam,
+                                 None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)))
+            out = torch.log_softmax(logits, dim=-1).double().numpy()
+        if memo is not None:
+            memo[id(x), lam] = out
+        return out
+
+    def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
+        # Per-scenario models route at their trained λ whatever is asked (train one model per scenario).
+        return self._log_proba(x, lam)
+
+    def _proba(self, x: np.ndarray, lam: float) -> np.ndarray:
+        return np.exp(self._log_proba(x, lam))
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        state = module_tensors(self.net_, "net")
+        if self.encoder_mode == "finetune":
+            state.update(module_tensors(self.get_encoder().model, "encoder"))
+        return state
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"in_dim": self.in_dim_}
+
+    def _load_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self.in_dim_ = int(extra["in_dim"])
+        if self.encoder is not None and self.encoder_mode == "frozen" and self.encoder.dim != self.in_dim_:
+            raise RouterError(f"the router expects {self.in_dim_}-d query vectors; its encoder gives "
+                              f"{self.encoder.dim}-d")
+        self.net_ = load_module_tensors(self._build(self.in_dim_, len(self.llms_)), tensors, "net")
+        if self.encoder_mode == "finetune":
+            load_module_tensors(self.get_encoder().model, tensors, "encoder")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Thread-local memo is neither copyable nor picklable (pool.clone deep-copies routers).
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+
+def load_default(encoder: QueryEncoder | None = None) -> RadialRouter:
+    """The embedded default router: RadialRouter trained on RouterBench (3 tasks, 11 LLMs) with the bundled
+    all-MiniLM-L6-v2 encoder; `benchmarks/train_default.py` reproduces it."""
+    if not (DEFAULT_DIR / "config.json").exists():
+        raise RouterError(f"the embedded default router is missing from {DEFAULT_DIR}; reinstall the package or "
+                          "pass a trained router directory")
+    return RadialRouter.from_pretrained(DEFAULT_DIR, encoder=encoder)
+
+
+__all__ = ["DEFAULT_DIR", "RadialRouter", "load_default", "query_contrastive_loss"]

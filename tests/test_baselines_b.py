@@ -1,0 +1,120 @@
+"""kNN, MLP, MF, HybridLLM and FrugalGPT: they learn on synthetic data, survive save → load, and FrugalGPT pays
+for every LLM its cascade calls."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from radialrouter.data import make_synthetic, with_validation
+from radialrouter.evaluation import evaluate_router
+from radialrouter.routers import from_pretrained, make_router
+
+BASELINES = ["knn", "mlp", "mf", "hybrid", "frugal"]
+FAST = {"mlp": {"steps": 600}, "mf": {"steps": 600}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny torch models run fastest single-threaded, especially on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    ds = with_validation(make_synthetic(n_queries=600, seed=0), val_size=0.15, seed=0)
+    return ds.select("train"), ds.select("val"), ds.select("test")
+
+
+@pytest.fixture(scope="module")
+def fitted(splits):
+    train, val, _ = splits
+    return {name: make_router(name, **FAST.get(name, {})).fit(train, val) for name in BASELINES}
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_beats_random(name, fitted, splits):
+    test = splits[2]
+    random = {r["lam"]: r["score"] for r in evaluate_router(make_router("random").fit(splits[0]), test, [0, 0.02])}
+    for row in evaluate_router(fitted[name], test, [0, 0.02]):
+        assert row["score"] > random[row["lam"]] + 0.05, (name, row["lam"], row["score"], random[row["lam"]])
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_save_load_identical(name, fitted, splits, tmp_path):
+    router, test = fitted[name], splits[2]
+    loaded = from_pretrained(router.save_pretrained(tmp_path / name))
+    assert type(loaded) is type(router)
+    for lam in (0.0, 0.02, 0.1):
+        np.testing.assert_allclose(loaded.predict_scores(test, lam), router.predict_scores(test, lam), atol=1e-6)
+        np.testing.assert_array_equal(loaded.predict(test, lam), router.predict(test, lam))
+    np.testing.assert_allclose(loaded.predict_costs(test), router.predict_costs(test))
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_route_decisions(name, fitted, splits):
+    router, test = fitted[name], splits[2]
+    decisions = router.route(test.embeddings[:5], lam=0.02)
+    assert [d.llm for d in decisions] == [router.llms_[j] for j in router.predict(test.embeddings[:5], 0.02)]
+    assert all(d.expected_cost > 0 and len(d.ranking) == len(router.llms_) for d in decisions)
+    only = router.route(test.embeddings[:5], lam=0.0, candidates=["llm-0", "llm-1"])
+    assert {d.llm for d in only} <= {"llm-0", "llm-1"}
+
+
+def test_frugal_pays_for_every_call(fitted, splits):
+    router, test = fitted["frugal"], splits[2]
+    for lam in (0.0, 0.02, 0.1):
+        out = router.outcomes(test, lam)
+        accepted = out.weights.argmax(axis=1)
+        rows = np.arange(len(test))
+        assert np.all(out.cost >= test.cost[rows, accepted] - 1e-15)
+        np.testing.assert_allclose(out.perf, test.quality[rows, accepted])
+        # Ranking puts the accepted LLM first, matching the cascade.
+        np.testing.assert_array_equal(router.predict(test, lam), accepted)
+    # Cheaper operating points at higher λ: the cascade stops earlier.
+    assert router.outcomes(test, 0.1).cost.mean() <= router.outcomes(test, 0.0).cost.mean() + 1e-12
+    assert 1 <= len(router.cascade_) <= router.max_stages
+
+
+def test_hybrid_pair_and_threshold(fitted):
+    router = fitted["hybrid"]
+    assert router.small_ == int(np.argmin(router.mean_cost_))
+    assert router.large_ == int(np.argmax(router.mean_quality_))
+    # Higher λ favours the small model: its threshold can only go down.
+    assert router.threshold(0.1) <= router.threshold(0.0)
+
+
+def test_knn_neighbour_means(splits, fitted):
+    train = splits[0]
+    router = make_router("knn", k=1).fit(train)
+    # A training query's single nearest neighbour is itself.
+    np.testing.assert_allclose(router.predict_costs(train.embeddings[:10]), train.cost[:10])
+    np.testing.assert_allclose(router.predict_scores(train.embeddings[:10], 0.0), train.quality[:10])
+    # k=None: chosen on the validation split from the grid, and saved.
+    assert fitted["knn"].k_ in fitted["knn"].K_GRID
+
+
+def test_needs_embeddings(splits):
+    bare = dataclasses.replace(splits[0], embeddings=None)
+    with pytest.raises(ValueError, match="no embeddings"):
+        make_router("knn").fit(bare)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_quality_only_fractional_data(name):
+    """RouterDC-style data: fractional quality, no cost (FrugalGPT's cascade shrinks to the best LLM)."""
+    ds = with_validation(make_synthetic(n_queries=300, seed=1, binary=False), val_size=0.15, seed=0)
+    ds = dataclasses.replace(ds, cost=np.zeros_like(ds.cost), has_cost=False)
+    router = make_router(name, **FAST.get(name, {})).fit(ds.select("train"), ds.select("val"))
+    test = ds.select("test")
+    perf = evaluate_router(router, test, [0.0])[0]["perf"]
+    assert perf >= test.quality.mean(axis=0).max() - 0.02
+    if name == "frugal":
+        assert len(router.cascade_) == 1

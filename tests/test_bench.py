@@ -1,0 +1,135 @@
+"""`radialrouter bench`: the JSON schema and Markdown report of a tiny run, λ-specific routers, quality-only data
+with in/out-of-distribution averages, the task split options, and the collapse index."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import wide_frame
+from typer.testing import CliRunner
+
+from radialrouter import routers
+from radialrouter.bench import default_routers, run_bench, write_bench
+from radialrouter.cli import app
+from radialrouter.cli.common import load_splits
+from radialrouter.evaluation import collapse_index
+from radialrouter.routers import BUILTIN_ROUTERS, register
+from radialrouter.routers.reference import BestSingleRouter
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "cache"))
+
+
+def test_bench_cli_writes_json_and_markdown(tmp_path):
+    wide_frame(n=60).to_parquet(tmp_path / "tiny.parquet")
+    result = runner.invoke(app, ["bench", "--data", str(tmp_path / "tiny.parquet"), "--routers", "knn,best-single",
+                                 "--seeds", "0", "--out", str(tmp_path / "out"), "--no-encoder-latency"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "out" / "tiny.json").read_text())
+    assert doc["schema_version"] == 1
+    meta = doc["meta"]
+    for key in ("git_commit", "data_fingerprint", "data_sha256", "encoder", "seeds", "machine", "versions",
+                "wall_seconds"):
+        assert key in meta, key
+    assert meta["seeds"] == [0] and meta["machine"]["cpu_count"] >= 1 and meta["encoder"]["dim"] == 384
+    rows = doc["results"]
+    assert {r["router"] for r in rows} == {"knn", "best-single"}
+    assert {r["lam"] for r in rows} == {0.0, 0.02, 0.1}
+    for r in rows:
+        assert {"router", "lam", "perf", "cost", "score", "seed", "per_task", "most_expensive_share"} <= set(r)
+        assert r["score"] == pytest.approx(r["perf"] - r["lam"] * r["cost"])
+    assert {"sweeps", "curves", "collapse", "timing"} <= set(doc)
+    assert set(doc["timing"]["knn"]) >= {"fit_seconds", "batch_ms_per_query", "single_ms"}
+    assert {"aiq", "qnc"} <= set(doc["curves"]["knn"][0])
+    md = (tmp_path / "out" / "tiny.md").read_text()
+    for heading in ("Table 1", "AIQ", "RCI", "Per task", "latency", "Provenance"):
+        assert heading in md, heading
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "out" / "tiny_collapse.png").stat().st_size > 1000
+
+
+def test_bench_rejects_unknown_router(tmp_path):
+    wide_frame(n=20).to_parquet(tmp_path / "d.parquet")
+    result = runner.invoke(app, ["bench", "--data", str(tmp_path / "d.parquet"), "--routers", "nope"])
+    assert result.exit_code != 0
+    assert "unknown router 'nope'" in str(result.exception) + result.output
+
+
+class _PerLam(BestSingleRouter):
+    """A reference router pretending to be trained for one λ (to test the per-λ protocol)."""
+
+    name = "test-per-lam"
+    lam_at_fit = True
+
+    def __init__(self, lam: float = 0.0) -> None:
+        self.lam = lam
+
+
+def test_lam_at_fit_routers_get_one_model_per_scenario(tmp_path, monkeypatch):
+    monkeypatch.setattr(routers, "_REGISTERED", dict(routers._REGISTERED))  # registration undone after the test
+    register(_PerLam)
+    wide_frame(n=60).to_parquet(tmp_path / "d.parquet")
+    doc = run_bench(str(tmp_path / "d.parquet"), ["test-per-lam", "oracle"], [0, 1], progress=False,
+                    measure_encoder=False)
+    assert len(doc["timing"]["test-per-lam"]["fit_seconds"]) == 2 * 3
+    rows = [r for r in doc["results"] if r["router"] == "test-per-lam"]
+    assert sorted((r["seed"], r["lam"]) for r in rows) == [(s, lam) for s in (0, 1) for lam in (0.0, 0.02, 0.1)]
+    # Its sweep holds the scenario points only; λ-free routers get the full sweep.
+    assert {r["lam"] for r in doc["sweeps"]["test-per-lam"]} == {0.0, 0.02, 0.1}
+    assert len({r["lam"] for r in doc["sweeps"]["oracle"]}) > 3
+    assert "test-per-lam" in default_routers()
+    json_path, md_path = write_bench(doc, tmp_path / "out", "per-lam")
+    assert "± " in md_path.read_text()  # two seeds: mean ± std
+
+
+def test_quality_only_data_reports_id_and_ood_averages(tmp_path):
+    df = wide_frame(n=80).drop(columns=[c for c in wide_frame(n=1).columns if c.endswith("|total_cost")])
+    df["eval_name"] = np.where(np.arange(len(df)) % 3 == 0, "poetry", df["eval_name"])
+    df.to_parquet(tmp_path / "q.parquet")
+    doc = run_bench(str(tmp_path / "q.parquet"), ["task-best", "best-single", "oracle"], [0], progress=False,
+                    train_tasks="maths,history", test_tasks="maths,history,poetry")
+    assert doc["meta"]["lams"] == [0.0] and not doc["meta"]["has_cost"]
+    assert not doc["sweeps"] and not doc["curves"]
+    assert {r["lam"] for r in doc["results"]} == {0.0}
+    _, md_path = write_bench(doc, tmp_path, "q")
+    md = md_path.read_text()
+    assert "ID avg" in md and "OOD avg" in md and "AIQ" not in md
+
+
+def test_load_splits_in_and_out_of_distribution(tmp_path):
+    df = wide_frame(n=90)
+    df["eval_name"] = ["a", "b", "c"] * 30
+    df["split"] = np.where(np.arange(90) % 5 == 0, "test", "train")  # 6 test rows per task
+    df.to_parquet(tmp_path / "s.parquet")
+    path = str(tmp_path / "s.parquet")
+    _, train, _, test = load_splits(path, train_tasks="a,b", test_tasks="a,c", val_size=0)
+    assert set(train.tasks) == {"a", "b"} and set(train.split) == {"train"}
+    assert sorted(set(test.tasks)) == ["a", "c"]
+    assert (test.tasks == "a").sum() == 6 and (test.tasks == "c").sum() == 30  # a: its test split; c: every row
+    with pytest.raises(ValueError, match="unknown task"):
+        load_splits(path, train_tasks="a,zzz", test_tasks="c")
+
+
+def test_collapse_index():
+    quality = np.array([[1, 1, 1], [0, 0, 1], [1, 0, 1], [0, 0, 0]], dtype=float)
+    cost = np.array([[1, 2, 3]] * 4, dtype=float)
+    to_top = np.zeros((4, 3))
+    to_top[:, 2] = 1
+    # Rows 0, 2 and 3 had a cheaper LLM as good as the most expensive one; row 1 did not.
+    assert collapse_index(to_top, quality, cost) == pytest.approx(0.75)
+    cheapest = np.zeros((4, 3))
+    cheapest[:, 0] = 1
+    assert collapse_index(cheapest, quality, cost) == 0.0
+
+
+def test_default_routers_lists_learned_then_references():
+    names = default_routers()
+    assert names[-4:] == ["oracle", "random", "best-single", "task-best"]
+    assert {"knn", "mlp", "mf", "hybrid", "frugal"} <= set(names)
+    assert set(BUILTIN_ROUTERS) <= set(names)

@@ -1,0 +1,171 @@
+"""QueryEncoder: bundled default offline, weights hash, on-disk cache, truncation, compatibility, backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from radialrouter import encoders
+from radialrouter.encoders import EncoderError, QueryEncoder, onnx_available
+
+TEXTS = ["What is the capital of France?", "Write a function that sorts a list.", "Integrate x^2 from 0 to 1."]
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed (radialrouter[onnx])")
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    return QueryEncoder(cache_dir=False, backend="torch", precision="fp32").encode(TEXTS)
+
+
+def test_default_encoder_loads_offline_and_gives_unit_vectors(monkeypatch, torch_vectors):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    encoder = QueryEncoder(cache_dir=False, backend="torch")
+    vectors = encoder.encode(TEXTS)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert encoder.identity["dim"] == 384 and encoder.identity["name"] == "all-MiniLM-L6-v2"
+    assert encoder.encode("What is the capital of France?").shape == (1, 384)
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_bundled_weights_match_the_upstream_hash():
+    expected = encoders._PACKAGED["all-MiniLM-L6-v2"][1]
+    assert QueryEncoder(cache_dir=False).identity["weights_sha256"] == expected
+
+
+def test_hash_mismatch_raises(monkeypatch):
+    module, _ = encoders._PACKAGED["all-MiniLM-L6-v2"]
+    monkeypatch.setitem(encoders._PACKAGED, "all-MiniLM-L6-v2", (module, "0" * 64))
+    with pytest.raises(EncoderError, match="sha256"):
+        _ = QueryEncoder(cache_dir=False).identity
+    with pytest.raises(EncoderError, match="corrupt"):
+        QueryEncoder(cache_dir=False, backend="torch").encode("hello")
+
+
+def _record_computed(monkeypatch, encoder: QueryEncoder) -> list[list[str]]:
+    """Make ``encoder`` record the texts it computes (not read from the cache)."""
+    calls: list[list[str]] = []
+    compute = encoder._compute
+
+    def recording(texts, *args, **kwargs):
+        calls.append(list(texts))
+        return compute(texts, *args, **kwargs)
+
+    monkeypatch.setattr(encoder, "_compute", recording)
+    return calls
+
+
+def test_cache_computes_each_text_once(tmp_path, monkeypatch):
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch")
+    calls = _record_computed(monkeypatch, encoder)
+    first = encoder.encode(TEXTS[:2])
+    assert calls == [TEXTS[:2]]
+    again = encoder.encode(TEXTS[:2])
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first, again)
+    mixed = encoder.encode([TEXTS[0], TEXTS[2], TEXTS[0]])
+    assert calls[1] == [TEXTS[2]]
+    np.testing.assert_array_equal(mixed[0], first[0])
+    np.testing.assert_array_equal(mixed[2], first[0])
+
+
+def test_interrupted_encode_keeps_finished_batches(tmp_path, monkeypatch):
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch", batch_size=1)
+    forward, seen = encoder.forward, []
+
+    def fail_on_second(batch):
+        seen.append(1)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return forward(batch)
+
+    monkeypatch.setattr(encoder, "forward", fail_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        encoder.encode(TEXTS[:3])
+    monkeypatch.setattr(encoder, "forward", forward)
+    computed = _record_computed(monkeypatch, encoder)
+    encoder.encode(TEXTS[:3])
+    assert len(computed[0]) == 2  # the batch finished before the interruption came from the cache
+
+
+def test_cache_is_keyed_by_fingerprint(tmp_path):
+    mean = QueryEncoder(cache_dir=tmp_path, backend="torch")
+    cls = QueryEncoder(cache_dir=tmp_path, backend="torch", pooling="cls")
+    assert mean.fingerprint() != cls.fingerprint()
+    a, b = mean.encode(TEXTS[:1]), cls.encode(TEXTS[:1])
+    assert float(a[0] @ b[0]) < 0.999
+    assert len(list(tmp_path.glob("embeddings-*.sqlite"))) == 2
+
+
+def test_long_prompts_keep_their_end():
+    body = " ".join(f"word{i}" for i in range(200))
+    left = QueryEncoder(cache_dir=False, backend="torch", max_tokens=32)
+    same_end = left.encode([f"Alpha beta gamma. {body}", f"Completely different opening! {body}"])
+    np.testing.assert_allclose(same_end[0], same_end[1], atol=1e-6)
+    other_end = left.encode([f"{body} which planet is largest?", f"{body} how do I sort a list?"])
+    assert float(other_end[0] @ other_end[1]) < 0.999
+    right = QueryEncoder(cache_dir=False, backend="torch", max_tokens=32, truncation_side="right")
+    kept_start = right.encode([f"{body} which planet is largest?", f"{body} how do I sort a list?"])
+    np.testing.assert_allclose(kept_start[0], kept_start[1], atol=1e-6)
+
+
+def test_check_compatible_and_from_identity():
+    encoder = QueryEncoder(cache_dir=False)
+    encoder.check_compatible(encoder.identity)
+    for other in (QueryEncoder(cache_dir=False, pooling="cls"), QueryEncoder(cache_dir=False, max_tokens=64)):
+        with pytest.raises(EncoderError, match="trained with encoder"):
+            encoder.check_compatible(other.identity)
+    rebuilt = QueryEncoder.from_identity(QueryEncoder(cache_dir=False, max_tokens=64).identity, cache_dir=False)
+    assert rebuilt.max_tokens == 64 and rebuilt.identity == QueryEncoder(cache_dir=False, max_tokens=64).identity
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="backend"):
+        QueryEncoder(backend="tensorrt")
+    with pytest.raises(ValueError, match="pooling"):
+        QueryEncoder(pooling="max")
+
+
+def test_auto_falls_back_to_torch(monkeypatch, tmp_path, torch_vectors):
+    monkeypatch.setattr(encoders, "onnx_available", lambda: False)
+    assert QueryEncoder(cache_dir=False).active_backend == "torch"
+    with pytest.raises(EncoderError, match="pip install"):
+        _ = QueryEncoder(cache_dir=False, backend="onnx").active_backend
+    monkeypatch.setattr(encoders, "onnx_available", lambda: True)
+    monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path))  # no ONNX file there: a build is attempted
+
+    def broken_build(source, dest):
+        raise EncoderError("cannot export encoder to ONNX: boom")
+
+    monkeypatch.setattr(encoders, "_build_onnx", broken_build)
+    auto = QueryEncoder(cache_dir=False, precision="fp32")
+    with pytest.warns(UserWarning, match="boom"):
+        assert auto.active_backend == "torch"
+    np.testing.assert_allclose(auto.encode(TEXTS), torch_vectors, atol=1e-6)
+    with pytest.raises(EncoderError, match="boom"):
+        _ = QueryEncoder(cache_dir=False, backend="onnx").active_backend
+
+
+@needs_onnx
+def test_onnx_backend_agrees_with_torch(torch_vectors):
+    # Builds ~/.cache/radialrouter/onnx/<hash>.onnx once (tens of seconds), then reuses it.
+    onnx = QueryEncoder(cache_dir=False, backend="onnx")
+    assert onnx.active_backend == "onnx"
+    vectors = onnx.encode(TEXTS)
+    assert (vectors * torch_vectors).sum(1).min() >= 0.999
+    reference = QueryEncoder(cache_dir=False, backend="torch")
+    assert onnx.identity == reference.identity and onnx.fingerprint() == reference.fingerprint()
+    cls = QueryEncoder(cache_dir=False, backend="onnx", pooling="cls", normalize=False)
+    np.testing.assert_allclose(cls.encode(TEXTS), QueryEncoder(cache_dir=False, backend="torch", pooling="cls",
+                                                               normalize=False).encode(TEXTS), atol=1e-3)
+
+
+@needs_onnx
+def test_fine_tuned_torch_weights_switch_encode_back_to_torch(torch_vectors):
+    encoder = QueryEncoder(cache_dir=False, backend="onnx")
+    assert encoder.active_backend == "onnx"
+    with torch.no_grad():
+        next(encoder.model.parameters()).mul_(1.5)  # what an optimiser step does: an in-place update
+    assert encoder.active_backend == "torch"
+    assert (encoder.encode(TEXTS) * torch_vectors).sum(1).min() < 0.9999

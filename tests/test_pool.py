@@ -1,0 +1,223 @@
+"""Adding and removing LLMs in a trained router, on synthetic data, with a small satellite-style router that has
+the same pool hooks as RadialRouter (and on RadialRouter itself when it is registered)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from radialrouter.data import DataError, make_synthetic
+from radialrouter.evaluation import summarize
+from radialrouter.objective import target_distribution
+from radialrouter.pool import add_llm, most_similar_llm, remove_llm
+from radialrouter.routers import Router, RouterError, available_routers, from_pretrained, make_router, register
+from radialrouter.training import set_seed, train_module
+
+LAM = 0.1
+
+
+class _Net(nn.Module):
+    """Relay = projected query; each satellite adds its LLM row; a shared head scores every satellite."""
+
+    def __init__(self, d: int, m: int, h: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d, h)
+        self.llm = nn.Parameter(torch.randn(m, h) * 0.3)
+        self.head = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.proj(x))[:, None, :] + self.llm[None]).squeeze(-1)
+
+
+@register
+class SatelliteRouter(Router):
+    """KL-trained for one λ, per-LLM parameters = rows of ``llm``: the shape of RadialRouter's pool hooks."""
+
+    name = "test-satellite"
+    lam_at_fit = True
+
+    def __init__(self, lam: float = LAM, tau: float = 0.1, hidden: int = 16, steps: int = 200, seed: int = 0,
+                 encoder: Any = None) -> None:
+        self.lam, self.tau, self.hidden, self.steps, self.seed = lam, tau, hidden, steps, seed
+        self.encoder = encoder
+
+    def _fit(self, train, val) -> None:
+        set_seed(self.seed)
+        self.net_ = _Net(train.embeddings.shape[1], len(self.llms_), self.hidden)
+        x = torch.from_numpy(train.embeddings)
+        p = torch.from_numpy(target_distribution(train.quality, train.cost, self.lam, self.tau).astype(np.float32))
+
+        def loss_fn(idx):
+            return -(p[idx] * torch.log_softmax(self.net_(x[idx]), -1)).sum(-1).mean()
+
+        train_module(self.net_, loss_fn, len(train), steps=self.steps, lr=1e-2, seed=self.seed, progress=False)
+
+    def logits(self, x: torch.Tensor, lam: float | None = None) -> torch.Tensor:
+        return self.net_(x)
+
+    def llm_embedding(self) -> nn.Parameter:
+        return self.net_.llm
+
+    def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray) -> None:
+        row = torch.as_tensor(init_embedding, dtype=torch.float32)[None]
+        self.net_.llm = nn.Parameter(torch.cat([self.net_.llm.detach(), row]))
+        self.llms_ = [*self.llms_, name]
+        self.mean_cost_ = np.append(self.mean_cost_, mean_cost)
+
+    def remove_llm(self, name: str) -> None:
+        keep = [i for i, llm in enumerate(self.llms_) if llm != name]
+        self.net_.llm = nn.Parameter(self.net_.llm.detach()[keep].clone())
+        self.llms_ = [self.llms_[i] for i in keep]
+        self.mean_cost_ = self.mean_cost_[keep]
+
+    def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
+        with torch.no_grad():
+            return self.net_(torch.from_numpy(np.asarray(x, dtype=np.float32))).numpy()
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().numpy() for k, v in self.net_.state_dict().items()}
+
+    def _load_state(self, tensors, extra) -> None:
+        d, h = tensors["proj.weight"].shape[1], self.hidden
+        self.net_ = _Net(d, len(self.llms_), h)
+        self.net_.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
+
+
+HELD = "llm-2"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks on a shared CPU: one intra-op thread is many times faster than oversubscribed ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(n_queries=1000, n_llms=5, seed=1)
+
+
+@pytest.fixture(scope="module")
+def pools(data):
+    train, test = data.select("train"), data.select("test")
+    rest = [llm for llm in data.llms if llm != HELD]
+    never = SatelliteRouter().fit(train.select_llms(rest))
+    full = SatelliteRouter().fit(train)
+    return train, test, rest, never, full
+
+
+def score(router, test) -> float:
+    test = test.select_llms(router.llms_)
+    choice = router.predict(test)
+    r = np.arange(len(test))
+    return summarize(test.quality[r, choice], test.cost[r, choice], test.tasks, LAM)["macro"].score
+
+
+def probes_of(train, k: int, seed: int = 0):
+    return train.subset(np.random.default_rng(seed).choice(len(train), size=k, replace=False))
+
+
+def test_add_llm_recovers_most_of_the_retraining_gain(pools):
+    train, test, rest, never, full = pools
+    added = copy.deepcopy(never)
+    before = {k: v.clone() for k, v in added.net_.state_dict().items() if k != "llm"}
+    add_llm(added, HELD, probes_of(train, 100))
+    assert added.llms_ == [*rest, HELD]
+    for k, v in added.net_.state_dict().items():
+        if k != "llm":
+            assert torch.equal(v, before[k]), f"{k} changed: the backbone must stay frozen"
+    np.testing.assert_array_equal(added.net_.llm[:-1].detach().numpy(), never.net_.llm.detach().numpy())
+    s_never, s_full, s_added = score(never, test), score(full, test), score(added, test)
+    assert s_full > s_never + 0.02  # the held-out LLM matters on this data
+    assert s_added - s_never >= 0.5 * (s_full - s_never), (s_never, s_added, s_full)
+    assert added.training_["pool_changes"][-1]["llm"] == HELD
+
+
+def test_remove_llm_restores_the_smaller_pool(pools):
+    train, test, rest, never, full = pools
+    router = copy.deepcopy(never)
+    add_llm(router, HELD, probes_of(train, 50), steps=50)
+    remove_llm(router, HELD)
+    assert router.llms_ == rest
+    np.testing.assert_allclose(router.predict_scores(test), never.predict_scores(test), rtol=1e-6)
+    remove_llm(router, "llm-4")
+    assert "llm-4" not in router.llms_ and router.predict(test).max() < len(router.llms_)
+
+
+def test_added_router_round_trips(pools, tmp_path):
+    train, test, rest, never, full = pools
+    router = from_pretrained(never.save_pretrained(tmp_path / "a"))
+    add_llm(router, HELD, probes_of(train, 50), steps=50)
+    router.save_pretrained(tmp_path / "b")
+    loaded = from_pretrained(tmp_path / "b")
+    assert loaded.llms_ == router.llms_
+    np.testing.assert_allclose(loaded.predict_scores(test), router.predict_scores(test), rtol=1e-6)
+    assert json.loads((tmp_path / "b" / "training.json").read_text())["pool_changes"][0]["op"] == "add"
+
+
+def test_add_llm_errors(pools):
+    train, test, rest, never, full = pools
+    with pytest.raises(RouterError, match="already in the pool"):
+        add_llm(never, "llm-0", train)
+    with pytest.raises(DataError, match="lack quality"):
+        add_llm(never, "new-llm", train)
+    with pytest.raises(RouterError, match="not in the pool"):
+        remove_llm(never, "nope")
+    with pytest.raises(RouterError, match="cannot change its pool"):
+        add_llm(make_router("best-single").fit(train.select_llms(rest)), HELD, train)
+
+
+def test_most_similar_llm(data):
+    # llm-4 is strong on topic 0, like llm-0; with llm-0 itself in the list it must pick llm-0 over llm-1..3.
+    assert most_similar_llm(data, "llm-4", ["llm-0", "llm-1", "llm-2", "llm-3"]) == "llm-0"
+
+
+def test_pool_cli(pools, tmp_path):
+    from radialrouter.cli import app
+
+    train, test, rest, never, full = pools
+    model = never.save_pretrained(tmp_path / "model")
+    probes = probes_of(train, 60)
+    df = {"prompt": probes.prompts}
+    for j, llm in enumerate(probes.llms):
+        df[llm] = probes.quality[:, j]
+        df[f"{llm}|total_cost"] = probes.cost[:, j]
+    import pandas as pd
+
+    path = tmp_path / "probes.parquet"
+    pd.DataFrame(df).to_parquet(path)
+    np.save(tmp_path / "emb.npy", probes.embeddings)
+    runner = CliRunner()
+    out = tmp_path / "grown"
+    result = runner.invoke(app, ["pool", "add", "--model", str(model), "--llm", HELD, "--probes", str(path),
+                                 "--probe-embeddings", str(tmp_path / "emb.npy"), "--out", str(out),
+                                 "--steps", "30"])
+    assert result.exit_code == 0, result.output
+    assert from_pretrained(out).llms_ == [*rest, HELD]
+    result = runner.invoke(app, ["pool", "remove", "--model", str(out), "--llm", "llm-0"])
+    assert result.exit_code == 0, result.output
+    assert "llm-0" not in from_pretrained(out).llms_
+    result = runner.invoke(app, ["pool", "remove", "--model", str(out), "--llm", "llm-0"])
+    assert result.exit_code != 0 and "not in the pool" in str(result.exception)
+
+
+@pytest.mark.skipif("radial" not in available_routers(), reason="RadialRouter is not registered yet")
+def test_radial_router_add_and_remove(pools):
+    train, test, rest, never, full = pools
+    router = make_router("radial", steps=60, d_model=16, n_layers=1).fit(train.select_llms(rest))
+    add_llm(router, HELD, probes_of(train, 50), steps=40)
+    assert router.llms_ == [*rest, HELD]
+    assert router.predict(test).max() < len(router.llms_)
+    remove_llm(router, HELD)
+    assert router.llms_ == rest
+

@@ -1,0 +1,214 @@
+"""RadialRouter: RadialFormer shapes and masking for every backbone, training, persistence across processes,
+λ conditioning, encoder fine-tuning, and the embedded default router."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROUTERBENCH3, needs_shared
+from typer.testing import CliRunner
+
+from radialrouter.data import make_synthetic, with_validation
+from radialrouter.encoders import EncoderError, QueryEncoder
+from radialrouter.evaluation import evaluate_router
+from radialrouter.objective import SCENARIOS, target_distribution
+from radialrouter.routers import make_router
+from radialrouter.routers.radial import DEFAULT_DIR, RadialRouter, load_default, query_contrastive_loss
+from radialrouter.routers.radialformer import BACKBONES, RadialFormer
+
+FAST = {"d_model": 32, "n_heads": 2, "steps": 100, "eval_every": 25, "patience": None}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    # 384-d like the default encoder, so saved routers carry a consistent encoder.json.
+    ds = with_validation(make_synthetic(n_queries=500, dim=384, seed=1), val_size=0.15)
+    return ds.select("train"), ds.select("val"), ds.select("test")
+
+
+@pytest.fixture(scope="module")
+def conditioned(splits):
+    train, val, _ = splits
+    return RadialRouter(**{**FAST, "steps": 200}).fit(train, val)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("n_llms", [1, 3, 7])
+def test_forward_shapes_and_mask_any_pool_size(backbone, n_llms):
+    torch.manual_seed(0)
+    net = RadialFormer(16, n_llms, d_model=32, n_layers=2, n_heads=4, backbone=backbone).eval()
+    q, lam, cost = torch.randn(5, 16), torch.full((5,), 0.02), torch.rand(n_llms)
+    assert net(q, lam, cost).shape == (5, n_llms)
+    mask = torch.ones(5, n_llms, dtype=torch.bool)
+    mask[:, 0] = n_llms == 1  # hide LLM 0 whenever another remains
+    out = net(q, lam, cost, mask)
+    assert torch.isfinite(out[mask]).all() and torch.isinf(out[~mask]).all()
+
+
+@pytest.mark.parametrize("backbone", ["radial", "transformer", "mlp"])
+def test_masked_llms_are_invisible(backbone):
+    """Masking an LLM gives the same logits as removing it: the relay never sees masked satellites."""
+    torch.manual_seed(0)
+    net = RadialFormer(16, 5, d_model=32, n_heads=4, backbone=backbone).eval()
+    q, lam, cost = torch.randn(4, 16), torch.full((4,), 0.1), torch.rand(5)
+    keep = torch.tensor([True, False, True, True, False])
+    masked = net(q, lam, cost, keep.expand(4, 5))[:, keep]
+    net.llm = torch.nn.Parameter(net.llm.detach()[keep])
+    assert torch.allclose(masked, net(q, lam, cost[keep]), atol=1e-5)
+
+
+def test_route_with_candidates(conditioned, splits):
+    test = splits[2]
+    decisions = conditioned.route(test.embeddings[:10], lam="balance", candidates=["llm-1", "llm-3"])
+    for d in decisions:
+        assert d.llm in {"llm-1", "llm-3"} and set(d.ranking) == {"llm-1", "llm-3"}
+        assert abs(sum(d.probabilities.values()) - 1) < 1e-9
+    scores = conditioned.predict_scores(test.embeddings[:10], 0.02, candidates=["llm-1", "llm-3"])
+    assert np.isinf(scores[:, [0, 2]]).all()
+
+
+def test_training_reduces_the_kl(splits):
+    train = splits[0]
+    x = torch.from_numpy(train.embeddings)
+    target = torch.from_numpy(target_distribution(train.quality, train.cost, 0.02, 0.1).astype(np.float32))
+
+    def kl(router):
+        with torch.no_grad():
+            logp = torch.log_softmax(router.logits(x), -1)
+        return float((target * (torch.log(target.clamp_min(1e-12)) - logp)).sum(-1).mean())
+
+    before = RadialRouter(**{**FAST, "steps": 1}, tau=0.1, lam_conditioned=False).fit(train)
+    after = RadialRouter(**FAST, tau=0.1, lam_conditioned=False).fit(train)
+    assert kl(after) < 0.8 * kl(before)
+
+
+def test_query_contrastive_loss_prefers_clustered_vectors():
+    cluster = torch.arange(32) % 4
+    centres = torch.randn(4, 8) * 5
+    tight = centres[cluster] + 0.01 * torch.randn(32, 8)
+    loose = torch.randn(32, 8)
+    gen = torch.Generator().manual_seed(0)
+    assert query_contrastive_loss(tight, cluster, 3, 0.1, gen) < query_contrastive_loss(loose, cluster, 3, 0.1, gen)
+
+
+@pytest.mark.parametrize("lam_conditioned", [True, False])
+def test_beats_random_in_every_scenario(splits, conditioned, lam_conditioned):
+    train, val, test = splits
+    for lam in SCENARIOS.values():
+        router = conditioned if lam_conditioned else RadialRouter(**FAST, lam=lam, lam_conditioned=False).fit(
+            train, val)
+        mine = evaluate_router(router, test, [lam])[0]["score"]
+        rand = evaluate_router(make_router("random").fit(train), test, [lam])[0]["score"]
+        assert mine > rand + 0.05, (lam, mine, rand)
+
+
+def test_conditioned_model_gets_cheaper_as_lam_grows(conditioned, splits):
+    test = splits[2]
+    spend = [conditioned.mean_cost_[conditioned.predict(test, lam)].mean() for lam in (0.0, 0.1, 1.0, 5.0)]
+    assert all(a >= b - 1e-12 for a, b in zip(spend, spend[1:])), spend
+    assert spend[-1] < spend[0]
+
+
+def test_seeded_runs_are_identical(splits):
+    train, val, test = splits
+    a = RadialRouter(**{**FAST, "steps": 50}).fit(train, val)
+    b = RadialRouter(**{**FAST, "steps": 50}).fit(train, val)
+    assert np.array_equal(a.predict_scores(test, 0.02), b.predict_scores(test, 0.02))
+
+
+def test_save_then_load_in_another_process(conditioned, splits, tmp_path):
+    test = splits[2]
+    conditioned.save_pretrained(tmp_path / "m")
+    np.save(tmp_path / "x.npy", test.embeddings)
+    code = (
+        "import json, sys, numpy as np\n"
+        "from radialrouter.routers import from_pretrained\n"
+        f"r = from_pretrained({str(tmp_path / 'm')!r})\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        "print(json.dumps({str(lam): r.predict(x, lam).tolist() for lam in (0.0, 0.02, 0.1)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    for lam in (0.0, 0.02, 0.1):
+        assert theirs[str(lam)] == conditioned.predict(test.embeddings, lam).tolist()
+    training = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert {"data_fingerprint", "seed", "val_score", "best_step"} <= set(training)
+
+
+def test_encoder_mismatch_on_load_fails_clearly(conditioned, tmp_path):
+    conditioned.save_pretrained(tmp_path / "m")
+    with pytest.raises(EncoderError, match="max_tokens"):
+        RadialRouter.from_pretrained(tmp_path / "m", encoder=QueryEncoder(max_tokens=64))
+
+
+def test_pool_hooks_resize_only_the_embedding(conditioned, splits):
+    from radialrouter.pool import clone
+
+    test = splits[2]
+    router = clone(conditioned)
+    before = router.predict_scores(test.embeddings[:20], 0.02)
+    router.add_llm("newcomer", 1e-3, np.zeros(router.d_model, dtype=np.float32))
+    assert router.llm_embedding().shape[0] == 5 and router.llms_[-1] == "newcomer"
+    router.remove_llm("newcomer")
+    assert np.allclose(router.predict_scores(test.embeddings[:20], 0.02), before, atol=1e-6)
+
+
+def test_bad_hyperparameters_are_named(splits):
+    with pytest.raises(ValueError, match="backbone"):
+        RadialRouter(backbone="lstm").fit(splits[0])
+    with pytest.raises(ValueError, match="encoder_mode"):
+        RadialRouter(encoder_mode="partial").fit(splits[0])
+
+
+def test_finetune_mode_trains_the_encoder_a_few_steps():
+    from radialrouter.data import RoutingDataset
+
+    texts = ["add 2 and 3", "integral of x", "who wrote Hamlet", "capital of Peru",
+             "sum 7 and 9", "derivative of x^2", "who painted Guernica", "capital of Chile"]
+    quality = np.array([[1, 0], [1, 0], [0, 1], [0, 1]] * 2, dtype=float)
+    ds = RoutingDataset.from_arrays(texts, quality, ["math-llm", "trivia-llm"], cost=np.full((8, 2), 1e-3))
+    encoder = QueryEncoder(cache_dir=False, precision="fp32")
+    weight = next(encoder.model.parameters())
+    start = weight.detach().clone()
+    router = RadialRouter(encoder_mode="finetune", encoder=encoder, steps=2, batch_size=8, d_model=32, n_heads=2,
+                          n_clusters=2, patience=None).fit(ds)
+    assert not torch.equal(start, weight.detach())
+    decisions = router.route(["capital of Peru"], lam=0.0)
+    assert decisions[0].llm in {"math-llm", "trivia-llm"}
+    with pytest.raises(Exception, match="texts"):
+        router.predict(np.zeros((1, 384), np.float32))
+
+
+@pytest.mark.skipif(not (DEFAULT_DIR / "config.json").exists(), reason="the embedded default router is not built")
+def test_embedded_default_routes_a_question():
+    router = load_default()
+    assert len(router.llms_) == 11
+    d = router.route("What is the capital of France?")[0]
+    assert d.llm in router.llms_ and abs(sum(d.probabilities.values()) - 1) < 1e-6
+    cheap = router.route("What is the capital of France?", lam="cost-first")[0]
+    assert cheap.expected_cost <= d.expected_cost + 1e-12
+    result = CliRunner().invoke(__import__("radialrouter.cli", fromlist=["app"]).app,
+                                ["route", "--json", "--candidates", "claude-v2,gpt-4-1106-preview",
+                                 "What is the capital of France?"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["llm"] in {"claude-v2", "gpt-4-1106-preview"}
+
+
+@needs_shared
+def test_train_command_on_routerbench3(tmp_path):
+    from radialrouter.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--data", str(ROUTERBENCH3), "--out", str(tmp_path / "m"),
+                                      "--steps", "20", "--per-lam", "--lam", "balance"])
+    assert result.exit_code == 0, result.output
+    assert "validation λ=0.02" in result.output
+    (tmp_path / "q.jsonl").write_text('{"prompt": "Write a Python function that reverses a list."}\n')
+    result = CliRunner().invoke(app, ["route", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "q.jsonl"),
+                                      "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out.jsonl").read_text())["lam"] == 0.02

@@ -1,0 +1,433 @@
+"""The routing server over real HTTP: a fake OpenAI-compatible backend (uvicorn, 127.0.0.1) behind the server.
+
+The router is best-single on synthetic data (it reads no query text, so no encoder loads): at λ=0 it ranks
+strong > mid > cheap, at λ=0.1 (cost-first) cheap > mid > strong. One test routes with a kNN router on the
+bundled encoder to cover the embedding path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from fastapi import FastAPI
+from typer.testing import CliRunner
+
+from radialrouter.data import make_synthetic
+from radialrouter.routers import make_router
+from radialrouter.serve import ConfigError, load_config, parse_config
+from radialrouter.serve.app import create_app
+from radialrouter.serve.batching import MicroBatcher
+from radialrouter.serve.ledger import Ledger
+from radialrouter.serve.routing import routing_text
+from radialrouter.serve.testing import FakeBackend, ServerThread
+
+KEY, KEY_ENV = "sk-test-client-secret", {"RR_CLIENT_KEY": "sk-test-client-secret", "RR_BACKEND_KEY": "sk-backend",
+                                           "RR_POOR_KEY": "sk-poor-client"}
+AUTH = {"authorization": f"Bearer {KEY}"}
+LONG = "please summarise this " * 80  # ~240 tokens: more than cheap's 128-token window
+
+
+def _pool(base: str) -> list[dict]:
+    common = {"api_key": "${RR_BACKEND_KEY}", "input_price": 1.0, "output_price": 2.0}
+    return [
+        {"name": "cheap", "base_url": f"{base}/cheap/v1", "router_llm": "llm-0", "context_window": 128,
+         "capabilities": ["json"], **common},
+        {"name": "mid", "base_url": f"{base}/mid/v1", "router_llm": "llm-1", "context_window": 100_000,
+         "capabilities": ["tools", "json"], **common},
+        {"name": "strong", "base_url": f"{base}/strong/v1", "router_llm": "llm-2", "context_window": 100_000,
+         "capabilities": ["tools", "vision", "json"], "timeout_s": 1.0, "model": "strong-2026-01", **common},
+    ]
+
+
+@pytest.fixture(scope="module")
+def router_dir(tmp_path_factory) -> Path:
+    ds = make_synthetic(n_queries=80, n_llms=3, seed=0)
+    path = tmp_path_factory.mktemp("serve") / "router"
+    make_router("best-single").fit(ds.select("train")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backends():
+    fakes = {name: FakeBackend(name) for name in ("cheap", "mid", "strong")}
+    hub = FastAPI()
+    for name, fake in fakes.items():
+        hub.mount(f"/{name}", fake.app)
+    with ServerThread(hub) as server:
+        yield fakes, server.url
+
+
+@pytest.fixture(scope="module")
+def config_path(router_dir, backends) -> Path:
+    _, base = backends
+    data = {
+        "router": {"path": "router"},  # relative to the config file
+        "llms": _pool(base),
+        "server": {"cooldown_s": 30, "max_body_bytes": 4096, "batch_max_wait_ms": 1},
+        "auth": {"keys": [{"id": "alice", "key": "${RR_CLIENT_KEY}"},
+                          {"id": "poor", "key": "${RR_POOR_KEY}", "budget_usd": 1e-9}]},
+        "ledger": {"path": "decisions.sqlite"},
+    }
+    path = router_dir.parent / "serve.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(config_path):
+    app = create_app(load_config(config_path, env=KEY_ENV))
+    with ServerThread(app) as thread:
+        yield app, thread.url
+
+
+@pytest.fixture()
+def http(server, backends):
+    """A fresh HTTP client; backends reset to healthy and no cooldowns left from earlier tests."""
+    app, url = server
+    for fake in backends[0].values():
+        fake.mode, fake.fail_every, fake.status = "ok", 0, 500
+        fake.requests.clear()
+    app.state.serve.upstream._cool_until.clear()
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        yield client
+
+
+def _chat(model: str, content: str = "hi there", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def _events(response: httpx.Response) -> list:
+    out = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            payload = line[len("data: "):]
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_config_errors_name_the_field(tmp_path):
+    base = {"llms": [{"name": "a", "base_url": "http://127.0.0.1:1/v1", "input_price": 1, "output_price": 1,
+                      "context_window": 100}]}
+    bad = [
+        ({"api_key": "sk-literal"}, "llms[0].api_key: must be an environment reference"),
+        ({"api_key": "${NOT_SET_ANYWHERE}"}, "llms[0].api_key: environment variable NOT_SET_ANYWHERE is not set"),
+        ({"base_url": "ftp://x"}, "llms[0].base_url"),
+        ({"capabilities": ["telepathy"]}, "llms[0].capabilities[0]"),
+        ({"context_window": 0}, "llms[0].context_window"),
+        ({"surprise": 1}, "llms[0].surprise: Extra inputs are not permitted"),
+    ]
+    for patch, message in bad:
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            parse_config({"llms": [{**base["llms"][0], **patch}]}, env={})
+    with pytest.raises(ConfigError, match=r"server.host: '0.0.0.0' is not a loopback address"):
+        parse_config({**base, "server": {"host": "0.0.0.0"}}, env={})
+    with pytest.raises(ConfigError, match="router.default_tradeoff"):
+        parse_config({**base, "router": {"default_tradeoff": "frugal"}}, env={})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**base, "router": {"path": "models/r"}}))
+    config = load_config(tmp_path / "c.yaml", env={})
+    assert config.router.path == (tmp_path / "models" / "r").resolve()
+    assert config.ledger.path == (tmp_path / "radialrouter-decisions.sqlite").resolve()
+    (tmp_path / "broken.yaml").write_text("llms: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_config_validate_cli_masks_secrets(config_path, monkeypatch):
+    from radialrouter.cli import app
+
+    for k, v in KEY_ENV.items():
+        monkeypatch.setenv(k, v)
+    result = CliRunner().invoke(app, ["config", "validate", str(config_path)])
+    assert result.exit_code == 0, result.output
+    assert "${RR_BACKEND_KEY}" in result.output and "strong-2026-01" in result.output
+    assert all(secret not in result.output for secret in KEY_ENV.values())
+    monkeypatch.delenv("RR_CLIENT_KEY")
+    result = CliRunner().invoke(app, ["config", "validate", str(config_path)])
+    assert result.exit_code == 2 and "auth.keys[0].key: environment variable RR_CLIENT_KEY" in result.output
+
+
+# ---------------------------------------------------------------------------------------------- routing
+def test_aliases_route_and_report_the_decision(http, backends):
+    fakes = backends[0]
+    r = http.post("/v1/chat/completions", json=_chat("radial:performance-first"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model"] == "strong" and r.headers["x-radialrouter-model"] == "strong"
+    assert r.headers["x-radialrouter-lam"] == "0" and body["choices"][0]["message"]["content"] == "Hello from strong."
+    info = body["router"]
+    assert info["routed"] and info["ranking"] == ["strong", "mid", "cheap"] and not info["fallback"]
+    assert info["cost_usd"] == pytest.approx((2 * 1.0 + 5 * 2.0) / 1e6)  # fake usage: 2 prompt, 5 completion
+    assert fakes["strong"].requests[-1]["model"] == "strong-2026-01"  # the upstream model id
+    for model, llm in [("radial:cost-first", "cheap"), ("radial@lam=0.1", "cheap"), ("radial", "strong"),
+                       ("mid", "mid")]:
+        r = http.post("/v1/chat/completions", json=_chat(model))
+        assert r.json()["model"] == llm, model
+    assert r.json()["router"]["routed"] is False and "x-radialrouter-lam" not in r.headers
+
+
+def test_models_and_route_endpoint(http):
+    ids = [m["id"] for m in http.get("/v1/models").json()["data"]]
+    assert ids[:4] == ["radial", "radial:performance-first", "radial:balance", "radial:cost-first"]
+    assert {"cheap", "mid", "strong"} <= set(ids)
+    r = http.post("/v1/route", json={"model": "radial:cost-first", "prompt": LONG})
+    decision = r.json()
+    assert r.status_code == 200 and decision["llm"] == "mid" and decision["lam"] == 0.1
+    assert decision["ranking"] == ["mid", "strong"] and "context window" in decision["excluded"]["cheap"]
+    assert set(decision["scores"]) == {"mid", "strong"} and decision["expected_cost_usd"] > 0
+
+
+def test_context_window_and_capabilities_filter_candidates(http, backends):
+    fakes = backends[0]
+    assert http.post("/v1/chat/completions", json=_chat("radial:cost-first", LONG)).json()["model"] == "mid"
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    request = _chat("radial:cost-first", "weather in Paris?", tools=tools, tool_choice="auto",
+                    response_format={"type": "json_object"}, x_vendor_extension={"keep": [1, 2]}, temperature=0.2)
+    r = http.post("/v1/chat/completions", json=request)
+    assert r.json()["model"] == "mid"  # cheap lacks tools
+    sent = fakes["mid"].requests[-1]
+    assert {k: sent[k] for k in request if k != "model"} == {k: v for k, v in request.items() if k != "model"}
+    assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    image = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]
+    r = http.post("/v1/chat/completions", json={"model": "radial:cost-first",
+                                                "messages": [{"role": "user", "content": image}]})
+    assert r.json()["model"] == "strong"  # only strong has vision
+
+
+def test_no_capable_llm_is_a_clear_400(http):
+    image = [{"type": "image_url", "image_url": {"url": "data:,"}}]
+    r = http.post("/v1/chat/completions", json={"model": "radial", "messages": [{"role": "user", "content": image}],
+                                                "max_tokens": 200_000})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "no_capable_model"
+    assert "context window" in r.json()["error"]["message"]
+
+
+def test_streaming_reports_router_in_first_and_last_chunk(http, backends):
+    with http.stream("POST", "/v1/chat/completions", json=_chat("radial:cost-first", stream=True)) as r:
+        assert r.status_code == 200 and r.headers["x-radialrouter-model"] == "cheap"
+        events = _events(r)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert chunks[0]["router"]["llm"] == "cheap" and all(c["model"] == "cheap" for c in chunks)
+    final = chunks[-1]["router"]
+    assert chunks[-1]["choices"] == [] and final["usage"]["completion_tokens"] > 0 and final["cost_usd"] > 0
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "Hello from cheap."  # the decision never enters the content
+    assert all("usage" not in c for c in chunks[:-1])  # usage chunk requested upstream, not shown to the client
+    assert backends[0]["cheap"].requests[-1]["stream_options"] == {"include_usage": True}
+
+
+# ---------------------------------------------------------------------------------------------- failures
+@pytest.mark.parametrize("stream", [False, True])
+def test_fallback_on_500(http, backends, server, stream):
+    fakes = backends[0]
+    fakes["strong"].mode = "error"
+    r = http.post("/v1/chat/completions", json=_chat("radial:performance-first", stream=stream))
+    assert r.status_code == 200 and r.headers["x-radialrouter-model"] == "mid"
+    assert r.headers["x-radialrouter-fallback"] == "true"
+    info = r.json()["router"] if not stream else json.loads(r.text.split("data: ")[1])["router"]
+    assert info["choice"] == "strong" and info["attempts"] == [{"llm": "strong", "error": "http_500"}]
+    # strong is cooling down now: the next request goes to mid first, without retrying strong
+    calls = fakes["strong"].calls
+    assert http.post("/v1/chat/completions", json=_chat("radial:performance-first")).json()["model"] == "mid"
+    assert fakes["strong"].calls == calls
+
+
+def test_fallback_on_timeout_and_429(http, backends):
+    fakes = backends[0]
+    fakes["strong"].mode, fakes["strong"].hang_s = "hang", 5.0
+    fakes["mid"].mode, fakes["mid"].status = "error", 429
+    start = time.perf_counter()
+    r = http.post("/v1/chat/completions", json=_chat("radial:performance-first"))
+    assert r.status_code == 200 and r.json()["model"] == "cheap"
+    assert [a["error"] for a in r.json()["router"]["attempts"]] == ["timeout", "http_429"]
+    assert time.perf_counter() - start < 4.5  # strong's timeout_s is 1 s
+
+
+def test_all_backends_failing_is_a_502(http, backends):
+    for fake in backends[0].values():
+        fake.mode = "error"
+    r = http.post("/v1/chat/completions", json=_chat("radial"))
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_failed"
+    assert "strong (http_500)" in r.json()["error"]["message"]
+
+
+def test_no_fallback_after_stream_started(http, backends):
+    fakes = backends[0]
+    fakes["strong"].mode = "break"
+    with http.stream("POST", "/v1/chat/completions", json=_chat("radial:performance-first", stream=True)) as r:
+        assert r.status_code == 200
+        events = _events(r)
+    assert events[0]["router"]["llm"] == "strong"
+    assert events[-1]["error"]["code"] == "stream_interrupted" and "[DONE]" not in events
+    assert not fakes["mid"].requests and not fakes["cheap"].requests
+
+
+def test_backend_client_error_is_returned_as_is(http, backends):
+    fakes = backends[0]
+    fakes["strong"].mode, fakes["strong"].status = "error", 400
+    r = http.post("/v1/chat/completions", json=_chat("radial:performance-first"))
+    assert r.status_code == 400 and r.json()["error"]["message"] == "strong failed on purpose"
+    assert not fakes["mid"].requests and r.headers["x-radialrouter-model"] == "strong"
+
+
+# ---------------------------------------------------------------------------------------------- security
+def test_auth(server, http):
+    _, url = server
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": KEY}):
+        r = httpx.post(f"{url}/v1/chat/completions", json=_chat("radial"), headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    assert httpx.get(f"{url}/metrics").status_code == 401
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(("content", "status", "param", "code"), [
+    (b"{not json", 400, None, "invalid_json"),
+    (b"[1, 2]", 400, None, "invalid_type"),
+    (b'{"model": "radial", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400, None,
+     "invalid_json"),
+    (b"[" * 3000, 400, None, "invalid_json"),  # nesting deeper than the parser recursion limit
+    (json.dumps({"model": "radial"}).encode(), 400, "messages", "missing_required_parameter"),
+    (json.dumps({"model": "radial", "messages": "hi"}).encode(), 400, "messages", "invalid_type"),
+    (json.dumps({"model": "radial", "messages": [{"content": "x"}]}).encode(), 400, "messages[0]", "invalid_type"),
+    (json.dumps(_chat("radial", stream="yes")).encode(), 400, "stream", "invalid_type"),
+    (json.dumps(_chat("radial", max_tokens=-1)).encode(), 400, "max_tokens", "invalid_type"),
+    (json.dumps(_chat(7)).encode(), 400, "model", "invalid_type"),
+    (json.dumps(_chat("gpt-17")).encode(), 404, "model", "model_not_found"),
+    (json.dumps(_chat("radial@lam=-1")).encode(), 400, "model", "invalid_request"),
+    (json.dumps(_chat("radial", "x" * 5000)).encode(), 413, None, "body_too_large"),
+])
+def test_bad_inputs_get_openai_style_4xx(http, content, status, param, code):
+    r = http.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["param"], error["code"]) == (param, code)
+
+
+def test_unknown_path_and_method_are_openai_style(http):
+    assert http.get("/v1/nothing").json()["error"]["code"] == "not_found"
+    assert http.get("/v1/chat/completions").status_code == 405
+
+
+def test_budget_is_enforced(server):
+    _, url = server
+    headers = {"authorization": "Bearer sk-poor-client"}
+    assert httpx.post(f"{url}/v1/chat/completions", json=_chat("cheap"), headers=headers).status_code == 200
+    r = httpx.post(f"{url}/v1/chat/completions", json=_chat("cheap"), headers=headers)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
+
+
+# ---------------------------------------------------------------------------------------------- clients, books
+def test_openai_client(server):
+    openai = pytest.importorskip("openai")
+    _, url = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    reply = client.chat.completions.create(model="radial:cost-first", messages=[{"role": "user", "content": "hi"}])
+    assert reply.model == "cheap" and reply.choices[0].message.content == "Hello from cheap."
+    assert reply.model_extra["router"]["lam"] == 0.1
+    chunks = list(client.chat.completions.create(model="radial", messages=[{"role": "user", "content": "hi"}],
+                                                 stream=True))
+    assert chunks[0].model == "strong" and chunks[0].model_extra["router"]["llm"] == "strong"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from strong."
+    assert chunks[-1].model_extra["router"]["cost_usd"] > 0
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_metrics_and_decision_log(server, http, config_path):
+    app, _ = server
+    http.post("/v1/chat/completions", json=_chat("radial", "a secret prompt"))
+    metrics = http.get("/metrics").text
+    assert 'radialrouter_cost_usd_total{client="alice",llm="strong"}' in metrics
+    assert "radialrouter_decision_seconds_count" in metrics
+    ledger: Ledger = app.state.serve.ledger
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(r["client"] == "alice" for r in ledger.rows()):
+        time.sleep(0.05)
+    rows = ledger.rows()
+    row = next(r for r in reversed(rows) if r["status"] == "ok" and r["client"] == "alice")
+    assert row["llm"] and row["cost_usd"] > 0 and row["prompt"] is None and json.loads(row["ranking"])
+    assert any(r["fallback"] for r in rows) and str(config_path.parent) in str(ledger.path)
+    raw = ledger.path.read_bytes()
+    assert b"a secret prompt" not in raw and all(v.encode() not in raw for v in KEY_ENV.values())
+
+
+# ---------------------------------------------------------------------------------------------- units
+def test_routing_text_keeps_a_bounded_window_with_the_last_user_turn_last():
+    messages = [{"role": "system", "content": "You are helpful."}]
+    messages += [{"role": r, "content": f"turn {i}"} for i, r in enumerate(["user", "assistant"] * 4)]
+    messages += [{"role": "user", "content": [{"type": "text", "text": "and now in Rust?"}]}]
+    text = routing_text(messages, history_messages=3, history_chars=100)
+    assert text == "turn 5\n\nturn 6\n\nturn 7\n\nand now in Rust?"
+    assert routing_text(messages, 0, 100) == "and now in Rust?"
+
+
+def test_micro_batcher_batches_concurrent_requests_and_isolates_errors():
+    sizes = []
+
+    def fn(items):
+        sizes.append(len(items))
+        time.sleep(0.01)
+        return [ValueError(f"bad {x}") if x == 3 else x * 10 for x in items]
+
+    async def main():
+        batcher = MicroBatcher(fn, max_size=8, max_wait_s=0.005)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(20)), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(main())
+    assert [r for i, r in enumerate(results) if i != 3] == [i * 10 for i in range(20) if i != 3]
+    assert isinstance(results[3], ValueError) and max(sizes) <= 8 and len(sizes) < 20
+
+
+def test_embedding_router_routes_by_content(tmp_path, backends):
+    """kNN on the bundled encoder: code questions go to strong, small talk to cheap, via the micro-batcher."""
+    from radialrouter.data import RoutingDataset
+    from radialrouter.encoders import QueryEncoder
+
+    hard = [f"Write a Python function that {t}" for t in ("sorts a list", "parses JSON", "merges two dicts",
+                                                            "reverses a linked list", "computes primes")]
+    easy = [f"{t}" for t in ("hi, how are you?", "good morning!", "thanks a lot", "hello there", "nice day today")]
+    quality = [[0.0, 0.0, 1.0]] * len(hard) + [[1.0, 1.0, 1.0]] * len(easy)
+    ds = RoutingDataset.from_arrays(hard + easy, quality, ["llm-0", "llm-1", "llm-2"],
+                                    cost=[[1e-4, 1e-3, 1e-2]] * len(quality)).embed(QueryEncoder(cache_dir=False),
+                                                                                     progress=False)
+    make_router("knn", k=3).fit(ds).save_pretrained(tmp_path / "knn")
+    config = parse_config({"router": {"path": "knn"}, "llms": _pool(backends[1]), "ledger": {"path": None}},
+                          base_dir=tmp_path, env=KEY_ENV)
+    with ServerThread(create_app(config)) as thread:
+        async def ask():
+            async with httpx.AsyncClient(base_url=thread.url, timeout=30) as client:
+                prompts = ["Write a Python function that flattens nested lists", "hello, how is it going?"] * 4
+                responses = await asyncio.gather(*(client.post("/v1/route", json={"model": "radial", "prompt": p})
+                                                   for p in prompts))
+                return [r.json()["llm"] for r in responses]
+
+        assert asyncio.run(ask()) == ["strong", "cheap"] * 4
+
+
+def test_core_imports_without_the_serve_extra():
+    code = ("import sys\nfor m in ('fastapi', 'uvicorn', 'httpx', 'prometheus_client'): sys.modules[m] = None\n"
+            "import radialrouter, radialrouter.serve\n"
+            "from radialrouter.serve import load_config\n"
+            "try:\n    radialrouter.serve.create_app(None)\nexcept ImportError as e:\n    print('extra' in str(e))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+
+
+def test_example_config_is_valid():
+    env = {k: "x" for k in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "RADIALROUTER_KEY_SEARCH", "RADIALROUTER_KEY_CHAT")}
+    config = load_config(Path(__file__).parents[1] / "examples" / "serve.yaml", env=env)
+    assert [llm.name for llm in config.llms] == ["gpt-4o", "mixtral", "mistral-7b"] and config.auth.keys
