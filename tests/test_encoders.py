@@ -154,11 +154,15 @@ def test_onnx_backend_agrees_with_torch(torch_vectors):
     assert onnx.active_backend == "onnx"
     vectors = onnx.encode(TEXTS)
     assert (vectors * torch_vectors).sum(1).min() >= 0.999
-    reference = QueryEncoder(cache_dir=False, backend="torch")
+    reference = QueryEncoder(cache_dir=False, backend="torch", precision="fp32")
+    assert onnx.precision == "fp32"  # whatever the CPU: the export runs fp32
     assert onnx.identity == reference.identity and onnx.fingerprint() == reference.fingerprint()
     cls = QueryEncoder(cache_dir=False, backend="onnx", pooling="cls", normalize=False)
     np.testing.assert_allclose(cls.encode(TEXTS), QueryEncoder(cache_dir=False, backend="torch", pooling="cls",
-                                                               normalize=False).encode(TEXTS), atol=1e-3)
+                                                               normalize=False, precision="fp32").encode(TEXTS),
+                               atol=1e-3)
+    with pytest.raises(ValueError, match="fp32"):
+        QueryEncoder(cache_dir=False, backend="onnx", precision="bf16")
 
 
 @needs_onnx

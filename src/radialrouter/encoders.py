@@ -222,7 +222,11 @@ class QueryEncoder:
         self.name, self.path, self._expected_sha = _resolve(name_or_path)
         self.pooling, self.normalize, self.max_tokens = pooling, normalize, int(max_tokens)
         self.truncation_side, self.batch_size, self.device = truncation_side, int(batch_size), device
-        self.precision = _auto_precision(device) if precision == "auto" else precision
+        if backend == "onnx" and precision == "bf16":
+            raise ValueError("backend='onnx' runs in fp32; use precision='fp32' (or 'auto'), or backend='torch'")
+        # The ONNX export runs fp32, so forcing it pins the precision (and with it the embedding-cache key).
+        self.precision = ("fp32" if backend == "onnx" else _auto_precision(device)) if precision == "auto" \
+            else precision
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir())
         self._model = None
         self._tokenizer = None
