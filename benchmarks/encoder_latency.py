@@ -6,6 +6,8 @@
 Variants (all the default encoder, all-MiniLM-L6-v2, mean pooling, L2-normalised, max 256 tokens):
 * ``torch-fp32`` — the reference: Hugging Face model (SDPA attention) under ``torch.inference_mode``.
 * ``onnx-fp32`` — ``QueryEncoder(backend="onnx")``: the same weights under ONNX Runtime with fused kernels.
+* ``torch-bf16`` — bfloat16 autocast, only on CPUs with native bf16 (AVX512-BF16 or AMX), where
+  ``precision="auto"`` picks it.
 * ``torch-int8`` / ``onnx-int8`` — dynamic int8 quantisation of the Linear/MatMul weights (torch
   ``quantize_dynamic``; ORT ``quantize_dynamic`` per-channel, reduce-range), measured only to show why they are not
   offered: they move the vectors (cosine to fp32 well below 0.999).
@@ -59,6 +61,8 @@ def cpu_ghz() -> float | None:
 def build_variants(threads: int, tmp: Path) -> dict[str, QueryEncoder]:
     """One encoder per variant, none using the embedding cache, all loaded and warmed."""
     variants = {"torch-fp32": QueryEncoder(cache_dir=False, backend="torch", precision="fp32")}
+    if QueryEncoder(cache_dir=False, backend="torch").precision == "bf16":  # the CPU has native bf16
+        variants["torch-bf16"] = QueryEncoder(cache_dir=False, backend="torch", precision="bf16")
     torch_int8 = QueryEncoder(cache_dir=False, backend="torch", precision="fp32").load()
     torch_int8._model = torch.ao.quantization.quantize_dynamic(torch_int8._model, {torch.nn.Linear}, torch.qint8)
     variants["torch-int8"] = torch_int8

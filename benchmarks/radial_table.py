@@ -48,7 +48,8 @@ ABLATIONS = {
 PAPER_ABLATIONS = {"full": (0.816, 0.757, 0.715), "RadialFormer → Star-Transformer": (0.813, 0.751, 0.709),
                    "RadialFormer → Transformer": (0.815, 0.753, 0.705), "RadialFormer → MLP": (0.781, 0.732, 0.701),
                    "without L_KL": (0.548, 0.442, 0.017), "without L_qq": (0.813, 0.740, 0.711)}
-SWEEP = {**{f"T = {t}": {"n_layers": t} for t in (1, 3)}, "τ = 0.1": {"tau": 0.1}, "α = 0.5": {"alpha": 0.5}}
+SWEEP = {"default (T = 2, τ = 1, α = 0.1)": {}, **{f"T = {t}": {"n_layers": t} for t in (1, 3)},
+         **{f"τ = {t}": {"tau": t} for t in (0.1, 3.0, 10.0)}, "α = 0.5": {"alpha": 0.5}}
 
 
 def splits(seed: int, encoder: QueryEncoder):

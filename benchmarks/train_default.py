@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(DEFAULT_DIR))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    encoder = QueryEncoder()
+    encoder = QueryEncoder(precision="fp32")  # portable: the default router must serve on any CPU
     _, train, val, test = load_splits(args.data, seed=SEED)
     train, val, test = (d.embed(encoder, progress=False) for d in (train, val, test))
     router = RadialRouter(seed=SEED, encoder=encoder).fit(train, val)

@@ -130,12 +130,14 @@ def test_save_then_load_in_another_process(conditioned, splits, tmp_path):
         "from radialrouter.routers import from_pretrained\n"
         f"r = from_pretrained({str(tmp_path / 'm')!r})\n"
         f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
-        "print(json.dumps({str(lam): r.predict(x, lam).tolist() for lam in (0.0, 0.02, 0.1)}))\n"
+        "out = {str(lam): r.predict(x, lam).tolist() for lam in (0.0, 0.02, 0.1)}\n"
+        "print(json.dumps({**out, 'costs': r.predict_costs(x).tolist()}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     theirs = json.loads(out.stdout.strip().splitlines()[-1])
     for lam in (0.0, 0.02, 0.1):
         assert theirs[str(lam)] == conditioned.predict(test.embeddings, lam).tolist()
+    np.testing.assert_allclose(theirs["costs"], conditioned.predict_costs(test.embeddings), rtol=1e-12)
     training = json.loads((tmp_path / "m" / "training.json").read_text())
     assert {"data_fingerprint", "seed", "val_score", "best_step"} <= set(training)
 
@@ -152,10 +154,23 @@ def test_pool_hooks_resize_only_the_embedding(conditioned, splits):
     test = splits[2]
     router = clone(conditioned)
     before = router.predict_scores(test.embeddings[:20], 0.02)
+    costs = router.predict_costs(test.embeddings[:20])
     router.add_llm("newcomer", 1e-3, np.zeros(router.d_model, dtype=np.float32))
     assert router.llm_embedding().shape[0] == 5 and router.llms_[-1] == "newcomer"
+    np.testing.assert_allclose(router.predict_costs(test.embeddings[:20])[:, -1], 1e-3)  # no cost head given
     router.remove_llm("newcomer")
     assert np.allclose(router.predict_scores(test.embeddings[:20], 0.02), before, atol=1e-6)
+    np.testing.assert_allclose(router.predict_costs(test.embeddings[:20]), costs)
+
+
+def test_predicted_costs_are_unbiased_per_llm(conditioned, splits):
+    # The cost head's smearing correction makes the mean prediction the mean cost (what spend calibration needs).
+    test = splits[2]
+    predicted = conditioned.predict_costs(test.embeddings).mean(axis=0)
+    np.testing.assert_allclose(predicted, test.cost.mean(axis=0), rtol=0.1)
+    decision = conditioned.route(test.embeddings[:1], 0.02)[0]
+    assert decision.expected_cost == pytest.approx(
+        conditioned.predict_costs(test.embeddings[:1])[0, conditioned.llms_.index(decision.llm)])
 
 
 def test_bad_hyperparameters_are_named(splits):

@@ -122,7 +122,8 @@ def provenance(data: str, full: RoutingDataset, encoder: QueryEncoder | None) ->
         "data": str(data),
         "data_sha256": _sha256(path) if path.is_file() else None,
         "data_fingerprint": full.fingerprint(),
-        "encoder": None if encoder is None else encoder.identity,
+        "encoder": None if encoder is None else {**encoder.identity, "precision": encoder.precision,
+                                                   "backend": encoder.active_backend},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "versions": versions,
@@ -388,8 +389,10 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
     for key in ("git_commit", "git_dirty", "data", "data_sha256", "data_fingerprint", "command", "started_utc"):
         out.append(f"| {key} | `{meta.get(key)}` |")
     if meta.get("encoder"):
-        out.append(f"| encoder | `{meta['encoder'].get('name')}` ({meta['encoder'].get('dim')}-d, "
-                   f"{meta['encoder'].get('pooling')} pooling) |")
+        enc = meta["encoder"]
+        how = ", ".join(str(enc[k]) for k in ("precision", "backend") if enc.get(k))
+        out.append(f"| encoder | `{enc.get('name')}` ({enc.get('dim')}-d, {enc.get('pooling')} pooling"
+                   f"{', ' + how if how else ''}) |")
     machine = meta["machine"]
     out.append(f"| machine | {machine['platform']}, {machine['processor']}, {machine['cpu_count']} CPUs, "
                f"{machine['torch_threads']} torch threads |")

@@ -10,8 +10,9 @@ the probes file must carry a quality column for every LLM of the new pool. `remo
 
 A router supports this by providing (RadialRouter does):
 
-* ``add_llm(name, mean_cost, init_embedding)`` / ``remove_llm(name)`` — resize the pool (``mean_cost`` in USD per
-  query; ``init_embedding`` a 1-D array for the new row);
+* ``add_llm(name, mean_cost, init_embedding, cost_head=None)`` / ``remove_llm(name)`` — resize the pool
+  (``mean_cost`` in USD per query; ``init_embedding`` a 1-D array for the new row; ``cost_head`` the new LLM's
+  per-query cost predictor, fitted on the probes when the router has one);
 * ``llm_embedding()`` — the ``torch.nn.Parameter`` of shape (n_llms, width), rows in ``llms_`` order;
 * ``logits(x, lam)`` — differentiable (n, n_llms) logits for a float tensor of query embeddings at trade-off
   ``lam``, before the softmax;
@@ -82,7 +83,8 @@ def add_llm(
     are typical). Only the new LLM's embedding row is trained (full-batch AdamW, ``steps`` steps, learning rate
     ``lr``); ``init`` is ``"similar"`` (copy the row of `most_similar_llm`), ``"mean"`` (mean of all rows) or
     ``"random"``. ``prior`` > 0 adds ``prior·‖row − init‖²``, which keeps the row near its initialisation when the
-    probes are few. The new LLM's mean cost, used for tie-breaking and expected cost, is its mean on the probes.
+    probes are few. The new LLM's mean cost (tie-breaking, λ features) is its mean on the probes; its per-query
+    cost predictor, where the router has one, is a ridge fit on the probes.
     """
     import torch
 
@@ -117,7 +119,13 @@ def add_llm(
         init_row = rows.mean(dim=0)
     else:
         init_row = torch.randn(rows.shape[1]) * rows.std()
-    router.add_llm(name, float(probes.cost[:, -1].mean()), init_row.numpy().copy())
+    extra = {}
+    if getattr(router, "cost_w_", None) is not None:  # a per-query cost predictor: fit the new LLM's column
+        from radialrouter.routers._common import fit_cost_head
+
+        w, b = fit_cost_head(x.numpy(), probes.cost[:, -1:])
+        extra["cost_head"] = (w[:, 0], float(b[0]))
+    router.add_llm(name, float(probes.cost[:, -1].mean()), init_row.numpy().copy(), **extra)
 
     emb = router.llm_embedding()
     new = len(pool) - 1

@@ -16,13 +16,17 @@ from radialrouter.routers.base import Router
 # ---------------------------------------------------------------------------------------------- cost head
 def fit_cost_head(x: np.ndarray, cost: np.ndarray, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regression from embeddings to log per-query cost (costs span two orders of magnitude with prompt
-    length, and the log keeps predictions positive). Returns weights (d, m) and intercept (m,)."""
+    length, and the log keeps predictions positive). The intercept carries Duan's smearing correction, so that
+    ``exp`` of the prediction estimates the mean cost, not the geometric mean: spend targets (calibration) need
+    unbiased means. Returns weights (d, m) and intercept (m,)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.log(np.maximum(np.asarray(cost, dtype=np.float64), 1e-12))
     x_mean, y_mean = x.mean(0), y.mean(0)
     xc = x - x_mean
     w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - y_mean))
-    return w, y_mean - x_mean @ w
+    b = y_mean - x_mean @ w
+    smearing = np.log(np.exp(y - (x @ w + b)).mean(0))
+    return w, b + smearing
 
 
 def predict_cost_head(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -157,9 +161,8 @@ class QualityRegressorRouter(Router):
     def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
         return utility(self._quality(x), predict_cost_head(x, self.cost_w_, self.cost_b_), lam)
 
-    def predict_costs(self, queries: Any) -> np.ndarray:
-        self._check_fitted()
-        return predict_cost_head(self._inputs(queries), self.cost_w_, self.cost_b_)
+    def _costs(self, x: np.ndarray) -> np.ndarray:
+        return predict_cost_head(x, self.cost_w_, self.cost_b_)
 
     def _state(self) -> dict[str, np.ndarray]:
         from radialrouter.routers._torchutil import module_tensors

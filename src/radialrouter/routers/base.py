@@ -170,8 +170,12 @@ class Router(ABC):
 
     def predict_costs(self, queries: Any) -> np.ndarray:
         """Expected USD cost per query of each LLM; the pool's mean cost unless the method predicts it."""
-        n = len(queries) if isinstance(queries, (RoutingDataset, list, tuple, np.ndarray)) else 1
-        return np.broadcast_to(self.mean_cost_, (n, len(self.llms_)))
+        self._check_fitted()
+        return self._costs(self._inputs(queries))
+
+    def _costs(self, x: Any) -> np.ndarray:
+        """`predict_costs` on `_inputs` (overridden by routers that predict per-query cost)."""
+        return np.broadcast_to(self.mean_cost_, (len(x), len(self.llms_)))
 
     def predict(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> np.ndarray:
         """Index of the chosen LLM per query (ties to the cheaper LLM)."""
@@ -192,7 +196,7 @@ class Router(ABC):
                 proba = np.where(mask, proba, 0.0)
                 proba = proba / proba.sum(axis=1, keepdims=True)
         order = rank_cheapest_first(scores, self.mean_cost_)
-        costs = self.predict_costs(queries)
+        costs = self._costs(x)
         out = []
         for i, row in enumerate(order):
             keep = [j for j in row if np.isfinite(scores[i, j])]

@@ -141,10 +141,9 @@ class EquiRouter(Router):
     def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
         return utility(self._quality(x), predict_cost_head(x, self.cost_w_, self.cost_b_), lam)
 
-    def predict_costs(self, queries: Any) -> np.ndarray:
+    def _costs(self, x: np.ndarray) -> np.ndarray:
         """Predicted USD cost per query of each LLM, from the cost regressor."""
-        self._check_fitted()
-        return predict_cost_head(self._inputs(queries), self.cost_w_, self.cost_b_)
+        return predict_cost_head(x, self.cost_w_, self.cost_b_)
 
     def route_budget(self, queries: Any, budget_usd: float) -> np.ndarray:
         """The paper's budgeted decision: per query, the LLM with the best predicted score among those whose

@@ -132,12 +132,11 @@ class FrugalRouter(Router):
             scores[np.ix_(rows, llm_order)] = np.arange(m, 0, -1, dtype=np.float64)
         return scores
 
-    def predict_costs(self, queries: Any) -> np.ndarray:
-        self._check_fitted()
-        n = len(self._inputs(queries))
+    def _costs(self, x: np.ndarray) -> np.ndarray:
+        # Choosing stage s of the cascade pays for every LLM called before it too.
         costs = self.mean_cost_.copy()
         costs[self.cascade_] = np.cumsum(self.mean_cost_[self.cascade_])
-        return np.broadcast_to(costs, (n, len(self.llms_)))
+        return np.broadcast_to(costs, (len(x), len(self.llms_)))
 
     def outcomes(self, data: RoutingDataset, lam: float) -> Outcomes:
         stage = self.accepted_stage(self._inputs(data), lam)

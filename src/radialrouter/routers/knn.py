@@ -72,9 +72,8 @@ class KNNRouter(Router):
         quality, cost = self._neighbour_means(x)
         return utility(quality, cost, lam)
 
-    def predict_costs(self, queries: Any) -> np.ndarray:
-        self._check_fitted()
-        return self._neighbour_means(self._inputs(queries))[1]
+    def _costs(self, x: np.ndarray) -> np.ndarray:
+        return self._neighbour_means(x)[1]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"keys": self.keys_, "quality": self.quality_, "cost": self.cost_}

@@ -31,6 +31,7 @@ from torch import nn
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.encoders import QueryEncoder
 from radialrouter.objective import COST_SCALE, SCENARIOS, target_distribution
+from radialrouter.routers._common import fit_cost_head, predict_cost_head
 from radialrouter.routers._torchutil import load_module_tensors, macro_score, module_tensors
 from radialrouter.routers.base import Router, RouterError
 from radialrouter.routers.radialformer import BACKBONES, RadialFormer
@@ -158,9 +159,12 @@ class RadialRouter(Router):
         lam = self.lam if lam is None or not self.lam_conditioned else lam
         return self.net_(x, torch.full((len(x),), float(lam)), self._cost_tensor(), mask)
 
-    def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray) -> None:
+    def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray,
+                cost_head: tuple[np.ndarray, float] | None = None) -> None:
         """Append LLM ``name`` (mean cost in USD per query) with embedding row ``init_embedding``; nothing else
-        changes, so the backbone needs no retraining (train the new row alone, e.g. with `radialrouter.pool`)."""
+        changes, so the backbone needs no retraining (train the new row alone, e.g. with `radialrouter.pool`).
+        ``cost_head`` = (weights (d,), intercept) of its per-query log-cost predictor (`fit_cost_head` on the
+        probes); without it the new LLM's predicted cost is ``mean_cost`` for every query."""
         self._check_fitted()
         if name in self.llms_:
             raise RouterError(f"{name!r} is already in the pool {self.llms_}")
@@ -168,9 +172,12 @@ class RadialRouter(Router):
         if row.shape[1] != self.net_.llm.shape[1]:
             raise ValueError(f"init_embedding has width {row.shape[1]}, the router's LLM embeddings "
                              f"{self.net_.llm.shape[1]}")
+        w, b = cost_head if cost_head is not None else (np.zeros(self.cost_w_.shape[0]), np.log(mean_cost))
         self.net_.llm = nn.Parameter(torch.cat([self.net_.llm.detach(), row]))
         self.llms_ = [*self.llms_, name]
         self.mean_cost_ = np.append(self.mean_cost_, float(mean_cost))
+        self.cost_w_ = np.column_stack([self.cost_w_, np.asarray(w, dtype=np.float64).reshape(-1)])
+        self.cost_b_ = np.append(self.cost_b_, float(b))
 
     def remove_llm(self, name: str) -> None:
         """Drop LLM ``name``: its embedding row and pool entry go; the other LLMs keep their rows."""
@@ -181,6 +188,7 @@ class RadialRouter(Router):
         self.net_.llm = nn.Parameter(self.net_.llm.detach()[keep].clone())
         self.llms_ = [self.llms_[i] for i in keep]
         self.mean_cost_ = self.mean_cost_[keep]
+        self.cost_w_, self.cost_b_ = self.cost_w_[:, keep], self.cost_b_[keep]
 
     # ------------------------------------------------------------------ training
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
@@ -241,6 +249,10 @@ class RadialRouter(Router):
         result = train_module(trainable, loss_fn, len(train), steps=self.steps, batch_size=self.batch_size,
                               lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, val_fn=val_fn,
                               eval_every=self.eval_every, patience=self.patience, progress=False, desc=self.name)
+        # Per-query cost (USD) of each LLM from the query embedding the router routes on: expected cost in
+        # decisions and spend calibration (`radialrouter.calibration`) then follow the query, not the pool mean.
+        self.cost_w_, self.cost_b_ = fit_cost_head(self._embed_texts(train.prompts.tolist()) if finetune else emb,
+                                                   train.cost)
         self.training_ = {
             "lam": None if self.lam_conditioned else self.lam,
             "lam_conditioned": self.lam_conditioned,
@@ -316,6 +328,10 @@ class RadialRouter(Router):
             memo[id(x), lam] = out
         return out
 
+    def _costs(self, x: np.ndarray) -> np.ndarray:
+        """Predicted USD cost per query of each LLM (ridge on log cost over the query embedding)."""
+        return predict_cost_head(x, self.cost_w_, self.cost_b_)
+
     def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
         # Per-scenario models route at their trained λ whatever is asked (train one model per scenario).
         return self._log_proba(x, lam)
@@ -325,7 +341,7 @@ class RadialRouter(Router):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        state = module_tensors(self.net_, "net")
+        state = {**module_tensors(self.net_, "net"), "cost_w": self.cost_w_, "cost_b": self.cost_b_}
         if self.encoder_mode == "finetune":
             state.update(module_tensors(self.get_encoder().model, "encoder"))
         return state
@@ -339,6 +355,7 @@ class RadialRouter(Router):
             raise RouterError(f"the router expects {self.in_dim_}-d query vectors; its encoder gives "
                               f"{self.encoder.dim}-d")
         self.net_ = load_module_tensors(self._build(self.in_dim_, len(self.llms_)), tensors, "net")
+        self.cost_w_, self.cost_b_ = tensors["cost_w"], tensors["cost_b"]
         if self.encoder_mode == "finetune":
             load_module_tensors(self.get_encoder().model, tensors, "encoder")
 
