@@ -6,7 +6,7 @@ For each backbone (a model fitted briefly on RouterBench, 11 LLMs — the weight
 - throughput of ``route()`` on batches of 64 precomputed embeddings (queries per second, median batch).
 Writes benchmarks/results/radial_latency.json and .md. The machine is shared, so medians are the figures to quote.
 
-    python benchmarks/radial_latency.py [--runs 300] [--text-runs 30] [--threads 2]
+    python benchmarks/radial_latency.py [--runs 300] [--text-runs 30] [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -41,15 +41,24 @@ def timings(fn, runs: int) -> np.ndarray:
 
 
 def queries_of_about(prompts: list[str], encoder: QueryEncoder, tokens: int, n: int) -> list[str]:
-    """``n`` prompts whose token count is closest to ``tokens`` (the latency target is for ~150-token queries)."""
-    counts = encoder.tokenize(prompts)["attention_mask"].sum(1).numpy()
-    return [prompts[i] for i in np.argsort(np.abs(counts - tokens), kind="stable")[:n]]
+    """``n`` distinct test prompts cut to about ``tokens`` tokens (the latency target is for ~150-token queries;
+    RouterBench prompts are either shorter or longer than the 256-token cap)."""
+    tokenizer = encoder._load_tokenizer()
+    out = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) >= tokens:
+            out.append(tokenizer.decode(ids[: tokens - 2]))  # + [CLS], [SEP]
+        if len(out) == n:
+            break
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--text-runs", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch/ONNX threads (2 = this machine's cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,26 +72,38 @@ def main() -> None:
     if onnx_available() and live["default"].active_backend != "onnx":
         live["onnx-fp32"] = QueryEncoder(cache_dir=False, backend="onnx")
     texts = queries_of_about(test.prompts.tolist(), live["default"], 150, args.text_runs)
+    routers = {b: RadialRouter(backbone=b, steps=1, patience=None).fit(train) for b in BACKBONES}
+    x1, x64 = test.embeddings[:1], test.embeddings[:64]
+    samples: dict = {b: {} for b in BACKBONES}
+    # Round-robin over backbones and encoders, ``--repeats`` times: load on this shared machine hits all alike.
+    for _ in range(args.repeats):
+        for backbone, router in routers.items():
+            router.encoder = None
+            got = samples[backbone]
+            got.setdefault("embedding", []).extend(
+                timings(lambda router=router: router.route(x1, lam=0.02), args.runs))
+            got.setdefault("batch", []).extend(
+                timings(lambda router=router: router.route(x64, lam=0.02), max(args.runs // 10, 10)))
+            for label, enc in live.items():
+                router.encoder = enc
+                it = iter(texts * 2)
+                got.setdefault(label, []).extend(
+                    timings(lambda router=router, it=it: router.route(next(it), lam=0.02), args.text_runs - 1))
     results = {}
-    for backbone in BACKBONES:
-        router = RadialRouter(backbone=backbone, steps=1, patience=None).fit(train)
-        x1, x64 = test.embeddings[:1], test.embeddings[:64]
-        emb = timings(lambda x1=x1, router=router: router.route(x1, lam=0.02), args.runs)
-        batch = timings(lambda x64=x64, router=router: router.route(x64, lam=0.02), max(args.runs // 10, 10))
+    for backbone, got in samples.items():
         results[backbone] = {
-            "embedding_p50_ms": float(np.median(emb)), "embedding_p95_ms": float(np.percentile(emb, 95)),
-            "batch64_queries_per_s": float(64 / (np.median(batch) / 1000.0)),
-            "parameters": int(sum(p.numel() for p in router.net_.parameters())),
+            "embedding_p50_ms": float(np.median(got["embedding"])),
+            "embedding_p95_ms": float(np.percentile(got["embedding"], 95)),
+            "batch64_queries_per_s": float(64 / (np.median(got["batch"]) / 1000.0)),
+            "parameters": int(sum(p.numel() for p in routers[backbone].net_.parameters())),
         }
-        for label, enc in live.items():
-            router.encoder = enc
-            it = iter(texts * 2)
-            text = timings(lambda router=router, it=it: router.route(next(it), lam=0.02), args.text_runs - 1)
+        for label in live:
             suffix = "" if label == "default" else f"_{label}"
-            results[backbone][f"text{suffix}_p50_ms"] = float(np.median(text))
-            results[backbone][f"text{suffix}_p95_ms"] = float(np.percentile(text, 95))
+            results[backbone][f"text{suffix}_p50_ms"] = float(np.median(got[label]))
+            results[backbone][f"text{suffix}_p95_ms"] = float(np.percentile(got[label], 95))
         print(backbone, {k: round(v, 3) for k, v in results[backbone].items()}, flush=True)
-    meta = {"runs": args.runs, "text_runs": args.text_runs, "torch_threads": args.threads, "n_llms": len(train.llms),
+    meta = {"runs": args.runs, "text_runs": args.text_runs, "repeats": args.repeats, "torch_threads": args.threads,
+            "n_llms": len(train.llms),
             "params": RadialRouter().get_params(), "encoder": encoder.name,
             "text_encoders": {k: f"{e.precision} {e.active_backend}" for k, e in live.items()},
             "text_tokens": [len(live["default"].tokenize([t])["input_ids"][0]) for t in texts],
@@ -90,9 +111,11 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "radial_latency.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     md = ["# RadialRouter routing latency (11 LLMs, batch 1 unless stated)", "",
-          f"One run, {args.threads} torch thread(s), shared CPU ({meta['machine']}); median and p95 of "
-          f"{args.runs} calls of `route()` from a precomputed embedding, {args.text_runs - 1} calls from text "
-          f"(test prompts of {min(meta['text_tokens'])}–{max(meta['text_tokens'])} tokens) with the bundled encoder "
+          f"{args.threads} torch thread(s), shared CPU ({meta['machine']}); median and p95 of {args.repeats} × "
+          f"{args.runs} calls of `route()` from a precomputed embedding, {args.repeats} × {args.text_runs - 1} calls "
+          "from text, round-robin over backbones and encoders "
+          f"(test prompts cut to {min(meta['text_tokens'])}–{max(meta['text_tokens'])} tokens) with the bundled "
+          "encoder "
           f"({encoder.name}, cache off; default = {meta['text_encoders']['default']}"
           + (", onnx-fp32 = the portable ONNX Runtime export" if "onnx-fp32" in live else "")
           + "). Produced by `python benchmarks/radial_latency.py`.", "",
