@@ -113,8 +113,8 @@ def part_calibration(train, test, router_names: list[str], steps: int, seed: int
         sel = [r for r in rows if r["router"] == name and r["costs"] == (cost_source or "own") and "error" not in r]
         summary.append(f"{name} ({cost_source or 'own'} costs): {sum(r['cost_inside'] for r in sel)}/{len(sel)}")
     text = (f"### Budget calibration on the {len(test)} test prompts (no labels used)\n\n"
-            "Costs: `own` = the router's `predict_costs` (kNN: neighbours' per-query costs; RadialRouter: each LLM's "
-            "mean training cost); `knn` = per-query costs predicted by a kNN router passed as `costs=`.\n\n"
+            "Costs: `own` = the router's `predict_costs` (kNN: neighbours' per-query costs; RadialRouter: its ridge "
+            "head on log cost); `knn` = per-query costs predicted by a kNN router passed as `costs=`.\n\n"
             + md_table(header, body)
             + "\n\nRealised spend inside the stated 95 % interval: " + "; ".join(summary) + ".\n")
     return rows, text

@@ -198,13 +198,16 @@ class Router(ABC):
         order = rank_cheapest_first(scores, self.mean_cost_)
         costs = self._costs(x)
         out = []
-        for i, row in enumerate(order):
-            keep = [j for j in row if np.isfinite(scores[i, j])]
+        # Plain Python lists: per-element NumPy indexing would dominate batch-1 routing time.
+        finite, score_rows = np.isfinite(scores).tolist(), scores.tolist()
+        proba_rows = None if proba is None else proba.tolist()
+        for i, row in enumerate(order.tolist()):
+            keep = [j for j in row if finite[i][j]]
             out.append(Decision(
                 llm=self.llms_[keep[0]],
                 ranking=[self.llms_[j] for j in keep],
-                scores={self.llms_[j]: float(scores[i, j]) for j in keep},
-                probabilities=None if proba is None else {self.llms_[j]: float(proba[i, j]) for j in keep},
+                scores={self.llms_[j]: score_rows[i][j] for j in keep},
+                probabilities=None if proba_rows is None else {self.llms_[j]: proba_rows[i][j] for j in keep},
                 expected_cost=float(costs[i, keep[0]]),
                 lam=lam,
             ))

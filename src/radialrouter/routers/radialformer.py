@@ -20,6 +20,7 @@ Choices the paper leaves open (papers.md §1, documented here and in docs/radial
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 BACKBONES = ("radial", "star", "transformer", "mlp")
@@ -56,9 +57,11 @@ class NodeUpdate(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.residual = residual
 
+    # Submodules are applied through torch.nn.functional (same weights, same state dict): a module call costs a few
+    # microseconds of Python, and batch-1 routing makes dozens of them.
     def keys(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-head keys and values of ``nodes`` (..., d) → two (..., heads, d/heads) tensors."""
-        k, v = self.kv(nodes).chunk(2, dim=-1)
+        k, v = F.linear(nodes, self.kv.weight, self.kv.bias).chunk(2, dim=-1)
         shape = (*nodes.shape[:-1], self.n_heads, -1)
         return k.reshape(shape), v.reshape(shape)
 
@@ -66,14 +69,15 @@ class NodeUpdate(nn.Module):
         """``x`` (B, L, d) queries; ``k``/``v`` (B, L or 1, K, heads, d/heads) their keys and values; ``pad``
         (B, L or 1, K) True where a key is masked."""
         b, length, d = x.shape
-        q = self.q(x).reshape(b, length, 1, self.n_heads, -1)
+        q = F.linear(x, self.q.weight, self.q.bias).reshape(b, length, 1, self.n_heads, -1)
         att = (q * k).sum(-1) * q.shape[-1] ** -0.5  # (B, L, K, heads)
         if pad is not None:
             att = att.masked_fill(pad.unsqueeze(-1), float("-inf"))
-        att = self.drop(att.softmax(dim=2))
+        att = F.dropout(att.softmax(dim=2), self.drop.p, self.training)
         h = (att.unsqueeze(-1) * v).sum(2).reshape(b, length, d)
-        h = self.drop(torch.relu(self.out(h)))
-        return self.norm(x + h if self.residual else h)
+        h = F.dropout(torch.relu(F.linear(h, self.out.weight, self.out.bias)), self.drop.p, self.training)
+        norm = self.norm
+        return F.layer_norm(x + h if self.residual else h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 class RadialFormer(nn.Module):
