@@ -36,3 +36,15 @@ def wide_frame(n: int = 30, seed: int = 0) -> pd.DataFrame:
 @pytest.fixture
 def wide_df() -> pd.DataFrame:
     return wide_frame()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny torch models on a shared 2-core CPU: one intra-op thread is many times faster than oversubscribed ones.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

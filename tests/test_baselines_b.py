@@ -16,15 +16,7 @@ BASELINES = ["knn", "mlp", "mf", "hybrid", "frugal"]
 FAST = {"mlp": {"steps": 600}, "mf": {"steps": 600}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny torch models run fastest single-threaded, especially on a shared machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,8 @@ def budget_outcomes(router: Router, data: RoutingDataset, budget: float) -> Outc
     it has one (``outcomes_at_budget``), otherwise its λ = 0 scores restricted to the LLMs it predicts to fit."""
     if hasattr(router, "outcomes_at_budget"):
         return router.outcomes_at_budget(data, budget)
-    choice = choose_within_budget(router.predict_scores(data, 0.0), router.predict_costs(data), budget)
-    rows = np.arange(len(data))
-    weights = np.zeros((len(data), data.n_llms))
-    weights[rows, choice] = 1.0
-    return Outcomes(weights, data.quality[rows, choice], data.cost[rows, choice])
+    return Outcomes.of_choices(
+        data, choose_within_budget(router.predict_scores(data, 0.0), router.predict_costs(data), budget))
 
 
 def budget_sweep(router: Router, data: RoutingDataset, n: int = 20) -> list[dict]:

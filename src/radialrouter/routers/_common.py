@@ -34,6 +34,18 @@ def predict_cost_head(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray
     return np.exp(np.asarray(x, dtype=np.float64) @ w + b)
 
 
+# ---------------------------------------------------------------------------------------------- model selection
+def macro_score(choice: np.ndarray, data: RoutingDataset, lam: float) -> float:
+    """Macro Score (Perf − λ·Cost, averaged over tasks) of one LLM index per query of ``data``."""
+    rows = np.arange(len(data))
+    return summarize(data.quality[rows, choice], data.cost[rows, choice], data.tasks, lam)["macro"].score
+
+
+def best_llm(quality: np.ndarray, cost: np.ndarray, lam: float) -> np.ndarray:
+    """Per query, the LLM with the highest quality − λ·cost; ties go to the cheaper LLM for that query."""
+    return argmax_cheapest(utility(quality, cost, lam), cost)
+
+
 # ---------------------------------------------------------------------------------------------- scorers
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
@@ -141,9 +153,7 @@ class QualityRegressorRouter(Router):
             xv = require_embeddings(val, self)
 
             def val_fn() -> float:
-                choice = argmax_cheapest(self._quality(xv), self.mean_cost_)
-                rows = np.arange(len(val))
-                return macro_perf_cost(val.quality[rows, choice], val.cost[rows, choice], val.tasks)[0]
+                return macro_score(argmax_cheapest(self._quality(xv), self.mean_cost_), val, 0.0)
 
         result = train_module(self.module_, loss_fn, len(train), steps=self.steps, batch_size=self.batch_size,
                               lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, val_fn=val_fn,
@@ -187,6 +197,7 @@ def require_embeddings(data: RoutingDataset, router: Router) -> np.ndarray:
 
 
 __all__ = [
-    "NEVER", "QualityRegressorRouter", "best_setting", "fit_cost_head", "fit_soft_logistic", "macro_perf_cost",
+    "NEVER", "QualityRegressorRouter", "best_llm", "best_setting", "fit_cost_head", "fit_soft_logistic",
+    "macro_perf_cost", "macro_score",
     "out_of_fold", "predict_cost_head", "quantile_grid", "require_embeddings", "sigmoid", "with_val",
 ]

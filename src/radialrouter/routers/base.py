@@ -56,6 +56,14 @@ class Outcomes:
     perf: np.ndarray  # (n,) quality obtained
     cost: np.ndarray  # (n,) USD paid (a cascade pays for every LLM it called)
 
+    @classmethod
+    def of_choices(cls, data: RoutingDataset, choice: np.ndarray) -> Outcomes:
+        """Outcomes of calling LLM ``choice[i]`` (an index) for query ``i`` of ``data``."""
+        rows = np.arange(len(data))
+        weights = np.zeros((len(data), len(data.llms)))
+        weights[rows, choice] = 1.0
+        return cls(weights, data.quality[rows, choice], data.cost[rows, choice])
+
 
 class Router(ABC):
     """Base class: subclasses implement ``_fit`` and ``_scores`` (and ``_state``/``_load_state`` if they learn
@@ -215,11 +223,7 @@ class Router(ABC):
 
     def outcomes(self, data: RoutingDataset, lam: float) -> Outcomes:
         """Realised quality and cost of this router's decisions on labelled data."""
-        choice = self.predict(data, lam)
-        rows = np.arange(len(data))
-        weights = np.zeros((len(data), len(self.llms_)))
-        weights[rows, choice] = 1.0
-        return Outcomes(weights, data.quality[rows, choice], data.cost[rows, choice])
+        return Outcomes.of_choices(data, self.predict(data, lam))
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

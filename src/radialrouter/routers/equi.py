@@ -20,8 +20,8 @@ from radialrouter.budget_sweep import choose_within_budget
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.encoders import QueryEncoder
 from radialrouter.objective import SCENARIOS, utility
-from radialrouter.routers._common import fit_cost_head, predict_cost_head, require_embeddings
-from radialrouter.routers._torchutil import load_module_tensors, macro_score, module_tensors
+from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head, require_embeddings
+from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Outcomes, Router
 from radialrouter.training import set_seed, train_module
 
@@ -156,11 +156,7 @@ class EquiRouter(Router):
 
     def outcomes_at_budget(self, data: RoutingDataset, budget: float) -> Outcomes:
         """Realised quality and cost of `route_budget` on labelled data."""
-        choice = self.route_budget(data, budget)
-        rows = np.arange(len(data))
-        weights = np.zeros((len(data), len(self.llms_)))
-        weights[rows, choice] = 1.0
-        return Outcomes(weights, data.quality[rows, choice], data.cost[rows, choice])
+        return Outcomes.of_choices(data, self.route_budget(data, budget))
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

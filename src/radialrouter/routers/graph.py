@@ -26,8 +26,8 @@ from torch import nn
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.encoders import QueryEncoder
 from radialrouter.objective import COST_SCALE
-from radialrouter.routers._common import require_embeddings
-from radialrouter.routers._torchutil import load_module_tensors, macro_score, module_tensors
+from radialrouter.routers._common import macro_score, require_embeddings
+from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Router
 from radialrouter.training import set_seed, train_module
 

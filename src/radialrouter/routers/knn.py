@@ -9,7 +9,7 @@ import numpy as np
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.encoders import QueryEncoder
 from radialrouter.objective import argmax_cheapest, utility
-from radialrouter.routers._common import macro_perf_cost, require_embeddings
+from radialrouter.routers._common import macro_score, require_embeddings
 from radialrouter.routers.base import Router, RouterError
 
 
@@ -42,12 +42,11 @@ class KNNRouter(Router):
         self.cost_ = train.cost.astype(np.float64)
         self.k_ = self.k or 10
         if self.k is None and val is not None and len(val):
-            xv, rows = require_embeddings(val, self), np.arange(len(val))
+            xv = require_embeddings(val, self)
             perf = []
             for k in self.K_GRID:
                 self.k_ = k
-                choice = argmax_cheapest(self._neighbour_means(xv)[0], self.mean_cost_)
-                perf.append(macro_perf_cost(val.quality[rows, choice], val.cost[rows, choice], val.tasks)[0])
+                perf.append(macro_score(argmax_cheapest(self._neighbour_means(xv)[0], self.mean_cost_), val, 0.0))
             self.k_ = self.K_GRID[int(np.argmax(perf))]
         self.training_ = {"k": self.k_}
 

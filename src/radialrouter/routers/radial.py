@@ -31,8 +31,8 @@ from torch import nn
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.encoders import QueryEncoder
 from radialrouter.objective import COST_SCALE, SCENARIOS, target_distribution
-from radialrouter.routers._common import fit_cost_head, predict_cost_head
-from radialrouter.routers._torchutil import load_module_tensors, macro_score, module_tensors
+from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head
+from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Router, RouterError
 from radialrouter.routers.radialformer import BACKBONES, RadialFormer
 from radialrouter.training import set_seed, train_module
