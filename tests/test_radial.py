@@ -191,12 +191,18 @@ def test_finetune_mode_trains_the_encoder_a_few_steps():
     weight = next(encoder.model.parameters())
     start = weight.detach().clone()
     router = RadialRouter(encoder_mode="finetune", encoder=encoder, steps=2, batch_size=8, d_model=32, n_heads=2,
-                          n_clusters=2, patience=None).fit(ds)
+                          n_clusters=2, patience=None, eval_every=1).fit(ds, ds.subset(np.arange(4)))
+    assert router.training_["val_score"] is not None  # model selection embeds the validation texts itself
     assert not torch.equal(start, weight.detach())
     decisions = router.route(["capital of Peru"], lam=0.0)
     assert decisions[0].llm in {"math-llm", "trivia-llm"}
     with pytest.raises(Exception, match="texts"):
         router.predict(np.zeros((1, 384), np.float32))
+    # The encoder has its own learning rate: at 0 it stays as it was.
+    frozen_start = weight.detach().clone()
+    RadialRouter(encoder_mode="finetune", encoder=encoder, encoder_lr=0.0, steps=2, batch_size=8, d_model=32,
+                         n_heads=2, n_clusters=2, patience=None).fit(ds)
+    assert torch.equal(frozen_start, weight.detach())
 
 
 @pytest.mark.skipif(not (DEFAULT_DIR / "config.json").exists(), reason="the embedded default router is not built")

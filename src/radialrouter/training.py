@@ -43,18 +43,22 @@ def train_module(
     patience: int | None = 10,
     progress: bool = True,
     desc: str = "training",
-    parameters: list[torch.nn.Parameter] | None = None,
+    parameters: list[torch.nn.Parameter] | list[dict] | None = None,
 ) -> TrainResult:
     """Minimise ``loss_fn(batch_indices)`` over ``steps`` minibatches of the ``n_train`` training items.
 
     ``val_fn`` returns a validation figure where higher is better (e.g. Score at the training λ); the best state is
     kept and restored at the end, and training stops after ``patience`` evaluations without improvement.
-    ``parameters`` restricts what is optimised (e.g. one new LLM embedding); default: all of ``module``.
+    ``parameters`` restricts what is optimised (e.g. one new LLM embedding), or gives AdamW parameter groups
+    (dicts, e.g. a smaller learning rate for a fine-tuned encoder); default: all of ``module``.
     """
     set_seed(seed)
     rng = np.random.default_rng(seed)
-    params = [p for p in (parameters if parameters is not None else module.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    groups = list(parameters) if parameters is not None else list(module.parameters())
+    if not groups or not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     best_val, best_step, best_state, bad = None, 0, None, 0
     history: list[dict] = []
     order = rng.permutation(n_train)

@@ -30,7 +30,7 @@ from torch import nn
 
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.encoders import QueryEncoder
-from radialrouter.objective import COST_SCALE, SCENARIOS, target_distribution
+from radialrouter.objective import COST_SCALE, SCENARIOS, argmax_cheapest, target_distribution
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Router, RouterError
@@ -50,17 +50,17 @@ def query_contrastive_loss(z: torch.Tensor, cluster: torch.Tensor, n_negatives: 
     or with too few negatives in the batch are skipped; zero (with a graph) when none qualifies."""
     b = len(z)
     z = nn.functional.normalize(z, dim=-1)
-    same = (cluster[:, None] == cluster[None, :]) & ~torch.eye(b, dtype=torch.bool)
+    same = (cluster[:, None] == cluster[None, :]) & ~torch.eye(b, dtype=torch.bool, device=z.device)
     other = cluster[:, None] != cluster[None, :]
     use = same.any(dim=1) & (other.sum(dim=1) >= n_negatives)
     if not use.any():
         return z.sum() * 0.0
-    noise = torch.rand(b, b, generator=generator)
+    noise = torch.rand(b, b, generator=generator).to(z.device)  # drawn on the CPU: seeded the same everywhere
     pos = torch.where(same, noise, -1.0).argmax(dim=1)
     neg = torch.where(other, noise, -1.0).topk(n_negatives, dim=1).indices
     sim = z @ z.T / tau_c
     logits = torch.cat([sim.gather(1, pos[:, None]), sim.gather(1, neg)], dim=1)[use]
-    return nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+    return nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=z.device))
 
 
 class RadialRouter(Router):
@@ -70,7 +70,8 @@ class RadialRouter(Router):
     ``dropout``, ``residual``; ``tau`` (target temperature), ``alpha`` (weight of L_qq; 0 drops it), ``tau_c``,
     ``n_negatives`` (H), ``n_clusters`` (k), ``use_kl``; ``lr``, ``weight_decay``, ``steps``, ``batch_size``,
     ``eval_every``, ``patience``, ``seed``; ``lam`` and ``lam_conditioned`` (see the module docstring),
-    ``lam_max``; ``encoder_mode`` (``frozen``: cached embeddings, ``finetune``: the query encoder trains too).
+    ``lam_max``; ``encoder_mode`` (``frozen``: cached embeddings, ``finetune``: the query encoder trains too, at
+    ``encoder_lr``, on the encoder's device — a GPU if it has one; the router is moved to the CPU afterwards).
     """
 
     name = "radial"
@@ -101,6 +102,7 @@ class RadialRouter(Router):
         patience: int | None = 8,
         seed: int = 0,
         encoder_mode: str = "frozen",
+        encoder_lr: float = 5e-5,
         encoder: QueryEncoder | None = None,
     ) -> None:
         self.lam = lam
@@ -126,6 +128,7 @@ class RadialRouter(Router):
         self.patience = patience
         self.seed = seed
         self.encoder_mode = encoder_mode
+        self.encoder_lr = encoder_lr
         self.encoder = encoder
         # Instance-level: a per-scenario model is trained for its ``lam`` (base.fit then routes at it by default).
         self.lam_at_fit = not lam_conditioned
@@ -157,7 +160,9 @@ class RadialRouter(Router):
     def logits(self, x: torch.Tensor, lam: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable (n, n_llms) logits for query embeddings ``x`` at ``lam`` (default: the trained one)."""
         lam = self.lam if lam is None or not self.lam_conditioned else lam
-        return self.net_(x, torch.full((len(x),), float(lam)), self._cost_tensor(), mask)
+        dev = self.net_.llm.device
+        return self.net_(x.to(dev), torch.full((len(x),), float(lam), device=dev), self._cost_tensor().to(dev),
+                         None if mask is None else mask.to(dev))
 
     def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray,
                 cost_head: tuple[np.ndarray, float] | None = None) -> None:
@@ -204,16 +209,17 @@ class RadialRouter(Router):
         encoder = self.get_encoder() if finetune else None
         emb = self._embed_texts(train.prompts.tolist()) if finetune else np.asarray(train.embeddings, np.float32)
         self.in_dim_ = emb.shape[1]
-        self.net_ = self._build(self.in_dim_, len(self.llms_))
+        device = torch.device(encoder.device if finetune else "cpu")
+        self.net_ = self._build(self.in_dim_, len(self.llms_)).to(device)
         n_clusters = max(1, min(self.n_clusters, len(train)))
         clusters = KMeans(n_clusters=n_clusters, n_init=4, random_state=self.seed).fit_predict(emb)
-        cluster = torch.from_numpy(clusters.astype(np.int64))
+        cluster = torch.from_numpy(clusters.astype(np.int64)).to(device)
         x = torch.from_numpy(emb)
-        cost = self._cost_tensor()
+        cost = self._cost_tensor().to(device)
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         fixed_target = torch.from_numpy(
-            target_distribution(train.quality, train.cost, self.lam, self.tau).astype(np.float32))
+            target_distribution(train.quality, train.cost, self.lam, self.tau).astype(np.float32)).to(device)
         trainable = nn.ModuleDict({"net": self.net_, **({"encoder": encoder.model} if finetune else {})})
 
         def loss_fn(idx: np.ndarray) -> torch.Tensor:
@@ -225,12 +231,13 @@ class RadialRouter(Router):
             if self.lam_conditioned:
                 lams = self._sample_lams(rng, len(idx))
                 target = torch.from_numpy(target_distribution(train.quality[idx], train.cost[idx], lams[:, None],
-                                                              self.tau).astype(np.float32))
+                                                              self.tau).astype(np.float32)).to(device)
             else:
                 lams, target = np.full(len(idx), self.lam), fixed_target[idx]
             loss = z.sum() * 0.0
             if self.use_kl:
-                logp = torch.log_softmax(self.net_(z, torch.from_numpy(lams.astype(np.float32)), cost, r0=r0), -1)
+                lam_t = torch.from_numpy(lams.astype(np.float32)).to(device)
+                logp = torch.log_softmax(self.net_(z, lam_t, cost, r0=r0), -1)
                 loss = loss + (target * (torch.log(target.clamp_min(1e-12)) - logp)).sum(-1).mean()
             if self.alpha > 0:
                 qq = z if finetune else r0
@@ -243,12 +250,19 @@ class RadialRouter(Router):
             xv = None if finetune else np.asarray(val.embeddings, np.float32)
 
             def val_fn() -> float:
+                # Query vectors straight to the scores: a fine-tuning router's `predict` takes texts only.
                 v = self._embed_texts(val.prompts.tolist()) if finetune else xv
-                return float(np.mean([macro_score(self.predict(v, lam), val, lam) for lam in val_lams]))
+                return float(np.mean([macro_score(argmax_cheapest(self._scores(v, lam), self.mean_cost_), val, lam)
+                                      for lam in val_lams]))
 
+        # The pretrained encoder takes a fine-tuning learning rate (the paper's 5e-5), the new network its own.
+        groups = [{"params": list(self.net_.parameters())},
+                  {"params": list(encoder.model.parameters()), "lr": self.encoder_lr}] if finetune else None
         result = train_module(trainable, loss_fn, len(train), steps=self.steps, batch_size=self.batch_size,
                               lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, val_fn=val_fn,
-                              eval_every=self.eval_every, patience=self.patience, progress=False, desc=self.name)
+                              eval_every=self.eval_every, patience=self.patience, progress=False, desc=self.name,
+                              parameters=groups)
+        self.net_.cpu()  # routing, saving and pool changes run on the CPU
         # Per-query cost (USD) of each LLM from the query embedding the router routes on: expected cost in
         # decisions and spend calibration (`radialrouter.calibration`) then follow the query, not the pool mean.
         self.cost_w_, self.cost_b_ = fit_cost_head(self._embed_texts(train.prompts.tolist()) if finetune else emb,
@@ -293,7 +307,7 @@ class RadialRouter(Router):
         out = []
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
-                out.append(encoder.forward(encoder.tokenize(texts[start:start + batch_size])).numpy())
+                out.append(encoder.forward(encoder.tokenize(texts[start:start + batch_size])).float().cpu().numpy())
         model.train(was_training)
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, encoder.dim), np.float32)
 
@@ -324,7 +338,7 @@ class RadialRouter(Router):
         with torch.inference_mode():
             logits = self.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)), lam,
                                  None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)))
-            out = torch.log_softmax(logits, dim=-1).double().numpy()
+            out = torch.log_softmax(logits, dim=-1).double().cpu().numpy()
         if memo is not None:
             memo[id(x), lam] = out
         return out
