@@ -67,6 +67,10 @@ def main() -> None:
                                              for r in evaluate_router(router, te))
             print(seed, name, [round(r["score"], 4) for r in rows[name][-3:]], f"{seconds[mode][-1]:.0f} s",
                   flush=True)
+        write(rows, seconds, seeds[: seeds.index(seed) + 1], args)  # after every seed: a cut-off run keeps them
+
+
+def write(rows: dict[str, list[dict]], seconds: dict[str, list[float]], seeds: list[int], args) -> None:
     summary = {name: {LABELS[lam]: {k: [float(np.mean(v)), float(np.std(v))] for k, v in
                                     (("perf", [r["perf"] for r in rs if r["lam"] == lam]),
                                      ("cost", [r["cost"] for r in rs if r["lam"] == lam]),
@@ -92,7 +96,7 @@ def main() -> None:
         md.append(f"| {name} | " + " | ".join(f"{by[s]['score'][0]:.4f} ± {by[s]['score'][1]:.4f}"
                                              for s in ("PF", "BA", "CF")) + f" | {fit} |")
     (out / "radial_finetune.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    print("\n".join(md), flush=True)
 
 
 if __name__ == "__main__":
