@@ -31,6 +31,29 @@ def test_eval_writes_stable_json_and_report(tmp_path):
     assert "oracle" in result.output
 
 
+def test_second_eval_computes_no_embeddings(tmp_path, monkeypatch):
+    from radialrouter.encoders import QueryEncoder
+
+    monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "cache"))
+    computed: list[int] = []
+    compute = QueryEncoder._compute
+
+    def recording(self, texts, *args, **kwargs):
+        computed.append(len(texts))
+        return compute(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(QueryEncoder, "_compute", recording)
+    wide_frame(n=40).to_parquet(tmp_path / "d.parquet")
+    command = ["eval", "--data", str(tmp_path / "d.parquet"), "--routers", "knn,oracle"]
+    first = runner.invoke(app, command)
+    assert first.exit_code == 0, first.output
+    assert sum(computed) == 40  # every distinct prompt once
+    second = runner.invoke(app, command)
+    assert second.exit_code == 0, second.output
+    assert sum(computed) == 40  # the second run read them all from the cache
+    assert (tmp_path / "cache").is_dir()
+
+
 def test_data_inspect(tmp_path):
     df = wide_frame(n=40)
     df.loc[0, "small"] = None
