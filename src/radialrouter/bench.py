@@ -339,8 +339,9 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
     out.append(to_markdown(rows, title="Results (Table 1 layout)", lams=meta["lams"]))
     if not has_cost:
         out += ["Quality-only data: Cost is 0 and Score = Perf, macro-averaged over all test tasks; the RouterDC-style "
-                "table (in- and out-of-distribution averages) is under Per task.", ""]
-    if has_cost:
+                "table (in- and out-of-distribution averages) is under Per task. Cost–quality curves, AIQ, QNC and "
+                "routing-collapse figures need costs, so there are none for this data.", ""]
+    else:
         out += ["## Curves, collapse and reference metrics", "",
                 f"Most expensive LLM: `{_most_expensive(doc)}`. "
                 "RCI (Routing Collapse Index): share of queries sent to it at the largest budget (λ = 0) although a "
