@@ -99,7 +99,7 @@ def test_quality_only_data_reports_id_and_ood_averages(tmp_path):
     assert {r["lam"] for r in doc["results"]} == {0.0}
     _, md_path = write_bench(doc, tmp_path, "q")
     md = md_path.read_text()
-    assert "ID avg" in md and "OOD avg" in md and "AIQ" not in md
+    assert "ID avg" in md and "OOD avg" in md and "## Curves" not in md and ".png" not in md
 
 
 def test_load_splits_in_and_out_of_distribution(tmp_path):
