@@ -49,7 +49,9 @@ PAPER_ABLATIONS = {"full": (0.816, 0.757, 0.715), "RadialFormer → Star-Transfo
                    "RadialFormer → Transformer": (0.815, 0.753, 0.705), "RadialFormer → MLP": (0.781, 0.732, 0.701),
                    "without L_KL": (0.548, 0.442, 0.017), "without L_qq": (0.813, 0.740, 0.711)}
 SWEEP = {"default (T = 2, τ = 1, α = 0.1)": {}, **{f"T = {t}": {"n_layers": t} for t in (1, 3)},
-         **{f"τ = {t}": {"tau": t} for t in (0.1, 3.0, 10.0)}, "α = 0.5": {"alpha": 0.5}}
+         **{f"τ = {t}": {"tau": t} for t in (0.1, 3.0, 10.0)}, "α = 0.5": {"alpha": 0.5},
+         "d_model = 32": {"d_model": 32}, "dropout = 0.3": {"dropout": 0.3},
+         "weight decay = 0.01": {"weight_decay": 0.01}, "lr = 3e-4": {"lr": 3e-4}, "batch = 128": {"batch_size": 128}}
 
 
 def splits(seed: int, encoder: QueryEncoder):
