@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radialrouter.cli.common import load_splits
+from radialrouter.data import load_splits
 from radialrouter.encoders import DEFAULT_ENCODER, QueryEncoder
 from radialrouter.evaluation import evaluate_router
 from radialrouter.objective import SCENARIOS

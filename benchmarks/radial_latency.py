@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radialrouter.cli.common import load_splits
+from radialrouter.data import load_splits
 from radialrouter.encoders import QueryEncoder, onnx_available
 from radialrouter.routers.radial import RadialRouter
 from radialrouter.routers.radialformer import BACKBONES

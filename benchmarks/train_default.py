@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from radialrouter.cli.common import load_splits
+from radialrouter.data import load_splits
 from radialrouter.encoders import QueryEncoder
 from radialrouter.evaluation import evaluate_router
 from radialrouter.routers.radial import DEFAULT_DIR, RadialRouter

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from radialrouter import routers
 from radialrouter.bench import default_routers, run_bench, write_bench
 from radialrouter.cli import app
-from radialrouter.cli.common import load_splits
+from radialrouter.data import load_splits
 from radialrouter.evaluation import collapse_index
 from radialrouter.routers import BUILTIN_ROUTERS, register
 from radialrouter.routers.reference import BestSingleRouter

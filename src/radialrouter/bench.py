@@ -3,7 +3,7 @@ and write ``<name>.json`` (the ``eval --json`` schema plus provenance) and ``<na
 routing-collapse diagnostics, per-task figures, training time and routing latency).
 
 Protocol, so the figures mean the same thing for every router:
-- Splits come from `radialrouter.cli.common.load_splits` with each seed (the data file's own train/test split when
+- Splits come from `radialrouter.data.load_splits` with each seed (the data file's own train/test split when
   it has one; the seed then carves the validation split and seeds training).
 - λ-free routers are fitted once per seed and evaluated at every λ. Routers with ``lam_at_fit`` are fitted once per
   scenario λ; in the λ sweep and the curves they contribute those scenario points only (one model per point), and
@@ -25,7 +25,6 @@ import platform
 import subprocess
 import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from radialrouter.data.dataset import RoutingDataset
+from radialrouter.budget_sweep import budget_sweep
+from radialrouter.data import RoutingDataset, load_splits
 from radialrouter.encoders import QueryEncoder
 from radialrouter.evaluation import DEFAULT_SWEEP, collapse_index, curve_metrics, evaluate_router, summarize
 from radialrouter.objective import SCENARIOS
@@ -47,20 +47,9 @@ SWEEP_KEYS = ("router", "lam", "perf", "cost", "score", "most_expensive_share", 
 
 
 def default_routers() -> list[str]:
-    """Every registered router (so a newly registered one such as ``radial`` joins automatically), learned ones
-    first, then the reference points. A registered router whose module cannot be imported yet is left out with
-    a warning rather than failing the whole benchmark."""
-    learned = []
-    for name in available_routers():
-        if name in REFERENCE_ROUTERS:
-            continue
-        try:
-            router_class(name)
-        except (ImportError, AttributeError) as exc:
-            warnings.warn(f"router {name!r} is registered but cannot be imported ({exc}); left out", stacklevel=2)
-            continue
-        learned.append(name)
-    return [*learned, *REFERENCE_ROUTERS]
+    """Every registered router (a newly registered one joins automatically), learned ones first, then the
+    reference points."""
+    return [*(n for n in available_routers() if n not in REFERENCE_ROUTERS), *REFERENCE_ROUTERS]
 
 
 def make_seeded(name: str, seed: int, **params: Any) -> Router:
@@ -150,12 +139,8 @@ def _sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def _budget_rows(router: Router, test: RoutingDataset) -> list[dict] | None:
-    """Collapse against budget from `radialrouter.budget_sweep` when that module is installed."""
-    try:
-        from radialrouter.budget_sweep import budget_sweep
-    except ImportError:
-        return None
+def _budget_rows(router: Router, test: RoutingDataset) -> list[dict]:
+    """Collapse against budget (`radialrouter.budget_sweep`)."""
     keys = ("budget", "cost", "perf", "most_expensive_share", "overspend_share")
     return [{k: r[k] for k in keys if k in r} for r in budget_sweep(router, test, n=20)]
 
@@ -175,8 +160,6 @@ def run_bench(
 ) -> dict[str, Any]:
     """Train and evaluate ``routers`` (default: `default_routers`) on every seed; return the JSON document."""
     from tqdm.auto import tqdm
-
-    from radialrouter.cli.common import load_splits
 
     started = time.perf_counter()
     names = list(routers or default_routers())

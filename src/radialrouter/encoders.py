@@ -315,15 +315,7 @@ class QueryEncoder:
                 from transformers import AutoModel
 
                 self._load_tokenizer()
-                source = str(self.path or self.name)
-                offline = {"local_files_only": True} if self.path is not None else {}
-                try:
-                    self._model = AutoModel.from_pretrained(source, **offline).to(self.device).eval()
-                except OSError as exc:
-                    raise EncoderError(
-                        f"cannot load encoder {source!r}: {exc}. Offline, pass a local model folder or use the "
-                        f"bundled default {DEFAULT_ENCODER!r}"
-                    ) from exc
+                self._model = self._from_pretrained(AutoModel).to(self.device).eval()
                 self._weights_version = self._version()
                 _ = self.identity  # verify the weights hash once, at load time
         return self
@@ -332,19 +324,24 @@ class QueryEncoder:
         """Sum of the parameters' in-place-update counters: changes when an optimiser has stepped them."""
         return sum(p._version for p in self._model.parameters())
 
+    def _from_pretrained(self, auto_class):
+        """``auto_class.from_pretrained`` on this encoder's source (offline for local folders), with a clear error."""
+        source = str(self.path or self.name)
+        offline = {"local_files_only": True} if self.path is not None else {}
+        try:
+            return auto_class.from_pretrained(source, **offline)
+        except OSError as exc:
+            raise EncoderError(
+                f"cannot load encoder {source!r}: {exc}. Offline, pass a local model folder or use the "
+                f"bundled default {DEFAULT_ENCODER!r}"
+            ) from exc
+
     def _load_tokenizer(self):
+        """The tokenizer alone (the ONNX backend needs no torch weights)."""
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            source = str(self.path or self.name)
-            offline = {"local_files_only": True} if self.path is not None else {}
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(source, **offline)
-            except OSError as exc:
-                raise EncoderError(
-                    f"cannot load encoder {source!r}: {exc}. Offline, pass a local model folder or use the "
-                    f"bundled default {DEFAULT_ENCODER!r}"
-                ) from exc
+            tokenizer = self._from_pretrained(AutoTokenizer)
             tokenizer.truncation_side = self.truncation_side
             self._tokenizer = tokenizer
         return self._tokenizer

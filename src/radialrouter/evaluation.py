@@ -57,10 +57,8 @@ def collapse_stats(weights: np.ndarray, quality: np.ndarray, cost: np.ndarray) -
     """
     weights = np.asarray(weights, dtype=np.float64)
     top = int(np.argmax(cost.mean(axis=0)))
-    chosen_q = (weights * quality).sum(1, keepdims=True)
-    chosen_c = (weights * cost).sum(1, keepdims=True)
-    cheaper_as_good = ((quality >= chosen_q - 1e-12) & (cost < chosen_c - 1e-15)).any(axis=1)
-    return {"most_expensive_share": float(weights[:, top].mean()), "overspend_share": float(cheaper_as_good.mean())}
+    overspent = _cheaper_as_good(quality, cost, (weights * quality).sum(1), (weights * cost).sum(1))
+    return {"most_expensive_share": float(weights[:, top].mean()), "overspend_share": float(overspent.mean())}
 
 
 def collapse_index(weights: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> float:
@@ -68,8 +66,12 @@ def collapse_index(weights: np.ndarray, quality: np.ndarray, cost: np.ndarray) -
     queries sent to the most expensive LLM although a strictly cheaper one had at least the same quality."""
     weights = np.asarray(weights, dtype=np.float64)
     top = int(np.argmax(cost.mean(axis=0)))
-    cheaper_as_good = ((quality >= quality[:, [top]] - 1e-12) & (cost < cost[:, [top]] - 1e-15)).any(axis=1)
-    return float((weights[:, top] * cheaper_as_good).mean())
+    return float((weights[:, top] * _cheaper_as_good(quality, cost, quality[:, top], cost[:, top])).mean())
+
+
+def _cheaper_as_good(quality: np.ndarray, cost: np.ndarray, ref_quality: np.ndarray, ref_cost: np.ndarray):
+    """Per query: does some LLM cost strictly less than ``ref_cost`` with at least ``ref_quality``?"""
+    return ((quality >= ref_quality[:, None] - 1e-12) & (cost < ref_cost[:, None] - 1e-15)).any(axis=1)
 
 
 def evaluate_router(router, data: RoutingDataset, lams: Iterable[float] = SCENARIOS.values()) -> list[dict]:

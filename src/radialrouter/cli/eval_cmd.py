@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, load_splits, out_path, parse_lams, split_list
+from radialrouter.cli.common import app, out_path, parse_lams, split_list
+from radialrouter.data import load_splits
 from radialrouter.evaluation import DEFAULT_SWEEP, curve_metrics, evaluate_router
 from radialrouter.objective import SCENARIOS
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, load_splits, split_list
+from radialrouter.cli.common import app, split_list
+from radialrouter.data import load_splits
 from radialrouter.objective import SCENARIOS, resolve_lam
 
 
@@ -29,7 +30,7 @@ def train_command(
     test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
 ) -> None:
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
-    from radialrouter.evaluation import evaluate_router, summarize
+    from radialrouter.evaluation import evaluate_router
     from radialrouter.report import print_table
     from radialrouter.routers import router_class
 
@@ -52,10 +53,8 @@ def train_command(
     model.fit(train, val)
     lams = [model.default_lam_] if model.lam_at_fit else list(SCENARIOS.values())
     if val is not None:
-        for lam_v in lams:
-            out_v = model.outcomes(val, lam_v)
-            macro = summarize(out_v.perf, out_v.cost, val.tasks, lam_v)["macro"]
-            typer.echo(f"validation λ={lam_v:g}: Perf {macro.perf:.4f}  Cost {macro.cost:.4f}  Score {macro.score:.4f}")
+        for r in evaluate_router(model, val, lams):
+            typer.echo(f"validation λ={r['lam']:g}: Perf {r['perf']:.4f}  Cost {r['cost']:.4f}  Score {r['score']:.4f}")
     rows = evaluate_router(model, test, lams)
     print_table(rows, title=f"{router} on {Path(data).name}: {len(test)} test queries")
     model.training_ = {**model.training_, "data": str(data), "split_seed": seed,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from radialrouter.data.dataset import DataError, RoutingDataset
-from radialrouter.data.splits import grouped_split
+from radialrouter.data.splits import grouped_split, holdout_tasks, with_validation
 
 COST_SUFFIX = "|total_cost"
 PROMPT_COLUMNS = ("prompt", "question", "query", "text")
@@ -365,3 +365,46 @@ def _finish(parsed: dict, name: str, *, test_size: float, seed: int) -> RoutingD
     if split is None:
         ds = grouped_split(ds, test_size=test_size, seed=seed)
     return ds
+
+
+def load_splits(
+    data: str | Path,
+    *,
+    seed: int = 0,
+    test_size: float = 0.3,
+    val_size: float = 0.1,
+    test_tasks: str | Sequence[str] | None = None,
+    train_tasks: str | Sequence[str] | None = None,
+) -> tuple[RoutingDataset, RoutingDataset, RoutingDataset | None, RoutingDataset]:
+    """Load ``data`` and return (full, train, val or None, test): the experiment layout every command and
+    benchmark shares. ``test_tasks`` (names, or one comma-separated string) makes an out-of-distribution split
+    (tasks also named in ``train_tasks`` are tested on their own test split); otherwise the file's ``split``
+    column (or a seeded grouped split) is used, and ``test`` includes the ``unsplit`` rows (test-only tasks)."""
+    ds = load_dataset(data, test_size=test_size, seed=seed)
+    tests, trains = _names(test_tasks), _names(train_tasks)
+    if tests:
+        ds.select_tasks(tests + trains)  # validates the names
+        # A task named in both lists is tested in distribution, on its own test split (RouterDC's protocol);
+        # the other test tasks are held out entirely.
+        in_dist = [t for t in tests if t in trains]
+        original = ds.split
+        ds = holdout_tasks(ds, [t for t in tests if t not in in_dist], trains or None)
+        if in_dist:
+            ds = ds.with_split(np.where(np.isin(ds.tasks, in_dist) & (original == "test"), "test", ds.split))
+    elif trains:
+        ds = ds.select_tasks(trains + [t for t in ds.task_names if t not in trains
+                                       and (ds.split[ds.tasks == t] == "unsplit").all()])
+    if val_size > 0 and not (ds.split == "val").any():
+        ds = with_validation(ds, val_size=val_size, seed=seed)
+    train, val = ds.select("train"), ds.select("val")
+    test = ds.select("test", "unsplit")
+    if len(test) == 0:
+        raise DataError(f"{data}: no test rows (split 'test' or 'unsplit') to evaluate on")
+    return ds, train, (val if len(val) else None), test
+
+
+def _names(value: str | Sequence[str] | None) -> list[str]:
+    """Task names from a list or a comma-separated string (as the CLI takes them)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    return [v.strip() for v in value or [] if v.strip()]

@@ -198,6 +198,6 @@ def require_embeddings(data: RoutingDataset, router: Router) -> np.ndarray:
 
 __all__ = [
     "NEVER", "QualityRegressorRouter", "best_llm", "best_setting", "fit_cost_head", "fit_soft_logistic",
-    "macro_perf_cost", "macro_score",
-    "out_of_fold", "predict_cost_head", "quantile_grid", "require_embeddings", "sigmoid", "with_val",
+    "macro_perf_cost", "macro_score", "out_of_fold", "predict_cost_head", "quantile_grid", "require_embeddings",
+    "sigmoid", "with_val",
 ]

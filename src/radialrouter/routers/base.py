@@ -172,9 +172,21 @@ class Router(ABC):
         self._check_fitted()
         lam = resolve_lam(lam, self.default_lam_)
         x = self._inputs(queries)
+        return self._masked_scores(x, lam, self._candidate_mask(candidates, len(x)))
+
+    def _masked_scores(self, x: Any, lam: float, mask: np.ndarray | None) -> np.ndarray:
+        """`_scores` with non-candidates at −inf (overridden by routers whose network must not see them)."""
         scores = np.asarray(self._scores(x, lam), dtype=np.float64)
-        mask = self._candidate_mask(candidates, len(scores))
         return scores if mask is None else np.where(mask, scores, -np.inf)
+
+    def _scores_and_proba(self, x: Any, lam: float, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """`_masked_scores` and `_proba` renormalised over the candidates (overridden where both come from one
+        forward pass)."""
+        scores, proba = self._masked_scores(x, lam, mask), self._proba(x, lam)
+        if proba is not None and mask is not None:
+            proba = np.where(mask, proba, 0.0)
+            proba = proba / proba.sum(axis=1, keepdims=True)
+        return scores, proba
 
     def predict_costs(self, queries: Any) -> np.ndarray:
         """Expected USD cost per query of each LLM; the pool's mean cost unless the method predicts it."""
@@ -195,14 +207,7 @@ class Router(ABC):
         self._check_fitted()
         lam = resolve_lam(lam, self.default_lam_)
         x = self._inputs(queries)
-        scores = np.asarray(self._scores(x, lam), dtype=np.float64)
-        mask = self._candidate_mask(candidates, len(scores))
-        proba = self._proba(x, lam)
-        if mask is not None:
-            scores = np.where(mask, scores, -np.inf)
-            if proba is not None:
-                proba = np.where(mask, proba, 0.0)
-                proba = proba / proba.sum(axis=1, keepdims=True)
+        scores, proba = self._scores_and_proba(x, lam, self._candidate_mask(candidates, len(x)))
         order = rank_cheapest_first(scores, self.mean_cost_)
         costs = self._costs(x)
         out = []

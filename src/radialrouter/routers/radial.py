@@ -19,7 +19,6 @@ each training query draws its own λ (half the time one of the scenarios 0 / 0.0
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,6 @@ class RadialRouter(Router):
         self.encoder = encoder
         # Instance-level: a per-scenario model is trained for its ``lam`` (base.fit then routes at it by default).
         self.lam_at_fit = not lam_conditioned
-        self._local = threading.local()
 
     # ------------------------------------------------------------------ model
     def _check_params(self) -> None:
@@ -311,37 +309,21 @@ class RadialRouter(Router):
         model.train(was_training)
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, encoder.dim), np.float32)
 
-    def predict_scores(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> np.ndarray:
-        self._local.candidates, self._local.memo = candidates, {}
-        try:
-            return super().predict_scores(queries, lam, candidates)
-        finally:
-            self._local.candidates, self._local.memo = None, None
-
-    def route(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> list:
-        self._local.candidates, self._local.memo = candidates, {}
-        try:
-            return super().route(queries, lam, candidates)
-        finally:
-            self._local.candidates, self._local.memo = None, None
-
-    def _log_proba(self, x: np.ndarray, lam: float) -> np.ndarray:
-        """Log-softmax over the candidates; masked LLMs are −inf and hidden from the relay. Memoised within one
-        ``route`` call, which asks for scores and then probabilities, so the network runs once."""
-        candidates = getattr(self._local, "candidates", None)
-        memo = getattr(self._local, "memo", None)
-        if memo is not None and (id(x), lam) in memo:
-            return memo[id(x), lam]
-        mask = self._candidate_mask(candidates, len(x))
+    def _log_proba(self, x: np.ndarray, lam: float, mask: np.ndarray | None = None) -> np.ndarray:
+        """Log-softmax over the candidates; masked LLMs are −inf and hidden from the relay."""
         if self.net_.training:  # checked, not set: eval() walks every submodule, a tenth of batch-1 routing time
             self.net_.eval()
         with torch.inference_mode():
             logits = self.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)), lam,
                                  None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)))
-            out = torch.log_softmax(logits, dim=-1).double().cpu().numpy()
-        if memo is not None:
-            memo[id(x), lam] = out
-        return out
+            return torch.log_softmax(logits.double(), dim=-1).cpu().numpy()  # float64: probabilities sum to 1
+
+    def _masked_scores(self, x: np.ndarray, lam: float, mask: np.ndarray | None) -> np.ndarray:
+        return self._log_proba(x, lam, mask)
+
+    def _scores_and_proba(self, x: np.ndarray, lam: float, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        log_proba = self._log_proba(x, lam, mask)  # one forward pass for both
+        return log_proba, np.exp(log_proba)
 
     def _costs(self, x: np.ndarray) -> np.ndarray:
         """Predicted USD cost per query of each LLM (ridge on log cost over the query embedding)."""
@@ -350,9 +332,6 @@ class RadialRouter(Router):
     def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
         # Per-scenario models route at their trained λ whatever is asked (train one model per scenario).
         return self._log_proba(x, lam)
-
-    def _proba(self, x: np.ndarray, lam: float) -> np.ndarray:
-        return np.exp(self._log_proba(x, lam))
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
@@ -373,16 +352,6 @@ class RadialRouter(Router):
         self.cost_w_, self.cost_b_ = tensors["cost_w"], tensors["cost_b"]
         if self.encoder_mode == "finetune":
             load_module_tensors(self.get_encoder().model, tensors, "encoder")
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Thread-local memo is neither copyable nor picklable (pool.clone deep-copies routers).
-        state = dict(self.__dict__)
-        state.pop("_local", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
 
 
 def load_default(encoder: QueryEncoder | None = None) -> RadialRouter:

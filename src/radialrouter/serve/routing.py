@@ -156,21 +156,19 @@ class RouteResult:
 
 
 # ---------------------------------------------------------------------------------------------- loading
+def router_dir(config: ServeConfig) -> Path:
+    """The configured router directory (``save_pretrained`` layout), or the package's embedded default."""
+    if config.router.path is not None:
+        return Path(config.router.path)
+    from radialrouter.routers.radial import DEFAULT_DIR
+
+    return DEFAULT_DIR
+
+
 def load_router(config: ServeConfig) -> Router:
-    """The configured router directory, or the package's embedded default. Serving turns the encoder's on-disk
-    cache off: live traffic would grow it without bound and it would persist hashes of user prompts."""
-    if config.router.path is None:
-        try:
-            from radialrouter.routers.radial import load_default
-        except ImportError as exc:
-            raise RouterError("router.path is not set and this install has no embedded default router; "
-                              "train one and point router.path at its save_pretrained directory") from exc
-        router = load_default()
-        if router.uses_embeddings:
-            identity = {**router.get_encoder().identity, "precision": router.get_encoder().precision}
-            router.encoder = QueryEncoder.from_identity(identity, cache_dir=False, device=config.router.device)
-        return router
-    path = Path(config.router.path)
+    """Load `router_dir`. Serving turns the encoder's on-disk cache off: live traffic would grow it without bound
+    and it would persist hashes of user prompts."""
+    path = router_dir(config)
     encoder = None
     if (path / "encoder.json").exists():
         identity = json.loads((path / "encoder.json").read_text())
@@ -180,13 +178,11 @@ def load_router(config: ServeConfig) -> Router:
 
 def router_llms(config: ServeConfig) -> list[str]:
     """The LLM names the configured router knows, read from its ``pool.json`` without loading weights."""
-    if config.router.path is None:
-        return list(load_router(config).llms_)
-    pool = Path(config.router.path) / "pool.json"
+    pool = router_dir(config) / "pool.json"
     try:
         return list(json.loads(pool.read_text())["llms"])
     except (OSError, ValueError, KeyError) as exc:
-        raise RouterError(f"router.path: {config.router.path} is not a saved router ({pool}: {exc})") from None
+        raise RouterError(f"router.path: {pool.parent} is not a saved router ({pool}: {exc})") from None
 
 
 def check_pool(config: ServeConfig, known: list[str]) -> list[str]:
