@@ -72,8 +72,8 @@ def onnx_cache_dir() -> Path:
     return Path(os.environ.get("RADIALROUTER_ONNX_DIR", Path.home() / ".cache" / "radialrouter" / "onnx"))
 
 
-def _auto_precision(device: str) -> str:
-    if device != "cpu":
+def _auto_precision(device: str, backend: str) -> str:
+    if device != "cpu" or backend == "onnx":  # the ONNX export runs fp32
         return "fp32"
     native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
         torch.cpu, "_is_amx_tile_supported", lambda: False)()
@@ -224,9 +224,7 @@ class QueryEncoder:
         self.truncation_side, self.batch_size, self.device = truncation_side, int(batch_size), device
         if backend == "onnx" and precision == "bf16":
             raise ValueError("backend='onnx' runs in fp32; use precision='fp32' (or 'auto'), or backend='torch'")
-        # The ONNX export runs fp32, so forcing it pins the precision (and with it the embedding-cache key).
-        self.precision = ("fp32" if backend == "onnx" else _auto_precision(device)) if precision == "auto" \
-            else precision
+        self.precision = _auto_precision(device, backend) if precision == "auto" else precision
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir())
         self._model = None
         self._tokenizer = None
