@@ -305,6 +305,20 @@ def test_auth(server, http):
     (json.dumps(_chat("gpt-17")).encode(), 404, "model", "model_not_found"),
     (json.dumps(_chat("radial@lam=-1")).encode(), 400, "model", "invalid_request"),
     (json.dumps(_chat("radial", "x" * 5000)).encode(), 413, None, "body_too_large"),
+    # each of these used to be a 500 (issue 9, item 7)
+    (b'{"model": "mid", "messages": [{"role": "user", "content": "x"}], "temperature": 1e400}', 400, "temperature",
+     "invalid_value"),
+    (json.dumps(_chat("radial", [{"type": {"a": 1}, "text": "x"}])).encode(), 400, "messages[0].content[0]",
+     "invalid_type"),
+    (json.dumps(_chat("radial", response_format={"type": ["json_object"]})).encode(), 400, "response_format",
+     "invalid_type"),
+    (b'{"model": "mid", "messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 950 + b"]" * 950 + b"}",
+     400, "x" + "[0]" * 63, "too_deep"),
+    (b'{"model": "mid", "messages": [{"role": "user", "content": "hi \\ud800"}]}', 400, "messages[0].content",
+     "invalid_unicode"),
+    (b'{"model": "mid", "messages": [{"role": "user", "content": "x"}], "x\\udc00": 1}', 400, None,
+     "invalid_unicode"),
+    (json.dumps(_chat("mid", max_tokens=10**40)).encode(), 400, "max_tokens", "invalid_type"),
 ])
 def test_bad_inputs_get_openai_style_4xx(http, content, status, param, code):
     r = http.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})

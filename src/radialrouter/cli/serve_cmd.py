@@ -43,13 +43,17 @@ def serve(
     with fail_cleanly():
         cfg = load_config(config)
         try:
-            import uvicorn
-
             from radialrouter.serve.app import create_app
+            from radialrouter.serve.server import make_server
         except ImportError as exc:
             raise ValueError(f"serving needs the 'serve' extra: pip install 'radialrouter[serve]' ({exc})") from None
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
-        server_app = create_app(cfg)
-    uvicorn.run(server_app, host=cfg.server.host, port=port or cfg.server.port, log_level=log_level,
-                timeout_graceful_shutdown=5)
+        server = make_server(create_app(cfg), host=cfg.server.host, port=port or cfg.server.port, server=cfg.server,
+                             log_level=log_level)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # a second Ctrl+C during shutdown, as uvicorn.run tolerates it
+        pass
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's startup-failure code; the reason (e.g. port in use) is logged already

@@ -5,10 +5,15 @@ conversation; a configured LLM name bypasses routing. Bodies are forwarded untou
 streaming, a request for a usage chunk so costs are known). The served LLM is reported in ``model``, in
 ``x-radialrouter-*`` headers and in a ``router`` object in the body — in the first and the last chunk of a stream —
 never inside the generated content.
+
+One request never breaks another: bodies are validated whole before they reach shared machinery, per-request work
+that grows with the body runs outside the routing batch (and off the event loop when large), budgets are reserved
+before a backend is called, and admission is bounded (503 with Retry-After beyond it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -27,10 +32,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from radialrouter.routers import Router
-from radialrouter.serve.batching import MicroBatcher
+from radialrouter.serve.batching import MicroBatcher, QueueFull
+from radialrouter.serve.budgets import Budgets, Reservation, cost_usd
 from radialrouter.serve.config import ServeConfig
 from radialrouter.serve.ledger import Ledger, LedgerRow
 from radialrouter.serve.metrics import Metrics
+from radialrouter.serve.openapi import install_openapi
 from radialrouter.serve.routing import (
     Decider,
     RequestError,
@@ -38,7 +45,6 @@ from radialrouter.serve.routing import (
     RouteResult,
     Target,
     check_pool,
-    context_text,
     load_router,
     load_tokenizer,
     parse_model,
@@ -46,13 +52,18 @@ from radialrouter.serve.routing import (
     required_capabilities,
     routing_text,
 )
-from radialrouter.serve.upstream import Attempt, Upstream, classify, is_retryable
+from radialrouter.serve.upstream import LOCAL, Attempt, Upstream, classify, is_retryable, retry_after
+from radialrouter.serve.validation import check_chat_body, check_json_tree
 
 log = logging.getLogger("radialrouter.serve")
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+                404: "invalid_request_error", 405: "invalid_request_error", 408: "invalid_request_error",
+                413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
+                429: "rate_limit_error"}
 _JSON = {"separators": (",", ":"), "ensure_ascii": False}
+INLINE_BYTES = 64 * 1024  # bodies up to this size are parsed and counted on the event loop (microseconds)
+# Outcomes after which the backend bills what it processed even though it reported no usage to us.
+_BILLED = frozenset({"ok", "client_disconnected", "shutdown", "stream_error", "stream_truncated", "cancelled"})
 
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
@@ -63,17 +74,37 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
                         status_code=status, headers=headers)
 
 
-def _usage_cost(usage: Any, llm) -> tuple[int | None, int | None, float | None]:
+def _usage(usage: Any) -> tuple[int, int] | None:
     if not isinstance(usage, dict):
-        return None, None, None
+        return None
     p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if not isinstance(p, int) or not isinstance(c, int):
-        return None, None, None
-    return p, c, (p * llm.input_price + c * llm.output_price) / 1e6
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**40 for v in (p, c))
+    return (p, c) if ok else None
+
+
+def _output_text(obj: dict, key: str) -> str:
+    """The generated text in a response (``key="message"``) or a stream chunk (``key="delta"``): content,
+    reasoning and tool-call arguments — what a backend bills as output."""
+    parts: list[str] = []
+    for choice in obj.get("choices") or ():
+        part = choice.get(key) if isinstance(choice, dict) else None
+        if not isinstance(part, dict):
+            continue
+        parts += [part[k] for k in ("content", "reasoning_content", "refusal") if isinstance(part.get(k), str)]
+        calls = part.get("tool_calls") if isinstance(part.get("tool_calls"), list) else []
+        for fn in [c.get("function") for c in calls if isinstance(c, dict)] + [part.get("function_call")]:
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                parts.append(fn["arguments"])
+    return "".join(parts)
+
+
+def _finished(obj: dict) -> bool:
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in obj.get("choices") or ())
 
 
 class _Call:
-    """Book-keeping for one chat request: decision, attempts, usage; ends as a ledger row and metrics."""
+    """Book-keeping for one chat request: decision, attempts, tokens, budget reservation; ends (exactly once) as
+    a ledger row, metrics and the settled cost."""
 
     def __init__(self, state: ServeState, client: str, body: dict, target: Target) -> None:
         self.state, self.client, self.body, self.target = state, client, body, target
@@ -82,7 +113,14 @@ class _Call:
         self.result: RouteResult | None = None
         self.attempts: list[Attempt] = []
         self.llm: str | None = target.llm
-        self.usage: tuple[int | None, int | None, float | None] = (None, None, None)
+        self.usage: tuple[int, int] | None = None  # backend-reported
+        self.prompt_tokens = 0  # the server's own count (context window checks, reservations, interrupted streams)
+        self.output_tokens = 0  # counted in what was relayed (charged when the backend reported no usage)
+        self.reservation: Reservation | None = None
+        self.read_scope: anyio.CancelScope | None = None  # the pending upstream read of a stream
+        self.cut = False  # set when shutdown ends this stream
+        self.called = False  # a request reached a backend (it bills the prompt even if we see no usage)
+        self.finished = False
 
     @cached_property
     def prompt(self) -> str:
@@ -90,7 +128,24 @@ class _Call:
         r = self.state.config.router
         return routing_text(self.body["messages"], r.history_messages, r.history_chars)
 
-    def info(self, final: bool = False) -> dict[str, Any]:
+    def query(self) -> RouteQuery:
+        return RouteQuery(text=self.prompt, prompt_tokens=self.prompt_tokens,
+                          max_output=requested_output_tokens(self.body), needs=required_capabilities(self.body),
+                          lam=self.target.lam)
+
+    def charge(self, status: str) -> tuple[int | None, int | None, float | None, str | None]:
+        """Tokens and cost: the backend's usage when it reported one; else, when the backend has billed (a
+        response, or a stream cut short), the server's own count of the prompt and of the output relayed."""
+        if self.llm is None or self.usage is None and not (self.called and status in _BILLED):
+            return None, None, None, None
+        llm = self.state.config.llm(self.llm)
+        if self.usage is not None:
+            p, c = self.usage
+            return p, c, cost_usd(llm, p, c), "usage"
+        p, c = self.prompt_tokens, self.output_tokens
+        return p, c, cost_usd(llm, p, c), "counted"
+
+    def info(self, final: bool = False, status: str = "ok") -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "model": self.body.get("model"), "llm": self.llm,
                                "routed": self.result is not None}
         if self.result is not None:
@@ -99,9 +154,9 @@ class _Call:
                        expected_cost_usd=r.expected_cost_usd)
         out.update(fallback=bool(self.attempts), attempts=[a.to_dict() for a in self.attempts])
         if final:
-            p, c, cost = self.usage
+            p, c, cost, source = self.charge(status)
             out.update(usage=None if p is None else {"prompt_tokens": p, "completion_tokens": c}, cost_usd=cost,
-                       latency_ms=round(1000 * (time.perf_counter() - self.started), 2))
+                       cost_source=source, latency_ms=round(1000 * (time.perf_counter() - self.started), 2))
         return out
 
     def headers(self) -> dict[str, str]:
@@ -113,15 +168,19 @@ class _Call:
             h["x-radialrouter-mode"] = self.target.mode or ""
         return h
 
-    def failed(self, llm: str, reason: str) -> None:
-        self.attempts.append(Attempt(llm, reason))
-        self.state.upstream.failed(llm)
+    def failed(self, llm: str, reason: str, after: float | None = None) -> None:
+        self.attempts.append(Attempt(llm, reason, after))
+        if reason != LOCAL:  # waiting for our own connection pool says nothing about the backend
+            self.state.upstream.failed(llm)
         self.state.metrics.upstream_errors.labels(llm, reason).inc()
         log.warning("request %s: backend %s failed (%s)", self.request_id, llm, reason)
 
     def finish(self, status: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
         s, m = self.state, self.state.metrics
-        p, c, cost = self.usage
+        p, c, cost, source = self.charge(status)
         llm = self.llm or "none"
         m.requests.labels(llm, self.target.mode or "direct", status).inc()
         if status == "ok" and self.attempts:
@@ -130,9 +189,12 @@ class _Call:
             m.tokens.labels(llm, self.client, "prompt").inc(p)
             m.tokens.labels(llm, self.client, "completion").inc(c)
             m.cost.labels(llm, self.client).inc(cost)
-            s.spent[self.client] = s.spent.get(self.client, 0.0) + cost
-        elif status == "ok":
+        if status == "ok" and source != "usage":
             m.usage_missing.labels(llm).inc()
+        if s.budgets.settle(self.reservation, self.client, cost):
+            m.reservation_exceeded.labels(self.client).inc()
+            log.warning("request %s cost %.6f USD, more than its reservation of %.6f USD", self.request_id, cost,
+                        self.reservation.amount)
         latency = 1000 * (time.perf_counter() - self.started)
         log.info("request %s client=%s model=%s llm=%s attempts=%d status=%s latency_ms=%.1f", self.request_id,
                  self.client, self.body.get("model"), self.llm, len(self.attempts) + (status == "ok"), status, latency)
@@ -143,12 +205,12 @@ class _Call:
                 mode=self.target.mode, lam=None if r is None else r.lam, llm=self.llm,
                 ranking=[] if r is None else r.ranking, attempts=[a.to_dict() for a in self.attempts],
                 fallback=bool(self.attempts) and status == "ok", stream=bool(self.body.get("stream")), status=status,
-                prompt_tokens=p, completion_tokens=c, cost_usd=cost, latency_ms=round(latency, 3),
+                prompt_tokens=p, completion_tokens=c, cost_usd=cost, cost_source=source, latency_ms=round(latency, 3),
                 prompt=self.prompt if s.config.ledger.log_prompts else None))
 
 
 class ServeState:
-    """Everything loaded once per server: router, tokenizer, batcher, backend pool, metrics, decision log."""
+    """Everything loaded once per server: router, tokenizer, batcher, backend pools, budgets, metrics, ledger."""
 
     def __init__(self, config: ServeConfig, router: Router | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -161,13 +223,16 @@ class ServeState:
         self.metrics = Metrics()
         path = config.ledger.path
         self.ledger = Ledger(path, on_drop=self.metrics.ledger_dropped.inc) if path is not None else None
-        self.spent: dict[str, float] = self.ledger.spent_by_client() if self.ledger else {}
+        self.budgets = Budgets(config, self.ledger.spent_by_client() if self.ledger else {})
         self.keys = {k.id: k for k in config.auth.keys}
         self._transport = transport
         self.upstream: Upstream | None = None
         self.batcher = MicroBatcher(self.decider.decide, max_size=config.server.batch_max_size,
                                     max_wait_s=config.server.batch_max_wait_ms / 1000,
-                                    on_batch=self.metrics.batch_size.observe)
+                                    on_batch=self.metrics.batch_size.observe, max_queue=config.server.max_routing_queue)
+        self.in_flight = 0
+        self.streams: set[_Call] = set()  # open streams, ended with an error event if shutdown outlasts them
+        self._heavy = anyio.CapacityLimiter(2)  # threads for large bodies: parsing, counting
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -180,6 +245,24 @@ class ServeState:
             await self.upstream.aclose()
             if self.ledger is not None:
                 self.ledger.close()
+
+    def begin_shutdown(self) -> None:
+        """Called when the HTTP server starts shutting down: streams still open after ``shutdown_grace_s`` are
+        ended with an in-band error event and booked as ``shutdown`` with the cost so far."""
+        grace = self.config.server.shutdown_grace_s
+        if self.streams:
+            log.info("shutting down: %d open stream(s) get %.1f s to finish", len(self.streams), grace)
+        asyncio.get_running_loop().call_later(grace, self._cut_streams)
+
+    def _cut_streams(self) -> None:
+        if not self.streams:
+            return
+        log.warning("shutdown: ending %d stream(s) still open after %.1f s with an error event", len(self.streams),
+                    self.config.server.shutdown_grace_s)
+        for call in list(self.streams):
+            call.cut = True
+            if call.read_scope is not None:
+                call.read_scope.cancel()
 
     # ------------------------------------------------------------------ request checks
     def authenticate(self, request: Request) -> str:
@@ -194,60 +277,82 @@ class ServeState:
         raise RequestError("Incorrect or missing API key: send 'Authorization: Bearer <key>'", status=401,
                            code="invalid_api_key")
 
-    def check_budget(self, client: str) -> None:
-        key = self.keys.get(client)
-        if key is not None and key.budget_usd is not None and self.spent.get(client, 0.0) >= key.budget_usd:
-            raise RequestError(f"Budget of {key.budget_usd} USD for client {client!r} is spent", status=429,
-                               code="budget_exceeded")
+    def busy(self, what: str) -> RequestError:
+        self.metrics.rejected.labels("busy").inc()
+        return RequestError(f"The server is at capacity ({what}); retry shortly", status=503, code="server_busy",
+                            headers={"retry-after": str(self.config.server.retry_after_s)})
 
-    async def read_json(self, request: Request) -> dict:
+    def enter(self) -> None:
+        """Admission control: at most ``max_in_flight`` chat/route requests at once, the rest refused at once."""
+        if self.in_flight >= self.config.server.max_in_flight:
+            raise self.busy(f"{self.in_flight} requests in flight")
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    async def read_json(self, request: Request) -> tuple[dict, int]:
+        """The parsed, fully checked body and its size. Large bodies are parsed and checked in a worker thread."""
         limit = self.config.server.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise RequestError(f"Request body is larger than {limit} bytes", status=413, code="body_too_large")
         raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise RequestError(f"Request body is larger than {limit} bytes", status=413, code="body_too_large")
         try:
-            body = json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
-            raise RequestError(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise RequestError("Request body must be a JSON object", code="invalid_type")
-        return body
+            with anyio.fail_after(self.config.server.body_timeout_s):
+                async for chunk in request.stream():
+                    raw += chunk
+                    if len(raw) > limit:
+                        raise RequestError(f"Request body is larger than {limit} bytes", status=413,
+                                           code="body_too_large")
+        except TimeoutError:
+            raise RequestError(f"The request body was not received within {self.config.server.body_timeout_s} s",
+                               status=408, code="request_timeout") from None
+        if len(raw) <= INLINE_BYTES:
+            return _parse_body(raw), len(raw)
+        return await anyio.to_thread.run_sync(_parse_body, raw, limiter=self._heavy), len(raw)
+
+    async def prepare(self, call: _Call, size: int) -> None:
+        """Count the prompt's tokens and cut the routing text: inline for small bodies, in a thread for large."""
+        def work() -> None:
+            call.prompt_tokens = self.decider.prompt_tokens(call.body)
+            _ = call.prompt
+
+        if size <= INLINE_BYTES:
+            work()
+        else:
+            await anyio.to_thread.run_sync(work, limiter=self._heavy)
 
     async def decide(self, call: _Call) -> RouteResult:
-        body = call.body
-        query = RouteQuery(text=call.prompt, context=context_text(body), max_output=requested_output_tokens(body),
-                           needs=required_capabilities(body), lam=call.target.lam)
         with self.metrics.decision_seconds.time():
-            return await self.batcher.submit(query)
+            try:
+                return await self.batcher.submit(call.query())
+            except QueueFull as exc:
+                raise self.busy(f"routing queue full: {exc}") from None
+
+    def reserve(self, call: _Call, plan: list[str]) -> None:
+        amount = self.budgets.worst_case([self.config.llm(n) for n in plan], call.prompt_tokens,
+                                         requested_output_tokens(call.body))
+        try:
+            call.reservation = self.budgets.reserve(call.client, amount)
+        except RequestError:
+            self.metrics.rejected.labels("budget_exceeded").inc()
+            raise
+
+
+def _parse_body(raw: bytes | bytearray) -> dict:
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise RequestError("Request body must be a JSON object", code="invalid_type")
+    check_json_tree(body)
+    return body
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def check_chat_body(body: dict) -> None:
-    """Type checks on the fields the server reads; the rest is the backend's business and passes through."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("`messages` must be a non-empty array of message objects", param="messages",
-                           code="invalid_type" if "messages" in body else "missing_required_parameter")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise RequestError(f"`messages[{i}]` must be an object with a string `role`", param=f"messages[{i}]",
-                               code="invalid_type")
-        if not (m.get("content") is None or isinstance(m["content"], (str, list))):
-            raise RequestError(f"`messages[{i}].content` must be a string, an array of parts or null",
-                               param=f"messages[{i}].content", code="invalid_type")
-    for key, kind, name in (("stream", bool, "a boolean"), ("tools", list, "an array"),
-                            ("response_format", dict, "an object"), ("stream_options", dict, "an object")):
-        if body.get(key) is not None and not isinstance(body[key], kind):
-            raise RequestError(f"`{key}` must be {name}", param=key, code="invalid_type")
-    requested_output_tokens(body)
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[list[str]]:
@@ -271,6 +376,7 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
     for name in plan:
         call.llm = name
         t0 = time.perf_counter()
+        call.called = True
         try:
             resp = await state.upstream.send(name, call.body, stream=False)
         except httpx.HTTPError as exc:
@@ -278,7 +384,7 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
             continue
         state.metrics.upstream_seconds.labels(name).observe(time.perf_counter() - t0)
         if is_retryable(resp.status_code):
-            call.failed(name, f"http_{resp.status_code}")
+            call.failed(name, f"http_{resp.status_code}", retry_after(resp))
             continue
         if resp.status_code >= 400:  # the client's own mistake, as the backend saw it: returned as is
             call.finish(f"client_error_{resp.status_code}")
@@ -292,22 +398,33 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
             call.failed(name, "bad_response")
             continue
         state.upstream.succeeded(name)
-        call.usage = _usage_cost(data.get("usage"), state.config.llm(name))
+        call.usage = _usage(data.get("usage"))
+        if call.usage is None:
+            call.output_tokens = state.decider.count(_output_text(data, "message"))
         data["model"] = name
         data["router"] = call.info(final=True)
         call.finish("ok")
         return JSONResponse(data, headers=call.headers())
-    return _all_failed(call)
+    return _all_failed(state, call)
 
 
-def _all_failed(call: _Call) -> JSONResponse:
-    reasons = [a.error for a in call.attempts]
-    status = 429 if reasons and all(r == "http_429" for r in reasons) else (
-        504 if reasons and all(r == "timeout" for r in reasons) else 502)
+def _all_failed(state: ServeState, call: _Call) -> JSONResponse:
+    reasons = {a.error for a in call.attempts}
+    headers = call.headers()
+    if reasons == {"http_429"}:
+        status = 429
+        waits = [a.retry_after for a in call.attempts if a.retry_after is not None]
+        if waits:  # the soonest any of them said it would take a request again
+            headers["retry-after"] = f"{min(waits):g}"
+    elif reasons == {LOCAL}:
+        status = 503
+        headers["retry-after"] = str(state.config.server.retry_after_s)
+    else:
+        status = 504 if reasons == {"timeout"} else 502
     call.finish("upstream_failed")
     tried = ", ".join(f"{a.llm} ({a.error})" for a in call.attempts)
     return error_response(status, f"All backends tried for this request failed: {tried}", code="upstream_failed",
-                          type_="upstream_error", headers=call.headers())
+                          type_="upstream_error", headers=headers)
 
 
 async def _proxy_stream(state: ServeState, call: _Call, plan: list[str]) -> Response:
@@ -320,6 +437,7 @@ async def _proxy_stream(state: ServeState, call: _Call, plan: list[str]) -> Resp
         if inject:
             body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         t0 = time.perf_counter()
+        call.called = True
         try:
             resp = await state.upstream.send(name, body, stream=True)
         except httpx.HTTPError as exc:
@@ -330,7 +448,7 @@ async def _proxy_stream(state: ServeState, call: _Call, plan: list[str]) -> Resp
             content = await resp.aread()
             await resp.aclose()
             if is_retryable(resp.status_code):
-                call.failed(name, f"http_{resp.status_code}")
+                call.failed(name, f"http_{resp.status_code}", retry_after(resp))
                 continue
             call.finish(f"client_error_{resp.status_code}")
             return Response(content, status_code=resp.status_code, headers=call.headers(),
@@ -343,27 +461,64 @@ async def _proxy_stream(state: ServeState, call: _Call, plan: list[str]) -> Resp
             call.failed(name, "empty_stream" if isinstance(exc, StopAsyncIteration) else classify(exc))
             continue
         state.upstream.succeeded(name)
-        relay = _relay(state, call, name, resp, first, events, strip_usage=inject)
-        headers = {**call.headers(), "cache-control": "no-cache"}
-        return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
-    return _all_failed(call)
+        return _RelayResponse(state, call, resp, _relay(state, call, name, resp, first, events, strip_usage=inject))
+    return _all_failed(state, call)
+
+
+class _RelayResponse(StreamingResponse):
+    """A stream whose books are closed however it ends: normally, by the client going away (even before the
+    first byte, when the relay generator never ran), or by shutdown."""
+
+    def __init__(self, state: ServeState, call: _Call, upstream: httpx.Response,
+                 relay: AsyncIterator[bytes]) -> None:
+        super().__init__(relay, media_type="text/event-stream", headers={**call.headers(), "cache-control": "no-cache"})
+        self.state, self.call, self.upstream = state, call, upstream
+        state.streams.add(call)
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+                await self.upstream.aclose()
+                self.call.finish("shutdown" if self.call.cut else "client_disconnected")
+                self.state.streams.discard(self.call)
+                self.state.leave()
+
+
+def _error_event(call: _Call, status: str, message: str, code: str, kind: str) -> bytes:
+    return _sse({"error": {"message": message, "type": kind, "param": None, "code": code},
+                 "router": call.info(final=True, status=status)})
 
 
 async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response, first: list[str],
                  events: AsyncIterator[list[str]], strip_usage: bool) -> AsyncIterator[bytes]:
     """Forward the backend's events as they arrive: ``model`` rewritten, ``router`` added to the first chunk, and
-    one extra final chunk (``choices: []``) carrying the decision with usage and cost before ``[DONE]``."""
-    llm = state.config.llm(name)
+    one extra final chunk (``choices: []``) carrying the decision with usage and cost before ``[DONE]``.
+
+    A stream is complete only when the backend said so (``[DONE]`` or a ``finish_reason``); one that ends early —
+    with a transport error or a clean EOF — ends with an in-band error event and no ``[DONE]``, so clients never
+    take half an answer for a whole one."""
     announced, status, last = False, "ok", {"id": call.request_id, "created": int(time.time())}
+    complete = False
     pending: list[str] | None = first
     try:
         while True:
-            lines = pending if pending is not None else await events.__anext__()
-            pending = None
+            if pending is None:
+                if call.cut:
+                    break
+                with anyio.CancelScope() as call.read_scope:  # cancelled by shutdown
+                    pending = await anext(events, None)
+                call.read_scope = None
+                if pending is None:
+                    break
+            lines, pending = pending, None
             out: list[str] = []
             for line in lines:
                 payload = line[5:].strip() if line.startswith("data:") else None
                 if payload is None or payload == "[DONE]":
+                    complete = complete or payload == "[DONE]"
                     if payload is None:
                         out.append(line)
                     continue
@@ -377,7 +532,9 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
                     out.append(line)
                     continue
                 if obj.get("usage"):
-                    call.usage = _usage_cost(obj["usage"], llm)
+                    call.usage = _usage(obj["usage"]) or call.usage
+                call.output_tokens += state.decider.count(_output_text(obj, "delta"))
+                complete = complete or _finished(obj)
                 if strip_usage:
                     if not obj.get("choices"):
                         continue  # the usage chunk we asked for; the client did not
@@ -390,19 +547,29 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
                 out.append(f"data: {json.dumps(obj, **_JSON)}")
             if out:
                 yield ("\n".join(out) + "\n\n").encode()
-    except StopAsyncIteration:
-        yield _sse({**last, "object": "chat.completion.chunk", "model": name, "choices": [],
-                    "router": call.info(final=True)})
-        yield b"data: [DONE]\n\n"
+        if call.cut:
+            status = "shutdown"
+            yield _error_event(call, status, "The server is shutting down; this response was cut short",
+                               "server_shutdown", "server_error")
+        elif complete or status == "stream_error":
+            yield _sse({**last, "object": "chat.completion.chunk", "model": name, "choices": [],
+                        "router": call.info(final=True, status=status)})
+            yield b"data: [DONE]\n\n"
+        else:
+            status = "stream_truncated"
+            state.metrics.upstream_errors.labels(name, "truncated").inc()
+            state.upstream.failed(name)
+            log.warning("request %s: backend %s ended its stream without finishing it", call.request_id, name)
+            yield _error_event(call, status, f"The backend {name!r} ended the stream before the response was "
+                               "complete (no finish_reason, no [DONE])", "stream_interrupted", "upstream_error")
     except httpx.HTTPError as exc:  # bytes were sent: no fallback now, tell the client in-band
         status = "stream_error"
         state.metrics.upstream_errors.labels(name, classify(exc)).inc()
         state.upstream.failed(name)
-        yield _sse({"error": {"message": f"The backend {name!r} failed mid-stream ({classify(exc)}); no fallback "
-                                         "is possible once output was sent", "type": "upstream_error",
-                              "param": None, "code": "stream_interrupted"}, "router": call.info(final=True)})
+        yield _error_event(call, status, f"The backend {name!r} failed mid-stream ({classify(exc)}); no fallback "
+                           "is possible once output was sent", "stream_interrupted", "upstream_error")
     except BaseException:
-        status = "client_disconnected"
+        status = "shutdown" if call.cut else "client_disconnected"
         raise
     finally:
         with anyio.CancelScope(shield=True):
@@ -414,12 +581,13 @@ def create_app(config: ServeConfig, router: Router | None = None,
                transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """Build the server. The router is loaded once here (``router`` overrides the config's, e.g. in tests)."""
     state = ServeState(config, router, transport)
-    app = FastAPI(title="radialrouter", lifespan=state.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="radialrouter", lifespan=state.lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
     app.state.serve = state
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return error_response(exc.status, str(exc), param=exc.param, code=exc.code)
+        return error_response(exc.status, str(exc), param=exc.param, code=exc.code, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -437,35 +605,53 @@ def create_app(config: ServeConfig, router: Router | None = None,
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         client = state.authenticate(request)
-        body = await state.read_json(request)
-        check_chat_body(body)
-        state.check_budget(client)
-        target = parse_model(body.get("model"), config)
-        call = _Call(state, client, body, target)
-        if target.llm is not None:
-            plan = [target.llm]
-        else:
-            try:
-                call.result = await state.decide(call)
-            except RequestError:
-                call.finish("no_candidate")
-                raise
-            plan = state.upstream.order(call.result.ranking)[: config.server.max_attempts]
-        return await (_proxy_stream if body.get("stream") else _proxy_json)(state, call, plan)
+        state.enter()
+        call: _Call | None = None
+        try:
+            body, size = await state.read_json(request)
+            check_chat_body(body)
+            state.budgets.check(client)
+            target = parse_model(body.get("model"), config)
+            call = _Call(state, client, body, target)
+            await state.prepare(call, size)
+            if target.llm is not None:
+                plan = [target.llm]
+            else:
+                try:
+                    call.result = await state.decide(call)
+                except RequestError:
+                    call.finish("no_candidate")
+                    raise
+                plan = state.upstream.order(call.result.ranking)[: config.server.max_attempts]
+            state.reserve(call, plan)
+            response = await (_proxy_stream if body.get("stream") else _proxy_json)(state, call, plan)
+        except BaseException as exc:
+            if call is not None:  # books closed on every path (a no-op when the call already finished)
+                call.finish("refused" if isinstance(exc, RequestError) else "cancelled")
+            state.leave()
+            raise
+        if not isinstance(response, _RelayResponse):  # a stream leaves when it ends
+            state.leave()
+        return response
 
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:
         """The decision only: chosen LLM, ranking, scores, λ, expected cost and why LLMs were excluded."""
         client = state.authenticate(request)
-        body = await state.read_json(request)
-        if isinstance(body.get("prompt"), str) and "messages" not in body:
-            body = {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
-        check_chat_body(body)
-        target = parse_model(body.get("model", config.router.alias), config)
-        if target.llm is not None:
-            raise RequestError("`model` must be a router alias here, not a concrete LLM", param="model")
-        call = _Call(state, client, body, target)
-        call.result = await state.decide(call)
+        state.enter()
+        try:
+            body, size = await state.read_json(request)
+            if isinstance(body.get("prompt"), str) and "messages" not in body:
+                body = {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
+            check_chat_body(body)
+            target = parse_model(body.get("model", config.router.alias), config)
+            if target.llm is not None:
+                raise RequestError("`model` must be a router alias here, not a concrete LLM", param="model")
+            call = _Call(state, client, body, target)
+            await state.prepare(call, size)
+            call.result = await state.decide(call)
+        finally:
+            state.leave()
         call.llm = call.result.llm
         call.finish("route_only")
         return JSONResponse({"request_id": call.request_id, "model": body.get("model", config.router.alias),
@@ -485,7 +671,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "router": state.router.name, "llms": [llm.name for llm in config.llms],
-                "cooling_down": state.upstream.cooling() if state.upstream else []}
+                "cooling_down": state.upstream.cooling() if state.upstream else [], "in_flight": state.in_flight}
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -493,4 +679,5 @@ def create_app(config: ServeConfig, router: Router | None = None,
             state.authenticate(request)
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
+    install_openapi(app, config)
     return app

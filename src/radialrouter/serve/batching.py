@@ -3,6 +3,11 @@
 Encoding 16 queries in one forward pass costs little more than encoding one, so under load the batcher collects
 what arrives within ``max_wait_s`` (or until ``max_size``) and while a batch runs the next one fills up. The event
 loop never runs the model; one worker thread does, one batch at a time.
+
+Isolation: a result that is an exception goes to its own caller only, and when the batch function itself raises,
+each item is retried alone, so one poisonous request fails by itself instead of failing everyone batched with it.
+The queue is bounded: past ``max_queue`` waiting items `submit` raises `QueueFull` at once (the server answers
+503 with Retry-After) instead of letting latency grow without limit.
 """
 
 from __future__ import annotations
@@ -16,19 +21,25 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class QueueFull(RuntimeError):
+    """More items are waiting than ``max_queue``."""
+
+
 class MicroBatcher(Generic[T, R]):
     """``await batcher.submit(item)`` → ``fn([... item ...])[i]``. ``fn`` returns one result per item; a result
-    that is an exception is raised to that item's caller only, an exception from ``fn`` to every caller."""
+    that is an exception is raised to that item's caller only; if ``fn`` raises, every item is retried alone."""
 
     def __init__(self, fn: Callable[[list[T]], list[R | BaseException]], max_size: int = 32,
-                 max_wait_s: float = 0.002, on_batch: Callable[[int], None] | None = None) -> None:
+                 max_wait_s: float = 0.002, on_batch: Callable[[int], None] | None = None,
+                 max_queue: int = 0) -> None:
         self.fn, self.max_size, self.max_wait_s, self.on_batch = fn, max_size, max_wait_s, on_batch
+        self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[T, asyncio.Future]] | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(self.max_queue)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radialrouter-route")
         self._task = asyncio.create_task(self._run(), name="radialrouter-batcher")
 
@@ -47,8 +58,32 @@ class MicroBatcher(Generic[T, R]):
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not awaited")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        try:
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise QueueFull(f"{self._queue.qsize()} requests are already waiting") from None
         return await future
+
+    def _call(self, items: list[T]) -> list[R | BaseException]:
+        """Run in the worker thread: the whole batch, or each item alone if the batch raises."""
+        try:
+            return self._checked(items)
+        except Exception as exc:  # noqa: BLE001 - isolated below
+            if len(items) == 1:
+                return [exc]
+        out: list[R | BaseException] = []
+        for item in items:
+            try:
+                out.extend(self._checked([item]))
+            except Exception as exc:  # noqa: BLE001 - this item's own failure
+                out.append(exc)
+        return out
+
+    def _checked(self, items: list[T]) -> list[R | BaseException]:
+        results = self.fn(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+        return results
 
     async def _collect(self) -> list[tuple[T, asyncio.Future]]:
         loop = asyncio.get_running_loop()
@@ -76,12 +111,7 @@ class MicroBatcher(Generic[T, R]):
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(live))
-            try:
-                results = await loop.run_in_executor(self._executor, self.fn, [item for item, _ in live])
-                if len(results) != len(live):
-                    raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                results = [exc] * len(live)
+            results = await loop.run_in_executor(self._executor, self._call, [item for item, _ in live])
             for (_, fut), result in zip(live, results):
                 if fut.done():
                     continue

@@ -93,6 +93,8 @@ class LLMConfig(_Strict):
     context_window: int = Field(gt=0, description="Tokens the backend accepts, prompt and completion together.")
     capabilities: list[Literal["tools", "vision", "json"]] = Field(default_factory=list)
     timeout_s: float = Field(60.0, gt=0, description="Read timeout per request (per chunk when streaming).")
+    max_connections: int | None = Field(None, ge=1, description="Connections to this backend at once; default: "
+                                                               "server.max_connections.")
     stream_usage: bool = Field(True, description="Ask the backend for a usage chunk when streaming (for costs).")
 
     _check_key = field_validator("api_key", mode="before")(_resolve_secret)
@@ -134,9 +136,21 @@ class ServerConfig(_Strict):
     max_attempts: int = Field(3, ge=1, le=10, description="Backends tried per request, fallbacks included.")
     cooldown_s: float = Field(10.0, ge=0, description="A failing backend is tried last for this long.")
     connect_timeout_s: float = Field(5.0, gt=0)
-    max_connections: int = Field(200, ge=1, description="Pooled upstream connections, all backends together.")
+    max_connections: int = Field(100, ge=1, description="Upstream connections per backend (each has its own pool).")
+    pool_timeout_s: float = Field(2.0, gt=0, description="Wait for a free connection to one backend before trying "
+                                                          "the next; a local wait, never counted as a backend fault.")
     batch_max_size: int = Field(32, ge=1, le=1024, description="Requests routed in one encoder call at most.")
     batch_max_wait_ms: float = Field(2.0, ge=0, le=100, description="How long a batch waits for more requests.")
+    max_in_flight: int = Field(1024, ge=1, description="Chat/route requests served at once; beyond: 503 at once.")
+    max_routing_queue: int = Field(256, ge=1, description="Requests waiting for a routing decision; beyond: 503.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503 when the server is saturated.")
+    max_client_connections: int = Field(2048, ge=1, description="Open client connections; beyond: 503.")
+    header_timeout_s: float = Field(10.0, gt=0, description="A client must send a request's headers within this.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A client must send the whole body within this (408).")
+    shutdown_grace_s: float = Field(5.0, gt=0, description="On SIGTERM, streams still open this long are ended "
+                                                           "with an in-band error event.")
+    reserve_output_tokens: int = Field(4096, ge=1, description="Output tokens a budget reservation assumes for a "
+                                                               "request that sets no max_tokens.")
     public_metrics: bool = Field(False, description="Serve /metrics without a client key.")
     allow_public_without_auth: bool = Field(False, description="Allow a non-loopback host with no client keys.")
 

@@ -1,7 +1,8 @@
 """The decision log: one SQLite row per request, written by a background thread so requests never wait on disk.
 
 A row holds what is needed to audit routing and spend — request id, time, client id (never the key), alias,
-λ, chosen LLM, ranking, attempts, tokens, cost, latency — and the routed text only when ``log_prompts`` is on.
+λ, chosen LLM, ranking, attempts, tokens, cost (and whether it is the backend's reported usage or the server's own
+count, for interrupted streams), latency — and the routed text only when ``log_prompts`` is on.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 log = logging.getLogger("radialrouter.serve")
 
 _COLUMNS = ("request_id", "ts", "client", "model", "mode", "lam", "llm", "ranking", "attempts", "fallback", "stream",
-            "status", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "prompt")
+            "status", "prompt_tokens", "completion_tokens", "cost_usd", "cost_source", "latency_ms", "prompt")
 _SCHEMA = """CREATE TABLE IF NOT EXISTS decisions (
     request_id TEXT PRIMARY KEY, ts REAL NOT NULL, client TEXT NOT NULL, model TEXT, mode TEXT, lam REAL,
     llm TEXT, ranking TEXT, attempts TEXT, fallback INTEGER, stream INTEGER, status TEXT,
-    prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, latency_ms REAL, prompt TEXT)"""
+    prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, cost_source TEXT, latency_ms REAL,
+    prompt TEXT)"""
+_ADDED = {"cost_source": "TEXT"}  # columns newer than the first release: added to older files on open
 
 
 @dataclass
@@ -42,6 +45,7 @@ class LedgerRow:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost_usd: float | None = None
+    cost_source: str | None = None  # "usage" (backend-reported) or "counted" (the server's own token count)
     latency_ms: float | None = None
     prompt: str | None = None
 
@@ -61,6 +65,10 @@ class Ledger:
         with sqlite3.connect(self.path) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+            for name, kind in _ADDED.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
         self._queue: queue.Queue[LedgerRow | None] = queue.Queue(maxsize=max_queue)
         self._on_drop = on_drop
         self._thread = threading.Thread(target=self._write_loop, name="radialrouter-ledger", daemon=True)

@@ -36,6 +36,11 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.upstream_seconds = Histogram("radialrouter_upstream_seconds", "Backend time to response headers.",
                                           ["llm"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.rejected = Counter("radialrouter_rejected", "Requests refused before any backend call, by reason "
+                                "(busy, budget_exceeded).", ["reason"], registry=r)
+        self.reservation_exceeded = Counter("radialrouter_reservation_exceeded", "Requests that cost more than their "
+                                            "budget reservation (no max_tokens and a long answer).", ["client"],
+                                            registry=r)
         self.ledger_dropped = Counter("radialrouter_ledger_dropped", "Decision-log rows dropped (queue full).",
                                       registry=r)
 

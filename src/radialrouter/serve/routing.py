@@ -1,7 +1,9 @@
 """From a chat request to a routing decision: which model name means what, what the router reads, and which
 configured LLMs can serve the request at all (context window, capabilities) before the router ranks them.
 
-Everything here is synchronous and runs in the micro-batcher's worker thread, never on the event loop.
+Everything here is synchronous. Per-request work (reading the conversation, counting its tokens) runs before a
+request joins a routing batch — on the event loop for small bodies, in a worker thread for large ones — so the
+batch itself only encodes bounded routing texts and ranks them.
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ from radialrouter.serve.config import LLMConfig, ServeConfig
 
 log = logging.getLogger("radialrouter.serve")
 _EXPLICIT = re.compile(r"^@lam=(.+)$")
+MAX_LAM = 1e6  # beyond this every ranking is pure cost order; larger values only risk overflow in float32
+MAX_OUTPUT_TOKENS = 2**31 - 1
+# The router reads at most its encoder's window (256 tokens) from the end of the text; no token is longer than
+# this many characters on average, so cutting here changes nothing the encoder sees and bounds its work.
+ROUTING_CHARS = 16_384
+_COUNT_CHUNK = 65_536  # characters tokenised at a time when counting a long prompt
 
 
 class RequestError(ValueError):
     """The client's request cannot be served as asked (→ a 4xx with an OpenAI-style body)."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request", status: int = 400):
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request", status: int = 400,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.param, self.code, self.status = param, code, status
+        self.param, self.code, self.status, self.headers = param, code, status, headers
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,8 @@ def parse_model(model: Any, config: ServeConfig) -> Target:
             lam = float(match.group(1))
         except ValueError:
             lam = -1.0
-        if not (np.isfinite(lam) and lam >= 0):
-            raise RequestError(f"`model` {model!r}: λ must be a number ≥ 0", param="model")
+        if not (0 <= lam <= MAX_LAM):  # also false for nan
+            raise RequestError(f"`model` {model!r}: λ must be a number between 0 and {MAX_LAM:g}", param="model")
         return Target(lam=lam, mode="explicit")
     choices = [alias] + [f"{alias}:{t}" for t in config.tradeoffs] + [f"{alias}@lam=<number>"]
     raise RequestError(
@@ -86,7 +95,7 @@ def routing_text(messages: list[dict], history_messages: int, history_chars: int
     window = earlier[-history_messages:] if history_messages else []
     parts = [_text_of(m.get("content"))[-history_chars:] if history_chars else "" for m in window]
     parts = [p for p in parts if p]
-    return "\n\n".join(parts + [_text_of(messages[last_user].get("content"))])
+    return "\n\n".join(parts + [_text_of(messages[last_user].get("content"))])[-ROUTING_CHARS:]
 
 
 def context_text(body: dict) -> str:
@@ -121,18 +130,34 @@ def requested_output_tokens(body: dict) -> int:
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise RequestError(f"`{key}` must be a non-negative integer", param=key, code="invalid_type")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OUTPUT_TOKENS:
+                raise RequestError(f"`{key}` must be an integer between 0 and {MAX_OUTPUT_TOKENS}", param=key,
+                                   code="invalid_type")
             return value
     return 0
 
 
+def count_tokens(tokenizer, text: str, cap: int) -> int:
+    """Tokens in ``text``, counted in chunks and stopping once the count passes ``cap`` (the largest context
+    window: past it every LLM is excluded anyway), so a multi-megabyte prompt costs a bounded amount of work.
+    Chunks end at a space, so the sum matches a whole-text count up to a token per chunk."""
+    total, start = 0, 0
+    while start < len(text) and total <= cap:
+        end = min(start + _COUNT_CHUNK, len(text))
+        if end < len(text):
+            space = text.rfind(" ", start, end)
+            end = space + 1 if space > start else end
+        total += len(tokenizer.encode(text[start:end], add_special_tokens=False).ids)
+        start = end
+    return total
+
+
 @dataclass
 class RouteQuery:
-    """One request's routing input, built on the event loop (cheap) and decided in the worker thread."""
+    """One request's routing input, prepared per request (`Decider.prepare`) and decided in a batch."""
 
     text: str
-    context: str
+    prompt_tokens: int
     max_output: int
     needs: frozenset[str]
     lam: float
@@ -228,17 +253,24 @@ class Decider:
         self._by_router_name = {llm.router_name: llm.name for llm in self.routable}
         self._column = {name: i for i, name in enumerate(router.llms_)}
 
+        self._token_cap = max(llm.context_window for llm in config.llms)
+
     def warm_up(self) -> None:
         """Load encoder weights now, so the first request does not pay for it."""
-        self.decide([RouteQuery("warm-up", "warm-up", 0, frozenset(), 0.0)])
+        self.decide([RouteQuery("warm-up", 1, 0, frozenset(), 0.0)])
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+    def prompt_tokens(self, body: dict) -> int:
+        """Tokens of everything that occupies the context window (capped just past the largest window)."""
+        return count_tokens(self.tokenizer, context_text(body), self._token_cap)
 
-    def _mask(self, q: RouteQuery, tokens: int) -> tuple[np.ndarray, dict[str, str]]:
+    def count(self, text: str) -> int:
+        """Tokens of a short text (a streamed chunk): what the server charges for output it relayed."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
+
+    def _mask(self, q: RouteQuery) -> tuple[np.ndarray, dict[str, str]]:
         mask = np.zeros(len(self.router.llms_), dtype=bool)
         excluded = {}
-        need = int(np.ceil(tokens * self.config.router.token_margin)) + q.max_output
+        need = int(np.ceil(q.prompt_tokens * self.config.router.token_margin)) + q.max_output
         for llm in self.routable:
             missing = sorted(q.needs - set(llm.capabilities))
             if missing:
@@ -250,13 +282,13 @@ class Decider:
         return mask, excluded
 
     def decide(self, queries: list[RouteQuery]) -> list[RouteResult | RequestError]:
-        """Decide a batch; a request no LLM can serve gets a `RequestError` instead of failing the batch."""
-        tokens = self.count_tokens([q.context for q in queries])
+        """Decide a batch; a request no LLM can serve gets a `RequestError` instead of failing the batch. Token
+        counts come precomputed: nothing here grows with the size of a request beyond its bounded routing text."""
         masks, out = [], []
-        for q, t in zip(queries, tokens):
-            mask, excluded = self._mask(q, t)
+        for q in queries:
+            mask, excluded = self._mask(q)
             masks.append(mask)
-            out.append(RouteResult("", [], {}, None, 0.0, q.lam, t, excluded))
+            out.append(RouteResult("", [], {}, None, 0.0, q.lam, q.prompt_tokens, excluded))
         ok = [i for i, m in enumerate(masks) if m.any()]
         for i in set(range(len(queries))) - set(ok):
             reasons = "; ".join(f"{k}: {v}" for k, v in out[i].excluded.items()) or "no routable LLM"

@@ -8,32 +8,63 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from radialrouter.serve.config import ServerConfig
+from radialrouter.serve.server import make_server
 
 
 class FakeBackend:
-    """An OpenAI-compatible chat backend whose behaviour tests switch at run time.
+    """An OpenAI-compatible chat backend whose behaviour tests switch at run time (attributes, read per request).
 
-    ``mode``: ``"ok"``; ``"error"`` (answer ``status`` with an OpenAI-style error); ``"hang"`` (sleep ``hang_s``
-    before answering, to trigger timeouts); ``"break"`` (stream two chunks, then drop the connection).
-    ``fail_every=k`` makes every k-th request fail with ``status`` whatever the mode. ``delay_s`` simulates
-    generation time. Every request body is kept in ``requests`` for pass-through assertions."""
+    ``mode`` (what the next requests get):
+
+    - ``"ok"``: a normal answer (JSON, or server-sent events when ``stream`` is set).
+    - ``"error"``: ``status`` with an OpenAI-style error body; a 429 carries ``Retry-After: <retry_after>``.
+    - ``"hang"``: sleep ``hang_s`` before answering (to trigger the caller's timeout), then answer normally.
+    - ``"malformed"``: 200, ``content-type: application/json``, a body that is not JSON (streams included).
+    - ``"reset"``: no HTTP response at all: the TCP connection is reset (RST) once the request is read. This needs
+      the app served by uvicorn (``ServerThread``, ``uvicorn.run``), which it reaches through the ASGI ``receive``
+      callable; under any other server use `ResetBackend` instead.
+    - ``"break"``: streams send two chunks (the role chunk and the first content word), then the connection drops
+      mid-body; non-streaming answers send 200, headers and half of the JSON body, then drop.
+    - ``"eof"``: streams send the role chunk and about half of the content chunks, then the body ends cleanly (a
+      normal end of the chunked body): no ``finish_reason`` chunk, no usage chunk, no ``data: [DONE]``.
+      Non-streaming answers end cleanly after half of the JSON body.
+
+    Failures in any mode: ``fail_every=k`` answers every k-th request with ``status``; ``fail_rate=p`` does so with
+    probability ``p`` (a ``random.Random(seed)``, so runs repeat). ``delay_s`` is the time to the first byte.
+
+    Long, slow streams (client disconnects, shutdown): ``stream_chunks=n`` makes the answer ``n`` content words
+    (``"w0 w1 …"``), streamed one per chunk with ``chunk_delay_s`` between chunks; a non-streaming answer waits the
+    same ``n × chunk_delay_s`` and reports ``n`` completion tokens. As real providers do, a stream carries usage
+    only in one final chunk (after the ``finish_reason`` chunk), and only when ``stream_options.include_usage``.
+
+    Book-keeping: ``calls`` counts requests, ``requests`` keeps their bodies (``keep_requests``), and
+    ``billed_prompt_tokens`` / ``billed_completion_tokens`` count what a provider would bill: the prompt of every
+    request answered with 200 and each completion token actually generated — a stream the caller abandons stops
+    generating (and billing) at the disconnect. Prompt tokens are the words of the message contents."""
 
     def __init__(self, name: str, *, delay_s: float = 0.0, fail_every: int = 0, status: int = 500,
-                 keep_requests: bool = True) -> None:
+                 keep_requests: bool = True, fail_rate: float = 0.0, seed: int = 0, stream_chunks: int = 0,
+                 chunk_delay_s: float = 0.0, retry_after: str | None = "2") -> None:
         self.name, self.delay_s, self.fail_every, self.status = name, delay_s, fail_every, status
         self.mode, self.hang_s, self.keep_requests = "ok", 30.0, keep_requests
+        self.fail_rate, self.rng = fail_rate, random.Random(seed)
+        self.stream_chunks, self.chunk_delay_s, self.retry_after = stream_chunks, chunk_delay_s, retry_after
         self.requests: list[dict[str, Any]] = []
         self.calls = 0
+        self.billed_prompt_tokens = self.billed_completion_tokens = 0
         self.app = self._build()
 
     def _reply(self, body: dict) -> dict[str, Any]:
@@ -43,15 +74,28 @@ class FakeBackend:
             message = {"role": "assistant", "content": None, "tool_calls": [
                 {"id": "call_1", "type": "function", "function": {"name": name, "arguments": '{"x": 1}'}}]}
             return {"message": message, "finish_reason": "tool_calls"}
-        return {"message": {"role": "assistant", "content": f"Hello from {self.name}."}, "finish_reason": "stop"}
+        content = " ".join(f"w{i}" for i in range(self.stream_chunks)) if self.stream_chunks else (
+            f"Hello from {self.name}.")
+        return {"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+
+    @staticmethod
+    def _prompt_tokens(body: dict) -> int:
+        return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []) if isinstance(m, dict))
 
     def _usage(self, body: dict, completion: int) -> dict[str, int]:
-        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        prompt = self._prompt_tokens(body)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def _error(self) -> JSONResponse:
+        headers = None
+        if self.status == 429 and self.retry_after is not None:
+            headers = {"retry-after": str(self.retry_after)}
         return JSONResponse({"error": {"message": f"{self.name} failed on purpose", "type": "server_error",
-                                       "param": None, "code": None}}, status_code=self.status)
+                                       "param": None, "code": None}}, status_code=self.status, headers=headers)
+
+    def _fails(self) -> bool:
+        every = bool(self.fail_every) and self.calls % self.fail_every == 0
+        return every or (self.fail_rate > 0 and self.rng.random() < self.fail_rate)
 
     def _build(self) -> FastAPI:
         app = FastAPI()
@@ -59,25 +103,41 @@ class FakeBackend:
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
             body = await request.json()
+            mode = self.mode
             self.calls += 1
             if self.keep_requests:
                 self.requests.append(body)
-            if self.mode == "error" or (self.fail_every and self.calls % self.fail_every == 0):
+            if mode == "error" or self._fails():
                 return self._error()
-            if self.mode == "hang":
+            if mode == "reset":
+                return await _reset_connection(request)
+            if mode == "hang":
                 await asyncio.sleep(self.hang_s)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
+            if mode == "malformed":
+                return Response(b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "message": {"content": "Hel',
+                                media_type="application/json")
             reply = self._reply(body)
+            self.billed_prompt_tokens += self._prompt_tokens(body)
             if body.get("stream"):
-                return StreamingResponse(self._stream(body, reply), media_type="text/event-stream")
-            return {"id": f"chatcmpl-{self.name}-{self.calls}", "object": "chat.completion",
-                    "created": int(time.time()), "model": body.get("model"),
-                    "choices": [{"index": 0, **reply, "logprobs": None}], "usage": self._usage(body, 5)}
+                return StreamingResponse(self._stream(body, reply, mode), media_type="text/event-stream")
+            if self.stream_chunks and self.chunk_delay_s:
+                await asyncio.sleep(self.stream_chunks * self.chunk_delay_s)
+            completion = self.stream_chunks or 5
+            self.billed_completion_tokens += completion
+            answer = {"id": f"chatcmpl-{self.name}-{self.calls}", "object": "chat.completion",
+                      "created": int(time.time()), "model": body.get("model"),
+                      "choices": [{"index": 0, **reply, "logprobs": None}], "usage": self._usage(body, completion)}
+            if mode in {"break", "eof"}:
+                raw = json.dumps(answer).encode()
+                return StreamingResponse(_truncated(raw[: len(raw) // 2], drop=mode == "break"),
+                                         media_type="application/json")
+            return answer
 
         return app
 
-    async def _stream(self, body: dict, reply: dict) -> AsyncIterator[bytes]:
+    async def _stream(self, body: dict, reply: dict, mode: str) -> AsyncIterator[bytes]:
         base = {"id": f"chatcmpl-{self.name}-{self.calls}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body.get("model")}
         message = reply["message"]
@@ -87,31 +147,136 @@ class FakeBackend:
         else:
             deltas += [{"content": w} for w in re.findall(r"\S+\s*", message["content"])]
         usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
+        cut = {"break": 2, "eof": max(2, len(deltas) // 2 + 1)}.get(mode)
         for i, delta in enumerate(deltas):
-            if self.mode == "break" and i == 2:
-                raise ConnectionError("fake backend drops the stream")
+            if i == cut:
+                if mode == "break":
+                    raise ConnectionError("fake backend drops the stream")
+                return  # "eof": the body ends cleanly, without finish_reason or [DONE]
+            if i and self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             if usage_wanted:
                 chunk["usage"] = None
+            self.billed_completion_tokens += i > 0
             yield f"data: {json.dumps(chunk)}\n\n".encode()
             await asyncio.sleep(0)
         last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply["finish_reason"]}]}
+        if usage_wanted:
+            last["usage"] = None
         yield f"data: {json.dumps(last)}\n\n".encode()
         if usage_wanted:
-            yield f"data: {json.dumps({**base, 'choices': [], 'usage': self._usage(body, len(deltas))})}\n\n".encode()
+            completion = self.stream_chunks or len(deltas)
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': self._usage(body, completion)})}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
 
-class ServerThread:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 and a free port, in a daemon thread (a context manager)."""
+async def _truncated(data: bytes, drop: bool) -> AsyncIterator[bytes]:
+    yield data
+    await asyncio.sleep(0)
+    if drop:
+        raise ConnectionError("fake backend drops the response mid-body")
 
-    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+
+def _linger_zero(sock: Any) -> None:
+    """Make ``close()`` send a TCP RST instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def _reset_connection(request: Request) -> Response:
+    """Reset the TCP connection under ``request`` (uvicorn only: its ASGI ``receive`` is a bound method of the
+    connection's request cycle, which holds the asyncio transport)."""
+    cycle = getattr(request.receive, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None or not hasattr(transport, "abort"):
+        raise RuntimeError("FakeBackend mode 'reset' needs the app served by uvicorn; use ResetBackend otherwise")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        _linger_zero(sock)
+    transport.abort()
+    for _ in range(100):  # until uvicorn has seen the connection go, so the response below is discarded
+        if getattr(cycle, "disconnected", True):
+            break
+        await asyncio.sleep(0.001)
+    return Response(status_code=500)
+
+
+class ResetBackend:
+    """A raw TCP server on 127.0.0.1 that answers nothing: it reads each request (head, and body by
+    ``content-length``) and resets the connection (``SO_LINGER`` 0, so the client sees ECONNRESET, not an HTTP
+    status). Runs its own event loop in a daemon thread; works whatever serves the other backends.
+
+        with ResetBackend() as reset:        # or reset = ResetBackend().start(); …; reset.stop()
+            base_url = f"{reset.url}/v1"     # any path: every request is reset
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host, self.port, self.calls = host, 0, 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+            if length and int(length.group(1)) <= 64 * 1024 * 1024:
+                await asyncio.wait_for(reader.readexactly(int(length.group(1))), 10)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, OSError):
+            pass
+        self.calls += 1
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            _linger_zero(sock)
+        writer.transport.abort()
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(asyncio.start_server(self._handle, self.host, 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            loop.run_until_complete(server.wait_closed())
+            loop.close()
+
+    def start(self, timeout: float = 10.0) -> ResetBackend:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="reset-backend")
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("ResetBackend did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> ResetBackend:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ServerThread:
+    """Serve an ASGI app on 127.0.0.1 and a free port, in a daemon thread (a context manager).
+
+    The server is built by `make_server`, as ``radialrouter serve`` builds it, with ``server``'s HTTP-layer settings
+    (header timeout, connection cap, shutdown grace; `ServerConfig` defaults if None)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", server: ServerConfig | None = None) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, 0))
         self.host, self.port = host, self._socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
+        self.server = make_server(app, host=host, port=self.port, server=server, log_level="warning")
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
     @property
@@ -129,7 +294,7 @@ class ServerThread:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=self.server.config.timeout_graceful_shutdown + 5)
         self._socket.close()
 
     def __enter__(self) -> ServerThread:

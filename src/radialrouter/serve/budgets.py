@@ -1,0 +1,74 @@
+"""Per-key spend limits that hold under concurrency: reserve a request's worst case before calling upstream,
+settle to what it really cost afterwards.
+
+A key is admitted while ``spent + reserved < budget``; its request then reserves its worst case (prompt tokens ×
+input price + output tokens it may generate × output price, for the priciest LLM it may be sent to). However many
+requests race, everything admitted was reserved against a budget that still had room, so
+
+    spent ≤ budget + one request's reservation
+
+as long as each request costs at most its reservation — true when ``max_tokens`` bounds the output (requests
+without it reserve ``server.reserve_output_tokens``; a request that costs more is logged and counted in
+``radialrouter_reservation_exceeded_total``). All methods run on the event loop without awaiting, so a check and
+its reservation are atomic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from radialrouter.serve.config import LLMConfig, ServeConfig
+from radialrouter.serve.routing import RequestError
+
+
+def cost_usd(llm: LLMConfig, prompt_tokens: float, output_tokens: float) -> float:
+    """Price-table cost (prices are USD per million tokens)."""
+    return (prompt_tokens * llm.input_price + output_tokens * llm.output_price) / 1e6
+
+
+@dataclass
+class Reservation:
+    client: str
+    amount: float
+    settled: bool = False
+
+
+class Budgets:
+    """Spend and outstanding reservations per client id; limits from ``auth.keys[].budget_usd``."""
+
+    def __init__(self, config: ServeConfig, spent: dict[str, float] | None = None) -> None:
+        self.limits = {k.id: k.budget_usd for k in config.auth.keys if k.budget_usd is not None}
+        self.spent: dict[str, float] = dict(spent or {})
+        self.reserved: dict[str, float] = {}
+        self.margin = config.router.token_margin
+        self.default_output = config.server.reserve_output_tokens
+
+    def check(self, client: str) -> None:
+        """Refuse a key whose budget is used up by spend and reservations (429 ``budget_exceeded``)."""
+        limit = self.limits.get(client)
+        if limit is not None and self.spent.get(client, 0.0) + self.reserved.get(client, 0.0) >= limit:
+            raise RequestError(f"Budget of {limit} USD for client {client!r} is spent (or reserved by requests in "
+                               "flight)", status=429, code="budget_exceeded")
+
+    def worst_case(self, llms: list[LLMConfig], prompt_tokens: int, max_output: int) -> float:
+        """The most a request can cost on any of ``llms``: counted prompt tokens with the counting margin, and
+        ``max_output`` (or the configured default when the request sets none) output tokens."""
+        prompt = math.ceil(prompt_tokens * self.margin)
+        output = max_output or self.default_output
+        return max(cost_usd(llm, prompt, output) for llm in llms)
+
+    def reserve(self, client: str, amount: float) -> Reservation:
+        self.check(client)
+        self.reserved[client] = self.reserved.get(client, 0.0) + amount
+        return Reservation(client, amount)
+
+    def settle(self, reservation: Reservation | None, client: str, cost: float | None) -> bool:
+        """Release the reservation and book the real cost; True when the cost exceeded what was reserved."""
+        if reservation is not None and not reservation.settled:
+            reservation.settled = True
+            left = self.reserved.get(client, 0.0) - reservation.amount
+            self.reserved[client] = left if left > 1e-15 else 0.0
+        if cost:
+            self.spent[client] = self.spent.get(client, 0.0) + cost
+        return reservation is not None and cost is not None and cost > reservation.amount * (1 + 1e-9)

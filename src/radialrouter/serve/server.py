@@ -1,0 +1,158 @@
+"""The HTTP layer around the app: uvicorn with a header-read timeout, a client-connection cap, query strings kept
+out of its logs, and a hook that lets the app end open streams before uvicorn's graceful-shutdown timeout.
+
+uvicorn has no timeout for reading a request's headers (only ``timeout_keep_alive`` for the idle wait between
+requests), so a client holding partial headers keeps its connection — and a slot under ``limit_concurrency`` —
+forever. `GuardedH11Protocol` closes it after ``header_timeout_s``. It subclasses uvicorn's h11 protocol and relies
+on its ``conn`` (the ``h11.Connection``), ``transport`` and ``client`` attributes (checked against uvicorn 0.54).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from radialrouter.serve.config import ServerConfig
+
+log = logging.getLogger("radialrouter.serve.http")
+#: Loggers of uvicorn whose records can carry a request target: access lines, trace-level ASGI scopes, errors.
+UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.asgi", "uvicorn.error")
+_QUERY = re.compile(r"\?[^\s\"']*")
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol plus a deadline for each request's headers.
+
+    The timer runs from the moment a connection opens, and from the first byte of each later request on a
+    keep-alive connection, until h11 has parsed a complete request head; a connection that misses it is closed.
+    Trickling bytes does not restart it. Use `with_timeout` to get a class for a given deadline."""
+
+    header_timeout_s: float = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def with_timeout(cls, header_timeout_s: float) -> type[GuardedH11Protocol]:
+        """A subclass with its own deadline: uvicorn instantiates ``http`` classes with fixed arguments only."""
+        return type(cls.__name__, (cls,), {"header_timeout_s": float(header_timeout_s)})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # IDLE on their side: still waiting for (the rest of) a request head, e.g. the next one on a keep-alive
+        # connection, whose idle wait uvicorn's keep-alive timer covered until this data cancelled it.
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if self._header_timer is None:
+                self._arm_header_timer()
+        else:  # a complete h11.Request was parsed (or the connection failed): the app's timeouts apply now
+            self._disarm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
+        log.warning("closing the connection from %s: no complete request headers within %g s", client,
+                    self.header_timeout_s)
+        try:
+            self.conn.send(h11.ConnectionClosed())
+        except h11.LocalProtocolError:  # mid-response on our side; closing is all that is left
+            pass
+        self.transport.close()
+
+
+class RedactQueryString(logging.Filter):
+    """Drops query strings (``?api_key=...``) from uvicorn's log records: clients put keys there.
+
+    Access records keep their five arguments ``(client, method, path, http_version, status)`` (uvicorn's
+    AccessFormatter unpacks exactly these); only ``?`` and what follows is removed from string arguments, and a
+    trace-level ASGI scope loses its ``query_string``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_redact(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redact(value) for key, value in record.args.items()}
+        return True
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return _QUERY.sub("", value) if "?" in value else value
+    if isinstance(value, dict) and value.get("query_string"):
+        return {**value, "query_string": b"<redacted>"}
+    return value
+
+
+def install_log_redaction() -> None:
+    """Add `RedactQueryString` to uvicorn's loggers once (it survives uvicorn's own logging dictConfig)."""
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactQueryString) for f in logger.filters):
+            logger.addFilter(RedactQueryString())
+
+
+class GracefulServer(uvicorn.Server):
+    """A uvicorn server that calls ``on_shutdown`` (on the event loop) before its own graceful shutdown.
+
+    uvicorn then stops accepting, waits ``timeout_graceful_shutdown`` for open requests and cancels the rest; the
+    hook lets the app end open streams with an in-band error event in that time instead of a cut connection."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_shutdown is not None:
+            try:
+                self.on_shutdown()
+            except Exception:  # a failing hook must not keep the server from shutting down
+                log.exception("shutdown hook failed")
+        await super().shutdown(sockets)
+
+
+def make_server(app: Any, *, host: str | None = None, port: int | None = None, server: ServerConfig | None = None,
+                log_level: str = "info", access_log: bool = True,
+                on_shutdown: Callable[[], None] | None = None) -> GracefulServer:
+    """The uvicorn server for ``app`` with the HTTP-layer guards of ``server`` (`ServerConfig` defaults if None).
+
+    ``host``/``port`` default to ``server``'s. Without ``on_shutdown``, the routing app's
+    ``app.state.serve.begin_shutdown`` is used when it has one. WebSockets are off (no endpoint uses them, and
+    uvicorn's WebSocket handlers log request targets with their query strings)."""
+    server = server if server is not None else ServerConfig()
+    if on_shutdown is None:
+        state = getattr(getattr(app, "state", None), "serve", None)
+        on_shutdown = getattr(state, "begin_shutdown", None)
+    config = uvicorn.Config(
+        app, host=host if host is not None else server.host, port=port if port is not None else server.port,
+        http=GuardedH11Protocol.with_timeout(server.header_timeout_s), ws="none", lifespan="on",
+        limit_concurrency=server.max_client_connections, timeout_graceful_shutdown=server.shutdown_grace_s + 2,
+        log_level=log_level, access_log=access_log)
+    install_log_redaction()  # after uvicorn.Config, which (re)configures uvicorn's loggers
+    return GracefulServer(config, on_shutdown=on_shutdown)

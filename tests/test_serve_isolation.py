@@ -1,0 +1,333 @@
+"""One request never breaks another, budgets hold, streams tell the truth: regression tests for the serving audit
+(issue 9) against a real server on 127.0.0.1 with scripted fake backends.
+
+Prices are high on purpose (1,000 USD per million tokens, i.e. 0.001 USD a token) so that a handful of tokens
+moves a budget measurably.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from radialrouter.data import make_synthetic
+from radialrouter.routers import make_router
+from radialrouter.serve import parse_config
+from radialrouter.serve.app import create_app
+from radialrouter.serve.batching import MicroBatcher, QueueFull
+from radialrouter.serve.testing import FakeBackend, ServerThread
+
+PRICE = 1000.0  # USD per million tokens: 0.001 USD per token
+KEYS = {"RR_RICH": "sk-rich", "RR_POOR": "sk-poor", "RR_STREAMER": "sk-streamer", "RR_CROWD": "sk-crowd"}
+RICH = {"authorization": "Bearer sk-rich"}
+
+
+def _chat(model: str, content: str = "hi there", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def _sse(text: str) -> list:
+    return [p if p == "[DONE]" else json.loads(p) for p in
+            (line[6:] for line in text.splitlines() if line.startswith("data: "))]
+
+
+@pytest.fixture(scope="module")
+def router_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("isolation") / "router"
+    make_router("best-single").fit(make_synthetic(n_queries=80, n_llms=3, seed=0).select("train")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hub():
+    fakes = {name: FakeBackend(name, keep_requests=False) for name in ("cheap", "mid", "strong")}
+    app = FastAPI()
+    for name, fake in fakes.items():
+        app.mount(f"/{name}", fake.app)
+    with ServerThread(app) as server:
+        yield fakes, server.url
+
+
+def _config(router_dir: Path, base: str, **server) -> dict:
+    pool = [{"name": name, "base_url": f"{base}/{name}/v1", "router_llm": f"llm-{i}", "input_price": PRICE,
+             "output_price": PRICE, "context_window": 100_000, "timeout_s": 10.0}
+            for i, name in enumerate(("cheap", "mid", "strong"))]
+    keys = [{"id": "rich", "key": "${RR_RICH}"}, {"id": "poor", "key": "${RR_POOR}", "budget_usd": 0.01},
+            {"id": "streamer", "key": "${RR_STREAMER}", "budget_usd": 0.05},
+            {"id": "crowd", "key": "${RR_CROWD}", "budget_usd": 0.01}]
+    return {"router": {"path": str(router_dir)}, "llms": pool, "auth": {"keys": keys},
+            "ledger": {"path": str(router_dir.parent / f"ledger-{time.monotonic_ns()}.sqlite")},
+            "server": {"cooldown_s": 30, "batch_max_wait_ms": 2, "max_body_bytes": 4_500_000, **server}}
+
+
+@pytest.fixture()
+def serve(router_dir, hub):
+    """Start a server with server-section overrides: ``with serve(max_in_flight=2) as (app, url): ...``."""
+    fakes, base = hub
+    for fake in fakes.values():
+        fake.mode, fake.fail_every, fake.status, fake.stream_chunks, fake.chunk_delay_s = "ok", 0, 500, 0, 0.0
+        fake.delay_s, fake.hang_s = 0.0, 30.0
+
+    def start(llms: dict | None = None, **server):
+        data = _config(router_dir, base, **server)
+        for entry in data["llms"]:
+            entry.update((llms or {}).get(entry["name"], {}))
+        app = create_app(parse_config(data, env=KEYS))
+        thread = app.state.http_server = ServerThread(app, server=app.state.serve.config.server)
+
+        class _Running:
+            def __enter__(self):
+                thread.start()
+                return app, thread.url
+
+            def __exit__(self, *exc):
+                if thread._thread.is_alive():
+                    thread.stop()
+
+        return _Running()
+
+    return start
+
+
+def _ledger(app) -> list[dict]:
+    ledger = app.state.serve.ledger
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not ledger._queue.empty():
+        time.sleep(0.02)
+    time.sleep(0.1)
+    with sqlite3.connect(ledger.path) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM decisions ORDER BY ts")]
+
+
+async def _gather(url: str, requests: list[tuple[dict | bytes, dict]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=400)) as client:
+        def send(body, headers):
+            if isinstance(body, bytes):
+                return client.post("/v1/chat/completions", content=body,
+                                   headers={**headers, "content-type": "application/json"})
+            return client.post("/v1/chat/completions", json=body, headers=headers)
+        return await asyncio.gather(*(send(b, h) for b, h in requests))
+
+
+# ------------------------------------------------------------------------------------- 1: batch isolation
+POISON = [
+    (b'{"model": "radial", "messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages[0].content"),
+    (json.dumps(_chat("radial@lam=1e39")).encode(), "model"),
+    (b'{"model": "radial", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}', "temperature"),
+]
+
+
+def test_poison_requests_fail_alone(serve):
+    with serve() as (app, url):
+        for body, param in POISON:
+            normal = [(_chat("radial"), RICH)] * 48
+            responses = asyncio.run(_gather(url, normal[:24] + [(body, RICH)] + normal[24:]))
+            statuses = [r.status_code for r in responses]
+            assert statuses[24] == 400 and responses[24].json()["error"]["param"] == param, responses[24].text
+            assert statuses.count(200) == 48, (param, statuses)
+        r = httpx.post(f"{url}/v1/route", headers=RICH,
+                       content=b'{"model": "radial", "prompt": "x \\udfff"}')
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_unicode"
+
+
+def test_batcher_retries_items_alone_when_the_batch_raises():
+    def fn(items):
+        if 3 in items:
+            raise ValueError("poison in the batch")
+        return [x * 10 for x in items]
+
+    async def main():
+        batcher = MicroBatcher(fn, max_size=8, max_wait_s=0.01)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(i) for i in range(8)), return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert isinstance(results[3], ValueError)
+    assert [r for i, r in enumerate(results) if i != 3] == [i * 10 for i in range(8) if i != 3]
+
+
+def test_batcher_queue_is_bounded():
+    async def main():
+        batcher = MicroBatcher(lambda items: (time.sleep(0.05), items)[1], max_size=1, max_wait_s=0, max_queue=2)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(i) for i in range(6)), return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert any(isinstance(r, QueueFull) for r in results) and 0 in results
+
+
+# ------------------------------------------------------------------------------------- 2, 3: budgets
+def test_stream_then_disconnect_is_charged(serve, hub):
+    """Closing a stream after its first chunk used to cost nothing: now the prompt and the output relayed are
+    booked (the server's own count), so the key runs out of budget like any other."""
+    fakes, _ = hub
+    fakes["strong"].stream_chunks, fakes["strong"].chunk_delay_s = 200, 0.02
+    headers = {"authorization": "Bearer sk-streamer"}
+    body = _chat("strong", "please tell me a long story about routers", stream=True, max_tokens=20)
+    with serve() as (app, url):
+        served = 0
+        for _ in range(40):
+            with httpx.Client(base_url=url, timeout=30) as client, \
+                    client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+                if r.status_code != 200:
+                    assert r.status_code == 429 and json.loads(r.read())["error"]["code"] == "budget_exceeded"
+                    break
+                served += 1
+                next(r.iter_lines())  # the first chunk, then hang up
+        rows = [r for r in _ledger(app) if r["client"] == "streamer"]
+    assert 0 < served < 40
+    cut = [r for r in rows if r["status"] == "client_disconnected"]
+    assert cut and all(r["cost_usd"] > 0 and r["cost_source"] == "counted" and r["prompt_tokens"] > 0 for r in cut)
+    reservation = (int(rows[0]["prompt_tokens"] * 1.15 + 0.999) + 20) * PRICE / 1e6
+    assert sum(r["cost_usd"] or 0 for r in rows) <= 0.05 + reservation
+
+
+def test_concurrent_requests_cannot_overspend(serve):
+    with serve() as (app, url):
+        body = _chat("radial", "one two three four five", max_tokens=10)
+        responses = asyncio.run(_gather(url, [(body, {"authorization": "Bearer sk-crowd"})] * 100))
+        rows = [r for r in _ledger(app) if r["client"] == "crowd" and r["cost_usd"] is not None]
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429} and statuses.count(200) >= 1
+    spent = sum(r["cost_usd"] for r in rows)
+    one = max(r.json()["router"]["cost_usd"] for r in responses if r.status_code == 200)
+    reservation = (int(rows[0]["prompt_tokens"] * 1.15 + 0.999) + 10) * PRICE / 1e6
+    assert one <= reservation and spent <= 0.01 + reservation, (spent, statuses.count(200))
+
+
+# ------------------------------------------------------------------------------------- 4: per-backend pools
+def test_hung_backend_does_not_starve_healthy_ones(serve, hub):
+    fakes, _ = hub
+    fakes["strong"].mode, fakes["strong"].hang_s = "hang", 6.0
+    with serve(max_connections=4, pool_timeout_s=0.3) as (app, url):
+        async def main():
+            async with httpx.AsyncClient(base_url=url, headers=RICH, timeout=30) as client:
+                hung = [asyncio.create_task(client.post("/v1/chat/completions", json=_chat("strong")))
+                        for _ in range(6)]
+                await asyncio.sleep(0.5)  # strong's 4 connections are taken; 2 requests wait for its pool
+                healthy = await asyncio.gather(*(client.post("/v1/chat/completions", json=_chat("cheap"))
+                                                 for _ in range(20)))
+                routed = await client.post("/v1/chat/completions", json=_chat("radial:performance-first"))
+                for task in hung:
+                    task.cancel()
+                return healthy, routed
+
+        healthy, routed = asyncio.run(main())
+        assert [r.status_code for r in healthy] == [200] * 20
+        # strong's pool is full: the routed request moves on at once, and strong is not put in cooldown for it
+        assert routed.status_code == 200 and routed.json()["model"] == "mid"
+        assert routed.json()["router"]["attempts"] == [{"llm": "strong", "error": "pool_full"}]
+        assert "strong" not in app.state.serve.upstream.cooling()
+
+
+# ------------------------------------------------------------------------------------- 5: large prompts
+def test_large_prompts_do_not_block_routing(serve):
+    big = json.dumps(_chat("radial", "lorem ipsum dolor sit amet " * 140_000)).encode()  # ~3.8 MB
+    assert len(big) > 3_500_000
+    with serve() as (app, url):
+        async def main():
+            async with httpx.AsyncClient(base_url=url, headers=RICH, timeout=120) as client:
+                large = [asyncio.create_task(client.post("/v1/route", content=big,
+                                                         headers={"content-type": "application/json"}))
+                         for _ in range(3)]
+                await asyncio.sleep(0.2)
+                latencies = []
+                for _ in range(10):
+                    t0 = time.perf_counter()
+                    r = await client.post("/v1/route", json={"model": "radial", "prompt": "hello"})
+                    latencies.append(time.perf_counter() - t0)
+                    assert r.status_code == 200
+                return latencies, await asyncio.gather(*large)
+
+        latencies, large = asyncio.run(main())
+    # before the fix each normal request waited for the 3 large ones to be tokenised in the batch (~30 s)
+    assert max(latencies) < 3.0, latencies
+    print("normal /v1/route latencies with 3 large prompts in flight (s):", [round(x, 3) for x in latencies])
+    # ~700k tokens: more than any context window here (counting stops just past the largest one)
+    assert all(r.status_code == 400 and r.json()["error"]["code"] == "no_capable_model" for r in large)
+
+
+# ------------------------------------------------------------------------------------- 6: honest streams
+def test_stream_ending_early_is_an_error_not_a_success(serve, hub):
+    fakes, _ = hub
+    fakes["strong"].mode = "eof"
+    fakes["strong"].stream_chunks = 10
+    with serve() as (app, url):
+        r = httpx.post(f"{url}/v1/chat/completions", json=_chat("strong", stream=True), headers=RICH, timeout=30)
+        events = _sse(r.text)
+        rows = _ledger(app)
+    assert "[DONE]" not in events and events[-1]["error"]["code"] == "stream_interrupted"
+    assert rows[-1]["status"] == "stream_truncated"
+
+
+def test_openai_client_sees_an_early_eof_as_an_error(serve, hub):
+    openai = pytest.importorskip("openai")
+    fakes, _ = hub
+    fakes["strong"].mode, fakes["strong"].stream_chunks = "eof", 10
+    with serve() as (_, url):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-rich", max_retries=0)
+        with pytest.raises(openai.APIError):
+            for _ in client.chat.completions.create(model="strong", stream=True,
+                                                    messages=[{"role": "user", "content": "hi"}]):
+                pass
+
+
+# ------------------------------------------------------------------------------------- 8: shutdown
+def test_shutdown_ends_open_streams_with_an_error_event(serve, hub):
+    fakes, _ = hub
+    fakes["strong"].stream_chunks, fakes["strong"].chunk_delay_s = 300, 0.05
+    with serve(shutdown_grace_s=0.5) as (app, url):
+        with httpx.Client(base_url=url, headers=RICH, timeout=30) as client, \
+                client.stream("POST", "/v1/chat/completions", json=_chat("strong", stream=True)) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            # the HTTP layer's shutdown (what SIGTERM starts in `radialrouter serve`), from another thread
+            stopper = threading.Thread(target=app.state.http_server.stop, daemon=True)
+            t0 = time.monotonic()
+            stopper.start()
+            rest = [line for line in lines if line.startswith("data: ")]
+            waited = time.monotonic() - t0
+        stopper.join(10)
+        rows = _ledger(app)
+    last = json.loads(rest[-1][6:])
+    assert last["error"]["code"] == "server_shutdown" and "data: [DONE]" not in rest
+    assert waited < 5  # cut after the 0.5 s grace, not after the 15 s the stream would take
+    row = rows[-1]
+    assert row["status"] == "shutdown" and row["cost_usd"] > 0 and row["completion_tokens"] > 0
+
+
+# ------------------------------------------------------------------------------------- 11: admission
+def test_admission_control_answers_503_with_retry_after(serve, hub):
+    fakes, _ = hub
+    fakes["cheap"].delay_s = 0.5
+    with serve(max_in_flight=4, retry_after_s=3) as (_, url):
+        responses = asyncio.run(_gather(url, [(_chat("cheap"), RICH)] * 12))
+    busy = [r for r in responses if r.status_code == 503]
+    assert len([r for r in responses if r.status_code == 200]) >= 4 and busy
+    assert all(r.headers["retry-after"] == "3" and r.json()["error"]["code"] == "server_busy" for r in busy)
+
+
+def test_upstream_retry_after_is_passed_through(serve, hub):
+    fakes, _ = hub
+    for name, wait in (("cheap", "7"), ("mid", "4"), ("strong", "9")):
+        fakes[name].mode, fakes[name].status, fakes[name].retry_after = "error", 429, wait
+    with serve() as (_, url):
+        r = httpx.post(f"{url}/v1/chat/completions", json=_chat("radial"), headers=RICH, timeout=30)
+    assert r.status_code == 429 and r.headers["retry-after"] == "4"
+    for fake in fakes.values():
+        fake.retry_after = "2"
