@@ -275,6 +275,17 @@ def test_stream_ending_early_is_an_error_not_a_success(serve, hub):
     assert rows[-1]["status"] == "stream_truncated"
 
 
+def test_stream_that_does_not_start_with_a_chunk_falls_back(serve, hub):
+    fakes, _ = hub
+    fakes["strong"].mode = "malformed"  # 200, but the body is broken JSON, not server-sent chunks
+    with serve() as (_, url):
+        r = httpx.post(f"{url}/v1/chat/completions", json=_chat("radial:performance-first", stream=True),
+                       headers=RICH, timeout=30)
+    events = _sse(r.text)
+    assert events[-1] == "[DONE]" and events[0]["model"] == "mid"
+    assert events[0]["router"]["attempts"] == [{"llm": "strong", "error": "bad_response"}]
+
+
 def test_openai_client_sees_an_early_eof_as_an_error(serve, hub):
     openai = pytest.importorskip("openai")
     fakes, _ = hub

@@ -98,6 +98,19 @@ def _output_text(obj: dict, key: str) -> str:
     return "".join(parts)
 
 
+def _starts_a_stream(event: list[str]) -> bool:
+    """Whether a backend's first server-sent event is a chat chunk: ``data: {...}`` with ``choices`` and no
+    ``error``. Anything else is worth a fallback while no byte has reached the client."""
+    for line in event:
+        if line.startswith("data:"):
+            try:
+                obj = json.loads(line[5:])
+            except ValueError:
+                return False
+            return isinstance(obj, dict) and "choices" in obj and "error" not in obj
+    return False
+
+
 def _finished(obj: dict) -> bool:
     return any(isinstance(c, dict) and c.get("finish_reason") for c in obj.get("choices") or ())
 
@@ -459,6 +472,10 @@ async def _proxy_stream(state: ServeState, call: _Call, plan: list[str]) -> Resp
         except (httpx.HTTPError, StopAsyncIteration) as exc:
             await resp.aclose()
             call.failed(name, "empty_stream" if isinstance(exc, StopAsyncIteration) else classify(exc))
+            continue
+        if not _starts_a_stream(first):  # not server-sent chunks (e.g. a broken body), or an error event
+            await resp.aclose()
+            call.failed(name, "bad_response")
             continue
         state.upstream.succeeded(name)
         return _RelayResponse(state, call, resp, _relay(state, call, name, resp, first, events, strip_usage=inject))

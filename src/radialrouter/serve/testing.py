@@ -52,8 +52,9 @@ class FakeBackend:
 
     Book-keeping: ``calls`` counts requests, ``requests`` keeps their bodies (``keep_requests``), and
     ``billed_prompt_tokens`` / ``billed_completion_tokens`` count what a provider would bill: the prompt of every
-    request answered with 200 and each completion token actually generated — a stream the caller abandons stops
-    generating (and billing) at the disconnect. Prompt tokens are the words of the message contents."""
+    request answered with 200 to a caller still connected, and each completion token actually generated — a stream
+    the caller abandons stops generating (and billing) at the disconnect. Prompt tokens are the words of the
+    message contents."""
 
     def __init__(self, name: str, *, delay_s: float = 0.0, fail_every: int = 0, status: int = 500,
                  keep_requests: bool = True, fail_rate: float = 0.0, seed: int = 0, stream_chunks: int = 0,
@@ -119,12 +120,16 @@ class FakeBackend:
                 return Response(b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "message": {"content": "Hel',
                                 media_type="application/json")
             reply = self._reply(body)
-            self.billed_prompt_tokens += self._prompt_tokens(body)
             if body.get("stream"):
+                if not await request.is_disconnected():
+                    self.billed_prompt_tokens += self._prompt_tokens(body)
                 return StreamingResponse(self._stream(body, reply, mode), media_type="text/event-stream")
             if self.stream_chunks and self.chunk_delay_s:
                 await asyncio.sleep(self.stream_chunks * self.chunk_delay_s)
+            if await request.is_disconnected():  # the caller gave up (e.g. its timeout): nothing is billed
+                return Response(status_code=499)
             completion = self.stream_chunks or 5
+            self.billed_prompt_tokens += self._prompt_tokens(body)
             self.billed_completion_tokens += completion
             answer = {"id": f"chatcmpl-{self.name}-{self.calls}", "object": "chat.completion",
                       "created": int(time.time()), "model": body.get("model"),
