@@ -173,3 +173,74 @@ def test_fine_tuned_torch_weights_switch_encode_back_to_torch(torch_vectors):
         next(encoder.model.parameters()).mul_(1.5)  # what an optimiser step does: an in-place update
     assert encoder.active_backend == "torch"
     assert (encoder.encode(TEXTS) * torch_vectors).sum(1).min() < 0.9999
+
+
+# ------------------------------------------------------------------------------------- static (model2vec) encoder
+def test_static_encoder_is_shipped_checked_and_fast_to_load():
+    import json
+    from pathlib import Path
+
+    encoder = QueryEncoder("static", cache_dir=False)
+    assert isinstance(encoder, encoders.StaticQueryEncoder) and encoder.active_backend == "static"
+    folder = Path(encoders.__file__).parent / encoders._STATIC[encoders.STATIC_ENCODER][0]
+    provenance = json.loads((folder / "provenance.json").read_text())
+    expected = encoders._STATIC["minilm-static-128"][1]
+    assert encoder.identity["weights_sha256"] == provenance["weights_sha256"] == expected
+    vectors = encoder.encode(TEXTS)
+    assert vectors.shape == (3, 128) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    # similar questions are closer than unrelated ones: the distilled space keeps MiniLM's geometry
+    a, b, c = encoder.encode(["How do I sort a list in Python?", "Sorting a Python list", "The capital of France"])
+    assert a @ b > a @ c
+
+
+def test_static_encoder_keeps_the_end_of_long_prompts():
+    encoder = QueryEncoder("static", cache_dir=False, max_tokens=32)  # a window of 128 characters
+    shots = "Example question about geography and its answer. " * 40
+    end_a, end_b = encoder.encode([shots + "Write Python code to sort a list.", shots + "Who painted the Mona Lisa?"])
+    start_a, start_b = encoder.encode(["Chemistry: " + shots + "Write Python code to sort a list.",
+                                       "History: " + shots + "Write Python code to sort a list."])
+    assert end_a @ end_b < 0.99  # the question at the end is read
+    np.testing.assert_allclose(start_a, start_b, atol=1e-6)  # the beginning beyond the window is not
+
+
+def test_static_identity_round_trip_cache_and_mismatch(tmp_path):
+    static = QueryEncoder("static", cache_dir=tmp_path)
+    first = static.encode(TEXTS)
+    again = QueryEncoder.from_identity(static.identity, cache_dir=tmp_path)
+    assert isinstance(again, encoders.StaticQueryEncoder) and again.fingerprint() == static.fingerprint()
+    np.testing.assert_array_equal(again.encode(TEXTS), first)
+    assert list(tmp_path.glob("embeddings-*.sqlite"))
+    with pytest.raises(EncoderError, match="trained with encoder 'minilm-static-128'"):
+        QueryEncoder(cache_dir=False).check_compatible(static.identity)
+    with pytest.raises(EncoderError, match="fine-tune"):
+        static.tokenize(["x"])
+
+
+def test_router_records_the_static_encoder(tmp_path):
+    from radialrouter.data import make_synthetic
+    from radialrouter.routers import from_pretrained, make_router
+
+    static = QueryEncoder("static", cache_dir=False)
+    ds = make_synthetic(n_queries=40, n_llms=3, seed=0).embed(static, progress=False)
+    make_router("knn", k=3).fit(ds.select("train")).save_pretrained(tmp_path / "knn")
+    loaded = from_pretrained(tmp_path / "knn")
+    assert isinstance(loaded.get_encoder(), encoders.StaticQueryEncoder)
+    assert loaded.route("Sort a list in Python")[0].llm in ds.llms
+    with pytest.raises(EncoderError):
+        from_pretrained(tmp_path / "knn", encoder=QueryEncoder(cache_dir=False))
+
+
+def test_distill_command_explains_what_it_needs():
+    from typer.testing import CliRunner
+
+    from radialrouter.cli import app
+
+    try:
+        from model2vec.distill import distill  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("model2vec[distill] is installed here; the shipped build is checked against provenance.json")
+    result = CliRunner().invoke(app, ["encoder", "distill", "--out", "/tmp/never-written"])
+    assert result.exit_code == 2 and "model2vec[distill]" in result.output

@@ -23,6 +23,8 @@ def bench_command(
     train_tasks: str | None = typer.Option(None, help="Train only on these tasks."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
     encoder_latency: bool = typer.Option(True, help="Also time the query encoder without its cache."),
+    encoder: str = typer.Option("minilm", "--encoder", help="Query encoder for every router: 'minilm' "
+                                "(all-MiniLM-L6-v2), 'static' (model2vec distilled from it), or a model name/folder."),
 ) -> None:
     """Train and evaluate every router; write the JSON results and a Markdown report with plots."""
     from radialrouter.bench import run_bench, write_bench
@@ -36,8 +38,11 @@ def bench_command(
         seed_list = [int(s) for s in split_list(seeds)]
     except ValueError:
         raise ValueError(f"--seeds must be comma-separated integers; got {seeds!r}") from None
+    from radialrouter.encoders import QueryEncoder
+
     doc = run_bench(data, split_list(routers) or None, seed_list, lams=parse_lams(lam) if lam else None,
-                    test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency)
+                    test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
+                    encoder=QueryEncoder(encoder))
     print_table(doc["results"], title=f"{Path(data).name}: seeds {seeds}", lams=doc["meta"]["lams"])
     json_path, md_path = write_bench(doc, out, name or Path(data).stem)
     typer.echo(f"wrote {json_path} and {md_path} in {doc['meta']['wall_seconds']:.0f} s")

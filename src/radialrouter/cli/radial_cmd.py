@@ -28,6 +28,8 @@ def train_command(
     lam_conditioned: bool | None = typer.Option(None, "--lam-conditioned/--per-lam",
                                                 help="RadialRouter: one model for every λ, or one for --lam only."),
     test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
+    encoder: str | None = typer.Option(None, "--encoder", help="Query encoder: 'minilm' (all-MiniLM-L6-v2, the "
+                                       "default), 'static' (model2vec, ~200× faster), or a model name/folder."),
 ) -> None:
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
     from radialrouter.evaluation import evaluate_router
@@ -44,6 +46,10 @@ def train_command(
         flags = ", ".join("--" + k.replace("_", "-") for k in unsupported)
         raise ValueError(f"router {router!r} does not take {flags}")
     model = cls(**{k: v for k, v in given.items() if k in accepted})
+    if encoder is not None:
+        from radialrouter.encoders import QueryEncoder
+
+        model.encoder = QueryEncoder(encoder)
     _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks)
     if model.uses_embeddings and getattr(model, "encoder_mode", "frozen") == "frozen":
         encoder = model.get_encoder()
