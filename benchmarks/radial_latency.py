@@ -2,7 +2,8 @@
 
 For each backbone (a model fitted briefly on RouterBench, 11 LLMs — the weights do not change the cost):
 - ``route()`` of one query from a precomputed embedding (encoder excluded): p50 / p95 over ``--runs`` calls;
-- ``route()`` of one query text with the bundled encoder, embedding cache off (encoder included): p50 / p95;
+- ``route()`` of one query text, embedding cache off (encoder included): p50 / p95 — with MiniLM and with the static
+  encoder (each with routers fitted on its own embeddings);
 - throughput of ``route()`` on batches of 64 precomputed embeddings (queries per second, median batch).
 Writes benchmarks/results/radial_latency.json and .md. The machine is shared, so medians are the figures to quote.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 import warnings
@@ -63,70 +65,72 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    encoder = QueryEncoder()
-    _, train, _, test = load_splits(str(DATA), seed=0)
-    train, test = train.embed(encoder, progress=False), test.embed(encoder, progress=False)
-    # No cache: every text is really encoded. The default (precision and backend "auto") and, where it differs,
-    # the portable fp32 ONNX encoder.
-    live = {"default": QueryEncoder(cache_dir=False)}
-    if onnx_available() and live["default"].active_backend != "onnx":
-        live["onnx-fp32"] = QueryEncoder(cache_dir=False, backend="onnx")
-    texts = queries_of_about(test.prompts.tolist(), live["default"], 150, args.text_runs)
-    routers = {b: RadialRouter(backbone=b, steps=1, patience=None).fit(train) for b in BACKBONES}
-    x1, x64 = test.embeddings[:1], test.embeddings[:64]
-    samples: dict = {b: {} for b in BACKBONES}
+    load_before = os.getloadavg()
+    _, train0, _, test0 = load_splits(str(DATA), seed=0)
+    # Per query encoder: routers fitted on its embeddings, and the live encoders (cache off: every text is really
+    # encoded) that route text with them — MiniLM (precision and backend "auto", plus the portable fp32 ONNX
+    # export where "auto" is something else) and the static encoder.
+    setups = {"minilm": (QueryEncoder(), {"minilm": QueryEncoder(cache_dir=False)}),
+              "static": (QueryEncoder("static"), {"static": QueryEncoder("static", cache_dir=False)})}
+    if onnx_available() and setups["minilm"][1]["minilm"].active_backend != "onnx":
+        setups["minilm"][1]["minilm-onnx-fp32"] = QueryEncoder(cache_dir=False, backend="onnx")
+    texts = queries_of_about(test0.prompts.tolist(), QueryEncoder(cache_dir=False), 150, args.text_runs)
+    routers, inputs = {}, {}
+    for label, (encoder, _) in setups.items():
+        train, test = train0.embed(encoder, progress=False), test0.embed(encoder, progress=False)
+        inputs[label] = (test.embeddings[:1], test.embeddings[:64])
+        for b in BACKBONES:
+            routers[label, b] = RadialRouter(backbone=b, steps=1, patience=None).fit(train)
+    samples: dict = {key: {} for key in routers}
     # Round-robin over backbones and encoders, ``--repeats`` times: load on this shared machine hits all alike.
     for _ in range(args.repeats):
-        for backbone, router in routers.items():
+        for (label, backbone), router in routers.items():
+            x1, x64 = inputs[label]
             router.encoder = None
-            got = samples[backbone]
+            got = samples[label, backbone]
             got.setdefault("embedding", []).extend(
-                timings(lambda router=router: router.route(x1, lam=0.02), args.runs))
+                timings(lambda router=router, x1=x1: router.route(x1, lam=0.02), args.runs))
             got.setdefault("batch", []).extend(
-                timings(lambda router=router: router.route(x64, lam=0.02), max(args.runs // 10, 10)))
-            for label, enc in live.items():
+                timings(lambda router=router, x64=x64: router.route(x64, lam=0.02), max(args.runs // 10, 10)))
+            for live_label, enc in setups[label][1].items():
                 router.encoder = enc
                 it = iter(texts * 2)
-                got.setdefault(label, []).extend(
+                got.setdefault(live_label, []).extend(
                     timings(lambda router=router, it=it: router.route(next(it), lam=0.02), args.text_runs - 1))
-    results = {}
-    for backbone, got in samples.items():
-        results[backbone] = {
-            "embedding_p50_ms": float(np.median(got["embedding"])),
-            "embedding_p95_ms": float(np.percentile(got["embedding"], 95)),
-            "batch64_queries_per_s": float(64 / (np.median(got["batch"]) / 1000.0)),
-            "parameters": int(sum(p.numel() for p in routers[backbone].net_.parameters())),
-        }
-        for label in live:
-            suffix = "" if label == "default" else f"_{label}"
-            results[backbone][f"text{suffix}_p50_ms"] = float(np.median(got[label]))
-            results[backbone][f"text{suffix}_p95_ms"] = float(np.percentile(got[label], 95))
-        print(backbone, {k: round(v, 3) for k, v in results[backbone].items()}, flush=True)
+    rows = []
+    for (label, backbone), got in samples.items():
+        for live_label, enc in setups[label][1].items():
+            rows.append({
+                "backbone": backbone, "encoder": live_label, "encoder_backend": f"{enc.precision} {enc.active_backend}",
+                "dim": enc.dim, "text_p50_ms": float(np.median(got[live_label])),
+                "text_p95_ms": float(np.percentile(got[live_label], 95)),
+                "embedding_p50_ms": float(np.median(got["embedding"])),
+                "embedding_p95_ms": float(np.percentile(got["embedding"], 95)),
+                "batch64_queries_per_s": float(64 / (np.median(got["batch"]) / 1000.0)),
+                "parameters": int(sum(p.numel() for p in routers[label, backbone].net_.parameters())),
+            })
+            print({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+    tokens = [len(QueryEncoder(cache_dir=False).tokenize([t])["input_ids"][0]) for t in texts]
     meta = {"runs": args.runs, "text_runs": args.text_runs, "repeats": args.repeats, "torch_threads": args.threads,
-            "n_llms": len(train.llms),
-            "params": RadialRouter().get_params(), "encoder": encoder.name,
-            "text_encoders": {k: f"{e.precision} {e.active_backend}" for k, e in live.items()},
-            "text_tokens": [len(live["default"].tokenize([t])["input_ids"][0]) for t in texts],
-            "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+            "n_llms": len(train0.llms), "params": RadialRouter().get_params(), "text_tokens": tokens,
+            "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()]}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "radial_latency.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (OUT / "radial_latency.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     md = ["# RadialRouter routing latency (11 LLMs, batch 1 unless stated)", "",
-          f"{args.threads} torch thread(s), shared CPU ({meta['machine']}); median and p95 of {args.repeats} × "
-          f"{args.runs} calls of `route()` from a precomputed embedding, {args.repeats} × {args.text_runs - 1} calls "
-          "from text, round-robin over backbones and encoders "
-          f"(test prompts cut to {min(meta['text_tokens'])}–{max(meta['text_tokens'])} tokens) with the bundled "
-          "encoder "
-          f"({encoder.name}, cache off; default = {meta['text_encoders']['default']}"
-          + (", onnx-fp32 = the portable ONNX Runtime export" if "onnx-fp32" in live else "")
-          + "). Produced by `python benchmarks/radial_latency.py`.", "",
-          "| Backbone | params | embedding p50 ms | p95 ms | text p50 ms | p95 ms |"
-          + (" text (onnx-fp32) p50 ms | p95 ms |" if "onnx-fp32" in live else "") + " batch-64 queries/s |",
-          "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if "onnx-fp32" in live else "") + "---:|"]
-    for name, r in results.items():
-        onnx = (f" {r['text_onnx-fp32_p50_ms']:.1f} | {r['text_onnx-fp32_p95_ms']:.1f} |"
-                if "onnx-fp32" in live else "")
-        md.append(f"| {name} | {r['parameters']:,} | {r['embedding_p50_ms']:.3f} | {r['embedding_p95_ms']:.3f} | "
-                  f"{r['text_p50_ms']:.1f} | {r['text_p95_ms']:.1f} |{onnx} {r['batch64_queries_per_s']:,.0f} |")
+          f"{args.threads} torch thread(s), shared CPU ({meta['machine']}; load average {meta['load_before']} "
+          f"before, {meta['load_after']} after); median and p95 of {args.repeats} × {args.runs} calls of `route()` "
+          f"from a precomputed embedding, {args.repeats} × {args.text_runs - 1} calls from text (test prompts cut "
+          f"to {min(tokens)}–{max(tokens)} MiniLM tokens; encoder cache off, encoder included), round-robin over "
+          "backbones and encoders. Each encoder routes with RadialRouters fitted on its own embeddings (minilm: "
+          "all-MiniLM-L6-v2, 384-d; static: the shipped model2vec encoder distilled from it, 128-d). Produced by "
+          "`python benchmarks/radial_latency.py`.", "",
+          "| Backbone | encoder (precision, backend) | params | text p50 ms | text p95 ms | embedding p50 ms | "
+          "p95 ms | batch-64 queries/s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append(f"| {r['backbone']} | {r['encoder']} ({r['encoder_backend']}) | {r['parameters']:,} | "
+                  f"{r['text_p50_ms']:.2f} | {r['text_p95_ms']:.2f} | {r['embedding_p50_ms']:.3f} | "
+                  f"{r['embedding_p95_ms']:.3f} | {r['batch64_queries_per_s']:,.0f} |")
     md += ["", "Paper (hardware and what was timed unknown): RadialFormer 10.7 ms, Star-Transformer 13.5, "
            "Transformer 15.8, MLP 4.6 per query.", ""]
     (OUT / "radial_latency.md").write_text("\n".join(md))

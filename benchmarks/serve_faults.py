@@ -38,7 +38,6 @@ import os
 import platform
 import random
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,6 +52,8 @@ import httpx
 import numpy as np
 import yaml
 from fastapi import FastAPI, Request  # module level: the hub's annotations are resolved from here
+
+from radialrouter.serve.testing import free_port, spawn_python, wait_up
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -71,28 +72,8 @@ ACCEPTED = {"success", "interrupted_in_band"}  # not failures (interrupted: wher
 
 
 # ---------------------------------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def spawn(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def wait_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up in {timeout} s")
+    return spawn_python(args, log, cwd=ROOT)
 
 
 def fake_hub(port: int, delay_ms: float) -> None:

@@ -24,7 +24,6 @@ import itertools
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import yaml
+
+from radialrouter.serve.testing import free_port, spawn_python, wait_up
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -65,28 +66,8 @@ def fake_hub(port: int, delay_ms: float) -> None:
     uvicorn.run(hub, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spawn(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def wait_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url} exited early:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up in {timeout} s")
+    return spawn_python(args, log, cwd=ROOT)
 
 
 def serve(config: Path, port: int, log: Path) -> subprocess.Popen:
@@ -110,8 +91,8 @@ def build_router(directory: Path, router_arg: str | None) -> tuple[Path | None, 
     try:
         from radialrouter.routers.radial import load_default
 
-        load_default()
-        return None, "default (embedded)", prompts
+        encoder = load_default().get_encoder().identity["name"]
+        return None, f"default (embedded), encoder `{encoder}`", prompts
     except Exception as exc:  # noqa: BLE001 - not built in this checkout yet: fall back to a kNN router
         print(f"default router unavailable ({exc}); training a kNN router instead", file=sys.stderr)
     if not DATA.exists():
@@ -201,7 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200,
                         help="Requests per phase and repeat (≤ 2000; a tenth, at least 20, at concurrency 1).")
-    parser.add_argument("--concurrency", default="1,16", help="Comma-separated levels of requests in flight.")
+    parser.add_argument("--concurrency", default="1,16,64", help="Comma-separated levels of requests in flight.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--delay-ms", type=float, default=10.0, help="Fake backend generation time.")
     parser.add_argument("--router", help="Router directory (save_pretrained); default: see the module docstring.")
@@ -307,11 +288,25 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
         f"| {r['mode']} | {r['concurrency']} | {r['path']} | {r['direct_p50_ms']:.1f} | {r['server_p50_ms']:.1f} | "
         f"{r['added_p50_ms']:.1f} | {r['added_p99_ms']:.1f} | {r['direct_rps']:.0f} | {r['server_rps']:.0f} | "
         f"{r['errors']} |\n" for r in rows)
+    versus = []  # routing's own cost: routed against bypass, same server, same repeat
+    for bypass, routed in zip(rows[::2], rows[1::2]):
+        versus.append({"mode": routed["mode"], "concurrency": routed["concurrency"],
+                       "routed_minus_bypass_p50_ms": routed["server_p50_ms"] - bypass["server_p50_ms"],
+                       "routed_over_bypass_rps": routed["server_rps"] / bypass["server_rps"]})
+    result["routed_vs_bypass"] = versus
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    (RESULTS / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    table += ("\nRouting's own cost (routed against bypass through the same server; targets: ≤ 3 ms p50 at 1 in "
+              "flight, ≥ 0.9 × bypass req/s at 16 and 64):\n\n| mode | in flight | routed − bypass p50 ms | "
+              "routed / bypass req/s |\n|---|---|---|---|\n" + "".join(
+                  f"| {v['mode']} | {v['concurrency']} | {v['routed_minus_bypass_p50_ms']:.1f} | "
+                  f"{v['routed_over_bypass_rps']:.2f} |\n" for v in versus))
     fb = result["fallback"]
     text = (f"# serve_load: routing server overhead\n\nRouter: {router_desc}. {n} requests per phase (a tenth at "
             f"concurrency 1), concurrency {args.concurrency}, {args.repeats} repeats (medians), fake backend delay "
             f"{args.delay_ms:g} ms, "
-            f"{os.cpu_count()} CPU cores, loopback only.\n\n{table}\n"
+            f"{os.cpu_count()} CPU cores, loopback only, load average at the end {result['load_average']}."
+            f"\n\n{table}\n"
             f"Routed share (non-streaming): {served}. Server side: mean decision time "
             f"{server_side['mean_decision_ms']:.1f} ms (tokenizer + encoder + router, queueing included), mean "
             f"{server_side['mean_batch_size']:.1f} requests per encoder call over {server_side['decisions']} decisions."

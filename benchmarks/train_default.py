@@ -2,7 +2,9 @@
 
 RadialRouter with its default hyperparameters (λ-conditioned, RadialFormer backbone) and seed 0, trained on the
 train split of ../shared/data/routerbench3.parquet with 10 % of it (grouped by prompt, stratified by task, seed 0)
-held out for model selection, on frozen embeddings of the bundled all-MiniLM-L6-v2 encoder. The test split is only
+held out for model selection, on frozen embeddings of the shipped static encoder (model2vec distilled from the
+bundled all-MiniLM-L6-v2; the serving default since benchmarks/results/encoders.md; ``--encoder minilm`` for the
+transformer). The test split is only
 evaluated, after training, and its figures are recorded in training.json.
 
     python benchmarks/train_default.py [--data PATH] [--out DIR]
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 
 from radialrouter.data import load_splits
-from radialrouter.encoders import QueryEncoder
+from radialrouter.encoders import STATIC_ENCODER, QueryEncoder
 from radialrouter.evaluation import evaluate_router
 from radialrouter.routers.radial import DEFAULT_DIR, RadialRouter
 
@@ -30,9 +32,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--out", default=str(DEFAULT_DIR))
+    parser.add_argument("--encoder", default=STATIC_ENCODER, help="Query encoder (default: the static one).")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    encoder = QueryEncoder(precision="fp32")  # portable: the default router must serve on any CPU
+    encoder = QueryEncoder(args.encoder, precision="fp32")  # portable: the default router must serve on any CPU
     _, train, val, test = load_splits(args.data, seed=SEED)
     train, val, test = (d.embed(encoder, progress=False) for d in (train, val, test))
     router = RadialRouter(seed=SEED, encoder=encoder).fit(train, val)

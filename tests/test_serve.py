@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from radialrouter.data import make_synthetic
@@ -27,7 +26,7 @@ from radialrouter.serve.app import create_app
 from radialrouter.serve.batching import MicroBatcher
 from radialrouter.serve.ledger import Ledger
 from radialrouter.serve.routing import routing_text
-from radialrouter.serve.testing import FakeBackend, ServerThread
+from radialrouter.serve.testing import ServerThread, fake_backends
 
 KEY, KEY_ENV = "sk-test-client-secret", {"RR_CLIENT_KEY": "sk-test-client-secret", "RR_BACKEND_KEY": "sk-backend",
                                            "RR_POOR_KEY": "sk-poor-client"}
@@ -57,12 +56,8 @@ def router_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def backends():
-    fakes = {name: FakeBackend(name) for name in ("cheap", "mid", "strong")}
-    hub = FastAPI()
-    for name, fake in fakes.items():
-        hub.mount(f"/{name}", fake.app)
-    with ServerThread(hub) as server:
-        yield fakes, server.url
+    with fake_backends(("cheap", "mid", "strong")) as hub:
+        yield hub
 
 
 @pytest.fixture(scope="module")

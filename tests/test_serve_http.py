@@ -27,7 +27,7 @@ from uvicorn.logging import AccessFormatter
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve.server import GracefulServer, RedactQueryString
-from radialrouter.serve.testing import FakeBackend, ServerThread
+from radialrouter.serve.testing import ServerThread, fake_backends
 
 KEY = "sk-http-test-client"
 CANARY = "sk-CANARY-123"
@@ -38,12 +38,8 @@ CHAT = {"model": "cheap", "messages": [{"role": "user", "content": "hi"}]}
 
 @pytest.fixture(scope="module")
 def backends():
-    fakes = {name: FakeBackend(name, keep_requests=False) for name in ("cheap", "mid", "strong")}
-    hub = FastAPI()
-    for name, fake in fakes.items():
-        hub.mount(f"/{name}", fake.app)
-    with ServerThread(hub) as thread:
-        yield fakes, thread.url
+    with fake_backends(("cheap", "mid", "strong"), keep_requests=False) as hub:
+        yield hub
 
 
 @pytest.fixture(scope="module")

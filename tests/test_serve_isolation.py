@@ -16,14 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve import parse_config
 from radialrouter.serve.app import create_app
 from radialrouter.serve.batching import MicroBatcher, QueueFull
-from radialrouter.serve.testing import FakeBackend, ServerThread
+from radialrouter.serve.testing import ServerThread, fake_backends
 
 PRICE = 1000.0  # USD per million tokens: 0.001 USD per token
 KEYS = {"RR_RICH": "sk-rich", "RR_POOR": "sk-poor", "RR_STREAMER": "sk-streamer", "RR_CROWD": "sk-crowd"}
@@ -48,12 +47,8 @@ def router_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def hub():
-    fakes = {name: FakeBackend(name, keep_requests=False) for name in ("cheap", "mid", "strong")}
-    app = FastAPI()
-    for name, fake in fakes.items():
-        app.mount(f"/{name}", fake.app)
-    with ServerThread(app) as server:
-        yield fakes, server.url
+    with fake_backends(("cheap", "mid", "strong"), keep_requests=False) as backends:
+        yield backends
 
 
 def _config(router_dir: Path, base: str, **server) -> dict:

@@ -8,7 +8,6 @@ import json
 import httpx
 import pytest
 import schemathesis
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -25,7 +24,7 @@ from radialrouter.serve.routing import (
     required_capabilities,
     routing_text,
 )
-from radialrouter.serve.testing import FakeBackend, ServerThread
+from radialrouter.serve.testing import ServerThread, fake_backends
 from radialrouter.serve.validation import check_chat_body
 
 AUTH = {"authorization": "Bearer sk-fuzz"}
@@ -70,12 +69,8 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("schema")
     make_router("best-single").fit(make_synthetic(n_queries=60, n_llms=2, seed=0).select("train")).save_pretrained(
         tmp / "router")
-    fakes = {name: FakeBackend(name, keep_requests=False) for name in ("small", "large")}
-    hub = FastAPI()
-    for name, fake in fakes.items():
-        hub.mount(f"/{name}", fake.app)
-    with ServerThread(hub) as backends:
-        pool = [{"name": name, "base_url": f"{backends.url}/{name}/v1", "router_llm": f"llm-{i}", "input_price": 1,
+    with fake_backends(("small", "large"), keep_requests=False) as (fakes, base):
+        pool = [{"name": name, "base_url": f"{base}/{name}/v1", "router_llm": f"llm-{i}", "input_price": 1,
                  "output_price": 2, "context_window": 8000, "capabilities": ["json"]}
                 for i, name in enumerate(fakes)]
         config = parse_config({"router": {"path": str(tmp / "router")}, "llms": pool, "ledger": {"path": None},

@@ -140,7 +140,8 @@ class ServerConfig(_Strict):
     pool_timeout_s: float = Field(2.0, gt=0, description="Wait for a free connection to one backend before trying "
                                                           "the next; a local wait, never counted as a backend fault.")
     batch_max_size: int = Field(32, ge=1, le=1024, description="Requests routed in one encoder call at most.")
-    batch_max_wait_ms: float = Field(2.0, ge=0, le=100, description="How long a batch waits for more requests.")
+    batch_max_wait_ms: float = Field(0.0, ge=0, le=100, description="How long a batch waits for more requests "
+                                      "(0: none; requests that arrive while a batch runs form the next one).")
     max_in_flight: int = Field(1024, ge=1, description="Chat/route requests served at once; beyond: 503 at once.")
     max_routing_queue: int = Field(256, ge=1, description="Requests waiting for a routing decision; beyond: 503.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503 when the server is saturated.")

@@ -12,11 +12,16 @@ import random
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -307,3 +312,42 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def fake_backends(names: Iterable[str], **kwargs: Any) -> Iterator[tuple[dict[str, FakeBackend], str]]:
+    """One `FakeBackend` per name, each at ``<url>/<name>/v1``, served by one `ServerThread`; yields (fakes, url)."""
+    fakes = {name: FakeBackend(name, **kwargs) for name in names}
+    hub = FastAPI()
+    for name, fake in fakes.items():
+        hub.mount(f"/{name}", fake.app)
+    with ServerThread(hub) as thread:
+        yield fakes, thread.url
+
+
+# ---------------------------------------------------------------------------------------------- processes
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for a server started in another process)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def spawn_python(args: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """``python <args>`` in a child process, stdout and stderr to ``log``."""
+    return subprocess.Popen([sys.executable, *args], stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=cwd)
+
+
+def wait_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Poll ``url`` until it answers below 500; fail with the end of ``log`` if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {timeout} s")
