@@ -55,7 +55,7 @@ def test_route_decisions(name, fitted, splits):
     router, test = fitted[name], splits[2]
     decisions = router.route(test.embeddings[:5], lam=0.02)
     assert [d.llm for d in decisions] == [router.llms_[j] for j in router.predict(test.embeddings[:5], 0.02)]
-    assert all(d.expected_cost > 0 and len(d.ranking) == len(router.llms_) for d in decisions)
+    assert all(d.expected_cost_usd > 0 and len(d.ranking) == len(router.llms_) for d in decisions)
     only = router.route(test.embeddings[:5], lam=0.0, candidates=["llm-0", "llm-1"])
     assert {d.llm for d in only} <= {"llm-0", "llm-1"}
 

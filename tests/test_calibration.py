@@ -79,9 +79,9 @@ def realised_cost(router, test, lam: float) -> float:
 def test_calibrated_spend_is_within_target_and_interval(router, data, target):
     test = data.select("test")
     cal = calibrate_lam(router, test.embeddings, target_cost=target, n_boot=400)
-    assert cal.expected_cost <= target + 1e-9
-    assert cal.ci_low <= cal.expected_cost <= cal.ci_high
-    assert cal.ci_low <= realised_cost(router, test, cal.lam) <= cal.ci_high
+    assert cal.expected_cost_per_1k_usd <= target + 1e-9
+    assert cal.ci_low_per_1k_usd <= cal.expected_cost_per_1k_usd <= cal.ci_high_per_1k_usd
+    assert cal.ci_low_per_1k_usd <= realised_cost(router, test, cal.lam) <= cal.ci_high_per_1k_usd
     assert cal.n_queries == len(test)
     assert abs(sum(cal.call_share.values()) - 1) < 1e-9
 
@@ -91,13 +91,13 @@ def test_calibration_is_the_largest_spend_under_the_target(router, data):
     cal = calibrate_lam(router, x, target_cost=1.5, n_boot=50)
     for lam in np.geomspace(1e-3, 10, 40):
         spend = float(router.predict_costs(x)[np.arange(len(x)), router.predict(x, lam)].mean() * COST_SCALE)
-        assert spend <= cal.expected_cost + 1e-9 or spend > 1.5
+        assert spend <= cal.expected_cost_per_1k_usd + 1e-9 or spend > 1.5
 
 
 def test_per_query_costs_override(router, data):
     test = data.select("test")
     cal = calibrate_lam(router, test.embeddings, target_cost=1.0, n_boot=50, costs=test.cost)
-    assert cal.expected_cost == pytest.approx(realised_cost(router, test, cal.lam))
+    assert cal.expected_cost_per_1k_usd == pytest.approx(realised_cost(router, test, cal.lam))
     with pytest.raises(CalibrationError, match="costs must have shape"):
         calibrate_lam(router, test.embeddings, target_cost=1.0, costs=test.cost[:10])
 
@@ -229,4 +229,4 @@ def test_routerbench_realised_cost_inside_interval():
     for target in (0.5, 1.0, 2.0):
         cal = calibrate_lam(router, test.embeddings, target_cost=target, n_boot=500)
         realised = realised_cost(router, test, cal.lam)
-        assert cal.ci_low <= realised <= cal.ci_high, (target, cal, realised)
+        assert cal.ci_low_per_1k_usd <= realised <= cal.ci_high_per_1k_usd, (target, cal, realised)

@@ -73,3 +73,136 @@ def test_bad_data_is_one_line_error_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "empty" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_pickle_needs_trust_pickle_flag(tmp_path):
+    wide_frame(n=40).to_pickle(tmp_path / "d.pkl")
+    refused = subprocess.run([sys.executable, "-m", "radialrouter", "data", "inspect", str(tmp_path / "d.pkl")],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "unpickling runs any code" in refused.stderr
+    assert "--trust-pickle" in refused.stderr and "to_parquet" in refused.stderr
+    allowed = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.pkl"), "--json", "--trust-pickle"])
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.output)["n_queries"] == 40
+
+
+def test_route_reports_cost_in_one_unit_everywhere():
+    """Text, --json and Python all give USD per query under a name that says so (issue 14, item 3)."""
+    from radialrouter.routers.radial import DEFAULT_DIR, load_default
+
+    if not (DEFAULT_DIR / "config.json").exists():
+        import pytest
+
+        pytest.skip("the embedded default router is not built")
+    query = "What is the capital of France?"
+    decision = load_default().route(query)[0]
+    as_json = runner.invoke(app, ["route", "--json", query])
+    assert as_json.exit_code == 0, as_json.output
+    record = json.loads(as_json.output.strip().splitlines()[-1])
+    assert "expected_cost" not in record and record["expected_cost_usd"] == decision.expected_cost_usd
+    assert decision.expected_cost == decision.expected_cost_usd  # the old name is an alias, same unit
+    text = runner.invoke(app, ["route", query])
+    assert text.exit_code == 0, text.output
+    assert f"expected cost {decision.expected_cost_usd:.6f} USD/query" in text.output
+
+
+def test_example_serve_config_validates_as_written():
+    """`radialrouter config validate examples/serve.yaml`, as the docs print it, from the repository root."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, **{k: "x" for k in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "RADIALROUTER_KEY_SEARCH",
+                                              "RADIALROUTER_KEY_CHAT")}}
+    proc = subprocess.run([sys.executable, "-m", "radialrouter", "config", "validate", "examples/serve.yaml"],
+                          capture_output=True, text=True, cwd=root, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "ok: examples/serve.yaml is valid (3 LLMs" in proc.stderr and "warning" not in proc.stderr
+    assert "--save" not in (root / "examples" / "serve.yaml").read_text()
+
+
+def test_help_and_data_inspect_start_without_torch(tmp_path):
+    """Start-up time (issue 14, item 6): --help loads neither torch nor pandas, data inspect not torch."""
+    wide_frame(n=20).to_parquet(tmp_path / "d.parquet")
+    code = ("import sys\nfrom radialrouter.cli import app\nsys.argv = ['radialrouter', *sys.argv[1:]]\n"
+            "try:\n    app()\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in ('torch', 'pandas', 'transformers', 'sklearn') if m in sys.modules))")
+    help_run = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert "LOADED []" in help_run.stdout, help_run.stdout + help_run.stderr
+    inspect_run = subprocess.run([sys.executable, "-c", code, "data", "inspect", str(tmp_path / "d.parquet")],
+                                 capture_output=True, text=True)
+    assert "3 LLMs" in inspect_run.stdout and "LOADED ['pandas']" in inspect_run.stdout, inspect_run.stdout
+
+
+def test_flags_show_no_value_type_and_flag_values_are_not_routed():
+    """`--json <bool>` in --help read as if the flag took a value; `route --json true` then routed "true"."""
+    help_text = runner.invoke(app, ["route", "--help"], terminal_width=200).output
+    json_line = next(line for line in help_text.splitlines() if "--json" in line)
+    assert "<bool>" not in json_line and "<bool>" not in help_text
+    result = runner.invoke(app, ["route", "--json", "true"])
+    assert result.exit_code != 0 and "looks like a value for a flag" in str(result.exception)
+
+
+def test_route_warns_on_empty_queries_and_shows_encoding_progress(tmp_path):
+    from radialrouter.routers.radial import DEFAULT_DIR
+
+    if not (DEFAULT_DIR / "config.json").exists():
+        import pytest
+
+        pytest.skip("the embedded default router is not built")
+    proc = subprocess.run([sys.executable, "-m", "radialrouter", "route", "  ", "Sort a list"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: query 1 is empty" in proc.stderr
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"prompt": f"query number {i}"}) + "\n" for i in range(5)))
+    proc = subprocess.run([sys.executable, "-m", "radialrouter", "route", "--input", str(tmp_path / "q.jsonl"),
+                           "--output", str(tmp_path / "out.jsonl")], capture_output=True, text=True,
+                          env={**__import__("os").environ, "RADIALROUTER_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert "encoding queries" in proc.stderr and "/5 " in proc.stderr  # the progress bar (tqdm) on stderr
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5
+
+
+def test_non_utf8_text_input_names_file_line_and_column(tmp_path):
+    (tmp_path / "q.txt").write_bytes(b"first query\nsecond \xff query\n")
+    proc = subprocess.run([sys.executable, "-m", "radialrouter", "calibrate", "--model", str(tmp_path),
+                           "--queries", str(tmp_path / "q.txt"), "--target-cost", "1"], capture_output=True, text=True)
+    from radialrouter.calibration import read_queries
+    from radialrouter.data import DataError
+
+    try:
+        read_queries(tmp_path / "q.txt")
+    except DataError as exc:
+        message = str(exc)
+    assert message == f"{tmp_path / 'q.txt'}: line 2, column 8: byte 0xff is not UTF-8 text; save the file as UTF-8"
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_duplicate_llm_columns_are_named_as_duplicates(tmp_path):
+    df = wide_frame(n=10)
+    text = df.to_csv(index=False).splitlines()
+    header = text[0] + ",small"
+    rows = [line + ",1.0" for line in text[1:]]
+    (tmp_path / "d.csv").write_text("\n".join([header, *rows]) + "\n")
+    result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.csv")])
+    assert result.exit_code != 0
+    assert "column 'small' appears twice (columns 4 and 10)" in str(result.exception)
+
+
+def test_score_plot_clips_the_random_curve_and_labels_do_not_overlap():
+    from radialrouter.report import score_limits, spread_labels
+
+    sweeps = {"radial": [{"lam": 0.0, "score": 0.7}, {"lam": 1.0, "score": 0.5}],
+              "knn": [{"lam": 0.0, "score": 0.68}, {"lam": 1.0, "score": 0.45}],
+              "random": [{"lam": 0.0, "score": 0.5}, {"lam": 1.0, "score": -3.7}]}
+    low, high = score_limits(sweeps)
+    assert 0.3 < low < 0.45 and high > 0.7
+    assert score_limits({"radial": sweeps["radial"]}) is None  # nothing to clip: matplotlib fits it
+    points = [(100.0, 200.0), (101.0, 201.0), (130.0, 203.0), (400.0, 200.0)]
+    offsets = spread_labels(points)
+    placed = [(x, y + dy) for (x, y), dy in zip(points, offsets)]
+    for i in range(len(placed)):
+        for j in range(i):
+            assert abs(placed[i][0] - placed[j][0]) >= 60 or abs(placed[i][1] - placed[j][1]) >= 9 - 1e-9
+    assert offsets[3] == 0.0  # a label far from the others stays where it is

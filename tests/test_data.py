@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import numpy as np
@@ -17,6 +18,7 @@ from radialrouter.data import (
     load_dataset,
     load_routerbench,
     make_synthetic,
+    trusting_pickles,
     with_validation,
 )
 from radialrouter.data.loaders import DataWarning
@@ -28,7 +30,7 @@ def test_wide_layout_every_format(tmp_path, wide_df, suffix):
     {".parquet": lambda: wide_df.to_parquet(path), ".csv": lambda: wide_df.to_csv(path, index=False),
      ".jsonl": lambda: wide_df.to_json(path, orient="records", lines=True),
      ".pkl": lambda: wide_df.to_pickle(path)}[suffix]()
-    ds = load_dataset(path)
+    ds = load_dataset(path, trust_pickle=suffix == ".pkl")
     assert ds.llms == tuple(LLMS)
     assert ds.quality.shape == ds.cost.shape == (30, 3)
     np.testing.assert_allclose(ds.cost[:, 1], wide_df["medium|total_cost"].to_numpy())
@@ -167,9 +169,25 @@ def test_routerbench_hub_loader_uses_downloader_and_cache(tmp_path):
                 pickle.dump(wide_frame(), f)
         return str(target)
 
-    ds = load_routerbench(cache_dir=tmp_path / "cache", downloader=fake_download)
+    with pytest.raises(DataError, match="sha256 .* is not the pinned ba4f77f1.*not unpickled"):
+        load_routerbench(cache_dir=tmp_path / "cache", downloader=fake_download)  # not the hub's pinned file
+    digest = hashlib.sha256((tmp_path / "routerbench_0shot.pkl").read_bytes()).hexdigest()
+    ds = load_routerbench(cache_dir=tmp_path / "cache", downloader=fake_download, sha256=digest)
     assert len(ds) == 30 and ds.llms == tuple(LLMS)
-    assert calls == [("withmartian/routerbench", "routerbench_0shot.pkl", "dataset", str(tmp_path / "cache"))]
+    assert calls[-1] == ("withmartian/routerbench", "routerbench_0shot.pkl", "dataset", str(tmp_path / "cache"))
+
+
+def test_pickle_is_refused_without_opt_in(tmp_path, wide_df):
+    """Unpickling runs code: a .pkl loads only with trust_pickle / --trust-pickle, and the refusal says why."""
+    path = tmp_path / "d.pkl"
+    wide_df.to_pickle(path)
+    with pytest.raises(DataError, match=r"d\.pkl: refusing to load a pickle: unpickling runs any code.*"
+                                        r"--trust-pickle.*to_parquet\('.*d\.parquet'\)"):
+        load_dataset(path)
+    with trusting_pickles():
+        assert len(load_dataset(path)) == 30
+    with pytest.raises(DataError, match="refusing"):
+        load_dataset(path)  # the opt-in ends with the block
 
 
 def test_routerbench_offline_error_says_how_to_pass_a_local_file():

@@ -169,7 +169,7 @@ def test_predicted_costs_are_unbiased_per_llm(conditioned, splits):
     predicted = conditioned.predict_costs(test.embeddings).mean(axis=0)
     np.testing.assert_allclose(predicted, test.cost.mean(axis=0), rtol=0.1)
     decision = conditioned.route(test.embeddings[:1], 0.02)[0]
-    assert decision.expected_cost == pytest.approx(
+    assert decision.expected_cost_usd == pytest.approx(
         conditioned.predict_costs(test.embeddings[:1])[0, conditioned.llms_.index(decision.llm)])
 
 
@@ -212,7 +212,7 @@ def test_embedded_default_routes_a_question():
     d = router.route("What is the capital of France?")[0]
     assert d.llm in router.llms_ and abs(sum(d.probabilities.values()) - 1) < 1e-6
     cheap = router.route("What is the capital of France?", lam="cost-first")[0]
-    assert cheap.expected_cost <= d.expected_cost + 1e-12
+    assert cheap.expected_cost_usd <= d.expected_cost_usd + 1e-12
     result = CliRunner().invoke(__import__("radialrouter.cli", fromlist=["app"]).app,
                                 ["route", "--json", "--candidates", "claude-v2,gpt-4-1106-preview",
                                  "What is the capital of France?"])
@@ -233,3 +233,45 @@ def test_train_command_on_routerbench3(tmp_path):
                                       "--output", str(tmp_path / "out.jsonl")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out.jsonl").read_text())["lam"] == 0.02
+
+
+def test_lam_above_the_trained_range_is_clamped_with_a_warning(conditioned, splits):
+    from radialrouter.routers import LamRangeWarning
+
+    x = splits[2].embeddings[:20]
+    assert conditioned.lam_range() == (0.0, conditioned.lam_max)
+    at_top = conditioned.route(x, lam=conditioned.lam_max)
+    with pytest.warns(LamRangeWarning, match=r"λ = 1e\+09 is above the largest λ this router was trained on \(1\)"):
+        clamped = conditioned.route(x, lam=1e9)
+    assert [d.llm for d in clamped] == [d.llm for d in at_top] and {d.lam for d in clamped} == {1.0}
+
+
+@pytest.mark.skipif(not (DEFAULT_DIR / "config.json").exists(), reason="the embedded default router is not built")
+def test_cli_route_clamps_a_huge_lam_and_says_so():
+    proc = subprocess.run([sys.executable, "-m", "radialrouter", "route", "--json", "--lam", "1e9", "Sort a list"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: λ = 1e+09 is above the largest λ this router was trained on" in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["lam"] == load_default().lam_range()[1]
+
+
+@pytest.mark.parametrize("backbone", ["radial", "star", "transformer", "mlp"])
+def test_cached_conditioning_gives_the_same_logits(backbone):
+    """Inference reuses the λ-dependent, query-independent part of the pass; it must not change a single logit,
+    with or without a candidate mask, and must follow the weights when they change."""
+    from radialrouter.data import make_synthetic
+    from radialrouter.routers.radial import RadialRouter
+
+    ds = make_synthetic(n_queries=60, n_llms=4, seed=1)
+    router = RadialRouter(backbone=backbone, steps=5, patience=None).fit(ds)
+    router.net_.eval()
+    x = torch.from_numpy(ds.embeddings[:7].astype(np.float32))
+    mask = torch.tensor([[True, False, True, True]] * 7)
+    for lam in (0.0, 0.02, 0.1):
+        for m in (None, mask):
+            with torch.inference_mode():
+                torch.testing.assert_close(router.logits(x, lam, m, cached=True), router.logits(x, lam, m))
+    with torch.no_grad():
+        router.net_.llm.add_(1.0)  # the weights move: the memo must not serve the old conditioning
+    with torch.inference_mode():
+        torch.testing.assert_close(router.logits(x, 0.02, None, cached=True), router.logits(x, 0.02, None))

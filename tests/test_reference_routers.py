@@ -59,7 +59,7 @@ def test_route_decisions_candidates_and_errors(tiny):
     assert d.llm == "c" and d.ranking == ["c", "a", "b"]  # a and b tie on quality: the cheaper one ranks first
     d = router.route(["hello"], lam=0, candidates=["b", "c"])[0]
     assert d.ranking == ["c", "b"] and set(d.scores) == {"b", "c"}
-    assert d.expected_cost == pytest.approx(0.004)
+    assert d.expected_cost_usd == pytest.approx(0.004)
     with pytest.raises(RouterError, match="unknown candidate"):
         router.route(["hello"], candidates=["zzz"])
     with pytest.raises(RouterError, match="not fitted"):

@@ -1,10 +1,38 @@
 """radialrouter: learn which LLM to call for each query, for the cost you are willing to pay."""
 
-from radialrouter.data import RoutingDataset, load_dataset
-from radialrouter.objective import SCENARIOS, utility
-from radialrouter.routers import Decision, Router, available_routers, from_pretrained, make_router
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# Public names, imported on first use (PEP 562): `import radialrouter` and the CLI's --help stay fast, because the
+# routers pull in torch (seconds) and the loaders pandas.
+_LAZY = {
+    "SCENARIOS": "radialrouter.objective",
+    "utility": "radialrouter.objective",
+    "RoutingDataset": "radialrouter.data",
+    "load_dataset": "radialrouter.data",
+    "Decision": "radialrouter.routers",
+    "Router": "radialrouter.routers",
+    "available_routers": "radialrouter.routers",
+    "from_pretrained": "radialrouter.routers",
+    "make_router": "radialrouter.routers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'radialrouter' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "SCENARIOS",

@@ -41,13 +41,14 @@ class CalibrationError(ValueError):
 class Calibration:
     """The calibrated λ and what it is expected to do on traffic like the calibration queries.
 
-    ``expected_cost`` and its interval are USD per 1,000 queries; ``share`` is the share of calls to
-    ``share_llm`` (the target LLM for share targets, otherwise the most expensive LLM of the pool)."""
+    Fields are named by unit: ``expected_cost_per_1k_usd`` and its interval are USD per 1,000 queries (the unit of
+    λ and of budgets); ``share`` is the share of calls to ``share_llm`` (the target LLM for share targets,
+    otherwise the most expensive LLM of the pool)."""
 
     lam: float
-    expected_cost: float
-    ci_low: float
-    ci_high: float
+    expected_cost_per_1k_usd: float
+    ci_low_per_1k_usd: float
+    ci_high_per_1k_usd: float
     share: float
     share_ci: tuple[float, float]
     share_llm: str
@@ -58,6 +59,19 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    # Unit-less names of earlier releases, kept so existing scripts keep working (same values, USD per 1,000).
+    @property
+    def expected_cost(self) -> float:
+        return self.expected_cost_per_1k_usd
+
+    @property
+    def ci_low(self) -> float:
+        return self.ci_low_per_1k_usd
+
+    @property
+    def ci_high(self) -> float:
+        return self.ci_high_per_1k_usd
 
 
 def _inputs(router, queries: Any) -> Any:
@@ -148,7 +162,8 @@ def calibrate_lam(
     (c_lo, c_hi), (s_lo, s_hi) = _bootstrap_ci([per_query_cost, per_query_hit], n_boot, confidence, seed)
     counts = np.bincount(chosen, minlength=len(router.llms_)) / n
     return Calibration(
-        lam=float(lam), expected_cost=float(per_query_cost.mean()), ci_low=c_lo, ci_high=c_hi,
+        lam=float(lam), expected_cost_per_1k_usd=float(per_query_cost.mean()), ci_low_per_1k_usd=c_lo,
+        ci_high_per_1k_usd=c_hi,
         share=float(per_query_hit.mean()), share_ci=(s_lo, s_hi), share_llm=router.llms_[report_j], n_queries=n,
         target=target, confidence=confidence,
         call_share={llm: float(s) for llm, s in zip(router.llms_, counts) if s > 0},
@@ -273,7 +288,14 @@ def read_queries(path: str | Path, prompt_column: str | None = None) -> list[str
     if path.suffix.lower() == ".txt":
         if not path.exists():
             raise DataError(f"{path}: no such file")
-        lines = path.read_text().splitlines()
+        lines = []
+        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+            try:
+                lines.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: line {number}, column {exc.start + 1}: byte {raw[exc.start]:#04x} is not "
+                                "UTF-8 text; save the file as UTF-8") from None
+        lines[:1] = [lines[0].removeprefix("\ufeff")] if lines else []
         prompts = [line for line in lines if line.strip()]
         if len(prompts) < len(lines):
             warnings.warn(f"{path}: skipped {len(lines) - len(prompts)} blank line(s)", stacklevel=2)

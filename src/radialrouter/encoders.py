@@ -573,13 +573,15 @@ class StaticQueryEncoder(QueryEncoder):
         cut = [t[-window:] if self.truncation_side == "left" else t[:window] for t in texts]
         model = self.load()._model
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in tqdm(range(0, len(cut), batch_size), desc="encoding queries", unit="batch",
-                          disable=not progress, leave=False):
+        bar = tqdm(total=len(texts), desc="encoding queries", unit="q", disable=not progress, leave=False)
+        for start in range(0, len(cut), batch_size):
             idx = np.arange(start, min(start + batch_size, len(cut)))
             out[idx] = model.encode([cut[i] for i in idx], max_length=None, use_multiprocessing=False,
                                     batch_size=batch_size)
             if store is not None:
                 store(idx, out[idx])
+            bar.update(len(idx))
+        bar.close()
         return out
 
     def __repr__(self) -> str:

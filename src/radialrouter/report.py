@@ -107,9 +107,14 @@ def plot_score_vs_lam(sweeps: dict[str, list[dict]], path: str | Path, title: st
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    limits = score_limits(sweeps)
     for i, (name, rows) in enumerate(sweeps.items()):
         rows = sorted(rows, key=lambda r: r["lam"])
-        ax.plot([max(r["lam"], 1e-4) for r in rows], [r["score"] for r in rows], marker=".", label=name, **_style(i))
+        clipped = limits is not None and min(r["score"] for r in rows) < limits[0]
+        ax.plot([max(r["lam"], 1e-4) for r in rows], [r["score"] for r in rows], marker=".",
+                label=f"{name} (clipped below)" if clipped else name, **_style(i))
+    if limits is not None:
+        ax.set_ylim(*limits)
     ax.set_xscale("log")
     ax.set_xlabel("λ (quality points per USD per 1,000 queries; λ=0 drawn at 1e-4)")
     ax.set_ylabel("Score = Perf − λ·Cost")
@@ -117,6 +122,38 @@ def plot_score_vs_lam(sweeps: dict[str, list[dict]], path: str | Path, title: st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def score_limits(sweeps: dict[str, list[dict]], reference: tuple[str, ...] = ("random",)) -> tuple[float, float] | None:
+    """y-limits that fit the learned routers' Score curves, or None to let matplotlib fit everything. A reference
+    curve (random routing, whose Score falls to −3 or lower at large λ) would otherwise squeeze the routers being
+    compared into a sliver; it is drawn clipped instead."""
+    def is_reference(name: str) -> bool:
+        return name.split(" ")[0].lower() in reference
+
+    kept = [r["score"] for name, rows in sweeps.items() if not is_reference(name) for r in rows]
+    every = [r["score"] for rows in sweeps.values() for r in rows]
+    if not kept or not every or min(every) >= min(kept):
+        return None
+    low, high = min(kept), max(every)
+    pad = 0.05 * max(high - low, 1e-3)
+    return low - pad, high + pad
+
+
+def spread_labels(points: list[tuple[float, float]], min_dx: float = 60.0, min_dy: float = 9.0) -> list[float]:
+    """Vertical offsets (display points) for labels at ``points`` (display coordinates) so that no two labels
+    closer than ``min_dx`` horizontally sit within ``min_dy`` vertically: greedy, from the bottom up."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][1], points[i][0]))
+    placed: list[tuple[float, float]] = []
+    offsets = [0.0] * len(points)
+    for i in order:
+        x, y = points[i]
+        shift = 0.0
+        while any(abs(x - px) < min_dx and abs(y + shift - py) < min_dy for px, py in placed):
+            shift += min_dy
+        offsets[i] = shift
+        placed.append((x, y + shift))
+    return offsets
 
 
 def plot_perf_vs_cost(sweeps: dict[str, list[dict]], path: str | Path, title: str = "",
@@ -135,10 +172,17 @@ def plot_perf_vs_cost(sweeps: dict[str, list[dict]], path: str | Path, title: st
         front = pareto_front(costs, perfs)
         line, = ax.plot(costs[front], perfs[front], marker="o", ms=3, label=name, **_style(i))
         ax.scatter(costs, perfs, s=6, color=line.get_color(), alpha=0.4)
-    for label, (cost, perf) in (points or {}).items():
+    points = points or {}
+    for cost, perf in points.values():
         ax.scatter([cost], [perf], marker="x", color="grey")
-        ax.annotate(label.split("/")[-1], (cost, perf), fontsize=6, color="grey")
     ax.set_xscale("symlog", linthresh=0.1)
+    ax.autoscale_view()
+    # Single-LLM labels often sit on top of each other (similar cost and quality): stack the close ones.
+    shown = ax.transData.transform(np.asarray(list(points.values()), dtype=float).reshape(-1, 2))
+    offsets = spread_labels([tuple(p) for p in shown.tolist()])
+    for (label, (cost, perf)), dy in zip(points.items(), offsets):
+        ax.annotate(label.split("/")[-1], (cost, perf), xytext=(3, dy), textcoords="offset points", fontsize=6,
+                    color="grey", arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.4} if dy else None)
     ax.set_xlabel("Cost (USD per 1,000 queries)")
     ax.set_ylabel("Perf (mean quality)")
     ax.set_title(title or "Cost–quality trade-off")

@@ -5,12 +5,27 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+# Routers train silently inside libraries and benchmarks; the CLI turns the bar on for the run it is doing.
+_SHOW_PROGRESS: ContextVar[bool] = ContextVar("radialrouter_show_progress", default=False)
+
+
+@contextmanager
+def showing_progress(show: bool = True) -> Iterator[None]:
+    """Within this block every `train_module` shows its progress bar (steps, ETA, loss, validation Score)."""
+    token = _SHOW_PROGRESS.set(show)
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(token)
 
 
 def set_seed(seed: int) -> None:
@@ -48,7 +63,8 @@ def train_module(
     """Minimise ``loss_fn(batch_indices)`` over ``steps`` minibatches of the ``n_train`` training items.
 
     ``val_fn`` returns a validation figure where higher is better (e.g. Score at the training λ); the best state is
-    kept and restored at the end, and training stops after ``patience`` evaluations without improvement.
+    kept and restored at the end, and training stops after ``patience`` evaluations without improvement. The
+    progress bar shows when ``progress`` is true or inside `showing_progress` (the CLI).
     ``parameters`` restricts what is optimised (e.g. one new LLM embedding), or gives AdamW parameter groups
     (dicts, e.g. a smaller learning rate for a fine-tuned encoder); default: all of ``module``.
     """
@@ -63,7 +79,8 @@ def train_module(
     history: list[dict] = []
     order = rng.permutation(n_train)
     cursor = 0
-    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=not (progress or _SHOW_PROGRESS.get()), unit="step",
+               leave=False)
     loss_ema = None
     step = 0
     for step in bar:
@@ -88,7 +105,7 @@ def train_module(
                 best_state = copy.deepcopy(module.state_dict())
             else:
                 bad += 1
-            bar.set_postfix(loss=f"{loss_ema:.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}")
+            bar.set_postfix(loss=f"{loss_ema:.4f}", val_score=f"{val:.4f}", best=f"{best_val:.4f}")
             if patience is not None and bad >= patience:
                 break
         elif step % 10 == 0:

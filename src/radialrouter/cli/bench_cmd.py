@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, parse_lams, split_list
+from radialrouter.cli.common import app, parse_lams, split_list, threads_option, trust_pickle_option, use_threads
 
 
 @app.command("bench")
@@ -21,28 +21,29 @@ def bench_command(
     test_tasks: str | None = typer.Option(None, help="Test on these tasks: held out entirely, or on their own "
                                                       "test split when also named in --train-tasks."),
     train_tasks: str | None = typer.Option(None, help="Train only on these tasks."),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    threads: int | None = threads_option("torch's choice, so timings compare with earlier runs"),
     encoder_latency: bool = typer.Option(True, help="Also time the query encoder without its cache."),
     encoder: str = typer.Option("minilm", "--encoder", help="Query encoder for every router: 'minilm' "
                                 "(all-MiniLM-L6-v2), 'static' (model2vec distilled from it), or a model name/folder."),
+    trust_pickle: bool = trust_pickle_option(),
 ) -> None:
     """Train and evaluate every router; write the JSON results and a Markdown report with plots."""
     from radialrouter.bench import run_bench, write_bench
     from radialrouter.report import print_table
 
     if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+        use_threads(threads)
     try:
         seed_list = [int(s) for s in split_list(seeds)]
     except ValueError:
         raise ValueError(f"--seeds must be comma-separated integers; got {seeds!r}") from None
+    from radialrouter.data import trusting_pickles
     from radialrouter.encoders import QueryEncoder
 
-    doc = run_bench(data, split_list(routers) or None, seed_list, lams=parse_lams(lam) if lam else None,
-                    test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
-                    encoder=QueryEncoder(encoder))
+    with trusting_pickles(trust_pickle):
+        doc = run_bench(data, split_list(routers) or None, seed_list, lams=parse_lams(lam) if lam else None,
+                        test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
+                        encoder=QueryEncoder(encoder))
     print_table(doc["results"], title=f"{Path(data).name}: seeds {seeds}", lams=doc["meta"]["lams"])
     json_path, md_path = write_bench(doc, out, name or Path(data).stem)
     typer.echo(f"wrote {json_path} and {md_path} in {doc['meta']['wall_seconds']:.0f} s")

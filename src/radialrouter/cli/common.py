@@ -8,9 +8,26 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.data import DataError
-from radialrouter.encoders import EncoderError
-from radialrouter.routers import RouterError
+
+def _hide_flag_types() -> None:
+    """typer ≥ 0.2x prints a type after every option, ``--json <bool>`` included, which reads as if a flag took a
+    value (``--json true`` then routes the word "true"). Flags take none: print no type for them."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - older typer prints no types
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_hides_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._hides_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
 
 app = typer.Typer(
     help="Learn which LLM to call for each query, evaluate routers, and serve routing.",
@@ -20,16 +37,46 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect routing datasets.", no_args_is_help=True)
 
-USER_ERRORS = (DataError, RouterError, EncoderError, ValueError, FileNotFoundError)
+#: Errors that are the user's to fix (bad input, files, models): one line and exit 2, not a traceback. The library's
+#: own classes are looked up only once their modules are loaded, so the CLI starts without torch or pandas.
+USER_ERRORS = (ValueError, FileNotFoundError)
+_LIBRARY_ERRORS = (("radialrouter.data.dataset", "DataError"), ("radialrouter.routers.base", "RouterError"),
+                   ("radialrouter.encoders", "EncoderError"))
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """`USER_ERRORS` plus the library's error classes that are already imported (none other can be raised)."""
+    loaded = [getattr(sys.modules[m], name) for m, name in _LIBRARY_ERRORS if m in sys.modules]
+    return (*USER_ERRORS, *loaded)
 
 
 @contextmanager
 def fail_cleanly():
     try:
         yield
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def trust_pickle_option() -> bool:
+    """``--trust-pickle``: a ``.pkl`` data file is refused without it, because unpickling runs code."""
+    return typer.Option(False, "--trust-pickle", help="Allow a .pkl data file (unpickling runs any code it holds: "
+                        "only for files you trust; better convert it to parquet).")
+
+
+def threads_option(default: str = "the cores not busy with other work, at most 4; or $RADIALROUTER_THREADS / "
+                                     "$OMP_NUM_THREADS") -> int | None:
+    """``--threads``: on every command that computes (see `radialrouter.threads`)."""
+    return typer.Option(None, "--threads", min=1, help=f"CPU threads for torch, k-means and BLAS (default: {default}).")
+
+
+def use_threads(threads: int | None) -> int:
+    from radialrouter.threads import apply_threads
+
+    return apply_threads(threads)
 
 
 def split_list(value: str | None) -> list[str]:

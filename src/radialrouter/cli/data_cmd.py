@@ -6,14 +6,14 @@ import json
 
 import typer
 
-from radialrouter.cli.common import data_app
-from radialrouter.data import load_dataset
+from radialrouter.cli.common import data_app, trust_pickle_option
 
 
 @data_app.command("inspect")
 def inspect(
     path: str = typer.Argument(..., help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    trust_pickle: bool = trust_pickle_option(),
 ) -> None:
     """Summarise a dataset: LLMs, tasks, split sizes, excluded rows, mean quality and cost per LLM."""
     import warnings
@@ -21,9 +21,11 @@ def inspect(
     from rich.console import Console
     from rich.table import Table
 
+    from radialrouter.data import load_dataset
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = load_dataset(path)
+        ds = load_dataset(path, trust_pickle=trust_pickle)
     summary = ds.summary()
     summary["excluded"] = [str(w.message) for w in caught]
     if as_json:

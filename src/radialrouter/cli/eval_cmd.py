@@ -6,10 +6,18 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, out_path, parse_lams, split_list
-from radialrouter.data import load_splits
-from radialrouter.evaluation import DEFAULT_SWEEP, curve_metrics, evaluate_router
-from radialrouter.objective import SCENARIOS
+from radialrouter.cli.common import (
+    app,
+    out_path,
+    parse_lams,
+    split_list,
+    threads_option,
+    trust_pickle_option,
+    use_threads,
+)
+
+#: `objective.SCENARIOS` as text (not imported here: the CLI starts without numpy).
+SCENARIO_LAMS = "0.0,0.02,0.1"
 
 
 @app.command("eval")
@@ -17,19 +25,25 @@ def eval_command(
     data: str = typer.Option(..., "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
     routers: str = typer.Option("oracle,best-single,task-best,random", help="Comma-separated router names."),
     model: list[str] = typer.Option([], "--model", help="A saved router directory (repeatable)."),
-    lam: str = typer.Option(",".join(str(v) for v in SCENARIOS.values()), help="λ values or scenario names."),
+    lam: str = typer.Option(SCENARIO_LAMS, help="λ values or scenario names."),
     json_path: str | None = typer.Option(None, "--json", help="Write the figures as JSON to this file."),
     report: str | None = typer.Option(None, help="Write report.md, results.json and plots to this directory."),
     seed: int = typer.Option(0, help="Seed for splits and training."),
     test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
     train_tasks: str | None = typer.Option(None, help="Train only on these tasks."),
+    trust_pickle: bool = trust_pickle_option(),
+    threads: int | None = threads_option(),
 ) -> None:
     """Evaluate routers: Perf, Cost (USD per 1,000 queries) and Score per λ, macro-averaged over tasks."""
+    use_threads(threads)
+    from radialrouter.data import load_splits
+    from radialrouter.evaluation import evaluate_router
     from radialrouter.report import print_table, write_json
     from radialrouter.routers import from_pretrained, make_router
 
     lams = parse_lams(lam)
-    full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks)
+    full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
+                                          trust_pickle=trust_pickle)
     fitted = []
     for name in split_list(routers):
         router = make_router(name)
@@ -58,6 +72,7 @@ def _embedded(router, ds):
 
 
 def _write_report(directory: Path, routers, test, rows, meta) -> None:
+    from radialrouter.evaluation import DEFAULT_SWEEP, curve_metrics, evaluate_router
     from radialrouter.report import per_task_markdown, plot_perf_vs_cost, plot_score_vs_lam, to_markdown, write_json
 
     directory.mkdir(parents=True, exist_ok=True)

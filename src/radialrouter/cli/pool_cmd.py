@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import typer
 
-from radialrouter.cli.common import app
+from radialrouter.cli.common import app, threads_option, trust_pickle_option, use_threads
 
 pool_app = typer.Typer(help="Change a trained router's LLM pool without retraining it.", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
@@ -16,6 +15,8 @@ app.add_typer(pool_app, name="pool")
 
 def _load_queries(path: str):
     """Texts from .txt/.jsonl/.csv/.parquet, or precomputed embeddings from a .npy (n, d) float array."""
+    import numpy as np
+
     from radialrouter.calibration import read_queries
 
     if Path(path).suffix.lower() == ".npy":
@@ -52,6 +53,7 @@ def calibrate_command(
     json_path: str | None = typer.Option(None, "--json", help="Also write the calibration as JSON here."),
     cost_model: str | None = typer.Option(None, "--cost-model", help="A saved router (same LLMs) whose per-query "
                                           "cost predictions replace the model's own (e.g. a kNN router)."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Pick λ so the expected spend (or call share) on your own traffic meets a target, with a 95 % interval."""
     from radialrouter.calibration import calibrate_lam, save_calibration
@@ -59,6 +61,7 @@ def calibrate_command(
 
     if (target_cost is None) == (target_share is None):
         raise ValueError("give exactly one of --target-cost or --target-share")
+    use_threads(threads)
     router = from_pretrained(model)
     texts = _load_queries(queries)
     costs = None
@@ -71,8 +74,8 @@ def calibrate_command(
                         target_share=None if target_share is None else _parse_share(target_share),
                         n_boot=n_boot, seed=seed, costs=costs)
     typer.echo(f"λ = {cal.lam:.6g}  (on {cal.n_queries} queries)")
-    typer.echo(f"expected spend: {cal.expected_cost:.4f} USD per 1,000 queries "
-               f"[{cal.confidence:.0%} CI {cal.ci_low:.4f} – {cal.ci_high:.4f}]")
+    typer.echo(f"expected spend: {cal.expected_cost_per_1k_usd:.4f} USD per 1,000 queries "
+               f"[{cal.confidence:.0%} CI {cal.ci_low_per_1k_usd:.4f} – {cal.ci_high_per_1k_usd:.4f}]")
     typer.echo(f"share of calls to {cal.share_llm}: {cal.share:.3f} [{cal.share_ci[0]:.3f} – {cal.share_ci[1]:.3f}]")
     for llm, share in sorted(cal.call_share.items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {share:6.1%}  {llm}")
@@ -105,15 +108,20 @@ def pool_add_command(
     probe_embeddings: str | None = typer.Option(None, "--probe-embeddings",
                                                 help="Precomputed probe embeddings (.npy, one row per probe)."),
     seed: int = typer.Option(0, help="Seed."),
+    trust_pickle: bool = trust_pickle_option(),
+    threads: int | None = threads_option(),
 ) -> None:
     """Add an LLM to a trained router from 50–200 labelled probe queries; only its embedding is trained."""
     from radialrouter.data import load_dataset
     from radialrouter.pool import add_llm
     from radialrouter.routers import from_pretrained
 
+    use_threads(threads)
     router = from_pretrained(model)
-    data = load_dataset(probes)
+    data = load_dataset(probes, trust_pickle=trust_pickle)
     if probe_embeddings:
+        import numpy as np
+
         x = _load_queries(probe_embeddings)
         if not isinstance(x, np.ndarray) or len(x) != len(data):
             raise ValueError(f"{probe_embeddings}: need a .npy array with one row per probe ({len(data)})")

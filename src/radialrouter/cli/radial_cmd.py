@@ -10,9 +10,7 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, split_list
-from radialrouter.data import load_splits
-from radialrouter.objective import SCENARIOS, resolve_lam
+from radialrouter.cli.common import app, split_list, threads_option, trust_pickle_option, use_threads
 
 
 @app.command("train")
@@ -30,12 +28,21 @@ def train_command(
     test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
     encoder: str | None = typer.Option(None, "--encoder", help="Query encoder: 'minilm' (all-MiniLM-L6-v2, the "
                                        "default), 'static' (model2vec, ~200× faster), or a model name/folder."),
+    trust_pickle: bool = trust_pickle_option(),
+    threads: int | None = threads_option(),
 ) -> None:
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
+    import time
+
+    n_threads = use_threads(threads)
+    from radialrouter.data import load_splits
     from radialrouter.evaluation import evaluate_router
+    from radialrouter.objective import SCENARIOS, resolve_lam
     from radialrouter.report import print_table
     from radialrouter.routers import router_class
+    from radialrouter.training import showing_progress
 
+    start = time.perf_counter()
     cls = router_class(router)
     accepted = set(inspect.signature(cls.__init__).parameters)
     given = {"lam": None if lam is None else resolve_lam(lam), "seed": seed, "steps": steps, "backbone": backbone,
@@ -50,13 +57,16 @@ def train_command(
         from radialrouter.encoders import QueryEncoder
 
         model.encoder = QueryEncoder(encoder)
-    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks)
+    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle)
     if model.uses_embeddings and getattr(model, "encoder_mode", "frozen") == "frozen":
         encoder = model.get_encoder()
         train, test = train.embed(encoder), test.embed(encoder)
         val = None if val is None else val.embed(encoder)
-    typer.echo(f"training {router} on {len(train)} queries ({0 if val is None else len(val)} for validation) ...")
-    model.fit(train, val)
+    typer.echo(f"training {router} on {len(train)} queries ({0 if val is None else len(val)} for validation), "
+               f"{n_threads} CPU thread(s) ...", err=True)
+    with showing_progress():
+        model.fit(train, val)
+    typer.echo(f"trained in {model.training_.get('fit_seconds', 0):.1f} s", err=True)
     lams = [model.default_lam_] if model.lam_at_fit else list(SCENARIOS.values())
     if val is not None:
         for r in evaluate_router(model, val, lams):
@@ -66,7 +76,7 @@ def train_command(
     model.training_ = {**model.training_, "data": str(data), "split_seed": seed,
                        "test": {f"{r['lam']:g}": {k: r[k] for k in ("perf", "cost", "score")} for r in rows}}
     path = model.save_pretrained(out)
-    typer.echo(f"saved to {path}")
+    typer.echo(f"saved to {path} ({time.perf_counter() - start:.0f} s in all)")
 
 
 @app.command("route")
@@ -74,30 +84,46 @@ def route_command(
     queries: list[str] = typer.Argument(None, help="Query texts to route."),
     model: str | None = typer.Option(None, "--model", help="Saved router directory (default: the embedded one)."),
     lam: str | None = typer.Option(None, "--lam", help="Trade-off λ: a number or performance-first, balance, "
-                                   "cost-first (default: the router's own)."),
+                                   "cost-first (default: the router's own). Valid from 0 to the largest λ the "
+                                   "model was trained on (lam_max, 1 by default); above it λ is clamped with a "
+                                   "warning."),
     candidates: str | None = typer.Option(None, "--candidates", help="Comma-separated LLMs to choose among."),
     input_path: str | None = typer.Option(None, "--input", help="File of queries: JSONL with a 'prompt' per line "
                                           "(or .txt, .csv, .parquet); decisions are written as JSONL."),
     output: str | None = typer.Option(None, "--output", help="With --input: write the JSONL here, not stdout."),
     as_json: bool = typer.Option(False, "--json", help="Print full decisions as JSON lines."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Pick the LLM for each query: the chosen LLM, its ranking, probabilities and expected cost."""
     from radialrouter.routers import from_pretrained
 
     texts = list(queries or [])
+    flag_values = [t for t in texts if t.strip().lower() in {"true", "false"}]
+    if flag_values:
+        raise ValueError(f"query {flag_values[0]!r} looks like a value for a flag: --json takes none (write --json "
+                         "alone); to route that word, put it in a file and pass --input")
     if input_path:
         from radialrouter.calibration import read_queries
 
         texts += read_queries(input_path)
     if not texts:
         raise ValueError("give query texts as arguments or a file with --input")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            typer.echo(f"warning: query {i + 1} is empty: it is routed on no text, so its decision says nothing about "
+                       "it", err=True)
+    use_threads(threads)
     if model is None:
         from radialrouter.routers.radial import load_default
 
         router = load_default()
     else:
         router = from_pretrained(model)
-    decisions = router.route(texts, lam=lam, candidates=split_list(candidates) or None)
+    inputs = texts
+    if input_path and router.uses_embeddings and getattr(router, "encoder_mode", "frozen") == "frozen":
+        # Encoding is what takes time on a file: show it (on stderr; stdout may be the JSONL).
+        inputs = router.get_encoder().encode(texts, progress=True)
+    decisions = router.route(inputs, lam=lam, candidates=split_list(candidates) or None)
     if input_path or as_json:
         lines = [json.dumps({"prompt": t, **d.to_dict()}) for t, d in zip(texts, decisions)]
         if output:
@@ -108,7 +134,7 @@ def route_command(
         return
     for text, d in zip(texts, decisions):
         p = "" if d.probabilities is None else f"  p={d.probabilities[d.llm]:.3f}"
-        typer.echo(f"{d.llm}{p}  expected cost {d.expected_cost * 1000:.4f} USD/1k  (λ={d.lam:g})  "
+        typer.echo(f"{d.llm}{p}  expected cost {d.expected_cost_usd:.6f} USD/query  (λ={d.lam:g})  "
                    f"next: {', '.join(d.ranking[1:3])}  ← {text[:60]!r}")
 
 

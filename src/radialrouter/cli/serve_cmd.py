@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, fail_cleanly
+from radialrouter.cli.common import app, fail_cleanly, threads_option, use_threads
 
 config_app = typer.Typer(help="Check serving configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -34,6 +34,8 @@ def serve(
     config: Path = typer.Option(..., "--config", "-c", help="Serving config (YAML); see docs/serving.md."),
     port: int | None = typer.Option(None, help="Override server.port."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    threads: int | None = threads_option("1: routing runs batch by batch in one worker thread, where one torch "
+                                         "thread is fastest and leaves the other cores to the event loop"),
 ) -> None:
     """Serve routing behind an OpenAI-compatible endpoint (binds server.host, 127.0.0.1 by default)."""
     import logging
@@ -42,6 +44,7 @@ def serve(
 
     with fail_cleanly():
         cfg = load_config(config)
+        use_threads(threads or 1)
         try:
             from radialrouter.serve.app import create_app
             from radialrouter.serve.server import make_server

@@ -1,9 +1,39 @@
-"""Routing data: queries × LLMs quality and cost, loaders for the usual layouts, and leakage-safe splits."""
+"""Routing data: queries × LLMs quality and cost, loaders for the usual layouts, and leakage-safe splits.
 
-from radialrouter.data.dataset import DataError, RoutingDataset
-from radialrouter.data.loaders import ROUTERBENCH_FILE, ROUTERBENCH_REPO, load_dataset, load_routerbench, load_splits
-from radialrouter.data.splits import grouped_split, holdout_tasks, with_validation
-from radialrouter.data.synthetic import make_synthetic
+Names are imported on first use, so importing `DataError` (the CLI does at start) does not load pandas."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DataError": "radialrouter.data.dataset",
+    "RoutingDataset": "radialrouter.data.dataset",
+    "ROUTERBENCH_FILE": "radialrouter.data.loaders",
+    "ROUTERBENCH_REPO": "radialrouter.data.loaders",
+    "load_dataset": "radialrouter.data.loaders",
+    "load_routerbench": "radialrouter.data.loaders",
+    "load_splits": "radialrouter.data.loaders",
+    "trusting_pickles": "radialrouter.data.loaders",
+    "grouped_split": "radialrouter.data.splits",
+    "holdout_tasks": "radialrouter.data.splits",
+    "with_validation": "radialrouter.data.splits",
+    "make_synthetic": "radialrouter.data.synthetic",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'radialrouter.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "DataError",
@@ -16,5 +46,6 @@ __all__ = [
     "load_routerbench",
     "load_splits",
     "make_synthetic",
+    "trusting_pickles",
     "with_validation",
 ]

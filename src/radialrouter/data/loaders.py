@@ -14,8 +14,11 @@ some LLM are excluded with a `DataWarning` giving their count and ids — never 
 
 from __future__ import annotations
 
+import hashlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -38,27 +41,65 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
 
 ROUTERBENCH_REPO = "withmartian/routerbench"
 ROUTERBENCH_FILE = "routerbench_0shot.pkl"
+#: sha256 of the hub's RouterBench pickles (revision 784021482c3f): only these are unpickled without an opt-in.
+ROUTERBENCH_SHA256 = {
+    "routerbench_0shot.pkl": "ba4f77f19517610a707c374e99322d7750c30fc4ae7ff5527888595a1e65d36d",
+    "routerbench_5shot.pkl": "fbd7d3d16fba2759a18fa0ad44409d3e0e92ba80d03d90827eed1a6d084c9ffe",
+}
+PICKLE_SUFFIXES = {".pkl", ".pickle"}
+
+# Set by `trusting_pickles` (the CLI's --trust-pickle), so code that loads data deep inside (bench) honours it.
+_TRUST_PICKLE: ContextVar[bool] = ContextVar("radialrouter_trust_pickle", default=False)
+
+
+@contextmanager
+def trusting_pickles(trust: bool = True) -> Iterator[None]:
+    """Within this block, `read_table` unpickles ``.pkl`` files without ``trust_pickle=True`` on every call."""
+    token = _TRUST_PICKLE.set(trust)
+    try:
+        yield
+    finally:
+        _TRUST_PICKLE.reset(token)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks (RouterBench's pickle is 100 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class DataWarning(UserWarning):
     """Something in the data was excluded or assumed; the message says what and which rows."""
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a parquet / CSV / JSONL / pickled-DataFrame file into a DataFrame, with errors that name the file."""
+def read_table(path: str | Path, *, trust_pickle: bool | None = None) -> pd.DataFrame:
+    """Read a parquet / CSV / JSONL / pickled-DataFrame file into a DataFrame, with errors that name the file.
+
+    Unpickling runs whatever code the file holds, so a pickle is refused unless ``trust_pickle`` is true (default:
+    inside `trusting_pickles`, i.e. the CLI's ``--trust-pickle``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() in {".gz", ".zst"} else path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES and not (_TRUST_PICKLE.get() if trust_pickle is None else trust_pickle):
+        raise DataError(
+            f"{path}: refusing to load a pickle: unpickling runs any code the file contains. If you trust it, pass "
+            f"--trust-pickle (trust_pickle=True in Python); better, convert it once to parquet: python -c "
+            f"\"import pandas as pd; pd.read_pickle('{path}').to_parquet('{path.with_suffix('.parquet')}')\""
+        )
     try:
         if suffix in {".parquet", ".pq"}:
             df = pd.read_parquet(path)
         elif suffix in {".csv", ".csv.gz"}:
             df = pd.read_csv(path)
+            _check_csv_header(path, df)
         elif suffix in {".jsonl", ".json", ".jsonl.gz", ".ndjson"}:
             df = pd.read_json(path, lines=suffix != ".json")
-        elif suffix in {".pkl", ".pickle"}:
-            # RouterBench ships a pickled DataFrame. Unpickling runs code: only load files you trust.
+        elif suffix in PICKLE_SUFFIXES:
+            # RouterBench ships a pickled DataFrame; the caller opted in above (unpickling runs code).
             df = pd.read_pickle(path)
             if not isinstance(df, pd.DataFrame):
                 raise DataError(f"{path}: the pickle holds a {type(df).__name__}, not a pandas DataFrame")
@@ -75,6 +116,27 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def _check_csv_header(path: Path, df: pd.DataFrame) -> None:
+    """pandas renames a repeated CSV column ``x`` to ``x.1``, which later reads as an LLM without a cost column:
+    name the repeated column instead."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), [])
+    _check_unique_columns([str(c) for c in header], str(path))
+
+
+def _check_unique_columns(columns: Sequence[str], name: str) -> None:
+    seen: dict[str, int] = {}
+    for j, column in enumerate(columns):
+        if column in seen:
+            raise DataError(f"{name}: column {column!r} appears twice (columns {seen[column] + 1} and {j + 1}); "
+                            "each LLM needs exactly one quality column and one cost column")
+        seen[column] = j
+
+
 def load_dataset(
     source: str | Path | pd.DataFrame,
     *,
@@ -84,12 +146,14 @@ def load_dataset(
     task_column: str | None = None,
     test_size: float = 0.3,
     seed: int = 0,
+    trust_pickle: bool | None = None,
 ) -> RoutingDataset:
     """Load routing data from a file (or a DataFrame) in the wide or long layout.
 
     ``source`` may also be ``"routerbench"`` (downloaded from the hub and cached, see `load_routerbench`).
     Without a ``split`` column, a seeded split grouped by prompt text and stratified by task is made
-    (``test_size`` of each task's distinct prompts go to ``test``).
+    (``test_size`` of each task's distinct prompts go to ``test``). A ``.pkl`` file needs ``trust_pickle=True``
+    (see `read_table`).
     """
     if isinstance(source, str) and source.lower() in {"routerbench", "hf://withmartian/routerbench"}:
         return load_routerbench(test_size=test_size, seed=seed)
@@ -98,7 +162,8 @@ def load_dataset(
         if len(df) == 0:
             raise DataError(f"{name}: no data rows")
     else:
-        df, name = read_table(source), str(source)
+        df, name = read_table(source, trust_pickle=trust_pickle), str(source)
+    _check_unique_columns([str(c) for c in df.columns], name)
     df = df.reset_index(drop=True)
     if layout == "auto":
         layout = "long" if {"llm", "quality"} <= set(df.columns) else "wide"
@@ -118,11 +183,13 @@ def load_routerbench(
     downloader: Callable[..., str] | None = None,
     test_size: float = 0.3,
     seed: int = 0,
+    sha256: str | None = None,
 ) -> RoutingDataset:
     """Download RouterBench (``withmartian/routerbench``) through ``huggingface_hub`` and load it.
 
     The file is cached (``cache_dir``, default the Hugging Face cache), so only the first call needs the network.
-    ``downloader`` defaults to `huggingface_hub.hf_hub_download`; tests pass a stand-in.
+    ``downloader`` defaults to `huggingface_hub.hf_hub_download`; tests pass a stand-in. The pickle is unpickled
+    only when its sha256 equals ``sha256`` (default: the pinned `ROUTERBENCH_SHA256` of ``filename``).
     """
     if downloader is None:
         from huggingface_hub import hf_hub_download as downloader
@@ -137,7 +204,15 @@ def load_routerbench(
             f"If this machine is offline, download the file elsewhere and pass its local path instead, e.g. "
             f"`radialrouter eval --data /path/to/{filename}` or `load_dataset('/path/to/{filename}')`."
         ) from exc
-    return load_dataset(local, test_size=test_size, seed=seed)
+    expected = sha256 or ROUTERBENCH_SHA256.get(filename)
+    if expected is None:
+        raise DataError(f"{filename}: no pinned sha256 for this file, so it is not unpickled (unpickling runs code); "
+                        f"pass sha256=... or load {local} with --trust-pickle")
+    actual = file_sha256(local)
+    if actual != expected:
+        raise DataError(f"{local}: sha256 {actual} is not the pinned {expected}, so it is not unpickled (unpickling "
+                        "runs code); delete the cached file and download it again, or load it with --trust-pickle")
+    return load_dataset(local, test_size=test_size, seed=seed, trust_pickle=True)
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -375,12 +450,13 @@ def load_splits(
     val_size: float = 0.1,
     test_tasks: str | Sequence[str] | None = None,
     train_tasks: str | Sequence[str] | None = None,
+    trust_pickle: bool | None = None,
 ) -> tuple[RoutingDataset, RoutingDataset, RoutingDataset | None, RoutingDataset]:
     """Load ``data`` and return (full, train, val or None, test): the experiment layout every command and
     benchmark shares. ``test_tasks`` (names, or one comma-separated string) makes an out-of-distribution split
     (tasks also named in ``train_tasks`` are tested on their own test split); otherwise the file's ``split``
     column (or a seeded grouped split) is used, and ``test`` includes the ``unsplit`` rows (test-only tasks)."""
-    ds = load_dataset(data, test_size=test_size, seed=seed)
+    ds = load_dataset(data, test_size=test_size, seed=seed, trust_pickle=trust_pickle)
     tests, trains = _names(test_tasks), _names(train_tasks)
     if tests:
         ds.select_tasks(tests + trains)  # validates the names

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from radialrouter.routers.base import Decision, Outcomes, Router, RouterError
+from radialrouter.routers.base import Decision, LamRangeWarning, Outcomes, Router, RouterError
 
 #: name → "module:Class" for the built-in routers (imported on first use, so the CLI starts fast).
 BUILTIN_ROUTERS: dict[str, str] = {
@@ -62,6 +62,7 @@ def from_pretrained(directory: str | Path, **kwargs: Any) -> Router:
 __all__ = [
     "BUILTIN_ROUTERS",
     "Decision",
+    "LamRangeWarning",
     "Outcomes",
     "Router",
     "RouterError",

@@ -4,26 +4,36 @@ Conventions (scikit-learn + Hugging Face): the constructor stores hyperparameter
 attributes ending in ``_``; ``predict_scores`` gives an (n_queries, n_llms) array where higher is better at a given
 λ; ``predict`` turns it into one LLM index per query (ties to the cheaper LLM); ``route`` returns `Decision`
 objects for people and servers. A router directory holds ``config.json``, ``pool.json``, ``encoder.json``,
-``training.json`` and ``model.safetensors`` — never a pickle.
+``training.json`` and ``model.safetensors`` — never a pickle. ``config.json`` records the weights' sha256, and
+loading checks the directory first (`check_router_dir`) so a damaged one is one clear error, not a traceback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import struct
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.encoders import QueryEncoder
 from radialrouter.objective import COST_SCALE, argmax_cheapest, rank_cheapest_first, resolve_lam
 
+if TYPE_CHECKING:  # the encoder module imports torch (seconds): loaded only when a router needs an encoder
+    from radialrouter.encoders import QueryEncoder
+
 FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+_FIX = "save it again with save_pretrained (`radialrouter train ... --out DIR`) or restore the directory"
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 Queries = "str | Sequence[str] | np.ndarray | RoutingDataset"
 R = TypeVar("R", bound="Router")
 
@@ -32,20 +42,30 @@ class RouterError(RuntimeError):
     """A router used before ``fit``, asked about unknown LLMs, or loaded from an unusable directory."""
 
 
+class LamRangeWarning(UserWarning):
+    """``route`` was asked for a λ above what the router was trained on; it routed at the largest trained λ."""
+
+
 @dataclass
 class Decision:
-    """One routing decision: the chosen LLM, the full ranking and why."""
+    """One routing decision: the chosen LLM, the full ranking and why. ``expected_cost_usd`` is USD for this one
+    query (the unit of the CLI's JSON and the server's metadata); ``λ`` is in quality points per USD per 1,000."""
 
     llm: str
     ranking: list[str]
     scores: dict[str, float]
     probabilities: dict[str, float] | None
-    expected_cost: float
+    expected_cost_usd: float
     lam: float
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; ``expected_cost`` is USD for this one query."""
+        """JSON-ready form, field names as above."""
         return asdict(self)
+
+    @property
+    def expected_cost(self) -> float:
+        """Earlier name of ``expected_cost_usd`` (USD per query), kept for existing callers."""
+        return self.expected_cost_usd
 
 
 @dataclass
@@ -96,6 +116,8 @@ class Router(ABC):
         self.mean_cost_ = train.mean_cost.astype(np.float64)
         self.default_lam_ = float(getattr(self, "lam", 0.0) or 0.0) if self.lam_at_fit else 0.0
         if self.uses_embeddings and train.embedding_encoder:
+            from radialrouter.encoders import QueryEncoder
+
             if self.encoder is None:
                 self.encoder = QueryEncoder.from_identity(train.embedding_encoder)
             else:
@@ -131,6 +153,8 @@ class Router(ABC):
 
     def get_encoder(self) -> QueryEncoder:
         if self.encoder is None:
+            from radialrouter.encoders import QueryEncoder
+
             self.encoder = QueryEncoder()
         return self.encoder
 
@@ -151,6 +175,21 @@ class Router(ABC):
         if isinstance(queries, str):
             queries = [queries]
         return self.get_encoder().encode(list(queries))
+
+    def lam_range(self) -> tuple[float, float]:
+        """The λ values this router was trained to route at; `route` clamps λ above the top (with a
+        `LamRangeWarning`) instead of extrapolating. Unbounded unless a subclass trained on a bounded range."""
+        return 0.0, float("inf")
+
+    def _route_lam(self, lam: float | str | None) -> float:
+        lam = resolve_lam(lam, self.default_lam_)
+        low, high = self.lam_range()
+        if lam > high:
+            warnings.warn(f"λ = {lam:g} is above the largest λ this router was trained on ({high:g}); routing at "
+                          f"λ = {high:g} (valid range {low:g} to {high:g}; train with a larger lam_max for more)",
+                          LamRangeWarning, stacklevel=3)
+            return high
+        return lam
 
     def _candidate_mask(self, candidates: Any, n: int) -> np.ndarray | None:
         if candidates is None:
@@ -203,9 +242,10 @@ class Router(ABC):
 
     def route(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> list[Decision]:
         """Route a batch: per query the chosen LLM, the ranking, per-LLM scores (and probabilities) and the
-        expected cost. ``candidates`` (LLM names) restricts the pool for this call without retraining."""
+        expected cost. ``candidates`` (LLM names) restricts the pool for this call without retraining. λ above
+        `lam_range` is clamped to its top with a `LamRangeWarning` (the decision's ``lam`` says what was used)."""
         self._check_fitted()
-        lam = resolve_lam(lam, self.default_lam_)
+        lam = self._route_lam(lam)
         x = self._inputs(queries)
         scores, proba = self._scores_and_proba(x, lam, self._candidate_mask(candidates, len(x)))
         order = rank_cheapest_first(scores, self.mean_cost_)
@@ -216,12 +256,15 @@ class Router(ABC):
         proba_rows = None if proba is None else proba.tolist()
         for i, row in enumerate(order.tolist()):
             keep = [j for j in row if finite[i][j]]
+            if not keep:  # NaN scores: a corrupted model or a NaN query vector, never an IndexError
+                raise RouterError(f"query {i + 1}: no candidate LLM has a finite score (corrupted weights, or a "
+                                  "NaN query embedding)")
             out.append(Decision(
                 llm=self.llms_[keep[0]],
                 ranking=[self.llms_[j] for j in keep],
                 scores={self.llms_[j]: score_rows[i][j] for j in keep},
                 probabilities=None if proba_rows is None else {self.llms_[j]: proba_rows[i][j] for j in keep},
-                expected_cost=float(costs[i, keep[0]]),
+                expected_cost_usd=float(costs[i, keep[0]]),
                 lam=lam,
             ))
         return out
@@ -249,11 +292,15 @@ class Router(ABC):
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
+        save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"router": self.name})
         config = {
             "router": self.name,
             "format_version": FORMAT_VERSION,
             "params": self.get_params(),
             "state": self._extra_state(),
+            # Checked by from_pretrained: corrupted or swapped weights are refused instead of routing nonsense.
+            "weights_sha256": _sha256(directory / WEIGHTS_FILE),
         }
         pool = {
             "llms": self.llms_,
@@ -267,8 +314,6 @@ class Router(ABC):
         if self.uses_embeddings:
             encoder = self.get_encoder()
             _write_json(directory / "encoder.json", {**encoder.identity, "precision": encoder.precision})
-        tensors = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
-        save_file(tensors, str(directory / "model.safetensors"), metadata={"router": self.name})
         return directory
 
     @classmethod
@@ -282,28 +327,120 @@ class Router(ABC):
         from radialrouter.routers import router_class
 
         directory = Path(directory)
-        if not (directory / "config.json").exists():
-            raise RouterError(f"{directory}: not a router directory (no config.json)")
-        config = _read_json(directory / "config.json")
-        if config.get("format_version", 0) > FORMAT_VERSION:
-            raise RouterError(f"{directory}: format version {config['format_version']} is newer than this package")
+        config = check_router_dir(directory)
         klass = router_class(config["router"])
         if cls is not Router and not issubclass(klass, cls):
             raise RouterError(f"{directory} holds a {config['router']!r} router, not a {cls.__name__}")
-        router = klass(**config.get("params", {}))
+        try:
+            router = klass(**config.get("params", {}))
+        except TypeError as exc:
+            raise RouterError(f"{directory / 'config.json'}: field 'params' does not fit a {config['router']!r} "
+                              f"router ({exc}); {_FIX}") from None
         pool = _read_json(directory / "pool.json")
-        router.llms_ = list(pool["llms"])
-        router.mean_cost_ = np.asarray(pool["mean_cost_usd"], dtype=np.float64)
-        router.default_lam_ = float(pool.get("default_lam", 0.0))
+        try:
+            router.llms_ = list(pool["llms"])
+            router.mean_cost_ = np.asarray(pool["mean_cost_usd"], dtype=np.float64)
+            router.default_lam_ = float(pool.get("default_lam", 0.0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RouterError(f"{directory / 'pool.json'}: field {exc} is missing or invalid; {_FIX}") from None
+        if router.mean_cost_.shape != (len(router.llms_),):
+            raise RouterError(f"{directory / 'pool.json'}: field 'mean_cost_usd' has {router.mean_cost_.size} "
+                              f"values for {len(router.llms_)} LLMs; {_FIX}")
         router.training_ = _read_json(directory / "training.json") if (directory / "training.json").exists() else {}
         if klass.uses_embeddings:
+            from radialrouter.encoders import QueryEncoder
+
             saved = _read_json(directory / "encoder.json")
             encoder = encoder or QueryEncoder.from_identity(saved)
             encoder.check_compatible(saved)
             router.encoder = encoder
-        tensors = load_file(str(directory / "model.safetensors"))
-        router._load_state(tensors, config.get("state", {}))
+        tensors = load_file(str(directory / WEIGHTS_FILE))
+        for key, value in tensors.items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise RouterError(f"{directory / WEIGHTS_FILE}: tensor {key!r} holds NaN or infinite values (the "
+                                  f"weights are corrupted); {_FIX}")
+        try:
+            router._load_state(tensors, config.get("state", {}))
+        except RouterError as exc:
+            raise RouterError(f"{directory}: {exc}") from None
+        except (KeyError, ValueError, RuntimeError, IndexError, TypeError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            what = f"has no tensor {exc}" if isinstance(exc, KeyError) else f"does not fit config.json ({detail})"
+            raise RouterError(f"{directory / WEIGHTS_FILE}: {what}; {_FIX}") from None
         return router
+
+
+def check_router_dir(directory: str | Path) -> dict[str, Any]:
+    """Check a saved router directory before building anything from it and return its ``config.json``: the files
+    are present, the safetensors header is intact and its byte ranges fit the file (a truncated copy), and the
+    weights hash recorded at save matches (directories saved before the hash was recorded skip that check).
+    Tensor names and shapes are checked against the config when the router loads them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RouterError(f"{directory}: no such router directory")
+    if not (directory / "config.json").exists():
+        raise RouterError(f"{directory}: not a router directory (no config.json)")
+    config = _read_json(directory / "config.json")
+    if not isinstance(config, dict) or not isinstance(config.get("router"), str):
+        raise RouterError(f"{directory / 'config.json'}: field 'router' is missing; {_FIX}")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise RouterError(f"{directory}: format version {config['format_version']} is newer than this package; "
+                          "upgrade radialrouter")
+    from radialrouter.routers import router_class
+
+    needed = ["pool.json", WEIGHTS_FILE] + (["encoder.json"] if router_class(config["router"]).uses_embeddings else [])
+    missing = [name for name in needed if not (directory / name).exists()]
+    if missing:
+        raise RouterError(f"{directory}: {', '.join(missing)} missing (an incomplete copy?); {_FIX}")
+    _check_safetensors(directory / WEIGHTS_FILE)
+    expected = config.get("weights_sha256")
+    if expected is not None and _sha256(directory / WEIGHTS_FILE) != expected:
+        raise RouterError(f"{directory / WEIGHTS_FILE}: sha256 differs from the one recorded in config.json at save "
+                          f"(the weights were changed or corrupted); {_FIX}")
+    return config
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header's length, JSON and tensor byte ranges against the file's size: what a truncated or overwritten
+    file gets wrong, reported before safetensors raises its own error."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise RouterError(f"{path}: truncated ({size} bytes, not even a safetensors header); {_FIX}")
+        (n,) = struct.unpack("<Q", head)
+        if 8 + n > size:
+            raise RouterError(f"{path}: truncated: the header says {n} bytes, the file has {size - 8}; {_FIX}")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise RouterError(f"{path}: not a safetensors file (its header is not JSON); {_FIX}") from None
+    if not isinstance(header, dict):
+        raise RouterError(f"{path}: not a safetensors file (its header is not a JSON object); {_FIX}")
+    data = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = (int(v) for v in info["data_offsets"])
+            count = int(np.prod(info["shape"], dtype=np.int64))
+            width = _DTYPE_BYTES.get(info["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise RouterError(f"{path}: tensor {name!r} has a malformed header entry; {_FIX}") from None
+        if end > data:
+            raise RouterError(f"{path}: truncated: tensor {name!r} needs bytes up to {end}, the file holds {data} "
+                              f"bytes of data; {_FIX}")
+        if width is not None and end - start != count * width:
+            raise RouterError(f"{path}: tensor {name!r}: {end - start} bytes for shape {info['shape']} of "
+                              f"{info['dtype']}; {_FIX}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _write_json(path: Path, obj: Any) -> None:

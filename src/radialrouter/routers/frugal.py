@@ -39,7 +39,7 @@ class FrugalRouter(Router):
     validation split; at route time the combination with the best Score at that λ is used.
 
     ``route`` ranks the accepted LLM first, then the later stages (where the cascade would escalate), then the
-    rejected earlier stages, then the LLMs outside the cascade by training mean Score; ``expected_cost`` of the
+    rejected earlier stages, then the LLMs outside the cascade by training mean Score; ``expected_cost_usd`` of the
     accepted LLM is the pool's mean cost summed over the stages called."""
 
     name = "frugal"

@@ -147,6 +147,13 @@ class RadialRouter(Router):
         return RadialFormer(in_dim, n_llms, self.d_model, self.n_layers, self.n_heads, self.dropout, self.backbone,
                             self.residual)
 
+    def lam_range(self) -> tuple[float, float]:
+        """A λ-conditioned model saw λ in [0, max(lam_max, 0.1)] in training; a per-scenario one routes at its own
+        λ whatever is asked, so any λ is accepted."""
+        if not self.lam_conditioned:
+            return super().lam_range()
+        return 0.0, max(float(self.lam_max), *_SCENARIO_LAMS)
+
     def llm_embedding(self) -> nn.Parameter:
         """The (n_llms, d_model) LLM embeddings m_i: the only per-LLM parameters (rows in ``llms_`` order)."""
         self._check_fitted()
@@ -155,12 +162,29 @@ class RadialRouter(Router):
     def _cost_tensor(self) -> torch.Tensor:
         return torch.as_tensor(self.mean_cost_ * COST_SCALE, dtype=torch.float32)
 
-    def logits(self, x: torch.Tensor, lam: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Differentiable (n, n_llms) logits for query embeddings ``x`` at ``lam`` (default: the trained one)."""
+    def logits(self, x: torch.Tensor, lam: float | None = None, mask: torch.Tensor | None = None,
+               cached: bool = False) -> torch.Tensor:
+        """Differentiable (n, n_llms) logits for query embeddings ``x`` at ``lam`` (default: the trained one).
+        ``cached`` (inference only) reuses the λ-dependent, query-independent part of the pass (`_conditioning`)."""
         lam = self.lam if lam is None or not self.lam_conditioned else lam
         dev = self.net_.llm.device
-        return self.net_(x.to(dev), torch.full((len(x),), float(lam), device=dev), self._cost_tensor().to(dev),
-                         None if mask is None else mask.to(dev))
+        cost = self._cost_tensor().to(dev)
+        return self.net_(x.to(dev), torch.full((len(x),), float(lam), device=dev), cost,
+                         None if mask is None else mask.to(dev), cond=self._conditioning(float(lam), cost) if cached
+                         else None)
+
+    def _conditioning(self, lam: float, cost: torch.Tensor) -> dict[str, Any]:
+        """`RadialFormer.conditioning` for ``lam``, memoised while the weights, the pool and its costs are
+        unchanged (parameter identities and in-place version counters, and the cost values, are the key)."""
+        version = (tuple((id(p), p._version) for p in self.net_.parameters()), self.mean_cost_.tobytes())
+        memo = getattr(self, "_cond_memo", None)
+        if memo is None or memo[0] != version:
+            memo = self._cond_memo = (version, {})
+        if lam not in memo[1]:
+            if len(memo[1]) >= 64:  # explicit λs from clients: keep the memo bounded
+                memo[1].clear()
+            memo[1][lam] = self.net_.conditioning(lam, cost)
+        return memo[1][lam]
 
     def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray,
                 cost_head: tuple[np.ndarray, float] | None = None) -> None:
@@ -315,7 +339,7 @@ class RadialRouter(Router):
             self.net_.eval()
         with torch.inference_mode():
             logits = self.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)), lam,
-                                 None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)))
+                                 None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)), cached=True)
             return torch.log_softmax(logits.double(), dim=-1).cpu().numpy()  # float64: probabilities sum to 1
 
     def _masked_scores(self, x: np.ndarray, lam: float, mask: np.ndarray | None) -> np.ndarray:

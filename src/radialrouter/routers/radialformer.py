@@ -19,6 +19,8 @@ Choices the paper leaves open (papers.md §1, documented here and in docs/radial
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -112,17 +114,34 @@ class RadialFormer(nn.Module):
         """The relay's initial state r⁰ from the encoder vector: what the query–query loss shapes."""
         return self.proj(q)
 
+    def conditioning(self, lam: float, cost_per_1k: torch.Tensor) -> dict[str, Any]:
+        """What a forward pass computes from λ, the pool and the weights but not from the query: the relay's and
+        satellites' trade-off terms, the first layer's satellite keys and every layer's LLM-embedding keys. At
+        inference they are computed once per λ and reused (`forward`'s ``cond``): a third of batch-1 routing."""
+        sat_f, relay_f = trade_off_features(torch.tensor([float(lam)], device=self.llm.device), cost_per_1k)
+        m = self.llm.unsqueeze(0)
+        s0 = m + self.sat_cond(sat_f)  # (1, n, d)
+        return {"relay": self.relay_cond(relay_f), "s0": s0, "s0_keys": self.sat[0].keys(s0) if self.sat else None,
+                "m_keys": [sat.keys(m) for sat in self.sat]}
+
     def forward(self, q: torch.Tensor, lam: torch.Tensor, cost_per_1k: torch.Tensor,
-                mask: torch.Tensor | None = None, r0: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, r0: torch.Tensor | None = None,
+                cond: dict[str, Any] | None = None) -> torch.Tensor:
         """Logits (B, n); ``lam`` (B,) per query, ``cost_per_1k`` (n,), ``mask`` (B, n) True = candidate (masked
-        LLMs get −inf and are hidden from the relay). ``r0`` reuses an already projected query."""
-        sat_f, relay_f = trade_off_features(lam, cost_per_1k)
-        r = (self.project(q) if r0 is None else r0) + self.relay_cond(relay_f)  # (B, d)
-        m = self.llm.unsqueeze(0).expand(len(r), -1, -1)  # (B, n, d)
-        s = m + self.sat_cond(sat_f)
+        LLMs get −inf and are hidden from the relay). ``r0`` reuses an already projected query; ``cond`` (from
+        `conditioning`, for the one λ every query of the batch has) skips the query-independent work."""
+        if cond is None:
+            sat_f, relay_f = trade_off_features(lam, cost_per_1k)
+            r = (self.project(q) if r0 is None else r0) + self.relay_cond(relay_f)  # (B, d)
+            m = self.llm.unsqueeze(0).expand(len(r), -1, -1)  # (B, n, d)
+            s = m + self.sat_cond(sat_f)
+        else:
+            r = (self.project(q) if r0 is None else r0) + cond["relay"]
+            m = self.llm.unsqueeze(0).expand(len(r), -1, -1)
+            s = cond["s0"].expand(len(r), -1, -1)
         pad = None if mask is None else ~mask  # True where masked
         if self.backbone in {"radial", "star"}:
-            s, r = self._radial(s, m, r, pad)
+            s, r = self._radial(s, m, r, pad, cond)
         elif self.backbone == "transformer":
             s = self._transformer(s, r, pad)
         else:
@@ -130,16 +149,22 @@ class RadialFormer(nn.Module):
         logits = self.head(s).squeeze(-1)
         return logits if mask is None else logits.masked_fill(pad, float("-inf"))
 
-    def _radial(self, s: torch.Tensor, m: torch.Tensor, r: torch.Tensor, pad: torch.Tensor | None):
+    def _radial(self, s: torch.Tensor, m: torch.Tensor, r: torch.Tensor, pad: torch.Tensor | None,
+                cond: dict[str, Any] | None = None):
         b, n, _ = s.shape
         relay_pad = None if pad is None else torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1).unsqueeze(1)
         sat_pad = None
         if self.backbone == "star" and pad is not None:
             own = torch.zeros_like(pad)
             sat_pad = torch.stack([torch.roll(pad, 1, dims=1), torch.roll(pad, -1, dims=1), own, own, own], -1)
-        for sat, relay in zip(self.sat, self.relay):
+        for layer, (sat, relay) in enumerate(zip(self.sat, self.relay)):
             # Satellite i attends over [s_i; m_i; r] only (plus s_{i±1} for Star-Transformer).
-            (ks, vs), (km, vm), (kr, vr) = sat.keys(s), sat.keys(m[:1]), sat.keys(r.unsqueeze(1))
+            if cond is None:
+                (ks, vs), (km, vm) = sat.keys(s), sat.keys(m[:1])
+            else:
+                (ks, vs) = [t.expand(b, -1, -1, -1) for t in cond["s0_keys"]] if layer == 0 else sat.keys(s)
+                km, vm = cond["m_keys"][layer]
+            kr, vr = sat.keys(r.unsqueeze(1))
             k = [ks, km.expand_as(ks), kr.expand_as(ks)]
             v = [vs, vm.expand_as(vs), vr.expand_as(vs)]
             if self.backbone == "star":

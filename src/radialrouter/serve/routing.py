@@ -313,5 +313,5 @@ class Decider:
                 result.scores = {self._by_router_name[n]: s for n, s in d.scores.items()}
                 result.probabilities = None if d.probabilities is None else {
                     self._by_router_name[n]: p for n, p in d.probabilities.items()}
-                result.expected_cost_usd = d.expected_cost
+                result.expected_cost_usd = d.expected_cost_usd
         return out
