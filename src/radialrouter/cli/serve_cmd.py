@@ -39,9 +39,12 @@ def serve(
 ) -> None:
     """Serve routing behind an OpenAI-compatible endpoint (binds server.host, 127.0.0.1 by default)."""
     import logging
+    import os
 
     from radialrouter.serve.config import load_config
 
+    # One query at a time, tokenizing in parallel costs more than it saves (0.4 vs 0.3 ms a query here).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with fail_cleanly():
         cfg = load_config(config)
         use_threads(threads or 1)

@@ -174,17 +174,22 @@ class RadialRouter(Router):
                          else None)
 
     def _conditioning(self, lam: float, cost: torch.Tensor) -> dict[str, Any]:
-        """`RadialFormer.conditioning` for ``lam``, memoised while the weights, the pool and its costs are
-        unchanged (parameter identities and in-place version counters, and the cost values, are the key)."""
-        version = (tuple((id(p), p._version) for p in self.net_.parameters()), self.mean_cost_.tobytes())
+        """`RadialFormer.conditioning` for ``lam``, memoised while the network, its LLM embeddings, every
+        parameter's in-place version counter and the pool's costs are unchanged. (``parameters()`` walks the
+        module tree — slower than the work saved — so the parameter list is captured once per network.)"""
         memo = getattr(self, "_cond_memo", None)
-        if memo is None or memo[0] != version:
-            memo = self._cond_memo = (version, {})
-        if lam not in memo[1]:
-            if len(memo[1]) >= 64:  # explicit λs from clients: keep the memo bounded
-                memo[1].clear()
-            memo[1][lam] = self.net_.conditioning(lam, cost)
-        return memo[1][lam]
+        if memo is None or memo["net"] is not self.net_ or memo["llm"] is not self.net_.llm:
+            params = list(self.net_.parameters())
+            memo = self._cond_memo = {"net": self.net_, "llm": self.net_.llm, "params": params, "key": None}
+        key = (tuple(p._version for p in memo["params"]), self.mean_cost_.tobytes())
+        if memo["key"] != key:
+            memo.update(key=key, by_lam={})
+        by_lam = memo["by_lam"]
+        if lam not in by_lam:
+            if len(by_lam) >= 64:  # explicit λs from clients: keep the memo bounded
+                by_lam.clear()
+            by_lam[lam] = self.net_.conditioning(lam, cost)
+        return by_lam[lam]
 
     def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray,
                 cost_head: tuple[np.ndarray, float] | None = None) -> None:
