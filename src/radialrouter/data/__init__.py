@@ -4,8 +4,7 @@ Names are imported on first use, so importing `DataError` (the CLI does at start
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from radialrouter._lazy import lazy_names
 
 _LAZY = {
     "DataError": "radialrouter.data.dataset",
@@ -23,17 +22,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'radialrouter.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_names("radialrouter.data", _LAZY, globals())
 
 __all__ = [
     "DataError",
