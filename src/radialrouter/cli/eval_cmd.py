@@ -31,6 +31,9 @@ def eval_command(
     seed: int = typer.Option(0, help="Seed for splits and training."),
     test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
     train_tasks: str | None = typer.Option(None, help="Train only on these tasks."),
+    pair: str | None = typer.Option(None, "--pair", help="STRONG,WEAK: also report RouteLLM's APGR and CPT(50 %/80 %) "
+                                    "for this LLM pair, from each router's per-query scores (see radialrouter."
+                                    "strong_weak)."),
     trust_pickle: bool = trust_pickle_option(),
     threads: int | None = threads_option(),
 ) -> None:
@@ -60,10 +63,34 @@ def eval_command(
     print_table(rows, title=f"{Path(data).name}: {len(test)} test queries")
     meta = {"data": str(data), "data_fingerprint": full.fingerprint(), "seed": seed, "n_train": len(train),
             "n_test": len(test), "llms": list(full.llms)}
+    if pair:
+        meta["pairs"] = _pair_figures(pair, fitted, test)
     if json_path:
         write_json(json_path, rows, meta)
     if report:
         _write_report(Path(report), fitted, test, rows, meta)
+
+
+def _pair_figures(pair: str, routers, test) -> dict[str, dict]:
+    """RouteLLM's strong/weak metrics per router, printed as a table and returned for the JSON."""
+    from radialrouter.strong_weak import pair_report
+
+    names = split_list(pair)
+    if len(names) != 2:
+        raise ValueError(f"--pair takes two LLM names, STRONG,WEAK; got {pair!r}")
+    out = {}
+    typer.echo(f"\n{names[0]} (strong) vs {names[1]} (weak): APGR, and the strong call share needed for 50 % / 80 % "
+               "of the quality gap")
+    for router in routers:
+        label = getattr(router, "display_name", None) or router.name
+        report = out[label] = pair_report(router, _embedded(router, test), *names)
+
+        def fmt(value, spec):
+            return "  n/a" if value is None else format(value, spec)
+
+        typer.echo(f"  {label:28s} APGR {fmt(report['apgr'], '6.3f')}   CPT(50%) {fmt(report['cpt50'], '5.1%')}   "
+                   f"CPT(80%) {fmt(report['cpt80'], '5.1%')}   (n = {report['n']})")
+    return out
 
 
 def _embedded(router, ds):

@@ -1,0 +1,56 @@
+"""RouteLLM's strong/weak-pair metrics: hand-checked curve, the random/perfect/reversed bounds, ties, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from radialrouter.strong_weak import gain_curve, strong_weak_metrics
+
+
+def test_curve_by_hand():
+    # gains (strong − weak): +1, 0, +1, −1; margins put them in the order q2, q0, q3, q1
+    q_strong = np.array([1.0, 0.0, 1.0, 0.0])
+    q_weak = np.array([0.0, 0.0, 0.0, 1.0])
+    share, quality = gain_curve(np.array([0.5, -1.0, 0.9, 0.1]), q_strong, q_weak)
+    np.testing.assert_allclose(share, [0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(quality, [0.25, 0.5, 0.75, 0.5, 0.5])
+    m = strong_weak_metrics(np.array([0.5, -1.0, 0.9, 0.1]), q_strong, q_weak)
+    # PGR = (quality − 0.25) / 0.25 = 0, 1, 2, 1, 1 → trapezoid over shares 0 … 1: 0.25 × 4.5 = 1.125
+    assert m["apgr"] == pytest.approx(1.125) and m["cpt50"] == 0.25 and m["cpt80"] == 0.25
+
+
+def test_bounds_random_perfect_reversed_and_ties():
+    rng = np.random.default_rng(0)
+    q_strong, q_weak = (rng.random(2000) < 0.7).astype(float), (rng.random(2000) < 0.5).astype(float)
+    gain = q_strong - q_weak
+    perfect, tied = strong_weak_metrics(gain, q_strong, q_weak), strong_weak_metrics(np.zeros(2000), q_strong, q_weak)
+    reversed_ = strong_weak_metrics(-gain, q_strong, q_weak)
+    assert tied["apgr"] == pytest.approx(0.5) and tied["cpt50"] == pytest.approx(0.5, abs=1e-3)
+    assert perfect["apgr"] > 1 > 0.5 > reversed_["apgr"]
+    assert perfect["cpt50"] <= perfect["cpt80"] < tied["cpt80"]
+    noisy = strong_weak_metrics(gain + rng.normal(0, 2, 2000), q_strong, q_weak)
+    assert tied["apgr"] < noisy["apgr"] < perfect["apgr"]
+
+
+def test_no_gap_and_missing_cells():
+    m = strong_weak_metrics(np.arange(4.0), np.array([1.0, 0, 1, np.nan]), np.array([1.0, 0, 1, 0]))
+    assert m["apgr"] is None and m["cpt50"] is None and m["n"] == 3 and m["left_out"] == 1
+
+
+def test_eval_cli_reports_the_pair(tmp_path, wide_df):
+    from radialrouter.cli import app
+
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    data = str(tmp_path / "d.parquet")
+    result = CliRunner().invoke(app, ["eval", "--data", data, "--routers", "oracle,best-single", "--pair",
+                                      "large,small", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "APGR" in result.output and "CPT(80%)" in result.output
+    pairs = json.loads((tmp_path / "r.json").read_text())["meta"]["pairs"]
+    assert pairs["best-single"]["apgr"] == pytest.approx(0.5) or pairs["best-single"]["apgr"] is None
+    bad = CliRunner().invoke(app, ["eval", "--data", data, "--routers", "oracle", "--pair", "large,gpt-9"])
+    assert isinstance(bad.exception, ValueError) and "--pair: 'gpt-9'" in str(bad.exception)  # → `error:`, exit 2
