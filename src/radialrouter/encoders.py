@@ -572,6 +572,9 @@ class StaticQueryEncoder(QueryEncoder):
         window = 4 * self.max_tokens
         cut = [t[-window:] if self.truncation_side == "left" else t[:window] for t in texts]
         model = self.load()._model
+        if len(cut) <= batch_size and store is None and not progress:  # the serving path: one call, nothing else
+            return model.encode(cut, max_length=None, use_multiprocessing=False, batch_size=batch_size).astype(
+                np.float32, copy=False)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         bar = tqdm(total=len(texts), desc="encoding queries", unit="q", disable=not progress, leave=False)
         for start in range(0, len(cut), batch_size):

@@ -75,9 +75,13 @@ class NodeUpdate(nn.Module):
         att = (q * k).sum(-1) * q.shape[-1] ** -0.5  # (B, L, K, heads)
         if pad is not None:
             att = att.masked_fill(pad.unsqueeze(-1), float("-inf"))
-        att = F.dropout(att.softmax(dim=2), self.drop.p, self.training)
+        att = att.softmax(dim=2)
+        if self.training:  # (at inference the call alone costs more than the attention arithmetic)
+            att = F.dropout(att, self.drop.p, True)
         h = (att.unsqueeze(-1) * v).sum(2).reshape(b, length, d)
-        h = F.dropout(torch.relu(F.linear(h, self.out.weight, self.out.bias)), self.drop.p, self.training)
+        h = torch.relu(F.linear(h, self.out.weight, self.out.bias))
+        if self.training:
+            h = F.dropout(h, self.drop.p, True)
         norm = self.norm
         return F.layer_norm(x + h if self.residual else h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
