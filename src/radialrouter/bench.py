@@ -111,6 +111,7 @@ def provenance(data: str, full: RoutingDataset, encoder: QueryEncoder | None) ->
         "data": str(data),
         "data_sha256": _sha256(path) if path.is_file() else None,
         "data_fingerprint": full.fingerprint(),
+        "cost": full.cost_model or ("logged" if full.has_cost else "none (quality only)"),
         "encoder": None if encoder is None else {**encoder.identity, "precision": encoder.precision,
                                                    "backend": encoder.active_backend},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -157,6 +158,8 @@ def run_bench(
     latency_runs: int = 5,
     measure_encoder: bool = True,
     progress: bool = True,
+    prices: str | None = None,
+    output_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``routers`` (default: `default_routers`) on every seed; return the JSON document."""
     from tqdm.auto import tqdm
@@ -181,7 +184,8 @@ def run_bench(
     vectors: tuple[np.ndarray, np.ndarray] | None = None  # (ids, embeddings), reused across seeds
     bar = tqdm(total=len(seeds) * len(names), desc="bench", disable=not progress)
     for seed_index, seed in enumerate(seeds):
-        full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks)
+        full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
+                                             prices=prices, output_tokens=output_tokens)
         if encoder is not None:
             if vectors is None or not np.array_equal(vectors[0], full.ids):
                 vectors = (full.ids, full.embed(encoder, progress=progress).embeddings)
@@ -372,6 +376,8 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
     out += ["## Provenance", "", "| | |", "|---|---|"]
     for key in ("git_commit", "git_dirty", "data", "data_sha256", "data_fingerprint", "command", "started_utc"):
         out.append(f"| {key} | `{meta.get(key)}` |")
+    if meta.get("cost"):
+        out.append(f"| cost | {meta['cost']} |")
     if meta.get("encoder"):
         enc = meta["encoder"]
         how = ", ".join(str(enc[k]) for k in ("precision", "backend") if enc.get(k))

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, parse_lams, split_list, threads_option, trust_pickle_option, use_threads
+from radialrouter.cli.common import (
+    app,
+    parse_lams,
+    prices_options,
+    split_list,
+    threads_option,
+    trust_pickle_option,
+    use_threads,
+)
 
 
 @app.command("bench")
@@ -26,6 +34,8 @@ def bench_command(
     encoder: str = typer.Option("minilm", "--encoder", help="Query encoder for every router: 'minilm' "
                                 "(all-MiniLM-L6-v2), 'static' (model2vec distilled from it), or a model name/folder."),
     trust_pickle: bool = trust_pickle_option(),
+    prices: str | None = prices_options()[0],
+    output_tokens: int | None = prices_options()[1],
 ) -> None:
     """Train and evaluate every router; write the JSON results and a Markdown report with plots."""
     from radialrouter.bench import run_bench, write_bench
@@ -43,7 +53,7 @@ def bench_command(
     with trusting_pickles(trust_pickle):
         doc = run_bench(data, split_list(routers) or None, seed_list, lams=parse_lams(lam) if lam else None,
                         test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
-                        encoder=QueryEncoder(encoder))
+                        encoder=QueryEncoder(encoder), prices=prices, output_tokens=output_tokens)
     print_table(doc["results"], title=f"{Path(data).name}: seeds {seeds}", lams=doc["meta"]["lams"])
     json_path, md_path = write_bench(doc, out, name or Path(data).stem)
     typer.echo(f"wrote {json_path} and {md_path} in {doc['meta']['wall_seconds']:.0f} s")

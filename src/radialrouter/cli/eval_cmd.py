@@ -10,6 +10,7 @@ from radialrouter.cli.common import (
     app,
     out_path,
     parse_lams,
+    prices_options,
     split_list,
     threads_option,
     trust_pickle_option,
@@ -36,6 +37,8 @@ def eval_command(
                                     "strong_weak)."),
     trust_pickle: bool = trust_pickle_option(),
     threads: int | None = threads_option(),
+    prices: str | None = prices_options()[0],
+    output_tokens: int | None = prices_options()[1],
 ) -> None:
     """Evaluate routers: Perf, Cost (USD per 1,000 queries) and Score per λ, macro-averaged over tasks."""
     use_threads(threads)
@@ -46,6 +49,7 @@ def eval_command(
 
     lams = parse_lams(lam)
     full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
+                                          prices=prices, output_tokens=output_tokens,
                                           trust_pickle=trust_pickle)
     fitted = []
     for name in split_list(routers):
@@ -62,7 +66,7 @@ def eval_command(
         rows += evaluate_router(router, _embedded(router, test), lams)
     print_table(rows, title=f"{Path(data).name}: {len(test)} test queries")
     meta = {"data": str(data), "data_fingerprint": full.fingerprint(), "seed": seed, "n_train": len(train),
-            "n_test": len(test), "llms": list(full.llms)}
+            "n_test": len(test), "llms": list(full.llms), "cost": full.cost_model or "logged"}
     if pair:
         meta["pairs"] = _pair_figures(pair, fitted, test)
     if json_path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, split_list, threads_option, trust_pickle_option, use_threads
+from radialrouter.cli.common import app, prices_options, split_list, threads_option, trust_pickle_option, use_threads
 
 
 @app.command("train")
@@ -30,6 +30,8 @@ def train_command(
                                        "default), 'static' (model2vec, ~200× faster), or a model name/folder."),
     trust_pickle: bool = trust_pickle_option(),
     threads: int | None = threads_option(),
+    prices: str | None = prices_options()[0],
+    output_tokens: int | None = prices_options()[1],
 ) -> None:
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
     import time
@@ -57,7 +59,8 @@ def train_command(
         from radialrouter.encoders import QueryEncoder
 
         model.encoder = QueryEncoder(encoder)
-    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle)
+    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
+                                      prices=prices, output_tokens=output_tokens)
     if model.uses_embeddings and getattr(model, "encoder_mode", "frozen") == "frozen":
         encoder = model.get_encoder()
         train, test = train.embed(encoder), test.embed(encoder)

@@ -37,6 +37,7 @@ class RoutingDataset:
     source: str = ""
     embeddings: np.ndarray | None = None
     embedding_encoder: dict | None = field(default=None, compare=False)
+    cost_model: str = ""  # how costs were estimated when the logs had none ("" = logged costs)
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.llms)

@@ -451,12 +451,22 @@ def load_splits(
     test_tasks: str | Sequence[str] | None = None,
     train_tasks: str | Sequence[str] | None = None,
     trust_pickle: bool | None = None,
+    prices: str | Path | None = None,
+    output_tokens: int | None = None,
 ) -> tuple[RoutingDataset, RoutingDataset, RoutingDataset | None, RoutingDataset]:
     """Load ``data`` and return (full, train, val or None, test): the experiment layout every command and
     benchmark shares. ``test_tasks`` (names, or one comma-separated string) makes an out-of-distribution split
     (tasks also named in ``train_tasks`` are tested on their own test split); otherwise the file's ``split``
-    column (or a seeded grouped split) is used, and ``test`` includes the ``unsplit`` rows (test-only tasks)."""
+    column (or a seeded grouped split) is used, and ``test`` includes the ``unsplit`` rows (test-only tasks).
+    ``prices`` (a price file, see `radialrouter.data.prices`) gives quality-only logs estimated costs, with
+    ``output_tokens`` output tokens per query (default 256)."""
     ds = load_dataset(data, test_size=test_size, seed=seed, trust_pickle=trust_pickle)
+    if prices is not None:
+        from radialrouter.data.prices import DEFAULT_OUTPUT_TOKENS, with_prices
+
+        ds, _ = with_prices(ds, prices, DEFAULT_OUTPUT_TOKENS if output_tokens is None else output_tokens)
+    elif output_tokens is not None:
+        raise DataError("--output-tokens needs --prices (it sets the output tokens of the estimated costs)")
     tests, trains = _names(test_tasks), _names(train_tasks)
     if tests:
         ds.select_tasks(tests + trains)  # validates the names

@@ -46,7 +46,6 @@ from radialrouter.serve.routing import (
     Target,
     check_pool,
     load_router,
-    load_tokenizer,
     parse_model,
     requested_output_tokens,
     required_capabilities,
@@ -54,6 +53,7 @@ from radialrouter.serve.routing import (
 )
 from radialrouter.serve.upstream import LOCAL, Attempt, Upstream, classify, is_retryable, retry_after
 from radialrouter.serve.validation import check_chat_body, check_json_tree
+from radialrouter.tokens import load_tokenizer
 
 log = logging.getLogger("radialrouter.serve")
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

