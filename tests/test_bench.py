@@ -133,3 +133,18 @@ def test_default_routers_lists_learned_then_references():
     assert names[-4:] == ["oracle", "random", "best-single", "task-best"]
     assert {"knn", "mlp", "mf", "hybrid", "frugal"} <= set(names)
     assert set(BUILTIN_ROUTERS) <= set(names)
+
+
+def test_bench_reports_a_strong_weak_pair(tmp_path):
+    wide_frame(n=60).to_parquet(tmp_path / "tiny.parquet")
+    doc = run_bench(str(tmp_path / "tiny.parquet"), ["best-single", "oracle"], [0, 1], measure_encoder=False,
+                    progress=False, pair=("large", "small"))
+    assert doc["meta"]["pair"] == ["large", "small"] and set(doc["pairs"]) == {"best-single", "oracle"}
+    assert [r["seed"] for r in doc["pairs"]["oracle"]] == [0, 1]
+    best = [r["apgr"] for r in doc["pairs"]["best-single"] if r["apgr"] is not None]
+    assert all(a == pytest.approx(0.5) for a in best)  # one score for every query: a random order
+    _, md = write_bench(doc, tmp_path / "out", "tiny")
+    assert "Strong/weak pair: `large` vs `small`" in md.read_text()
+    result = runner.invoke(app, ["bench", "--data", str(tmp_path / "tiny.parquet"), "--routers", "oracle",
+                                 "--pair", "large", "--out", str(tmp_path / "o2")])
+    assert isinstance(result.exception, ValueError) and "STRONG,WEAK" in str(result.exception)

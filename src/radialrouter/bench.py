@@ -160,6 +160,7 @@ def run_bench(
     progress: bool = True,
     prices: str | None = None,
     output_tokens: int | None = None,
+    pair: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``routers`` (default: `default_routers`) on every seed; return the JSON document."""
     from tqdm.auto import tqdm
@@ -178,6 +179,7 @@ def run_bench(
     sweeps: dict[str, list[dict]] = defaultdict(list)
     curves: dict[str, list[dict]] = defaultdict(list)
     collapse: dict[str, dict[str, list]] = defaultdict(lambda: {"collapse_index": []})
+    pairs: dict[str, list[dict]] = defaultdict(list)  # RouteLLM's strong/weak metrics per router, one per seed
     budget: dict[str, list[dict]] = {}
     timing: dict[str, dict[str, Any]] = {name: {"fit_seconds": []} for name in names}
     meta: dict[str, Any] = {}
@@ -195,6 +197,7 @@ def run_bench(
         scenario = list(lams) if lams is not None else (list(SCENARIOS.values()) if full.has_cost else [0.0])
         if seed_index == 0:
             meta = {**provenance(data, full, encoder), "seeds": list(seeds), "routers": names, "lams": scenario,
+                    "pair": list(pair) if pair else None,
                     "n_train": len(train), "n_val": 0 if val is None else len(val), "n_test": len(test),
                     "llms": list(full.llms), "has_cost": full.has_cost,
                     "train_tasks": sorted(set(train.tasks.tolist())), "test_tasks": _task_order(test_tasks, test),
@@ -204,7 +207,9 @@ def run_bench(
         for name in names:
             bar.set_description(f"bench seed {seed} {name}")
             run = _bench_router(name, seed, train, val, test, scenario, first_seed=seed_index == 0,
-                                latency_runs=latency_runs)
+                                latency_runs=latency_runs, pair=pair)
+            if "pair" in run:
+                pairs[name].append({**run["pair"], "seed": seed})
             results += run["results"]
             timing[name]["fit_seconds"] += run["fit_seconds"]
             timing[name].update(run.get("latency", {}))
@@ -224,11 +229,12 @@ def run_bench(
         meta["encoder_latency"] = encoder_latency(encoder, test.prompts[:32].tolist())
     meta["wall_seconds"] = round(time.perf_counter() - started, 1)
     return {"meta": meta, "results": results, "sweeps": dict(sweeps), "curves": dict(curves),
-            "collapse": dict(collapse), "budget": budget, "timing": timing}
+            "collapse": dict(collapse), "budget": budget, "timing": timing, "pairs": dict(pairs)}
 
 
 def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDataset | None, test: RoutingDataset,
-                  scenario: list[float], *, first_seed: bool, latency_runs: int) -> dict[str, Any]:
+                  scenario: list[float], *, first_seed: bool, latency_runs: int,
+                  pair: tuple[str, str] | None = None) -> dict[str, Any]:
     """Fit one router for one seed and measure it: scenario rows, λ sweep, collapse index, and on the first seed
     the budget sweep and latency."""
     cls = router_class(name)
@@ -244,6 +250,11 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
                                                                                  else [lam])]}
     # The largest budget is λ = 0: a λ-free model, or the one trained for the smallest λ.
     unconstrained = models.get(None) or models[min(models)]
+    if pair is not None:
+        from radialrouter.strong_weak import pair_report
+
+        report = pair_report(unconstrained, test, *pair)
+        run["pair"] = {k: report[k] for k in ("apgr", "cpt50", "cpt80", "n", "quality_weak", "quality_strong")}
     if test.has_cost:
         if None in models:
             run["sweep"] = evaluate_router(models[None], test, sorted(set(DEFAULT_SWEEP) | set(scenario)))
@@ -353,6 +364,18 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
         if doc["curves"]:
             ref = next(iter(doc["curves"].values()))[0]["reference_llm"]
             out += ["", f"QNC reference (best single LLM on the test split): `{ref}`.", ""]
+    if doc.get("pairs"):
+        strong, weak = meta["pair"]
+        out += [f"## Strong/weak pair: `{strong}` vs `{weak}` (RouteLLM's metrics)", "",
+                "From each router's per-query scores at λ = 0 (its preference for the strong LLM): APGR, the area "
+                "under the gap-recovered curve over strong-LLM call shares 0–1 (0.5 = random order), and CPT, the "
+                "strong call share needed for 50 % / 80 % of the quality gap (lower is better). Micro over test "
+                "queries; mean ± std over seeds.", "", "| Router | APGR | CPT(50 %) | CPT(80 %) |",
+                "|---|---:|---:|---:|"]
+        for router, reports in doc["pairs"].items():
+            cells = [_mean_std([r[k] for r in reports if r[k] is not None], 3) for k in ("apgr", "cpt50", "cpt80")]
+            out.append(f"| {router} | " + " | ".join(cells) + " |")
+        out.append("")
     out += ["## Per task", ""]
     train_tasks = set(meta.get("train_tasks", []))
     for lam in meta["lams"]:

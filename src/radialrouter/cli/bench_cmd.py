@@ -34,6 +34,8 @@ def bench_command(
     encoder: str = typer.Option("minilm", "--encoder", help="Query encoder for every router: 'minilm' "
                                 "(all-MiniLM-L6-v2), 'static' (model2vec distilled from it), or a model name/folder."),
     trust_pickle: bool = trust_pickle_option(),
+    pair: str | None = typer.Option(None, "--pair", help="STRONG,WEAK: add RouteLLM's APGR and CPT(50 %/80 %) for "
+                                    "this LLM pair to the report."),
     prices: str | None = prices_options()[0],
     output_tokens: int | None = prices_options()[1],
 ) -> None:
@@ -53,7 +55,15 @@ def bench_command(
     with trusting_pickles(trust_pickle):
         doc = run_bench(data, split_list(routers) or None, seed_list, lams=parse_lams(lam) if lam else None,
                         test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
-                        encoder=QueryEncoder(encoder), prices=prices, output_tokens=output_tokens)
+                        encoder=QueryEncoder(encoder), prices=prices, output_tokens=output_tokens,
+                        pair=_pair(pair))
     print_table(doc["results"], title=f"{Path(data).name}: seeds {seeds}", lams=doc["meta"]["lams"])
     json_path, md_path = write_bench(doc, out, name or Path(data).stem)
     typer.echo(f"wrote {json_path} and {md_path} in {doc['meta']['wall_seconds']:.0f} s")
+
+
+def _pair(value: str | None) -> tuple[str, str] | None:
+    names = split_list(value)
+    if value is not None and len(names) != 2:
+        raise ValueError(f"--pair takes two LLM names, STRONG,WEAK; got {value!r}")
+    return (names[0], names[1]) if names else None
