@@ -8,8 +8,9 @@ import typer
 
 from radialrouter.cli.common import (
     app,
+    output_tokens_option,
     parse_lams,
-    prices_options,
+    prices_option,
     split_list,
     threads_option,
     trust_pickle_option,
@@ -36,8 +37,8 @@ def bench_command(
     trust_pickle: bool = trust_pickle_option(),
     pair: str | None = typer.Option(None, "--pair", help="STRONG,WEAK: add RouteLLM's APGR and CPT(50 %/80 %) for "
                                     "this LLM pair to the report."),
-    prices: str | None = prices_options()[0],
-    output_tokens: int | None = prices_options()[1],
+    prices: str | None = prices_option(),
+    output_tokens: int | None = output_tokens_option(),
 ) -> None:
     """Train and evaluate every router; write the JSON results and a Markdown report with plots."""
     from radialrouter.bench import run_bench, write_bench

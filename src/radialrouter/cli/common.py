@@ -67,12 +67,16 @@ def trust_pickle_option() -> bool:
                         "only for files you trust; better convert it to parquet).")
 
 
-def prices_options() -> tuple:
-    """``--prices FILE`` and ``--output-tokens N``: estimated costs for logs with quality only."""
-    return (typer.Option(None, "--prices", help="Price file (USD per million tokens, [input, output] per LLM; "
-                         "see docs/data-format.md) to estimate costs for data that logs quality only."),
-            typer.Option(None, "--output-tokens", min=0, help="Output tokens per query in those estimates "
-                         "(default 256)."))
+def prices_option():
+    """``--prices FILE``: estimated costs for logs with quality only (see `radialrouter.data.prices`)."""
+    return typer.Option(None, "--prices", help="Price file (USD per million tokens, input and output, per LLM; see "
+                        "docs/data-format.md) to estimate costs for data that logs quality only.")
+
+
+def output_tokens_option():
+    """``--output-tokens N``: the output tokens per query in those estimates."""
+    return typer.Option(None, "--output-tokens", min=0, help="Output tokens per query in cost estimates made "
+                        "with --prices (default 256).")
 
 
 def threads_option(default: str = "the cores not busy with other work, at most 4; or $RADIALROUTER_THREADS / "

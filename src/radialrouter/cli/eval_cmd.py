@@ -9,8 +9,9 @@ import typer
 from radialrouter.cli.common import (
     app,
     out_path,
+    output_tokens_option,
     parse_lams,
-    prices_options,
+    prices_option,
     split_list,
     threads_option,
     trust_pickle_option,
@@ -37,8 +38,8 @@ def eval_command(
                                     "strong_weak)."),
     trust_pickle: bool = trust_pickle_option(),
     threads: int | None = threads_option(),
-    prices: str | None = prices_options()[0],
-    output_tokens: int | None = prices_options()[1],
+    prices: str | None = prices_option(),
+    output_tokens: int | None = output_tokens_option(),
 ) -> None:
     """Evaluate routers: Perf, Cost (USD per 1,000 queries) and Score per λ, macro-averaged over tasks."""
     use_threads(threads)

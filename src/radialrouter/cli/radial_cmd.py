@@ -10,7 +10,15 @@ from pathlib import Path
 
 import typer
 
-from radialrouter.cli.common import app, prices_options, split_list, threads_option, trust_pickle_option, use_threads
+from radialrouter.cli.common import (
+    app,
+    output_tokens_option,
+    prices_option,
+    split_list,
+    threads_option,
+    trust_pickle_option,
+    use_threads,
+)
 
 
 @app.command("train")
@@ -30,8 +38,8 @@ def train_command(
                                        "default), 'static' (model2vec, ~200× faster), or a model name/folder."),
     trust_pickle: bool = trust_pickle_option(),
     threads: int | None = threads_option(),
-    prices: str | None = prices_options()[0],
-    output_tokens: int | None = prices_options()[1],
+    prices: str | None = prices_option(),
+    output_tokens: int | None = output_tokens_option(),
 ) -> None:
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
     import time

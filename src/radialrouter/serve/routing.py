@@ -158,7 +158,7 @@ def count_tokens(tokenizer, text: str, cap: int) -> int:
 
 @dataclass
 class RouteQuery:
-    """One request's routing input, prepared per request (`Decider.prepare`) and decided in a batch."""
+    """One request's routing input, prepared per request (`ServeState.prepare`) and decided in a batch."""
 
     text: str
     prompt_tokens: int
