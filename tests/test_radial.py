@@ -275,3 +275,57 @@ def test_cached_conditioning_gives_the_same_logits(backbone):
         router.net_.llm.add_(1.0)  # the weights move: the memo must not serve the old conditioning
     with torch.inference_mode():
         torch.testing.assert_close(router.logits(x, 0.02, None, cached=True), router.logits(x, 0.02, None))
+
+
+@pytest.mark.parametrize("backbone", ["radial", "star", "transformer", "mlp"])
+def test_onnx_inference_matches_torch(backbone):
+    """The serving path's ONNX Runtime copy of the network gives torch's scores and probabilities (any λ, with and
+    without candidates, per-scenario models), follows weight and pool changes, and leaves torch training intact."""
+    pytest.importorskip("onnxruntime")
+    from radialrouter.pool import clone
+
+    ds = make_synthetic(n_queries=80, n_llms=4, seed=2)
+    router = RadialRouter(backbone=backbone, steps=5, patience=None).fit(ds)
+    x = ds.embeddings[:9]
+    want = {(lam, c): router.predict_scores(x, lam, None if c is None else list(c)) for lam in (0.0, 0.02, 0.5)
+            for c in (None, tuple(router.llms_[1:3]))}
+    router.set_inference_backend("onnx")
+    assert router.inference_backend == "onnx"
+    for (lam, c), scores in want.items():
+        np.testing.assert_allclose(router.predict_scores(x, lam, None if c is None else list(c)), scores, atol=2e-5)
+    decision = router.route(x[:1], lam=0.02)[0]
+    assert abs(sum(decision.probabilities.values()) - 1) < 1e-9
+    assert router.net_.training is False  # the export must not switch dropout back on
+    if backbone != "radial":
+        return
+
+    with torch.no_grad():
+        router.net_.llm.add_(0.5)  # weights move: the ONNX copy is rebuilt, not reused
+    router.set_inference_backend("torch")
+    moved = router.predict_scores(x, 0.02)
+    router.set_inference_backend("onnx")
+    np.testing.assert_allclose(router.predict_scores(x, 0.02), moved, atol=2e-5)
+
+    grown = clone(router)
+    grown.set_inference_backend("onnx")
+    grown.add_llm("newcomer", 1e-3, np.zeros(grown.d_model, dtype=np.float32))
+    assert grown.predict_scores(x, 0.02).shape == (9, 5)
+
+    fixed = RadialRouter(backbone=backbone, lam_conditioned=False, lam=0.1, steps=5, patience=None).fit(ds)
+    per_scenario = fixed.predict_scores(x, 0.0)
+    np.testing.assert_allclose(fixed.set_inference_backend("onnx").predict_scores(x, 0.0), per_scenario, atol=2e-5)
+
+
+def test_inference_backend_without_onnxruntime(conditioned, monkeypatch):
+    from radialrouter.pool import clone
+    from radialrouter.routers import radial as radial_module
+
+    router = clone(conditioned)
+    monkeypatch.setattr(radial_module, "onnx_runtime_available", lambda: False)
+    with pytest.warns(UserWarning, match="onnxruntime is not installed"):
+        router.set_inference_backend("auto")
+    assert router.inference_backend == "torch"
+    with pytest.raises(Exception, match="needs onnxruntime"):
+        router.set_inference_backend("onnx")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        router.set_inference_backend("tensorrt")

@@ -19,6 +19,8 @@ each training query draws its own λ (half the time one of the scenarios 0 / 0.0
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from radialrouter.objective import COST_SCALE, SCENARIOS, argmax_cheapest, targe
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Router, RouterError
+from radialrouter.routers.radial_onnx import OnnxRadialFormer, onnx_runtime_available
 from radialrouter.routers.radialformer import BACKBONES, RadialFormer
 from radialrouter.training import set_seed, train_module
 
@@ -40,6 +43,9 @@ from radialrouter.training import set_seed, train_module
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "routerbench3-radial"
 ENCODER_MODES = ("frozen", "finetune")
 _SCENARIO_LAMS = tuple(SCENARIOS.values())
+#: Where `RadialRouter.set_inference_backend` runs inference.
+INFERENCE_BACKENDS = ("auto", "torch", "onnx")
+_EXPORT_LOCK = threading.Lock()
 
 
 def query_contrastive_loss(z: torch.Tensor, cluster: torch.Tensor, n_negatives: int, tau_c: float,
@@ -173,23 +179,84 @@ class RadialRouter(Router):
                          None if mask is None else mask.to(dev), cond=self._conditioning(float(lam), cost) if cached
                          else None)
 
+    def _weights_key(self) -> tuple:
+        """Changes whenever the network, its LLM embeddings or any parameter (in place) changes: what the
+        inference caches below are keyed by. (``parameters()`` walks the module tree — slower than the work saved —
+        so the parameter list is captured once per network.)"""
+        memo = getattr(self, "_params_memo", None)
+        if memo is None or memo[0] is not self.net_ or memo[1] is not self.net_.llm:
+            memo = self._params_memo = (self.net_, self.net_.llm, list(self.net_.parameters()))
+        return (id(memo[0]), id(memo[1]), tuple([p._version for p in memo[2]]))
+
     def _conditioning(self, lam: float, cost: torch.Tensor) -> dict[str, Any]:
-        """`RadialFormer.conditioning` for ``lam``, memoised while the network, its LLM embeddings, every
-        parameter's in-place version counter and the pool's costs are unchanged. (``parameters()`` walks the
-        module tree — slower than the work saved — so the parameter list is captured once per network.)"""
+        """`RadialFormer.conditioning` for ``lam``, memoised while the weights and the pool's costs are unchanged."""
+        key = (self._weights_key(), self.mean_cost_.tobytes())
         memo = getattr(self, "_cond_memo", None)
-        if memo is None or memo["net"] is not self.net_ or memo["llm"] is not self.net_.llm:
-            params = list(self.net_.parameters())
-            memo = self._cond_memo = {"net": self.net_, "llm": self.net_.llm, "params": params, "key": None}
-        key = (tuple(p._version for p in memo["params"]), self.mean_cost_.tobytes())
-        if memo["key"] != key:
-            memo.update(key=key, by_lam={})
+        if memo is None or memo["key"] != key:
+            memo = self._cond_memo = {"key": key, "by_lam": {}}
         by_lam = memo["by_lam"]
         if lam not in by_lam:
             if len(by_lam) >= 64:  # explicit λs from clients: keep the memo bounded
                 by_lam.clear()
             by_lam[lam] = self.net_.conditioning(lam, cost)
         return by_lam[lam]
+
+    def set_inference_backend(self, backend: str = "auto", threads: int = 1) -> RadialRouter:
+        """Run inference (`route`, `predict_scores`) on ``"torch"`` or ``"onnx"`` (ONNX Runtime, see
+        `radial_onnx`: several times faster at batch 1, the serving path); ``"auto"`` takes ONNX when installed and
+        its export checks out, else torch with a warning. The export happens here, not on the first request, and
+        again when the weights or the pool change. Not saved with the model: a property of where it runs."""
+        if backend not in INFERENCE_BACKENDS:
+            raise ValueError(f"backend must be one of {INFERENCE_BACKENDS}; got {backend!r}")
+        if backend != "torch" and not onnx_runtime_available():
+            if backend == "onnx":
+                raise RouterError("the ONNX inference backend needs onnxruntime and onnx: "
+                                  "pip install 'radialrouter[onnx]'")
+            warnings.warn("onnxruntime is not installed; RadialRouter inference runs on torch", stacklevel=2)
+            backend = "torch"
+        if int(threads) != getattr(self, "_onnx_threads", None):
+            self._onnx_memo = None  # rebuilt below with the new thread count
+        self._inference, self._onnx_threads = backend, int(threads)
+        self._check_fitted()
+        self._onnx()
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies (`pool.clone`) drop the inference caches: an ONNX Runtime session cannot be copied, and every
+        cache is rebuilt from the copied weights on first use."""
+        state = dict(self.__dict__)
+        for cache in ("_onnx_memo", "_cond_memo", "_params_memo"):
+            state.pop(cache, None)
+        if "_inference" in state:
+            state["_onnx_memo"] = None
+        return state
+
+    @property
+    def inference_backend(self) -> str:
+        """``"onnx"`` or ``"torch"``: what `route` runs on now."""
+        return "onnx" if self._onnx() is not None else "torch"
+
+    def _onnx(self) -> OnnxRadialFormer | None:
+        """The ONNX Runtime copy of the network for the current weights, or None (torch inference)."""
+        if getattr(self, "_inference", "torch") == "torch" or self.net_.training:
+            return None
+        key = self._weights_key()
+        memo = self._onnx_memo
+        if memo is None or memo[0] != key:
+            with _EXPORT_LOCK:
+                memo = self._onnx_memo
+                if memo is None or memo[0] != key:
+                    try:
+                        memo = (key, OnnxRadialFormer(self.net_, self.in_dim_, self._cost_tensor().numpy(),
+                                                      self._onnx_threads))
+                    except Exception as exc:  # noqa: BLE001 - any export failure: route on torch instead
+                        if self._inference == "onnx":
+                            raise RouterError(f"cannot run this RadialRouter on ONNX Runtime: {exc}") from exc
+                        warnings.warn(f"ONNX export of the RadialRouter failed ({exc}); inference runs on torch",
+                                      stacklevel=3)
+                        memo = (key, None)
+                    self._onnx_memo = memo
+        return memo[1]
 
     def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray,
                 cost_head: tuple[np.ndarray, float] | None = None) -> None:
@@ -339,13 +406,24 @@ class RadialRouter(Router):
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, encoder.dim), np.float32)
 
     def _log_proba(self, x: np.ndarray, lam: float, mask: np.ndarray | None = None) -> np.ndarray:
-        """Log-softmax over the candidates; masked LLMs are −inf and hidden from the relay."""
+        """Log-softmax over the candidates in float64 (probabilities sum to 1); masked LLMs are −inf and hidden
+        from the relay."""
         if self.net_.training:  # checked, not set: eval() walks every submodule, a tenth of batch-1 routing time
             self.net_.eval()
+        onnx = self._onnx()
+        if onnx is not None:
+            x = np.asarray(x, dtype=np.float32)
+            lam = self.lam if not self.lam_conditioned else lam
+            mask = np.ones((len(x), len(self.llms_)), dtype=bool) if mask is None else mask
+            cost = np.asarray(self.mean_cost_ * COST_SCALE, dtype=np.float32)
+            logits = onnx.logits(x, np.full(len(x), lam, dtype=np.float32), cost, mask).astype(np.float64)
+            with np.errstate(invalid="ignore"):  # rows of −inf only arise from an all-masked row, refused earlier
+                z = logits - logits.max(axis=1, keepdims=True)
+                return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         with torch.inference_mode():
             logits = self.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)), lam,
                                  None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)), cached=True)
-            return torch.log_softmax(logits.double(), dim=-1).cpu().numpy()  # float64: probabilities sum to 1
+            return torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
 
     def _masked_scores(self, x: np.ndarray, lam: float, mask: np.ndarray | None) -> np.ndarray:
         return self._log_proba(x, lam, mask)

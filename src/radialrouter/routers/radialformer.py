@@ -137,12 +137,12 @@ class RadialFormer(nn.Module):
         if cond is None:
             sat_f, relay_f = trade_off_features(lam, cost_per_1k)
             r = (self.project(q) if r0 is None else r0) + self.relay_cond(relay_f)  # (B, d)
-            m = self.llm.unsqueeze(0).expand(len(r), -1, -1)  # (B, n, d)
+            m = self.llm.unsqueeze(0).expand(r.shape[0], -1, -1)  # (B, n, d)
             s = m + self.sat_cond(sat_f)
         else:
             r = (self.project(q) if r0 is None else r0) + cond["relay"]
-            m = self.llm.unsqueeze(0).expand(len(r), -1, -1)
-            s = cond["s0"].expand(len(r), -1, -1)
+            m = self.llm.unsqueeze(0).expand(r.shape[0], -1, -1)
+            s = cond["s0"].expand(r.shape[0], -1, -1)
         pad = None if mask is None else ~mask  # True where masked
         if self.backbone in {"radial", "star"}:
             s, r = self._radial(s, m, r, pad, cond)

@@ -202,7 +202,10 @@ def load_router(config: ServeConfig) -> Router:
     if (path / "encoder.json").exists():
         identity = json.loads((path / "encoder.json").read_text())
         encoder = QueryEncoder.from_identity(identity, cache_dir=False, device=config.router.device)
-    return from_pretrained(path, encoder=encoder)
+    router = from_pretrained(path, encoder=encoder)
+    if hasattr(router, "set_inference_backend") and config.router.device == "cpu":
+        router.set_inference_backend(config.router.inference)
+    return router
 
 
 def router_llms(config: ServeConfig) -> list[str]:
