@@ -40,7 +40,9 @@ def test_bench_cli_writes_json_and_markdown(tmp_path):
     assert meta["seeds"] == [0] and meta["machine"]["cpu_count"] >= 1 and meta["encoder"]["dim"] == 384
     rows = doc["results"]
     assert {r["router"] for r in rows} == {"knn", "best-single"}
-    assert {r["lam"] for r in rows} == {0.0, 0.02, 0.1}
+    # The named trade-offs on this data's price scale, resolved on the training split and recorded.
+    assert {r["lam"] for r in rows} == set(meta["presets"].values()) and len(meta["presets"]) == 3
+    assert {r["scenario"] for r in rows} == {"performance-first", "balance", "cost-first"}
     for r in rows:
         assert {"router", "lam", "perf", "cost", "score", "seed", "per_task", "most_expensive_share"} <= set(r)
         assert r["score"] == pytest.approx(r["perf"] - r["lam"] * r["cost"])
@@ -79,9 +81,10 @@ def test_lam_at_fit_routers_get_one_model_per_scenario(tmp_path, monkeypatch):
                     measure_encoder=False)
     assert len(doc["timing"]["test-per-lam"]["fit_seconds"]) == 2 * 3
     rows = [r for r in doc["results"] if r["router"] == "test-per-lam"]
-    assert sorted((r["seed"], r["lam"]) for r in rows) == [(s, lam) for s in (0, 1) for lam in (0.0, 0.02, 0.1)]
+    named = sorted(doc["meta"]["presets"].values())  # resolved once (seed 0's training split), kept for every seed
+    assert sorted((r["seed"], r["lam"]) for r in rows) == [(s, lam) for s in (0, 1) for lam in named]
     # Its sweep holds the scenario points only; λ-free routers get the full sweep.
-    assert {r["lam"] for r in doc["sweeps"]["test-per-lam"]} == {0.0, 0.02, 0.1}
+    assert {r["lam"] for r in doc["sweeps"]["test-per-lam"]} == set(named)
     assert len({r["lam"] for r in doc["sweeps"]["oracle"]}) > 3
     assert "test-per-lam" in default_routers()
     json_path, md_path = write_bench(doc, tmp_path / "out", "per-lam")

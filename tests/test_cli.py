@@ -22,7 +22,7 @@ def test_eval_writes_stable_json_and_report(tmp_path):
     doc = json.loads((tmp_path / "r.json").read_text())
     rows = doc["results"]
     assert {r["router"] for r in rows} == {"oracle", "best-single", "task-best", "random"}
-    assert {r["lam"] for r in rows} == {0.0, 0.02, 0.1}
+    assert {r["lam"] for r in rows} == set(doc["meta"]["presets"].values())  # named trade-offs of this pool
     for r in rows:
         assert {"router", "lam", "perf", "cost", "score"} <= set(r)
         assert abs(r["score"] - (r["perf"] - r["lam"] * r["cost"])) < 1e-9
@@ -206,3 +206,23 @@ def test_score_plot_clips_the_random_curve_and_labels_do_not_overlap():
         for j in range(i):
             assert abs(placed[i][0] - placed[j][0]) >= 60 or abs(placed[i][1] - placed[j][1]) >= 9 - 1e-9
     assert offsets[3] == 0.0  # a label far from the others stays where it is
+
+
+def test_train_auto_picks_the_best_candidate_on_validation(tmp_path):
+    wide_frame(n=120).to_parquet(tmp_path / "d.parquet")
+    out = tmp_path / "m"
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), "--router",
+                                 "auto", "--candidates", "knn,mlp,best-single", "--lam", "cost-first"])
+    assert result.exit_code == 0, result.output
+    auto = json.loads((out / "training.json").read_text())["auto"]
+    table = {r["router"]: r for r in auto["candidates"]}
+    assert set(table) == {"knn", "mlp", "best-single"} and auto["lam"] > 0
+    best = max(table.values(), key=lambda r: r["val_score"])
+    assert auto["chosen"] == best["router"] and best["chosen"]
+    assert json.loads((out / "config.json").read_text())["router"] == best["router"]
+    refused = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), "--router",
+                                  "auto", "--steps", "5"])
+    assert refused.exit_code != 0 and "--router auto" in str(refused.exception)
+    stray = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), "--candidates",
+                                "knn"])
+    assert stray.exit_code != 0 and "--candidates goes with --router auto" in str(stray.exception)

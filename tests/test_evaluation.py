@@ -91,3 +91,57 @@ def test_collapse_stats():
     stats = collapse_stats(weights, quality, cost)
     assert stats["most_expensive_share"] == pytest.approx(2 / 3)
     assert stats["overspend_share"] == pytest.approx(1 / 3)  # only the first query had a cheaper equal LLM
+
+
+def test_named_tradeoffs_are_scale_free():
+    """The presets are multiples of the pool's price of quality: rescaling every price rescales λ by the inverse,
+    so the same queries go to the same LLMs at ``balance`` whatever the currency or price level."""
+    from radialrouter.objective import PRESET_FRACTIONS, price_of_quality, tradeoff_presets
+
+    rng = np.random.default_rng(0)
+    quality = rng.uniform(0, 1, (200, 3)) + np.array([0.0, 0.1, 0.3])  # LLM 2 is the best on average …
+    cost = np.tile(np.array([0.1, 0.5, 2.0]) * 1e-3, (200, 1))  # … and the priciest; LLM 0 the cheapest
+    quality[0, 1] = np.nan  # a missing cell is ignored, not propagated
+    scale = price_of_quality(quality, cost)
+    assert scale == pytest.approx((np.nanmean(quality[:, 2]) - np.nanmean(quality[:, 0])) / 1.9)
+    presets = tradeoff_presets(quality, cost)
+    assert list(presets) == list(PRESET_FRACTIONS) and 0 == presets["performance-first"]
+    assert presets["balance"] == pytest.approx(scale / 3, rel=1e-2) and presets["balance"] < presets["cost-first"]
+    for factor in (1e-3, 7.0, 1e4):
+        scaled = tradeoff_presets(quality, cost * factor)
+        for name in presets:
+            assert scaled[name] * factor == pytest.approx(presets[name], rel=1e-2)
+            ok = ~np.isnan(quality).any(axis=1)
+            a = argmax_cheapest(utility(quality[ok], cost[ok], presets[name]), cost[0])
+            b = argmax_cheapest(utility(quality[ok], cost[ok] * factor, scaled[name]), cost[0] * factor)
+            assert (a == b).mean() > 0.97  # identical up to the 3-digit rounding of λ
+    # The best LLM is also the cheapest: nothing to trade, every preset is λ = 0.
+    assert set(tradeoff_presets(quality[:, ::-1], cost).values()) == {0.0}
+    # Names resolve with a router's presets; without them, the paper's values.
+    assert resolve_lam("balance", presets=presets) == presets["balance"] and resolve_lam("BA") == 0.02
+
+
+def test_named_tradeoffs_differ_on_every_shared_data_set():
+    """On each shared data set with costs, the three presets give three distinct operating points for Task-best
+    (with the paper's fixed λ, balance is performance-first on llmrouter9's cheap pool: the same LLMs, same cost)."""
+    from conftest import SHARED_DATA as SHARED
+
+    from radialrouter.data import load_splits
+    from radialrouter.evaluation import evaluate_router
+    from radialrouter.objective import tradeoff_presets
+    from radialrouter.routers import make_router
+
+    prices = SHARED / "prices.json"
+    for name, with_prices in (("routerbench3", None), ("llmrouter9", prices), ("mmlupro29", prices)):
+        path = SHARED / f"{name}.parquet"
+        if not path.exists() or (with_prices is not None and not with_prices.exists()):
+            pytest.skip(f"{path} or {prices} is absent (shared data sets live in ../shared/data)")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, train, _, test = load_splits(str(path), seed=0, prices=with_prices)
+        presets = tradeoff_presets(train.quality, train.cost)
+        rows = evaluate_router(make_router("task-best").fit(train), test, presets=presets)
+        costs = [r["cost"] for r in rows]
+        assert costs[0] > 1.15 * costs[1] > 1.15 * 1.15 * costs[2], (name, presets, costs)

@@ -100,3 +100,18 @@ def test_cli_reports_a_damaged_model_in_one_line(copy):
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and "truncated" in proc.stderr
+
+
+def test_named_tradeoffs_are_saved_and_older_directories_keep_the_papers(copy):
+    from radialrouter.objective import SCENARIOS
+
+    pool = json.loads((copy / "pool.json").read_text())
+    router = from_pretrained(copy)
+    assert router.presets_ == pool["presets"] and router.resolve_lam("balance") == pool["presets"]["balance"]
+    del pool["presets"]  # a directory saved before presets existed
+    (copy / "pool.json").write_text(json.dumps(pool))
+    assert from_pretrained(copy).presets_ == SCENARIOS
+    pool["presets"] = ["balance"]
+    (copy / "pool.json").write_text(json.dumps(pool))
+    with pytest.raises(RouterError, match="pool.json"):
+        from_pretrained(copy)

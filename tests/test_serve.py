@@ -169,13 +169,15 @@ def test_aliases_route_and_report_the_decision(http, backends):
     assert r.json()["router"]["routed"] is False and "x-radialrouter-lam" not in r.headers
 
 
-def test_models_and_route_endpoint(http):
+def test_models_and_route_endpoint(http, server):
+    cost_first = server[0].state.serve.router.presets_["cost-first"]  # the router's own, on its price scale
+    assert server[0].state.serve.config.tradeoffs["cost-first"] == cost_first > 0
     ids = [m["id"] for m in http.get("/v1/models").json()["data"]]
     assert ids[:4] == ["radial", "radial:performance-first", "radial:balance", "radial:cost-first"]
     assert {"cheap", "mid", "strong"} <= set(ids)
     r = http.post("/v1/route", json={"model": "radial:cost-first", "prompt": LONG})
     decision = r.json()
-    assert r.status_code == 200 and decision["llm"] == "mid" and decision["lam"] == 0.1
+    assert r.status_code == 200 and decision["llm"] == "mid" and decision["lam"] == cost_first
     assert decision["ranking"] == ["mid", "strong"] and "context window" in decision["excluded"]["cheap"]
     assert set(decision["scores"]) == {"mid", "strong"} and decision["expected_cost_usd"] > 0
 
@@ -343,7 +345,7 @@ def test_openai_client(server):
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
     reply = client.chat.completions.create(model="radial:cost-first", messages=[{"role": "user", "content": "hi"}])
     assert reply.model == "cheap" and reply.choices[0].message.content == "Hello from cheap."
-    assert reply.model_extra["router"]["lam"] == 0.1
+    assert reply.model_extra["router"]["lam"] == server[0].state.serve.router.presets_["cost-first"]
     chunks = list(client.chat.completions.create(model="radial", messages=[{"role": "user", "content": "hi"}],
                                                  stream=True))
     assert chunks[0].model == "strong" and chunks[0].model_extra["router"]["llm"] == "strong"

@@ -36,7 +36,7 @@ from radialrouter.budget_sweep import budget_sweep
 from radialrouter.data import RoutingDataset, load_splits
 from radialrouter.encoders import QueryEncoder
 from radialrouter.evaluation import DEFAULT_SWEEP, collapse_index, curve_metrics, evaluate_router, summarize
-from radialrouter.objective import SCENARIOS
+from radialrouter.objective import tradeoff_presets
 from radialrouter.routers import Router, available_routers, router_class
 
 #: Reference points every table carries; they are not learned routers.
@@ -194,9 +194,13 @@ def run_bench(
             full = full.with_embeddings(vectors[1], encoder.identity)
             train, test = full.select("train"), full.select("test", "unsplit")
             val = full.select("val") if val is not None else None
-        scenario = list(lams) if lams is not None else (list(SCENARIOS.values()) if full.has_cost else [0.0])
         if seed_index == 0:
+            # The named trade-offs on this pool's price scale, resolved on the first seed's training split and
+            # kept for every seed, so every router and seed is evaluated at the same λ.
+            presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else {"performance-first": 0.0}
+            scenario = list(lams) if lams is not None else list(presets.values())
             meta = {**provenance(data, full, encoder), "seeds": list(seeds), "routers": names, "lams": scenario,
+                    "presets": presets,
                     "pair": list(pair) if pair else None,
                     "n_train": len(train), "n_val": 0 if val is None else len(val), "n_test": len(test),
                     "llms": list(full.llms), "has_cost": full.has_cost,
@@ -207,7 +211,7 @@ def run_bench(
         for name in names:
             bar.set_description(f"bench seed {seed} {name}")
             run = _bench_router(name, seed, train, val, test, scenario, first_seed=seed_index == 0,
-                                latency_runs=latency_runs, pair=pair)
+                                latency_runs=latency_runs, pair=pair, presets=presets)
             if "pair" in run:
                 pairs[name].append({**run["pair"], "seed": seed})
             results += run["results"]
@@ -234,7 +238,7 @@ def run_bench(
 
 def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDataset | None, test: RoutingDataset,
                   scenario: list[float], *, first_seed: bool, latency_runs: int,
-                  pair: tuple[str, str] | None = None) -> dict[str, Any]:
+                  pair: tuple[str, str] | None = None, presets: dict[str, float] | None = None) -> dict[str, Any]:
     """Fit one router for one seed and measure it: scenario rows, λ sweep, collapse index, and on the first seed
     the budget sweep and latency."""
     cls = router_class(name)
@@ -246,8 +250,8 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
         models[lam] = router.fit(train, val)
         fit_seconds.append(round(time.perf_counter() - start, 3))
     run: dict[str, Any] = {"fit_seconds": fit_seconds, "results": [
-        {**r, "seed": seed} for lam, m in models.items() for r in evaluate_router(m, test, scenario if lam is None
-                                                                                 else [lam])]}
+        {**r, "seed": seed} for lam, m in models.items()
+        for r in evaluate_router(m, test, scenario if lam is None else [lam], presets)]}
     # The largest budget is λ = 0: a λ-free model, or the one trained for the smallest λ.
     unconstrained = models.get(None) or models[min(models)]
     if pair is not None:
@@ -257,7 +261,7 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
         run["pair"] = {k: report[k] for k in ("apgr", "cpt50", "cpt80", "n", "quality_weak", "quality_strong")}
     if test.has_cost:
         if None in models:
-            run["sweep"] = evaluate_router(models[None], test, sorted(set(DEFAULT_SWEEP) | set(scenario)))
+            run["sweep"] = evaluate_router(models[None], test, sorted(set(DEFAULT_SWEEP) | set(scenario)), presets)
         else:
             run["sweep"] = list(run["results"])
         out = unconstrained.outcomes(test, 0.0)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.objective import COST_SCALE, SCENARIOS
+from radialrouter.objective import COST_SCALE, SCENARIOS, preset_name
 
 #: λ values for Score-vs-λ and cost–quality curves (USD per 1,000 queries).
 DEFAULT_SWEEP: tuple[float, ...] = (0.0, *np.round(np.geomspace(1e-3, 3.0, 24), 6).tolist())
@@ -74,16 +74,21 @@ def _cheaper_as_good(quality: np.ndarray, cost: np.ndarray, ref_quality: np.ndar
     return ((quality >= ref_quality[:, None] - 1e-12) & (cost < ref_cost[:, None] - 1e-15)).any(axis=1)
 
 
-def evaluate_router(router, data: RoutingDataset, lams: Iterable[float] = SCENARIOS.values()) -> list[dict]:
-    """Rows of the ``eval --json`` schema for one fitted router: one row per λ, macro figures at top level."""
+def evaluate_router(router, data: RoutingDataset, lams: Iterable[float] | None = None,
+                    presets: dict[str, float] | None = None) -> list[dict]:
+    """Rows of the ``eval --json`` schema for one fitted router: one row per λ, macro figures at top level.
+    ``lams`` default to the named trade-offs ``presets`` (default: the router's own, `Router.presets_`); a row at
+    one of them names it in ``scenario``."""
     rows = []
     name = getattr(router, "display_name", None) or router.name
-    for lam in lams:
+    presets = presets or getattr(router, "presets_", None) or SCENARIOS
+    for lam in (presets.values() if lams is None else lams):
         out = router.outcomes(data, float(lam))
         summary = summarize(out.perf, out.cost, data.tasks, float(lam))
         rows.append({
             "router": name,
             "lam": float(lam),
+            "scenario": preset_name(float(lam), presets),
             **summary["macro"].to_dict(),
             "micro": summary["micro"].to_dict(),
             "per_task": {t: m.to_dict() for t, m in summary["per_task"].items()},

@@ -11,8 +11,13 @@ import numpy as np
 #: Multiply a per-query USD cost by this to get USD per 1,000 queries, the unit λ is expressed in.
 COST_SCALE = 1000.0
 
-#: The paper's three scenarios (Performance First, Balance, Cost First).
+#: The paper's three scenarios (Performance First, Balance, Cost First) in its units: what the named trade-offs
+#: mean for routers saved before presets existed, and what the reproduction of the paper's table uses.
 SCENARIOS: dict[str, float] = {"performance-first": 0.0, "balance": 0.02, "cost-first": 0.1}
+
+#: The named trade-offs as multiples of the pool's price of quality (`price_of_quality`): scale-free, so they mean
+#: the same on any data. Chosen so that on RouterBench they land on the paper's 0.02 and 0.1 (0.0204 and 0.102).
+PRESET_FRACTIONS: dict[str, float] = {"performance-first": 0.0, "balance": 1 / 3, "cost-first": 5 / 3}
 
 #: Short labels used in tables.
 SCENARIO_LABELS: dict[float, str] = {0.0: "PF", 0.02: "BA", 0.1: "CF"}
@@ -23,8 +28,39 @@ def utility(quality: np.ndarray, cost_usd: np.ndarray, lam: float) -> np.ndarray
     return np.asarray(quality, dtype=np.float64) - lam * COST_SCALE * np.asarray(cost_usd, dtype=np.float64)
 
 
-def resolve_lam(value: float | str | None, default: float = 0.0) -> float:
-    """Accept a number, a numeric string or a scenario name (``balance``, ``cost-first``, ``PF`` …)."""
+def price_of_quality(quality: np.ndarray, cost_usd: np.ndarray) -> float:
+    """The pool's exchange rate between quality and cost, in λ's units: ``(q_best − q_cheapest) / (c_best −
+    c_cheapest)`` over per-LLM means (missing cells ignored; cost per 1,000 queries), where *best* is the LLM with
+    the highest mean quality and *cheapest* the one with the lowest mean cost. At λ equal to it, always calling
+    the best LLM and always calling the cheapest score the same on average. 0 when the best LLM is also the
+    cheapest (nothing to trade)."""
+    quality = np.asarray(quality, dtype=np.float64)
+    cost = np.asarray(cost_usd, dtype=np.float64) * COST_SCALE
+    with np.errstate(all="ignore"):
+        q, c = np.nanmean(quality, axis=0), np.nanmean(cost, axis=0)
+    if not (np.isfinite(q).any() and np.isfinite(c).any()):
+        raise ValueError("price_of_quality needs at least one LLM with known quality and cost")
+    best, cheapest = int(np.nanargmax(q)), int(np.nanargmin(c))
+    dq, dc = q[best] - q[cheapest], c[best] - c[cheapest]
+    return float(dq / dc) if dc > 0 and dq > 0 else 0.0
+
+
+def tradeoff_presets(quality: np.ndarray, cost_usd: np.ndarray) -> dict[str, float]:
+    """The named trade-offs for a pool (λ = `PRESET_FRACTIONS` × `price_of_quality`, 3 significant digits),
+    resolved on training data and stored with the router, so ``balance`` is a balance on any price scale."""
+    scale = price_of_quality(quality, cost_usd)
+    return {name: float(f"{fraction * scale:.3g}") for name, fraction in PRESET_FRACTIONS.items()}
+
+
+def preset_name(lam: float, presets: dict[str, float]) -> str | None:
+    """The preset ``lam`` is (``balance`` …), or None."""
+    return next((name for name, value in presets.items() if abs(value - lam) <= 1e-12), None)
+
+
+def resolve_lam(value: float | str | None, default: float = 0.0, presets: dict[str, float] | None = None) -> float:
+    """Accept a number (λ in USD per 1,000 queries), a numeric string or a trade-off name (``balance``,
+    ``cost-first``, ``PF`` …), resolved with ``presets`` (a router's, see `tradeoff_presets`) or, without them, the
+    paper's `SCENARIOS`."""
     if value is None:
         return default
     if isinstance(value, (int, float)):
@@ -33,8 +69,9 @@ def resolve_lam(value: float | str | None, default: float = 0.0) -> float:
         key = str(value).strip().lower().replace("_", "-")
         aliases = {"pf": "performance-first", "ba": "balance", "cf": "cost-first"}
         key = aliases.get(key, key)
-        if key in SCENARIOS:
-            return SCENARIOS[key]
+        table = SCENARIOS if presets is None else presets
+        if key in table:
+            return table[key]
         try:
             lam = float(key)
         except ValueError:

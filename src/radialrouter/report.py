@@ -11,10 +11,18 @@ import numpy as np
 
 from radialrouter.objective import SCENARIO_LABELS
 
+#: Short names of the named trade-offs in table headers.
+SHORT = {"performance-first": "PF", "balance": "BA", "cost-first": "CF"}
+
 SCHEMA_VERSION = 1
 
 
-def _label(lam: float) -> str:
+def _label(lam: float, names: dict[float, str | None] | None = None) -> str:
+    """``BA (λ=0.108)`` for a named trade-off (rows carry its name), the paper's label for its λ, else ``λ=…``."""
+    name = (names or {}).get(lam)
+    if name:
+        short = SHORT.get(name, name)
+        return short if SCENARIO_LABELS.get(round(lam, 6)) == short else f"{short} (λ={lam:.3g})"
     return SCENARIO_LABELS.get(round(lam, 6), f"λ={lam:g}")
 
 
@@ -31,7 +39,8 @@ def table_rows(rows: list[dict], lams: list[float] | None = None) -> tuple[list[
     grouped: dict[str, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         grouped[r["router"]][r["lam"]].append(r)
-    header = ["Router"] + [f"{_label(lam)} {k}" for lam in lams for k in ("Perf", "Cost", "Score")]
+    names = {r["lam"]: r.get("scenario") for r in rows if r.get("scenario")}
+    header = ["Router"] + [f"{_label(lam, names)} {k}" for lam in lams for k in ("Perf", "Cost", "Score")]
     body = []
     for router, by_lam in grouped.items():
         line = [router]

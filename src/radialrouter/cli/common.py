@@ -95,10 +95,11 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
-def parse_lams(value: str) -> list[float]:
+def parse_lams(value: str, presets: dict[str, float] | None = None) -> list[float]:
+    """λ numbers, or trade-off names resolved with ``presets`` (the paper's values without them)."""
     from radialrouter.objective import resolve_lam
 
-    return [resolve_lam(v) for v in split_list(value)]
+    return [resolve_lam(v, presets=presets) for v in split_list(value)]
 
 
 def out_path(path: str | None) -> Path | None:

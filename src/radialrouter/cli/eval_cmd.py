@@ -18,8 +18,8 @@ from radialrouter.cli.common import (
     use_threads,
 )
 
-#: `objective.SCENARIOS` as text (not imported here: the CLI starts without numpy).
-SCENARIO_LAMS = "0.0,0.02,0.1"
+#: The named trade-offs, resolved on the data's training split (`objective.tradeoff_presets`).
+NAMED_TRADEOFFS = "performance-first,balance,cost-first"
 
 
 @app.command("eval")
@@ -27,7 +27,8 @@ def eval_command(
     data: str = typer.Option(..., "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
     routers: str = typer.Option("oracle,best-single,task-best,random", help="Comma-separated router names."),
     model: list[str] = typer.Option([], "--model", help="A saved router directory (repeatable)."),
-    lam: str = typer.Option(SCENARIO_LAMS, help="λ values or scenario names."),
+    lam: str = typer.Option(NAMED_TRADEOFFS, help="λ values (USD per 1,000 queries) or trade-off names, which "
+                            "are resolved on the training split's price scale."),
     json_path: str | None = typer.Option(None, "--json", help="Write the figures as JSON to this file."),
     report: str | None = typer.Option(None, help="Write report.md, results.json and plots to this directory."),
     seed: int = typer.Option(0, help="Seed for splits and training."),
@@ -45,13 +46,15 @@ def eval_command(
     use_threads(threads)
     from radialrouter.data import load_splits
     from radialrouter.evaluation import evaluate_router
+    from radialrouter.objective import SCENARIOS, tradeoff_presets
     from radialrouter.report import print_table, write_json
     from radialrouter.routers import from_pretrained, make_router
 
-    lams = parse_lams(lam)
     full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
                                           prices=prices, output_tokens=output_tokens,
                                           trust_pickle=trust_pickle)
+    presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else dict(SCENARIOS)
+    lams = parse_lams(lam, presets)
     fitted = []
     for name in split_list(routers):
         router = make_router(name)
@@ -64,10 +67,10 @@ def eval_command(
         fitted.append(router)
     rows = []
     for router in fitted:
-        rows += evaluate_router(router, _embedded(router, test), lams)
+        rows += evaluate_router(router, _embedded(router, test), lams, presets)
     print_table(rows, title=f"{Path(data).name}: {len(test)} test queries")
     meta = {"data": str(data), "data_fingerprint": full.fingerprint(), "seed": seed, "n_train": len(train),
-            "n_test": len(test), "llms": list(full.llms), "cost": full.cost_model or "logged"}
+            "n_test": len(test), "llms": list(full.llms), "cost": full.cost_model or "logged", "presets": presets}
     if pair:
         meta["pairs"] = _pair_figures(pair, fitted, test)
     if json_path:

@@ -25,7 +25,10 @@ from radialrouter.cli.common import (
 def train_command(
     data: str = typer.Option(..., "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
     out: str = typer.Option(..., "--out", help="Directory to save the trained router to."),
-    router: str = typer.Option("radial", "--router", help="Registered router name."),
+    router: str = typer.Option("radial", "--router", help="Registered router name, or 'auto': train the --candidates "
+                               "and keep the best on the validation split at --lam (default: balance)."),
+    candidates: str | None = typer.Option(None, "--candidates", help="With --router auto: comma-separated routers "
+                                          "to try (default: radial,mlp,knn,equi)."),
     lam: str | None = typer.Option(None, "--lam", help="Training λ (number or scenario name) for routers trained "
                                    "for one λ; the default routing λ of a λ-conditioned RadialRouter."),
     seed: int = typer.Option(0, help="Seed for the validation split and training."),
@@ -46,29 +49,34 @@ def train_command(
 
     n_threads = use_threads(threads)
     from radialrouter.data import load_splits
-    from radialrouter.evaluation import evaluate_router
-    from radialrouter.objective import SCENARIOS, resolve_lam
-    from radialrouter.report import print_table
+    from radialrouter.objective import resolve_lam, tradeoff_presets
     from radialrouter.routers import router_class
     from radialrouter.training import showing_progress
 
     start = time.perf_counter()
+    if router == "auto":
+        return _train_auto(data, out, lam, seed, candidates, test_tasks, encoder, trust_pickle, prices,
+                           output_tokens, (steps, backbone, lam_conditioned), n_threads, start)
+    if candidates is not None:
+        raise ValueError("--candidates goes with --router auto")
     cls = router_class(router)
     accepted = set(inspect.signature(cls.__init__).parameters)
-    given = {"lam": None if lam is None else resolve_lam(lam), "seed": seed, "steps": steps, "backbone": backbone,
-             "lam_conditioned": lam_conditioned}
+    given = {"lam": lam, "seed": seed, "steps": steps, "backbone": backbone, "lam_conditioned": lam_conditioned}
     given = {k: v for k, v in given.items() if v is not None}
     unsupported = sorted(k for k in given if k not in accepted and k != "seed")
     if unsupported:
         flags = ", ".join("--" + k.replace("_", "-") for k in unsupported)
         raise ValueError(f"router {router!r} does not take {flags}")
+    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
+                                      prices=prices, output_tokens=output_tokens)
+    if "lam" in given:  # a trade-off name means this pool's preset (see objective.tradeoff_presets)
+        presets = tradeoff_presets(train.quality, train.cost) if train.has_cost else None
+        given["lam"] = resolve_lam(lam, presets=presets)
     model = cls(**{k: v for k, v in given.items() if k in accepted})
     if encoder is not None:
         from radialrouter.encoders import QueryEncoder
 
         model.encoder = QueryEncoder(encoder)
-    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
-                                      prices=prices, output_tokens=output_tokens)
     if model.uses_embeddings and getattr(model, "encoder_mode", "frozen") == "frozen":
         encoder = model.get_encoder()
         train, test = train.embed(encoder), test.embed(encoder)
@@ -78,16 +86,57 @@ def train_command(
     with showing_progress():
         model.fit(train, val)
     typer.echo(f"trained in {model.training_.get('fit_seconds', 0):.1f} s", err=True)
-    lams = [model.default_lam_] if model.lam_at_fit else list(SCENARIOS.values())
+    _report_and_save(model, val, test, data, seed, out, start)
+
+
+def _report_and_save(model, val, test, data: str, seed: int, out: str, start: float, **training: object) -> None:
+    """Validation and test figures at the router's named trade-offs, then ``save_pretrained``."""
+    import time
+
+    from radialrouter.evaluation import evaluate_router
+    from radialrouter.report import print_table
+
+    lams = [model.default_lam_] if model.lam_at_fit else list(model.presets_.values())
     if val is not None:
         for r in evaluate_router(model, val, lams):
             typer.echo(f"validation λ={r['lam']:g}: Perf {r['perf']:.4f}  Cost {r['cost']:.4f}  Score {r['score']:.4f}")
     rows = evaluate_router(model, test, lams)
-    print_table(rows, title=f"{router} on {Path(data).name}: {len(test)} test queries")
-    model.training_ = {**model.training_, "data": str(data), "split_seed": seed,
+    print_table(rows, title=f"{model.name} on {Path(data).name}: {len(test)} test queries")
+    model.training_ = {**model.training_, "data": str(data), "split_seed": seed, **training,
                        "test": {f"{r['lam']:g}": {k: r[k] for k in ("perf", "cost", "score")} for r in rows}}
     path = model.save_pretrained(out)
     typer.echo(f"saved to {path} ({time.perf_counter() - start:.0f} s in all)")
+
+
+def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str | None, test_tasks: str | None,
+                encoder: str | None, trust_pickle: bool, prices: str | None, output_tokens: int | None,
+                refused: tuple, n_threads: int, start: float) -> None:
+    """``train --router auto``: `radialrouter.auto.select_router` on the validation split, then as ``train``."""
+    from radialrouter.auto import AUTO_CANDIDATES, select_router
+    from radialrouter.data import load_splits
+    from radialrouter.encoders import QueryEncoder
+    from radialrouter.training import showing_progress
+
+    if any(v is not None for v in refused):
+        raise ValueError("--steps, --backbone and --lam-conditioned/--per-lam set one router's training; with "
+                         "--router auto each candidate trains with its defaults")
+    names = split_list(candidates) or list(AUTO_CANDIDATES)
+    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
+                                      prices=prices, output_tokens=output_tokens)
+    enc = QueryEncoder(encoder) if encoder else QueryEncoder()
+    train, test = train.embed(enc), test.embed(enc)
+    val = None if val is None else val.embed(enc)
+    typer.echo(f"auto: training {', '.join(names)} on {len(train)} queries, choosing on "
+               f"{0 if val is None else len(val)} validation queries, {n_threads} CPU thread(s) ...", err=True)
+
+    def report(name: str, row: dict) -> None:
+        typer.echo(f"  {name:10s} validation Score {row['val_score']:.4f} (Perf {row['val_perf']:.4f}, Cost "
+                   f"{row['val_cost']:.4f}) in {row['fit_seconds']:.1f} s", err=True)
+
+    with showing_progress():
+        result = select_router(train, val, lam, names, seed=seed, on_candidate=report)
+    typer.echo(f"auto: chose {result.best.name} (best validation Score at λ = {result.lam:g})", err=True)
+    _report_and_save(result.best, val, test, data, seed, out, start, auto=result.to_dict())
 
 
 @app.command("route")

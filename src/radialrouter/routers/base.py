@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.objective import COST_SCALE, argmax_cheapest, rank_cheapest_first, resolve_lam
+from radialrouter.objective import (
+    COST_SCALE,
+    SCENARIOS,
+    argmax_cheapest,
+    rank_cheapest_first,
+    resolve_lam,
+    tradeoff_presets,
+)
 
 if TYPE_CHECKING:  # the encoder module imports torch (seconds): loaded only when a router needs an encoder
     from radialrouter.encoders import QueryEncoder
@@ -115,6 +122,8 @@ class Router(ABC):
         self.llms_ = list(train.llms)
         self.mean_cost_ = train.mean_cost.astype(np.float64)
         self.default_lam_ = float(getattr(self, "lam", 0.0) or 0.0) if self.lam_at_fit else 0.0
+        # The named trade-offs on this pool's price scale (quality-only data: the paper's, any λ routes alike).
+        self.presets_ = tradeoff_presets(train.quality, train.cost) if train.has_cost else dict(SCENARIOS)
         if self.uses_embeddings and train.embedding_encoder:
             from radialrouter.encoders import QueryEncoder
 
@@ -181,8 +190,13 @@ class Router(ABC):
         `LamRangeWarning`) instead of extrapolating. Unbounded unless a subclass trained on a bounded range."""
         return 0.0, float("inf")
 
+    def resolve_lam(self, lam: float | str | None) -> float:
+        """A number, or a trade-off name resolved with this router's `presets_` (set at fit on the training data's
+        price scale; the paper's values for routers saved before presets existed)."""
+        return resolve_lam(lam, self.default_lam_, getattr(self, "presets_", None) or SCENARIOS)
+
     def _route_lam(self, lam: float | str | None) -> float:
-        lam = resolve_lam(lam, self.default_lam_)
+        lam = self.resolve_lam(lam)
         low, high = self.lam_range()
         if lam > high:
             warnings.warn(f"λ = {lam:g} is above the largest λ this router was trained on ({high:g}); routing at "
@@ -209,7 +223,7 @@ class Router(ABC):
     def predict_scores(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> np.ndarray:
         """(n_queries, n_llms) scores at trade-off ``lam``; higher is better, non-candidates are −inf."""
         self._check_fitted()
-        lam = resolve_lam(lam, self.default_lam_)
+        lam = self.resolve_lam(lam)
         x = self._inputs(queries)
         return self._masked_scores(x, lam, self._candidate_mask(candidates, len(x)))
 
@@ -307,6 +321,7 @@ class Router(ABC):
             "mean_cost_usd": [float(c) for c in self.mean_cost_],
             "mean_cost_per_1k": [float(c * COST_SCALE) for c in self.mean_cost_],
             "default_lam": self.default_lam_,
+            "presets": getattr(self, "presets_", dict(SCENARIOS)),
         }
         _write_json(directory / "config.json", config)
         _write_json(directory / "pool.json", pool)
@@ -341,7 +356,8 @@ class Router(ABC):
             router.llms_ = list(pool["llms"])
             router.mean_cost_ = np.asarray(pool["mean_cost_usd"], dtype=np.float64)
             router.default_lam_ = float(pool.get("default_lam", 0.0))
-        except (KeyError, TypeError, ValueError) as exc:
+            router.presets_ = {str(k): float(v) for k, v in pool.get("presets", SCENARIOS).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RouterError(f"{directory / 'pool.json'}: field {exc} is missing or invalid; {_FIX}") from None
         if router.mean_cost_.shape != (len(router.llms_),):
             raise RouterError(f"{directory / 'pool.json'}: field 'mean_cost_usd' has {router.mean_cost_.size} "

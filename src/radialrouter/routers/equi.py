@@ -19,7 +19,7 @@ from torch import nn
 from radialrouter.budget_sweep import choose_within_budget
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.encoders import QueryEncoder
-from radialrouter.objective import SCENARIOS, utility
+from radialrouter.objective import utility
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head, require_embeddings
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Outcomes, Router
@@ -124,7 +124,7 @@ class EquiRouter(Router):
             xv = require_embeddings(val, self)
 
             def val_fn() -> float:
-                return float(np.mean([macro_score(self.predict(xv, lam), val, lam) for lam in SCENARIOS.values()]))
+                return float(np.mean([macro_score(self.predict(xv, lam), val, lam) for lam in self.presets_.values()]))
 
         steps_per_epoch = math.ceil(len(train) / self.batch_size)
         steps = self.epochs * steps_per_epoch

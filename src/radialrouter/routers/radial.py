@@ -42,7 +42,9 @@ from radialrouter.training import set_seed, train_module
 #: Where the embedded default router lives inside the package (see `load_default`).
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "routerbench3-radial"
 ENCODER_MODES = ("frozen", "finetune")
-_SCENARIO_LAMS = tuple(SCENARIOS.values())
+#: ``kl``: the paper's KL to a cost-aware target; ``quality``: each satellite predicts its LLM's quality (masked
+#: binary cross-entropy, so missing cells are simply not trained on) and routing maximises q̂ − λ·cost.
+OBJECTIVES = ("kl", "quality")
 #: Where `RadialRouter.set_inference_backend` runs inference.
 INFERENCE_BACKENDS = ("auto", "torch", "onnx")
 _EXPORT_LOCK = threading.Lock()
@@ -75,7 +77,8 @@ class RadialRouter(Router):
     ``dropout``, ``residual``; ``tau`` (target temperature), ``alpha`` (weight of L_qq; 0 drops it), ``tau_c``,
     ``n_negatives`` (H), ``n_clusters`` (k), ``use_kl``; ``lr``, ``weight_decay``, ``steps``, ``batch_size``,
     ``eval_every``, ``patience``, ``seed``; ``lam`` and ``lam_conditioned`` (see the module docstring),
-    ``lam_max``; ``encoder_mode`` (``frozen``: cached embeddings, ``finetune``: the query encoder trains too, at
+    ``lam_max``; ``objective`` (``kl``, the paper's, or ``quality``: per-LLM quality predictions, see
+    `OBJECTIVES`); ``encoder_mode`` (``frozen``: cached embeddings, ``finetune``: the query encoder trains too, at
     ``encoder_lr``, on the encoder's device — a GPU if it has one; the router is moved to the CPU afterwards).
     """
 
@@ -108,6 +111,7 @@ class RadialRouter(Router):
         seed: int = 0,
         encoder_mode: str = "frozen",
         encoder_lr: float = 5e-5,
+        objective: str = "kl",
         encoder: QueryEncoder | None = None,
     ) -> None:
         self.lam = lam
@@ -134,6 +138,7 @@ class RadialRouter(Router):
         self.seed = seed
         self.encoder_mode = encoder_mode
         self.encoder_lr = encoder_lr
+        self.objective = objective
         self.encoder = encoder
         # Instance-level: a per-scenario model is trained for its ``lam`` (base.fit then routes at it by default).
         self.lam_at_fit = not lam_conditioned
@@ -148,17 +153,30 @@ class RadialRouter(Router):
             raise ValueError(f"tau and tau_c must be > 0; got {self.tau}, {self.tau_c}")
         if not self.use_kl and self.alpha <= 0:
             raise ValueError("use_kl=False needs alpha > 0: with neither loss there is nothing to train")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
 
     def _build(self, in_dim: int, n_llms: int) -> RadialFormer:
         return RadialFormer(in_dim, n_llms, self.d_model, self.n_layers, self.n_heads, self.dropout, self.backbone,
                             self.residual)
 
+    def _scenario_lams(self) -> tuple[float, ...]:
+        """The named trade-offs' λ on this router's pool (`Router.presets_`; the paper's for older models)."""
+        return tuple((getattr(self, "presets_", None) or SCENARIOS).values())
+
+    def _lam_bounds(self) -> tuple[float, float]:
+        """The log-uniform training range of λ: [1e-3, lam_max], widened to reach a tenth of the smallest and
+        twice the largest named trade-off, whatever the pool's price scale."""
+        named = [lam for lam in self._scenario_lams() if lam > 0]
+        low = min([1e-3, *(lam / 10 for lam in named)])
+        return low, max([float(self.lam_max), 2 * low, *(2 * lam for lam in named)])
+
     def lam_range(self) -> tuple[float, float]:
-        """A λ-conditioned model saw λ in [0, max(lam_max, 0.1)] in training; a per-scenario one routes at its own
+        """A λ-conditioned model saw λ in [0, `_lam_bounds` top] in training; a per-scenario one routes at its own
         λ whatever is asked, so any λ is accepted."""
-        if not self.lam_conditioned:
+        if not self.lam_conditioned or getattr(self, "objective", "kl") == "quality":  # λ enters at routing only
             return super().lam_range()
-        return 0.0, max(float(self.lam_max), *_SCENARIO_LAMS)
+        return 0.0, self._lam_bounds()[1]
 
     def llm_embedding(self) -> nn.Parameter:
         """The (n_llms, d_model) LLM embeddings m_i: the only per-LLM parameters (rows in ``llms_`` order)."""
@@ -315,6 +333,8 @@ class RadialRouter(Router):
         fixed_target = torch.from_numpy(
             target_distribution(train.quality, train.cost, self.lam, self.tau).astype(np.float32)).to(device)
         trainable = nn.ModuleDict({"net": self.net_, **({"encoder": encoder.model} if finetune else {})})
+        observed = torch.from_numpy(np.isfinite(train.quality)).to(device)  # missing cells are not trained on
+        quality = torch.from_numpy(np.nan_to_num(train.quality).astype(np.float32)).to(device)
 
         def loss_fn(idx: np.ndarray) -> torch.Tensor:
             if finetune:
@@ -329,7 +349,11 @@ class RadialRouter(Router):
             else:
                 lams, target = np.full(len(idx), self.lam), fixed_target[idx]
             loss = z.sum() * 0.0
-            if self.use_kl:
+            if self.objective == "quality":  # each satellite's output is its LLM's quality logit (λ plays no part)
+                raw = self.net_(z, torch.zeros(len(idx), device=device), cost, r0=r0)
+                seen = observed[idx]
+                loss = loss + nn.functional.binary_cross_entropy_with_logits(raw[seen], quality[idx][seen])
+            elif self.use_kl:
                 lam_t = torch.from_numpy(lams.astype(np.float32)).to(device)
                 logp = torch.log_softmax(self.net_(z, lam_t, cost, r0=r0), -1)
                 loss = loss + (target * (torch.log(target.clamp_min(1e-12)) - logp)).sum(-1).mean()
@@ -340,7 +364,7 @@ class RadialRouter(Router):
 
         val_fn = None
         if val is not None and len(val):
-            val_lams = _SCENARIO_LAMS if self.lam_conditioned else (self.lam,)
+            val_lams = self._scenario_lams() if self.lam_conditioned else (self.lam,)
             xv = None if finetune else np.asarray(val.embeddings, np.float32)
 
             def val_fn() -> float:
@@ -374,9 +398,10 @@ class RadialRouter(Router):
         }
 
     def _sample_lams(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Per-query training λ: half the time a scenario value, otherwise log-uniform on [1e-3, lam_max]."""
-        scenario = rng.choice(np.asarray(_SCENARIO_LAMS), size=n)
-        spread = np.exp(rng.uniform(np.log(1e-3), np.log(max(self.lam_max, 2e-3)), size=n))
+        """Per-query training λ: half the time a named trade-off, otherwise log-uniform on `_lam_bounds`."""
+        scenario = rng.choice(np.asarray(self._scenario_lams()), size=n)
+        low, high = self._lam_bounds()
+        spread = np.exp(rng.uniform(np.log(low), np.log(high), size=n))
         return np.where(rng.random(n) < 0.5, scenario, spread)
 
     # ------------------------------------------------------------------ inference
@@ -407,23 +432,31 @@ class RadialRouter(Router):
 
     def _log_proba(self, x: np.ndarray, lam: float, mask: np.ndarray | None = None) -> np.ndarray:
         """Log-softmax over the candidates in float64 (probabilities sum to 1); masked LLMs are −inf and hidden
-        from the relay."""
+        from the relay. With the ``quality`` objective the network's outputs are quality logits, and the
+        distribution is softmax((q̂ − λ·cost) / τ)."""
         if self.net_.training:  # checked, not set: eval() walks every submodule, a tenth of batch-1 routing time
             self.net_.eval()
+        quality = getattr(self, "objective", "kl") == "quality"
+        lam_in = 0.0 if quality else lam
         onnx = self._onnx()
         if onnx is not None:
             x = np.asarray(x, dtype=np.float32)
-            lam = self.lam if not self.lam_conditioned else lam
-            mask = np.ones((len(x), len(self.llms_)), dtype=bool) if mask is None else mask
+            lam_in = self.lam if not self.lam_conditioned and not quality else lam_in
+            full = np.ones((len(x), len(self.llms_)), dtype=bool) if mask is None else mask
             cost = np.asarray(self.mean_cost_ * COST_SCALE, dtype=np.float32)
-            logits = onnx.logits(x, np.full(len(x), lam, dtype=np.float32), cost, mask).astype(np.float64)
-            with np.errstate(invalid="ignore"):  # rows of −inf only arise from an all-masked row, refused earlier
-                z = logits - logits.max(axis=1, keepdims=True)
-                return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        with torch.inference_mode():
-            logits = self.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)), lam,
-                                 None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)), cached=True)
-            return torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
+            logits = onnx.logits(x, np.full(len(x), lam_in, dtype=np.float32), cost, full).astype(np.float64)
+        else:
+            with torch.inference_mode():
+                logits = self.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)), lam_in,
+                                     None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)),
+                                     cached=True).double().cpu().numpy()
+        if quality:
+            with np.errstate(over="ignore"):
+                score = 1.0 / (1.0 + np.exp(-logits)) - lam * self.mean_cost_ * COST_SCALE
+            logits = np.where(np.isneginf(logits), -np.inf, score / self.tau)
+        with np.errstate(invalid="ignore"):  # rows of −inf only arise from an all-masked row, refused earlier
+            z = logits - logits.max(axis=1, keepdims=True)
+            return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
     def _masked_scores(self, x: np.ndarray, lam: float, mask: np.ndarray | None) -> np.ndarray:
         return self._log_proba(x, lam, mask)

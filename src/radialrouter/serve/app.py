@@ -227,8 +227,8 @@ class ServeState:
 
     def __init__(self, config: ServeConfig, router: Router | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.config = config
         self.router = router if router is not None else load_router(config)
+        self.config = config = config.with_router_tradeoffs(getattr(self.router, "presets_", None))
         for warning in check_pool(config, list(self.router.llms_)):
             log.warning(warning)
         self.decider = Decider(config, self.router, load_tokenizer(config.router.tokenizer))
@@ -598,6 +598,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
                transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """Build the server. The router is loaded once here (``router`` overrides the config's, e.g. in tests)."""
     state = ServeState(config, router, transport)
+    config = state.config  # with the router's named trade-offs when the file set none
     app = FastAPI(title="radialrouter", lifespan=state.lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
     app.state.serve = state

@@ -184,7 +184,9 @@ class ServeConfig(_Strict):
 
     router: RouterConfig
     llms: list[LLMConfig] = Field(min_length=1)
-    tradeoffs: dict[str, float] = Field(default_factory=lambda: dict(SCENARIOS))
+    tradeoffs: dict[str, float] | None = Field(
+        None, description="Named λ values (USD per 1,000 queries); omitted: the router's own named trade-offs, "
+                          "resolved on its training data's price scale (the paper's for older routers).")
     server: ServerConfig
     auth: AuthConfig
     ledger: LedgerConfig
@@ -200,8 +202,8 @@ class ServeConfig(_Strict):
 
     @field_validator("tradeoffs")
     @classmethod
-    def _tradeoffs(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, lam in value.items():
+    def _tradeoffs(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, lam in (value or {}).items():
             if not re.match(r"^[a-z0-9][a-z0-9_\-]*$", name):
                 raise ValueError(f"trade-off name {name!r} must be lowercase letters, digits, '-' or '_'")
             if not lam >= 0:
@@ -219,9 +221,10 @@ class ServeConfig(_Strict):
             mapped = [j for j, other in enumerate(self.llms[:i]) if other.router_name == llm.router_name]
             if mapped:
                 raise ValueError(f"llms[{i}].router_llm: {llm.router_name!r} is already mapped by llms[{mapped[0]}]")
-        if self.router.default_tradeoff not in self.tradeoffs:
+        named = SCENARIOS if self.tradeoffs is None else self.tradeoffs  # the router's have the same names
+        if self.router.default_tradeoff not in named:
             raise ValueError(f"router.default_tradeoff: {self.router.default_tradeoff!r} is not one of the "
-                             f"tradeoffs {sorted(self.tradeoffs)}")
+                             f"tradeoffs {sorted(named)}")
         ids = [k.id for k in self.auth.keys]
         if len(set(ids)) != len(ids):
             raise ValueError("auth.keys: client ids must be unique")
@@ -229,6 +232,12 @@ class ServeConfig(_Strict):
             raise ValueError(f"server.host: {self.server.host!r} is not a loopback address and auth.keys is empty; "
                              "add client keys (or set server.allow_public_without_auth: true)")
         return self
+
+    def with_router_tradeoffs(self, presets: dict[str, float] | None) -> ServeConfig:
+        """This config with ``tradeoffs`` filled from the router's named trade-offs when the file set none."""
+        if self.tradeoffs is not None:
+            return self
+        return self.model_copy(update={"tradeoffs": dict(presets or SCENARIOS)})
 
     def llm(self, name: str) -> LLMConfig:
         return next(llm for llm in self.llms if llm.name == name)
