@@ -170,7 +170,7 @@ def bodies_for(prompts: list[str], n: int, model: str | list[str]) -> list[dict]
 
 
 def phase_size(n: int, concurrency: int) -> int:
-    return n if concurrency > 1 else max(20, n // 10)
+    return n if concurrency > 1 else max(100, n // 2)
 
 
 def med(runs: list[dict], key: str) -> float:
@@ -181,7 +181,7 @@ def med(runs: list[dict], key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200,
-                        help="Requests per phase and repeat (≤ 2000; a tenth, at least 20, at concurrency 1).")
+                        help="Requests per phase and repeat (≤ 2000; half, at least 100, at concurrency 1).")
     parser.add_argument("--concurrency", default="1,16,64", help="Comma-separated levels of requests in flight.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--delay-ms", type=float, default=10.0, help="Fake backend generation time.")
@@ -302,8 +302,9 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
                   f"| {v['mode']} | {v['concurrency']} | {v['routed_minus_bypass_p50_ms']:.1f} | "
                   f"{v['routed_over_bypass_rps']:.2f} |\n" for v in versus))
     fb = result["fallback"]
-    text = (f"# serve_load: routing server overhead\n\nRouter: {router_desc}. {n} requests per phase (a tenth at "
-            f"concurrency 1), concurrency {args.concurrency}, {args.repeats} repeats (medians), fake backend delay "
+    text = (f"# serve_load: routing server overhead\n\nRouter: {router_desc}. {n} requests per phase "
+            f"({phase_size(n, 1)} at concurrency 1), concurrency {args.concurrency}, {args.repeats} repeats "
+            f"(medians), fake backend delay "
             f"{args.delay_ms:g} ms, "
             f"{os.cpu_count()} CPU cores, loopback only, load average at the end {result['load_average']}."
             f"\n\n{table}\n"
