@@ -6,17 +6,40 @@ so the number of series stays bounded whatever clients send.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _Labelled:
+    """A collector that adds one constant label (the replica) to every sample of a registry."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, value: str) -> None:
+        self.registry, self.name, self.value = registry, name, value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                out.add_sample(s.name, {**s.labels, self.name: self.value}, s.value, s.timestamp, s.exemplar)
+            yield out
 
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
+        """``replica`` (when set) labels every series ``replica="<id>"``, so the replicas behind one load balancer
+        stay apart when scraped into one Prometheus."""
         self.registry = CollectorRegistry()
+        self._exposed = self.registry
+        if replica is not None:
+            self._exposed = CollectorRegistry(auto_describe=False)
+            self._exposed.register(_Labelled(self.registry, "replica", replica))
         r = self.registry
         self.requests = Counter("radialrouter_requests", "Chat requests by serving LLM, mode and outcome.",
                                 ["llm", "mode", "outcome"], registry=r)
@@ -45,4 +68,4 @@ class Metrics:
                                       registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
