@@ -90,7 +90,8 @@ Settler = Callable[[Connection, list[Settlement]], None]
 
 def spend_upsert(dialect: str) -> Any:
     """``INSERT … ON CONFLICT (client) DO UPDATE``: add ``spent_usd``, subtract ``released`` from the reservations
-    (never below zero). Parameters: client, spent_usd, reserved_usd (0 for a new row), released."""
+    (a remainder under a nano-dollar is rounding left by float sums: zero). Parameters: client, spent_usd,
+    reserved_usd (0 for a new row), released."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -99,7 +100,7 @@ def spend_upsert(dialect: str) -> Any:
     left = budget_spend.c.reserved_usd - sa.bindparam("released", type_=sa.Float)
     return stmt.on_conflict_do_update(index_elements=[budget_spend.c.client], set_={
         "spent_usd": budget_spend.c.spent_usd + stmt.excluded.spent_usd,
-        "reserved_usd": sa.case((left > 0, left), else_=0.0)})
+        "reserved_usd": sa.case((left > 1e-9, left), else_=0.0)})
 
 
 def book_spend(conn: Connection, settlements: list[Settlement], released: dict[str, float] | None = None) -> None:
