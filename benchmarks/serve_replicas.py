@@ -357,7 +357,8 @@ def report(args, results: list[dict]) -> None:
         text += ("\n## SIGKILL of replica r0 under load\n\n| configuration | killed at s | acked by r0 | lost of "
                  "those | acked in all | lost in all | client errors |\n|---|---|---|---|---|---|---|\n")
         text += "".join(
-            f"| {r['label']} | {k['killed_at_s'] if k['killed_at_s'] is None else round(k['killed_at_s'], 2)} | {k['acked_by_killed']} | {k['lost_acked_by_killed']} | "
+            f"| {r['label']} | {'not killed' if k['killed_at_s'] is None else round(k['killed_at_s'], 2)} | "
+            f"{k['acked_by_killed']} | {k['lost_acked_by_killed']} | "
             f"{k['acked_total']} | {k['lost_acked_total']} | {k['client_errors']} |\n"
             for r in kills for k in [r["sigkill"]])
         text += ("\n'Acked' = the client got a 200 with a request id; 'lost' = no row with that id in the "
