@@ -332,11 +332,49 @@ def test_readiness_fails_when_the_database_is_gone(pg_url, router_dir, monkeypat
     app = create_app(parse_config(_config(pg_url, router_dir), env=KEYS))
     with ServerThread(app, server=app.state.serve.config.server) as thread:
         assert httpx.get(f"{thread.url}/readyz").status_code == 200
-        ledger = app.state.serve.ledger
-        good, ledger.engine = ledger.engine, sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+        ledger, shared = app.state.serve.ledger, app.state.serve.shared
+        good = ledger.engine
+        ledger.engine = shared.engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none",
+                                                         connect_args={"connect_timeout": 2})
         try:  # nothing listens on port 1: the database is unreachable
             ready = httpx.get(f"{thread.url}/readyz", timeout=20)
             assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
             assert json.loads(httpx.get(f"{thread.url}/healthz").text)["status"] == "ok"
+            body = {"model": "radial", "messages": [{"role": "user", "content": "hi"}]}
+            for key in ("sk-poor", "sk-limited"):  # budgets and rate limits fail closed, as a 503, not a 500
+                r = httpx.post(f"{thread.url}/v1/chat/completions", json=body,
+                               headers={"authorization": f"Bearer {key}"}, timeout=20)
+                assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
+                assert r.headers["retry-after"] == "1"
         finally:
-            ledger.engine = good
+            ledger.engine = shared.engine = good
+
+
+@pytest.mark.parametrize("wait_for_commit", [True, False])
+def test_response_waits_for_its_row(tmp_path, router_dir, monkeypatch, wait_for_commit):
+    """With ``wait_for_commit`` a response (JSON, and a stream's [DONE]) reaches the client only after its row is
+    committed, even when the database is slow; without it the response comes first (what SIGKILL can lose)."""
+    slow = Ledger._commit
+
+    def commit_slowly(self, batch):
+        time.sleep(1.0)
+        return slow(self, batch)
+
+    monkeypatch.setattr(Ledger, "_commit", commit_slowly)
+    config = _config(None, router_dir)
+    config["ledger"] = {"path": str(tmp_path / "log.sqlite"), "wait_for_commit": wait_for_commit}
+    with fake_backends(("cheap", "mid", "strong"), keep_requests=False) as (_, base):
+        config["llms"] = _config(None, router_dir, base)["llms"]
+        app = create_app(parse_config(config, env=KEYS))
+        with ServerThread(app, server=app.state.serve.config.server) as thread:
+            body = {"model": "radial", "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"authorization": "Bearer sk-a"}
+            for stream in (False, True):
+                with httpx.stream("POST", f"{thread.url}/v1/chat/completions", json={**body, "stream": stream},
+                                  headers=headers, timeout=30) as r:
+                    text = "".join(r.iter_text())
+                    rid = r.headers["x-radialrouter-request-id"]
+                assert r.status_code == 200 and (not stream or text.rstrip().endswith("[DONE]"))
+                with sqlite3.connect(tmp_path / "log.sqlite") as db:
+                    found = db.execute("SELECT status FROM decisions WHERE request_id = ?", (rid,)).fetchall()
+                assert found == ([("ok",)] if wait_for_commit else [])

@@ -74,8 +74,14 @@ class Shared:
         self._thread.start()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking database call in a worker thread (at most one per pooled connection)."""
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+        """Run a blocking database call in a worker thread (at most one per pooled connection). An unreachable
+        database fails closed: 503 ``database_unavailable`` (budgets and rate limits cannot be checked)."""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+        except sa.exc.SQLAlchemyError as exc:
+            log.error("shared-state database call failed: %s", exc)
+            raise RequestError("The gateway's database is unavailable; retry shortly", status=503,
+                               code="database_unavailable", headers={"retry-after": "1"}) from None
 
     # ------------------------------------------------------------------ settlement (in the ledger's transaction)
     def settle(self, conn: Connection, settlements: list[Settlement]) -> None:
