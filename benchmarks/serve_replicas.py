@@ -273,9 +273,30 @@ def run_config(label: str, n: int, store: str, hub: str, pg: TemporaryPostgres |
                 "lost_acked_by_killed": lost.get(0, 0), "lost_acked_total": sum(lost.values()),
                 "client_errors": k["errors"], "wall_s": k["wall_s"],
             }
+        result["server_side"] = scrape([url for proc, url in replicas if proc.poll() is None])
     finally:
         stop(replicas)
     return result
+
+
+def scrape(urls: list[str]) -> dict:
+    """Server-side means over the live replicas: the time a response waited for its row's commit, and the
+    routing decision time."""
+    sums: dict[str, float] = collections.defaultdict(float)
+    names = ("radialrouter_ledger_commit_wait_seconds_sum", "radialrouter_ledger_commit_wait_seconds_count",
+             "radialrouter_decision_seconds_sum", "radialrouter_decision_seconds_count")
+    for url in urls:
+        text = httpx.get(f"{url}/metrics", headers={"authorization": "Bearer sk-load"}, timeout=10).text
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            base = name.split("{")[0]
+            if base in names:
+                sums[base] += float(value)
+    wait_n = sums["radialrouter_ledger_commit_wait_seconds_count"]
+    return {"commit_wait_mean_ms": 1000 * sums["radialrouter_ledger_commit_wait_seconds_sum"] / wait_n
+            if wait_n else None, "commit_waits": int(wait_n),
+            "decision_mean_ms": 1000 * sums["radialrouter_decision_seconds_sum"]
+            / max(sums["radialrouter_decision_seconds_count"], 1)}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -328,21 +349,29 @@ def report(args, results: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve_replicas.json").write_text(json.dumps(out, indent=2) + "\n")
     base = results[0]["throughput"]
+    def wait(r: dict) -> str:
+        ms = r["server_side"]["commit_wait_mean_ms"]
+        return "—" if ms is None else f"{ms:.1f}"
+
     rows = "".join(
-        f"| {r['label']} | {r['throughput']['rps']:.0f} | {r['throughput']['rps'] / base['rps']:.2f} | "
-        f"{r['throughput']['p50_ms']:.1f} | {r['throughput']['added_p50_ms']:.1f} | "
-        f"{r['throughput']['added_p99_ms']:.1f} | {r['throughput']['direct_rps']:.0f} | {r['throughput']['errors']} |\n"
-        for r in results)
+        f"| {r['label']} | {t['rps']:.0f} | {t['direct_rps']:.0f} | {t['rps'] / t['direct_rps']:.2f} | "
+        f"{t['rps'] / base['rps']:.2f} | {t['p50_ms']:.1f} | {t['added_p50_ms']:.1f} | {t['added_p99_ms']:.1f} | "
+        f"{wait(r)} | {t['errors']} |\n" for r in results for t in [r["throughput"]])
     text = (f"# serve_replicas: replicas sharing one PostgreSQL\n\n{args.requests} routed requests (`model=radial`, "
             f"max_tokens {MAX_TOKENS}) per run at {args.concurrency} in flight, round-robin over the replicas, "
             f"{args.repeats} repeats (medians); fake backends answer after {args.delay_ms:g} ms. {os.cpu_count()} "
             f"CPU cores for everything (PostgreSQL, backends, replicas, this client), loopback only; load average "
             f"at the end {load}.\n\n"
-            "| configuration | req/s | × SQLite 1 replica | p50 ms | added p50 ms | added p99 ms | direct req/s "
-            "| errors |\n|---|---|---|---|---|---|---|---|\n" + rows)
-    text += ("\nAdded latency: the same requests straight to the fake backends in the same configuration run "
-             "subtracted. Every replica routes (encoder + router) on the same 2 cores, so more replicas add "
-             "processes, not cores: throughput here measures the coordination cost, not scaling.\n")
+            "| configuration | req/s | direct req/s | req/s ÷ direct | req/s × SQLite 1 replica | p50 ms | "
+            "added p50 ms | added p99 ms | commit wait ms (mean) | errors |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n" + rows)
+    text += ("\nDirect: the same requests straight to the fake backends, in the same configuration run (the "
+             "machine's state at that moment); added latency = through the replicas − direct. Commit wait: the "
+             "mean time a response waited, server-side, for its decision-log row to commit "
+             "(`radialrouter_ledger_commit_wait_seconds`; none with `wait_for_commit: false`) — the latency cost "
+             "of acknowledging after the commit. Every replica routes (encoder + router) on the same 2 cores as "
+             "everything else, so more replicas add processes, not cores: throughput here shows the coordination "
+             "cost, not scaling.\n")
     budgets = [r for r in results if "budget" in r]
     if budgets:
         text += ("\n## Shared budget (one key, 100 in flight split over the replicas, `model=gpt-4`)\n\n"

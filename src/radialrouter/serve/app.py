@@ -229,7 +229,11 @@ class _Call:
 
     async def acknowledge(self) -> None:
         """Wait until the ledger row is committed (``ledger.wait_for_commit``), before the response's last byte."""
-        if self.state.config.ledger.wait_for_commit and not await committed(self.commit):
+        if not self.state.config.ledger.wait_for_commit or self.commit is None:
+            return
+        with self.state.metrics.commit_wait.time():
+            ok = await committed(self.commit)
+        if not ok:
             log.error("request %s: its decision-log row was not committed", self.request_id)
 
 

@@ -64,6 +64,9 @@ class Metrics:
         self.reservation_exceeded = Counter("radialrouter_reservation_exceeded", "Requests that cost more than their "
                                             "budget reservation (no max_tokens and a long answer).", ["client"],
                                             registry=r)
+        self.commit_wait = Histogram("radialrouter_ledger_commit_wait_seconds", "Time a response waited for its "
+                                     "decision-log row to commit (ledger.wait_for_commit).",
+                                     buckets=_LATENCY_BUCKETS, registry=r)
         self.ledger_dropped = Counter("radialrouter_ledger_dropped", "Decision-log rows dropped (queue full).",
                                       registry=r)
 
