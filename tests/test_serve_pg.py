@@ -94,7 +94,7 @@ def test_pg_ledger_commits_rows_and_spend_together(pg_url):
     ledger = Ledger(pg_url, replica="r1")
     try:
         futures = [ledger.record(_row(f"q{i}", cost=0.125), Settlement("a", 0.125)) for i in range(40)]
-        assert all(f.result(timeout=10) for f in futures)
+        assert all(f.result(timeout=10) for f in futures) and ledger.backlog() == 0
         rows = ledger.rows()
         assert len(rows) == 40 and {r["replica"] for r in rows} == {"r1"}
         assert ledger.spent_by_client() == {"a": 5.0}

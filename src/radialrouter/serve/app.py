@@ -384,8 +384,8 @@ class ServeState:
         """Per-key rate limits (requests and tokens per minute): 429 with Retry-After beyond them."""
         try:
             await self.limiter.admit(call.client, call.prompt_tokens)
-        except RequestError:
-            self.metrics.rejected.labels("rate_limited").inc()
+        except RequestError as exc:
+            self.metrics.rejected.labels("rate_limited" if exc.status == 429 else exc.code).inc()
             raise
 
     async def reserve(self, call: _Call, plan: list[str]) -> None:
@@ -393,8 +393,8 @@ class ServeState:
                                          requested_output_tokens(call.body))
         try:
             call.reservation = await self.budgets.areserve(call.client, amount)
-        except RequestError:
-            self.metrics.rejected.labels("budget_exceeded").inc()
+        except RequestError as exc:
+            self.metrics.rejected.labels("budget_exceeded" if exc.status == 429 else exc.code).inc()
             raise
 
 

@@ -160,6 +160,8 @@ class Ledger:
         self._queue: queue.Queue[tuple[LedgerRow, Settlement | None, concurrent.futures.Future] | None] = (
             queue.Queue(maxsize=max_queue))
         self._on_drop = on_drop
+        self._pending = 0  # rows recorded and not yet committed (or dropped)
+        self._pending_lock = threading.Lock()
         self.settler: Settler = book_spend
         self._insert = self._insert_statement()
         self._thread = threading.Thread(target=self._write_loop, name="radialrouter-ledger", daemon=True)
@@ -186,13 +188,21 @@ class Ledger:
         """Queue ``row`` (and what it settles); the future completes with True once it is committed (False when
         the row was dropped: queue full, or the database kept failing)."""
         done: concurrent.futures.Future = concurrent.futures.Future()
+        with self._pending_lock:
+            self._pending += 1
         try:
             self._queue.put_nowait((row, settle, done))
         except queue.Full:
+            with self._pending_lock:
+                self._pending -= 1
             log.warning("decision log queue is full; dropping the row of request %s", row.request_id)
             self._dropped(1)
             done.set_result(False)
         return done
+
+    def backlog(self) -> int:
+        """Rows recorded and not yet committed (queued, or in the batch being written)."""
+        return self._pending
 
     def _dropped(self, n: int) -> None:
         if self._on_drop is not None:
@@ -211,6 +221,8 @@ class Ledger:
             batch = [item for item in items if item is not None]
             if batch:
                 ok = self._commit(batch)
+                with self._pending_lock:
+                    self._pending -= len(batch)
                 for _, _, done in batch:
                     if not done.done():  # a waiter that timed out cancelled it
                         done.set_result(ok)

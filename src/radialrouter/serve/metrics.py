@@ -60,7 +60,7 @@ class Metrics:
         self.upstream_seconds = Histogram("radialrouter_upstream_seconds", "Backend time to response headers.",
                                           ["llm"], buckets=_LATENCY_BUCKETS, registry=r)
         self.rejected = Counter("radialrouter_rejected", "Requests refused before any backend call, by reason "
-                                "(busy, budget_exceeded).", ["reason"], registry=r)
+                                "(busy, budget_exceeded, rate_limited, database_unavailable).", ["reason"], registry=r)
         self.reservation_exceeded = Counter("radialrouter_reservation_exceeded", "Requests that cost more than their "
                                             "budget reservation (no max_tokens and a long answer).", ["client"],
                                             registry=r)
