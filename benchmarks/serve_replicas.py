@@ -183,7 +183,7 @@ async def drive(targets: list[str], items: list[dict], concurrency: int, key: st
     return {"n": len(items), "ok": len(latencies), "errors": dict(errors), "status": dict(status),
             "wall_s": wall, "throughput_rps": len(latencies) / wall,
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None, "latencies_ms": ms.round(2).tolist(),
             "acked": {str(k): v for k, v in acked.items()}, "killed_at_s": killed_at}
 
 
@@ -220,6 +220,13 @@ def run_config(label: str, n: int, store: str, hub: str, pg: TemporaryPostgres |
                     "startup_s": startup}
     try:
         asyncio.run(drive(targets, bodies(16 * n, "radial"), 16))  # warm-up
+        # one request at a time to r0: the latency cost of the commit wait without queueing behind other requests
+        before = scrape(targets[:1])
+        serial = asyncio.run(drive(targets[:1], bodies(args.serial_requests, "radial", offset=3), 1))
+        result["serial"] = {"requests": args.serial_requests, "p50_ms": serial["p50_ms"],
+                            "p90_ms": float(np.percentile(serial["latencies_ms"], 90)),
+                            "commit_wait_mean_ms": means(scrape(targets[:1]), before)["commit_wait_mean_ms"]}
+        mid = scrape(targets)
         direct = {m: f"/{m}/v1/chat/completions" for m in POOL}
         runs, direct_runs = [], []
         for rep in range(args.repeats):
@@ -237,7 +244,9 @@ def run_config(label: str, n: int, store: str, hub: str, pg: TemporaryPostgres |
             "added_p50_ms": float(np.median([a["p50_ms"] - b["p50_ms"] for a, b in zip(runs, direct_runs)])),
             "added_p99_ms": float(np.median([a["p99_ms"] - b["p99_ms"] for a, b in zip(runs, direct_runs)])),
             "errors": sum(sum(r["errors"].values()) for r in runs),
+            "error_kinds": dict(sum((collections.Counter(r["errors"]) for r in runs), collections.Counter())),
         }
+        result["server_side"] = means(scrape(targets), mid)  # the throughput runs only
         if store == "postgres" and wait_for_commit:
             items = bodies(args.budget_requests, "gpt-4")
             b = asyncio.run(drive(targets, items, 100, key="sk-budget"))
@@ -273,14 +282,13 @@ def run_config(label: str, n: int, store: str, hub: str, pg: TemporaryPostgres |
                 "lost_acked_by_killed": lost.get(0, 0), "lost_acked_total": sum(lost.values()),
                 "client_errors": k["errors"], "wall_s": k["wall_s"],
             }
-        result["server_side"] = scrape([url for proc, url in replicas if proc.poll() is None])
     finally:
         stop(replicas)
     return result
 
 
-def scrape(urls: list[str]) -> dict:
-    """Server-side means over the live replicas: the time a response waited for its row's commit, and the
+def scrape(urls: list[str]) -> dict[str, float]:
+    """Sums and counts, over the live replicas, of the time responses waited for their row's commit and of the
     routing decision time."""
     sums: dict[str, float] = collections.defaultdict(float)
     names = ("radialrouter_ledger_commit_wait_seconds_sum", "radialrouter_ledger_commit_wait_seconds_count",
@@ -292,6 +300,12 @@ def scrape(urls: list[str]) -> dict:
             base = name.split("{")[0]
             if base in names:
                 sums[base] += float(value)
+    return dict(sums)
+
+
+def means(sums: dict[str, float], before: dict[str, float] | None = None) -> dict:
+    """Means (ms) from `scrape` sums, less an earlier scrape's."""
+    sums = collections.defaultdict(float, {k: v - (before or {}).get(k, 0.0) for k, v in sums.items()})
     wait_n = sums["radialrouter_ledger_commit_wait_seconds_count"]
     return {"commit_wait_mean_ms": 1000 * sums["radialrouter_ledger_commit_wait_seconds_sum"] / wait_n
             if wait_n else None, "commit_waits": int(wait_n),
@@ -305,6 +319,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="Requests per throughput run.")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--serial-requests", type=int, default=60, help="Requests one at a time to r0.")
     parser.add_argument("--replicas", default="1,2,4")
     parser.add_argument("--delay-ms", type=float, default=10.0, help="Fake backend time to answer.")
     parser.add_argument("--budget-usd", type=float, default=0.05)
@@ -349,8 +364,9 @@ def report(args, results: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve_replicas.json").write_text(json.dumps(out, indent=2) + "\n")
     base = results[0]["throughput"]
+
     def wait(r: dict) -> str:
-        ms = r["server_side"]["commit_wait_mean_ms"]
+        ms = r.get("server_side", r)["commit_wait_mean_ms"]
         return "—" if ms is None else f"{ms:.1f}"
 
     rows = "".join(
@@ -371,7 +387,13 @@ def report(args, results: list[dict]) -> None:
              "(`radialrouter_ledger_commit_wait_seconds`; none with `wait_for_commit: false`) — the latency cost "
              "of acknowledging after the commit. Every replica routes (encoder + router) on the same 2 cores as "
              "everything else, so more replicas add processes, not cores: throughput here shows the coordination "
-             "cost, not scaling.\n")
+             "cost, not scaling.\n" + "".join(
+                 f"\nErrors ({r['label']}): {r['throughput']['error_kinds']}.\n" for r in results
+                 if r["throughput"]["errors"]))
+    text += ("\n## One request at a time (to r0): what waiting for the commit costs\n\n| configuration | p50 ms | "
+             "p90 ms | commit wait ms (mean) |\n|---|---|---|---|\n" + "".join(
+                 f"| {r['label']} | {r['serial']['p50_ms']:.1f} | {r['serial']['p90_ms']:.1f} | {wait(r['serial'])} |\n"
+                 for r in results))
     budgets = [r for r in results if "budget" in r]
     if budgets:
         text += ("\n## Shared budget (one key, 100 in flight split over the replicas, `model=gpt-4`)\n\n"
