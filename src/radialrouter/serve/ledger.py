@@ -140,6 +140,11 @@ def make_engine(target: str | Path, pool_size: int = 10) -> Engine:
         url = url.set(drivername="postgresql+psycopg")
     if not url.drivername.startswith("postgresql"):
         raise ValueError(f"unsupported database URL scheme {url.drivername!r}: use postgresql:// (or a SQLite path)")
+    try:
+        import psycopg  # noqa: F401 - the driver SQLAlchemy loads for postgresql+psycopg
+    except ImportError:
+        raise ValueError("ledger.url (PostgreSQL) needs the 'postgres' extra: pip install 'radialrouter[postgres]'")\
+            from None
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                             pool_recycle=1800, connect_args={"connect_timeout": 5, "application_name": "radialrouter"})
 
@@ -156,7 +161,11 @@ class Ledger:
         self.engine = engine if engine is not None else make_engine(target)
         self.dialect = self.engine.dialect.name
         self.replica = replica
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except sa.exc.OperationalError as exc:  # unreachable, refused, no such database: say which, not a traceback
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise ValueError(f"cannot open the decision log at {where}: {str(exc.orig or exc).strip()}") from None
         self._queue: queue.Queue[tuple[LedgerRow, Settlement | None, concurrent.futures.Future] | None] = (
             queue.Queue(maxsize=max_queue))
         self._on_drop = on_drop
