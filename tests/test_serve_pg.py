@@ -380,3 +380,9 @@ def test_response_waits_for_its_row(tmp_path, router_dir, monkeypatch, wait_for_
                 with sqlite3.connect(tmp_path / "log.sqlite") as db:
                     found = db.execute("SELECT status FROM decisions WHERE request_id = ?", (rid,)).fetchall()
                 assert found == ([("ok",)] if wait_for_commit else [])
+
+
+def test_unreachable_database_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"decision log at postgresql\+psycopg://nobody:\*\*\*@127.0.0.1:1/x") as info:
+        Ledger("postgresql://nobody:secret@127.0.0.1:1/x")
+    assert "secret" not in str(info.value) and "\n" not in str(info.value)

@@ -165,7 +165,8 @@ class Ledger:
             migrate(self.engine)
         except sa.exc.OperationalError as exc:  # unreachable, refused, no such database: say which, not a traceback
             where = self.engine.url.render_as_string(hide_password=True)
-            raise ValueError(f"cannot open the decision log at {where}: {str(exc.orig or exc).strip()}") from None
+            reason = " ".join(str(exc.orig or exc).split())  # libpq adds a hint on a second line
+            raise ValueError(f"cannot open the decision log at {where}: {reason}") from None
         self._queue: queue.Queue[tuple[LedgerRow, Settlement | None, concurrent.futures.Future] | None] = (
             queue.Queue(maxsize=max_queue))
         self._on_drop = on_drop
