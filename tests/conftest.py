@@ -48,3 +48,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server: ``$RADIALROUTER_TEST_PG_URL`` (a superuser URL; `.ci/run` starts one), else a
+    throwaway cluster started here with initdb + pg_ctl; skipped when neither is possible."""
+    import os
+
+    url = os.environ.get("RADIALROUTER_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    from radialrouter.serve.pgtesting import TemporaryPostgres, find_bin_dir
+
+    if find_bin_dir() is None:
+        pytest.skip("no PostgreSQL: set RADIALROUTER_TEST_PG_URL or install the binaries (apt-get install postgresql)")
+    with TemporaryPostgres() as pg:
+        yield pg.url
+
+
+@pytest.fixture()
+def pg_url(pg_server):
+    """A fresh empty database on the test server (dropped afterwards)."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy import make_url
+
+    name = f"rr_test_{uuid.uuid4().hex[:12]}"
+    admin = make_url(pg_server).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,6 +17,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -35,9 +36,11 @@ from radialrouter.routers import Router
 from radialrouter.serve.batching import MicroBatcher, QueueFull
 from radialrouter.serve.budgets import Budgets, Reservation, cost_usd
 from radialrouter.serve.config import ServeConfig
-from radialrouter.serve.ledger import Ledger, LedgerRow
+from radialrouter.serve.health import REPLICA_ENV, health_router, replica_id
+from radialrouter.serve.ledger import Ledger, LedgerRow, Settlement, committed
 from radialrouter.serve.metrics import Metrics
 from radialrouter.serve.openapi import install_openapi
+from radialrouter.serve.ratelimit import MemoryRateLimiter
 from radialrouter.serve.routing import (
     Decider,
     RequestError,
@@ -130,6 +133,7 @@ class _Call:
         self.prompt_tokens = 0  # the server's own count (context window checks, reservations, interrupted streams)
         self.output_tokens = 0  # counted in what was relayed (charged when the backend reported no usage)
         self.reservation: Reservation | None = None
+        self.commit: Any = None  # the ledger row's commit (a future), once finished
         self.read_scope: anyio.CancelScope | None = None  # the pending upstream read of a stream
         self.cut = False  # set when shutdown ends this stream
         self.called = False  # a request reached a backend (it bills the prompt even if we see no usage)
@@ -204,6 +208,7 @@ class _Call:
             m.cost.labels(llm, self.client).inc(cost)
         if status == "ok" and source != "usage":
             m.usage_missing.labels(llm).inc()
+        s.limiter.finished(self.client, c)
         if s.budgets.settle(self.reservation, self.client, cost):
             m.reservation_exceeded.labels(self.client).inc()
             log.warning("request %s cost %.6f USD, more than its reservation of %.6f USD", self.request_id, cost,
@@ -213,13 +218,23 @@ class _Call:
                  self.client, self.body.get("model"), self.llm, len(self.attempts) + (status == "ok"), status, latency)
         if s.ledger is not None:
             r = self.result
-            s.ledger.record(LedgerRow(
+            settlement = Settlement(self.client, cost, c, self.reservation.id if self.reservation else None)
+            self.commit = s.ledger.record(LedgerRow(
                 request_id=self.request_id, ts=time.time(), client=self.client, model=str(self.body.get("model")),
                 mode=self.target.mode, lam=None if r is None else r.lam, llm=self.llm,
                 ranking=[] if r is None else r.ranking, attempts=[a.to_dict() for a in self.attempts],
                 fallback=bool(self.attempts) and status == "ok", stream=bool(self.body.get("stream")), status=status,
                 prompt_tokens=p, completion_tokens=c, cost_usd=cost, cost_source=source, latency_ms=round(latency, 3),
-                prompt=self.prompt if s.config.ledger.log_prompts else None))
+                prompt=self.prompt if s.config.ledger.log_prompts else None), settlement)
+
+    async def acknowledge(self) -> None:
+        """Wait until the ledger row is committed (``ledger.wait_for_commit``), before the response's last byte."""
+        if not self.state.config.ledger.wait_for_commit or self.commit is None:
+            return
+        with self.state.metrics.commit_wait.time():
+            ok = await committed(self.commit)
+        if not ok:
+            log.error("request %s: its decision-log row was not committed", self.request_id)
 
 
 class ServeState:
@@ -233,10 +248,23 @@ class ServeState:
             log.warning(warning)
         self.decider = Decider(config, self.router, load_tokenizer(config.router.tokenizer))
         self.decider.warm_up()
-        self.metrics = Metrics()
-        path = config.ledger.path
-        self.ledger = Ledger(path, on_drop=self.metrics.ledger_dropped.inc) if path is not None else None
-        self.budgets = Budgets(config, self.ledger.spent_by_client() if self.ledger else {})
+        url = config.ledger.database_url()
+        self.replica = replica_id()
+        labelled = url is not None or REPLICA_ENV in os.environ  # replicas: every series carries replica="<id>"
+        self.metrics = Metrics(self.replica if labelled else None)
+        target = url or config.ledger.path
+        self.ledger = (Ledger(target, on_drop=self.metrics.ledger_dropped.inc, replica=self.replica)
+                       if target is not None else None)
+        self.shared = None
+        if url is not None:  # PostgreSQL: budgets and rate limits shared by every replica
+            from radialrouter.serve.pg import Shared
+
+            self.shared = Shared(config, self.ledger, self.replica)
+            self.budgets, self.limiter = self.shared.budgets, self.shared.limiter
+        else:
+            self.budgets = Budgets(config, self.ledger.spent_by_client() if self.ledger else {})
+            self.limiter = MemoryRateLimiter(config)
+        self.draining = False
         self.keys = {k.id: k for k in config.auth.keys}
         self._transport = transport
         self.upstream: Upstream | None = None
@@ -258,10 +286,19 @@ class ServeState:
             await self.upstream.aclose()
             if self.ledger is not None:
                 self.ledger.close()
+            if self.shared is not None:
+                self.shared.close()
+
+    def begin_drain(self) -> None:
+        """SIGTERM arrived: ``/readyz`` answers 503 from now on (requests are still served)."""
+        if not self.draining:
+            log.info("draining: readiness is now 503")
+        self.draining = True
 
     def begin_shutdown(self) -> None:
         """Called when the HTTP server starts shutting down: streams still open after ``shutdown_grace_s`` are
         ended with an in-band error event and booked as ``shutdown`` with the cost so far."""
+        self.draining = True
         grace = self.config.server.shutdown_grace_s
         if self.streams:
             log.info("shutting down: %d open stream(s) get %.1f s to finish", len(self.streams), grace)
@@ -343,13 +380,21 @@ class ServeState:
             except QueueFull as exc:
                 raise self.busy(f"routing queue full: {exc}") from None
 
-    def reserve(self, call: _Call, plan: list[str]) -> None:
+    async def admit(self, call: _Call) -> None:
+        """Per-key rate limits (requests and tokens per minute): 429 with Retry-After beyond them."""
+        try:
+            await self.limiter.admit(call.client, call.prompt_tokens)
+        except RequestError as exc:
+            self.metrics.rejected.labels("rate_limited" if exc.status == 429 else exc.code).inc()
+            raise
+
+    async def reserve(self, call: _Call, plan: list[str]) -> None:
         amount = self.budgets.worst_case([self.config.llm(n) for n in plan], call.prompt_tokens,
                                          requested_output_tokens(call.body))
         try:
-            call.reservation = self.budgets.reserve(call.client, amount)
-        except RequestError:
-            self.metrics.rejected.labels("budget_exceeded").inc()
+            call.reservation = await self.budgets.areserve(call.client, amount)
+        except RequestError as exc:
+            self.metrics.rejected.labels("budget_exceeded" if exc.status == 429 else exc.code).inc()
             raise
 
 
@@ -417,6 +462,7 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
         data["model"] = name
         data["router"] = call.info(final=True)
         call.finish("ok")
+        await call.acknowledge()
         return JSONResponse(data, headers=call.headers())
     return _all_failed(state, call)
 
@@ -569,6 +615,8 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
             yield _error_event(call, status, "The server is shutting down; this response was cut short",
                                "server_shutdown", "server_error")
         elif complete or status == "stream_error":
+            call.finish(status)
+            await call.acknowledge()
             yield _sse({**last, "object": "chat.completion.chunk", "model": name, "choices": [],
                         "router": call.info(final=True, status=status)})
             yield b"data: [DONE]\n\n"
@@ -632,6 +680,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
             target = parse_model(body.get("model"), config)
             call = _Call(state, client, body, target)
             await state.prepare(call, size)
+            await state.admit(call)
             if target.llm is not None:
                 plan = [target.llm]
             else:
@@ -641,7 +690,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
                     call.finish("no_candidate")
                     raise
                 plan = state.upstream.order(call.result.ranking)[: config.server.max_attempts]
-            state.reserve(call, plan)
+            await state.reserve(call, plan)
             response = await (_proxy_stream if body.get("stream") else _proxy_json)(state, call, plan)
         except BaseException as exc:
             if call is not None:  # books closed on every path (a no-op when the call already finished)
@@ -697,5 +746,6 @@ def create_app(config: ServeConfig, router: Router | None = None,
             state.authenticate(request)
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
+    app.include_router(health_router(state))
     install_openapi(app, config)
     return app

@@ -38,6 +38,10 @@ class MicroBatcher(Generic[T, R]):
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def start(self) -> None:
         self._queue = asyncio.Queue(self.max_queue)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radialrouter-route")

@@ -32,6 +32,7 @@ class Reservation:
     client: str
     amount: float
     settled: bool = False
+    id: str | None = None  # the reservation's row in the database (PostgreSQL budgets)
 
 
 class Budgets:
@@ -62,6 +63,10 @@ class Budgets:
         self.check(client)
         self.reserved[client] = self.reserved.get(client, 0.0) + amount
         return Reservation(client, amount)
+
+    async def areserve(self, client: str, amount: float) -> Reservation:
+        """`reserve` for the server (PostgreSQL budgets need a database round trip here)."""
+        return self.reserve(client, amount)
 
     def settle(self, reservation: Reservation | None, client: str, cost: float | None) -> bool:
         """Release the reservation and book the real cost; True when the cost exceeded what was reserved."""

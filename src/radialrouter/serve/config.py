@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -155,6 +156,9 @@ class ServerConfig(_Strict):
                                                            "with an in-band error event.")
     reserve_output_tokens: int = Field(4096, ge=1, description="Output tokens a budget reservation assumes for a "
                                                                "request that sets no max_tokens.")
+    drain_s: float = Field(0.0, ge=0, le=300, description="On SIGTERM, /readyz answers 503 for this long while "
+                                                           "requests are still served, so load balancers stop "
+                                                           "sending before the server stops accepting.")
     public_metrics: bool = Field(False, description="Serve /metrics without a client key.")
     allow_public_without_auth: bool = Field(False, description="Allow a non-loopback host with no client keys.")
 
@@ -163,6 +167,8 @@ class ClientKey(_Strict):
     id: str = Field(pattern=_NAME, description="Logged and used as a metrics label instead of the key.")
     key: EnvSecret
     budget_usd: float | None = Field(None, gt=0, description="Requests are refused (429) once this is spent.")
+    requests_per_minute: int | None = Field(None, ge=1, description="Sliding-window request limit (429 beyond).")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Sliding-window token limit (429 beyond).")
 
     _check_key = field_validator("key", mode="before")(_resolve_secret)
 
@@ -174,9 +180,39 @@ class AuthConfig(_Strict):
 class LedgerConfig(_Strict):
     path: Path | None = Field(Path("radialrouter-decisions.sqlite"), validate_default=True,
                               description="SQLite decision log (relative to the config file); null: off.")
+    url: EnvSecret | str | None = Field(None, description="PostgreSQL URL (postgresql://…), shared by replicas: "
+                                        "ledger, budgets and rate limits; an ${ENV} reference when it has a password.")
     log_prompts: bool = Field(False, description="Also store the routed text (off: only ids, choices, costs).")
+    wait_for_commit: bool = Field(True, description="Send a response's last byte only once its row is committed, "
+                                                    "so no acknowledged request is missing from the log.")
 
     _check_path = field_validator("path", mode="before")(_resolve_path)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str) and _ENV_REF.match(value.strip()):
+            secret = _resolve_secret(value, info)
+            _check_database_url(secret.get(), secret=True)
+            return secret
+        if not isinstance(value, str):
+            raise ValueError(f"must be a postgresql:// URL or an ${{ENV}} reference; got {type(value).__name__}")
+        _check_database_url(value, secret=False)
+        return value
+
+    @model_validator(mode="after")
+    def _one_store(self) -> LedgerConfig:
+        if self.url is not None:
+            if "path" in self.model_fields_set and self.path is not None:
+                raise ValueError("set either path (SQLite) or url (PostgreSQL), not both")
+            self.path = None  # the default SQLite file is not used
+        return self
+
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL with its secret resolved (None for SQLite)."""
+        return self.url.get() if isinstance(self.url, EnvSecret) else self.url
 
 
 class ServeConfig(_Strict):
@@ -245,6 +281,16 @@ class ServeConfig(_Strict):
     def masked(self) -> dict[str, Any]:
         """The normalised config as plain data, secrets shown as their ``${VAR}`` reference."""
         return self.model_dump(mode="json")
+
+
+def _check_database_url(url: str, secret: bool) -> None:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+        shown = "the URL in that variable" if secret else repr(url)
+        raise ValueError(f"{shown} must start with postgresql:// (SQLite is ledger.path)")
+    if parts.password and not secret:
+        raise ValueError("the URL holds a password: put the whole URL in an environment variable "
+                         "(url: ${RADIALROUTER_DATABASE_URL}), or leave the password out and set PGPASSWORD")
 
 
 def _is_loopback(host: str) -> bool:

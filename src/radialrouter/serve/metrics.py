@@ -6,17 +6,40 @@ so the number of series stays bounded whatever clients send.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _Labelled:
+    """A collector that adds one constant label (the replica) to every sample of a registry."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, value: str) -> None:
+        self.registry, self.name, self.value = registry, name, value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                out.add_sample(s.name, {**s.labels, self.name: self.value}, s.value, s.timestamp, s.exemplar)
+            yield out
 
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
+        """``replica`` (when set) labels every series ``replica="<id>"``, so the replicas behind one load balancer
+        stay apart when scraped into one Prometheus."""
         self.registry = CollectorRegistry()
+        self._exposed = self.registry
+        if replica is not None:
+            self._exposed = CollectorRegistry(auto_describe=False)
+            self._exposed.register(_Labelled(self.registry, "replica", replica))
         r = self.registry
         self.requests = Counter("radialrouter_requests", "Chat requests by serving LLM, mode and outcome.",
                                 ["llm", "mode", "outcome"], registry=r)
@@ -37,12 +60,15 @@ class Metrics:
         self.upstream_seconds = Histogram("radialrouter_upstream_seconds", "Backend time to response headers.",
                                           ["llm"], buckets=_LATENCY_BUCKETS, registry=r)
         self.rejected = Counter("radialrouter_rejected", "Requests refused before any backend call, by reason "
-                                "(busy, budget_exceeded).", ["reason"], registry=r)
+                                "(busy, budget_exceeded, rate_limited, database_unavailable).", ["reason"], registry=r)
         self.reservation_exceeded = Counter("radialrouter_reservation_exceeded", "Requests that cost more than their "
                                             "budget reservation (no max_tokens and a long answer).", ["client"],
                                             registry=r)
+        self.commit_wait = Histogram("radialrouter_ledger_commit_wait_seconds", "Time a response waited for its "
+                                     "decision-log row to commit (ledger.wait_for_commit).",
+                                     buckets=_LATENCY_BUCKETS, registry=r)
         self.ledger_dropped = Counter("radialrouter_ledger_dropped", "Decision-log rows dropped (queue full).",
                                       registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)

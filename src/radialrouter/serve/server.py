@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -122,11 +123,33 @@ class GracefulServer(uvicorn.Server):
     """A uvicorn server that calls ``on_shutdown`` (on the event loop) before its own graceful shutdown.
 
     uvicorn then stops accepting, waits ``timeout_graceful_shutdown`` for open requests and cancels the rest; the
-    hook lets the app end open streams with an in-band error event in that time instead of a cut connection."""
+    hook lets the app end open streams with an in-band error event in that time instead of a cut connection.
 
-    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None) -> None:
+    Drain: the first SIGTERM/SIGINT calls ``on_drain`` (readiness turns 503) and, with ``drain_s`` > 0, the server
+    keeps accepting and serving that long before the shutdown above starts, so a load balancer polling readiness
+    takes the replica out of rotation first. A second signal skips what is left of the drain."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None,
+                 on_drain: Callable[[], None] | None = None, drain_s: float = 0.0) -> None:
         super().__init__(config)
-        self.on_shutdown = on_shutdown
+        self.on_shutdown, self.on_drain, self.drain_s = on_shutdown, on_drain, drain_s
+        self._drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self._drain_until is None and not self.should_exit:
+            if self.on_drain is not None:
+                self.on_drain()
+            if self.drain_s > 0:
+                self._captured_signals.append(sig)
+                self._drain_until = time.monotonic() + self.drain_s
+                log.info("draining for %g s before shutting down", self.drain_s)
+                return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.on_shutdown is not None:
@@ -139,20 +162,23 @@ class GracefulServer(uvicorn.Server):
 
 def make_server(app: Any, *, host: str | None = None, port: int | None = None, server: ServerConfig | None = None,
                 log_level: str = "info", access_log: bool = True,
-                on_shutdown: Callable[[], None] | None = None) -> GracefulServer:
+                on_shutdown: Callable[[], None] | None = None,
+                on_drain: Callable[[], None] | None = None) -> GracefulServer:
     """The uvicorn server for ``app`` with the HTTP-layer guards of ``server`` (`ServerConfig` defaults if None).
 
     ``host``/``port`` default to ``server``'s. Without ``on_shutdown``, the routing app's
     ``app.state.serve.begin_shutdown`` is used when it has one. WebSockets are off (no endpoint uses them, and
     uvicorn's WebSocket handlers log request targets with their query strings)."""
     server = server if server is not None else ServerConfig()
+    state = getattr(getattr(app, "state", None), "serve", None)
     if on_shutdown is None:
-        state = getattr(getattr(app, "state", None), "serve", None)
         on_shutdown = getattr(state, "begin_shutdown", None)
+    if on_drain is None:
+        on_drain = getattr(state, "begin_drain", None)
     config = uvicorn.Config(
         app, host=host if host is not None else server.host, port=port if port is not None else server.port,
         http=GuardedH11Protocol.with_timeout(server.header_timeout_s), ws="none", lifespan="on",
         limit_concurrency=server.max_client_connections, timeout_graceful_shutdown=server.shutdown_grace_s + 2,
         log_level=log_level, access_log=access_log)
     install_log_redaction()  # after uvicorn.Config, which (re)configures uvicorn's loggers
-    return GracefulServer(config, on_shutdown=on_shutdown)
+    return GracefulServer(config, on_shutdown=on_shutdown, on_drain=on_drain, drain_s=server.drain_s)

@@ -1,0 +1,150 @@
+"""The database schema of the serving state — decision log, spend, reservations, rate windows, replicas — defined
+once (SQLAlchemy Core) for SQLite and PostgreSQL, with data-driven migrations recorded in ``schema_migrations``.
+
+Adding a column is two lines: the ``Column`` in its ``Table`` below, and ``("00NN_name", "add_column", "table",
+"column")`` at the end of `MIGRATIONS`. Adding a table is its ``Table`` and an ``("00NN_name", "create_table",
+"table")`` entry. Every step is idempotent (a table or column already there is left alone), so databases created
+before the migration table existed — SQLite decision logs from earlier releases — are brought up to date the same
+way. On PostgreSQL the steps run in one transaction under an advisory lock, so replicas starting together migrate
+once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("client", sa.Text, nullable=False),
+    sa.Column("model", sa.Text),
+    sa.Column("mode", sa.Text),
+    sa.Column("lam", sa.Float),
+    sa.Column("llm", sa.Text),
+    sa.Column("ranking", sa.Text),
+    sa.Column("attempts", sa.Text),
+    sa.Column("fallback", sa.Integer),
+    sa.Column("stream", sa.Integer),
+    sa.Column("status", sa.Text),
+    sa.Column("prompt_tokens", sa.Integer),
+    sa.Column("completion_tokens", sa.Integer),
+    sa.Column("cost_usd", sa.Float),
+    sa.Column("cost_source", sa.Text),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("prompt", sa.Text),
+    sa.Column("replica", sa.Text),
+)
+
+#: Spend per client id, kept in the same transaction as the decision rows that cause it (so it always equals
+#: their sum), plus the total of the client's open reservations (PostgreSQL budgets).
+budget_spend = sa.Table(
+    "budget_spend", metadata,
+    sa.Column("client", sa.Text, primary_key=True),
+    sa.Column("spent_usd", sa.Float, nullable=False, server_default="0"),
+    sa.Column("reserved_usd", sa.Float, nullable=False, server_default="0"),
+)
+
+#: One row per admitted request until it settles; a replica that dies leaves its rows behind, and they are released
+#: when its heartbeat in `replicas` is older than the lease.
+budget_reservations = sa.Table(
+    "budget_reservations", metadata,
+    sa.Column("reservation_id", sa.Text, primary_key=True),
+    sa.Column("instance", sa.Text, nullable=False, index=True),
+    sa.Column("client", sa.Text, nullable=False),
+    sa.Column("amount_usd", sa.Float, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+#: Sliding-window rate counters per client: the current minute and the one before it.
+rate_windows = sa.Table(
+    "rate_windows", metadata,
+    sa.Column("client", sa.Text, primary_key=True),
+    sa.Column("window_start", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("requests", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("prev_requests", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("prev_tokens", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+#: Live server processes (one row per process start) and their heartbeats.
+replicas = sa.Table(
+    "replicas", metadata,
+    sa.Column("instance", sa.Text, primary_key=True),
+    sa.Column("replica", sa.Text, nullable=False),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+
+schema_migrations = sa.Table(
+    "schema_migrations", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("applied", sa.Float, nullable=False),
+)
+
+
+def _backfill_spend(conn: Connection) -> None:
+    """Spend recorded before `budget_spend` existed: the sum of each client's decision rows."""
+    total = sa.func.coalesce(sa.func.sum(decisions.c.cost_usd), 0.0)
+    rows = conn.execute(sa.select(decisions.c.client, total).group_by(decisions.c.client)).all()
+    have = set(conn.scalars(sa.select(budget_spend.c.client)))
+    fresh = [{"client": c, "spent_usd": float(t), "reserved_usd": 0.0} for c, t in rows if c not in have]
+    if fresh:
+        conn.execute(budget_spend.insert(), fresh)
+
+
+#: (id, action, *arguments), applied in order, each once. Actions: ``create_table`` (table), ``add_column`` (table,
+#: column — its definition is the one in the Table above), ``run`` (a name in `_DATA_STEPS`).
+MIGRATIONS: list[tuple[str, ...]] = [
+    ("0001_decisions", "create_table", "decisions"),
+    ("0002_decisions_cost_source", "add_column", "decisions", "cost_source"),
+    ("0003_decisions_replica", "add_column", "decisions", "replica"),
+    ("0004_budget_spend", "create_table", "budget_spend"),
+    ("0005_budget_spend_backfill", "run", "backfill_spend"),
+    ("0006_budget_reservations", "create_table", "budget_reservations"),
+    ("0007_rate_windows", "create_table", "rate_windows"),
+    ("0008_replicas", "create_table", "replicas"),
+]
+
+_DATA_STEPS: dict[str, Callable[[Connection], None]] = {"backfill_spend": _backfill_spend}
+_LOCK_ID = 0x7261646961  # pg_advisory_xact_lock key: "radia"
+
+
+def _apply(conn: Connection, step: tuple[str, ...]) -> None:
+    action, args = step[1], step[2:]
+    inspector = sa.inspect(conn)
+    if action == "create_table":
+        metadata.tables[args[0]].create(conn, checkfirst=True)
+    elif action == "add_column":
+        table, name = metadata.tables[args[0]], args[1]
+        if name not in {c["name"] for c in inspector.get_columns(table.name)}:
+            column = table.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
+    elif action == "run":
+        _DATA_STEPS[args[0]](conn)
+    else:
+        raise ValueError(f"migration {step[0]}: unknown action {action!r}")
+
+
+def migrate(engine: Engine) -> list[str]:
+    """Bring the database up to `MIGRATIONS`; returns the ids applied now (empty when it was up to date)."""
+    applied: list[str] = []
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
+        schema_migrations.create(conn, checkfirst=True)
+        done = set(conn.scalars(sa.select(schema_migrations.c.id)))
+        for step in MIGRATIONS:
+            if step[0] in done:
+                continue
+            _apply(conn, step)
+            conn.execute(schema_migrations.insert().values(id=step[0], applied=time.time()))
+            applied.append(step[0])
+    return applied
