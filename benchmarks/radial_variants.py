@@ -150,8 +150,29 @@ def write(results: list[dict], seeds: list[int], args, load_before, wall: float)
                     deltas.append(f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
             md.append(f"| {router} | {val:.4f} | " + " | ".join(cells) + " | " + " | ".join(deltas) + " |")
         md.append("")
+    md += decision_lines(compact)
     (OUT / "radial_variants.md").write_text("\n".join(md))
     print("\n".join(md))
+
+
+def decision_lines(results: list[dict], default: str = "radial-kl") -> list[str]:
+    """The keep-or-not verdict per variant, from validation Scores only (mean over seeds and trade-offs)."""
+    out = ["## Decision (validation only)", ""]
+    datasets = list(dict.fromkeys(r["data"] for r in results))
+    for variant in dict.fromkeys(r["router"] for r in results if r["router"].startswith("radial-")):
+        if variant == default:
+            continue
+        deltas = {}
+        for name in datasets:
+            def val(router, name=name):
+                return np.mean([r["val_score"] for r in results if r["data"] == name and r["router"] == router])
+            deltas[name] = val(variant) - val(default)
+        wins = sum(d > 0 for d in deltas.values())
+        verdict = "kept as the default" if wins == len(deltas) else "not kept (the default stays)"
+        out.append(f"- `{variant}` − `{default}`, mean validation Score: " + ", ".join(
+            f"{k} {v:+.4f}" for k, v in deltas.items()) + f" → better on {wins} of {len(deltas)} data sets: "
+            f"{verdict}. A variant must win on every data set's validation split to replace the default.")
+    return out + [""]
 
 
 if __name__ == "__main__":
