@@ -1,0 +1,220 @@
+"""Batch routing at scale: `radialrouter route --input FILE.parquet --output OUT.parquet` on N synthetic queries.
+
+Runs the real command in a subprocess per configuration and samples the memory of its whole process tree (the
+Ray engine's raylet, GCS and worker actors are descendants of the driver), so peak memory covers everything the
+run started:
+
+* ``in-memory`` baseline: the pre-streaming path (read the whole file, encode it, route it, write it), on fewer rows
+  (it grows with the file);
+* ``local`` engine at several chunk sizes, on all N rows;
+* ``ray`` engine (Ray Data, ``map_batches`` with one router per actor) on all N rows.
+
+Peak memory is reported two ways: ``peak_rss_mb`` (the driver process alone; exact, from getrusage for the local
+runs) and ``peak_tree_pss_mb`` (sum of the proportional set size of every process in the tree, sampled every
+0.5 s: shared pages, e.g. the Ray object store in /dev/shm, counted once). The bundled router (static encoder).
+
+    python benchmarks/batch_route.py                      # 1 M queries (writes benchmarks/results/batch_route.*)
+    python benchmarks/batch_route.py --rows 100000 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+_SUBJECTS = ["a Python list", "a binary tree", "the French Revolution", "photosynthesis", "a SQL join", "inflation",
+             "the Pythagorean theorem", "a REST API", "quantum entanglement", "a haiku about autumn", "a cover letter",
+             "the derivative of x^3", "a bash script", "Newton's second law", "a marketing email", "the Krebs cycle",
+             "a linked list in C", "supply and demand", "a sonnet", "the capital of Australia"]
+_TEMPLATES = ["What is {s}?", "Explain {s} to a ten-year-old.", "Write {s} in under 100 words.",
+              "How do I sort {s}?", "Give three facts about {s}.", "Summarise {s} in one sentence.",
+              "Why does {s} matter, and what are common mistakes people make with it?",
+              "Compare {s} with something similar and list the differences.", "Translate {s} into German.",
+              "Fix the bug in my code about {s}: it raises an IndexError on the last element."]
+
+
+def make_queries(path: Path, rows: int, seed: int = 0, row_group: int = 65536) -> None:
+    """``rows`` short synthetic queries (template × subject × a number, 5–20 words), written as parquet in row
+    groups of ``row_group``, with an ``id`` column, without ever holding more than one row group."""
+    rng = np.random.default_rng(seed)
+    schema = pa.schema([("id", pa.int64()), ("prompt", pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, row_group):
+            n = min(row_group, rows - start)
+            t, s, k = rng.integers(len(_TEMPLATES), size=n), rng.integers(len(_SUBJECTS), size=n), rng.integers(
+                1000, size=n)
+            prompts = [f"{_TEMPLATES[a].format(s=_SUBJECTS[b])} (case {c})" for a, b, c in zip(t, s, k)]
+            writer.write_table(pa.table({"id": np.arange(start, start + n), "prompt": prompts}, schema=schema))
+
+
+_BASELINE = """
+import json, sys, time
+from radialrouter.calibration import read_queries
+from radialrouter.routers.radial import load_default
+src, out = sys.argv[1], sys.argv[2]
+texts = read_queries(src)
+router = load_default()
+router.get_encoder().cache_dir = None
+decisions = router.route(router.get_encoder().encode(texts), lam=None)
+with open(out, "w") as f:
+    f.write("".join(json.dumps({"prompt": t, **d.to_dict()}) + "\\n" for t, d in zip(texts, decisions)))
+"""
+
+
+def _tree_pss_mb(proc: psutil.Process) -> tuple[float, int]:
+    total, count = 0.0, 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+            count += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total / 2**20, count
+
+
+def _high_water_mb(pid: int) -> float:
+    """The process's own peak resident set (VmHWM), which the kernel keeps: exact up to the last sample."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_config(name: str, command: list[str], rows: int, env: dict[str, str], timeout: float) -> dict:
+    """Run ``command``; sample its process tree's memory; return seconds, rows/s and peaks."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watched = psutil.Process(proc.pid)
+    peak = {"pss": 0.0, "procs": 0, "hwm": 0.0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                pss, count = _tree_pss_mb(watched)
+            except psutil.NoSuchProcess:
+                break
+            peak["pss"], peak["procs"] = max(peak["pss"], pss), max(peak["procs"], count)
+            peak["hwm"] = max(peak["hwm"], _high_water_mb(proc.pid))
+            done.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        err = f"timed out after {timeout:.0f} s\n{err}"
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    result = {"config": name, "rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 1),
+              "peak_driver_rss_mb": round(peak["hwm"], 1),
+              "peak_tree_pss_mb": round(peak["pss"], 1), "max_processes": peak["procs"], "returncode": proc.returncode}
+    if proc.returncode != 0:
+        result["error"] = err.strip().splitlines()[-1:] if err else ""
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--baseline-rows", default="100000,200000", help="rows for the in-memory baseline runs")
+    parser.add_argument("--chunks", default="1024,8192,65536", help="chunk sizes for the local engine")
+    parser.add_argument("--ray-workers", default="2", help="actor counts for the Ray engine ('' to skip Ray)")
+    parser.add_argument("--ray-chunk", type=int, default=8192)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--quick", action="store_true", help="one local chunk size and one Ray run (a smoke test)")
+    parser.add_argument("--out", default=str(RESULTS / "batch_route"))
+    args = parser.parse_args()
+    chunks = [int(c) for c in args.chunks.split(",") if c]
+    baseline_rows = [int(r) for r in args.baseline_rows.split(",") if r]
+    if args.quick:
+        chunks, baseline_rows = chunks[1:2] or chunks, baseline_rows[:1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    load_before = os.getloadavg()
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="batch_route_") as tmp:
+        tmp = Path(tmp)
+        env["RADIALROUTER_CACHE"] = str(tmp / "cache")
+        data = tmp / "queries.parquet"
+        t0 = time.perf_counter()
+        make_queries(data, args.rows)
+        print(f"{args.rows:,} queries generated in {time.perf_counter() - t0:.1f} s "
+              f"({data.stat().st_size / 2**20:.1f} MB parquet)", flush=True)
+        cli = [sys.executable, "-m", "radialrouter", "route", "--input"]
+
+        def report(r: dict) -> None:
+            runs.append(r)
+            print(json.dumps(r), flush=True)
+
+        for n in baseline_rows:
+            small = tmp / f"queries_{n}.parquet"
+            pq.write_table(pq.read_table(data).slice(0, n), small)
+            report({**run_config(f"in-memory ({n:,} rows)", [sys.executable, "-c", _BASELINE, str(small),
+                                                               str(tmp / "base.jsonl")], n, env, args.timeout),
+                    "engine": "in-memory", "chunk": None})
+            (tmp / "base.jsonl").unlink(missing_ok=True)
+        for chunk in chunks:
+            out = tmp / "out.parquet"
+            report({**run_config(f"local, chunk {chunk:,}", [*cli, str(data), "--output", str(out), "--chunk-size",
+                                                             str(chunk), "--threads", "1"], args.rows, env,
+                                 args.timeout), "engine": "local", "chunk": chunk})
+            out.unlink(missing_ok=True)
+        for workers in [int(w) for w in args.ray_workers.split(",") if w]:
+            out = tmp / "out.parquet"
+            report({**run_config(f"ray, {workers} actors, chunk {args.ray_chunk:,}",
+                                 [*cli, str(data), "--output", str(out), "--chunk-size", str(args.ray_chunk),
+                                  "--engine", "ray", "--workers", str(workers)], args.rows, env, args.timeout),
+                    "engine": "ray", "chunk": args.ray_chunk, "workers": workers})
+            out.unlink(missing_ok=True)
+    doc = {
+        "benchmark": "batch_route", "rows": args.rows, "router": "bundled routerbench3-radial (static encoder)",
+        "output": "parquet", "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
+                                                                                      / 2**30, 1),
+                                         "python": platform.python_version(), "load_before": load_before,
+                                         "load_after": os.getloadavg()},
+        "runs": runs,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(table(doc))
+
+
+def table(doc: dict) -> str:
+    """The Markdown table of the runs; ratios against the local engine at the default chunk size (8,192)."""
+    base = next((r for r in doc["runs"] if r["engine"] == "local" and r["chunk"] == 8192), None)
+    lines = ["| configuration | rows | seconds | rows/s | vs local 8,192 | peak RSS, driver (MB) | "
+             "peak PSS, process tree (MB) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in doc["runs"]:
+        ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}×" if base and r["returncode"] == 0 else "–"
+        status = "" if r["returncode"] == 0 else f" (failed: {r.get('error')})"
+        lines.append(f"| {r['config']}{status} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | "
+                     f"{ratio} | {r['peak_driver_rss_mb']:,.0f} | {r['peak_tree_pss_mb']:,.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
