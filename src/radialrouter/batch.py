@@ -375,7 +375,21 @@ class RayEngine:
         return True
 
     def n_workers(self) -> int:
+        """The actors to ask a local instance for: ``workers`` or one per core."""
         return self.workers or max(1, os.cpu_count() or 1)
+
+    def _actors(self) -> int:
+        """Actors that fit the running instance beside the read tasks (an actor pool larger than the free CPUs
+        would wait for ever for its last actors while holding every CPU the readers need)."""
+        import ray
+
+        total = float(ray.cluster_resources().get("CPU", 1))
+        room = max(1, int(total - self.read_cpus))
+        wanted = self.workers or room
+        if wanted > room:
+            warnings.warn(f"{wanted} Ray workers asked for, but the Ray instance has {total:g} CPUs and its read "
+                          f"tasks need {self.read_cpus:g}: using {room}", stacklevel=3)
+        return min(wanted, room)
 
     def run(self, source: QuerySource, worker: type, kwargs: dict[str, Any], chunk_size: int) -> Iterator[pa.Table]:
         started = self._start()
@@ -407,7 +421,7 @@ class RayEngine:
                                                              "source_name": str(source.path),
                                                              "threads": self.threads},
                             batch_size=chunk_size, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=self.n_workers()), num_cpus=1,
+                            compute=ray.data.ActorPoolStrategy(size=self._actors()), num_cpus=1,
                             zero_copy_batch=True)
         try:
             yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
