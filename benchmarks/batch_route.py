@@ -139,7 +139,7 @@ def run_config(name: str, command: list[str], rows: int, env: dict[str, str], ti
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--baseline-rows", default="100000,200000", help="rows for the in-memory baseline runs")
+    parser.add_argument("--baseline-rows", default="25000,50000,100000", help="rows for the in-memory baseline runs")
     parser.add_argument("--chunks", default="1024,8192,65536", help="chunk sizes for the local engine")
     parser.add_argument("--ray-workers", default="2", help="actor counts for the Ray engine ('' to skip Ray)")
     parser.add_argument("--ray-chunk", type=int, default=8192)

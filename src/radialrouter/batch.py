@@ -57,7 +57,7 @@ class QuerySource:
     path: Path
     kind: str
     column: str
-    rows: int | None = None  # known up front for parquet (file metadata), else None
+    rows: int | None = None  # exact for parquet (file metadata), counted lines otherwise: a progress total
 
     def chunks(self, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
         """``(index of the chunk's first row, prompts)`` for consecutive chunks of at most ``chunk_size`` rows;
@@ -153,7 +153,7 @@ def open_source(path: str | Path, prompt_column: str | None = None) -> QuerySour
         raise DataError(f"{path}: cannot stream a {path.suffix or 'suffix-less'!r} file; use .parquet, .csv, "
                         ".jsonl or .txt")
     if kind == "txt":
-        return QuerySource(path, kind, "text")
+        return QuerySource(path, kind, "text", _count_lines(path))
     rows = None
     if kind == "parquet":
         import pyarrow.parquet as pq
@@ -170,8 +170,10 @@ def open_source(path: str | Path, prompt_column: str | None = None) -> QuerySour
             columns = csv.open_csv(path).schema.names
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{path}: cannot be read as csv: {exc}") from None
+        rows = max(0, _count_lines(path) - 1)
     else:
         columns = _first_json_keys(path)
+        rows = _count_lines(path)
     if prompt_column is not None:
         if prompt_column not in columns:
             raise DataError(f"{path}: no column {prompt_column!r}; it has {columns}")
@@ -182,6 +184,17 @@ def open_source(path: str | Path, prompt_column: str | None = None) -> QuerySour
             raise DataError(f"{path}: no prompt column; expected one of {list(PROMPT_COLUMNS)} (or pass "
                             f"--prompt-column), got {columns}")
     return QuerySource(path, kind, column, rows)
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in a text file, counted in 1 MiB blocks (about a second per GB): the progress bar's total. Only an
+    estimate of the rows: blank lines, and CSV fields spanning lines, count too."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
 
 
 def _first_json_keys(path: Path) -> list[str]:

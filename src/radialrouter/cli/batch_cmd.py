@@ -32,25 +32,26 @@ def prompt_column_option():
                         "first of prompt, question, query, text).")
 
 
-def _check_engine(engine: str) -> None:
-    from radialrouter.batch import ENGINES
+def _engine(engine: str, threads: int | None, workers: int | None, address: str | None):
+    """The engine: ``--threads`` is this process's thread count locally, each actor's on Ray (default 1)."""
+    from radialrouter.batch import ENGINES, make_engine
 
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if engine == "local":
+        use_threads(threads)
+    return make_engine(engine, workers=workers, threads=threads or 1, address=address)
 
 
 def route_input(input_path: str, output: str | None, *, model: str | None, lam: str | None, candidates: list[str],
                 engine: str, chunk_size: int, workers: int | None, address: str | None, prompt_column: str | None,
                 cache: bool, threads: int | None) -> None:
     """``route --input``: stream the file through `radialrouter.batch.route_file`."""
-    _check_engine(engine)
-    if engine == "local":
-        use_threads(threads)
     from radialrouter.batch import route_file
 
-    summary = route_file(input_path, output, model=model, lam=lam, candidates=candidates or None, engine=engine,
-                         chunk_size=chunk_size, prompt_column=prompt_column, use_cache=cache, workers=workers,
-                         address=address)
+    summary = route_file(input_path, output, model=model, lam=lam, candidates=candidates or None,
+                         engine=_engine(engine, threads, workers, address), chunk_size=chunk_size,
+                         prompt_column=prompt_column, use_cache=cache)
     where = f" to {output}" if output else ""
     typer.echo(f"{summary.rows} decisions written{where} in {summary.seconds:.1f} s "
                f"({summary.rows_per_second:,.0f} queries/s, engine {summary.engine})", err=True)
@@ -69,13 +70,10 @@ def embed_command(
     threads: int | None = threads_option(),
 ) -> None:
     """Fill the embedding cache with every prompt of a file, so train, eval and bench on it encode nothing."""
-    _check_engine(engine)
-    if engine == "local":
-        use_threads(threads)
     from radialrouter.batch import embed_file
 
-    summary = embed_file(data, encoder=encoder, engine=engine, chunk_size=chunk_size, prompt_column=prompt_column,
-                         workers=workers, address=ray_address)
+    summary = embed_file(data, encoder=encoder, engine=_engine(engine, threads, workers, ray_address),
+                         chunk_size=chunk_size, prompt_column=prompt_column)
     typer.echo(f"{summary.rows} prompts embedded with {summary.extra['encoder']} in {summary.seconds:.1f} s "
                f"({summary.rows_per_second:,.0f}/s, engine {summary.engine}); the cache {summary.output} holds "
                f"{summary.extra['cached_vectors']} vectors")

@@ -118,6 +118,10 @@ def route_command(
     from radialrouter.routers import from_pretrained
 
     texts = list(queries or [])
+    flag_values = [t for t in texts if t.strip().lower() in {"true", "false"}]
+    if flag_values:
+        raise ValueError(f"query {flag_values[0]!r} looks like a value for a flag: --json takes none (write --json "
+                         "alone); to route that word, put it in a file and pass --input")
     if input_path:
         if texts:
             raise ValueError("give query texts as arguments or a file with --input, not both")
@@ -125,10 +129,6 @@ def route_command(
                               engine=engine, chunk_size=chunk_size, workers=workers, address=ray_address,
                               prompt_column=prompt_column, cache=cache, threads=threads)
         return
-    flag_values = [t for t in texts if t.strip().lower() in {"true", "false"}]
-    if flag_values:
-        raise ValueError(f"query {flag_values[0]!r} looks like a value for a flag: --json takes none (write --json "
-                         "alone); to route that word, put it in a file and pass --input")
     if not texts:
         raise ValueError("give query texts as arguments or a file with --input")
     for i, text in enumerate(texts):
@@ -142,11 +142,14 @@ def route_command(
         router = load_default()
     else:
         router = from_pretrained(model)
-    if output:
-        raise ValueError("--output goes with --input (a file of queries)")
     decisions = router.route(texts, lam=lam, candidates=split_list(candidates) or None)
-    if as_json:
-        sys.stdout.write("".join(json.dumps({"prompt": t, **d.to_dict()}) + "\n" for t, d in zip(texts, decisions)))
+    if as_json or output:
+        lines = "".join(json.dumps({"prompt": t, **d.to_dict()}) + "\n" for t, d in zip(texts, decisions))
+        if output:
+            Path(output).write_text(lines)
+            typer.echo(f"{len(decisions)} decisions written to {output}", err=True)
+        else:
+            sys.stdout.write(lines)
         return
     for text, d in zip(texts, decisions):
         p = "" if d.probabilities is None else f"  p={d.probabilities[d.llm]:.3f}"
