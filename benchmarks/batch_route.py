@@ -146,7 +146,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--quick", action="store_true", help="one local chunk size and one Ray run (a smoke test)")
     parser.add_argument("--out", default=str(RESULTS / "batch_route"))
+    parser.add_argument("--from-json", action="store_true", help="only rewrite the report from OUT.json")
     args = parser.parse_args()
+    if args.from_json:
+        out = Path(args.out)
+        write(json.loads(out.with_suffix(".json").read_text()), out)
+        return
     chunks = [int(c) for c in args.chunks.split(",") if c]
     baseline_rows = [int(r) for r in args.baseline_rows.split(",") if r]
     if args.quick:
@@ -197,10 +202,88 @@ def main() -> None:
                                          "load_after": os.getloadavg()},
         "runs": runs,
     }
-    out = Path(args.out)
+    write(doc, Path(args.out))
+
+
+def write(doc: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".md").write_text(report(doc))
     print(table(doc))
+
+
+def report(doc: dict) -> str:
+    """The Markdown report: the table, what it shows (figures computed from the runs) and the cluster picture."""
+    m, runs = doc["machine"], [r for r in doc["runs"] if r["returncode"] == 0]
+    local = [r for r in runs if r["engine"] == "local"]
+    ray = [r for r in runs if r["engine"] == "ray"]
+    memory = [r for r in runs if r["engine"] == "in-memory"]
+    base = next((r for r in local if r["chunk"] == 8192), local[0] if local else None)
+    lines = [
+        "# Batch routing: chunked single process vs Ray Data",
+        "",
+        f"`radialrouter route --input queries.parquet --output decisions.parquet` on {doc['rows']:,} synthetic "
+        f"short queries (`benchmarks/batch_route.py`: 10 templates × 20 subjects × a number, 5–20 words; "
+        f"{doc['router']}; parquet output). Each configuration is the real command in its own process; memory is "
+        "sampled every 0.5 s over its whole process tree (Ray's GCS, raylet and actors included).",
+        "",
+        f"Machine: {m['cpus']} CPU cores, {m['memory_gb']} GB RAM, Python {m['python']}; shared with other jobs: "
+        f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in m['load_before'])} before the runs and "
+        f"{'/'.join(f'{x:.1f}' for x in m['load_after'])} after, so the absolute rates are low and noisy; the "
+        "memory figures and the ratios are what carry over.",
+        "",
+        table(doc),
+        "",
+        "- *peak RSS, driver*: the `radialrouter` process's own high-water mark (VmHWM). *peak PSS, process tree*: "
+        "sum of proportional set sizes over the process and its descendants (shared pages counted once), sampled.",
+        "- *in-memory*: the path `route --input` took before this change (read the whole file, encode it, route it, "
+        "write it), on fewer rows because its memory grows with the file.",
+        "",
+        "## What it shows",
+        "",
+    ]
+    if memory and len(memory) > 1:
+        a, b = memory[0], memory[-1]
+        per_k = (b["peak_driver_rss_mb"] - a["peak_driver_rss_mb"]) / ((b["rows"] - a["rows"]) / 1000)
+        lines.append(f"- Memory of the in-memory path grows with the file: {a['peak_driver_rss_mb']:,.0f} MB at "
+                     f"{a['rows']:,} rows, {b['peak_driver_rss_mb']:,.0f} MB at {b['rows']:,} (~{per_k:.0f} MB per "
+                     f"1,000 queries, so ~{per_k * 1000 / 1024:.0f} GB for a million: it cannot route one on this "
+                     "machine).")
+    if local:
+        lo, hi = min(local, key=lambda r: r["chunk"]), max(local, key=lambda r: r["chunk"])
+        lines.append(f"- The chunked local engine routes all {doc['rows']:,} rows in "
+                     f"{lo['peak_driver_rss_mb']:,.0f} MB at chunk {lo['chunk']:,} up to "
+                     f"{hi['peak_driver_rss_mb']:,.0f} MB at chunk {hi['chunk']:,}: memory is set by the chunk size, "
+                     "not by the file. Rates: "
+                     + ", ".join(f"{r['rows_per_s']:,.0f} rows/s at chunk {r['chunk']:,}" for r in local) + ".")
+    for r in ray:
+        ratio = r["rows_per_s"] / base["rows_per_s"] if base else float("nan")
+        lines.append(f"- Ray Data with {r['workers']} actors: {r['rows_per_s']:,.0f} rows/s ({ratio:.2f}× the local "
+                     f"engine at chunk {base['chunk']:,}), driver {r['peak_driver_rss_mb']:,.0f} MB, "
+                     f"{r['peak_tree_pss_mb']:,.0f} MB over its {r['max_processes']} processes (GCS, raylet, "
+                     "actors each with its own torch and router, object store): bounded too, but larger. On 2 shared "
+                     "cores Ray has no idle core to add; it adds a scheduler, process start-up (each actor imports "
+                     "torch and loads the router) and serialisation of every batch through the object store.")
+    lines += [
+        "",
+        "## On a real cluster (on paper, not measured here)",
+        "",
+        "- Start Ray on the nodes (`ray start --head`, `ray start --address=HEAD:6379`) and run `radialrouter route "
+        "--engine ray --ray-address auto` (or set `RAY_ADDRESS`) on the head; the input path must be readable from "
+        "every node (a shared filesystem) and, for its header, from the driver.",
+        "- Each actor routes at about the single-process rate of one core (one torch thread each), so throughput "
+        "scales with the actors — `--workers`, one CPU each — until the driver, which receives every decision and "
+        "writes the one output file in input order, saturates. Past that point the step to take is writing a "
+        "directory of files from the workers (`Dataset.write_parquet`) instead of one file; this command does not do "
+        "that yet.",
+        "- Memory per node: one router per actor (a few hundred MB with torch) plus Ray's object store, which Ray "
+        "Data's streaming executor keeps bounded by back-pressure; the driver holds a few batches at a time.",
+        "- The embedding cache (`radialrouter embed --engine ray`) is a SQLite file in each node's cache folder: "
+        "on a cluster every node fills its own, so run `embed` where `train` will run, or point "
+        "`RADIALROUTER_CACHE` at a folder of that machine; SQLite over a network filesystem is not safe.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def table(doc: dict) -> str:

@@ -183,3 +183,13 @@ def test_embed_fills_the_cache_that_training_reads(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert f"{len(prompts)} prompts embedded with minilm-static-128" in result.output
     assert f"holds {len(PROMPTS)} vectors" in result.output
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as where it is not installed
+    write_parquet(tmp_path / "q.parquet", PROMPTS[:3])
+    with pytest.raises(DataError, match=r"--engine ray needs Ray: pip install 'radialrouter\[ray\]'"):
+        route_file(tmp_path / "q.parquet", tmp_path / "d.jsonl", engine="ray", progress=False)
+    assert not (tmp_path / "d.jsonl").exists()

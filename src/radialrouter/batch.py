@@ -374,11 +374,15 @@ class RayEngine:
     block_bytes: int = 4 << 20
     name: str = field(default="ray", init=False)
 
-    def _start(self) -> bool:
-        try:
-            import ray
+    def __post_init__(self) -> None:
+        try:  # fail before any output file is created
+            import ray  # noqa: F401
         except ImportError:
             raise DataError("--engine ray needs Ray: pip install 'radialrouter[ray]'") from None
+
+    def _start(self) -> bool:
+        import ray
+
         if ray.is_initialized():
             return False
         address = self.address or os.environ.get("RAY_ADDRESS")
