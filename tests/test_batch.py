@@ -193,3 +193,15 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"--engine ray needs Ray: pip install 'radialrouter\[ray\]'"):
         route_file(tmp_path / "q.parquet", tmp_path / "d.jsonl", engine="ray", progress=False)
     assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_worker_batches_as_ray_gives_them(in_memory):
+    """`RouteWorker.__call__` (what each Ray actor runs on a batch) checks prompts; only text files drop blanks."""
+    from radialrouter.batch import RouteWorker
+
+    worker = RouteWorker(output="jsonl", use_cache=False, column="text", source_name="q.txt", text_lines=True)
+    lines = worker(pa.table({"text": [PROMPTS[0], "   ", PROMPTS[1]]})).column("line").to_pylist()
+    assert_same_decisions([json.loads(line) for line in lines], in_memory[:2])
+    worker.text_lines, worker.source_name = False, "logs.parquet"  # a table whose prompt column is called "text"
+    with pytest.raises(DataError, match=r"^logs\.parquet: column 'text': the prompt is empty \(--engine local names"):
+        worker(pa.table({"text": [PROMPTS[0], "   "]}))

@@ -250,12 +250,14 @@ class RouteWorker:
         use_cache: read and fill the on-disk embedding cache (off for one-off routing of huge logs: it would grow
             the cache by dim × 4 bytes per distinct query).
         threads: torch/BLAS threads for this worker (None: leave as set).
-        column: the prompt column of the batches given to `__call__` (Ray).
+        column, source_name, text_lines: for `__call__` (Ray): the prompt column, the file named in errors, and
+            whether it is a text file (blank lines dropped).
     """
 
     def __init__(self, model: str | None = None, lam: float | str | None = None, candidates: list[str] | None = None,
                  output: str = "jsonl", use_cache: bool = True, cache_dir: str | None = None,
-                 threads: int | None = None, column: str = "prompt", source_name: str = "input") -> None:
+                 threads: int | None = None, column: str = "prompt", source_name: str = "input",
+                 text_lines: bool = False) -> None:
         _limit_threads(threads)
         if model is None:
             from radialrouter.routers.radial import load_default
@@ -266,7 +268,7 @@ class RouteWorker:
 
             self.router = from_pretrained(model)
         self.lam, self.candidates, self.output = lam, candidates or None, output
-        self.column, self.source_name = column, source_name
+        self.column, self.source_name, self.text_lines = column, source_name, text_lines
         self.encode = self.router.uses_embeddings and getattr(self.router, "encoder_mode", "frozen") == "frozen"
         if self.encode:
             encoder = self.router.get_encoder()
@@ -298,7 +300,7 @@ class RouteWorker:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Ray Data's entry point: one batch of input rows → its decisions."""
-        texts = _batch_texts(batch, self.column, self.source_name)
+        texts = _batch_texts(batch, self.column, self.source_name, self.text_lines)
         return self.route(texts) if texts else (JSONL_SCHEMA if self.output == "jsonl" else DECISION_SCHEMA
                                                 ).empty_table()
 
@@ -308,24 +310,25 @@ class EmbedWorker:
     computes); returns one row per chunk with its size, so nothing but counts travels back."""
 
     def __init__(self, encoder: str = "minilm", cache_dir: str | None = None, threads: int | None = None,
-                 column: str = "prompt", source_name: str = "input") -> None:
+                 column: str = "prompt", source_name: str = "input", text_lines: bool = False) -> None:
         _limit_threads(threads)
         from radialrouter.encoders import QueryEncoder
 
         self.encoder = QueryEncoder(encoder, cache_dir=cache_dir)
         self.encoder.load()
-        self.column, self.source_name = column, source_name
+        self.column, self.source_name, self.text_lines = column, source_name, text_lines
 
     def embed(self, texts: list[str]) -> pa.Table:
         self.encoder.encode(texts)
         return pa.table({"queries": pa.array([len(texts)], pa.int64())})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.embed(_batch_texts(batch, self.column, self.source_name))
+        return self.embed(_batch_texts(batch, self.column, self.source_name, self.text_lines))
 
 
-def _batch_texts(batch: pa.Table, column: str, source_name: str) -> list[str]:
-    if column == "text" and column in batch.column_names:  # read_text: blank lines are dropped, as locally
+def _batch_texts(batch: pa.Table, column: str, source_name: str, text_lines: bool) -> list[str]:
+    """A Ray batch's prompts, checked; for a text file (``text_lines``) blank lines are dropped, as locally."""
+    if text_lines:
         values = batch.column(column)
         import pyarrow.compute as pc
 
@@ -436,6 +439,7 @@ class RayEngine:
             ds = ray.data.read_text(path, drop_empty_lines=True, **read)
         ds = ds.map_batches(worker, fn_constructor_kwargs={**kwargs, "column": source.column,
                                                              "source_name": str(source.path),
+                                                             "text_lines": source.kind == "txt",
                                                              "threads": self.threads},
                             batch_size=chunk_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=self._actors()), num_cpus=1,
