@@ -147,10 +147,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one local chunk size and one Ray run (a smoke test)")
     parser.add_argument("--out", default=str(RESULTS / "batch_route"))
     parser.add_argument("--from-json", action="store_true", help="only rewrite the report from OUT.json")
+    parser.add_argument("--paired-rerun", help="with --from-json: the JSON of a rerun of two configurations back to "
+                        "back, added to OUT.json and the report")
     args = parser.parse_args()
     if args.from_json:
         out = Path(args.out)
-        write(json.loads(out.with_suffix(".json").read_text()), out)
+        doc = json.loads(out.with_suffix(".json").read_text())
+        if args.paired_rerun:
+            doc["paired_rerun"] = json.loads(Path(args.paired_rerun).read_text())
+        write(doc, out)
         return
     chunks = [int(c) for c in args.chunks.split(",") if c]
     baseline_rows = [int(r) for r in args.baseline_rows.split(",") if r]
@@ -266,11 +271,28 @@ def report(doc: dict) -> str:
     for r in ray:
         ratio = r["rows_per_s"] / base["rows_per_s"] if base else float("nan")
         lines.append(f"- Ray Data with {r['workers']} actors: {r['rows_per_s']:,.0f} rows/s ({ratio:.2f}× the local "
-                     f"engine at chunk {base['chunk']:,}), driver {r['peak_driver_rss_mb']:,.0f} MB, "
-                     f"{r['peak_tree_pss_mb']:,.0f} MB over its {r['max_processes']} processes (GCS, raylet, "
-                     "actors each with its own torch and router, object store): bounded too, but larger. On 2 shared "
-                     "cores Ray has no idle core to add; it adds a scheduler, process start-up (each actor imports "
-                     "torch and loads the router) and serialisation of every batch through the object store.")
+                     f"engine at chunk {base['chunk']:,}, which runs one torch thread), driver "
+                     f"{r['peak_driver_rss_mb']:,.0f} MB, {r['peak_tree_pss_mb']:,.0f} MB over its "
+                     f"{r['max_processes']} processes (GCS, raylet, actors each with its own torch and router, "
+                     f"object store): bounded too, {r['peak_tree_pss_mb'] / base['peak_tree_pss_mb']:.1f}× the "
+                     "local engine's. Ray's gain is the second core; its "
+                     "costs are a scheduler, start-up (each actor imports torch and loads the router) and moving "
+                     "every batch through the object store.")
+    rerun = doc.get("paired_rerun")
+    if rerun:
+        rm = rerun["machine"]
+        lines += ["", "## Paired rerun", "",
+                  f"The runs above took {sum(r['seconds'] for r in doc['runs']) / 60:.0f} minutes on a machine "
+                  "shared with other jobs whose load changed meanwhile, so the two engines were rerun back to back, "
+                  "at the default chunk size: load "
+                  f"{'/'.join(f'{x:.1f}' for x in rm['load_before'])} before, "
+                  f"{'/'.join(f'{x:.1f}' for x in rm['load_after'])} after.", "", table(rerun)]
+        pair = {r["engine"]: r for r in rerun["runs"] if r["returncode"] == 0}
+        if {"local", "ray"} <= set(pair):
+            lines += ["", f"Ray with {pair['ray']['workers']} actors ran at "
+                      f"{pair['ray']['rows_per_s'] / pair['local']['rows_per_s']:.2f}× the local engine's rate, "
+                      f"with {pair['ray']['peak_tree_pss_mb'] / pair['local']['peak_tree_pss_mb']:.1f}× its memory "
+                      "(process tree)."]
     lines += [
         "",
         "## On a real cluster (on paper, not measured here)",
