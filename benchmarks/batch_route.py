@@ -293,6 +293,15 @@ def report(doc: dict) -> str:
                       f"{pair['ray']['rows_per_s'] / pair['local']['rows_per_s']:.2f}× the local engine's rate, "
                       f"with {pair['ray']['peak_tree_pss_mb'] / pair['local']['peak_tree_pss_mb']:.1f}× its memory "
                       "(process tree)."]
+            if ray and base:
+                first = ray[0]["rows_per_s"] / base["rows_per_s"]
+                again = pair["ray"]["rows_per_s"] / pair["local"]["rows_per_s"]
+                lines += ["", f"Taken together: Ray ran at {min(first, again):.2f}× to {max(first, again):.2f}× the "
+                          "local engine's rate on this machine. With two cores shared with other jobs, whether the "
+                          "second core happens to be free decides more than the engine; Ray's memory cost (a router "
+                          "and torch per actor, plus its own processes) is paid either way. On one machine of this "
+                          "size, the local engine is the one to use; Ray is for machines with idle cores to spare "
+                          "and for clusters."]
     lines += [
         "",
         "## On a real cluster (on paper, not measured here)",
@@ -305,8 +314,9 @@ def report(doc: dict) -> str:
         "writes the one output file in input order, saturates. Past that point the step to take is writing a "
         "directory of files from the workers (`Dataset.write_parquet`) instead of one file; this command does not do "
         "that yet.",
-        "- Memory per node: one router per actor (a few hundred MB with torch) plus Ray's object store, which Ray "
-        "Data's streaming executor keeps bounded by back-pressure; the driver holds a few batches at a time.",
+        "- Memory per node: per actor about the local engine's peak at the same chunk size (torch, the router and "
+        "one chunk's activations: ~1 GB at 8,192), plus Ray's processes and object store, which Ray Data's "
+        "streaming executor keeps bounded by back-pressure; the driver holds a few batches at a time.",
         "- The embedding cache (`radialrouter embed --engine ray`) is a SQLite file in each node's cache folder: "
         "on a cluster every node fills its own, so run `embed` where `train` will run, or point "
         "`RADIALROUTER_CACHE` at a folder of that machine; SQLite over a network filesystem is not safe.",
