@@ -160,7 +160,7 @@ def test_route_warns_on_empty_queries_and_shows_encoding_progress(tmp_path):
                            "--output", str(tmp_path / "out.jsonl")], capture_output=True, text=True,
                           env={**__import__("os").environ, "RADIALROUTER_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
-    assert "encoding queries" in proc.stderr and "/5 " in proc.stderr  # the progress bar (tqdm) on stderr
+    assert "routing" in proc.stderr and "/5 " in proc.stderr  # the progress bar (tqdm) on stderr
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5
 
 

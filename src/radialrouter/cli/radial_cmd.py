@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from radialrouter.cli import batch_cmd
 from radialrouter.cli.common import (
     app,
     output_tokens_option,
@@ -148,11 +149,19 @@ def route_command(
                                    "model was trained on (lam_max, 1 by default); above it λ is clamped with a "
                                    "warning."),
     candidates: str | None = typer.Option(None, "--candidates", help="Comma-separated LLMs to choose among."),
-    input_path: str | None = typer.Option(None, "--input", help="File of queries: JSONL with a 'prompt' per line "
-                                          "(or .txt, .csv, .parquet); decisions are written as JSONL."),
-    output: str | None = typer.Option(None, "--output", help="With --input: write the JSONL here, not stdout."),
+    input_path: str | None = typer.Option(None, "--input", help="File of queries, streamed in chunks: .parquet, "
+                                          ".csv, .jsonl (a 'prompt' per line) or .txt (one per line)."),
+    output: str | None = typer.Option(None, "--output", help="With --input: write decisions here (.jsonl or "
+                                      ".parquet), not as JSONL on stdout."),
     as_json: bool = typer.Option(False, "--json", help="Print full decisions as JSON lines."),
     threads: int | None = threads_option(),
+    engine: str = batch_cmd.engine_option(),
+    chunk_size: int = batch_cmd.chunk_size_option(),
+    workers: int | None = batch_cmd.workers_option(),
+    ray_address: str | None = batch_cmd.ray_address_option(),
+    prompt_column: str | None = batch_cmd.prompt_column_option(),
+    cache: bool = typer.Option(False, "--cache/--no-cache", help="With --input: read and fill the embedding cache "
+                               "(worth it for a transformer encoder and files routed more than once)."),
 ) -> None:
     """Pick the LLM for each query: the chosen LLM, its ranking, probabilities and expected cost."""
     from radialrouter.routers import from_pretrained
@@ -163,9 +172,12 @@ def route_command(
         raise ValueError(f"query {flag_values[0]!r} looks like a value for a flag: --json takes none (write --json "
                          "alone); to route that word, put it in a file and pass --input")
     if input_path:
-        from radialrouter.calibration import read_queries
-
-        texts += read_queries(input_path)
+        if texts:
+            raise ValueError("give query texts as arguments or a file with --input, not both")
+        batch_cmd.route_input(input_path, output, model=model, lam=lam, candidates=split_list(candidates),
+                              engine=engine, chunk_size=chunk_size, workers=workers, address=ray_address,
+                              prompt_column=prompt_column, cache=cache, threads=threads)
+        return
     if not texts:
         raise ValueError("give query texts as arguments or a file with --input")
     for i, text in enumerate(texts):
@@ -179,18 +191,14 @@ def route_command(
         router = load_default()
     else:
         router = from_pretrained(model)
-    inputs = texts
-    if input_path and router.uses_embeddings and getattr(router, "encoder_mode", "frozen") == "frozen":
-        # Encoding is what takes time on a file: show it (on stderr; stdout may be the JSONL).
-        inputs = router.get_encoder().encode(texts, progress=True)
-    decisions = router.route(inputs, lam=lam, candidates=split_list(candidates) or None)
-    if input_path or as_json:
-        lines = [json.dumps({"prompt": t, **d.to_dict()}) for t, d in zip(texts, decisions)]
+    decisions = router.route(texts, lam=lam, candidates=split_list(candidates) or None)
+    if as_json or output:
+        lines = "".join(json.dumps({"prompt": t, **d.to_dict()}) + "\n" for t, d in zip(texts, decisions))
         if output:
-            Path(output).write_text("\n".join(lines) + "\n")
-            typer.echo(f"{len(lines)} decisions written to {output}", err=True)
+            Path(output).write_text(lines)
+            typer.echo(f"{len(decisions)} decisions written to {output}", err=True)
         else:
-            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.write(lines)
         return
     for text, d in zip(texts, decisions):
         p = "" if d.probabilities is None else f"  p={d.probabilities[d.llm]:.3f}"
