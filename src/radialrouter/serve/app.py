@@ -35,6 +35,7 @@ from radialrouter.routers import Router
 from radialrouter.serve.batching import MicroBatcher, QueueFull
 from radialrouter.serve.budgets import Budgets, Reservation, cost_usd
 from radialrouter.serve.config import ServeConfig
+from radialrouter.serve.dashboard_routes import dashboard_router
 from radialrouter.serve.ledger import Ledger, LedgerRow
 from radialrouter.serve.metrics import Metrics
 from radialrouter.serve.openapi import install_openapi
@@ -133,6 +134,7 @@ class _Call:
         self.read_scope: anyio.CancelScope | None = None  # the pending upstream read of a stream
         self.cut = False  # set when shutdown ends this stream
         self.called = False  # a request reached a backend (it bills the prompt even if we see no usage)
+        self.overhead_ms: float | None = None  # arrival to the first backend call: the latency the gateway adds
         self.finished = False
 
     @cached_property
@@ -181,6 +183,10 @@ class _Call:
             h["x-radialrouter-mode"] = self.target.mode or ""
         return h
 
+    def mark_called(self, now: float) -> None:
+        if not self.called:
+            self.called, self.overhead_ms = True, round(1000 * (now - self.started), 3)
+
     def failed(self, llm: str, reason: str, after: float | None = None) -> None:
         self.attempts.append(Attempt(llm, reason, after))
         if reason != LOCAL:  # waiting for our own connection pool says nothing about the backend
@@ -219,7 +225,9 @@ class _Call:
                 ranking=[] if r is None else r.ranking, attempts=[a.to_dict() for a in self.attempts],
                 fallback=bool(self.attempts) and status == "ok", stream=bool(self.body.get("stream")), status=status,
                 prompt_tokens=p, completion_tokens=c, cost_usd=cost, cost_source=source, latency_ms=round(latency, 3),
-                prompt=self.prompt if s.config.ledger.log_prompts else None))
+                prompt=self.prompt if s.config.ledger.log_prompts else None,
+                scores=None if r is None else r.scores, probabilities=None if r is None else r.probabilities,
+                expected_cost_usd=None if r is None else r.expected_cost_usd, overhead_ms=self.overhead_ms))
 
 
 class ServeState:
@@ -389,7 +397,7 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
     for name in plan:
         call.llm = name
         t0 = time.perf_counter()
-        call.called = True
+        call.mark_called(t0)
         try:
             resp = await state.upstream.send(name, call.body, stream=False)
         except httpx.HTTPError as exc:
@@ -450,7 +458,7 @@ async def _proxy_stream(state: ServeState, call: _Call, plan: list[str]) -> Resp
         if inject:
             body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         t0 = time.perf_counter()
-        call.called = True
+        call.mark_called(t0)
         try:
             resp = await state.upstream.send(name, body, stream=True)
         except httpx.HTTPError as exc:
@@ -696,5 +704,6 @@ def create_app(config: ServeConfig, router: Router | None = None,
             state.authenticate(request)
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
+    app.include_router(dashboard_router)  # /dashboard: pages and JSON behind server.admin_key (read-only)
     install_openapi(app, config)
     return app

@@ -19,13 +19,21 @@ from typing import Any
 log = logging.getLogger("radialrouter.serve")
 
 _COLUMNS = ("request_id", "ts", "client", "model", "mode", "lam", "llm", "ranking", "attempts", "fallback", "stream",
-            "status", "prompt_tokens", "completion_tokens", "cost_usd", "cost_source", "latency_ms", "prompt")
+            "status", "prompt_tokens", "completion_tokens", "cost_usd", "cost_source", "latency_ms", "prompt", "scores",
+            "probabilities", "expected_cost_usd", "overhead_ms")
 _SCHEMA = """CREATE TABLE IF NOT EXISTS decisions (
     request_id TEXT PRIMARY KEY, ts REAL NOT NULL, client TEXT NOT NULL, model TEXT, mode TEXT, lam REAL,
     llm TEXT, ranking TEXT, attempts TEXT, fallback INTEGER, stream INTEGER, status TEXT,
     prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, cost_source TEXT, latency_ms REAL,
-    prompt TEXT)"""
-_ADDED = {"cost_source": "TEXT"}  # columns newer than the first release: added to older files on open
+    prompt TEXT, scores TEXT, probabilities TEXT, expected_cost_usd REAL, overhead_ms REAL)"""
+# Columns newer than the first release: added to older files on open.
+_ADDED = {"cost_source": "TEXT", "scores": "TEXT", "probabilities": "TEXT", "expected_cost_usd": "REAL",
+          "overhead_ms": "REAL"}
+# What the dashboard's queries filter and group by (radialrouter.serve.dashboard_queries): time ranges, per client,
+# per LLM. Created on open, so older files get them too.
+_INDEXES = ("CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts)",
+            "CREATE INDEX IF NOT EXISTS decisions_client_ts ON decisions (client, ts)",
+            "CREATE INDEX IF NOT EXISTS decisions_llm_ts ON decisions (llm, ts)")
 
 
 @dataclass
@@ -48,10 +56,16 @@ class LedgerRow:
     cost_source: str | None = None  # "usage" (backend-reported) or "counted" (the server's own token count)
     latency_ms: float | None = None
     prompt: str | None = None
+    scores: dict[str, float] | None = None  # the router's score per ranked LLM
+    probabilities: dict[str, float] | None = None  # its probabilities, for routers that have them
+    expected_cost_usd: float | None = None  # the router's estimate for its choice (actual: cost_usd)
+    overhead_ms: float | None = None  # added latency: arrival to the first backend call (parse, count, route)
 
     def values(self) -> tuple:
         d = asdict(self)
         d["ranking"], d["attempts"] = json.dumps(self.ranking), json.dumps(self.attempts)
+        for name in ("scores", "probabilities"):
+            d[name] = None if d[name] is None else json.dumps(d[name])
         d["fallback"], d["stream"] = int(self.fallback), int(self.stream)
         return tuple(d[c] for c in _COLUMNS)
 
@@ -69,6 +83,8 @@ class Ledger:
             for name, kind in _ADDED.items():
                 if name not in have:
                     db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+            for statement in _INDEXES:
+                db.execute(statement)
         self._queue: queue.Queue[LedgerRow | None] = queue.Queue(maxsize=max_queue)
         self._on_drop = on_drop
         self._thread = threading.Thread(target=self._write_loop, name="radialrouter-ledger", daemon=True)

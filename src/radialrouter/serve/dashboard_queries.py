@@ -1,0 +1,255 @@
+"""Every query the dashboard runs against the decision ledger, in one place and in portable SQL.
+
+The handlers in `radialrouter.serve.dashboard_routes` never write SQL: they call `DashboardQueries`, which reads the
+``decisions`` table (and, when present, a ``feedback`` table and version columns) through a SQLAlchemy engine. The
+engine comes from one function, `ledger_engine`, so pointing the dashboard at another database (PostgreSQL) is a
+change there only. The SQL sticks to what SQLite and PostgreSQL share: named parameters, CASE, COALESCE, SUM /
+COUNT / AVG / MAX, and time buckets computed from the REAL ``ts`` column (epoch seconds) with arithmetic — the only
+dialect switch is the floor of ``ts / bucket`` (`_bucket_sql`), because PostgreSQL's CAST rounds where SQLite's
+truncates.
+
+Pages read aggregates, never whole tables: the overview is one GROUP BY (bucket, LLM) over a time range (index
+``decisions_ts``), the client page two GROUP BYs, and the explorer pages with a keyset cursor (ts, request id), so
+its cost does not grow with the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+
+# Statuses that mean the gateway could not deliver an answer (vs. a client's own error or disconnect).
+UPSTREAM_FAILED = ("upstream_failed", "stream_error", "stream_truncated")
+# Every status the server writes, but for client_error_<code> (a backend's 4xx passed on to the client).
+STATUSES = ("ok", "route_only", "upstream_failed", "stream_error", "stream_truncated", "client_disconnected",
+            "shutdown", "cancelled", "refused", "no_candidate")
+_JSON_COLUMNS = ("ranking", "attempts", "scores", "probabilities")
+# What the explorer's list shows (the detail view reads the whole row).
+_LIST_COLUMNS = ("request_id", "ts", "client", "model", "mode", "lam", "llm", "fallback", "stream", "status",
+                 "prompt_tokens", "completion_tokens", "cost_usd", "expected_cost_usd", "latency_ms", "overhead_ms")
+_FILTERS = ("client", "llm", "status", "mode", "model")
+
+
+def ledger_engine(path: str | Path) -> Engine:
+    """The dashboard's database: the SQLite ledger file, opened read-only (the dashboard never writes).
+
+    This is the single place to change when the ledger lives elsewhere (e.g. a PostgreSQL URL)."""
+    path = Path(path).resolve()
+    engine = create_engine(f"sqlite:///file:{path.as_posix()}?mode=ro&uri=true", pool_pre_ping=False)
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA query_only = ON")
+
+    return engine
+
+
+def _bucket_sql(dialect: str) -> str:
+    """``floor(ts / :bucket)``: SQLite's CAST truncates (= floor for positive times); elsewhere FLOOR is standard."""
+    return "CAST(ts / :bucket AS INTEGER)" if dialect == "sqlite" else "FLOOR(ts / :bucket)"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Keyset pagination for the explorer: rows strictly older than (ts, request_id), newest first."""
+
+    ts: float
+    request_id: str
+
+    def encode(self) -> str:
+        return f"{self.ts!r}|{self.request_id}"
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        ts, sep, rid = value.partition("|")
+        try:
+            return cls(float(ts), rid) if sep and rid else _bad_cursor(value)
+        except ValueError:
+            return _bad_cursor(value)
+
+
+def _bad_cursor(value: str) -> Cursor:
+    raise ValueError(f"`before` is not a cursor from a previous page: {value[:80]!r}")
+
+
+class DashboardQueries:
+    """Read-only aggregate queries on the ledger. Methods return plain data (JSON-ready)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------------------------------ schema
+    def columns(self, table: str = "decisions") -> set[str]:
+        """Columns of ``table`` (empty when it does not exist): optional figures are shown only when present."""
+        insp = inspect(self.engine)
+        if not insp.has_table(table):
+            return set()
+        return {c["name"] for c in insp.get_columns(table)}
+
+    def _feedback_join(self) -> bool:
+        return {"request_id", "score"} <= self.columns("feedback")
+
+    def time_range(self) -> tuple[float | None, float | None]:
+        """Oldest and newest row times (index ``decisions_ts``: two index look-ups)."""
+        with self.engine.connect() as db:
+            lo, hi = db.execute(text("SELECT MIN(ts), MAX(ts) FROM decisions")).one()
+        return lo, hi
+
+    # ------------------------------------------------------------------------------------------ overview
+    def traffic(self, since: float, until: float, bucket: int) -> list[dict[str, Any]]:
+        """Per time bucket and LLM: requests, outcomes, fallbacks, spend, tokens of charged rows, latency sums.
+
+        Sums and counts (not averages) so callers can combine buckets and LLMs exactly."""
+        b = _bucket_sql(self.engine.dialect.name)
+        sql = text(f"""
+            SELECT {b} AS bucket, llm,
+                   COUNT(*) AS requests,
+                   SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
+                   SUM(CASE WHEN status = 'route_only' THEN 1 ELSE 0 END) AS route_only,
+                   SUM(CASE WHEN status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END) AS errors,
+                   SUM(CASE WHEN status IN ('upstream_failed', 'stream_error', 'stream_truncated') THEN 1 ELSE 0 END)
+                       AS upstream_failed,
+                   SUM(CASE WHEN fallback = 1 THEN 1 ELSE 0 END) AS fallbacks,
+                   SUM(CASE WHEN mode IS NOT NULL THEN 1 ELSE 0 END) AS routed,
+                   COALESCE(SUM(cost_usd), 0) AS cost_usd,
+                   COALESCE(SUM(expected_cost_usd), 0) AS expected_cost_usd,
+                   COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
+                   COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
+                   COALESCE(SUM(latency_ms), 0) AS latency_sum, COUNT(latency_ms) AS latency_n,
+                   COALESCE(SUM(overhead_ms), 0) AS overhead_sum, COUNT(overhead_ms) AS overhead_n,
+                   MAX(overhead_ms) AS overhead_max
+            FROM decisions
+            WHERE ts >= :since AND ts < :until
+            GROUP BY {b}, llm
+            ORDER BY bucket""")
+        with self.engine.connect() as db:
+            rows = db.execute(sql, {"since": since, "until": until, "bucket": bucket}).mappings().all()
+        return [{**r, "bucket": int(r["bucket"]) * bucket} for r in rows]
+
+    # ------------------------------------------------------------------------------------------ clients
+    def clients(self, since: float, until: float) -> dict[str, list[dict[str, Any]]]:
+        """Per client and trade-off (mode; null = direct calls), and per client and LLM, over a time range."""
+        by_mode = text("""
+            SELECT client, mode, COUNT(*) AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd,
+                   AVG(lam) AS mean_lam,
+                   SUM(CASE WHEN status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END) AS errors
+            FROM decisions WHERE ts >= :since AND ts < :until
+            GROUP BY client, mode ORDER BY client""")
+        by_llm = text("""
+            SELECT client, llm, COUNT(*) AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd
+            FROM decisions WHERE ts >= :since AND ts < :until
+            GROUP BY client, llm ORDER BY client""")
+        params = {"since": since, "until": until}
+        with self.engine.connect() as db:
+            modes = [dict(r) for r in db.execute(by_mode, params).mappings()]
+            llms = [dict(r) for r in db.execute(by_llm, params).mappings()]
+        return {"by_mode": modes, "by_llm": llms}
+
+    def spend_by_client(self) -> dict[str, float]:
+        """All-time spend per client (what budgets count), for clients without an in-memory budget view."""
+        with self.engine.connect() as db:
+            rows = db.execute(text("SELECT client, COALESCE(SUM(cost_usd), 0) FROM decisions GROUP BY client"))
+            return {client: float(spent) for client, spent in rows}
+
+    # ------------------------------------------------------------------------------------------ explorer
+    def requests(self, *, filters: dict[str, str], since: float | None = None, until: float | None = None,
+                 fallback: bool | None = None, limit: int = 50, before: Cursor | None = None) -> dict[str, Any]:
+        """One page of rows, newest first, matching exact-value ``filters``; ``next`` is the cursor of the next
+        page (None on the last one)."""
+        where, params = [], {"limit": limit + 1}
+        for name, value in filters.items():
+            if name not in _FILTERS:
+                raise ValueError(f"cannot filter on {name!r}; filters: {', '.join(_FILTERS)}")
+            where.append(f"{name} = :{name}")
+            params[name] = value
+        if since is not None:
+            where.append("ts >= :since")
+            params["since"] = since
+        if until is not None:
+            where.append("ts < :until")
+            params["until"] = until
+        if fallback is not None:
+            where.append("fallback = :fallback")
+            params["fallback"] = int(fallback)
+        if before is not None:
+            where.append("(ts < :bts OR (ts = :bts AND request_id < :bid))")
+            params.update(bts=before.ts, bid=before.request_id)
+        cols = ", ".join(c for c in _LIST_COLUMNS if c in self.columns())
+        sql = text(f"SELECT {cols} FROM decisions {'WHERE ' + ' AND '.join(where) if where else ''} "
+                   "ORDER BY ts DESC, request_id DESC LIMIT :limit")
+        with self.engine.connect() as db:
+            rows = [dict(r) for r in db.execute(sql, params).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        for row in rows:
+            row["fallback"], row["stream"] = bool(row.get("fallback")), bool(row.get("stream"))
+        nxt = Cursor(rows[-1]["ts"], rows[-1]["request_id"]).encode() if more and rows else None
+        return {"rows": rows, "next": nxt}
+
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        """One whole row (JSON columns decoded, no prompt text), with its feedback when a feedback table exists."""
+        with self.engine.connect() as db:
+            row = db.execute(text("SELECT * FROM decisions WHERE request_id = :rid"),
+                             {"rid": request_id}).mappings().first()
+            if row is None:
+                return None
+            out = {k: v for k, v in row.items() if k != "prompt"}
+            out["has_prompt"] = row.get("prompt") is not None
+            if self._feedback_join():
+                out["feedback"] = [dict(r) for r in db.execute(
+                    text("SELECT * FROM feedback WHERE request_id = :rid"), {"rid": request_id}).mappings()]
+        for name in _JSON_COLUMNS:
+            if isinstance(out.get(name), str):
+                try:
+                    out[name] = json.loads(out[name])
+                except ValueError:
+                    pass  # shown as stored
+        out["fallback"], out["stream"] = bool(out.get("fallback")), bool(out.get("stream"))
+        return out
+
+    def distinct(self, column: str, since: float, until: float, limit: int = 200) -> list[str]:
+        """Values seen in a filterable column over a range (the explorer's drop-downs)."""
+        if column not in _FILTERS:
+            raise ValueError(f"no value list for {column!r}")
+        sql = text(f"SELECT DISTINCT {column} FROM decisions WHERE ts >= :since AND ts < :until "
+                   f"AND {column} IS NOT NULL ORDER BY {column} LIMIT :limit")
+        with self.engine.connect() as db:
+            return [r[0] for r in db.execute(sql, {"since": since, "until": until, "limit": limit})]
+
+    # ------------------------------------------------------------------------------------------ router
+    def versions(self, since: float, until: float) -> list[dict[str, Any]] | None:
+        """Per router version (when the ledger records one): requests, spend, first and last use, and the mean
+        feedback score (when a feedback table exists). None when the ledger has no version column."""
+        if "router_version" not in self.columns():
+            return None
+        feedback = self._feedback_join()
+        # Feedback summed per request first, so a request rated twice is still one request.
+        extra = (", SUM(f.total) / SUM(f.n) AS feedback_mean, COALESCE(SUM(f.n), 0) AS feedback_n" if feedback
+                 else "")
+        join = ("LEFT JOIN (SELECT request_id, SUM(score) AS total, COUNT(score) AS n FROM feedback "
+                "GROUP BY request_id) f ON f.request_id = d.request_id" if feedback else "")
+        sql = text(f"""
+            SELECT d.router_version AS version, COUNT(*) AS requests, COALESCE(SUM(d.cost_usd), 0) AS cost_usd,
+                   MIN(d.ts) AS first_ts, MAX(d.ts) AS last_ts,
+                   SUM(CASE WHEN d.status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END) AS errors{extra}
+            FROM decisions d {join}
+            WHERE d.ts >= :since AND d.ts < :until
+            GROUP BY d.router_version ORDER BY MIN(d.ts)""")
+        with self.engine.connect() as db:
+            return [dict(r) for r in db.execute(sql, {"since": since, "until": until}).mappings()]
+
+    def feedback_summary(self, since: float, until: float) -> dict[str, Any] | None:
+        """Feedback over a range, per LLM: count and mean score. None when there is no feedback table."""
+        if not self._feedback_join():
+            return None
+        sql = text("""
+            SELECT d.llm AS llm, COUNT(f.score) AS n, AVG(f.score) AS mean_score
+            FROM feedback f JOIN decisions d ON d.request_id = f.request_id
+            WHERE d.ts >= :since AND d.ts < :until
+            GROUP BY d.llm ORDER BY d.llm""")
+        with self.engine.connect() as db:
+            return {"per_llm": [dict(r) for r in db.execute(sql, {"since": since, "until": until}).mappings()]}
