@@ -8,9 +8,10 @@ COUNT / AVG / MAX, and time buckets computed from the REAL ``ts`` column (epoch 
 dialect switch is the floor of ``ts / bucket`` (`_bucket_sql`), because PostgreSQL's CAST rounds where SQLite's
 truncates.
 
-Pages read aggregates, never whole tables: the overview is one GROUP BY (bucket, LLM) over a time range (index
-``decisions_ts``), the client page two GROUP BYs, and the explorer pages with a keyset cursor (ts, request id), so
-its cost does not grow with the ledger.
+Pages read aggregates, never whole tables: windows of whole hours read the hourly pre-aggregates the ledger's
+writer keeps (`radialrouter.serve.ledger_rollup`: ~60 k rows for a million requests over 30 days); shorter windows
+read raw rows over an indexed time range (``decisions_ts``); the explorer pages with a keyset cursor (ts, request
+id), so its cost does not grow with the ledger.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 
-# Statuses that mean the gateway could not deliver an answer (vs. a client's own error or disconnect).
-UPSTREAM_FAILED = ("upstream_failed", "stream_error", "stream_truncated")
+from radialrouter.serve import ledger_rollup
+
 # Every status the server writes, but for client_error_<code> (a backend's 4xx passed on to the client).
 STATUSES = ("ok", "route_only", "upstream_failed", "stream_error", "stream_truncated", "client_disconnected",
             "shutdown", "cancelled", "refused", "no_candidate")
+_TRAFFIC_SUMS = ("requests", "ok", "route_only", "errors", "upstream_failed", "fallbacks", "routed", "cost_usd",
+                 "expected_cost_usd", "prompt_tokens", "completion_tokens", "latency_sum", "latency_n",
+                 "overhead_sum", "overhead_n")
 _JSON_COLUMNS = ("ranking", "attempts", "scores", "probabilities")
 # What the explorer's list shows (the detail view reads the whole row).
 _LIST_COLUMNS = ("request_id", "ts", "client", "model", "mode", "lam", "llm", "fallback", "stream", "status",
@@ -90,6 +94,9 @@ class DashboardQueries:
             return set()
         return {c["name"] for c in insp.get_columns(table)}
 
+    def tables(self) -> set[str]:
+        return set(inspect(self.engine).get_table_names())
+
     def _feedback_join(self) -> bool:
         return {"request_id", "score"} <= self.columns("feedback")
 
@@ -103,7 +110,21 @@ class DashboardQueries:
     def traffic(self, since: float, until: float, bucket: int) -> list[dict[str, Any]]:
         """Per time bucket and LLM: requests, outcomes, fallbacks, spend, tokens of charged rows, latency sums.
 
-        Sums and counts (not averages) so callers can combine buckets and LLMs exactly."""
+        Sums and counts (not averages) so callers can combine buckets and LLMs exactly. Whole-hour windows and
+        buckets read the hourly pre-aggregates (`uses_rollup`); others (the last hour, by minute) the raw rows."""
+        params: dict[str, Any] = {"since": since, "until": until, "bucket": bucket}
+        if self.uses_rollup(since, until, bucket):
+            sums = ", ".join(f"SUM({c}) AS {c}" for c in _TRAFFIC_SUMS)
+            sql = text(f"""
+                SELECT (hour / :bucket) * :bucket AS bucket, llm, {sums}, MAX(overhead_max) AS overhead_max
+                FROM {ledger_rollup.TABLE}
+                WHERE hour >= :since AND hour < :until
+                GROUP BY (hour / :bucket) * :bucket, llm
+                ORDER BY bucket""")
+            params.update(since=int(since), until=int(until))
+            with self.engine.connect() as db:
+                rows = db.execute(sql, params).mappings().all()
+            return [{**r, "bucket": int(r["bucket"]), "llm": r["llm"] or None} for r in rows]
         b = _bucket_sql(self.engine.dialect.name)
         sql = text(f"""
             SELECT {b} AS bucket, llm,
@@ -117,8 +138,9 @@ class DashboardQueries:
                    SUM(CASE WHEN mode IS NOT NULL THEN 1 ELSE 0 END) AS routed,
                    COALESCE(SUM(cost_usd), 0) AS cost_usd,
                    COALESCE(SUM(expected_cost_usd), 0) AS expected_cost_usd,
-                   COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
-                   COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
+                   COALESCE(SUM(CASE WHEN cost_usd IS NOT NULL THEN prompt_tokens ELSE 0 END), 0) AS prompt_tokens,
+                   COALESCE(SUM(CASE WHEN cost_usd IS NOT NULL THEN completion_tokens ELSE 0 END), 0)
+                       AS completion_tokens,
                    COALESCE(SUM(latency_ms), 0) AS latency_sum, COUNT(latency_ms) AS latency_n,
                    COALESCE(SUM(overhead_ms), 0) AS overhead_sum, COUNT(overhead_ms) AS overhead_n,
                    MAX(overhead_ms) AS overhead_max
@@ -127,33 +149,38 @@ class DashboardQueries:
             GROUP BY {b}, llm
             ORDER BY bucket""")
         with self.engine.connect() as db:
-            rows = db.execute(sql, {"since": since, "until": until, "bucket": bucket}).mappings().all()
+            rows = db.execute(sql, params).mappings().all()
         return [{**r, "bucket": int(r["bucket"]) * bucket} for r in rows]
+
+    def uses_rollup(self, since: float, until: float, bucket: int = 3600) -> bool:
+        """Whether a window can be answered from the hourly pre-aggregates: whole hours, and the table exists."""
+        whole = all(float(x) % 3600 == 0 for x in (since, until, bucket))
+        return whole and ledger_rollup.TABLE in self.tables()
 
     # ------------------------------------------------------------------------------------------ clients
     def clients(self, since: float, until: float) -> dict[str, list[dict[str, Any]]]:
         """Per client and trade-off (mode; null = direct calls), and per client and LLM, over a time range."""
-        by_mode = text("""
-            SELECT client, mode, COUNT(*) AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd,
-                   AVG(lam) AS mean_lam,
-                   SUM(CASE WHEN status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END) AS errors
-            FROM decisions WHERE ts >= :since AND ts < :until
+        params: dict[str, Any] = {"since": since, "until": until}
+        if self.uses_rollup(since, until):
+            params.update(since=int(since), until=int(until))
+            src, n, t = ledger_rollup.TABLE, "SUM(requests)", "hour"
+            lam, errors = "SUM(lam_sum) / NULLIF(SUM(lam_n), 0)", "SUM(errors)"
+        else:
+            src, n, t = "decisions", "COUNT(*)", "ts"
+            lam, errors = "AVG(lam)", "SUM(CASE WHEN status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END)"
+        by_mode = text(f"""
+            SELECT client, mode, {n} AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd, {lam} AS mean_lam,
+                   {errors} AS errors
+            FROM {src} WHERE {t} >= :since AND {t} < :until
             GROUP BY client, mode ORDER BY client""")
-        by_llm = text("""
-            SELECT client, llm, COUNT(*) AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd
-            FROM decisions WHERE ts >= :since AND ts < :until
+        by_llm = text(f"""
+            SELECT client, llm, {n} AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd
+            FROM {src} WHERE {t} >= :since AND {t} < :until
             GROUP BY client, llm ORDER BY client""")
-        params = {"since": since, "until": until}
         with self.engine.connect() as db:
-            modes = [dict(r) for r in db.execute(by_mode, params).mappings()]
-            llms = [dict(r) for r in db.execute(by_llm, params).mappings()]
+            modes = [{**r, "mode": r["mode"] or None} for r in db.execute(by_mode, params).mappings()]
+            llms = [{**r, "llm": r["llm"] or None} for r in db.execute(by_llm, params).mappings()]
         return {"by_mode": modes, "by_llm": llms}
-
-    def spend_by_client(self) -> dict[str, float]:
-        """All-time spend per client (what budgets count), for clients without an in-memory budget view."""
-        with self.engine.connect() as db:
-            rows = db.execute(text("SELECT client, COALESCE(SUM(cost_usd), 0) FROM decisions GROUP BY client"))
-            return {client: float(spent) for client, spent in rows}
 
     # ------------------------------------------------------------------------------------------ explorer
     def requests(self, *, filters: dict[str, str], since: float | None = None, until: float | None = None,
@@ -222,25 +249,39 @@ class DashboardQueries:
 
     # ------------------------------------------------------------------------------------------ router
     def versions(self, since: float, until: float) -> list[dict[str, Any]] | None:
-        """Per router version (when the ledger records one): requests, spend, first and last use, and the mean
-        feedback score (when a feedback table exists). None when the ledger has no version column."""
+        """Per router version (when the ledger records one): requests, spend, errors, first and last hour of use,
+        and feedback (count, mean score) when a feedback table exists. None when the ledger has no version column.
+        Counts come from the hourly pre-aggregates when the window allows; feedback joins rated requests only."""
         if "router_version" not in self.columns():
             return None
-        feedback = self._feedback_join()
-        # Feedback summed per request first, so a request rated twice is still one request.
-        extra = (", SUM(f.total) / SUM(f.n) AS feedback_mean, COALESCE(SUM(f.n), 0) AS feedback_n" if feedback
-                 else "")
-        join = ("LEFT JOIN (SELECT request_id, SUM(score) AS total, COUNT(score) AS n FROM feedback "
-                "GROUP BY request_id) f ON f.request_id = d.request_id" if feedback else "")
-        sql = text(f"""
-            SELECT d.router_version AS version, COUNT(*) AS requests, COALESCE(SUM(d.cost_usd), 0) AS cost_usd,
-                   MIN(d.ts) AS first_ts, MAX(d.ts) AS last_ts,
-                   SUM(CASE WHEN d.status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END) AS errors{extra}
-            FROM decisions d {join}
-            WHERE d.ts >= :since AND d.ts < :until
-            GROUP BY d.router_version ORDER BY MIN(d.ts)""")
+        params: dict[str, Any] = {"since": since, "until": until}
+        if self.uses_rollup(since, until):
+            params.update(since=int(since), until=int(until))
+            sql = text(f"""
+                SELECT router_version AS version, SUM(requests) AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd,
+                       MIN(hour) AS first_ts, MAX(hour) + 3600 AS last_ts, SUM(errors) AS errors
+                FROM {ledger_rollup.TABLE} WHERE hour >= :since AND hour < :until
+                GROUP BY router_version ORDER BY MIN(hour)""")
+        else:
+            sql = text("""
+                SELECT COALESCE(router_version, '') AS version, COUNT(*) AS requests,
+                       COALESCE(SUM(cost_usd), 0) AS cost_usd, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
+                       SUM(CASE WHEN status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END) AS errors
+                FROM decisions WHERE ts >= :since AND ts < :until
+                GROUP BY COALESCE(router_version, '') ORDER BY MIN(ts)""")
         with self.engine.connect() as db:
-            return [dict(r) for r in db.execute(sql, {"since": since, "until": until}).mappings()]
+            out = [{**r, "version": r["version"] or None} for r in db.execute(sql, params).mappings()]
+            if self._feedback_join():
+                rated = text("""
+                    SELECT COALESCE(d.router_version, '') AS version, COUNT(f.score) AS n, AVG(f.score) AS mean
+                    FROM feedback f JOIN decisions d ON d.request_id = f.request_id
+                    WHERE d.ts >= :since AND d.ts < :until
+                    GROUP BY COALESCE(d.router_version, '')""")
+                scores = {r["version"] or None: r for r in db.execute(rated, params).mappings()}
+                for v in out:
+                    got = scores.get(v["version"])
+                    v["feedback_n"], v["feedback_mean"] = (got["n"], got["mean"]) if got else (0, None)
+        return out
 
     def feedback_summary(self, since: float, until: float) -> dict[str, Any] | None:
         """Feedback over a range, per LLM: count and mean score. None when there is no feedback table."""

@@ -33,7 +33,8 @@ COOKIE = "rr_dashboard"
 SESSION_S = 12 * 3600
 PAGES = ("overview", "clients", "explorer", "router")
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "all": None}
-_BUCKETS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)
+_MINUTE_BUCKETS = (60, 300, 900, 1800)
+_BUCKETS = (3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)
 _MAX_BUCKETS = 120
 _STATIC = resources.files("radialrouter.serve") / "dashboard"
 _SECURITY = {
@@ -93,8 +94,8 @@ def _queries(request: Request) -> DashboardQueries:
 
 
 # ---------------------------------------------------------------------------------------------- pages
-def _static(name: str, media_type: str | None = None) -> FileResponse:
-    return FileResponse(str(_STATIC / name), media_type=media_type, headers=_SECURITY)
+def _static(name: str, media_type: str | None = None, cache: str = "no-store") -> FileResponse:
+    return FileResponse(str(_STATIC / name), media_type=media_type, headers={**_SECURITY, "cache-control": cache})
 
 
 @dashboard_router.get("")
@@ -144,7 +145,7 @@ def static(name: str) -> Response:
     file = _STATIC / name
     if "/" in name or suffix not in kinds or not file.is_file():
         raise RequestError(f"No dashboard asset {name!r}", status=404, code="not_found")
-    return _static(name, kinds[suffix])
+    return _static(name, kinds[suffix], cache="private, max-age=3600")
 
 
 @dashboard_router.get("/{page}")
@@ -173,7 +174,11 @@ def _window(q: DashboardQueries | None, range_: str, since: float | None, until:
     else:
         until, since = now, now - RANGES[range_]
     span = until - since
-    bucket = next((b for b in _BUCKETS if span / b <= _MAX_BUCKETS), _BUCKETS[-1])
+    # Windows over 6 h use whole-hour buckets and edges, so they read the hourly pre-aggregates (ledger_rollup).
+    choices = _BUCKETS if span > 6 * 3600 else _MINUTE_BUCKETS
+    bucket = next((b for b in choices if span / b <= _MAX_BUCKETS), choices[-1])
+    if bucket % 3600 == 0:
+        since, until = math.floor(since / 3600) * 3600, math.ceil(until / 3600) * 3600
     return {"range": range_, "since": since, "until": until, "bucket_s": bucket}
 
 

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from radialrouter.serve import ledger_rollup
+
 log = logging.getLogger("radialrouter.serve")
 
 _COLUMNS = ("request_id", "ts", "client", "model", "mode", "lam", "llm", "ranking", "attempts", "fallback", "stream",
@@ -85,6 +87,7 @@ class Ledger:
                     db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
             for statement in _INDEXES:
                 db.execute(statement)
+            ledger_rollup.ensure(db)  # hourly aggregates for the dashboard
         self._queue: queue.Queue[LedgerRow | None] = queue.Queue(maxsize=max_queue)
         self._on_drop = on_drop
         self._thread = threading.Thread(target=self._write_loop, name="radialrouter-ledger", daemon=True)
@@ -116,6 +119,7 @@ class Ledger:
             try:
                 with db:
                     db.executemany(sql, [r.values() for r in rows if r is not None])
+                    db.executemany(ledger_rollup.UPSERT, ledger_rollup.aggregate(r for r in rows if r is not None))
             except sqlite3.Error as exc:
                 log.error("decision log write failed (%d rows): %s", len(rows), exc)
             if stop:
