@@ -180,8 +180,12 @@ def test_hourly_windows_read_the_rollup_and_agree_with_raw_rows(served, tmp_path
     hourly = _admin(served["url"], "/dashboard/api/overview", range="24h").json()
     assert hourly["window"]["bucket_s"] == 3600 and hourly["window"]["since"] % 3600 == 0
     q = DashboardQueries(ledger_engine(served["config"].ledger.path))
-    assert q.uses_rollup(hourly["window"]["since"], hourly["window"]["until"])
-    assert not q.uses_rollup(raw["window"]["since"], raw["window"]["until"], raw["window"]["bucket_s"])
+    assert q.rollup_span(hourly["window"]["since"], hourly["window"]["until"]) == 3600
+    assert q.rollup_span(raw["window"]["since"], raw["window"]["until"], raw["window"]["bucket_s"]) is None
+    daily = _admin(served["url"], "/dashboard/api/overview", range="30d").json()
+    assert daily["window"]["bucket_s"] == 86400 and daily["window"]["since"] % 86400 == 0
+    for key, value in raw["totals"].items():
+        assert daily["totals"][key] == pytest.approx(value), key
     for key, value in raw["totals"].items():
         assert hourly["totals"][key] == pytest.approx(value), key
     for a, b in zip(raw["per_llm"], hourly["per_llm"], strict=True):
@@ -196,16 +200,16 @@ def test_hourly_windows_read_the_rollup_and_agree_with_raw_rows(served, tmp_path
     src, dst = sqlite3.connect(served["config"].ledger.path), sqlite3.connect(old)
     src.backup(dst)
     src.close()
-    live = dst.execute(f"SELECT * FROM {TABLE} ORDER BY hour, client, llm, mode").fetchall()
+    live = dst.execute(f"SELECT * FROM {TABLE} ORDER BY span, start, client, llm, mode").fetchall()
     dst.execute(f"DROP TABLE {TABLE}")
     dst.commit()
     dst.close()
     Ledger(old).close()
     with sqlite3.connect(old) as db:
-        rebuilt = db.execute(f"SELECT * FROM {TABLE} ORDER BY hour, client, llm, mode").fetchall()
-    assert len(rebuilt) == len(live) >= 6
+        rebuilt = db.execute(f"SELECT * FROM {TABLE} ORDER BY span, start, client, llm, mode").fetchall()
+    assert len(rebuilt) == len(live) >= 12
     for a, b in zip(rebuilt, live):
-        assert a[:5] == b[:5] and a[5:] == pytest.approx(b[5:])
+        assert a[:6] == b[:6] and a[6:] == pytest.approx(b[6:])
 
 
 def test_clients_show_live_spend_against_budget(served):
@@ -246,7 +250,8 @@ def test_explorer_paginates_and_finds_a_request(served):
 def test_router_page_data(served):
     data = _admin(served["url"], "/dashboard/api/router").json()
     assert data["router"]["name"] == "best-single" and [p["name"] for p in data["pool"]] == list(PRICES)
-    assert data["versions"] is None and data["feedback"] is None  # this ledger has neither yet
+    assert data["versions"] is None and data["has_feedback"] is False  # this ledger has neither yet
+    assert _admin(served["url"], "/dashboard/api/feedback").json()["feedback"] is None
 
 
 def test_queries_read_version_and_feedback_when_present(served, tmp_path):
@@ -269,9 +274,12 @@ def test_queries_read_version_and_feedback_when_present(served, tmp_path):
     q = DashboardQueries(ledger_engine(path))
     versions = {v["version"]: v for v in q.versions(0, time.time() + 1)}
     assert versions["v2"]["requests"] == sum(r["llm"] == "cheap" for r in served["rows"])
-    assert versions["v2"]["feedback_n"] == 2 and versions["v2"]["feedback_mean"] == pytest.approx(0.75)
+    assert versions["v1"]["requests"] == len(served["rows"]) - versions["v2"]["requests"]
     assert q.request(served["known_id"])["feedback"][0]["comment"] == "good"
-    assert q.feedback_summary(0, time.time() + 1)["per_llm"] == [{"llm": "cheap", "n": 2, "mean_score": 0.75}]
+    summary = q.feedback_summary(0, time.time() + 1)
+    assert summary["per_llm"] == [{"llm": "cheap", "n": 2, "mean_score": 0.75}]
+    assert summary["per_version"] == [{"version": "v2", "n": 2, "mean_score": 0.75}]
+    assert q.feedback_summary(time.time() + 10, time.time() + 20)["per_llm"] == []
 
 
 def test_portable_sql_helpers():

@@ -8,10 +8,10 @@ COUNT / AVG / MAX, and time buckets computed from the REAL ``ts`` column (epoch 
 dialect switch is the floor of ``ts / bucket`` (`_bucket_sql`), because PostgreSQL's CAST rounds where SQLite's
 truncates.
 
-Pages read aggregates, never whole tables: windows of whole hours read the hourly pre-aggregates the ledger's
-writer keeps (`radialrouter.serve.ledger_rollup`: ~60 k rows for a million requests over 30 days); shorter windows
-read raw rows over an indexed time range (``decisions_ts``); the explorer pages with a keyset cursor (ts, request
-id), so its cost does not grow with the ledger.
+Pages read aggregates, never whole tables: windows of whole hours or days read the pre-aggregates the ledger's
+writer keeps (`radialrouter.serve.ledger_rollup`: ~5 k daily rows for a million requests over 30 days); shorter
+windows read raw rows over an indexed time range (``decisions_ts``); the explorer pages with a keyset cursor (ts,
+request id), so its cost does not grow with the ledger.
 """
 
 from __future__ import annotations
@@ -103,25 +103,27 @@ class DashboardQueries:
     def time_range(self) -> tuple[float | None, float | None]:
         """Oldest and newest row times (index ``decisions_ts``: two index look-ups)."""
         with self.engine.connect() as db:
-            lo, hi = db.execute(text("SELECT MIN(ts), MAX(ts) FROM decisions")).one()
+            # Two scalar subqueries: each is one index look-up (MIN and MAX together would scan).
+            lo, hi = db.execute(text("SELECT (SELECT MIN(ts) FROM decisions), (SELECT MAX(ts) FROM decisions)")).one()
         return lo, hi
 
     # ------------------------------------------------------------------------------------------ overview
     def traffic(self, since: float, until: float, bucket: int) -> list[dict[str, Any]]:
         """Per time bucket and LLM: requests, outcomes, fallbacks, spend, tokens of charged rows, latency sums.
 
-        Sums and counts (not averages) so callers can combine buckets and LLMs exactly. Whole-hour windows and
-        buckets read the hourly pre-aggregates (`uses_rollup`); others (the last hour, by minute) the raw rows."""
+        Sums and counts (not averages) so callers can combine buckets and LLMs exactly. Whole-hour (or whole-day)
+        windows and buckets read the pre-aggregates (`rollup_span`); others (the last hour, by minute) the raw rows."""
         params: dict[str, Any] = {"since": since, "until": until, "bucket": bucket}
-        if self.uses_rollup(since, until, bucket):
+        span = self.rollup_span(since, until, bucket)
+        if span:
             sums = ", ".join(f"SUM({c}) AS {c}" for c in _TRAFFIC_SUMS)
             sql = text(f"""
-                SELECT (hour / :bucket) * :bucket AS bucket, llm, {sums}, MAX(overhead_max) AS overhead_max
+                SELECT (start / :bucket) * :bucket AS bucket, llm, {sums}, MAX(overhead_max) AS overhead_max
                 FROM {ledger_rollup.TABLE}
-                WHERE hour >= :since AND hour < :until
-                GROUP BY (hour / :bucket) * :bucket, llm
+                WHERE span = :span AND start >= :since AND start < :until
+                GROUP BY (start / :bucket) * :bucket, llm
                 ORDER BY bucket""")
-            params.update(since=int(since), until=int(until))
+            params.update(since=int(since), until=int(until), span=span)
             with self.engine.connect() as db:
                 rows = db.execute(sql, params).mappings().all()
             return [{**r, "bucket": int(r["bucket"]), "llm": r["llm"] or None} for r in rows]
@@ -152,30 +154,34 @@ class DashboardQueries:
             rows = db.execute(sql, params).mappings().all()
         return [{**r, "bucket": int(r["bucket"]) * bucket} for r in rows]
 
-    def uses_rollup(self, since: float, until: float, bucket: int = 3600) -> bool:
-        """Whether a window can be answered from the hourly pre-aggregates: whole hours, and the table exists."""
-        whole = all(float(x) % 3600 == 0 for x in (since, until, bucket))
-        return whole and ledger_rollup.TABLE in self.tables()
+    def rollup_span(self, since: float, until: float, bucket: int = 3600) -> int | None:
+        """The pre-aggregates that answer a window exactly — daily when its edges and buckets are whole UTC days,
+        hourly when whole hours — or None (read raw rows), also when the ledger has no such table."""
+        for span in sorted(ledger_rollup.SPANS, reverse=True):
+            if all(float(x) % span == 0 for x in (since, until, bucket)):
+                return span if ledger_rollup.TABLE in self.tables() else None
+        return None
 
     # ------------------------------------------------------------------------------------------ clients
     def clients(self, since: float, until: float) -> dict[str, list[dict[str, Any]]]:
         """Per client and trade-off (mode; null = direct calls), and per client and LLM, over a time range."""
         params: dict[str, Any] = {"since": since, "until": until}
-        if self.uses_rollup(since, until):
-            params.update(since=int(since), until=int(until))
-            src, n, t = ledger_rollup.TABLE, "SUM(requests)", "hour"
+        span = self.rollup_span(since, until, 3600)
+        if span:
+            params.update(since=int(since), until=int(until), span=span)
+            src, n, where = ledger_rollup.TABLE, "SUM(requests)", "span = :span AND start >= :since AND start < :until"
             lam, errors = "SUM(lam_sum) / NULLIF(SUM(lam_n), 0)", "SUM(errors)"
         else:
-            src, n, t = "decisions", "COUNT(*)", "ts"
+            src, n, where = "decisions", "COUNT(*)", "ts >= :since AND ts < :until"
             lam, errors = "AVG(lam)", "SUM(CASE WHEN status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END)"
         by_mode = text(f"""
             SELECT client, mode, {n} AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd, {lam} AS mean_lam,
                    {errors} AS errors
-            FROM {src} WHERE {t} >= :since AND {t} < :until
+            FROM {src} WHERE {where}
             GROUP BY client, mode ORDER BY client""")
         by_llm = text(f"""
             SELECT client, llm, {n} AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd
-            FROM {src} WHERE {t} >= :since AND {t} < :until
+            FROM {src} WHERE {where}
             GROUP BY client, llm ORDER BY client""")
         with self.engine.connect() as db:
             modes = [{**r, "mode": r["mode"] or None} for r in db.execute(by_mode, params).mappings()]
@@ -249,19 +255,20 @@ class DashboardQueries:
 
     # ------------------------------------------------------------------------------------------ router
     def versions(self, since: float, until: float) -> list[dict[str, Any]] | None:
-        """Per router version (when the ledger records one): requests, spend, errors, first and last hour of use,
+        """Per router version (when the ledger records one): requests, spend, errors, first and last period of use,
         and feedback (count, mean score) when a feedback table exists. None when the ledger has no version column.
-        Counts come from the hourly pre-aggregates when the window allows; feedback joins rated requests only."""
+        Counts come from the pre-aggregates when the window allows."""
         if "router_version" not in self.columns():
             return None
         params: dict[str, Any] = {"since": since, "until": until}
-        if self.uses_rollup(since, until):
-            params.update(since=int(since), until=int(until))
+        span = self.rollup_span(since, until, 3600)
+        if span:
+            params.update(since=int(since), until=int(until), span=span)
             sql = text(f"""
                 SELECT router_version AS version, SUM(requests) AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd,
-                       MIN(hour) AS first_ts, MAX(hour) + 3600 AS last_ts, SUM(errors) AS errors
-                FROM {ledger_rollup.TABLE} WHERE hour >= :since AND hour < :until
-                GROUP BY router_version ORDER BY MIN(hour)""")
+                       MIN(start) AS first_ts, MAX(start) + :span AS last_ts, SUM(errors) AS errors
+                FROM {ledger_rollup.TABLE} WHERE span = :span AND start >= :since AND start < :until
+                GROUP BY router_version ORDER BY MIN(start)""")
         else:
             sql = text("""
                 SELECT COALESCE(router_version, '') AS version, COUNT(*) AS requests,
@@ -271,26 +278,30 @@ class DashboardQueries:
                 GROUP BY COALESCE(router_version, '') ORDER BY MIN(ts)""")
         with self.engine.connect() as db:
             out = [{**r, "version": r["version"] or None} for r in db.execute(sql, params).mappings()]
-            if self._feedback_join():
-                rated = text("""
-                    SELECT COALESCE(d.router_version, '') AS version, COUNT(f.score) AS n, AVG(f.score) AS mean
-                    FROM feedback f JOIN decisions d ON d.request_id = f.request_id
-                    WHERE d.ts >= :since AND d.ts < :until
-                    GROUP BY COALESCE(d.router_version, '')""")
-                scores = {r["version"] or None: r for r in db.execute(rated, params).mappings()}
-                for v in out:
-                    got = scores.get(v["version"])
-                    v["feedback_n"], v["feedback_mean"] = (got["n"], got["mean"]) if got else (0, None)
         return out
 
     def feedback_summary(self, since: float, until: float) -> dict[str, Any] | None:
-        """Feedback over a range, per LLM: count and mean score. None when there is no feedback table."""
+        """Feedback on requests of a time range, per router version (when recorded) and LLM: count and mean score.
+        None when the ledger has no feedback table.
+
+        The join is driven from the feedback table (``+d.ts``: unary plus, valid in SQLite and PostgreSQL, keeps
+        SQLite from scanning the window's decisions instead), so it costs one key look-up per rating, whatever
+        the window."""
         if not self._feedback_join():
             return None
-        sql = text("""
-            SELECT d.llm AS llm, COUNT(f.score) AS n, AVG(f.score) AS mean_score
+        version = "COALESCE(d.router_version, '')" if "router_version" in self.columns() else "''"
+        sql = text(f"""
+            SELECT {version} AS version, d.llm AS llm, COUNT(f.score) AS n, SUM(f.score) AS total
             FROM feedback f JOIN decisions d ON d.request_id = f.request_id
-            WHERE d.ts >= :since AND d.ts < :until
-            GROUP BY d.llm ORDER BY d.llm""")
+            WHERE +d.ts >= :since AND +d.ts < :until AND f.score IS NOT NULL
+            GROUP BY {version}, d.llm""")
         with self.engine.connect() as db:
-            return {"per_llm": [dict(r) for r in db.execute(sql, {"since": since, "until": until}).mappings()]}
+            rows = [dict(r) for r in db.execute(sql, {"since": since, "until": until}).mappings()]
+        per_llm: dict[str, list[float]] = {}
+        per_version: dict[str, list[float]] = {}
+        for r in rows:
+            for key, into in ((r["llm"] or "(none)", per_llm), (r["version"] or None, per_version)):
+                acc = into.setdefault(key, [0, 0.0])
+                acc[0], acc[1] = acc[0] + r["n"], acc[1] + (r["total"] or 0.0)
+        return {"per_llm": [{"llm": k, "n": n, "mean_score": t / n} for k, (n, t) in sorted(per_llm.items())],
+                "per_version": [{"version": k, "n": n, "mean_score": t / n} for k, (n, t) in per_version.items()]}

@@ -34,7 +34,8 @@ SESSION_S = 12 * 3600
 PAGES = ("overview", "clients", "explorer", "router")
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "all": None}
 _MINUTE_BUCKETS = (60, 300, 900, 1800)
-_BUCKETS = (3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)
+_HOUR_BUCKETS = (3600, 3 * 3600, 6 * 3600, 12 * 3600)
+_DAY_BUCKETS = (86400, 7 * 86400, 30 * 86400)
 _MAX_BUCKETS = 120
 _STATIC = resources.files("radialrouter.serve") / "dashboard"
 _SECURITY = {
@@ -174,11 +175,13 @@ def _window(q: DashboardQueries | None, range_: str, since: float | None, until:
     else:
         until, since = now, now - RANGES[range_]
     span = until - since
-    # Windows over 6 h use whole-hour buckets and edges, so they read the hourly pre-aggregates (ledger_rollup).
-    choices = _BUCKETS if span > 6 * 3600 else _MINUTE_BUCKETS
+    # Windows over 6 h use whole-hour buckets and edges, over 8 days whole UTC days, so they read the hourly or
+    # daily pre-aggregates (ledger_rollup) instead of raw rows.
+    choices = _DAY_BUCKETS if span > 8 * 86400 else _HOUR_BUCKETS if span > 6 * 3600 else _MINUTE_BUCKETS
     bucket = next((b for b in choices if span / b <= _MAX_BUCKETS), choices[-1])
-    if bucket % 3600 == 0:
-        since, until = math.floor(since / 3600) * 3600, math.ceil(until / 3600) * 3600
+    edge = 86400 if bucket % 86400 == 0 else 3600 if bucket % 3600 == 0 else None
+    if edge:
+        since, until = math.floor(since / edge) * edge, math.ceil(until / edge) * edge
     return {"range": range_, "since": since, "until": until, "bucket_s": bucket}
 
 
@@ -406,10 +409,21 @@ def api_router(request: Request, range_: str = Query("30d", alias="range", patte
              "routable": llm.name in routable} for llm in config.llms]
     body: dict[str, Any] = {"router": info, "pool": pool, "tradeoffs": config.tradeoffs,
                             "default_tradeoff": config.router.default_tradeoff, "alias": config.router.alias,
-                            "versions": None, "feedback": None}
+                            "versions": None, "has_feedback": False}
     if config.ledger.path is not None:
         q = _queries(request)
         window = _window(q, range_, None, None)
         body.update(window=window, versions=q.versions(window["since"], window["until"]),
-                    feedback=q.feedback_summary(window["since"], window["until"]))
+                    has_feedback="feedback" in q.tables())
     return JSONResponse(body, headers=_SECURITY)
+
+
+@dashboard_router.get("/api/feedback", dependencies=[Depends(require_admin)])
+def api_feedback(request: Request, range_: str = Query("30d", alias="range", pattern="^(1h|24h|7d|30d|all)$")
+                 ) -> JSONResponse:
+    """Feedback on the window's requests per router version and per LLM (null when the ledger has no feedback
+    table). Its own endpoint: one key look-up per rating, the router page's slowest figure, loaded alongside."""
+    q = _queries(request)
+    window = _window(q, range_, None, None)
+    return JSONResponse({"window": window, "feedback": q.feedback_summary(window["since"], window["until"])},
+                        headers=_SECURITY)

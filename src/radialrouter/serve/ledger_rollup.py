@@ -1,15 +1,16 @@
-"""Hourly pre-aggregates of the decision ledger, kept by the ledger's writer so the dashboard never scans raw rows
-for a wide time window.
+"""Hourly and daily pre-aggregates of the decision ledger, kept by the ledger's writer so the dashboard never
+scans raw rows for a wide time window.
 
-One row per (hour, client, LLM, trade-off, router version) with sums and counts — requests, outcomes, fallbacks,
-spend, tokens, latency — from which every overview and client figure is an exact sum. The writer thread upserts a
-batch's aggregates in the same transaction as the batch itself (``INSERT … ON CONFLICT … DO UPDATE``, which SQLite
-≥ 3.24 and PostgreSQL share), so the table never disagrees with ``decisions``; a ledger file written before the
-table existed is backfilled once when it is opened. NULL key parts are stored as ``''`` because a NULL never
-conflicts with another in a unique key.
+One row per (span, period start, client, LLM, trade-off, router version) — span 3600 (hours) or 86400 (UTC days) —
+with sums and counts: requests, outcomes, fallbacks, spend, tokens, latency, from which every overview and client
+figure is an exact sum. The writer thread upserts a batch's aggregates in the same transaction as the batch itself
+(``INSERT … ON CONFLICT … DO UPDATE``, which SQLite ≥ 3.24 and PostgreSQL share), so the table never disagrees with
+``decisions``; a ledger file written before the table existed is backfilled once when it is opened. NULL key parts
+are stored as ``''`` because a NULL never conflicts with another in a unique key.
 
-On 1 M rows over 30 days this table holds ~60 k rows; a 30-day overview reads those instead of a million (see
-benchmarks/results/dashboard_load.md).
+On 1 M requests over 30 days (8 clients, 5 LLMs, 4 trade-offs) the hourly rows number ~90 k and the daily ones
+~5 k: a 24-hour window reads ~3 k rows, a 30-day one ~5 k, instead of a million (benchmarks/results/
+dashboard_load.md).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-TABLE = "decisions_hourly"
-KEY = ("hour", "client", "llm", "mode", "router_version")
+TABLE = "decisions_rollup"
+SPANS = (3600, 86400)
+KEY = ("span", "start", "client", "llm", "mode", "router_version")
 SUMS = ("requests", "ok", "route_only", "errors", "upstream_failed", "fallbacks", "routed", "cost_usd",
         "expected_cost_usd", "prompt_tokens", "completion_tokens", "latency_sum", "latency_n", "overhead_sum",
         "overhead_n", "lam_sum", "lam_n")
@@ -26,8 +28,8 @@ _REAL = {"cost_usd", "expected_cost_usd", "latency_sum", "overhead_sum", "lam_su
 COLUMNS = (*KEY, *SUMS, "overhead_max")
 UPSTREAM_FAILED = ("upstream_failed", "stream_error", "stream_truncated")
 
-SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} (hour INTEGER NOT NULL, client TEXT NOT NULL, llm TEXT NOT NULL, "
-          "mode TEXT NOT NULL, router_version TEXT NOT NULL, "
+SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} (span INTEGER NOT NULL, start INTEGER NOT NULL, "
+          "client TEXT NOT NULL, llm TEXT NOT NULL, mode TEXT NOT NULL, router_version TEXT NOT NULL, "
           + ", ".join(f"{c} {'REAL' if c in _REAL else 'INTEGER'} NOT NULL DEFAULT 0" for c in SUMS)
           + f", overhead_max REAL, PRIMARY KEY ({', '.join(KEY)}))")
 _MAX = f"CASE WHEN {TABLE}.overhead_max IS NULL OR excluded.overhead_max > {TABLE}.overhead_max " \
@@ -38,34 +40,38 @@ UPSERT = (f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 
 
 
 def aggregate(rows: Iterable[Any]) -> list[tuple]:
-    """A batch of `LedgerRow` objects → one upsert tuple per (hour, client, LLM, mode, version)."""
+    """A batch of `LedgerRow` objects → one upsert tuple per (span, period, client, LLM, mode, version)."""
     groups: dict[tuple, list] = {}
     for r in rows:
-        key = (int(r.ts // 3600) * 3600, r.client, r.llm or "", r.mode or "",
-               getattr(r, "router_version", None) or "")
-        g = groups.setdefault(key, [0] * len(SUMS) + [None])
-        charged = r.cost_usd is not None
-        values = (1, r.status == "ok", r.status == "route_only", r.status not in ("ok", "route_only"),
-                  r.status in UPSTREAM_FAILED, bool(r.fallback), r.mode is not None, r.cost_usd or 0.0,
-                  r.expected_cost_usd or 0.0, (r.prompt_tokens or 0) if charged else 0,
-                  (r.completion_tokens or 0) if charged else 0, r.latency_ms or 0.0, r.latency_ms is not None,
-                  r.overhead_ms or 0.0, r.overhead_ms is not None, r.lam or 0.0, r.lam is not None)
-        for i, v in enumerate(values):
-            g[i] += v
-        if r.overhead_ms is not None:
-            g[-1] = r.overhead_ms if g[-1] is None else max(g[-1], r.overhead_ms)
+        rest = (r.client, r.llm or "", r.mode or "", getattr(r, "router_version", None) or "")
+        for span in SPANS:
+            _add(groups.setdefault((span, int(r.ts // span) * span, *rest), [0] * len(SUMS) + [None]), r)
     return [(*key, *(int(v) if SUMS[i] not in _REAL else float(v) for i, v in enumerate(g[:-1])), g[-1])
             for key, g in groups.items()]
 
 
-def backfill_sql(has_version: bool) -> str:
-    """One INSERT … SELECT that rebuilds the table from ``decisions`` (for a ledger older than the table)."""
+def _add(g: list, r: Any) -> None:
+    charged = r.cost_usd is not None
+    values = (1, r.status == "ok", r.status == "route_only", r.status not in ("ok", "route_only"),
+              r.status in UPSTREAM_FAILED, bool(r.fallback), r.mode is not None, r.cost_usd or 0.0,
+              r.expected_cost_usd or 0.0, (r.prompt_tokens or 0) if charged else 0,
+              (r.completion_tokens or 0) if charged else 0, r.latency_ms or 0.0, r.latency_ms is not None,
+              r.overhead_ms or 0.0, r.overhead_ms is not None, r.lam or 0.0, r.lam is not None)
+    for i, v in enumerate(values):
+        g[i] += v
+    if r.overhead_ms is not None:
+        g[-1] = r.overhead_ms if g[-1] is None else max(g[-1], r.overhead_ms)
+
+
+def backfill_sql(has_version: bool, span: int) -> str:
+    """One INSERT … SELECT that fills one span of the table from ``decisions`` (for a ledger older than it)."""
     version = "COALESCE(router_version, '')" if has_version else "''"
     failed = ", ".join(f"'{s}'" for s in UPSTREAM_FAILED)
     charged = "CASE WHEN cost_usd IS NOT NULL THEN {} ELSE 0 END"
     return (
         f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) "
-        f"SELECT CAST(ts / 3600 AS INTEGER) * 3600, client, COALESCE(llm, ''), COALESCE(mode, ''), {version}, "
+        f"SELECT {span}, CAST(ts / {span} AS INTEGER) * {span}, client, COALESCE(llm, ''), COALESCE(mode, ''), "
+        f"{version}, "
         "COUNT(*), SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN status = 'route_only' THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN status NOT IN ('ok', 'route_only') THEN 1 ELSE 0 END), "
@@ -76,7 +82,7 @@ def backfill_sql(has_version: bool) -> str:
         f"COALESCE(SUM({charged.format('completion_tokens')}), 0), "
         "COALESCE(SUM(latency_ms), 0), COUNT(latency_ms), COALESCE(SUM(overhead_ms), 0), COUNT(overhead_ms), "
         "COALESCE(SUM(lam), 0), COUNT(lam), MAX(overhead_ms) "
-        f"FROM decisions GROUP BY CAST(ts / 3600 AS INTEGER) * 3600, client, COALESCE(llm, ''), "
+        f"FROM decisions GROUP BY CAST(ts / {span} AS INTEGER) * {span}, client, COALESCE(llm, ''), "
         f"COALESCE(mode, ''), {version}")
 
 
@@ -87,4 +93,5 @@ def ensure(db: Any) -> None:
         return
     db.execute(SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
-    db.execute(backfill_sql("router_version" in columns))
+    for span in SPANS:
+        db.execute(backfill_sql("router_version" in columns, span))

@@ -17,7 +17,11 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   async function load() {
-    const data = await RR.getJSON(`/dashboard/api/router?range=${RR.params().get("range") || "30d"}`);
+    const range = RR.params().get("range") || "30d";
+    const [data, fb] = await Promise.all([RR.getJSON(`/dashboard/api/router?range=${range}`),
+                                          RR.getJSON(`/dashboard/api/feedback?range=${range}`)]);
+    const f = fb.feedback;
+    const rated = new Map((f ? f.per_version : []).map((x) => [x.version, x]));
     const r = data.router, t = r.training || {};
     kvTable("router", [["name", r.name], ["class", r.class], ["version", r.version], ["directory", r.path + (r.embedded ? " (embedded)" : "")],
       ["alias", data.alias], ["default trade-off", `${data.default_tradeoff} (λ=${data.tradeoffs[data.default_tradeoff]})`],
@@ -43,18 +47,18 @@ document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("versions-note").textContent = v ? "" :
       "This ledger records no router version yet; per-version figures appear once it does.";
     if (v) {
-      const withFeedback = v.some((x) => x.feedback_n != null);
+      const withFeedback = Boolean(f);
       const datasets = [{label: "requests", data: v.map((x) => x.requests), yAxisID: "y"}];
-      if (withFeedback) datasets.push({label: "mean feedback", data: v.map((x) => x.feedback_mean), yAxisID: "y1", type: "line"});
+      if (withFeedback) datasets.push({label: "mean feedback score", data: v.map((x) => (rated.get(x.version) || {}).mean_score ?? null),
+                                       yAxisID: "y1", type: "line", pointRadius: 4});
       RR.chart("chart-versions", "bar", v.map((x) => x.version ?? "(none)"), datasets,
         {scales: {y: {beginAtZero: true}, y1: {display: withFeedback, position: "right", min: 0, max: 1}}});
       rows("versions", ["version", "requests", "spend", "errors", "first", "last", "feedback (n, mean)"],
         v.map((x) => [x.version ?? "(none)", RR.num(x.requests), RR.usd(x.cost_usd), RR.num(x.errors), RR.when(x.first_ts),
-                      RR.when(x.last_ts), x.feedback_n == null ? "–" : `${x.feedback_n}, ${RR.fixed(x.feedback_mean, 3)}`]));
+                      RR.when(x.last_ts), rated.has(x.version) ? `${RR.num(rated.get(x.version).n)}, ${RR.fixed(rated.get(x.version).mean_score, 3)}` : "–"]));
     } else {
       document.getElementById("versions").replaceChildren();
     }
-    const f = data.feedback;
     document.getElementById("feedback-note").textContent = f ? "" : "No feedback table in this ledger.";
     if (f) rows("feedback", ["LLM", "ratings", "mean score"], f.per_llm.map((x) => [x.llm, RR.num(x.n), RR.fixed(x.mean_score, 3)]));
     else document.getElementById("feedback").replaceChildren();
