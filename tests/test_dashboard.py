@@ -281,6 +281,31 @@ def test_queries_read_version_and_feedback_when_present(served, tmp_path):
     assert summary["per_version"] == [{"version": "v2", "n": 2, "mean_score": 0.75}]
     assert q.feedback_summary(time.time() + 10, time.time() + 20)["per_llm"] == []
 
+    # Pre-aggregated ratings: rebuilt from the feedback table, then kept up by add_feedback; read only while their
+    # totals agree with the table's.
+    from radialrouter.serve import ledger_rollup
+
+    with sqlite3.connect(path) as db:
+        db.execute(f"DROP TABLE {ledger_rollup.TABLE}")
+    Ledger(path).close()  # backfills versions and ratings
+    days = (0, (time.time() // 86400 + 1) * 86400)
+    q = DashboardQueries(ledger_engine(path))
+    with q.engine.connect() as c:
+        assert q._rollup_has_all_feedback(c)
+    assert q.feedback_summary(*days) == summary
+    assert {v["version"]: v["requests"] for v in q.versions(*days)} == {k: v["requests"] for k, v in versions.items()}
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        db.execute("INSERT INTO feedback VALUES (?, 0.0, NULL)", (served["known_id"],))
+        db.commit()
+        q = DashboardQueries(ledger_engine(path))
+        assert q.feedback_summary(*days)["per_llm"][0]["n"] == 3  # disagreeing totals: joined, still right
+        row = db.execute("SELECT * FROM decisions WHERE request_id = ?", (served["known_id"],)).fetchone()
+        ledger_rollup.add_feedback(db, row, 1, 0.0)
+    with q.engine.connect() as c:
+        assert q._rollup_has_all_feedback(c)
+    assert q.feedback_summary(*days)["per_version"] == [{"version": "v2", "n": 3, "mean_score": 0.5}]
+
 
 def test_portable_sql_helpers():
     assert _bucket_sql("sqlite") == "CAST(ts / :bucket AS INTEGER)"

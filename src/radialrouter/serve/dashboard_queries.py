@@ -17,6 +17,7 @@ request id), so its cost does not grow with the ledger.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,19 +84,29 @@ def _bad_cursor(value: str) -> Cursor:
 class DashboardQueries:
     """Read-only aggregate queries on the ledger. Methods return plain data (JSON-ready)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, schema_ttl_s: float = 30.0) -> None:
         self.engine = engine
+        self._schema_ttl = schema_ttl_s
+        self._schema: tuple[float, dict[str, set[str]]] | None = None
 
     # ------------------------------------------------------------------------------------------ schema
+    def _tables(self) -> dict[str, set[str]]:
+        """Table → columns, re-read at most every ``schema_ttl_s`` (a schema changes when a server upgrades the
+        ledger, not between two page loads)."""
+        now = time.monotonic()
+        if self._schema is None or now - self._schema[0] > self._schema_ttl:
+            insp = inspect(self.engine)
+            wanted = ("decisions", "feedback", ledger_rollup.TABLE)
+            names = set(insp.get_table_names())
+            self._schema = (now, {t: {c["name"] for c in insp.get_columns(t)} for t in wanted if t in names})
+        return self._schema[1]
+
     def columns(self, table: str = "decisions") -> set[str]:
         """Columns of ``table`` (empty when it does not exist): optional figures are shown only when present."""
-        insp = inspect(self.engine)
-        if not insp.has_table(table):
-            return set()
-        return {c["name"] for c in insp.get_columns(table)}
+        return self._tables().get(table, set())
 
     def tables(self) -> set[str]:
-        return set(inspect(self.engine).get_table_names())
+        return set(self._tables())
 
     def _feedback_join(self) -> bool:
         return {"request_id", "score"} <= self.columns("feedback")
@@ -154,11 +165,11 @@ class DashboardQueries:
             rows = db.execute(sql, params).mappings().all()
         return [{**r, "bucket": int(r["bucket"]) * bucket} for r in rows]
 
-    def rollup_span(self, since: float, until: float, bucket: int = 3600) -> int | None:
+    def rollup_span(self, since: float, until: float, bucket: int | None = None) -> int | None:
         """The pre-aggregates that answer a window exactly — daily when its edges and buckets are whole UTC days,
         hourly when whole hours — or None (read raw rows), also when the ledger has no such table."""
         for span in sorted(ledger_rollup.SPANS, reverse=True):
-            if all(float(x) % span == 0 for x in (since, until, bucket)):
+            if all(float(x) % span == 0 for x in (since, until, span if bucket is None else bucket)):
                 return span if ledger_rollup.TABLE in self.tables() else None
         return None
 
@@ -166,7 +177,7 @@ class DashboardQueries:
     def clients(self, since: float, until: float) -> dict[str, list[dict[str, Any]]]:
         """Per client and trade-off (mode; null = direct calls), and per client and LLM, over a time range."""
         params: dict[str, Any] = {"since": since, "until": until}
-        span = self.rollup_span(since, until, 3600)
+        span = self.rollup_span(since, until)
         if span:
             params.update(since=int(since), until=int(until), span=span)
             src, n, where = ledger_rollup.TABLE, "SUM(requests)", "span = :span AND start >= :since AND start < :until"
@@ -261,7 +272,7 @@ class DashboardQueries:
         if "router_version" not in self.columns():
             return None
         params: dict[str, Any] = {"since": since, "until": until}
-        span = self.rollup_span(since, until, 3600)
+        span = self.rollup_span(since, until)
         if span:
             params.update(since=int(since), until=int(until), span=span)
             sql = text(f"""
@@ -284,19 +295,29 @@ class DashboardQueries:
         """Feedback on requests of a time range, per router version (when recorded) and LLM: count and mean score.
         None when the ledger has no feedback table.
 
-        The join is driven from the feedback table (``+d.ts``: unary plus, valid in SQLite and PostgreSQL, keeps
-        SQLite from scanning the window's decisions instead), so it costs one key look-up per rating, whatever
-        the window."""
+        Read from the pre-aggregates when the window allows and their rating totals agree with the feedback
+        table's (count and sum: a feedback writer books each rating there with `ledger_rollup.add_feedback`);
+        otherwise joined, driven from the feedback table (``+d.ts``: unary plus, valid in SQLite and PostgreSQL,
+        keeps SQLite from scanning the window's decisions instead), one key look-up per rating."""
         if not self._feedback_join():
             return None
-        version = "COALESCE(d.router_version, '')" if "router_version" in self.columns() else "''"
-        sql = text(f"""
-            SELECT {version} AS version, d.llm AS llm, COUNT(f.score) AS n, SUM(f.score) AS total
-            FROM feedback f JOIN decisions d ON d.request_id = f.request_id
-            WHERE +d.ts >= :since AND +d.ts < :until AND f.score IS NOT NULL
-            GROUP BY {version}, d.llm""")
+        span = self.rollup_span(since, until)
+        params: dict[str, Any] = {"since": since, "until": until}
         with self.engine.connect() as db:
-            rows = [dict(r) for r in db.execute(sql, {"since": since, "until": until}).mappings()]
+            if span and self._rollup_has_all_feedback(db):
+                params.update(since=int(since), until=int(until), span=span)
+                sql = text(f"""
+                    SELECT router_version AS version, llm, SUM(feedback_n) AS n, SUM(feedback_sum) AS total
+                    FROM {ledger_rollup.TABLE} WHERE span = :span AND start >= :since AND start < :until
+                    GROUP BY router_version, llm HAVING SUM(feedback_n) > 0""")
+            else:
+                version = "COALESCE(d.router_version, '')" if "router_version" in self.columns() else "''"
+                sql = text(f"""
+                    SELECT {version} AS version, d.llm AS llm, COUNT(f.score) AS n, SUM(f.score) AS total
+                    FROM feedback f JOIN decisions d ON d.request_id = f.request_id
+                    WHERE +d.ts >= :since AND +d.ts < :until AND f.score IS NOT NULL
+                    GROUP BY {version}, d.llm""")
+            rows = [dict(r) for r in db.execute(sql, params).mappings()]
         per_llm: dict[str, list[float]] = {}
         per_version: dict[str, list[float]] = {}
         for r in rows:
@@ -305,3 +326,12 @@ class DashboardQueries:
                 acc[0], acc[1] = acc[0] + r["n"], acc[1] + (r["total"] or 0.0)
         return {"per_llm": [{"llm": k, "n": n, "mean_score": t / n} for k, (n, t) in sorted(per_llm.items())],
                 "per_version": [{"version": k, "n": n, "mean_score": t / n} for k, (n, t) in per_version.items()]}
+
+    def _rollup_has_all_feedback(self, db: Any) -> bool:
+        """Whether the pre-aggregates hold every rating: their count and sum equal the feedback table's."""
+        if "feedback_n" not in self.columns(ledger_rollup.TABLE):
+            return False
+        n, total = db.execute(text("SELECT COUNT(score), COALESCE(SUM(score), 0) FROM feedback")).one()
+        rn, rtotal = db.execute(text(f"SELECT COALESCE(SUM(feedback_n), 0), COALESCE(SUM(feedback_sum), 0) "
+                                     f"FROM {ledger_rollup.TABLE} WHERE span = 86400")).one()
+        return n == rn and abs(total - rtotal) <= 1e-6 * max(1.0, abs(total))

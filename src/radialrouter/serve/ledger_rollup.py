@@ -2,11 +2,12 @@
 scans raw rows for a wide time window.
 
 One row per (span, period start, client, LLM, trade-off, router version) — span 3600 (hours) or 86400 (UTC days) —
-with sums and counts: requests, outcomes, fallbacks, spend, tokens, latency, from which every overview and client
-figure is an exact sum. The writer thread upserts a batch's aggregates in the same transaction as the batch itself
-(``INSERT … ON CONFLICT … DO UPDATE``, which SQLite ≥ 3.24 and PostgreSQL share), so the table never disagrees with
-``decisions``; a ledger file written before the table existed is backfilled once when it is opened. NULL key parts
-are stored as ``''`` because a NULL never conflicts with another in a unique key.
+with sums and counts: requests, outcomes, fallbacks, spend, tokens, latency (and ratings, booked by
+`add_feedback`), from which every overview and client figure is an exact sum. The writer thread upserts a batch's
+aggregates in the same transaction as the batch itself (``INSERT … ON CONFLICT … DO UPDATE``, which SQLite ≥ 3.24
+and PostgreSQL share), so the table never disagrees with ``decisions``; a ledger file written before the table
+existed is backfilled once when it is opened. NULL key parts are stored as ``''`` because a NULL never conflicts
+with another in a unique key.
 
 On 1 M requests over 30 days (8 clients, 5 LLMs, 4 trade-offs) the hourly rows number ~90 k and the daily ones
 ~5 k: a 24-hour window reads ~3 k rows, a 30-day one ~5 k, instead of a million (benchmarks/results/
@@ -23,8 +24,8 @@ SPANS = (3600, 86400)
 KEY = ("span", "start", "client", "llm", "mode", "router_version")
 SUMS = ("requests", "ok", "route_only", "errors", "upstream_failed", "fallbacks", "routed", "cost_usd",
         "expected_cost_usd", "prompt_tokens", "completion_tokens", "latency_sum", "latency_n", "overhead_sum",
-        "overhead_n", "lam_sum", "lam_n")
-_REAL = {"cost_usd", "expected_cost_usd", "latency_sum", "overhead_sum", "lam_sum"}
+        "overhead_n", "lam_sum", "lam_n", "feedback_n", "feedback_sum")
+_REAL = {"cost_usd", "expected_cost_usd", "latency_sum", "overhead_sum", "lam_sum", "feedback_sum"}
 COLUMNS = (*KEY, *SUMS, "overhead_max")
 UPSTREAM_FAILED = ("upstream_failed", "stream_error", "stream_truncated")
 
@@ -56,16 +57,20 @@ def _add(g: list, r: Any) -> None:
               r.status in UPSTREAM_FAILED, bool(r.fallback), r.mode is not None, r.cost_usd or 0.0,
               r.expected_cost_usd or 0.0, (r.prompt_tokens or 0) if charged else 0,
               (r.completion_tokens or 0) if charged else 0, r.latency_ms or 0.0, r.latency_ms is not None,
-              r.overhead_ms or 0.0, r.overhead_ms is not None, r.lam or 0.0, r.lam is not None)
+              r.overhead_ms or 0.0, r.overhead_ms is not None, r.lam or 0.0, r.lam is not None, 0, 0.0)
     for i, v in enumerate(values):
         g[i] += v
     if r.overhead_ms is not None:
         g[-1] = r.overhead_ms if g[-1] is None else max(g[-1], r.overhead_ms)
 
 
-def backfill_sql(has_version: bool, span: int) -> str:
-    """One INSERT … SELECT that fills one span of the table from ``decisions`` (for a ledger older than it)."""
+def backfill_sql(has_version: bool, span: int, has_feedback: bool = False) -> str:
+    """One INSERT … SELECT that fills one span of the table from ``decisions`` (for a ledger older than it), with
+    the ``feedback`` table's ratings when there is one."""
     version = "COALESCE(router_version, '')" if has_version else "''"
+    rated = ("COALESCE(SUM(f.n), 0), COALESCE(SUM(f.total), 0)" if has_feedback else "0, 0")
+    join = ("LEFT JOIN (SELECT request_id AS rid, COUNT(score) AS n, SUM(score) AS total FROM feedback "
+            "GROUP BY request_id) f ON f.rid = decisions.request_id " if has_feedback else "")
     failed = ", ".join(f"'{s}'" for s in UPSTREAM_FAILED)
     charged = "CASE WHEN cost_usd IS NOT NULL THEN {} ELSE 0 END"
     return (
@@ -81,8 +86,8 @@ def backfill_sql(has_version: bool, span: int) -> str:
         f"COALESCE(SUM({charged.format('prompt_tokens')}), 0), "
         f"COALESCE(SUM({charged.format('completion_tokens')}), 0), "
         "COALESCE(SUM(latency_ms), 0), COUNT(latency_ms), COALESCE(SUM(overhead_ms), 0), COUNT(overhead_ms), "
-        "COALESCE(SUM(lam), 0), COUNT(lam), MAX(overhead_ms) "
-        f"FROM decisions GROUP BY CAST(ts / {span} AS INTEGER) * {span}, client, COALESCE(llm, ''), "
+        f"COALESCE(SUM(lam), 0), COUNT(lam), {rated}, MAX(overhead_ms) "
+        f"FROM decisions {join}GROUP BY CAST(ts / {span} AS INTEGER) * {span}, client, COALESCE(llm, ''), "
         f"COALESCE(mode, ''), {version}")
 
 
@@ -93,5 +98,20 @@ def ensure(db: Any) -> None:
         return
     db.execute(SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+    rated = {row[1] for row in db.execute("PRAGMA table_info(feedback)")} >= {"request_id", "score"}
     for span in SPANS:
-        db.execute(backfill_sql("router_version" in columns, span))
+        db.execute(backfill_sql("router_version" in columns, span, rated))
+
+
+def add_feedback(db: Any, decision: Any, count: int, total: float) -> None:
+    """Book ratings of one request (``count`` of them summing to ``total``; negative to take back a replaced
+    score) in the pre-aggregates, on a sqlite3 connection, in the transaction that writes the ``feedback`` row.
+
+    ``decision`` is its ledger row (ts, client, llm, mode, router_version). A feedback writer calls this; the
+    dashboard reads feedback from here only while the totals agree with the ``feedback`` table (else it joins)."""
+    rest = (decision["client"], decision["llm"] or "", decision["mode"] or "",
+            (decision["router_version"] if "router_version" in decision.keys() else None) or "")
+    for span in SPANS:
+        db.execute(f"UPDATE {TABLE} SET feedback_n = feedback_n + ?, feedback_sum = feedback_sum + ? WHERE span = ? "
+                   "AND start = ? AND client = ? AND llm = ? AND mode = ? AND router_version = ?",
+                   (count, total, span, int(decision["ts"] // span) * span, *rest))
