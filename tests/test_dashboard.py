@@ -105,6 +105,9 @@ def test_unauthenticated_requests_are_refused(served):
     assert page.status_code == 303 and page.headers["location"].startswith("/dashboard/login")
     bad = httpx.post(f"{url}/dashboard/login", data={"key": "nope", "next": "/dashboard/clients"})
     assert bad.status_code == 303 and "failed=1" in bad.headers["location"] and "set-cookie" not in bad.headers
+    big = httpx.post(f"{url}/dashboard/login", content=b"key=" + b"x" * 5000,
+                     headers={"content-type": "application/x-www-form-urlencoded"})
+    assert big.status_code == 413
     forged = httpx.get(f"{url}/dashboard/api/overview", cookies={"rr_dashboard": f"{int(time.time()) + 99}.00"})
     assert forged.status_code == 401
 

@@ -14,6 +14,7 @@ open it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
@@ -31,6 +32,8 @@ from radialrouter.serve.routing import RequestError, router_dir
 
 COOKIE = "rr_dashboard"
 SESSION_S = 12 * 3600
+_LOGIN_BYTES = 4096
+_FAILED_LOGIN_S = 0.5
 PAGES = ("overview", "clients", "explorer", "router")
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "all": None}
 _MINUTE_BUCKETS = (60, 300, 900, 1800)
@@ -115,15 +118,18 @@ def login_page(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """The login form: the admin key in, a session cookie out (then back to the page that asked)."""
     key = _admin_key(request)
-    body = await request.body()
-    if len(body) > 4096:
-        raise RequestError("Login form too large", status=413, code="body_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _LOGIN_BYTES:
+            raise RequestError(f"Login form larger than {_LOGIN_BYTES} bytes", status=413, code="body_too_large")
     form = parse_qs(body.decode("utf-8", "replace"))
     given = (form.get("key") or [""])[0]
     target = (form.get("next") or ["/dashboard/overview"])[0]
     if not target.startswith("/dashboard/") or target.startswith("//"):
         target = "/dashboard/overview"
     if not hmac.compare_digest(given.encode(), key.encode()):
+        await asyncio.sleep(_FAILED_LOGIN_S)  # slows guessing down (the key is also at least 16 characters)
         return RedirectResponse(f"/dashboard/login?failed=1&next={quote(target)}", status_code=303)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, _sign(key, int(time.time()) + SESSION_S), max_age=SESSION_S, path="/dashboard",
