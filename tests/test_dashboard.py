@@ -10,8 +10,13 @@ ones (→ strong), direct calls to mid, a burst while strong fails (→ fallback
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
 import shutil
+import sqlite3
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +25,11 @@ import pytest
 
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
-from radialrouter.serve import ConfigError, parse_config
+from radialrouter.serve import ConfigError, ledger_rollup, parse_config
 from radialrouter.serve.app import create_app
-from radialrouter.serve.dashboard_queries import Cursor, _bucket_sql
+from radialrouter.serve.dashboard_queries import Cursor, DashboardQueries, _bucket_sql, ledger_engine
 from radialrouter.serve.ledger import Ledger
-from radialrouter.serve.testing import ServerThread, fake_backends
+from radialrouter.serve.testing import ServerThread, fake_backends, free_port
 
 ADMIN, ALICE, BOB = "admin-key-0123456789abcdef", "sk-alice-client-key", "sk-bob-client-key"
 ENV = {"RR_ADMIN": ADMIN, "RR_ALICE": ALICE, "RR_BOB": BOB, "RR_SHORT": "short"}
@@ -174,10 +179,7 @@ def test_overview_figures_match_the_ledger(served):
 def test_hourly_windows_read_the_rollup_and_agree_with_raw_rows(served, tmp_path):
     """A 24-hour window reads the hourly pre-aggregates; its figures equal the raw rows', and a ledger written before
     the rollup existed is backfilled to the same numbers when it is opened."""
-    import sqlite3
-
-    from radialrouter.serve.dashboard_queries import DashboardQueries, ledger_engine
-    from radialrouter.serve.ledger_rollup import TABLE
+    TABLE = ledger_rollup.TABLE
 
     raw = _admin(served["url"], "/dashboard/api/overview", range="1h").json()
     hourly = _admin(served["url"], "/dashboard/api/overview", range="24h").json()
@@ -257,13 +259,9 @@ def test_router_page_data(served):
     assert _admin(served["url"], "/dashboard/api/feedback").json()["feedback"] is None
 
 
-def test_queries_read_version_and_feedback_when_present(served, tmp_path):
-    """A ledger with a router_version column and a feedback table (the learning loop's) shows both."""
-    import sqlite3
-
-    path = tmp_path / "copy.sqlite"
-    src = sqlite3.connect(served["config"].ledger.path)
-    dst = sqlite3.connect(path)
+def _with_learning_loop(served: dict, path: Path) -> Path:
+    """A copy of the served ledger with what the learning loop adds: a router_version column, a feedback table."""
+    src, dst = sqlite3.connect(served["config"].ledger.path), sqlite3.connect(path)
     src.backup(dst)
     src.close()
     dst.execute("ALTER TABLE decisions ADD COLUMN router_version TEXT")
@@ -272,7 +270,12 @@ def test_queries_read_version_and_feedback_when_present(served, tmp_path):
     dst.execute("INSERT INTO feedback VALUES (?, 1.0, 'good'), (?, 0.5, NULL)", (served["known_id"],) * 2)
     dst.commit()
     dst.close()
-    from radialrouter.serve.dashboard_queries import DashboardQueries, ledger_engine
+    return path
+
+
+def test_queries_read_version_and_feedback_when_present(served, tmp_path):
+    """A ledger with a router_version column and a feedback table (the learning loop's) shows both."""
+    path = _with_learning_loop(served, tmp_path / "copy.sqlite")
 
     q = DashboardQueries(ledger_engine(path))
     versions = {v["version"]: v for v in q.versions(0, time.time() + 1)}
@@ -286,8 +289,6 @@ def test_queries_read_version_and_feedback_when_present(served, tmp_path):
 
     # Pre-aggregated ratings: rebuilt from the feedback table, then kept up by add_feedback; read only while their
     # totals agree with the table's.
-    from radialrouter.serve import ledger_rollup
-
     with sqlite3.connect(path) as db:
         db.execute(f"DROP TABLE {ledger_rollup.TABLE}")
     Ledger(path).close()  # backfills versions and ratings
@@ -394,3 +395,100 @@ def test_explorer_finds_a_known_request_in_the_browser(page, served):
     assert "cheap ← answered" in page.locator("#detail-ranking").inner_text()
     assert _series(page, "chart-ranking") >= 1
     assert page.errors == []
+
+
+# ---------------------------------------------------------------------------------------------- PostgreSQL
+def _pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL server on 127.0.0.1 (trust auth), from the machine's binaries; skipped without them."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (PostgreSQL driver)")
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) on this machine")
+    tmp = Path(tempfile.mkdtemp(prefix="rr-dashboard-pg-"))
+    run_as = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        os.chown(tmp, nobody.pw_uid, nobody.pw_gid)
+        run_as = ["runuser", "-u", "nobody", "--"]
+    port = free_port()
+    subprocess.run([*run_as, initdb, "-D", str(tmp / "data"), "-U", "rr", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*run_as, pg_ctl, "-D", str(tmp / "data"), "-o", f"-p {port} -k {tmp} -h 127.0.0.1",
+                    "-l", str(tmp / "server.log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://rr@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, pg_ctl, "-D", str(tmp / "data"), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _same(x, y, where: str) -> None:
+    if isinstance(x, dict):
+        assert set(x) == set(y), (where, set(x) ^ set(y))
+        for k in x:
+            _same(x[k], y[k], f"{where}.{k}")
+    elif isinstance(x, list):
+        assert len(x) == len(y), (where, x, y)
+        for i, (a, b) in enumerate(zip(x, y)):
+            _same(a, b, f"{where}[{i}]")
+    elif isinstance(x, float) or isinstance(y, float):
+        assert x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12), (where, x, y)
+    else:
+        assert x == y and type(x) is type(y), (where, x, y)
+
+
+def test_every_query_gives_the_same_answer_on_postgresql(served, postgres, tmp_path):
+    """The query module's SQL is portable: the same ledger (decisions, pre-aggregates, version column, feedback)
+    copied into PostgreSQL gives the same figures through every method, on raw, hourly and daily windows."""
+    from sqlalchemy import create_engine, text
+
+    path = _with_learning_loop(served, tmp_path / "loop.sqlite")
+    with sqlite3.connect(path) as db:
+        db.execute(f"DROP TABLE {ledger_rollup.TABLE}")
+    Ledger(path).close()  # pre-aggregates with versions and ratings
+    pg = create_engine(postgres)
+    types = {"TEXT": "TEXT", "REAL": "DOUBLE PRECISION", "INTEGER": "BIGINT"}
+    with sqlite3.connect(path) as src, pg.begin() as db:
+        for table in ("decisions", ledger_rollup.TABLE, "feedback"):
+            cols = [(c[1], types[c[2]]) for c in src.execute(f"PRAGMA table_info({table})")]
+            db.execute(text(f"DROP TABLE IF EXISTS {table}"))
+            db.execute(text(f"CREATE TABLE {table} ({', '.join(f'{n} {t}' for n, t in cols)})"))
+            names = [n for n, _ in cols]
+            db.execute(text(f"INSERT INTO {table} VALUES ({', '.join(':' + n for n in names)})"),
+                       [dict(zip(names, r)) for r in src.execute(f"SELECT * FROM {table}")])
+    lite, post = DashboardQueries(ledger_engine(path)), DashboardQueries(pg)
+    now = time.time()
+    hour, day = (now // 3600 + 1) * 3600, (now // 86400 + 1) * 86400
+    key = lambda r: tuple(str(v) for v in r.values())  # noqa: E731
+    first = lite.requests(filters={}, limit=5)
+    checks = {
+        "time_range": lambda q: list(q.time_range()),
+        "traffic, minutes": lambda q: sorted(q.traffic(now - 3600, now + 1, 60), key=key),
+        "traffic, hours": lambda q: sorted(q.traffic(hour - 86400, hour, 3600), key=key),
+        "traffic, days": lambda q: sorted(q.traffic(day - 30 * 86400, day, 86400), key=key),
+        "clients, raw": lambda q: {k: sorted(v, key=key) for k, v in q.clients(now - 3600, now + 1).items()},
+        "clients, days": lambda q: {k: sorted(v, key=key) for k, v in q.clients(day - 30 * 86400, day).items()},
+        "explorer": lambda q: q.requests(filters={}, limit=5),
+        "explorer, next page": lambda q: q.requests(filters={}, limit=5, before=Cursor.decode(first["next"])),
+        "explorer, filtered": lambda q: q.requests(filters={"client": "bob", "llm": "mid"}, fallback=False),
+        "statuses": lambda q: q.distinct("status", 0, now + 1),
+        "versions, raw": lambda q: q.versions(0, now + 1),
+        "versions, days": lambda q: q.versions(day - 30 * 86400, day),
+        "feedback, joined": lambda q: q.feedback_summary(0, now + 1),
+        "feedback, pre-aggregated": lambda q: q.feedback_summary(day - 30 * 86400, day),
+        "one request": lambda q: q.request(served["known_id"]),
+    }
+    assert post.rollup_span(day - 30 * 86400, day) == 86400
+    for name, run in checks.items():
+        _same(run(lite), run(post), name)

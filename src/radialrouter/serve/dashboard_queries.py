@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,16 @@ def ledger_engine(path: str | Path) -> Engine:
     return engine
 
 
+def _plain(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Rows as dicts of JSON-ready values: PostgreSQL returns SUMs of integers as NUMERIC (``Decimal``)."""
+    return [{k: (int(v) if v == v.to_integral_value() else float(v)) if isinstance(v, Decimal) else v
+             for k, v in row.items()} for row in rows]
+
+
 def _bucket_sql(dialect: str) -> str:
-    """``floor(ts / :bucket)``: SQLite's CAST truncates (= floor for positive times); elsewhere FLOOR is standard."""
+    """``floor(ts / :bucket)``: SQLite's CAST truncates (= floor for positive times); elsewhere FLOOR is standard.
+    Queries group by the output name (``GROUP BY bucket``), which both accept, so a bound parameter never has to
+    match itself between SELECT and GROUP BY."""
     return "CAST(ts / :bucket AS INTEGER)" if dialect == "sqlite" else "FLOOR(ts / :bucket)"
 
 
@@ -132,11 +142,11 @@ class DashboardQueries:
                 SELECT (start / :bucket) * :bucket AS bucket, llm, {sums}, MAX(overhead_max) AS overhead_max
                 FROM {ledger_rollup.TABLE}
                 WHERE span = :span AND start >= :since AND start < :until
-                GROUP BY (start / :bucket) * :bucket, llm
+                GROUP BY bucket, llm
                 ORDER BY bucket""")
             params.update(since=int(since), until=int(until), span=span)
             with self.engine.connect() as db:
-                rows = db.execute(sql, params).mappings().all()
+                rows = _plain(db.execute(sql, params).mappings().all())
             return [{**r, "bucket": int(r["bucket"]), "llm": r["llm"] or None} for r in rows]
         b = _bucket_sql(self.engine.dialect.name)
         sql = text(f"""
@@ -159,10 +169,10 @@ class DashboardQueries:
                    MAX(overhead_ms) AS overhead_max
             FROM decisions
             WHERE ts >= :since AND ts < :until
-            GROUP BY {b}, llm
+            GROUP BY bucket, llm
             ORDER BY bucket""")
         with self.engine.connect() as db:
-            rows = db.execute(sql, params).mappings().all()
+            rows = _plain(db.execute(sql, params).mappings().all())
         return [{**r, "bucket": int(r["bucket"]) * bucket} for r in rows]
 
     def rollup_span(self, since: float, until: float, bucket: int | None = None) -> int | None:
@@ -195,8 +205,8 @@ class DashboardQueries:
             FROM {src} WHERE {where}
             GROUP BY client, llm ORDER BY client""")
         with self.engine.connect() as db:
-            modes = [{**r, "mode": r["mode"] or None} for r in db.execute(by_mode, params).mappings()]
-            llms = [{**r, "llm": r["llm"] or None} for r in db.execute(by_llm, params).mappings()]
+            modes = [{**r, "mode": r["mode"] or None} for r in _plain(db.execute(by_mode, params).mappings())]
+            llms = [{**r, "llm": r["llm"] or None} for r in _plain(db.execute(by_llm, params).mappings())]
         return {"by_mode": modes, "by_llm": llms}
 
     # ------------------------------------------------------------------------------------------ explorer
@@ -226,7 +236,7 @@ class DashboardQueries:
         sql = text(f"SELECT {cols} FROM decisions {'WHERE ' + ' AND '.join(where) if where else ''} "
                    "ORDER BY ts DESC, request_id DESC LIMIT :limit")
         with self.engine.connect() as db:
-            rows = [dict(r) for r in db.execute(sql, params).mappings()]
+            rows = _plain(db.execute(sql, params).mappings())
         more = len(rows) > limit
         rows = rows[:limit]
         for row in rows:
@@ -237,15 +247,16 @@ class DashboardQueries:
     def request(self, request_id: str) -> dict[str, Any] | None:
         """One whole row (JSON columns decoded, no prompt text), with its feedback when a feedback table exists."""
         with self.engine.connect() as db:
-            row = db.execute(text("SELECT * FROM decisions WHERE request_id = :rid"),
-                             {"rid": request_id}).mappings().first()
-            if row is None:
+            found = _plain(db.execute(text("SELECT * FROM decisions WHERE request_id = :rid"),
+                                      {"rid": request_id}).mappings())
+            if not found:
                 return None
+            row = found[0]
             out = {k: v for k, v in row.items() if k != "prompt"}
             out["has_prompt"] = row.get("prompt") is not None
             if self._feedback_join():
-                out["feedback"] = [dict(r) for r in db.execute(
-                    text("SELECT * FROM feedback WHERE request_id = :rid"), {"rid": request_id}).mappings()]
+                out["feedback"] = _plain(db.execute(
+                    text("SELECT * FROM feedback WHERE request_id = :rid"), {"rid": request_id}).mappings())
         for name in _JSON_COLUMNS:
             if isinstance(out.get(name), str):
                 try:
@@ -288,7 +299,7 @@ class DashboardQueries:
                 FROM decisions WHERE ts >= :since AND ts < :until
                 GROUP BY COALESCE(router_version, '') ORDER BY MIN(ts)""")
         with self.engine.connect() as db:
-            out = [{**r, "version": r["version"] or None} for r in db.execute(sql, params).mappings()]
+            out = [{**r, "version": r["version"] or None} for r in _plain(db.execute(sql, params).mappings())]
         return out
 
     def feedback_summary(self, since: float, until: float) -> dict[str, Any] | None:
@@ -317,7 +328,7 @@ class DashboardQueries:
                     FROM feedback f JOIN decisions d ON d.request_id = f.request_id
                     WHERE +d.ts >= :since AND +d.ts < :until AND f.score IS NOT NULL
                     GROUP BY {version}, d.llm""")
-            rows = [dict(r) for r in db.execute(sql, params).mappings()]
+            rows = _plain(db.execute(sql, params).mappings())
         per_llm: dict[str, list[float]] = {}
         per_version: dict[str, list[float]] = {}
         for r in rows:
