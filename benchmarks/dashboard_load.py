@@ -180,6 +180,7 @@ def make_app(ledger: Path, work: Path):
 
 ENDPOINTS = [
     ("baseline: /health (no dashboard work)", "/health"),
+    ("overview, 1 h (raw rows)", "/dashboard/api/overview?range=1h"),
     ("overview, 24 h", "/dashboard/api/overview?range=24h"),
     ("overview, 7 d", "/dashboard/api/overview?range=7d"),
     ("overview, 30 d", "/dashboard/api/overview?range=30d"),
