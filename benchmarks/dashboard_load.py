@@ -93,24 +93,28 @@ def generate_ledger(path: Path, rows: int, seed: int = 0) -> float:
     ids = np.frombuffer(rng.bytes(16 * rows), dtype="S16")
     versions = np.where(ts < now - 12 * 86400, "v1-2026-11", np.where(ts < now - 3 * 86400, "v2-2026-11",
                                                                        "v3-2026-11"))
-    # Rankings and scores: a few templates per chosen LLM (the JSON text is what the explorer shows).
+    # Rankings and scores: a few templates per answering LLM (the JSON text is what the explorer shows). A fallback
+    # row's ranking puts the LLM that failed first and the one that answered second.
     templates = {}
     for j, name in enumerate(llms):
         for k in range(8):
-            order = [name, *[llms[i] for i in rng.permutation(len(llms)) if i != j]]
-            scores = {x: round(float(s), 4) for x, s in zip(order, np.sort(rng.random(len(llms)))[::-1])}
-            probs = np.exp(np.array(list(scores.values())) * 5)
-            probs = {x: round(float(p), 4) for x, p in zip(order, probs / probs.sum())}
-            templates[j, k] = (json.dumps(order), json.dumps(scores), json.dumps(probs), order[1])
+            others = [llms[i] for i in rng.permutation(len(llms)) if i != j]
+            values = np.sort(rng.random(len(llms)))[::-1]
+            for fell_back, order in ((False, [name, *others]), (True, [others[0], name, *others[1:]])):
+                scores = {x: round(float(v), 4) for x, v in zip(order, values)}
+                probs = np.exp(values * 5)
+                probs = {x: round(float(p), 4) for x, p in zip(order, probs / probs.sum())}
+                templates[j, k, fell_back] = (json.dumps(order), json.dumps(scores), json.dumps(probs), order[0])
     pick = rng.integers(0, 8, rows)
     status_names = ("ok", "upstream_failed", "client_disconnected")
     models = {m: f"radial:{m}" for m in MODES}
     out = []
     for i in range(rows):
         m, j = mode_names[mode[i]], int(llm[i])
-        ranking, scores, probs, second = templates[j, int(pick[i])] if m else ("[]", None, None, None)
+        ranking, scores, probs, first = templates[j, int(pick[i]), bool(fallback[i])] if m else ("[]", None, None,
+                                                                                               None)
         ok = charged[i]
-        attempts = json.dumps([{"llm": second, "error": "http_503"}]) if fallback[i] else "[]"
+        attempts = json.dumps([{"llm": first, "error": "http_503"}]) if fallback[i] else "[]"
         row = {"request_id": "rr-" + ids[i].hex(), "ts": float(ts[i]), "client": str(clients[i]),
                "model": models[m] if m else llms[j], "mode": m, "lam": None if m is None else float(lam[i]),
                "llm": llms[j], "ranking": ranking, "attempts": attempts, "fallback": int(fallback[i]),
