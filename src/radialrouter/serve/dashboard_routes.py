@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import math
 import time
 from importlib import resources
@@ -390,15 +391,13 @@ def api_router(request: Request, range_: str = Query("30d", alias="range", patte
                ) -> JSONResponse:
     """The serving router (name, version, trained-on data, LLMs), the pool with prices, and — when the ledger
     records them — per-version and feedback figures."""
-    import json as _json
-
     state = request.app.state.serve
     config = state.config
     directory = router_dir(config)
     training: dict[str, Any] = {}
     if (directory / "training.json").is_file():
-        training = _json.loads((directory / "training.json").read_text())
-    encoder = _json.loads((directory / "encoder.json").read_text()) if (directory / "encoder.json").is_file() else None
+        training = json.loads((directory / "training.json").read_text())
+    encoder = json.loads((directory / "encoder.json").read_text()) if (directory / "encoder.json").is_file() else None
     routable = {x.name for x in state.decider.routable}
     router = state.router
     info = {
