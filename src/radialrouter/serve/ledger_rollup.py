@@ -167,7 +167,7 @@ def add_feedback(conn: Connection, decision: Mapping[str, Any], count: int, tota
     table (else it joins)."""
     t = decisions_rollup.c
     rest = {"client": decision["client"], "llm": decision["llm"] or "", "mode": decision["mode"] or "",
-            "router_version": (decision["router_version"] if "router_version" in decision else None) or ""}
+            "router_version": (decision["router_version"] if "router_version" in decision.keys() else None) or ""}
     for span in SPANS:
         where = [t.span == span, t.start == int(decision["ts"] // span) * span,
                  *(t[k] == v for k, v in rest.items())]
