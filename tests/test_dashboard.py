@@ -491,6 +491,8 @@ def test_every_query_gives_the_same_answer_on_postgresql(served, pg_url, tmp_pat
     rows = served["rows"]
     pg = Ledger(pg_url, replica=rows[0]["replica"])
     try:
+        assert {i["name"] for i in sa.inspect(pg.engine).get_indexes("decisions")} >= {
+            "decisions_ts", "decisions_client_ts", "decisions_llm_ts"}
         done = [pg.record(_as_ledger_row(r)) for r in rows[:7]]  # two batches at least: sums added to sums
         assert all(f.result(timeout=30) for f in done)
         done = [pg.record(_as_ledger_row(r)) for r in rows[7:]]
