@@ -5,6 +5,7 @@ across replicas and restarts, leases of dead replicas, rate limits, probes, drai
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import sqlite3
 import threading
@@ -296,6 +297,12 @@ def test_two_served_replicas_act_as_one_gateway(pg_url, router_dir, monkeypatch)
             one_reservation = (12 + 50) * PRICE / 1e6  # ≤ 10 counted prompt tokens × 1.15, 50 output tokens
             assert reserved == 0 and 0 < spent <= 1.0 + one_reservation
             assert spent == pytest.approx(sum(r["cost_usd"] or 0 for r in rows.values() if r["client"] == "poor"))
+            # the dashboard's pre-aggregates, upserted by both replicas' writers, still sum to the rows
+            with servers[0][0].state.serve.ledger.engine.connect() as conn:
+                hourly = conn.execute(sa.text("SELECT client, SUM(requests), SUM(cost_usd) FROM decisions_rollup "
+                                              "WHERE span = 3600 GROUP BY client")).all()
+            assert {c: int(n) for c, n, _ in hourly} == dict(collections.Counter(r["client"] for r in rows.values()))
+            assert dict((c, float(t)) for c, _, t in hourly)["poor"] == pytest.approx(spent)
 
             # one rate limit: 3 requests per minute over both replicas, then 429 with Retry-After
             limited = asyncio.run(send("sk-limited", 6))

@@ -36,6 +36,7 @@ from radialrouter.routers import Router
 from radialrouter.serve.batching import MicroBatcher, QueueFull
 from radialrouter.serve.budgets import Budgets, Reservation, cost_usd
 from radialrouter.serve.config import ServeConfig
+from radialrouter.serve.dashboard_routes import dashboard_router
 from radialrouter.serve.health import REPLICA_ENV, health_router, replica_id
 from radialrouter.serve.ledger import Ledger, LedgerRow, Settlement, committed
 from radialrouter.serve.metrics import Metrics
@@ -137,6 +138,7 @@ class _Call:
         self.read_scope: anyio.CancelScope | None = None  # the pending upstream read of a stream
         self.cut = False  # set when shutdown ends this stream
         self.called = False  # a request reached a backend (it bills the prompt even if we see no usage)
+        self.overhead_ms: float | None = None  # arrival to the first backend call: the latency the gateway adds
         self.finished = False
 
     @cached_property
@@ -185,6 +187,10 @@ class _Call:
             h["x-radialrouter-mode"] = self.target.mode or ""
         return h
 
+    def mark_called(self, now: float) -> None:
+        if not self.called:
+            self.called, self.overhead_ms = True, round(1000 * (now - self.started), 3)
+
     def failed(self, llm: str, reason: str, after: float | None = None) -> None:
         self.attempts.append(Attempt(llm, reason, after))
         if reason != LOCAL:  # waiting for our own connection pool says nothing about the backend
@@ -225,7 +231,10 @@ class _Call:
                 ranking=[] if r is None else r.ranking, attempts=[a.to_dict() for a in self.attempts],
                 fallback=bool(self.attempts) and status == "ok", stream=bool(self.body.get("stream")), status=status,
                 prompt_tokens=p, completion_tokens=c, cost_usd=cost, cost_source=source, latency_ms=round(latency, 3),
-                prompt=self.prompt if s.config.ledger.log_prompts else None), settlement)
+                prompt=self.prompt if s.config.ledger.log_prompts else None,
+                scores=None if r is None else r.scores, probabilities=None if r is None else r.probabilities,
+                expected_cost_usd=None if r is None else r.expected_cost_usd, overhead_ms=self.overhead_ms),
+                settlement)
 
     async def acknowledge(self) -> None:
         """Wait until the ledger row is committed (``ledger.wait_for_commit``), before the response's last byte."""
@@ -288,6 +297,9 @@ class ServeState:
                 self.ledger.close()
             if self.shared is not None:
                 self.shared.close()
+            queries = getattr(self, "dashboard_queries", None)  # the dashboard's read-only engine, once opened
+            if queries is not None:
+                queries.engine.dispose()
 
     def begin_drain(self) -> None:
         """SIGTERM arrived: ``/readyz`` answers 503 from now on (requests are still served)."""
@@ -434,7 +446,7 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
     for name in plan:
         call.llm = name
         t0 = time.perf_counter()
-        call.called = True
+        call.mark_called(t0)
         try:
             resp = await state.upstream.send(name, call.body, stream=False)
         except httpx.HTTPError as exc:
@@ -496,7 +508,7 @@ async def _proxy_stream(state: ServeState, call: _Call, plan: list[str]) -> Resp
         if inject:
             body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         t0 = time.perf_counter()
-        call.called = True
+        call.mark_called(t0)
         try:
             resp = await state.upstream.send(name, body, stream=True)
         except httpx.HTTPError as exc:
@@ -747,5 +759,6 @@ def create_app(config: ServeConfig, router: Router | None = None,
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
     app.include_router(health_router(state))
+    app.include_router(dashboard_router)  # /dashboard: pages and JSON behind server.admin_key (read-only)
     install_openapi(app, config)
     return app

@@ -161,6 +161,20 @@ class ServerConfig(_Strict):
                                                            "sending before the server stops accepting.")
     public_metrics: bool = Field(False, description="Serve /metrics without a client key.")
     allow_public_without_auth: bool = Field(False, description="Allow a non-loopback host with no client keys.")
+    admin_key: EnvSecret | None = Field(None, description="${ENV} reference: the key that opens the dashboard "
+                                        "(/dashboard) and its JSON API; unset: the dashboard is off.")
+    reference_llm: str | None = Field(None, description="Pool LLM the dashboard's savings compare against; "
+                                                        "default: the priciest LLM of the pool.")
+
+    _check_admin_key = field_validator("admin_key", mode="before")(_resolve_secret)
+
+    @field_validator("admin_key")
+    @classmethod
+    def _long_enough(cls, value: EnvSecret | None) -> EnvSecret | None:
+        if value is not None and len(value.get()) < 16:
+            raise ValueError(f"the admin key in ${{{value.env}}} is shorter than 16 characters; use a long random "
+                             "one (it opens the dashboard)")
+        return value
 
 
 class ClientKey(_Strict):
@@ -264,6 +278,13 @@ class ServeConfig(_Strict):
         ids = [k.id for k in self.auth.keys]
         if len(set(ids)) != len(ids):
             raise ValueError("auth.keys: client ids must be unique")
+        admin = self.server.admin_key
+        clash = [k.id for k in self.auth.keys if admin is not None and k.key.get() == admin.get()]
+        if clash:
+            raise ValueError(f"server.admin_key: equals the client key of {clash[0]!r}; a client key must not open "
+                             "the dashboard")
+        if self.server.reference_llm is not None and self.server.reference_llm not in names:
+            raise ValueError(f"server.reference_llm: {self.server.reference_llm!r} is not a pool LLM {names}")
         if not self.auth.keys and not _is_loopback(self.server.host) and not self.server.allow_public_without_auth:
             raise ValueError(f"server.host: {self.server.host!r} is not a loopback address and auth.keys is empty; "
                              "add client keys (or set server.allow_public_without_auth: true)")

@@ -10,7 +10,8 @@ Durability: `Ledger.record` returns a future that completes when the row's trans
 awaits it before it sends a response's last byte (``ledger.wait_for_commit``, on by default), so a response a client
 received always has its row, even if the process is killed right after; the request waits for a group commit but
 never does the write itself, and one commit serves every row that queued meanwhile. Spend per client
-(``budget_spend``) is updated in the same transaction as the rows that cause it.
+(``budget_spend``) and the dashboard's hourly and daily pre-aggregates (``decisions_rollup``,
+`radialrouter.serve.ledger_rollup`) are updated in the same transaction as the rows that cause them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from radialrouter.serve import ledger_rollup
 from radialrouter.serve.schema import budget_spend, decisions, migrate
 
 log = logging.getLogger("radialrouter.serve")
@@ -58,11 +60,17 @@ class LedgerRow:
     cost_source: str | None = None  # "usage" (backend-reported) or "counted" (the server's own token count)
     latency_ms: float | None = None
     prompt: str | None = None
+    scores: dict[str, float] | None = None  # the router's score per ranked LLM
+    probabilities: dict[str, float] | None = None  # its probabilities, for routers that have them
+    expected_cost_usd: float | None = None  # the router's estimate for its choice (actual: cost_usd)
+    overhead_ms: float | None = None  # added latency: arrival to the first backend call (parse, count, route)
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as column values (lists as JSON text, flags as 0/1)."""
+        """The row as column values (lists and score maps as JSON text, flags as 0/1)."""
         d = asdict(self)
         d["ranking"], d["attempts"] = json.dumps(self.ranking), json.dumps(self.attempts)
+        for name in ("scores", "probabilities"):
+            d[name] = None if d[name] is None else json.dumps(d[name])
         d["fallback"], d["stream"] = int(self.fallback), int(self.stream)
         return d
 
@@ -118,9 +126,20 @@ def book_spend(conn: Connection, settlements: list[Settlement], released: dict[s
                         for c in sorted(totals)])
 
 
-def make_engine(target: str | Path, pool_size: int = 10) -> Engine:
-    """A SQLAlchemy engine for a SQLite file path or a database URL (``postgresql://…``)."""
+def make_engine(target: str | Path, pool_size: int = 10, read_only: bool = False) -> Engine:
+    """A SQLAlchemy engine for a SQLite file path or a database URL (``postgresql://…``). ``read_only`` (readers
+    such as the dashboard): SQLite opens the file read-only (it must exist), PostgreSQL sessions default to read-only
+    transactions."""
     text = str(target)
+    if "://" not in text and read_only:
+        path = Path(text).resolve()
+        engine = sa.create_engine(f"sqlite:///file:{path.as_posix()}?mode=ro&uri=true", connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _query_only(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA query_only = ON")
+
+        return engine
     if "://" not in text:
         path = Path(text)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,8 +164,11 @@ def make_engine(target: str | Path, pool_size: int = 10) -> Engine:
     except ImportError:
         raise ValueError("ledger.url (PostgreSQL) needs the 'postgres' extra: pip install 'radialrouter[postgres]'")\
             from None
+    connect: dict[str, Any] = {"connect_timeout": 5, "application_name": "radialrouter"}
+    if read_only:
+        connect.update(application_name="radialrouter-dashboard", options="-c default_transaction_read_only=on")
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                            pool_recycle=1800, connect_args={"connect_timeout": 5, "application_name": "radialrouter"})
+                            pool_recycle=1800, connect_args=connect)
 
 
 class Ledger:
@@ -174,6 +196,7 @@ class Ledger:
         self._pending_lock = threading.Lock()
         self.settler: Settler = book_spend
         self._insert = self._insert_statement()
+        self._rollup = ledger_rollup.upsert(self.dialect)
         self._thread = threading.Thread(target=self._write_loop, name="radialrouter-ledger", daemon=True)
         self._thread.start()
 
@@ -241,17 +264,20 @@ class Ledger:
                 return
 
     def _commit(self, batch: list[tuple[LedgerRow, Settlement | None, concurrent.futures.Future]]) -> bool:
-        """Write one batch in one transaction; retry while the database is unreachable (about 4 s), then drop it."""
+        """Write one batch in one transaction — its rows, their pre-aggregates, what they settle; retry while the
+        database is unreachable (about 4 s), then drop it."""
         rows = []
         for row, _, _ in batch:
             values = row.to_dict()
             values.setdefault("replica", self.replica)
             rows.append({c: values.get(c) for c in _COLUMNS})
         settlements = [s for _, s, _ in batch if s is not None]
+        sums = ledger_rollup.aggregate(row for row, _, _ in batch)
         for attempt, wait in enumerate((*_RETRY_S, None)):
             try:
                 with self.engine.begin() as conn:
                     conn.execute(self._insert, rows)
+                    conn.execute(self._rollup, sums)
                     self.settler(conn, settlements)
                 return True
             except sa.exc.OperationalError as exc:  # connection lost, server down: worth retrying

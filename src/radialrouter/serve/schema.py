@@ -1,12 +1,13 @@
-"""The database schema of the serving state — decision log, spend, reservations, rate windows, replicas — defined
-once (SQLAlchemy Core) for SQLite and PostgreSQL, with data-driven migrations recorded in ``schema_migrations``.
+"""The database schema of the serving state — decision log and its pre-aggregates, spend, reservations, rate
+windows, replicas — defined once (SQLAlchemy Core) for SQLite and PostgreSQL, with data-driven migrations recorded
+in ``schema_migrations``.
 
 Adding a column is two lines: the ``Column`` in its ``Table`` below, and ``("00NN_name", "add_column", "table",
 "column")`` at the end of `MIGRATIONS`. Adding a table is its ``Table`` and an ``("00NN_name", "create_table",
-"table")`` entry. Every step is idempotent (a table or column already there is left alone), so databases created
-before the migration table existed — SQLite decision logs from earlier releases — are brought up to date the same
-way. On PostgreSQL the steps run in one transaction under an advisory lock, so replicas starting together migrate
-once.
+"table")`` entry; an index, its ``Index`` in the ``Table`` and ``("00NN_name", "create_index", "table", "index")``.
+Every step is idempotent (a table, column or index already there is left alone), so databases created before the
+migration table existed — SQLite decision logs from earlier releases — are brought up to date the same way. On
+PostgreSQL the steps run in one transaction under an advisory lock, so replicas starting together migrate once.
 """
 
 from __future__ import annotations
@@ -40,6 +41,44 @@ decisions = sa.Table(
     sa.Column("latency_ms", sa.Float),
     sa.Column("prompt", sa.Text),
     sa.Column("replica", sa.Text),
+    sa.Column("scores", sa.Text),  # JSON: the router's score per ranked LLM
+    sa.Column("probabilities", sa.Text),  # JSON: its probabilities, for routers that have them
+    sa.Column("expected_cost_usd", sa.Float),  # the router's estimate for its choice (actual: cost_usd)
+    sa.Column("overhead_ms", sa.Float),  # added latency: arrival to the first backend call
+    # What the dashboard filters and groups by (radialrouter.serve.dashboard_queries): time ranges, per client,
+    # per LLM.
+    sa.Index("decisions_ts", "ts"),
+    sa.Index("decisions_client_ts", "client", "ts"),
+    sa.Index("decisions_llm_ts", "llm", "ts"),
+)
+
+#: Hourly (span 3600) and daily (span 86400, UTC) sums of the decision log per client, LLM, trade-off and router
+#: version, kept by the ledger's writer in the transaction of the rows they sum (`radialrouter.serve.ledger_rollup`)
+#: so the dashboard reads a few thousand rows for a 30-day window instead of every decision. NULL key parts are
+#: stored as ``''`` (a NULL never conflicts with another in a primary key).
+decisions_rollup = sa.Table(
+    "decisions_rollup", metadata,
+    sa.Column("span", sa.Integer, primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True),  # epoch seconds, a multiple of span
+    sa.Column("client", sa.Text, primary_key=True),
+    sa.Column("llm", sa.Text, primary_key=True),
+    sa.Column("mode", sa.Text, primary_key=True),
+    sa.Column("router_version", sa.Text, primary_key=True),
+    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+      for name in ("requests", "ok", "route_only", "errors", "upstream_failed", "fallbacks", "routed")),
+    sa.Column("cost_usd", sa.Float, nullable=False, server_default="0"),
+    sa.Column("expected_cost_usd", sa.Float, nullable=False, server_default="0"),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False, server_default="0"),  # of charged rows
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("latency_sum", sa.Float, nullable=False, server_default="0"),
+    sa.Column("latency_n", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("overhead_sum", sa.Float, nullable=False, server_default="0"),
+    sa.Column("overhead_n", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("lam_sum", sa.Float, nullable=False, server_default="0"),
+    sa.Column("lam_n", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("feedback_n", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("feedback_sum", sa.Float, nullable=False, server_default="0"),
+    sa.Column("overhead_max", sa.Float),
 )
 
 #: Spend per client id, kept in the same transaction as the decision rows that cause it (so it always equals
@@ -99,8 +138,17 @@ def _backfill_spend(conn: Connection) -> None:
         conn.execute(budget_spend.insert(), fresh)
 
 
+def _backfill_rollup(conn: Connection) -> None:
+    """Pre-aggregates of the decisions written before `decisions_rollup` existed (the rules live with the writer's
+    in `radialrouter.serve.ledger_rollup`)."""
+    from radialrouter.serve.ledger_rollup import backfill
+
+    backfill(conn)
+
+
 #: (id, action, *arguments), applied in order, each once. Actions: ``create_table`` (table), ``add_column`` (table,
-#: column — its definition is the one in the Table above), ``run`` (a name in `_DATA_STEPS`).
+#: column — its definition is the one in the Table above), ``create_index`` (table, index name — its definition is
+#: the table's), ``run`` (a name in `_DATA_STEPS`).
 MIGRATIONS: list[tuple[str, ...]] = [
     ("0001_decisions", "create_table", "decisions"),
     ("0002_decisions_cost_source", "add_column", "decisions", "cost_source"),
@@ -110,9 +158,19 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ("0006_budget_reservations", "create_table", "budget_reservations"),
     ("0007_rate_windows", "create_table", "rate_windows"),
     ("0008_replicas", "create_table", "replicas"),
+    ("0009_decisions_scores", "add_column", "decisions", "scores"),
+    ("0010_decisions_probabilities", "add_column", "decisions", "probabilities"),
+    ("0011_decisions_expected_cost_usd", "add_column", "decisions", "expected_cost_usd"),
+    ("0012_decisions_overhead_ms", "add_column", "decisions", "overhead_ms"),
+    ("0013_decisions_ts_index", "create_index", "decisions", "decisions_ts"),
+    ("0014_decisions_client_ts_index", "create_index", "decisions", "decisions_client_ts"),
+    ("0015_decisions_llm_ts_index", "create_index", "decisions", "decisions_llm_ts"),
+    ("0016_decisions_rollup", "create_table", "decisions_rollup"),
+    ("0017_decisions_rollup_backfill", "run", "backfill_rollup"),
 ]
 
-_DATA_STEPS: dict[str, Callable[[Connection], None]] = {"backfill_spend": _backfill_spend}
+_DATA_STEPS: dict[str, Callable[[Connection], None]] = {"backfill_spend": _backfill_spend,
+                                                         "backfill_rollup": _backfill_rollup}
 _LOCK_ID = 0x7261646961  # pg_advisory_xact_lock key: "radia"
 
 
@@ -127,6 +185,9 @@ def _apply(conn: Connection, step: tuple[str, ...]) -> None:
             column = table.c[name]
             kind = column.type.compile(dialect=conn.dialect)
             conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
+    elif action == "create_index":
+        index = next(i for i in metadata.tables[args[0]].indexes if i.name == args[1])
+        index.create(conn, checkfirst=True)
     elif action == "run":
         _DATA_STEPS[args[0]](conn)
     else:
