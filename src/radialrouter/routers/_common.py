@@ -121,6 +121,8 @@ class QualityRegressorRouter(Router):
     output, soft binary cross-entropy) and predict per-query cost with a ridge head. Scoring is λ-free:
     ``q̂ − λ·COST_SCALE·ĉ``, so one fit serves every λ. Model selection: macro Score at λ = 0 on ``val``."""
 
+    partial_labels = True  # unknown quality cells (NaN) are masked out of the loss
+
     steps: int
     batch_size: int
     lr: float
@@ -142,14 +144,22 @@ class QualityRegressorRouter(Router):
         self.dim_ = x.shape[1]
         self.module_ = self._build(self.dim_, len(self.llms_))
         xt = torch.from_numpy(x)
-        yt = torch.from_numpy(np.clip(train.quality, 0, 1).astype(np.float32))
+        known = np.isfinite(train.quality)
+        yt = torch.from_numpy(np.clip(np.nan_to_num(train.quality), 0, 1).astype(np.float32))
         bce = torch.nn.BCEWithLogitsLoss()
+        if known.all():
+            def loss_fn(idx: np.ndarray) -> torch.Tensor:
+                return bce(self.module_(xt[idx]), yt[idx])
+        else:  # partial labels: the loss averages over the known cells of the batch only
+            mt = torch.from_numpy(known.astype(np.float32))
+            cell_bce = torch.nn.BCEWithLogitsLoss(reduction="none")
 
-        def loss_fn(idx: np.ndarray) -> torch.Tensor:
-            return bce(self.module_(xt[idx]), yt[idx])
+            def loss_fn(idx: np.ndarray) -> torch.Tensor:
+                m = mt[idx]
+                return (cell_bce(self.module_(xt[idx]), yt[idx]) * m).sum() / m.sum().clamp_min(1.0)
 
         val_fn = None
-        if val is not None and len(val):
+        if val is not None and len(val) and np.isfinite(val.quality).all():
             xv = require_embeddings(val, self)
 
             def val_fn() -> float:

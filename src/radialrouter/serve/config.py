@@ -115,6 +115,22 @@ class LLMConfig(_Strict):
         return self.router_llm or self.name
 
 
+class ExploreConfig(_Strict):
+    """Optional exploration, so that the decision log supports unbiased off-policy estimates (off by default).
+
+    ``epsilon``: with probability ε a uniformly random candidate instead of the router's pick; ``softmax``: a
+    candidate drawn from softmax(score / temperature) over the router's own scores. ``keys`` / ``tradeoffs`` limit
+    it to some client ids or trade-off names (empty: all)."""
+
+    method: Literal["off", "epsilon", "softmax"] = "off"
+    epsilon: float = Field(0.1, ge=0.0, le=1.0, description="ε of ε-greedy.")
+    temperature: float = Field(0.05, gt=0.0, description="Softmax temperature on the router's scores.")
+    keys: list[str] = Field(default_factory=list, description="Only these client ids explore (empty: all).")
+    tradeoffs: list[str] = Field(default_factory=list, description="Only these trade-off names explore (empty: "
+                                 "all; 'explicit' for radial@lam=…).")
+    seed: int | None = Field(None, description="Seed of the exploration draws (tests); default: fresh entropy.")
+
+
 class RouterConfig(_Strict):
     path: Path | None = Field(None, description="Router directory from save_pretrained; omitted: the default.")
     alias: str = Field("radial", pattern=r"^[A-Za-z][A-Za-z0-9._\-]*$", description="Model name that routes.")
@@ -125,6 +141,7 @@ class RouterConfig(_Strict):
                                                      "bundled encoder's (an approximation of each backend's).")
     token_margin: float = Field(1.15, ge=1.0, le=3.0, description="Counted tokens × margin must fit the window.")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="Where the query encoder runs.")
+    explore: ExploreConfig = Field(default_factory=ExploreConfig, description="Exploration (off by default).")
 
     _check_path = field_validator("path", "tokenizer", mode="before")(_resolve_path)
 
@@ -166,12 +183,17 @@ class ClientKey(_Strict):
 
 class AuthConfig(_Strict):
     keys: list[ClientKey] = Field(default_factory=list, description="Bearer keys; empty: no auth (loopback only).")
+    admin_key: EnvSecret | None = Field(None, description="${ENV} bearer key for /admin/* (router reload); "
+                                        "unset: the admin endpoints are off.")
+
+    _check_admin = field_validator("admin_key", mode="before")(_resolve_secret)
 
 
 class LedgerConfig(_Strict):
     path: Path | None = Field(Path("radialrouter-decisions.sqlite"), validate_default=True,
                               description="SQLite decision log (relative to the config file); null: off.")
     log_prompts: bool = Field(False, description="Also store the routed text (off: only ids, choices, costs).")
+    log_responses: bool = Field(False, description="Also store each answer's text (for judge labels).")
 
     _check_path = field_validator("path", mode="before")(_resolve_path)
 

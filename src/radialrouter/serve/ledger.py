@@ -19,13 +19,20 @@ from typing import Any
 log = logging.getLogger("radialrouter.serve")
 
 _COLUMNS = ("request_id", "ts", "client", "model", "mode", "lam", "llm", "ranking", "attempts", "fallback", "stream",
-            "status", "prompt_tokens", "completion_tokens", "cost_usd", "cost_source", "latency_ms", "prompt")
+            "status", "prompt_tokens", "completion_tokens", "cost_usd", "cost_source", "latency_ms", "prompt",
+            "choice", "propensity", "candidates", "policy_probs", "explore", "router_version", "response")
 _SCHEMA = """CREATE TABLE IF NOT EXISTS decisions (
     request_id TEXT PRIMARY KEY, ts REAL NOT NULL, client TEXT NOT NULL, model TEXT, mode TEXT, lam REAL,
     llm TEXT, ranking TEXT, attempts TEXT, fallback INTEGER, stream INTEGER, status TEXT,
     prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, cost_source TEXT, latency_ms REAL,
     prompt TEXT)"""
-_ADDED = {"cost_source": "TEXT"}  # columns newer than the first release: added to older files on open
+# Columns newer than the first release: added to older files on open (all nullable).
+_ADDED = {"cost_source": "TEXT", "choice": "TEXT", "propensity": "REAL", "candidates": "TEXT", "policy_probs": "TEXT",
+          "explore": "TEXT", "router_version": "TEXT", "response": "TEXT"}
+# Client feedback and judge labels, one row per (request, source); written directly (rare, small), not queued.
+_FEEDBACK_SCHEMA = """CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL, source TEXT NOT NULL, ts REAL NOT NULL, client TEXT, score REAL NOT NULL,
+    comment TEXT, meta TEXT, PRIMARY KEY (request_id, source))"""
 
 
 @dataclass
@@ -48,11 +55,22 @@ class LedgerRow:
     cost_source: str | None = None  # "usage" (backend-reported) or "counted" (the server's own token count)
     latency_ms: float | None = None
     prompt: str | None = None
+    # Off-policy learning: the policy's own pick (router LLM names), its probability, the candidates and the
+    # logging distribution over them (aligned), the exploration setting and the router's version.
+    choice: str | None = None
+    propensity: float | None = None
+    candidates: list[str] | None = None
+    policy_probs: list[float] | None = None
+    explore: str | None = None
+    router_version: str | None = None
+    response: str | None = None  # the answer's text, only with ``ledger.log_responses`` (for judge labels)
 
     def values(self) -> tuple:
         d = asdict(self)
         d["ranking"], d["attempts"] = json.dumps(self.ranking), json.dumps(self.attempts)
         d["fallback"], d["stream"] = int(self.fallback), int(self.stream)
+        for name in ("candidates", "policy_probs"):
+            d[name] = None if d[name] is None else json.dumps(d[name])
         return tuple(d[c] for c in _COLUMNS)
 
 
@@ -65,6 +83,7 @@ class Ledger:
         with sqlite3.connect(self.path) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            db.execute(_FEEDBACK_SCHEMA)
             have = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
             for name, kind in _ADDED.items():
                 if name not in have:
@@ -87,6 +106,10 @@ class Ledger:
             log.warning("decision log queue is full; dropping the row of request %s", row.request_id)
             if self._on_drop is not None:
                 self._on_drop()
+
+    def backlog(self) -> int:
+        """Rows queued and not yet written."""
+        return self._queue.qsize()
 
     def _write_loop(self) -> None:
         db = sqlite3.connect(self.path)
@@ -115,3 +138,24 @@ class Ledger:
         with sqlite3.connect(self.path) as db:
             db.row_factory = sqlite3.Row
             return [dict(r) for r in db.execute("SELECT * FROM decisions ORDER BY ts")]
+
+    def decision_of(self, request_id: str) -> dict[str, Any] | None:
+        """One decision row by request id (None if it is not, or not yet, written)."""
+        with sqlite3.connect(self.path) as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM decisions WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def record_feedback(self, request_id: str, source: str, score: float, *, client: str | None = None,
+                        comment: str | None = None, meta: dict[str, Any] | None = None, ts: float) -> None:
+        """Store (or replace: posting the same feedback again is idempotent) one label of a request."""
+        with sqlite3.connect(self.path) as db:
+            db.execute("INSERT OR REPLACE INTO feedback (request_id, source, ts, client, score, comment, meta) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (request_id, source, ts, client, float(score), comment,
+                                                        None if meta is None else json.dumps(meta)))
+
+    def feedback_rows(self) -> list[dict[str, Any]]:
+        """All feedback and judge labels, oldest first."""
+        with sqlite3.connect(self.path) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM feedback ORDER BY ts")]
