@@ -100,6 +100,13 @@ def test_feedback_is_checked_authorised_and_idempotent(setup):
         for _ in range(2):
             ok = http.post("/v1/feedback", headers=ALICE, json={"id": rid, "thumbs": "down", "comment": "meh"})
             assert ok.status_code == 200, ok.text
+    # the documented openai-client way: response.id, then POST /feedback
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{url}/v1", api_key="sk-alice")
+    answer = client.chat.completions.create(model="radial", messages=[{"role": "user", "content": maths(3)}])
+    stored = client.post("/feedback", body={"id": answer.id, "score": 0.9}, cast_to=object)
+    assert stored == {"id": answer.id, "score": 0.9, "stored": True}
     rows = [f for f in server_app.state.serve.ledger.feedback_rows() if f["request_id"] == rid]
     assert len(rows) == 1 and rows[0]["score"] == 0.0 and rows[0]["client"] == "alice"
     _wait_written(server_app)

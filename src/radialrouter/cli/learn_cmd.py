@@ -243,4 +243,26 @@ def promote_command(
                f"{swapped['seconds']:.2f} s)")
 
 
-__all__ = ["ope_command", "ope_report", "promote_command", "train_from_ledger"]
+@app.command("label")
+def label_command(
+    ledger: str = typer.Option(..., "--ledger", help="Decision log (SQLite) to label."),
+    config: str = typer.Option(..., "--config", help="The serving config (pool, keys, prices) the judge is in."),
+    judge: str = typer.Option(..., "--judge", help="Pool LLM (its config name) that grades the answers."),
+    sample: int | None = typer.Option(None, "--sample", min=1, help="Grade a seeded random sample of this many."),
+    seed: int = typer.Option(0, help="Seed of the sample."),
+    concurrency: int = typer.Option(4, min=1, max=64, help="Judge calls in flight."),
+) -> None:
+    """Grade logged answers with an LLM judge from the pool (documented rubric, docs/learning-from-traffic.md);
+    needs ledger.log_prompts and ledger.log_responses. Stores judge, rubric version and cost per grade."""
+    from radialrouter.judge import label_ledger
+    from radialrouter.serve.config import load_config
+
+    summary = label_ledger(ledger, load_config(config), judge, sample=sample, seed=seed, concurrency=concurrency)
+    mean = "" if summary.get("mean_score") is None else f", mean grade {summary['mean_score']:.3f}"
+    typer.echo(f"graded {summary['graded']} request(s) with {judge} (rubric v{summary['rubric_version']}), "
+               f"{summary['failed']} failed{mean}; judge cost {summary['cost_usd']:.6f} USD")
+    for error in summary.get("errors", []):
+        typer.echo(f"warning: judge call failed: {error}", err=True)
+
+
+__all__ = ["label_command", "ope_command", "ope_report", "promote_command", "train_from_ledger"]

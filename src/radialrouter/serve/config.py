@@ -130,6 +130,11 @@ class ExploreConfig(_Strict):
                                  "all; 'explicit' for radial@lam=…).")
     seed: int | None = Field(None, description="Seed of the exploration draws (tests); default: fresh entropy.")
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
 
 class RouterConfig(_Strict):
     path: Path | None = Field(None, description="Router directory from save_pretrained; omitted: the default.")
