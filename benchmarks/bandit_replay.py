@@ -10,13 +10,16 @@ traffic at λ = Balance. A logging policy routes each one and only the called LL
 bandit learner (an ``mlp`` with the masked loss of `radialrouter.partial`, costs imputed as in
 `radialrouter.ledger_data`) is retrained on everything logged so far and becomes the new logging policy. Policies:
 
-* ``frozen``: routerbench3 — the embedded router (RadialRouter, static encoder) as shipped; mmlupro29 — no embedded
-  router knows its pool, so an ``mlp`` trained on 100 other full-information training queries (the first policy of
-  every variant there).
+* ``frozen``: routerbench3 — the embedded router (RadialRouter, static encoder) as shipped (trained on the full
+  information of routerbench3's training split); mmlupro29 — no embedded router knows its pool, so an ``mlp``
+  trained on the ``--warm`` full-information training queries outside the traffic. It is the first logging policy
+  of every variant.
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
-* ``bandit, ε-greedy``: with probability ε a uniformly random LLM (propensity logged).
-* ``bandit, ε-greedy, noisy judge``: as above, labels flipped with probability ``--noise``.
-* ``full information``: the same learner trained on the same queries with every LLM's label (the ceiling).
+* ``bandit, exploring``: ε-greedy (``--explore epsilon``: with probability ε a uniformly random LLM) or a softmax
+  over the policy's scores with an ε/m floor (``--explore softmax``); the draw's propensity is logged.
+* ``bandit, exploring, noisy judge``: as above, labels flipped with probability ``--noise``.
+* ``bandit, exploring, warm start``: as ``exploring``, trained on the ``--warm`` full-information queries too.
+* ``full information``: the same learner trained on the same traffic queries with every LLM's label (the ceiling).
 
 Test Score (macro over tasks, λ = 0.02, the data set's test split) is measured at every retrain. Off-policy
 evaluation checks: on each block of traffic just logged with exploration, policies fixed before that block (the
@@ -41,7 +44,7 @@ import torch
 from radialrouter.data import load_splits
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.evaluation import summarize
-from radialrouter.ledger_data import LoggedTraffic, impute_costs
+from radialrouter.ledger_data import LoggedTraffic, concat_datasets, impute_costs
 from radialrouter.objective import COST_SCALE
 from radialrouter.ope import bootstrap_counts, evaluate
 from radialrouter.routers import Router, make_router
@@ -51,7 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 LAM = 0.02
-VARIANTS = ("full information", "bandit, ε-greedy", "bandit, ε-greedy, noisy judge", "bandit, no exploration")
+EXPLORING = "bandit, exploring"
+VARIANTS = ("full information", EXPLORING, "bandit, exploring, noisy judge", "bandit, no exploration",
+            "bandit, exploring, warm start")
 
 
 def load(name: str, seed: int, encoder) -> tuple[RoutingDataset, RoutingDataset]:
@@ -73,8 +78,9 @@ def learner(steps: int, seed: int) -> Router:
 
 
 def fit_bandit(traffic: RoutingDataset, action: np.ndarray, label: np.ndarray, prior_cost: np.ndarray, steps: int,
-               seed: int) -> Router:
-    """The masked-loss learner on the logged rows: one label per row, costs imputed for the other LLMs."""
+               seed: int, warm: RoutingDataset | None = None) -> Router:
+    """The masked-loss learner on the logged rows (one label per row, costs imputed for the other LLMs), plus the
+    full-information ``warm`` rows when given."""
     n, m = len(traffic), traffic.n_llms
     quality = np.full((n, m), np.nan)
     quality[np.arange(n), action] = label
@@ -82,15 +88,14 @@ def fit_bandit(traffic: RoutingDataset, action: np.ndarray, label: np.ndarray, p
     ds = RoutingDataset.from_arrays(traffic.prompts.tolist(), quality, traffic.llms, cost=cost,
                                     tasks=traffic.tasks.tolist(), split=["train"] * n, source="replay-log")
     ds = ds.with_embeddings(traffic.embeddings, traffic.embedding_encoder)
+    if warm is not None:
+        ds = concat_datasets(warm, ds)
     return learner(steps, seed).fit(ds)
 
 
-def run_replay(name: str, train: RoutingDataset, test: RoutingDataset, frozen: Router, seed: int, args) -> dict:
-    rng = np.random.default_rng(1000 + seed)
-    order = rng.permutation(len(train))
-    traffic = train.subset(order[: args.traffic])
+def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: RoutingDataset, frozen: Router,
+               seed: int, args) -> dict:
     n, m = len(traffic), traffic.n_llms
-    rows = np.arange(n)
     x = traffic.embeddings
     true_score = traffic.quality - LAM * COST_SCALE * traffic.cost  # (n, m)
     prior = frozen.mean_cost_
@@ -126,13 +131,14 @@ def run_replay(name: str, train: RoutingDataset, test: RoutingDataset, frozen: R
             s["action"][block], s["label"][block], s["probs"][block] = action, quality, probs
             served[v].append(float(true_score[block, action].mean()))
         # OPE on the block just logged with exploration, for policies fixed before it
-        log = state["bandit, ε-greedy"]
+        log = state[EXPLORING]
         logged = LoggedTraffic(request_ids=traffic.ids[block], prompts=traffic.prompts[block], llms=list(traffic.llms),
                                candidates=np.ones((len(block), m), bool), probs=log["probs"][block],
                                action=log["action"][block], reward=log["label"][block],
                                cost=traffic.cost[block, log["action"][block]], lam=np.full(len(block), LAM),
-                               router_version=np.full(len(block), "", object), label_source=np.full(len(block), "", object))
-        targets = {"frozen": frozen, "previous ε-greedy learner": log["policy"]}
+                               router_version=np.full(len(block), "", object),
+                               label_source=np.full(len(block), "", object))
+        targets = {"frozen": frozen, "previous exploring learner": log["policy"]}
         if full_policy is not None:
             targets["previous full-information learner"] = full_policy
         if state["bandit, no exploration"]["policy"] is not frozen:
@@ -155,7 +161,7 @@ def run_replay(name: str, train: RoutingDataset, test: RoutingDataset, frozen: R
         seen = np.arange(t)
         for v, s in state.items():
             s["policy"] = fit_bandit(traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps,
-                                     seed)
+                                     seed, warm if v.endswith("warm start") else None)
             curves[v].append(test_score(s["policy"], test))
         full_policy = learner(args.steps, seed).fit(traffic.subset(seen))
         curves["full information"].append(test_score(full_policy, test))
@@ -178,8 +184,10 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
                      "served_score": {v: float(np.mean([r["served_score"][v] for r in rs]))
                                       for v in rs[0]["served_score"]},
                      "final": {v: float(curves[v]["mean"][-1]) for v in VARIANTS},
-                     "final_gap_per_seed": [r["curves"]["full information"][-1] - r["curves"]["bandit, ε-greedy"][-1]
-                                            for r in rs]}
+                     "final_gap_per_seed": [r["curves"]["full information"][-1] - r["curves"][EXPLORING][-1]
+                                            for r in rs],
+                     "final_gap_warm_start_per_seed": [r["curves"]["full information"][-1]
+                                                       - r["curves"]["bandit, exploring, warm start"][-1] for r in rs]}
     return out
 
 
@@ -226,7 +234,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="routerbench3,mmlupro29")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--traffic", type=int, default=2000, help="logged queries per run")
-    parser.add_argument("--every", type=int, default=250, help="retrain every this many queries")
+    parser.add_argument("--every", type=int, default=500, help="retrain every this many queries")
+    parser.add_argument("--warm", type=int, default=200, help="full-information queries outside the traffic "
+                        "(warm-start variant; mmlupro29's frozen router)")
     parser.add_argument("--epsilon", type=float, default=0.3, help="ε of ε-greedy (the floor with softmax)")
     parser.add_argument("--explore", choices=("epsilon", "softmax"), default="epsilon")
     parser.add_argument("--temperature", type=float, default=0.05, help="softmax temperature on policy scores")
@@ -246,16 +256,15 @@ def main() -> None:
         train, test = load(name, 0, encoder)
         runs[name] = []
         for seed in [int(s) for s in args.seeds.split(",")]:
-            if name == "routerbench3":
-                frozen = embedded
-                pool = train
-            else:  # no embedded router for this pool: an mlp on 100 full-information queries outside the traffic
-                seed_rows = np.random.default_rng(1000 + seed).permutation(len(train))[args.traffic:args.traffic + 100]
-                frozen = learner(args.steps, seed).fit(train.subset(seed_rows))
-                pool = train
-            runs[name].append(run_replay(name, pool, test, frozen, seed, args))
-        sizes[name] = {"train_queries": len(train), "traffic": min(args.traffic, len(train)), "test_queries": len(test),
-                       "llms": train.n_llms}
+            order = np.random.default_rng(1000 + seed).permutation(len(train))
+            traffic = train.subset(order[: args.traffic])
+            warm = train.subset(order[args.traffic : args.traffic + args.warm])  # full information, outside traffic
+            # routerbench3: the embedded router as shipped; mmlupro29 (no embedded router knows its pool): an mlp
+            # trained on the warm-start queries
+            frozen = embedded if name == "routerbench3" else learner(args.steps, seed).fit(warm)
+            runs[name].append(run_replay(name, traffic, warm, test, frozen, seed, args))
+        sizes[name] = {"train_queries": len(train), "traffic": min(args.traffic, len(train)),
+                       "warm_start_queries": len(warm), "test_queries": len(test), "llms": train.n_llms}
     summary = summarise(runs)
     checks = [c for rs in runs.values() for r in rs for c in r["checks"]]
     cov = coverage(checks)
@@ -264,8 +273,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "final_gap_to_full_information": gap,
-        "final_gap_definition": "full-information minus bandit-fed (ε-greedy) test Score at Balance on routerbench3 "
-                                f"after {args.traffic} logged queries, mean over seeds",
+        "final_gap_definition": "full-information minus bandit-fed (with exploration, no warm start) test Score at "
+                                f"Balance on routerbench3 after {args.traffic} logged queries, mean over seeds",
+        "final_gap_warm_start": float(np.mean(summary["routerbench3"]["final_gap_warm_start_per_seed"]))
+        if "routerbench3" in summary else None,
         "goal": {"gap_below": 0.01, "met": None if gap is None else bool(gap <= 0.01),
                  "ope_coverage_at_least": 0.9},
         "ope_coverage": cov,
@@ -299,15 +310,16 @@ def report(r: dict, plotted: bool, png: str) -> str:
                   "Test Score (macro, λ = 0.02), mean ± std over seeds, by logged queries:", "",
                   "| policy | " + " | ".join(str(c) for c in s["checkpoints"]) + " | served Score |",
                   "|---|" + "---:|" * (len(s["checkpoints"]) + 1)]
-        lines.append(f"| frozen | " + " | ".join(f"{s['frozen']:.4f}" for _ in s["checkpoints"]) + " | |")
+        lines.append("| frozen | " + " | ".join(f"{s['frozen']:.4f}" for _ in s["checkpoints"]) + " | |")
         for v in VARIANTS:
             c = s["curves"][v]
             served = s["served_score"].get(v)
             lines.append(f"| {v} | " + " | ".join(f"{m:.4f} ± {d:.4f}" for m, d in zip(c["mean"], c["std"]))
                          + f" | {'' if served is None else f'{served:.4f}'} |")
-        gaps = s["final_gap_per_seed"]
-        lines += ["", f"Gap full information − ε-greedy after {s['checkpoints'][-1]} queries: "
-                      f"{np.mean(gaps):+.4f} (per seed: {', '.join(f'{g:+.4f}' for g in gaps)}).", ""]
+        gaps, warm_gaps = s["final_gap_per_seed"], s["final_gap_warm_start_per_seed"]
+        lines += ["", f"Gap full information − exploring after {s['checkpoints'][-1]} queries: "
+                      f"{np.mean(gaps):+.4f} (per seed: {', '.join(f'{g:+.4f}' for g in gaps)}); with the "
+                      f"{sz['warm_start_queries']}-query warm start: {np.mean(warm_gaps):+.4f}.", ""]
     if plotted:
         lines += [f"![test Score against logged queries]({png})", ""]
     cov = r["ope_coverage"]

@@ -119,6 +119,9 @@ def test_partial_labels_masked_imputed_and_refused():
     assert np.isfinite(q).all() and knn.training_["partial_labels"]["known_cells"] == len(part)
     best = fit_partial(make_router("best-single"), part)
     assert best.training_["partial_labels"]["method"].startswith("imputed")
+    radial = fit_partial(make_router("radial", steps=20, d_model=16, n_clusters=2), part)
+    assert radial.training_["partial_labels"]["method"].startswith("imputed")
+    assert np.isfinite(radial.predict_scores(emb, 0.02)).all()
     with pytest.raises(RouterError, match="cannot learn"):
         fit_partial(make_router("oracle"), part)
 

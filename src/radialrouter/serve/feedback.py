@@ -71,11 +71,12 @@ def feedback_router(state: ServeState) -> APIRouter:
         start = time.monotonic()
         while True:
             row = await anyio.to_thread.run_sync(ledger.decision_of, rid)
-            waited = time.monotonic() - start
-            # Absent: wait while rows are queued (and a moment for the batch being written), up to ROW_WAIT_S.
-            if row is not None or waited > ROW_WAIT_S or (waited > 0.2 and not ledger.backlog()):
+            if row is not None or time.monotonic() - start > ROW_WAIT_S:
                 break
-            await asyncio.sleep(0.05)
+            if not ledger.backlog():  # nothing left to write: one last look (it may have been committed just now)
+                row = await anyio.to_thread.run_sync(ledger.decision_of, rid)
+                break
+            await asyncio.sleep(0.01)
         if row is None or row["client"] != client:
             raise RequestError(f"No response with id {rid!r} was served to this key", param="id",
                                code="not_found", status=404)

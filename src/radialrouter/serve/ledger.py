@@ -89,6 +89,8 @@ class Ledger:
                 if name not in have:
                     db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
         self._queue: queue.Queue[LedgerRow | None] = queue.Queue(maxsize=max_queue)
+        self._pending = 0  # rows recorded and not yet committed (or failed)
+        self._pending_lock = threading.Lock()
         self._on_drop = on_drop
         self._thread = threading.Thread(target=self._write_loop, name="radialrouter-ledger", daemon=True)
         self._thread.start()
@@ -100,16 +102,20 @@ class Ledger:
         return {client: float(total) for client, total in rows}
 
     def record(self, row: LedgerRow) -> None:
+        with self._pending_lock:
+            self._pending += 1
         try:
             self._queue.put_nowait(row)
         except queue.Full:
+            with self._pending_lock:
+                self._pending -= 1
             log.warning("decision log queue is full; dropping the row of request %s", row.request_id)
             if self._on_drop is not None:
                 self._on_drop()
 
     def backlog(self) -> int:
-        """Rows queued and not yet written."""
-        return self._queue.qsize()
+        """Rows queued or being written, not yet committed."""
+        return self._pending
 
     def _write_loop(self) -> None:
         db = sqlite3.connect(self.path)
@@ -125,6 +131,8 @@ class Ledger:
                     db.executemany(sql, [r.values() for r in rows if r is not None])
             except sqlite3.Error as exc:
                 log.error("decision log write failed (%d rows): %s", len(rows), exc)
+            with self._pending_lock:
+                self._pending -= sum(r is not None for r in rows)
             if stop:
                 db.close()
                 return
