@@ -113,29 +113,35 @@ def test_partial_labels_masked_imputed_and_refused():
         make_router("best-single").fit(part)
     mlp = fit_partial(make_router("mlp", steps=30), part)
     assert mlp.training_["partial_labels"]["method"] == "masked loss"
-    assert np.isfinite(mlp.predict_scores(emb)).all()
+    assert mlp.label_counts_.tolist() == np.isfinite(part.quality).sum(0).tolist()
+    pessimistic = mlp.predict_scores(emb, 0.0)
+    assert np.isfinite(pessimistic).all()
+    mlp.pessimism = 0.0  # routing on the plain estimates: every LLM scores higher
+    assert (mlp.predict_scores(emb, 0.0) > pessimistic).all()
     knn = fit_partial(make_router("knn", k=5), part)
     q, _ = knn._neighbour_means(emb)
     assert np.isfinite(q).all() and knn.training_["partial_labels"]["known_cells"] == len(part)
-    best = fit_partial(make_router("best-single"), part)
+    best = fit_partial(make_router("best-single"), part, imputer=make_router("mlp", steps=30))
     assert best.training_["partial_labels"]["method"].startswith("imputed")
-    radial = fit_partial(make_router("radial", steps=20, d_model=16, n_clusters=2), part)
+    radial = fit_partial(make_router("radial", steps=20, d_model=16, n_clusters=2), part,
+                         imputer=make_router("knn", k=5))
     assert radial.training_["partial_labels"]["method"].startswith("imputed")
     assert np.isfinite(radial.predict_scores(emb, 0.02)).all()
     with pytest.raises(RouterError, match="cannot learn"):
         fit_partial(make_router("oracle"), part)
 
 
-def test_knn_with_partial_labels_saves_and_loads(tmp_path):
+def test_routers_trained_on_partial_labels_save_and_load(tmp_path):
     from radialrouter.encoders import QueryEncoder
     from radialrouter.routers import from_pretrained
 
     full, part = _partial(40)
     enc = QueryEncoder("static", cache_dir=False)
     part = part.embed(enc, progress=False)
-    knn = make_router("knn", k=3).fit(part)
-    loaded = from_pretrained(knn.save_pretrained(tmp_path / "knn"))
-    assert np.allclose(loaded.predict_scores(part.embeddings, 0.02), knn.predict_scores(part.embeddings, 0.02))
+    for router in (make_router("knn", k=3), make_router("mlp", steps=20)):
+        router.fit(part)
+        loaded = from_pretrained(router.save_pretrained(tmp_path / router.name))
+        assert np.allclose(loaded.predict_scores(part.embeddings, 0.02), router.predict_scores(part.embeddings, 0.02))
 
 
 def test_impute_costs_scales_by_query_size():

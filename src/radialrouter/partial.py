@@ -44,10 +44,10 @@ def impute_quality(data: RoutingDataset, imputer: Router | None = None, seed: in
 
 
 def fit_partial(router: Router, train: RoutingDataset, val: RoutingDataset | None = None,
-                seed: int = 0) -> Router:
+                seed: int = 0, imputer: Router | None = None) -> Router:
     """Fit ``router`` on partially labelled ``train``: directly when it supports partial labels, otherwise on
-    labels imputed by a masked ``mlp`` (recorded in ``router.training_['partial_labels']``). ``val`` (model
-    selection) is used only when fully labelled."""
+    labels imputed by ``imputer`` (default: a masked ``mlp``; recorded in ``router.training_['partial_labels']``).
+    ``val`` (model selection) is used only when fully labelled."""
     if router.name in NOT_PARTIAL:
         raise RouterError(f"{router.name!r} cannot learn from partial labels (it reads each query's true labels)")
     if val is not None and not np.isfinite(val.quality).all():
@@ -60,7 +60,7 @@ def fit_partial(router: Router, train: RoutingDataset, val: RoutingDataset | Non
     else:
         if getattr(router, "encoder_mode", "frozen") != "frozen":
             raise RouterError(f"{router.name}: a router that fine-tunes its encoder cannot train on imputed labels")
-        router.fit(impute_quality(train, seed=seed), val)
+        router.fit(impute_quality(train, imputer, seed=seed), val)
         how["method"] = "imputed by a masked mlp quality model"
     router.training_ = {**getattr(router, "training_", {}), "partial_labels": how}
     return router
