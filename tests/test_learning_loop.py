@@ -100,6 +100,13 @@ def test_feedback_is_checked_authorised_and_idempotent(setup):
         for _ in range(2):
             ok = http.post("/v1/feedback", headers=ALICE, json={"id": rid, "thumbs": "down", "comment": "meh"})
             assert ok.status_code == 200, ok.text
+        with http.stream("POST", "/v1/chat/completions", headers=ALICE, json={
+                "model": "radial", "stream": True, "messages": [{"role": "user", "content": maths(2)}]}) as stream:
+            chunks = [json.loads(line[6:]) for line in stream.iter_lines()
+                      if line.startswith("data: {")]
+            stream_id = stream.headers["x-radialrouter-request-id"]
+        assert chunks and {c["id"] for c in chunks} == {stream_id}
+        assert http.post("/v1/feedback", headers=ALICE, json={"id": stream_id, "score": 0.5}).status_code == 200
     # the documented openai-client way: response.id, then POST /feedback
     from openai import OpenAI
 

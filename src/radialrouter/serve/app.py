@@ -139,11 +139,13 @@ class _Call:
         self.called = False  # a request reached a backend (it bills the prompt even if we see no usage)
         self.finished = False
         self.response_text: list[str] = []  # kept only with ledger.log_responses
+        self.response_chars = 0
 
     def keep_text(self, text: str) -> None:
         """Remember answer text for the ledger (``ledger.log_responses``), at most 64 K characters."""
-        if text and self.state.config.ledger.log_responses and sum(map(len, self.response_text)) < 65_536:
+        if text and self.state.config.ledger.log_responses and self.response_chars < 65_536:
             self.response_text.append(text)
+            self.response_chars += len(text)
 
     @cached_property
     def prompt(self) -> str:
