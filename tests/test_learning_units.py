@@ -118,6 +118,14 @@ def test_partial_labels_masked_imputed_and_refused():
     assert np.isfinite(pessimistic).all()
     mlp.pessimism = 0.0  # routing on the plain estimates: every LLM scores higher
     assert (mlp.predict_scores(emb, 0.0) > pessimistic).all()
+    warm = make_router("mlp", steps=1, lr=1e-6)
+    warm.init_from = make_router("mlp", steps=40).fit(full.with_embeddings(emb))  # full information
+    fit_partial(warm, part)
+    assert np.allclose(warm._quality(emb), warm.init_from._quality(emb), atol=1e-3)  # started from its weights
+    other = make_router("mlp", steps=1)
+    other.init_from = make_router("knn").fit(full.with_embeddings(emb))
+    with pytest.raises(RouterError, match="warm-start"):
+        other.fit(part)
     knn = fit_partial(make_router("knn", k=5), part)
     q, _ = knn._neighbour_means(emb)
     assert np.isfinite(q).all() and knn.training_["partial_labels"]["known_cells"] == len(part)

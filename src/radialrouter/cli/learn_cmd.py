@@ -115,9 +115,9 @@ def _print_ope(report: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------- commands
 def train_from_ledger(ledger: str, out: str, router: str, data: str | None, seed: int, steps: int | None,
-                      encoder: str | None, base: str | None, sources: str) -> None:
+                      encoder: str | None, base: str | None, sources: str, warm_start: bool = False) -> None:
     """The work of ``radialrouter train --from-ledger``: partial-label training on the logged, labelled
-    requests, plus ``data`` (full-information rows) when given."""
+    requests, plus ``data`` (full-information rows) when given; ``warm_start`` starts from ``base``'s weights."""
     import time
 
     from radialrouter.data import load_splits
@@ -146,6 +146,10 @@ def train_from_ledger(ledger: str, out: str, router: str, data: str | None, seed
             model.encoder = QueryEncoder(encoder)
         elif base_router is not None and base_router.uses_embeddings:
             model.encoder = base_router.get_encoder()
+    if warm_start:
+        if base_router is None or base_router.name != model.name or not hasattr(model, "_build"):
+            raise ValueError("--warm-start needs --base: a saved router of the same kind (mlp or mf) to start from")
+        model.init_from = base_router
     if data is not None:
         _, full, _, _ = load_splits(data, seed=seed)
         if set(full.llms) != set(train.llms):

@@ -45,6 +45,8 @@ def train_command(
                                            "decision log (partial labels; see docs/learning-from-traffic.md)."),
     base: str | None = typer.Option(None, "--base", help="With --from-ledger: the serving router (its LLMs, "
                                     "encoder and mean costs for LLMs the log never called)."),
+    warm_start: bool = typer.Option(False, "--warm-start", help="With --from-ledger and --base: start from the "
+                                    "base router's weights (mlp, mf: e.g. one trained on full-information data)."),
 ) -> None:
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
     import time
@@ -53,7 +55,7 @@ def train_command(
         from radialrouter.cli.learn_cmd import train_from_ledger
 
         use_threads(threads)
-        train_from_ledger(from_ledger, out, router, data, seed, steps, encoder, base, "client,judge")
+        train_from_ledger(from_ledger, out, router, data, seed, steps, encoder, base, "client,judge", warm_start)
         return
     if data is None:
         raise ValueError("give --data (routing data) or --from-ledger (a decision log)")

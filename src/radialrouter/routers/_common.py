@@ -10,7 +10,7 @@ import numpy as np
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.evaluation import summarize
 from radialrouter.objective import argmax_cheapest, utility
-from radialrouter.routers.base import Router
+from radialrouter.routers.base import Router, RouterError
 
 
 # ---------------------------------------------------------------------------------------------- cost head
@@ -147,6 +147,12 @@ class QualityRegressorRouter(Router):
         set_seed(self.seed)
         self.dim_ = x.shape[1]
         self.module_ = self._build(self.dim_, len(self.llms_))
+        init = getattr(self, "init_from", None)  # warm start: a fitted router of this class, same LLMs and width
+        if init is not None:
+            if type(init) is not type(self) or list(init.llms_) != list(self.llms_) or init.dim_ != self.dim_:
+                raise RouterError(f"{self.name}: can only warm-start from a fitted {self.name!r} router with the "
+                                  f"same LLMs {self.llms_} and {self.dim_}-d inputs")
+            self.module_.load_state_dict(init.module_.state_dict())
         xt = torch.from_numpy(x)
         known = np.isfinite(train.quality)
         yt = torch.from_numpy(np.clip(np.nan_to_num(train.quality), 0, 1).astype(np.float32))
