@@ -7,8 +7,9 @@ get to one trained with every LLM's label (full information)?
 Per data set and seed, the data set's training queries (shuffled; the first ``--traffic`` of them) arrive as
 traffic at λ = Balance. A logging policy routes each one and only the called LLM's quality is revealed (variant
 *noisy judge*: flipped with probability ``--noise``, as a fallible LLM judge would). Every ``--every`` queries the
-bandit learner (an ``mlp`` with the masked loss of `radialrouter.partial`, costs imputed as in
-`radialrouter.ledger_data`) is retrained on everything logged so far and becomes the new logging policy. Policies:
+bandit learner (an ``mlp`` with the masked loss of `radialrouter.partial` and its pessimistic routing, costs
+imputed as in `radialrouter.ledger_data`) is retrained on everything logged so far and becomes the new logging
+policy. Policies:
 
 * ``frozen``: routerbench3 — the embedded router (RadialRouter, static encoder) as shipped (trained on the full
   information of routerbench3's training split); mmlupro29 — no embedded router knows its pool, so an ``mlp``
@@ -298,7 +299,9 @@ def main() -> None:
 def report(r: dict, plotted: bool, png: str) -> str:
     lines = ["# Bandit replay: learning from one revealed label per query", "",
              f"Settings: {r['settings']['traffic']} logged queries per run, retrain every {r['settings']['every']}, "
-             f"ε = {r['settings']['epsilon']}, judge noise {r['settings']['noise']}, learner "
+             f"exploration {r['settings']['explore']} (ε = {r['settings']['epsilon']}"
+             + (f", temperature {r['settings']['temperature']}" if r['settings']['explore'] == "softmax" else "")
+             + f"), judge noise {r['settings']['noise']}, learner "
              f"{r['settings']['learner']} ({r['settings']['steps']} steps), encoder {r['settings']['encoder']}, "
              f"seeds {r['settings']['seeds']}, λ = {LAM}. Machine: {r['machine']['cpus']} CPUs, load average "
              f"{r['machine']['load_before'][0]:.2f} before and {r['machine']['load_after'][0]:.2f} after; "
