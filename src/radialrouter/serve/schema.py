@@ -40,6 +40,28 @@ decisions = sa.Table(
     sa.Column("latency_ms", sa.Float),
     sa.Column("prompt", sa.Text),
     sa.Column("replica", sa.Text),
+    # Learning from traffic (issue 12): the policy's own pick (router LLM names), its probability, the candidates
+    # and the logging distribution over them (JSON lists, aligned), the exploration setting, the router's version,
+    # and the answer's text (only with ``ledger.log_responses``, for judge labels).
+    sa.Column("choice", sa.Text),
+    sa.Column("propensity", sa.Float),
+    sa.Column("candidates", sa.Text),
+    sa.Column("policy_probs", sa.Text),
+    sa.Column("explore", sa.Text),
+    sa.Column("router_version", sa.Text),
+    sa.Column("response", sa.Text),
+)
+
+#: Client feedback and judge labels (issue 12), one row per (request, source); written directly (rare, small).
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("client", sa.Text),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("meta", sa.Text),
 )
 
 #: Spend per client id, kept in the same transaction as the decision rows that cause it (so it always equals
@@ -110,6 +132,15 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ("0006_budget_reservations", "create_table", "budget_reservations"),
     ("0007_rate_windows", "create_table", "rate_windows"),
     ("0008_replicas", "create_table", "replicas"),
+    # Learning from traffic (issue 12)
+    ("0100_decisions_choice", "add_column", "decisions", "choice"),
+    ("0101_decisions_propensity", "add_column", "decisions", "propensity"),
+    ("0102_decisions_candidates", "add_column", "decisions", "candidates"),
+    ("0103_decisions_policy_probs", "add_column", "decisions", "policy_probs"),
+    ("0104_decisions_explore", "add_column", "decisions", "explore"),
+    ("0105_decisions_router_version", "add_column", "decisions", "router_version"),
+    ("0106_decisions_response", "add_column", "decisions", "response"),
+    ("0107_feedback", "create_table", "feedback"),
 ]
 
 _DATA_STEPS: dict[str, Callable[[Connection], None]] = {"backfill_spend": _backfill_spend}
