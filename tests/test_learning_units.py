@@ -4,7 +4,6 @@ partial-label training, cost imputation, the ledger reader and judge labels (a m
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import numpy as np
@@ -175,11 +174,8 @@ def test_impute_costs_scales_by_query_size():
 
 def _ledger_with_rows(path, rows: list[LedgerRow]) -> Ledger:
     ledger = Ledger(path)
-    for r in rows:
-        ledger.record(r)
-    while ledger.backlog():
-        time.sleep(0.01)
-    time.sleep(0.1)
+    for done in [ledger.record(r) for r in rows]:
+        assert done.result(timeout=30)  # committed
     return ledger
 
 
@@ -211,6 +207,72 @@ def test_ledger_reader_keeps_only_usable_labelled_requests(tmp_path):
         logged_traffic(*read_ledger(tmp_path / "n.sqlite"))
     with pytest.raises(FileNotFoundError):
         read_ledger(tmp_path / "absent.sqlite")
+
+
+def test_issue12_era_sqlite_log_is_migrated_and_read(tmp_path):
+    """A decision log written by the sqlite3 ledger (learning columns and feedback table, no schema_migrations)
+    opens with the SQLAlchemy ledger, keeps its rows, takes new ones; a log older than the learning columns reads."""
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("""CREATE TABLE decisions (request_id TEXT PRIMARY KEY, ts REAL NOT NULL, client TEXT NOT NULL,
+            model TEXT, mode TEXT, lam REAL, llm TEXT, ranking TEXT, attempts TEXT, fallback INTEGER, stream INTEGER,
+            status TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, cost_source TEXT,
+            latency_ms REAL, prompt TEXT, choice TEXT, propensity REAL, candidates TEXT, policy_probs TEXT,
+            explore TEXT, router_version TEXT, response TEXT)""")
+        db.execute("""CREATE TABLE feedback (request_id TEXT NOT NULL, source TEXT NOT NULL, ts REAL NOT NULL,
+            client TEXT, score REAL NOT NULL, comment TEXT, meta TEXT, PRIMARY KEY (request_id, source))""")
+        db.execute("INSERT INTO decisions VALUES ('rr-0', 0, 'alice', 'radial', 'balance', 0.02, 'a', '[\"a\"]', "
+                   "'[]', 0, 0, 'ok', 1, 1, 1e-4, 'usage', 1.0, 'question 0', 'r-a', 0.75, '[\"r-a\", \"r-b\"]', "
+                   "'[0.75, 0.25]', 'epsilon:0.5', 'v1', 'answer 0')")
+        db.execute("INSERT INTO feedback VALUES ('rr-0', 'client', 1, 'alice', 1.0, NULL, NULL)")
+    ledger = _ledger_with_rows(old, [_row(1)])
+    ledger.record_feedback("rr-1", "client", 0.5, client="alice", ts=2.0)
+    ledger.close()
+    traffic = logged_traffic(*read_ledger(old))
+    assert traffic.request_ids.tolist() == ["rr-0", "rr-1"] and traffic.reward.tolist() == [1.0, 0.5]
+    first = tmp_path / "first-release.sqlite"  # no learning columns at all: nothing usable, said so
+    with sqlite3.connect(first) as db:
+        db.execute("CREATE TABLE decisions (request_id TEXT PRIMARY KEY, ts REAL NOT NULL, client TEXT NOT NULL, "
+                   "status TEXT, prompt TEXT)")
+        db.execute("INSERT INTO decisions VALUES ('rr-9', 0, 'alice', 'ok', 'q')")
+    decisions, feedback = read_ledger(first)
+    assert decisions[0]["request_id"] == "rr-9" and feedback == []
+    with pytest.raises(DataError, match="1 no policy log"):
+        logged_traffic(decisions, feedback)
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(DataError, match="junk.sqlite"):
+        read_ledger(tmp_path / "junk.sqlite")
+
+
+def test_hot_swap_takes_the_new_routers_tradeoffs_unless_the_file_set_them(tmp_path):
+    """Trade-off names resolve on the serving router's price scale: a swapped-in router brings its own presets,
+    as at start, unless the config file pinned `tradeoffs`; the swap loads through `load_router` (inference)."""
+    from radialrouter.encoders import QueryEncoder
+    from radialrouter.routers import from_pretrained
+    from radialrouter.serve.app import create_app
+    from radialrouter.serve.hotswap import swap_router
+    from radialrouter.serve.routing import parse_model
+
+    enc = QueryEncoder("static", cache_dir=False)
+    prompts = [f"question number {i} about topic {i % 3}" for i in range(12)]
+    for name, scale in (("first", 1.0), ("second", 50.0)):
+        q = np.tile([0.2, 0.6, 0.9], (12, 1))
+        ds = RoutingDataset.from_arrays(prompts, q, ["r-a", "r-b", "r-c"], split=["train"] * 12,
+                                        cost=np.tile([1e-5, 1e-4, 1e-3], (12, 1)) * scale).embed(enc, progress=False)
+        make_router("knn", k=3).fit(ds).save_pretrained(tmp_path / name)
+    second = from_pretrained(tmp_path / "second").presets_
+    assert second != from_pretrained(tmp_path / "first").presets_
+    for pinned in (None, {"balance": 0.5, "cost-first": 2.0, "performance-first": 0.0}):
+        config = _config(tradeoffs=pinned)
+        config = config.model_copy(update={"router": config.router.model_copy(update={"path": tmp_path / "first"})})
+        state = create_app(config).state.serve
+        out = swap_router(state, tmp_path / "second")
+        assert out["version"] == state.router_version and state.router.presets_ == second
+        want = second if pinned is None else pinned
+        assert state.config.tradeoffs == want and state.config.router.path == tmp_path / "second"
+        assert parse_model("radial:balance", state.config).lam == want["balance"]
 
 
 def test_parse_grade():

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from radialrouter.serve.app import ServeState
 
 MAX_COMMENT = 2000
-#: Decision rows are written by a background thread: feedback sent right after the answer may beat its row.
+#: Decision rows are committed in groups by a background thread. With ``ledger.wait_for_commit`` (the default) an
+#: answer's row is committed before its last byte, so its feedback always finds it — on any replica sharing the
+#: PostgreSQL log. Without it, feedback sent right after the answer may beat the row: this replica then waits (at
+#: most this long) while its ledger still has uncommitted rows (`Ledger.backlog`).
 ROW_WAIT_S = 2.0
 
 
