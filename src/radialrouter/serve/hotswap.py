@@ -4,7 +4,9 @@ The new router is loaded, checked against the pool and warmed up in a worker thr
 routing; the switch is one assignment of the batcher's decision function, so a batch already running finishes with
 the old router and the next one uses the new one — no request is dropped or fails because of the swap. Every
 decision carries the version of the router that made it (`router_version`: the first 12 hex digits of the weights'
-sha256 recorded at save), and the decision log stores it.
+sha256 recorded at save), and the decision log stores it. The new router is loaded by `routing.load_router`, as at
+start (inference backend, encoder without disk cache), and, when the config file sets no ``tradeoffs``, brings its
+own named trade-offs (``ServeConfig.with_router_tradeoffs``), exactly as a restart with it would.
 
 ``POST /admin/reload`` (``{"path": DIR}``) and ``GET /admin/router`` need ``server.admin_key`` (a separate bearer
 key; without one the admin endpoints answer 404). ``radialrouter promote`` calls them after off-policy evaluation.
