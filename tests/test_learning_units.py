@@ -313,3 +313,14 @@ def test_label_ledger_with_a_judge_from_the_pool(tmp_path):
     assert again["graded"] == 0 and len(seen) == 3  # rr-0 is not graded twice; rr-1 is retried
     with pytest.raises(ValueError, match="not in the config's pool"):
         label_ledger(tmp_path / "l.sqlite", config, "nobody")
+
+
+def test_train_from_ledger_refuses_options_it_does_not_use(tmp_path):
+    from typer.testing import CliRunner
+
+    from radialrouter.cli import app as cli_app
+
+    res = CliRunner().invoke(cli_app, ["train", "--from-ledger", str(tmp_path / "l.sqlite"), "--out",
+                                       str(tmp_path / "o"), "--router", "auto", "--candidates", "mlp,knn"])
+    assert isinstance(res.exception, ValueError)  # `radialrouter` prints it as one line (cli.main)
+    assert "--from-ledger does not take --router auto, --candidates" in str(res.exception)

@@ -57,6 +57,14 @@ def train_command(
     if from_ledger is not None:
         from radialrouter.cli.learn_cmd import train_from_ledger
 
+        ignored = {"--router auto": router == "auto", "--candidates": candidates is not None, "--lam": lam is not None,
+                   "--backbone": backbone is not None, "--lam-conditioned/--per-lam": lam_conditioned is not None,
+                   "--test-tasks": test_tasks is not None, "--prices": prices is not None,
+                   "--output-tokens": output_tokens is not None}
+        if any(ignored.values()):
+            raise ValueError(f"--from-ledger does not take {', '.join(k for k, v in ignored.items() if v)}: name one "
+                             "router (--router mlp, mf, knn, radial …), trained on the logged labels")
+
         use_threads(threads)
         train_from_ledger(from_ledger, out, router, data, seed, steps, encoder, base, "client,judge", warm_start)
         return
