@@ -316,18 +316,20 @@ def test_explorer_paginates_and_finds_a_request(served):
 def test_router_page_data(served):
     data = _admin(served["url"], "/dashboard/api/router").json()
     assert data["router"]["name"] == "best-single" and [p["name"] for p in data["pool"]] == list(PRICES)
-    assert data["versions"] is None and data["has_feedback"] is False  # this ledger has neither yet
-    assert _admin(served["url"], "/dashboard/api/feedback").json()["feedback"] is None
+    # Every row is counted under its router version (direct calls under none); the ledger has the learning loop's
+    # feedback table, and no rating was posted yet.
+    assert sum(v["requests"] for v in data["versions"]) == len(served["rows"]) and data["has_feedback"] is True
+    feedback = _admin(served["url"], "/dashboard/api/feedback").json()["feedback"]
+    assert not any(row["n"] for rows in feedback.values() if isinstance(rows, list) for row in rows)
 
 
 def _with_learning_loop(served: dict, path: Path) -> Path:
-    """A copy of the served ledger with what the learning loop adds: a router_version column, a feedback table."""
+    """A copy of the served ledger as the learning loop leaves it: two router versions, two ratings of one request."""
     _copy(served["config"].ledger.path, path)
     dst = sqlite3.connect(path)
-    dst.execute("ALTER TABLE decisions ADD COLUMN router_version TEXT")
     dst.execute("UPDATE decisions SET router_version = CASE WHEN llm = 'cheap' THEN 'v2' ELSE 'v1' END")
-    dst.execute("CREATE TABLE feedback (request_id TEXT, score REAL, comment TEXT)")
-    dst.execute("INSERT INTO feedback VALUES (?, 1.0, 'good'), (?, 0.5, NULL)", (served["known_id"],) * 2)
+    dst.execute("INSERT INTO feedback (request_id, source, ts, score, comment) VALUES (?, 'client', 0, 1.0, 'good'), "
+                "(?, 'judge', 0, 0.5, NULL)", (served["known_id"],) * 2)
     dst.commit()
     dst.close()
     return path
@@ -359,7 +361,8 @@ def test_queries_read_version_and_feedback_when_present(served, tmp_path):
     assert {v["version"]: v["requests"] for v in q.versions(*days)} == {k: v["requests"] for k, v in versions.items()}
     writer = sa.create_engine(f"sqlite:///{path}")
     with writer.begin() as db:
-        db.execute(sa.text("INSERT INTO feedback VALUES (:rid, 0.0, NULL)"), {"rid": served["known_id"]})
+        db.execute(sa.text("INSERT INTO feedback (request_id, source, ts, score) VALUES (:rid, 'other', 0, 0.0)"),
+                   {"rid": served["known_id"]})
     q = DashboardQueries(ledger_engine(path))
     assert q.feedback_summary(*days)["per_llm"][0]["n"] == 3  # disagreeing totals: joined, still right
     with writer.begin() as db:
@@ -477,7 +480,7 @@ def _same(x, y, where: str) -> None:
 def _as_ledger_row(row: dict) -> LedgerRow:
     """A stored decision back as the `LedgerRow` the server recorded."""
     fields = {k: v for k, v in row.items() if k in LedgerRow.__dataclass_fields__}
-    for name in ("ranking", "attempts", "scores", "probabilities"):
+    for name in ("ranking", "attempts", "scores", "probabilities", "candidates", "policy_probs"):
         fields[name] = None if row[name] is None else json.loads(row[name])
     fields["fallback"], fields["stream"] = bool(row["fallback"]), bool(row["stream"])
     return LedgerRow(**fields)
@@ -505,11 +508,10 @@ def test_every_query_gives_the_same_answer_on_postgresql(served, pg_url, tmp_pat
         for a, b in zip(on_pg, on_sqlite):
             assert a[:6] == b[:6] and a[6:] == pytest.approx(b[6:])
         with pg.engine.begin() as conn:  # what the learning loop adds, as on the SQLite copy
-            conn.execute(sa.text("ALTER TABLE decisions ADD COLUMN router_version TEXT"))
             conn.execute(sa.text("UPDATE decisions SET router_version = CASE WHEN llm = 'cheap' THEN 'v2' ELSE 'v1' "
                                  "END"))
-            conn.execute(sa.text("CREATE TABLE feedback (request_id TEXT, score DOUBLE PRECISION, comment TEXT)"))
-            conn.execute(sa.text("INSERT INTO feedback VALUES (:rid, 1.0, 'good'), (:rid, 0.5, NULL)"),
+            conn.execute(sa.text("INSERT INTO feedback (request_id, source, ts, score, comment) VALUES "
+                                 "(:rid, 'client', 0, 1.0, 'good'), (:rid, 'judge', 0, 0.5, NULL)"),
                          {"rid": served["known_id"]})
     finally:
         pg.close()
@@ -582,3 +584,24 @@ def test_dashboard_on_a_postgresql_ledger(pg_url, tmp_path):
             listed = _admin(thread.url, "/dashboard/api/clients", range="7d").json()["clients"]
             clients = {c["client"]: c for c in listed}
             assert clients["alice"]["requests"] == 3 and clients["bob"]["requests"] == 1
+
+
+def test_ratings_are_booked_in_the_pre_aggregates(served, tmp_path):
+    """`Ledger.record_feedback` (POST /v1/feedback, judge labels) books each rating in the dashboard's hourly and
+    daily totals in its own transaction — a replaced rating moves the sum, not the count — so the feedback figures
+    are read from the pre-aggregates instead of a join."""
+    path = tmp_path / "rated.sqlite"
+    _copy(served["config"].ledger.path, path)
+    ledger = Ledger(path)
+    try:
+        ledger.record_feedback(served["known_id"], "client", 1.0, ts=time.time())
+        ledger.record_feedback(served["known_id"], "client", 0.25, ts=time.time())  # replaces the first
+        ledger.record_feedback(served["known_id"], "judge", 0.5, ts=time.time())
+    finally:
+        ledger.close()
+    q = DashboardQueries(ledger_engine(path))
+    with q.engine.connect() as c:
+        assert q._rollup_has_all_feedback(c)
+    days = (0, (time.time() // 86400 + 1) * 86400)
+    rows = q.feedback_summary(*days)["per_llm"]
+    assert sum(r["n"] for r in rows) == 2 and sum(r["mean_score"] * r["n"] for r in rows) == pytest.approx(0.75)

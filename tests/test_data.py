@@ -57,9 +57,11 @@ def test_unknown_split_value_names_row(tmp_path, wide_df):
 def test_missing_quality_rows_are_excluded_with_a_warning(tmp_path, wide_df):
     wide_df.loc[[3, 7], "medium"] = np.nan
     wide_df.to_parquet(tmp_path / "d.parquet")
-    with pytest.warns(DataWarning, match=r"excluded 2 row\(s\).*s3, s7"):
+    with pytest.warns(DataWarning, match=r"excluded 2 row\(s\).*s3, s7; missing cells per LLM: medium 2\)"):
         ds = load_dataset(tmp_path / "d.parquet")
     assert len(ds) == 28 and "s3" not in ds.ids and not np.isnan(ds.quality).any()
+    coverage = {r["llm"]: (r["known_rows"], r["coverage"]) for r in ds.summary()["llms"]}  # what data inspect shows
+    assert coverage["medium"] == (28, pytest.approx(28 / 30)) and coverage["small"] == (30, 1.0)
 
 
 def test_quality_only_data(tmp_path):

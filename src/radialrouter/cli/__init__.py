@@ -9,7 +9,9 @@ import typer
 from radialrouter.cli.common import app, data_app, fail_cleanly
 
 # Importing a command module registers its commands on `app` / `data_app`.
-from radialrouter.cli import batch_cmd, bench_cmd, data_cmd, encoder_cmd, eval_cmd, pool_cmd, radial_cmd, serve_cmd  # noqa: E402,F401  isort: skip
+from radialrouter.cli import (  # noqa: E402,F401  isort: skip
+    batch_cmd, bench_cmd, data_cmd, encoder_cmd, eval_cmd, learn_cmd, pool_cmd, radial_cmd, serve_cmd,
+)
 
 app.add_typer(data_app, name="data")
 

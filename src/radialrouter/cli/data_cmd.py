@@ -48,6 +48,8 @@ def inspect(
     llms.add_column("LLM")
     llms.add_column("mean quality", justify="right")
     llms.add_column("mean cost / 1k queries (USD)", justify="right")
+    llms.add_column("quality known (rows of the file)", justify="right")
     for row in summary["llms"]:
-        llms.add_row(row["llm"], f"{row['mean_quality']:.3f}", f"{row['mean_cost_per_1k']:.4f}")
+        known = f"{row['coverage']:.1%} ({row['known_rows']})" if "coverage" in row else "–"
+        llms.add_row(row["llm"], f"{row['mean_quality']:.3f}", f"{row['mean_cost_per_1k']:.4f}", known)
     console.print(llms)

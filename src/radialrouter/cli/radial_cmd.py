@@ -24,7 +24,8 @@ from radialrouter.cli.common import (
 
 @app.command("train")
 def train_command(
-    data: str = typer.Option(..., "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
+    data: str | None = typer.Option(None, "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or "
+                                    "'routerbench'; with --from-ledger: full-information rows added to the log."),
     out: str = typer.Option(..., "--out", help="Directory to save the trained router to."),
     router: str = typer.Option("radial", "--router", help="Registered router name, or 'auto': train the --candidates "
                                "and keep the best on the validation split at --lam (default: balance)."),
@@ -44,10 +45,32 @@ def train_command(
     threads: int | None = threads_option(),
     prices: str | None = prices_option(),
     output_tokens: int | None = output_tokens_option(),
+    from_ledger: str | None = typer.Option(None, "--from-ledger", help="Train on the labelled requests of this "
+                                           "decision log (partial labels; see docs/learning-from-traffic.md)."),
+    base: str | None = typer.Option(None, "--base", help="With --from-ledger: the serving router (its LLMs, "
+                                    "encoder and mean costs for LLMs the log never called)."),
+    warm_start: bool = typer.Option(False, "--warm-start", help="With --from-ledger and --base: start from the "
+                                    "base router's weights (mlp, mf: e.g. one trained on full-information data)."),
 ) -> None:
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
     import time
 
+    if from_ledger is not None:
+        from radialrouter.cli.learn_cmd import train_from_ledger
+
+        ignored = {"--router auto": router == "auto", "--candidates": candidates is not None, "--lam": lam is not None,
+                   "--backbone": backbone is not None, "--lam-conditioned/--per-lam": lam_conditioned is not None,
+                   "--test-tasks": test_tasks is not None, "--prices": prices is not None,
+                   "--output-tokens": output_tokens is not None}
+        if any(ignored.values()):
+            raise ValueError(f"--from-ledger does not take {', '.join(k for k, v in ignored.items() if v)}: name one "
+                             "router (--router mlp, mf, knn, radial …), trained on the logged labels")
+
+        use_threads(threads)
+        train_from_ledger(from_ledger, out, router, data, seed, steps, encoder, base, "client,judge", warm_start)
+        return
+    if data is None:
+        raise ValueError("give --data (routing data) or --from-ledger (a decision log)")
     n_threads = use_threads(threads)
     from radialrouter.data import load_splits
     from radialrouter.objective import resolve_lam, tradeoff_presets

@@ -38,6 +38,9 @@ class RoutingDataset:
     embeddings: np.ndarray | None = None
     embedding_encoder: dict | None = field(default=None, compare=False)
     cost_model: str = ""  # how costs were estimated when the logs had none ("" = logged costs)
+    #: Per LLM, the rows of the source file whose quality it has (before rows with missing cells were excluded),
+    #: and the number of rows read: the coverage `data inspect` reports.
+    coverage: dict | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.llms)
@@ -179,6 +182,9 @@ class RoutingDataset:
                     "llm": name,
                     "mean_quality": float(self.quality[:, j].mean()) if len(self) else float("nan"),
                     "mean_cost_per_1k": float(self.cost_per_1k[:, j].mean()) if len(self) else float("nan"),
+                    **({} if not self.coverage else {
+                        "known_rows": self.coverage["known"][name], "coverage": self.coverage["known"][name]
+                        / max(self.coverage["rows"], 1)}),
                 }
                 for j, name in enumerate(self.llms)
             ],

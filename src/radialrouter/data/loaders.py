@@ -416,11 +416,14 @@ def _finish(parsed: dict, name: str, *, test_size: float, seed: int) -> RoutingD
     incomplete = np.isnan(quality).any(axis=1)
     if incomplete.all():
         raise DataError(f"{name}: every row has a missing quality value; nothing can be used")
+    known = {llm: int(np.isfinite(quality[:, j]).sum()) for j, llm in enumerate(parsed["llms"])}
     if incomplete.any():
         ids = parsed["ids"][incomplete].tolist()
         shown = ", ".join(map(str, ids[:30])) + (" …" if len(ids) > 30 else "")
+        gaps = ", ".join(f"{llm} {len(quality) - k}" for llm, k in known.items() if k < len(quality))
         warnings.warn(
-            f"{name}: excluded {int(incomplete.sum())} row(s) with missing quality values (ids: {shown})",
+            f"{name}: excluded {int(incomplete.sum())} row(s) with missing quality values (ids: {shown}; missing "
+            f"cells per LLM: {gaps})",
             DataWarning,
             stacklevel=3,
         )
@@ -436,6 +439,7 @@ def _finish(parsed: dict, name: str, *, test_size: float, seed: int) -> RoutingD
         ids=parsed["ids"][keep],
         has_cost=parsed["has_cost"],
         source=name,
+        coverage={"rows": int(len(quality)), "known": known},
     )
     if split is None:
         ds = grouped_split(ds, test_size=test_size, seed=seed)

@@ -10,7 +10,7 @@ import numpy as np
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.evaluation import summarize
 from radialrouter.objective import argmax_cheapest, utility
-from radialrouter.routers.base import Router
+from radialrouter.routers.base import Router, RouterError
 
 
 # ---------------------------------------------------------------------------------------------- cost head
@@ -121,6 +121,12 @@ class QualityRegressorRouter(Router):
     output, soft binary cross-entropy) and predict per-query cost with a ridge head. Scoring is λ-free:
     ``q̂ − λ·COST_SCALE·ĉ``, so one fit serves every λ. Model selection: macro Score at λ = 0 on ``val``."""
 
+    partial_labels = True  # unknown quality cells (NaN) are masked out of the loss
+    #: Trained on partial labels, an LLM's predicted quality is lowered by this many standard errors,
+    #: sqrt(q̂(1 − q̂) / n) with n its number of labels, when routing: argmax over noisy estimates otherwise picks
+    #: the LLMs whose few labels happened to be lucky (pessimism in offline policy learning).
+    pessimism: float = 1.0
+
     steps: int
     batch_size: int
     lr: float
@@ -141,20 +147,35 @@ class QualityRegressorRouter(Router):
         set_seed(self.seed)
         self.dim_ = x.shape[1]
         self.module_ = self._build(self.dim_, len(self.llms_))
+        init = getattr(self, "init_from", None)  # warm start: a fitted router of this class, same LLMs and width
+        if init is not None:
+            if type(init) is not type(self) or list(init.llms_) != list(self.llms_) or init.dim_ != self.dim_:
+                raise RouterError(f"{self.name}: can only warm-start from a fitted {self.name!r} router with the "
+                                  f"same LLMs {self.llms_} and {self.dim_}-d inputs")
+            self.module_.load_state_dict(init.module_.state_dict())
         xt = torch.from_numpy(x)
-        yt = torch.from_numpy(np.clip(train.quality, 0, 1).astype(np.float32))
+        known = np.isfinite(train.quality)
+        yt = torch.from_numpy(np.clip(np.nan_to_num(train.quality), 0, 1).astype(np.float32))
         bce = torch.nn.BCEWithLogitsLoss()
+        if known.all():
+            def loss_fn(idx: np.ndarray) -> torch.Tensor:
+                return bce(self.module_(xt[idx]), yt[idx])
+        else:  # partial labels: the loss averages over the known cells of the batch only
+            mt = torch.from_numpy(known.astype(np.float32))
+            cell_bce = torch.nn.BCEWithLogitsLoss(reduction="none")
 
-        def loss_fn(idx: np.ndarray) -> torch.Tensor:
-            return bce(self.module_(xt[idx]), yt[idx])
+            def loss_fn(idx: np.ndarray) -> torch.Tensor:
+                m = mt[idx]
+                return (cell_bce(self.module_(xt[idx]), yt[idx]) * m).sum() / m.sum().clamp_min(1.0)
 
         val_fn = None
-        if val is not None and len(val):
+        if val is not None and len(val) and np.isfinite(val.quality).all():
             xv = require_embeddings(val, self)
 
             def val_fn() -> float:
                 return macro_score(argmax_cheapest(self._quality(xv), self.mean_cost_), val, 0.0)
 
+        self.label_counts_ = None if known.all() else known.sum(axis=0).astype(np.float64)
         result = train_module(self.module_, loss_fn, len(train), steps=self.steps, batch_size=self.batch_size,
                               lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, val_fn=val_fn,
                               progress=False, desc=self.name)
@@ -169,7 +190,11 @@ class QualityRegressorRouter(Router):
             return torch.sigmoid(self.module_(torch.from_numpy(np.asarray(x, dtype=np.float32)))).double().numpy()
 
     def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
-        return utility(self._quality(x), predict_cost_head(x, self.cost_w_, self.cost_b_), lam)
+        quality = self._quality(x)
+        counts = getattr(self, "label_counts_", None)
+        if counts is not None and self.pessimism > 0:
+            quality = quality - self.pessimism * np.sqrt(quality * (1 - quality) / np.maximum(counts, 1.0))
+        return utility(quality, predict_cost_head(x, self.cost_w_, self.cost_b_), lam)
 
     def _costs(self, x: np.ndarray) -> np.ndarray:
         return predict_cost_head(x, self.cost_w_, self.cost_b_)
@@ -177,7 +202,10 @@ class QualityRegressorRouter(Router):
     def _state(self) -> dict[str, np.ndarray]:
         from radialrouter.routers._torchutil import module_tensors
 
-        return {**module_tensors(self.module_, "module"), "cost_w": self.cost_w_, "cost_b": self.cost_b_}
+        state = {**module_tensors(self.module_, "module"), "cost_w": self.cost_w_, "cost_b": self.cost_b_}
+        if getattr(self, "label_counts_", None) is not None:
+            state["label_counts"] = self.label_counts_
+        return state
 
     def _extra_state(self) -> dict[str, Any]:
         return {"dim": self.dim_}
@@ -188,6 +216,7 @@ class QualityRegressorRouter(Router):
         self.dim_ = int(extra["dim"])
         self.module_ = load_module_tensors(self._build(self.dim_, len(self.llms_)), tensors, "module")
         self.cost_w_, self.cost_b_ = tensors["cost_w"], tensors["cost_b"]
+        self.label_counts_ = tensors.get("label_counts")
 
 
 def require_embeddings(data: RoutingDataset, router: Router) -> np.ndarray:

@@ -100,6 +100,10 @@ class Router(ABC):
     name: ClassVar[str] = ""
     uses_embeddings: ClassVar[bool] = True
     lam_at_fit: ClassVar[bool] = False
+    #: True for routers whose loss skips unknown quality cells (NaN: partially labelled data, e.g. logged traffic
+    #: where only the called LLM's answer was rated); others train on imputed labels (`radialrouter.partial`).
+    #: (A property where it depends on hyperparameters: RadialRouter with objective="quality".)
+    partial_labels: ClassVar[bool] = False
 
     #: Subclasses that use embeddings take ``encoder=None`` in their constructor and store it here.
     encoder: QueryEncoder | None = None
@@ -119,6 +123,11 @@ class Router(ABC):
         """Learn from ``train`` (all its rows); ``val`` is only for model selection and early stopping."""
         if len(train) == 0:
             raise RouterError("cannot fit on an empty dataset")
+        if not self.partial_labels and not np.isfinite(train.quality).all():
+            raise RouterError(f"{type(self).__name__} needs every LLM's quality on every training query, and "
+                              f"{int((~np.isfinite(train.quality)).sum())} cells are unknown (NaN); train it with "
+                              "radialrouter.partial.fit_partial (imputes them), or use a router that skips them: "
+                              "mlp, mf, knn, or radial with objective='quality'")
         self.llms_ = list(train.llms)
         self.mean_cost_ = train.mean_cost.astype(np.float64)
         self.default_lam_ = float(getattr(self, "lam", 0.0) or 0.0) if self.lam_at_fit else 0.0

@@ -156,6 +156,12 @@ class RadialRouter(Router):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
 
+    @property
+    def partial_labels(self) -> bool:  # type: ignore[override]
+        """With ``objective='quality'`` unknown quality cells (NaN) are masked out of the loss; the KL target needs
+        every cell."""
+        return getattr(self, "objective", "kl") == "quality"
+
     def _build(self, in_dim: int, n_llms: int) -> RadialFormer:
         return RadialFormer(in_dim, n_llms, self.d_model, self.n_layers, self.n_heads, self.dropout, self.backbone,
                             self.residual)

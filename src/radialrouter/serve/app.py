@@ -37,7 +37,10 @@ from radialrouter.serve.batching import MicroBatcher, QueueFull
 from radialrouter.serve.budgets import Budgets, Reservation, cost_usd
 from radialrouter.serve.config import ServeConfig
 from radialrouter.serve.dashboard_routes import dashboard_router
+from radialrouter.serve.explore import Explorer
+from radialrouter.serve.feedback import feedback_router
 from radialrouter.serve.health import REPLICA_ENV, health_router, replica_id
+from radialrouter.serve.hotswap import admin_router, router_version
 from radialrouter.serve.ledger import Ledger, LedgerRow, Settlement, committed
 from radialrouter.serve.metrics import Metrics
 from radialrouter.serve.openapi import install_openapi
@@ -53,6 +56,7 @@ from radialrouter.serve.routing import (
     parse_model,
     requested_output_tokens,
     required_capabilities,
+    router_dir,
     routing_text,
 )
 from radialrouter.serve.upstream import LOCAL, Attempt, Upstream, classify, is_retryable, retry_after
@@ -140,6 +144,14 @@ class _Call:
         self.called = False  # a request reached a backend (it bills the prompt even if we see no usage)
         self.overhead_ms: float | None = None  # arrival to the first backend call: the latency the gateway adds
         self.finished = False
+        self.response_text: list[str] = []  # kept only with ledger.log_responses
+        self.response_chars = 0
+
+    def keep_text(self, text: str) -> None:
+        """Remember answer text for the ledger (``ledger.log_responses``), at most 64 K characters."""
+        if text and self.state.config.ledger.log_responses and self.response_chars < 65_536:
+            self.response_text.append(text)
+            self.response_chars += len(text)
 
     @cached_property
     def prompt(self) -> str:
@@ -225,6 +237,7 @@ class _Call:
         if s.ledger is not None:
             r = self.result
             settlement = Settlement(self.client, cost, c, self.reservation.id if self.reservation else None)
+            pol = None if r is None else r.policy
             self.commit = s.ledger.record(LedgerRow(
                 request_id=self.request_id, ts=time.time(), client=self.client, model=str(self.body.get("model")),
                 mode=self.target.mode, lam=None if r is None else r.lam, llm=self.llm,
@@ -233,8 +246,12 @@ class _Call:
                 prompt_tokens=p, completion_tokens=c, cost_usd=cost, cost_source=source, latency_ms=round(latency, 3),
                 prompt=self.prompt if s.config.ledger.log_prompts else None,
                 scores=None if r is None else r.scores, probabilities=None if r is None else r.probabilities,
-                expected_cost_usd=None if r is None else r.expected_cost_usd, overhead_ms=self.overhead_ms),
-                settlement)
+                expected_cost_usd=None if r is None else r.expected_cost_usd, overhead_ms=self.overhead_ms,
+                choice=None if pol is None else pol.choice, propensity=None if pol is None else pol.propensity,
+                candidates=None if pol is None else pol.candidates, policy_probs=None if pol is None else pol.probs,
+                explore=None if pol is None else pol.explore,
+                router_version=None if r is None else r.router_version,
+                response="".join(self.response_text)[:65_536] if self.response_text else None), settlement)
 
     async def acknowledge(self) -> None:
         """Wait until the ledger row is committed (``ledger.wait_for_commit``), before the response's last byte."""
@@ -252,10 +269,15 @@ class ServeState:
     def __init__(self, config: ServeConfig, router: Router | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.router = router if router is not None else load_router(config)
+        self.file_config = config  # as written: a hot swap fills the new router's trade-offs from it
         self.config = config = config.with_router_tradeoffs(getattr(self.router, "presets_", None))
+        self.router_path = None if router is not None else router_dir(config)
+        self.router_version = router_version(self.router_path)
+        self.explorer = Explorer(config)
         for warning in check_pool(config, list(self.router.llms_)):
             log.warning(warning)
         self.decider = Decider(config, self.router, load_tokenizer(config.router.tokenizer))
+        self.decider.version = self.router_version
         self.decider.warm_up()
         url = config.ledger.database_url()
         self.replica = replica_id()
@@ -472,6 +494,8 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
         if call.usage is None:
             call.output_tokens = state.decider.count(_output_text(data, "message"))
         data["model"] = name
+        data["id"] = call.request_id  # what a client sends back to /v1/feedback (`response.id`)
+        call.keep_text(_output_text(data, "message"))
         data["router"] = call.info(final=True)
         call.finish("ok")
         await call.acknowledge()
@@ -608,14 +632,17 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
                     continue
                 if obj.get("usage"):
                     call.usage = _usage(obj["usage"]) or call.usage
-                call.output_tokens += state.decider.count(_output_text(obj, "delta"))
+                delta_text = _output_text(obj, "delta")
+                call.output_tokens += state.decider.count(delta_text)
+                call.keep_text(delta_text)
                 complete = complete or _finished(obj)
                 if strip_usage:
                     if not obj.get("choices"):
                         continue  # the usage chunk we asked for; the client did not
                     obj.pop("usage", None)
                 obj["model"] = name
-                last = {"id": obj.get("id", last["id"]), "created": obj.get("created", last["created"])}
+                obj["id"] = call.request_id  # the id a client sends back to /v1/feedback
+                last = {"id": call.request_id, "created": obj.get("created", last["created"])}
                 if not announced:
                     obj["router"] = call.info()
                     announced = True
@@ -689,7 +716,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
             body, size = await state.read_json(request)
             check_chat_body(body)
             state.budgets.check(client)
-            target = parse_model(body.get("model"), config)
+            target = parse_model(body.get("model"), state.config)  # state.config: a hot swap may replace it
             call = _Call(state, client, body, target)
             await state.prepare(call, size)
             await state.admit(call)
@@ -697,7 +724,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
                 plan = [target.llm]
             else:
                 try:
-                    call.result = await state.decide(call)
+                    call.result = state.explorer.apply(await state.decide(call), client, target.mode)
                 except RequestError:
                     call.finish("no_candidate")
                     raise
@@ -723,7 +750,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
             if isinstance(body.get("prompt"), str) and "messages" not in body:
                 body = {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
             check_chat_body(body)
-            target = parse_model(body.get("model", config.router.alias), config)
+            target = parse_model(body.get("model", config.router.alias), state.config)
             if target.llm is not None:
                 raise RequestError("`model` must be a router alias here, not a concrete LLM", param="model")
             call = _Call(state, client, body, target)
@@ -740,7 +767,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
     async def models(request: Request) -> JSONResponse:
         state.authenticate(request)
         alias = config.router.alias
-        routed = [alias] + [f"{alias}:{name}" for name in config.tradeoffs]
+        routed = [alias] + [f"{alias}:{name}" for name in state.config.tradeoffs]
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "radialrouter"} for m in routed]
         data += [{"id": llm.name, "object": "model", "created": 0, "owned_by": "radialrouter-pool",
                   "context_window": llm.context_window, "capabilities": llm.capabilities,
@@ -760,5 +787,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
 
     app.include_router(health_router(state))
     app.include_router(dashboard_router)  # /dashboard: pages and JSON behind server.admin_key (read-only)
+    app.include_router(feedback_router(state))
+    app.include_router(admin_router(state))
     install_openapi(app, config)
     return app

@@ -116,6 +116,27 @@ class LLMConfig(_Strict):
         return self.router_llm or self.name
 
 
+class ExploreConfig(_Strict):
+    """Optional exploration, so that the decision log supports unbiased off-policy estimates (off by default).
+
+    ``epsilon``: with probability ε a uniformly random candidate instead of the router's pick; ``softmax``: a
+    candidate drawn from softmax(score / temperature) over the router's own scores. ``keys`` / ``tradeoffs`` limit
+    it to some client ids or trade-off names (empty: all)."""
+
+    method: Literal["off", "epsilon", "softmax"] = "off"
+    epsilon: float = Field(0.1, ge=0.0, le=1.0, description="ε of ε-greedy.")
+    temperature: float = Field(0.05, gt=0.0, description="Softmax temperature on the router's scores.")
+    keys: list[str] = Field(default_factory=list, description="Only these client ids explore (empty: all).")
+    tradeoffs: list[str] = Field(default_factory=list, description="Only these trade-off names explore (empty: "
+                                 "all; 'explicit' for radial@lam=…).")
+    seed: int | None = Field(None, description="Seed of the exploration draws (tests); default: fresh entropy.")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+
 class RouterConfig(_Strict):
     path: Path | None = Field(None, description="Router directory from save_pretrained; omitted: the default.")
     alias: str = Field("radial", pattern=r"^[A-Za-z][A-Za-z0-9._\-]*$", description="Model name that routes.")
@@ -129,6 +150,7 @@ class RouterConfig(_Strict):
     inference: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="What a RadialRouter's network runs on: ONNX Runtime (auto: when installed; several "
                             "times faster at batch 1) or torch.")
+    explore: ExploreConfig = Field(default_factory=ExploreConfig, description="Exploration (off by default).")
 
     _check_path = field_validator("path", "tokenizer", mode="before")(_resolve_path)
 
@@ -161,8 +183,9 @@ class ServerConfig(_Strict):
                                                            "sending before the server stops accepting.")
     public_metrics: bool = Field(False, description="Serve /metrics without a client key.")
     allow_public_without_auth: bool = Field(False, description="Allow a non-loopback host with no client keys.")
-    admin_key: EnvSecret | None = Field(None, description="${ENV} reference: the key that opens the dashboard "
-                                        "(/dashboard) and its JSON API; unset: the dashboard is off.")
+    admin_key: EnvSecret | None = Field(None, description="${ENV} reference: the key of the operator's endpoints — the "
+                                        "dashboard (/dashboard) and its JSON API, and /admin/reload (router hot swap) "
+                                        "and /admin/router; unset: they are off.")
     reference_llm: str | None = Field(None, description="Pool LLM the dashboard's savings compare against; "
                                                         "default: the priciest LLM of the pool.")
 
@@ -173,7 +196,7 @@ class ServerConfig(_Strict):
     def _long_enough(cls, value: EnvSecret | None) -> EnvSecret | None:
         if value is not None and len(value.get()) < 16:
             raise ValueError(f"the admin key in ${{{value.env}}} is shorter than 16 characters; use a long random "
-                             "one (it opens the dashboard)")
+                             "one (it opens the dashboard and the admin endpoints)")
         return value
 
 
@@ -199,6 +222,7 @@ class LedgerConfig(_Strict):
     log_prompts: bool = Field(False, description="Also store the routed text (off: only ids, choices, costs).")
     wait_for_commit: bool = Field(True, description="Send a response's last byte only once its row is committed, "
                                                     "so no acknowledged request is missing from the log.")
+    log_responses: bool = Field(False, description="Also store each answer's text (for judge labels).")
 
     _check_path = field_validator("path", mode="before")(_resolve_path)
 
@@ -282,7 +306,7 @@ class ServeConfig(_Strict):
         clash = [k.id for k in self.auth.keys if admin is not None and k.key.get() == admin.get()]
         if clash:
             raise ValueError(f"server.admin_key: equals the client key of {clash[0]!r}; a client key must not open "
-                             "the dashboard")
+                             "the dashboard and the admin endpoints")
         if self.server.reference_llm is not None and self.server.reference_llm not in names:
             raise ValueError(f"server.reference_llm: {self.server.reference_llm!r} is not a pool LLM {names}")
         if not self.auth.keys and not _is_loopback(self.server.host) and not self.server.allow_public_without_auth:

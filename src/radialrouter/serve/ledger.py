@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from radialrouter.serve import ledger_rollup
-from radialrouter.serve.schema import budget_spend, decisions, migrate
+from radialrouter.serve.schema import budget_spend, decisions, feedback, migrate
 
 log = logging.getLogger("radialrouter.serve")
 
@@ -64,6 +64,15 @@ class LedgerRow:
     probabilities: dict[str, float] | None = None  # its probabilities, for routers that have them
     expected_cost_usd: float | None = None  # the router's estimate for its choice (actual: cost_usd)
     overhead_ms: float | None = None  # added latency: arrival to the first backend call (parse, count, route)
+    # Off-policy learning: the policy's own pick (router LLM names), its probability, the candidates and the
+    # logging distribution over them (aligned), the exploration setting and the router's version.
+    choice: str | None = None
+    propensity: float | None = None
+    candidates: list[str] | None = None
+    policy_probs: list[float] | None = None
+    explore: str | None = None
+    router_version: str | None = None
+    response: str | None = None  # the answer's text, only with ``ledger.log_responses`` (for judge labels)
 
     def to_dict(self) -> dict[str, Any]:
         """The row as column values (lists and score maps as JSON text, flags as 0/1)."""
@@ -72,6 +81,8 @@ class LedgerRow:
         for name in ("scores", "probabilities"):
             d[name] = None if d[name] is None else json.dumps(d[name])
         d["fallback"], d["stream"] = int(self.fallback), int(self.stream)
+        for name in ("candidates", "policy_probs"):
+            d[name] = None if d[name] is None else json.dumps(d[name])
         return d
 
     def values(self) -> tuple:
@@ -314,6 +325,42 @@ class Ledger:
         with self.engine.connect() as conn:
             result = conn.execute(sa.select(decisions).order_by(decisions.c.ts))
             return [dict(r._mapping) for r in result]
+
+    # --- Learning from traffic (issue 12): one decision by id, and the feedback / judge labels ---
+
+    def decision_of(self, request_id: str) -> dict[str, Any] | None:
+        """One decision row by request id (None if it is not, or not yet, committed)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(decisions).where(decisions.c.request_id == request_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def record_feedback(self, request_id: str, source: str, score: float, *, client: str | None = None,
+                        comment: str | None = None, meta: dict[str, Any] | None = None, ts: float) -> None:
+        """Store (or replace: posting the same feedback again is idempotent) one label of a request."""
+        values = {"request_id": request_id, "source": source, "ts": ts, "client": client, "score": float(score),
+                  "comment": comment, "meta": None if meta is None else json.dumps(meta)}
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(feedback)
+        stmt = stmt.on_conflict_do_update(index_elements=[feedback.c.request_id, feedback.c.source],
+                                          set_={c: stmt.excluded[c] for c in values if c not in ("request_id",
+                                                                                                "source")})
+        with self.engine.begin() as conn:
+            old = conn.execute(sa.select(feedback.c.score).where(feedback.c.request_id == request_id,
+                                                                  feedback.c.source == source)).scalar()
+            conn.execute(stmt, values)
+            decision = conn.execute(sa.select(decisions).where(decisions.c.request_id == request_id)).mappings().first()
+            if decision is not None:  # the dashboard's pre-aggregates, in the same transaction (a replaced rating
+                # moves the sum, not the count)
+                ledger_rollup.add_feedback(conn, decision, 0 if old is not None else 1,
+                                           float(score) - (float(old) if old is not None else 0.0))
+
+    def feedback_rows(self) -> list[dict[str, Any]]:
+        """All feedback and judge labels, oldest first."""
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(feedback).order_by(feedback.c.ts))]
 
 
 async def committed(done: concurrent.futures.Future | None, timeout: float = 30.0) -> bool:

@@ -8,7 +8,7 @@ models here document those bodies (and let schemathesis generate them) without s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -61,6 +61,15 @@ class RouteRequest(_Open):
     prompt: str | None = None
 
 
+class FeedbackRequest(BaseModel):
+    """A rating of an answer this key got: ``id`` is the response's ``id``; exactly one of ``score`` / ``thumbs``."""
+
+    id: str = Field(description="`id` of the chat completion (the x-radialrouter-request-id header)")
+    score: float | None = Field(None, ge=0, le=1)
+    thumbs: Literal["up", "down"] | None = None
+    comment: str | None = Field(None, max_length=2000)
+
+
 class ErrorBody(BaseModel):
     message: str
     type: str
@@ -72,7 +81,8 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-_BODIES = {("/v1/chat/completions", "post"): ChatCompletionRequest, ("/v1/route", "post"): RouteRequest}
+_BODIES = {("/v1/chat/completions", "post"): ChatCompletionRequest, ("/v1/route", "post"): RouteRequest,
+           ("/v1/feedback", "post"): FeedbackRequest}
 _ERRORS = {"400": "Invalid request (the `param` names the field)", "401": "Missing or wrong API key",
            "404": "Unknown model", "408": "Body not received in time", "413": "Body too large",
            "429": "Budget spent, or every backend rate-limited", "503": "At capacity (see Retry-After)"}
@@ -82,7 +92,7 @@ def build_openapi(app: FastAPI, config: ServeConfig) -> dict[str, Any]:
     spec = get_openapi(title="radialrouter", version="1", routes=app.routes,
                        description="OpenAI-compatible routing endpoint: `model` picks routing or a pool LLM.")
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ChatCompletionRequest, RouteRequest, ErrorResponse):
+    for model in (ChatCompletionRequest, RouteRequest, FeedbackRequest, ErrorResponse):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

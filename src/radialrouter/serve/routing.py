@@ -177,6 +177,8 @@ class RouteResult:
     lam: float
     prompt_tokens: int
     excluded: dict[str, str] = field(default_factory=dict)
+    policy: Any = None  # `explore.PolicyLog` once the serving policy has drawn (chat requests)
+    router_version: str | None = None  # the router that decided (hot swaps change it between batches)
 
     def to_dict(self) -> dict[str, Any]:
         return {"llm": self.llm, "ranking": self.ranking, "scores": self.scores,
@@ -233,6 +235,7 @@ class Decider:
 
     def __init__(self, config: ServeConfig, router: Router, tokenizer) -> None:
         self.config, self.router, self.tokenizer = config, router, tokenizer
+        self.version: str | None = None  # set by the server (`hotswap.router_version`); stamped on every result
         known = set(router.llms_)
         self.routable: list[LLMConfig] = [llm for llm in config.llms if llm.router_name in known]
         self._by_router_name = {llm.router_name: llm.name for llm in self.routable}
@@ -273,7 +276,8 @@ class Decider:
         for q in queries:
             mask, excluded = self._mask(q)
             masks.append(mask)
-            out.append(RouteResult("", [], {}, None, 0.0, q.lam, q.prompt_tokens, excluded))
+            out.append(RouteResult("", [], {}, None, 0.0, q.lam, q.prompt_tokens, excluded,
+                                   router_version=self.version))
         ok = [i for i, m in enumerate(masks) if m.any()]
         for i in set(range(len(queries))) - set(ok):
             reasons = "; ".join(f"{k}: {v}" for k, v in out[i].excluded.items()) or "no routable LLM"

@@ -45,11 +45,33 @@ decisions = sa.Table(
     sa.Column("probabilities", sa.Text),  # JSON: its probabilities, for routers that have them
     sa.Column("expected_cost_usd", sa.Float),  # the router's estimate for its choice (actual: cost_usd)
     sa.Column("overhead_ms", sa.Float),  # added latency: arrival to the first backend call
+    # Learning from traffic (issue 12): the policy's own pick (router LLM names), its probability, the candidates
+    # and the logging distribution over them (JSON lists, aligned), the exploration setting, the router's version,
+    # and the answer's text (only with ``ledger.log_responses``, for judge labels).
+    sa.Column("choice", sa.Text),
+    sa.Column("propensity", sa.Float),
+    sa.Column("candidates", sa.Text),
+    sa.Column("policy_probs", sa.Text),
+    sa.Column("explore", sa.Text),
+    sa.Column("router_version", sa.Text),
+    sa.Column("response", sa.Text),
     # What the dashboard filters and groups by (radialrouter.serve.dashboard_queries): time ranges, per client,
     # per LLM.
     sa.Index("decisions_ts", "ts"),
     sa.Index("decisions_client_ts", "client", "ts"),
     sa.Index("decisions_llm_ts", "llm", "ts"),
+)
+
+#: Client feedback and judge labels (issue 12), one row per (request, source); written directly (rare, small).
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("client", sa.Text),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("meta", sa.Text),
 )
 
 #: Hourly (span 3600) and daily (span 86400, UTC) sums of the decision log per client, LLM, trade-off and router
@@ -167,6 +189,15 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ("0015_decisions_llm_ts_index", "create_index", "decisions", "decisions_llm_ts"),
     ("0016_decisions_rollup", "create_table", "decisions_rollup"),
     ("0017_decisions_rollup_backfill", "run", "backfill_rollup"),
+    # Learning from traffic (issue 12)
+    ("0100_decisions_choice", "add_column", "decisions", "choice"),
+    ("0101_decisions_propensity", "add_column", "decisions", "propensity"),
+    ("0102_decisions_candidates", "add_column", "decisions", "candidates"),
+    ("0103_decisions_policy_probs", "add_column", "decisions", "policy_probs"),
+    ("0104_decisions_explore", "add_column", "decisions", "explore"),
+    ("0105_decisions_router_version", "add_column", "decisions", "router_version"),
+    ("0106_decisions_response", "add_column", "decisions", "response"),
+    ("0107_feedback", "create_table", "feedback"),
 ]
 
 _DATA_STEPS: dict[str, Callable[[Connection], None]] = {"backfill_spend": _backfill_spend,

@@ -1,0 +1,347 @@
+"""Bandit replay: how close does a router learned from its own logged traffic — one revealed label per query —
+get to one trained with every LLM's label (full information)?
+
+    python benchmarks/bandit_replay.py                       # routerbench3 and mmlupro29, 3 seeds
+    python benchmarks/bandit_replay.py --datasets routerbench3 --seeds 0 --every 500   # quicker
+
+Per data set and seed, the data set's training queries (shuffled; the first ``--traffic`` of them) arrive as
+traffic at λ = Balance. A logging policy routes each one and only the called LLM's quality is revealed (variant
+*noisy judge*: flipped with probability ``--noise``, as a fallible LLM judge would). Every ``--every`` queries the
+bandit learner (an ``mlp`` with the masked loss of `radialrouter.partial` and its pessimistic routing, costs
+imputed as in `radialrouter.ledger_data`) is retrained on everything logged so far and becomes the new logging
+policy. Policies:
+
+* ``frozen``: routerbench3 — the embedded router (RadialRouter, static encoder) as shipped (trained on the full
+  information of routerbench3's training split); mmlupro29 — no embedded router knows its pool, so an ``mlp``
+  trained on the ``--warm`` full-information training queries outside the traffic. It is the first logging policy
+  of every variant.
+* ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
+* ``bandit, exploring``: ε-greedy (``--explore epsilon``: with probability ε a uniformly random LLM) or a softmax
+  over the policy's scores with an ε/m floor (``--explore softmax``); the draw's propensity is logged.
+* ``bandit, exploring, noisy judge``: as above, labels flipped with probability ``--noise``.
+* ``bandit, exploring, warm start``: as ``exploring``, trained on the ``--warm`` full-information queries too.
+* ``full information``: the same learner trained on the same traffic queries with every LLM's label (the ceiling).
+
+Test Score (macro over tasks, λ = 0.02, the data set's test split) is measured at every retrain. Off-policy
+evaluation checks: on each block of traffic just logged with exploration, policies fixed before that block (the
+frozen router, the previous full-information, no-exploration and ε-greedy learners) are evaluated with IPS, SNIPS
+and DR (DR's model: the previous ε-greedy learner's quality and cost heads) and their 95 % bootstrap intervals
+compared with the policy's true Score on the same queries. Writes benchmarks/results/bandit_replay.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from radialrouter.data import load_splits
+from radialrouter.data.dataset import RoutingDataset
+from radialrouter.evaluation import summarize
+from radialrouter.ledger_data import LoggedTraffic, concat_datasets, impute_costs
+from radialrouter.objective import COST_SCALE
+from radialrouter.ope import bootstrap_counts, evaluate
+from radialrouter.routers import Router, make_router
+from radialrouter.routers.radial import load_default
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+LAM = 0.02
+EXPLORING = "bandit, exploring"
+VARIANTS = ("full information", EXPLORING, "bandit, exploring, noisy judge", "bandit, no exploration",
+            "bandit, exploring, warm start")
+
+
+def load(name: str, seed: int, encoder) -> tuple[RoutingDataset, RoutingDataset]:
+    prices = SHARED / "prices.json" if name == "mmlupro29" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rows with missing quality are excluded (see the data README)
+        _, train, _, test = load_splits(SHARED / f"{name}.parquet", seed=0, val_size=0, prices=prices)
+    return train.embed(encoder, progress=False), test.embed(encoder, progress=False)
+
+
+def test_score(router: Router, test: RoutingDataset) -> float:
+    choice = router.predict(test, LAM)
+    rows = np.arange(len(test))
+    return float(summarize(test.quality[rows, choice], test.cost[rows, choice], test.tasks, LAM)["macro"].score)
+
+
+def learner(steps: int, seed: int) -> Router:
+    return make_router("mlp", steps=steps, seed=seed)
+
+
+def fit_bandit(traffic: RoutingDataset, action: np.ndarray, label: np.ndarray, prior_cost: np.ndarray, steps: int,
+               seed: int, warm: RoutingDataset | None = None) -> Router:
+    """The masked-loss learner on the logged rows (one label per row, costs imputed for the other LLMs), plus the
+    full-information ``warm`` rows when given."""
+    n, m = len(traffic), traffic.n_llms
+    quality = np.full((n, m), np.nan)
+    quality[np.arange(n), action] = label
+    cost = impute_costs(action, traffic.cost[np.arange(n), action], m, prior_cost)
+    ds = RoutingDataset.from_arrays(traffic.prompts.tolist(), quality, traffic.llms, cost=cost,
+                                    tasks=traffic.tasks.tolist(), split=["train"] * n, source="replay-log")
+    ds = ds.with_embeddings(traffic.embeddings, traffic.embedding_encoder)
+    if warm is not None:
+        ds = concat_datasets(warm, ds)
+    return learner(steps, seed).fit(ds)
+
+
+def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: RoutingDataset, frozen: Router,
+               seed: int, args) -> dict:
+    n, m = len(traffic), traffic.n_llms
+    x = traffic.embeddings
+    true_score = traffic.quality - LAM * COST_SCALE * traffic.cost  # (n, m)
+    prior = frozen.mean_cost_
+    checkpoints = list(range(args.every, n + 1, args.every))
+    curves: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    frozen_score = test_score(frozen, test)
+    state = {v: {"policy": frozen, "action": np.zeros(n, np.int64), "label": np.zeros(n), "prob": np.zeros(n),
+                 "probs": np.zeros((n, m))} for v in VARIANTS if v != "full information"}
+    full_policy: Router | None = None
+    served = {v: [] for v in state}
+    checks: list[dict] = []
+    label_rng = np.random.default_rng(2000 + seed)
+    start = 0
+    for t in checkpoints:
+        block = np.arange(start, t)
+        for v, s in state.items():
+            scores = s["policy"].predict_scores(x[block], LAM)
+            greedy = s["policy"].predict(x[block], LAM)
+            eps = 0.0 if v == "bandit, no exploration" else args.epsilon
+            probs = np.full((len(block), m), eps / m)
+            if args.explore == "softmax" and eps > 0:  # softmax over the policy's scores, ε/m floor everywhere
+                z = scores / args.temperature
+                z = np.exp(z - z.max(1, keepdims=True))
+                probs += (1 - eps) * z / z.sum(1, keepdims=True)
+            else:
+                probs[np.arange(len(block)), greedy] += 1 - eps
+            u = label_rng.random(len(block))
+            action = np.minimum((probs.cumsum(1) < u[:, None]).sum(1), m - 1)
+            quality = traffic.quality[block, action]
+            if v.endswith("noisy judge"):
+                flip = label_rng.random(len(block)) < args.noise
+                quality = np.where(flip, 1.0 - quality, quality)
+            s["action"][block], s["label"][block], s["probs"][block] = action, quality, probs
+            served[v].append(float(true_score[block, action].mean()))
+        # OPE on the block just logged with exploration, for policies fixed before it
+        log = state[EXPLORING]
+        logged = LoggedTraffic(request_ids=traffic.ids[block], prompts=traffic.prompts[block], llms=list(traffic.llms),
+                               candidates=np.ones((len(block), m), bool), probs=log["probs"][block],
+                               action=log["action"][block], reward=log["label"][block],
+                               cost=traffic.cost[block, log["action"][block]], lam=np.full(len(block), LAM),
+                               router_version=np.full(len(block), "", object),
+                               label_source=np.full(len(block), "", object))
+        targets = {"frozen": frozen, "previous exploring learner": log["policy"]}
+        if full_policy is not None:
+            targets["previous full-information learner"] = full_policy
+        if state["bandit, no exploration"]["policy"] is not frozen:
+            targets["previous no-exploration learner"] = state["bandit, no exploration"]["policy"]
+        dm = log["policy"] if hasattr(log["policy"], "_quality") else None
+        q_hat = None if dm is None else dm._quality(x[block])
+        c_hat = None if dm is None else dm.predict_costs(x[block])
+        counts = bootstrap_counts(len(block), args.boot, seed + t)
+        for target_name, policy in targets.items():
+            actions = policy.predict(x[block], LAM)
+            truth = float(true_score[block, actions].mean())
+            result = evaluate(logged, actions, lam=LAM, q_hat=q_hat, c_hat=c_hat, counts=counts)
+            for est, metrics in result.estimates.items():
+                e = metrics["score"]
+                checks.append({"dataset": name, "seed": seed, "queries": t, "target": target_name, "estimator": est,
+                               "estimate": e["value"], "low": e["low"], "high": e["high"], "truth": truth,
+                               "covered": bool(e["low"] <= truth <= e["high"]), "warned": bool(result.warnings),
+                               "ess": result.diagnostics["ess"]})
+        # retrain every learner on what it logged so far
+        seen = np.arange(t)
+        for v, s in state.items():
+            s["policy"] = fit_bandit(traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps,
+                                     seed, warm if v.endswith("warm start") else None)
+            curves[v].append(test_score(s["policy"], test))
+        full_policy = learner(args.steps, seed).fit(traffic.subset(seen))
+        curves["full information"].append(test_score(full_policy, test))
+        print(f"  {name} seed {seed} at {t}: " + ", ".join(f"{v} {c[-1]:.4f}" for v, c in curves.items()),
+              flush=True)
+        start = t
+    return {"checkpoints": checkpoints, "frozen": frozen_score, "curves": curves,
+            "served_score": {v: float(np.average(s, weights=np.diff([0] + checkpoints))) for v, s in served.items()},
+            "checks": checks}
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict:
+    out = {}
+    for name, rs in runs.items():
+        checkpoints = rs[0]["checkpoints"]
+        curves = {v: {"mean": np.mean([r["curves"][v] for r in rs], 0).tolist(),
+                      "std": np.std([r["curves"][v] for r in rs], 0).tolist()} for v in VARIANTS}
+        out[name] = {"checkpoints": checkpoints, "frozen": float(np.mean([r["frozen"] for r in rs])),
+                     "curves": curves,
+                     "served_score": {v: float(np.mean([r["served_score"][v] for r in rs]))
+                                      for v in rs[0]["served_score"]},
+                     "final": {v: float(curves[v]["mean"][-1]) for v in VARIANTS},
+                     "final_gap_per_seed": [r["curves"]["full information"][-1] - r["curves"][EXPLORING][-1]
+                                            for r in rs],
+                     "final_gap_warm_start_per_seed": [r["curves"]["full information"][-1]
+                                                       - r["curves"]["bandit, exploring, warm start"][-1] for r in rs]}
+    return out
+
+
+def coverage(checks: list[dict]) -> dict:
+    def share(rows: list[dict]) -> dict:
+        return {"checks": len(rows), "covered": float(np.mean([c["covered"] for c in rows])) if rows else None}
+
+    by_est = {}
+    for est in ("ips", "snips", "dr"):
+        rows = [c for c in checks if c["estimator"] == est]
+        by_est[est] = {"all": share(rows), "no_overlap_warning": share([c for c in rows if not c["warned"]]),
+                       "overlap_warning": share([c for c in rows if c["warned"]])}
+    return {"all": share(checks), "no_overlap_warning": share([c for c in checks if not c["warned"]]),
+            "by_estimator": by_est}
+
+
+def plot(summary: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, len(summary), figsize=(6 * len(summary), 4), squeeze=False)
+    for ax, (name, s) in zip(axes[0], summary.items()):
+        xs = s["checkpoints"]
+        ax.axhline(s["frozen"], color="grey", linestyle="--", label="frozen")
+        for v in VARIANTS:
+            mean, std = np.array(s["curves"][v]["mean"]), np.array(s["curves"][v]["std"])
+            ax.plot(xs, mean, marker="o", label=v)
+            ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
+        ax.set_title(f"{name}: test Score at Balance (λ = {LAM})")
+        ax.set_xlabel("logged queries")
+        ax.set_ylabel("test Score (macro)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="routerbench3,mmlupro29")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--traffic", type=int, default=2000, help="logged queries per run")
+    parser.add_argument("--every", type=int, default=500, help="retrain every this many queries")
+    parser.add_argument("--warm", type=int, default=200, help="full-information queries outside the traffic "
+                        "(warm-start variant; mmlupro29's frozen router)")
+    parser.add_argument("--epsilon", type=float, default=0.3, help="ε of ε-greedy (the floor with softmax)")
+    parser.add_argument("--explore", choices=("epsilon", "softmax"), default="epsilon")
+    parser.add_argument("--temperature", type=float, default=0.05, help="softmax temperature on policy scores")
+    parser.add_argument("--noise", type=float, default=0.1, help="label flip rate of the noisy-judge variant")
+    parser.add_argument("--steps", type=int, default=600, help="training steps of each learner fit")
+    parser.add_argument("--boot", type=int, default=500)
+    parser.add_argument("--out", default=str(RESULTS / "bandit_replay"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    embedded = load_default()
+    encoder = embedded.get_encoder()
+    runs: dict[str, list[dict]] = {}
+    sizes = {}
+    for name in args.datasets.split(","):
+        train, test = load(name, 0, encoder)
+        runs[name] = []
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            order = np.random.default_rng(1000 + seed).permutation(len(train))
+            traffic = train.subset(order[: args.traffic])
+            warm = train.subset(order[args.traffic : args.traffic + args.warm])  # full information, outside traffic
+            # routerbench3: the embedded router as shipped; mmlupro29 (no embedded router knows its pool): an mlp
+            # trained on the warm-start queries
+            frozen = embedded if name == "routerbench3" else learner(args.steps, seed).fit(warm)
+            runs[name].append(run_replay(name, traffic, warm, test, frozen, seed, args))
+        sizes[name] = {"train_queries": len(train), "traffic": min(args.traffic, len(train)),
+                       "warm_start_queries": len(warm), "test_queries": len(test), "llms": train.n_llms}
+    summary = summarise(runs)
+    checks = [c for rs in runs.values() for r in rs for c in r["checks"]]
+    cov = coverage(checks)
+    gap = float(np.mean(summary["routerbench3"]["final_gap_per_seed"])) if "routerbench3" in summary else None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "final_gap_to_full_information": gap,
+        "final_gap_definition": "full-information minus bandit-fed (with exploration, no warm start) test Score at "
+                                f"Balance on routerbench3 after {args.traffic} logged queries, mean over seeds",
+        "final_gap_warm_start": float(np.mean(summary["routerbench3"]["final_gap_warm_start_per_seed"]))
+        if "routerbench3" in summary else None,
+        "goal": {"gap_below": 0.01, "met": None if gap is None else bool(gap <= 0.01),
+                 "ope_coverage_at_least": 0.9},
+        "ope_coverage": cov,
+        "summary": summary,
+        "sizes": sizes,
+        "settings": {**vars(args), "lam": LAM, "learner": "mlp (masked loss)", "encoder": encoder.name,
+                     "seeds": args.seeds},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_before": load_before,
+                    "load_after": os.getloadavg(), "seconds": round(time.perf_counter() - started, 1)},
+        "checks": checks,
+    }
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    plotted = plot(summary, out.with_suffix(".png"))
+    md = report(result, plotted, out.with_suffix(".png").name)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+
+
+def report(r: dict, plotted: bool, png: str) -> str:
+    lines = ["# Bandit replay: learning from one revealed label per query", "",
+             f"Settings: {r['settings']['traffic']} logged queries per run, retrain every {r['settings']['every']}, "
+             f"exploration {r['settings']['explore']} (ε = {r['settings']['epsilon']}"
+             + (f", temperature {r['settings']['temperature']}" if r['settings']['explore'] == "softmax" else "")
+             + f"), judge noise {r['settings']['noise']}, learner "
+             f"{r['settings']['learner']} ({r['settings']['steps']} steps), encoder {r['settings']['encoder']}, "
+             f"seeds {r['settings']['seeds']}, λ = {LAM}. Machine: {r['machine']['cpus']} CPUs, load average "
+             f"{r['machine']['load_before'][0]:.2f} before and {r['machine']['load_after'][0]:.2f} after; "
+             f"{r['machine']['seconds']:.0f} s in all.", ""]
+    for name, s in r["summary"].items():
+        sz = r["sizes"][name]
+        lines += [f"## {name} ({sz['llms']} LLMs; traffic from {sz['train_queries']} training queries, "
+                  f"{sz['test_queries']} test queries)", "",
+                  "Test Score (macro, λ = 0.02), mean ± std over seeds, by logged queries:", "",
+                  "| policy | " + " | ".join(str(c) for c in s["checkpoints"]) + " | served Score |",
+                  "|---|" + "---:|" * (len(s["checkpoints"]) + 1)]
+        lines.append("| frozen | " + " | ".join(f"{s['frozen']:.4f}" for _ in s["checkpoints"]) + " | |")
+        for v in VARIANTS:
+            c = s["curves"][v]
+            served = s["served_score"].get(v)
+            lines.append(f"| {v} | " + " | ".join(f"{m:.4f} ± {d:.4f}" for m, d in zip(c["mean"], c["std"]))
+                         + f" | {'' if served is None else f'{served:.4f}'} |")
+        gaps, warm_gaps = s["final_gap_per_seed"], s["final_gap_warm_start_per_seed"]
+        lines += ["", f"Gap full information − exploring after {s['checkpoints'][-1]} queries: "
+                      f"{np.mean(gaps):+.4f} (per seed: {', '.join(f'{g:+.4f}' for g in gaps)}); with the "
+                      f"{sz['warm_start_queries']}-query warm start: {np.mean(warm_gaps):+.4f}.", ""]
+    if plotted:
+        lines += [f"![test Score against logged queries]({png})", ""]
+    cov = r["ope_coverage"]
+    lines += ["## Off-policy evaluation against the replay's truth", "",
+              "Share of checks whose 95 % bootstrap interval contains the true Score of the evaluated policy on the "
+              "same logged block:", "", "| estimator | all checks | without overlap warning | with overlap warning |",
+              "|---|---:|---:|---:|"]
+
+    def fmt(x: dict) -> str:
+        return "–" if x["covered"] is None else f"{x['covered']:.1%} of {x['checks']}"
+
+    for est, c in cov["by_estimator"].items():
+        lines.append(f"| {est} | {fmt(c['all'])} | {fmt(c['no_overlap_warning'])} | {fmt(c['overlap_warning'])} |")
+    lines.append(f"| all | {fmt(cov['all'])} | {fmt(cov['no_overlap_warning'])} | |")
+    gap = r["final_gap_to_full_information"]
+    lines += ["", f"**final_gap_to_full_information** (routerbench3): {gap:+.4f} — goal ≤ 0.01: "
+                  f"{'met' if r['goal']['met'] else 'not met'}." if gap is not None else "", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Units of the learning loop: the serving policy's distribution, off-policy estimators against a known truth,
+partial-label training, cost imputation, the ledger reader and judge labels (a mocked judge backend)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from radialrouter.data import make_synthetic
+from radialrouter.data.dataset import DataError, RoutingDataset
+from radialrouter.judge import RUBRIC_VERSION, JudgeError, label_ledger, parse_grade
+from radialrouter.ledger_data import LoggedTraffic, impute_costs, logged_traffic, read_ledger, to_partial_dataset
+from radialrouter.ope import evaluate, overlap
+from radialrouter.partial import fit_partial
+from radialrouter.routers import RouterError, make_router
+from radialrouter.serve import parse_config
+from radialrouter.serve.explore import Explorer, policy_distribution
+from radialrouter.serve.ledger import Ledger, LedgerRow
+from radialrouter.serve.routing import RouteResult
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _config(explore: dict | None = None, **extra):
+    llms = [{"name": n, "base_url": f"http://127.0.0.1:9/{n}/v1", "router_llm": f"r-{n}", "input_price": 1,
+             "output_price": 2, "context_window": 1000} for n in ("a", "b", "c")]
+    return parse_config({"router": {"explore": explore or {}}, "llms": llms, "ledger": {"path": None}, **extra})
+
+
+def test_policy_distribution_and_explorer_logs_propensities():
+    assert policy_distribution([3, 2, 1], "off", 0.1, 1.0).tolist() == [1, 0, 0]
+    eps = policy_distribution([3, 2, 1], "epsilon", 0.3, 1.0)
+    assert np.allclose(eps, [0.8, 0.1, 0.1])
+    soft = policy_distribution([0.0, np.log(2), np.log(1)], "softmax", 0.1, 1.0)
+    assert np.isclose(soft.sum(), 1) and soft.argmax() == 1
+    result = RouteResult("a", ["a", "b", "c"], {"a": 0.9, "b": 0.5, "c": 0.1}, None, 0.0, 0.02, 5)
+    off = Explorer(_config()).apply(result, "alice", "balance")
+    assert off.llm == "a" and off.policy.propensity == 1.0 and off.policy.explore == "off"
+    assert off.policy.candidates == ["r-a", "r-b", "r-c"]  # router names, ranking order
+    explorer = Explorer(_config({"method": "epsilon", "epsilon": 0.6, "seed": 1, "keys": ["alice"]}))
+    picks = [explorer.apply(result, "alice", "balance") for _ in range(600)]
+    share = np.mean([p.llm == "a" for p in picks])
+    assert 0.5 < share < 0.7  # 1 − ε + ε/3 = 0.6
+    for p in picks:
+        assert p.ranking[0] == p.llm and sorted(p.ranking) == ["a", "b", "c"]  # fallbacks keep the rest
+        assert np.isclose(p.policy.propensity, 0.6 if p.llm == "a" else 0.2)
+        assert p.policy.probs == [0.6, 0.2, 0.2] and p.policy.choice == f"r-{p.llm}"
+    assert explorer.apply(result, "bob", "balance").policy.explore == "off"  # only the listed keys explore
+
+
+def _bandit_log(n: int, eps: float, seed: int = 0) -> tuple[LoggedTraffic, np.ndarray]:
+    """Logged traffic with known per-action mean quality (truth) and an ε-greedy logging policy."""
+    rng = np.random.default_rng(seed)
+    m = 3
+    means = np.array([0.3, 0.6, 0.8])
+    q = (rng.random((n, m)) < means).astype(float)
+    probs = np.full((n, m), eps / m)
+    probs[:, 0] += 1 - eps  # the logging policy prefers the worst LLM
+    action = np.array([rng.choice(m, p=p) for p in probs])
+    t = LoggedTraffic(request_ids=np.arange(n).astype(str).astype(object), prompts=np.full(n, "q", object),
+                      llms=["x", "y", "z"], candidates=np.ones((n, m), bool), probs=probs, action=action,
+                      reward=q[np.arange(n), action], cost=np.full(n, 1e-4), lam=np.full(n, 0.02),
+                      router_version=np.full(n, "v", object), label_source=np.full(n, "client", object))
+    return t, q
+
+
+def test_ope_estimators_cover_the_truth_and_warn_without_overlap():
+    covered = {"ips": 0, "snips": 0, "dr": 0}
+    for seed in range(20):
+        t, q = _bandit_log(600, eps=0.6, seed=seed)
+        target = np.full(len(t), 2)  # always the best LLM
+        truth = q[:, 2].mean() - 0.02 * 1000 * 1e-4
+        q_hat = np.tile([0.3, 0.6, 0.7], (len(t), 1))  # a slightly wrong model: DR corrects it
+        r = evaluate(t, target, lam=0.02, q_hat=q_hat, c_hat=np.full((len(t), 3), 1e-4), n_boot=300, seed=seed)
+        assert not r.warnings
+        for est in covered:
+            e = r.estimates[est]["score"]
+            covered[est] += e["low"] <= truth <= e["high"]
+        assert abs(r.estimates["dr"]["cost"]["value"] - 0.1) < 1e-9  # cost in USD per 1,000 queries
+    assert all(c >= 16 for c in covered.values()), covered  # 95 % intervals: ≥ 80 % of 20 runs
+    # a deterministic logging policy says nothing about other LLMs
+    t, _ = _bandit_log(300, eps=0.0)
+    diag, warnings = overlap(t, np.full(len(t), 2))
+    assert diag["unsupported_share"] == 1.0 and diag["matches"] == 0
+    assert any("could not pick" in w for w in warnings) and any("effective sample size" in w for w in warnings)
+    with pytest.raises(ValueError, match="labelled"):
+        bad = t.subset(np.arange(len(t)))
+        bad.reward[0] = np.nan
+        evaluate(bad, np.zeros(len(t), int), lam=0.0)
+
+
+def _partial(n: int = 120, seed: int = 0) -> tuple[RoutingDataset, RoutingDataset]:
+    full = make_synthetic(n_queries=n, n_llms=3, seed=seed)
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(full))
+    action = rng.integers(0, 3, len(full))
+    quality = np.full(full.quality.shape, np.nan)
+    quality[rows, action] = full.quality[rows, action]
+    from dataclasses import replace
+
+    return full, replace(full, quality=quality)
+
+
+def test_partial_labels_masked_imputed_and_refused():
+    full, part = _partial()
+    emb = np.random.default_rng(0).normal(size=(len(full), 8)).astype(np.float32)
+    part = part.with_embeddings(emb)
+    with pytest.raises(RouterError, match="unknown"):
+        make_router("best-single").fit(part)
+    mlp = fit_partial(make_router("mlp", steps=30), part)
+    assert mlp.training_["partial_labels"]["method"] == "masked loss"
+    assert mlp.label_counts_.tolist() == np.isfinite(part.quality).sum(0).tolist()
+    pessimistic = mlp.predict_scores(emb, 0.0)
+    assert np.isfinite(pessimistic).all()
+    mlp.pessimism = 0.0  # routing on the plain estimates: every LLM scores higher
+    assert (mlp.predict_scores(emb, 0.0) > pessimistic).all()
+    warm = make_router("mlp", steps=1, lr=1e-6)
+    warm.init_from = make_router("mlp", steps=40).fit(full.with_embeddings(emb))  # full information
+    fit_partial(warm, part)
+    assert np.allclose(warm._quality(emb), warm.init_from._quality(emb), atol=1e-3)  # started from its weights
+    other = make_router("mlp", steps=1)
+    other.init_from = make_router("knn").fit(full.with_embeddings(emb))
+    with pytest.raises(RouterError, match="warm-start"):
+        other.fit(part)
+    knn = fit_partial(make_router("knn", k=5), part)
+    q, _ = knn._neighbour_means(emb)
+    assert np.isfinite(q).all() and knn.training_["partial_labels"]["known_cells"] == len(part)
+    best = fit_partial(make_router("best-single"), part, imputer=make_router("mlp", steps=30))
+    assert best.training_["partial_labels"]["method"].startswith("imputed")
+    radial = fit_partial(make_router("radial", steps=20, d_model=16, n_clusters=2), part,
+                         imputer=make_router("knn", k=5))
+    assert radial.training_["partial_labels"]["method"].startswith("imputed")
+    assert np.isfinite(radial.predict_scores(emb, 0.02)).all()
+    with pytest.raises(RouterError, match="cannot learn"):
+        fit_partial(make_router("oracle"), part)
+
+
+def test_radial_quality_objective_trains_on_partial_labels_and_kl_refuses():
+    """RadialRouter masks unknown cells only with objective='quality'; the KL objective refuses them by name."""
+    full, part = _partial()
+    part = part.with_embeddings(np.random.default_rng(0).normal(size=(len(full), 8)).astype(np.float32))
+    with pytest.raises(RouterError, match=r"cells are unknown.*radial with objective='quality'"):
+        make_router("radial", steps=5, d_model=16, n_clusters=2).fit(part)
+    quality = make_router("radial", objective="quality", steps=20, d_model=16, n_clusters=2)
+    assert quality.partial_labels and not make_router("radial").partial_labels
+    fit_partial(quality, part)
+    assert quality.training_["partial_labels"]["method"] == "masked loss"
+    assert np.isfinite(quality.predict_scores(part.embeddings, 0.02)).all()
+
+
+def test_routers_trained_on_partial_labels_save_and_load(tmp_path):
+    from radialrouter.encoders import QueryEncoder
+    from radialrouter.routers import from_pretrained
+
+    full, part = _partial(40)
+    enc = QueryEncoder("static", cache_dir=False)
+    part = part.embed(enc, progress=False)
+    for router in (make_router("knn", k=3), make_router("mlp", steps=20)):
+        router.fit(part)
+        loaded = from_pretrained(router.save_pretrained(tmp_path / router.name))
+        assert np.allclose(loaded.predict_scores(part.embeddings, 0.02), router.predict_scores(part.embeddings, 0.02))
+
+
+def test_impute_costs_scales_by_query_size():
+    action = np.array([0, 1, 0, 1])
+    cost = np.array([1.0, 10.0, 2.0, 20.0])  # LLM 1 costs 10× LLM 0; queries 2 and 3 are twice as long
+    out = impute_costs(action, cost, 3, prior=np.array([1.0, 1.0, 5.0]))
+    assert np.allclose(out[:, :2], [[1, 10], [1, 10], [2, 20], [2, 20]], rtol=0.35)
+    assert np.allclose(out[[0, 2], 0], [1.0, 2.0]) and out[0, 2] > 0  # observed cells kept; never-called: prior
+
+
+def _ledger_with_rows(path, rows: list[LedgerRow]) -> Ledger:
+    ledger = Ledger(path)
+    for done in [ledger.record(r) for r in rows]:
+        assert done.result(timeout=30)  # committed
+    return ledger
+
+
+def _row(i: int, **kw) -> LedgerRow:
+    base = dict(request_id=f"rr-{i}", ts=float(i), client="alice", model="radial", mode="balance", lam=0.02,
+                llm="a", ranking=["a", "b"], prompt=f"question {i}", choice="r-a", propensity=0.75,
+                candidates=["r-a", "r-b"], policy_probs=[0.75, 0.25], explore="epsilon:0.5", router_version="v1",
+                cost_usd=1e-4, response=f"answer {i}")
+    return LedgerRow(**{**base, **kw})
+
+
+def test_ledger_reader_keeps_only_usable_labelled_requests(tmp_path):
+    rows = [_row(0), _row(1), _row(2, fallback=True, attempts=[{"llm": "b", "error": "http_503"}]),
+            _row(3, status="upstream_failed"), _row(4, choice=None, candidates=None, policy_probs=None)]
+    ledger = _ledger_with_rows(tmp_path / "l.sqlite", rows)
+    ledger.record_feedback("rr-0", "client", 1.0, client="alice", ts=1.0)
+    ledger.record_feedback("rr-0", "judge:a", 0.2, ts=2.0)
+    ledger.record_feedback("rr-1", "judge:a", 0.4, ts=2.0)
+    ledger.close()
+    traffic = logged_traffic(*read_ledger(tmp_path / "l.sqlite"))
+    assert traffic.request_ids.tolist() == ["rr-0", "rr-1"] and traffic.llms == ["r-a", "r-b"]
+    assert traffic.reward.tolist() == [1.0, 0.4]  # the client's rating wins over the judge's
+    assert traffic.propensity.tolist() == [0.75, 0.75]
+    ds = to_partial_dataset(traffic)
+    assert np.isnan(ds.quality[:, 1]).all() and ds.quality[:, 0].tolist() == [1.0, 0.4]
+    no_prompts = _ledger_with_rows(tmp_path / "n.sqlite", [_row(0, prompt=None)])
+    no_prompts.close()
+    with pytest.raises(DataError, match="log_prompts"):
+        logged_traffic(*read_ledger(tmp_path / "n.sqlite"))
+    with pytest.raises(FileNotFoundError):
+        read_ledger(tmp_path / "absent.sqlite")
+
+
+def test_issue12_era_sqlite_log_is_migrated_and_read(tmp_path):
+    """A decision log written by the sqlite3 ledger (learning columns and feedback table, no schema_migrations)
+    opens with the SQLAlchemy ledger, keeps its rows, takes new ones; a log older than the learning columns reads."""
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("""CREATE TABLE decisions (request_id TEXT PRIMARY KEY, ts REAL NOT NULL, client TEXT NOT NULL,
+            model TEXT, mode TEXT, lam REAL, llm TEXT, ranking TEXT, attempts TEXT, fallback INTEGER, stream INTEGER,
+            status TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, cost_source TEXT,
+            latency_ms REAL, prompt TEXT, choice TEXT, propensity REAL, candidates TEXT, policy_probs TEXT,
+            explore TEXT, router_version TEXT, response TEXT)""")
+        db.execute("""CREATE TABLE feedback (request_id TEXT NOT NULL, source TEXT NOT NULL, ts REAL NOT NULL,
+            client TEXT, score REAL NOT NULL, comment TEXT, meta TEXT, PRIMARY KEY (request_id, source))""")
+        db.execute("INSERT INTO decisions VALUES ('rr-0', 0, 'alice', 'radial', 'balance', 0.02, 'a', '[\"a\"]', "
+                   "'[]', 0, 0, 'ok', 1, 1, 1e-4, 'usage', 1.0, 'question 0', 'r-a', 0.75, '[\"r-a\", \"r-b\"]', "
+                   "'[0.75, 0.25]', 'epsilon:0.5', 'v1', 'answer 0')")
+        db.execute("INSERT INTO feedback VALUES ('rr-0', 'client', 1, 'alice', 1.0, NULL, NULL)")
+    ledger = _ledger_with_rows(old, [_row(1)])
+    ledger.record_feedback("rr-1", "client", 0.5, client="alice", ts=2.0)
+    ledger.close()
+    traffic = logged_traffic(*read_ledger(old))
+    assert traffic.request_ids.tolist() == ["rr-0", "rr-1"] and traffic.reward.tolist() == [1.0, 0.5]
+    first = tmp_path / "first-release.sqlite"  # no learning columns at all: nothing usable, said so
+    with sqlite3.connect(first) as db:
+        db.execute("CREATE TABLE decisions (request_id TEXT PRIMARY KEY, ts REAL NOT NULL, client TEXT NOT NULL, "
+                   "status TEXT, prompt TEXT)")
+        db.execute("INSERT INTO decisions VALUES ('rr-9', 0, 'alice', 'ok', 'q')")
+    decisions, feedback = read_ledger(first)
+    assert decisions[0]["request_id"] == "rr-9" and feedback == []
+    with pytest.raises(DataError, match="1 no policy log"):
+        logged_traffic(decisions, feedback)
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(DataError, match="junk.sqlite"):
+        read_ledger(tmp_path / "junk.sqlite")
+
+
+def test_hot_swap_takes_the_new_routers_tradeoffs_unless_the_file_set_them(tmp_path):
+    """Trade-off names resolve on the serving router's price scale: a swapped-in router brings its own presets,
+    as at start, unless the config file pinned `tradeoffs`; the swap loads through `load_router` (inference)."""
+    from radialrouter.encoders import QueryEncoder
+    from radialrouter.routers import from_pretrained
+    from radialrouter.serve.app import create_app
+    from radialrouter.serve.hotswap import swap_router
+    from radialrouter.serve.routing import parse_model
+
+    enc = QueryEncoder("static", cache_dir=False)
+    prompts = [f"question number {i} about topic {i % 3}" for i in range(12)]
+    for name, scale in (("first", 1.0), ("second", 50.0)):
+        q = np.tile([0.2, 0.6, 0.9], (12, 1))
+        ds = RoutingDataset.from_arrays(prompts, q, ["r-a", "r-b", "r-c"], split=["train"] * 12,
+                                        cost=np.tile([1e-5, 1e-4, 1e-3], (12, 1)) * scale).embed(enc, progress=False)
+        make_router("knn", k=3).fit(ds).save_pretrained(tmp_path / name)
+    second = from_pretrained(tmp_path / "second").presets_
+    assert second != from_pretrained(tmp_path / "first").presets_
+    for pinned in (None, {"balance": 0.5, "cost-first": 2.0, "performance-first": 0.0}):
+        config = _config(tradeoffs=pinned)
+        config = config.model_copy(update={"router": config.router.model_copy(update={"path": tmp_path / "first"})})
+        state = create_app(config).state.serve
+        out = swap_router(state, tmp_path / "second")
+        assert out["version"] == state.router_version and state.router.presets_ == second
+        want = second if pinned is None else pinned
+        assert state.config.tradeoffs == want and state.config.router.path == tmp_path / "second"
+        assert parse_model("radial:balance", state.config).lam == want["balance"]
+
+
+def test_parse_grade():
+    assert parse_grade('{"score": 7, "reason": "ok"}') == (0.7, "ok")
+    assert parse_grade('Sure: {"score": 10}') == (1.0, "")
+    for bad in ("seven", '{"score": 11}', '{"score": true}', '{"grade": 5}', ""):
+        with pytest.raises(JudgeError):
+            parse_grade(bad)
+
+
+def test_label_ledger_with_a_judge_from_the_pool(tmp_path):
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((str(request.url), request.headers.get("authorization"), body))
+        answer = body["messages"][1]["content"]
+        content = '{"score": 9, "reason": "right"}' if "answer 0" in answer else "I cannot grade this"
+        return httpx.Response(200, json={"choices": [{"message": {"content": content}}],
+                                         "usage": {"prompt_tokens": 1000, "completion_tokens": 10}})
+
+    llms = [{"name": "judge", "base_url": "http://judge.test/v1", "input_price": 1.0, "output_price": 2.0,
+             "context_window": 8000, "model": "judge-2026"},
+            {"name": "a", "base_url": "http://a.test/v1", "input_price": 1, "output_price": 1, "context_window": 10}]
+    config = parse_config({"llms": llms, "ledger": {"path": None}})
+    ledger = _ledger_with_rows(tmp_path / "l.sqlite", [_row(0), _row(1), _row(2, response=None)])
+    ledger.close()
+    summary = label_ledger(tmp_path / "l.sqlite", config, "judge", transport=httpx.MockTransport(handler))
+    assert summary["graded"] == 1 and summary["failed"] == 1 and summary["rubric_version"] == RUBRIC_VERSION
+    assert summary["cost_usd"] == pytest.approx(2 * (1000 * 1.0 + 10 * 2.0) / 1e6)
+    assert all(url == "http://judge.test/v1/chat/completions" and b["model"] == "judge-2026" for url, _, b in seen)
+    assert "correctness first" in seen[0][2]["messages"][0]["content"]
+    _, feedback = read_ledger(tmp_path / "l.sqlite")
+    assert [(f["request_id"], f["source"], f["score"]) for f in feedback] == [("rr-0", "judge:judge", 0.9)]
+    meta = json.loads(feedback[0]["meta"])
+    assert meta["rubric_version"] == RUBRIC_VERSION and meta["judge"] == "judge" and meta["cost_usd"] > 0
+    again = label_ledger(tmp_path / "l.sqlite", config, "judge", transport=httpx.MockTransport(handler))
+    assert again["graded"] == 0 and len(seen) == 3  # rr-0 is not graded twice; rr-1 is retried
+    with pytest.raises(ValueError, match="not in the config's pool"):
+        label_ledger(tmp_path / "l.sqlite", config, "nobody")
+
+
+def test_train_from_ledger_refuses_options_it_does_not_use(tmp_path):
+    from typer.testing import CliRunner
+
+    from radialrouter.cli import app as cli_app
+
+    res = CliRunner().invoke(cli_app, ["train", "--from-ledger", str(tmp_path / "l.sqlite"), "--out",
+                                       str(tmp_path / "o"), "--router", "auto", "--candidates", "mlp,knn"])
+    assert isinstance(res.exception, ValueError)  # `radialrouter` prints it as one line (cli.main)
+    assert "--from-ledger does not take --router auto, --candidates" in str(res.exception)
