@@ -151,3 +151,12 @@ def test_bench_reports_a_strong_weak_pair(tmp_path):
     result = runner.invoke(app, ["bench", "--data", str(tmp_path / "tiny.parquet"), "--routers", "oracle",
                                  "--pair", "large", "--out", str(tmp_path / "o2")])
     assert isinstance(result.exception, ValueError) and "STRONG,WEAK" in str(result.exception)
+
+
+def test_named_lams_resolve_on_the_pool(tmp_path):
+    wide_frame(n=60).to_parquet(tmp_path / "d.parquet")
+    doc = run_bench(str(tmp_path / "d.parquet"), ["best-single"], [0], lams=["balance", 0.05], progress=False,
+                    measure_encoder=False)
+    assert doc["meta"]["lams"] == [doc["meta"]["presets"]["balance"], 0.05] and doc["meta"]["lams"][0] != 0.02
+    bad = runner.invoke(app, ["bench", "--data", str(tmp_path / "d.parquet"), "--lam", "frugal-ish"])
+    assert bad.exit_code != 0 and "λ must be a number" in str(bad.exception)

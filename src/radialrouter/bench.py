@@ -36,7 +36,7 @@ from radialrouter.budget_sweep import budget_sweep
 from radialrouter.data import RoutingDataset, load_splits
 from radialrouter.encoders import QueryEncoder
 from radialrouter.evaluation import DEFAULT_SWEEP, collapse_index, curve_metrics, evaluate_router, summarize
-from radialrouter.objective import tradeoff_presets
+from radialrouter.objective import resolve_lam, tradeoff_presets
 from radialrouter.routers import Router, available_routers, router_class
 
 #: Reference points every table carries; they are not learned routers.
@@ -151,7 +151,7 @@ def run_bench(
     routers: Sequence[str] | None = None,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     *,
-    lams: Sequence[float] | None = None,
+    lams: Sequence[float | str] | None = None,
     test_tasks: str | None = None,
     train_tasks: str | None = None,
     encoder: QueryEncoder | None = None,
@@ -198,7 +198,8 @@ def run_bench(
             # The named trade-offs on this pool's price scale, resolved on the first seed's training split and
             # kept for every seed, so every router and seed is evaluated at the same λ.
             presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else {"performance-first": 0.0}
-            scenario = list(lams) if lams is not None else list(presets.values())
+            scenario = (list(presets.values()) if lams is None
+                        else [resolve_lam(v, presets=presets if full.has_cost else None) for v in lams])
             meta = {**provenance(data, full, encoder), "seeds": list(seeds), "routers": names, "lams": scenario,
                     "presets": presets,
                     "pair": list(pair) if pair else None,

@@ -26,7 +26,9 @@ def bench_command(
     seeds: str = typer.Option("0,1,2,3,4", help="Comma-separated seeds; figures are mean ± std over them."),
     out: str = typer.Option("benchmarks/results", help="Directory for <name>.json, <name>.md and the figures."),
     name: str | None = typer.Option(None, help="Report name (default: the data file's stem)."),
-    lam: str | None = typer.Option(None, help="Scenario λ values (default 0,0.02,0.1; 0 for quality-only data)."),
+    lam: str | None = typer.Option(None, help="λ values (USD per 1,000 queries) or trade-off names, resolved on the "
+                                   "first seed's training split (default: the three named trade-offs; 0 for "
+                                   "quality-only data)."),
     test_tasks: str | None = typer.Option(None, help="Test on these tasks: held out entirely, or on their own "
                                                       "test split when also named in --train-tasks."),
     train_tasks: str | None = typer.Option(None, help="Train only on these tasks."),
@@ -54,7 +56,7 @@ def bench_command(
     from radialrouter.encoders import QueryEncoder
 
     with trusting_pickles(trust_pickle):
-        doc = run_bench(data, split_list(routers) or None, seed_list, lams=parse_lams(lam) if lam else None,
+        doc = run_bench(data, split_list(routers) or None, seed_list, lams=_checked_lams(lam),
                         test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
                         encoder=QueryEncoder(encoder), prices=prices, output_tokens=output_tokens,
                         pair=_pair(pair))
@@ -68,3 +70,11 @@ def _pair(value: str | None) -> tuple[str, str] | None:
     if value is not None and len(names) != 2:
         raise ValueError(f"--pair takes two LLM names, STRONG,WEAK; got {value!r}")
     return (names[0], names[1]) if names else None
+
+
+def _checked_lams(value: str | None) -> list[str] | None:
+    """The --lam entries, checked now (a bad one fails before any training) and resolved by `run_bench`."""
+    if not value:
+        return None
+    parse_lams(value)
+    return split_list(value)
