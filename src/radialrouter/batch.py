@@ -103,7 +103,9 @@ class QuerySource:
                 yield number, line.removeprefix("\ufeff") if number == 1 else line
 
     def _jsonl(self, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
-        start, chunk = 0, []
+        yield from _chunked(self._jsonl_prompts(), chunk_size)
+
+    def _jsonl_prompts(self) -> Iterator[str]:
         for number, line in self._lines():
             if not line.strip():
                 continue
@@ -116,26 +118,19 @@ class QuerySource:
                 what = ("missing" if not isinstance(obj, dict) or self.column not in obj else
                         "empty" if isinstance(value, str) else f"a {type(value).__name__}, not text")
                 raise DataError(f"{self.path}: line {number}, field {self.column!r}: the prompt is {what}")
-            chunk.append(value)
-            if len(chunk) == chunk_size:
-                yield start, chunk
-                start, chunk = start + len(chunk), []
-        if chunk:
-            yield start, chunk
+            yield value
 
     def _txt(self, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
-        start, chunk, blank = 0, [], 0
+        yield from _chunked(self._txt_prompts(), chunk_size)
+
+    def _txt_prompts(self) -> Iterator[str]:
+        blank = 0
         for _, line in self._lines():
             text = line.rstrip("\r\n")
-            if not text.strip():
+            if text.strip():
+                yield text
+            else:
                 blank += 1
-                continue
-            chunk.append(text)
-            if len(chunk) == chunk_size:
-                yield start, chunk
-                start, chunk = start + len(chunk), []
-        if chunk:
-            yield start, chunk
         if blank:
             warnings.warn(f"{self.path}: skipped {blank} blank line(s)", stacklevel=2)
 
@@ -184,6 +179,18 @@ def open_source(path: str | Path, prompt_column: str | None = None) -> QuerySour
             raise DataError(f"{path}: no prompt column; expected one of {list(PROMPT_COLUMNS)} (or pass "
                             f"--prompt-column), got {columns}")
     return QuerySource(path, kind, column, rows)
+
+
+def _chunked(prompts: Iterator[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+    """``(index of the chunk's first prompt, prompts)`` for consecutive chunks of at most ``chunk_size``."""
+    start, chunk = 0, []
+    for prompt in prompts:
+        chunk.append(prompt)
+        if len(chunk) == chunk_size:
+            yield start, chunk
+            start, chunk = start + len(chunk), []
+    if chunk:
+        yield start, chunk
 
 
 def _count_lines(path: Path) -> int:
