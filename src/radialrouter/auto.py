@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from radialrouter.bench import make_seeded
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.evaluation import DEFAULT_SWEEP, aiq, evaluate_router
 from radialrouter.routers import router_class
@@ -60,11 +61,8 @@ def select_router(train: RoutingDataset, val: RoutingDataset, lam: float | str |
     table: list[dict[str, Any]] = []
     for name in candidates:
         cls = router_class(name)
-        params: dict[str, Any] = {"seed": seed} if "seed" in _init_params(cls) else {}
-        if cls.lam_at_fit:
-            params["lam"] = chosen_lam
         start = time.perf_counter()
-        router = cls(**params).fit(train, val)
+        router = make_seeded(name, seed, **({"lam": chosen_lam} if cls.lam_at_fit else {})).fit(train, val)
         row = evaluate_router(router, val, [chosen_lam])[0]
         sweeps[name] = [row] if cls.lam_at_fit or not val.has_cost else evaluate_router(router, val, DEFAULT_SWEEP)
         table.append({"router": name, "val_score": row["score"], "val_perf": row["perf"], "val_cost": row["cost"],
@@ -81,12 +79,6 @@ def select_router(train: RoutingDataset, val: RoutingDataset, lam: float | str |
     for entry in table:
         entry["chosen"] = entry is best
     return AutoResult(fitted[best["router"]], chosen_lam, table)
-
-
-def _init_params(cls: type[Router]) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters)
 
 
 __all__ = ["AUTO_CANDIDATES", "AutoResult", "select_router"]

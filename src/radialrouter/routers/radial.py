@@ -160,7 +160,7 @@ class RadialRouter(Router):
     def partial_labels(self) -> bool:  # type: ignore[override]
         """With ``objective='quality'`` unknown quality cells (NaN) are masked out of the loss; the KL target needs
         every cell."""
-        return getattr(self, "objective", "kl") == "quality"
+        return self.objective == "quality"
 
     def _build(self, in_dim: int, n_llms: int) -> RadialFormer:
         return RadialFormer(in_dim, n_llms, self.d_model, self.n_layers, self.n_heads, self.dropout, self.backbone,
@@ -180,7 +180,7 @@ class RadialRouter(Router):
     def lam_range(self) -> tuple[float, float]:
         """A λ-conditioned model saw λ in [0, `_lam_bounds` top] in training; a per-scenario one routes at its own
         λ whatever is asked, so any λ is accepted."""
-        if not self.lam_conditioned or getattr(self, "objective", "kl") == "quality":  # λ enters at routing only
+        if not self.lam_conditioned or self.objective == "quality":  # λ enters at routing only
             return super().lam_range()
         return 0.0, self._lam_bounds()[1]
 
@@ -442,7 +442,7 @@ class RadialRouter(Router):
         distribution is softmax((q̂ − λ·cost) / τ)."""
         if self.net_.training:  # checked, not set: eval() walks every submodule, a tenth of batch-1 routing time
             self.net_.eval()
-        quality = getattr(self, "objective", "kl") == "quality"
+        quality = self.objective == "quality"
         lam_in = 0.0 if quality else lam
         onnx = self._onnx()
         if onnx is not None:
