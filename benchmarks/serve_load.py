@@ -51,6 +51,10 @@ FALLBACK_PROMPTS = ["Write a Python function that merges two sorted lists.", "hi
                     "Which gas do plants absorb?\nA) O2\nB) CO2\nC) N2\nD) He\nAnswer:"]
 
 
+PATHS = {"proxy": "bypass (model=<routed LLM>)", "proxy_rr": "bypass (model=<LLM>, round-robin)",
+         "routed": "routed (model=radial)"}
+
+
 # ---------------------------------------------------------------------------------------------- processes
 def fake_hub(port: int, delay_ms: float) -> None:
     """Child process: every pool LLM at /<name>/v1 and a failing twin at /<name>-flaky/v1 (every 2nd request 500)."""
@@ -163,6 +167,22 @@ async def drive(url: str | dict[str, str], bodies: list[dict], concurrency: int,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
 
 
+async def choices(url: str, prompts: list[str], concurrency: int) -> dict[str, str]:
+    """prompt → the pool LLM the router sends it to (``x-radialrouter-model``)."""
+    gate = asyncio.Semaphore(concurrency)
+    out: dict[str, str] = {}
+
+    async def one(client: httpx.AsyncClient, prompt: str) -> None:
+        async with gate:
+            r = await client.post(url, json=bodies_for([prompt], 1, "radial")[0])
+            r.raise_for_status()
+            out[prompt] = r.headers["x-radialrouter-model"]
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        await asyncio.gather(*(one(client, p) for p in prompts))
+    return out
+
+
 def bodies_for(prompts: list[str], n: int, model: str | list[str]) -> list[dict]:
     models = [model] * n if isinstance(model, str) else [model[i % len(model)] for i in range(n)]
     return [{"model": m, "messages": [{"role": "user", "content": prompts[i % len(prompts)]}], "max_tokens": 64}
@@ -183,7 +203,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200,
                         help="Requests per phase and repeat (≤ 2000; half, at least 100, at concurrency 1).")
     parser.add_argument("--concurrency", default="1,16,64", help="Comma-separated levels of requests in flight.")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--delay-ms", type=float, default=10.0, help="Fake backend generation time.")
     parser.add_argument("--router", help="Router directory (save_pretrained); default: see the module docstring.")
     parser.add_argument("--fake-hub-port", type=int, help=argparse.SUPPRESS)  # child-process mode
@@ -206,17 +226,23 @@ def main() -> None:
             direct_urls = {name: f"{hub}/{name}/v1/chat/completions" for name in POOL}
 
             levels = [int(c) for c in args.concurrency.split(",")]
-            asyncio.run(drive(router_url, bodies_for(prompts, 32, "radial"), max(levels), False))  # warm-up
+            samples = [prompts[rep * n % len(prompts):] + prompts[:rep * n % len(prompts)]
+                       for rep in range(args.repeats)]
+            # warm-up, and the LLM the router picks for each prompt: bypass traffic goes to those same LLMs, so
+            # routed − bypass measures routing itself, not how the pool's traffic spreads over upstream pools
+            chosen = asyncio.run(choices(router_url, list(dict.fromkeys(p for s in samples for p in s[:n])),
+                                         max(levels)))
             runs = collections.defaultdict(list)
-            for rep in range(args.repeats):
-                offset = rep * n
-                sample = prompts[offset % len(prompts):] + prompts[:offset % len(prompts)]
+            for rep, sample in enumerate(samples):
                 for c, stream in itertools.product(levels, (False, True)):
                     key, count = f"{'stream' if stream else 'json'}-c{c}", phase_size(n, c)
-                    # the same traffic straight to the fake backends (round-robin over the pool), then through the
-                    # server with routing bypassed (model=<LLM>), then routed (model=radial)
-                    for path, url, model in (("direct", direct_urls, list(POOL)), ("proxy", router_url, list(POOL)),
-                                             ("routed", router_url, "radial")):
+                    same = [chosen[p] for p in sample[:count]]
+                    # the same traffic straight to the fake backends, through the server with routing bypassed
+                    # (model=<LLM>: the routed LLMs, and round-robin over the pool), and routed; every other repeat
+                    # in reverse order, so that drift in the machine's speed does not favour one path
+                    paths = [("direct", direct_urls, same), ("proxy", router_url, same),
+                             ("proxy_rr", router_url, list(POOL)), ("routed", router_url, "radial")]
+                    for path, url, model in paths[::-1] if rep % 2 else paths:
                         result = asyncio.run(drive(url, bodies_for(sample, count, model), c, stream))
                         runs[f"{path}-{key}"].append(result)
             server_side = scrape(f"http://127.0.0.1:{port}/metrics")
@@ -256,11 +282,11 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
     for key in dict.fromkeys(k.split("-", 1)[1] for k in runs):
         kind, c = key.split("-c")
         d = runs[f"direct-{key}"]
-        for path in ("proxy", "routed"):
+        for path in ("proxy", "proxy_rr", "routed"):
             r = runs[f"{path}-{key}"]
             rows.append({
                 "mode": "non-streaming" if kind == "json" else "streaming (to 1st token)", "concurrency": int(c),
-                "requests": r[0]["n"], "path": "bypass (model=<LLM>)" if path == "proxy" else "routed (model=radial)",
+                "requests": r[0]["n"], "path": PATHS[path],
                 "direct_p50_ms": med(d, "p50_ms"), "server_p50_ms": med(r, "p50_ms"),
                 "added_p50_ms": statistics.median(b["p50_ms"] - a["p50_ms"] for a, b in zip(d, r)),
                 "added_p99_ms": statistics.median(b["p99_ms"] - a["p99_ms"] for a, b in zip(d, r)),
@@ -289,18 +315,33 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
         f"{r['added_p50_ms']:.1f} | {r['added_p99_ms']:.1f} | {r['direct_rps']:.0f} | {r['server_rps']:.0f} | "
         f"{r['errors']} |\n" for r in rows)
     versus = []  # routing's own cost: routed against bypass, same server, same repeat
-    for bypass, routed in zip(rows[::2], rows[1::2]):
-        versus.append({"mode": routed["mode"], "concurrency": routed["concurrency"],
-                       "routed_minus_bypass_p50_ms": routed["server_p50_ms"] - bypass["server_p50_ms"],
-                       "routed_over_bypass_rps": routed["server_rps"] / bypass["server_rps"]})
+    for key in dict.fromkeys(k.split("-", 1)[1] for k in runs):  # paired within each repeat, then the median
+        by, rr, ro = runs[f"proxy-{key}"], runs[f"proxy_rr-{key}"], runs[f"routed-{key}"]
+        ratios = [b["throughput_rps"] / a["throughput_rps"] for a, b in zip(by, ro)]
+        kind, c = key.split("-c")
+        versus.append({"mode": "non-streaming" if kind == "json" else "streaming (to 1st token)",
+                       "concurrency": int(c),
+                       "routed_minus_bypass_p50_ms": statistics.median(
+                           b["p50_ms"] - a["p50_ms"] for a, b in zip(by, ro)),
+                       "routed_over_bypass_rps": statistics.median(ratios),
+                       "routed_over_bypass_rps_range": [min(ratios), max(ratios)],
+                       "routed_over_round_robin_rps": statistics.median(
+                           b["throughput_rps"] / a["throughput_rps"] for a, b in zip(rr, ro))})
     result["routed_vs_bypass"] = versus
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     (RESULTS / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
-    table += ("\nRouting's own cost (routed against bypass through the same server; targets: ≤ 3 ms p50 at 1 in "
-              "flight, ≥ 0.9 × bypass req/s at 16 and 64):\n\n| mode | in flight | routed − bypass p50 ms | "
-              "routed / bypass req/s |\n|---|---|---|---|\n" + "".join(
+    table += ("\nRouting's own cost (routed against bypass to the same LLMs through the same server; targets: "
+              "≤ 3 ms p50 at 1 in flight, ≥ 0.9 × bypass req/s at 16 and 64). The last column compares with bypass "
+              "traffic spread round-robin over the pool instead: traffic that concentrates on one backend, as "
+              "routing's does, has more connections open to it, and httpx's pool walks all of them on each request "
+              "(the server splits them over small pools since; see `ShardedTransport`).\n\n"
+              "Each figure is the median over repeats of the difference or ratio within a repeat.\n\n"
+              "| mode | in flight | routed − bypass p50 ms | routed / bypass req/s (range) | routed / round-robin "
+              "req/s |\n|---|---|---|---|---|\n" + "".join(
                   f"| {v['mode']} | {v['concurrency']} | {v['routed_minus_bypass_p50_ms']:.1f} | "
-                  f"{v['routed_over_bypass_rps']:.2f} |\n" for v in versus))
+                  f"{v['routed_over_bypass_rps']:.2f} ({v['routed_over_bypass_rps_range'][0]:.2f}–"
+                  f"{v['routed_over_bypass_rps_range'][1]:.2f}) | {v['routed_over_round_robin_rps']:.2f} |\n"
+                  for v in versus))
     fb = result["fallback"]
     text = (f"# serve_load: routing server overhead\n\nRouter: {router_desc}. {n} requests per phase "
             f"({phase_size(n, 1)} at concurrency 1), concurrency {args.concurrency}, {args.repeats} repeats "

@@ -17,20 +17,25 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve import ConfigError, load_config, parse_config
-from radialrouter.serve.app import create_app
+from radialrouter.serve.app import _Call, create_app
 from radialrouter.serve.batching import MicroBatcher
 from radialrouter.serve.ledger import Ledger
-from radialrouter.serve.routing import routing_text
+from radialrouter.serve.routing import count_tokens, parse_model, routing_text, token_bound
 from radialrouter.serve.testing import ServerThread, fake_backends
+from radialrouter.serve.upstream import ShardedTransport
+from radialrouter.tokens import load_tokenizer
 
 KEY, KEY_ENV = "sk-test-client-secret", {"RR_CLIENT_KEY": "sk-test-client-secret", "RR_BACKEND_KEY": "sk-backend",
                                            "RR_POOR_KEY": "sk-poor-client"}
 AUTH = {"authorization": f"Bearer {KEY}"}
+_COUNTER = load_tokenizer()
 LONG = "please summarise this " * 80  # ~240 tokens: more than cheap's 128-token window
 
 
@@ -442,3 +447,56 @@ def test_example_config_is_valid():
     env = {k: "x" for k in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "RADIALROUTER_KEY_SEARCH", "RADIALROUTER_KEY_CHAT")}
     config = load_config(Path(__file__).parents[1] / "examples" / "serve.yaml", env=env)
     assert [llm.name for llm in config.llms] == ["gpt-4o", "mixtral", "mistral-7b"] and config.auth.keys
+
+
+# ---------------------------------------------------------------------------------------------- hot path
+def test_routing_starts_before_the_count_only_when_the_count_cannot_matter(server, monkeypatch):
+    state = server[0].state.serve
+
+    def early(content: str, client: str = "alice", model: str = "radial", **extra):
+        body = _chat(model, content, **extra)
+        call = _Call(state, client, body, parse_model(model, state.config))
+        return state.early_query(call, len(json.dumps(body)))
+
+    query = early("hi there")
+    assert query is not None and query.prompt_tokens >= 2  # decided on the bound, before counting
+    assert early("x" * 200) is None  # 200 bytes could be 200 tokens: more than cheap's 128-token window
+    assert early("hi there", max_tokens=100_000) is None
+    assert early("hi there", model="mid") is None  # bypass: nothing to decide
+    monkeypatch.setitem(state.limiter.limits, "alice", object())
+    assert early("hi there") is None  # a rate-limited key's refused requests must cost no routing work
+
+
+def test_an_early_decision_reports_the_counted_prompt_tokens(http):
+    r = http.post("/v1/route", json=_chat("radial", "hi there"))
+    assert r.status_code == 200
+    assert r.json()["prompt_tokens_estimate"] == count_tokens(load_tokenizer(), "hi there", 10**6) == 2
+    r = http.post("/v1/chat/completions", json=_chat("radial:cost-first", "hi there"))
+    assert r.status_code == 200 and r.json()["model"] == "cheap"
+
+
+@given(st.text(max_size=400) | st.text(alphabet="!a ", min_size=16_000, max_size=40_000))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
+def test_token_bound_is_never_below_the_count(text):
+    assert token_bound(text) >= count_tokens(_COUNTER, text, 10**9)
+
+
+def test_sharded_transport_bounds_each_pool_and_releases_on_close():
+    async def main(url: str) -> None:
+        transport = ShardedTransport(12, shard_size=4)
+        body = _chat("a", "hi")
+        async with httpx.AsyncClient(transport=transport, base_url=url, timeout=10) as client:
+            for _ in range(3):  # light traffic keeps to one pool
+                assert (await client.post("/a/v1/chat/completions", json=body)).status_code == 200
+            assert transport.shards[1:] == [None, None]
+            responses = await asyncio.gather(*(client.post("/a/v1/chat/completions", json=body) for _ in range(12)))
+            assert all(r.status_code == 200 for r in responses)
+            pools = [shard for shard in transport.shards if shard is not None]
+            assert len(pools) == 3 and all(len(p._pool.connections) <= 4 for p in pools)
+            assert transport.in_progress == [0, 0, 0]
+            async with client.stream("POST", "/a/v1/chat/completions", json={**body, "stream": True}) as r:
+                assert r.status_code == 200 and sum(transport.in_progress) == 1  # left before reading the body
+            assert transport.in_progress == [0, 0, 0]
+
+    with fake_backends(("a",), delay_s=0.05) as (_, url):
+        asyncio.run(main(url))

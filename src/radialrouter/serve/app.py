@@ -53,12 +53,14 @@ from radialrouter.serve.routing import (
     RouteResult,
     Target,
     check_pool,
+    context_text,
     load_router,
     parse_model,
     requested_output_tokens,
     required_capabilities,
     router_dir,
     routing_text,
+    token_bound,
 )
 from radialrouter.serve.upstream import LOCAL, Attempt, Upstream, classify, is_retryable, retry_after
 from radialrouter.serve.validation import check_chat_body, check_json_tree
@@ -416,10 +418,39 @@ class ServeState:
         else:
             await anyio.to_thread.run_sync(work, limiter=self._heavy)
 
-    async def decide(self, call: _Call) -> RouteResult:
+    async def decide(self, call: _Call, early: asyncio.Task | None = None) -> RouteResult:
+        """The routing decision: ``early``'s (see `start_decision`) once the count confirmed it, else a new one."""
+        if early is not None:
+            result = await early
+            result.prompt_tokens = call.prompt_tokens
+            return result
+        return await self._decide(call.query())
+
+    def start_decision(self, call: _Call, size: int) -> asyncio.Task | None:
+        """Start routing before the prompt's tokens are counted (see `early_query`), so that the count (on the
+        loop) and the decision (in the routing thread) overlap; None when routing must wait for the count."""
+        query = self.early_query(call, size)
+        if query is None:
+            return None
+        task = asyncio.ensure_future(self._decide(query))
+        task.add_done_callback(_retrieve)
+        return task
+
+    def early_query(self, call: _Call, size: int) -> RouteQuery | None:
+        """The routing query to decide before counting, when the count cannot change the decision: candidates
+        depend on it only through context windows, and a bound on it that needs no tokenizer (`token_bound`) fits
+        every routable LLM's window. None otherwise, and for large bodies (counted in a thread anyway), bypass
+        requests, and rate-limited keys, whose refused requests must cost no routing work."""
+        if call.target.llm is not None or size > INLINE_BYTES or call.client in self.limiter.limits:
+            return None
+        query = call.query()
+        query.prompt_tokens = token_bound(context_text(call.body))
+        return query if self.decider.fits_every_window(query.prompt_tokens, query.max_output) else None
+
+    async def _decide(self, query: RouteQuery) -> RouteResult:
         with self.metrics.decision_seconds.time():
             try:
-                return await self.batcher.submit(call.query())
+                return await self.batcher.submit(query)
             except QueueFull as exc:
                 raise self.busy(f"routing queue full: {exc}") from None
 
@@ -439,6 +470,13 @@ class ServeState:
         except RequestError as exc:
             self.metrics.rejected.labels("budget_exceeded" if exc.status == 429 else exc.code).inc()
             raise
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark an early decision's error as seen: it is raised where the decision is awaited, or not at all when
+    the request failed before that (then asyncio would log it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _parse_body(raw: bytes | bytearray) -> dict:
@@ -721,19 +759,21 @@ def create_app(config: ServeConfig, router: Router | None = None,
         client = state.authenticate(request)
         state.enter()
         call: _Call | None = None
+        early: asyncio.Task | None = None
         try:
             body, size = await state.read_json(request)
             check_chat_body(body)
             state.budgets.check(client)
             target = parse_model(body.get("model"), state.config)  # state.config: a hot swap may replace it
             call = _Call(state, client, body, target)
+            early = state.start_decision(call, size)
             await state.prepare(call, size)
             await state.admit(call)
             if target.llm is not None:
                 plan = [target.llm]
             else:
                 try:
-                    call.result = state.explorer.apply(await state.decide(call), client, target.mode)
+                    call.result = state.explorer.apply(await state.decide(call, early), client, target.mode)
                 except RequestError:
                     call.finish("no_candidate")
                     raise
@@ -741,6 +781,8 @@ def create_app(config: ServeConfig, router: Router | None = None,
             await state.reserve(call, plan)
             response = await (_proxy_stream if body.get("stream") else _proxy_json)(state, call, plan)
         except BaseException as exc:
+            if early is not None:
+                early.cancel()  # a no-op once it is done
             if call is not None:  # books closed on every path (a no-op when the call already finished)
                 call.finish("refused" if isinstance(exc, RequestError) else "cancelled")
             state.leave()
@@ -754,6 +796,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
         """The decision only: chosen LLM, ranking, scores, λ, expected cost and why LLMs were excluded."""
         client = state.authenticate(request)
         state.enter()
+        early: asyncio.Task | None = None
         try:
             body, size = await state.read_json(request)
             if isinstance(body.get("prompt"), str) and "messages" not in body:
@@ -763,9 +806,12 @@ def create_app(config: ServeConfig, router: Router | None = None,
             if target.llm is not None:
                 raise RequestError("`model` must be a router alias here, not a concrete LLM", param="model")
             call = _Call(state, client, body, target)
+            early = state.start_decision(call, size)
             await state.prepare(call, size)
-            call.result = await state.decide(call)
+            call.result = await state.decide(call, early)
         finally:
+            if early is not None:
+                early.cancel()
             state.leave()
         call.llm = call.result.llm
         call.finish("route_only")

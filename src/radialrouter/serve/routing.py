@@ -156,6 +156,13 @@ def count_tokens(tokenizer, text: str, cap: int) -> int:
     return total
 
 
+def token_bound(text: str) -> int:
+    """An upper bound on `count_tokens` that costs no tokenizer pass: every token of a WordPiece, BPE or
+    byte-level vocabulary covers at least one UTF-8 byte, plus one token of slack per counting chunk."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return size + size // _COUNT_CHUNK + 1
+
+
 @dataclass
 class RouteQuery:
     """One request's routing input, prepared per request (`ServeState.prepare`) and decided in a batch."""
@@ -243,6 +250,14 @@ class Decider:
 
         self._token_cap = max(llm.context_window for llm in config.llms)
 
+    def fits_every_window(self, prompt_tokens: int, max_output: int) -> bool:
+        """Whether no routable LLM's context window can exclude a request of this size (capabilities aside)."""
+        need = self._need(prompt_tokens, max_output)
+        return all(need <= llm.context_window for llm in self.routable)
+
+    def _need(self, prompt_tokens: int, max_output: int) -> int:
+        return int(np.ceil(prompt_tokens * self.config.router.token_margin)) + max_output
+
     def warm_up(self) -> None:
         """Load encoder weights now, so the first request does not pay for it."""
         self.decide([RouteQuery("warm-up", 1, 0, frozenset(), 0.0)])
@@ -258,7 +273,7 @@ class Decider:
     def _mask(self, q: RouteQuery) -> tuple[np.ndarray, dict[str, str]]:
         mask = np.zeros(len(self.router.llms_), dtype=bool)
         excluded = {}
-        need = int(np.ceil(q.prompt_tokens * self.config.router.token_margin)) + q.max_output
+        need = self._need(q.prompt_tokens, q.max_output)
         for llm in self.routable:
             missing = sorted(q.needs - set(llm.capabilities))
             if missing:

@@ -1,5 +1,6 @@
-"""Calls to the backend LLMs: one ``httpx.AsyncClient`` — one connection pool — per backend, per-backend
-cooldowns, and the rule for which failures justify trying the router's next-best LLM.
+"""Calls to the backend LLMs: one ``httpx.AsyncClient`` per backend (its connections split over small pools, see
+`ShardedTransport`), per-backend cooldowns, and the rule for which failures justify trying the router's next-best
+LLM.
 
 Fallback-worthy: timeouts, connection errors, 408, 429, 5xx, and 401/403 — a backend rejecting *our* configured
 key is a server misconfiguration, never the client's mistake. Any other 4xx is the client's own error and is
@@ -10,7 +11,9 @@ hung backend can only exhaust its own.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -55,6 +58,74 @@ def retry_after(response: httpx.Response) -> float | None:
     return seconds if 0 <= seconds < 86_400 else None
 
 
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """One backend's connections split over pools of at most ``shard_size``; each request goes to the pool with
+    the fewest requests in progress.
+
+    Why: httpcore's pool walks all of its connections on every request and every response (and polls each idle
+    socket), so one pool's cost per request grows with the connections open to a busy backend — at 16 requests
+    in flight to one backend that doubled the server's CPU per request against the same traffic spread over three
+    backends (`benchmarks/serve_load.py`). Small pools bound that walk; the total stays ``size``.
+    """
+
+    def __init__(self, size: int, shard_size: int = 4, keepalive_expiry: float = 4.0) -> None:
+        count = max(1, math.ceil(size / shard_size))
+        self.per_shard = math.ceil(size / count)
+        self._limits = httpx.Limits(max_connections=self.per_shard, max_keepalive_connections=self.per_shard,
+                                    keepalive_expiry=keepalive_expiry)
+        self._ssl = httpx.create_ssl_context()  # one for all shards: each costs a read of the CA bundle
+        self.shards: list[httpx.AsyncHTTPTransport | None] = [None] * count  # created when first needed
+        self.in_progress = [0] * count
+
+    def _pick(self) -> int:
+        """The first pool with a free connection (light traffic keeps reusing the same few), else the least busy."""
+        for i, busy in enumerate(self.in_progress):
+            if busy < self.per_shard:
+                return i
+        return self.in_progress.index(min(self.in_progress))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        i = self._pick()
+        shard = self.shards[i]
+        if shard is None:
+            shard = self.shards[i] = httpx.AsyncHTTPTransport(verify=self._ssl, limits=self._limits)
+        self.in_progress[i] += 1
+        try:
+            response = await shard.handle_async_request(request)
+        except BaseException:
+            self.in_progress[i] -= 1
+            raise
+        response.stream = _Releasing(response.stream, lambda: self._release(i))
+        return response
+
+    def _release(self, i: int) -> None:
+        self.in_progress[i] -= 1
+
+    async def aclose(self) -> None:
+        for shard in self.shards:
+            if shard is not None:
+                await shard.aclose()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    """A response body that tells its shard once when it is closed (read to the end, or abandoned)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self.stream, self.release = stream, release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        release, self.release = self.release, None
+        try:
+            await self.stream.aclose()
+        finally:
+            if release is not None:
+                release()
+
+
 class Upstream:
     """Backends by pool name. ``order`` puts backends that failed within ``cooldown_s`` last (not out: when every
     candidate is cooling down, trying one still beats refusing the request)."""
@@ -71,8 +142,7 @@ class Upstream:
     def _client(size: int, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
         # Idle connections are dropped after 4 s, before a backend with the common 5 s keep-alive timeout closes
         # them: reusing a connection the server is closing at that instant fails the request.
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
-        return httpx.AsyncClient(limits=limits, transport=transport)
+        return httpx.AsyncClient(transport=transport or ShardedTransport(size, keepalive_expiry=4.0))
 
     async def aclose(self) -> None:
         for client in self.clients.values():
