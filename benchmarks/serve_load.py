@@ -2,15 +2,18 @@
 
 Three processes: a fake backend hub (one path per LLM, fixed simulated generation delay), the routing server
 (``radialrouter serve``), and this load generator. Each repeat sends the same bounded set of requests with a fixed
-concurrency directly to the fake backends and through the router (non-streaming and streaming), so "added latency"
-is the router's overhead measured in the same run: decision (tokenizer + encoder + router, micro-batched) plus
-one proxy hop. A last phase points the router's most-chosen LLM at a backend that fails every second request and
-checks that every request still succeeds through fallback.
+concurrency straight to the fake backends, through the server with routing bypassed (``model=<LLM>``: once to the
+LLM the router picks for each prompt, found in a first routed pass, and once round-robin over the pool), and routed
+(``model=radial``), non-streaming and streaming; every other repeat runs the paths in reverse order. "Added latency"
+is the server's overhead against the backends in the same repeat; routing's own cost is routed against bypass to
+the same LLMs (same backends, same connection pools), paired within each repeat. A last phase points the router's
+most-chosen LLM at a backend that fails every second request and checks that every request still succeeds through
+fallback.
 
 Router: ``--router DIR`` (a save_pretrained directory), else the package's default router when it exists, else a kNN
 router trained here on RouterBench's train split (../shared/data/routerbench3.parquet, embeddings from the cache).
 
-    python benchmarks/serve_load.py [--requests 200] [--concurrency 1,16] [--repeats 3] [--delay-ms 10]
+    python benchmarks/serve_load.py [--requests 200] [--concurrency 1,16,64] [--repeats 5] [--delay-ms 10]
 
 Writes benchmarks/results/serve_load.json and .md and prints the table.
 """
