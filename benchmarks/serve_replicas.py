@@ -41,18 +41,13 @@ import httpx
 import numpy as np
 import sqlalchemy as sa
 import yaml
+from serve_load import POOL  # the same pool: name → (RouterBench LLM, USD/M input, USD/M output, context window)
 
 from radialrouter.serve.pgtesting import TemporaryPostgres
 from radialrouter.serve.testing import free_port, wait_up
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-#: pool name → (RouterBench LLM, USD per million input tokens, per million output tokens, context window)
-POOL = {
-    "gpt-4": ("gpt-4-1106-preview", 10.0, 30.0, 128_000),
-    "mixtral": ("mistralai/mixtral-8x7b-chat", 0.6, 0.6, 32_000),
-    "mistral-7b": ("mistralai/mistral-7b-chat", 0.2, 0.2, 32_000),
-}
 PROMPTS = ["Write a Python function that merges two sorted lists.", "hi, how are you?",
            "Prove that the square root of 2 is irrational.", "Translate 'good morning' into French.",
            "Which gas do plants absorb?\nA) O2\nB) CO2\nC) N2\nD) He\nAnswer:",
