@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import yaml
 
 from radialrouter.serve.testing import free_port, spawn_python, wait_up
@@ -124,9 +125,20 @@ def write_config(path: Path, router: Path | None, hub: str, flaky: str | None, c
 
 
 # ---------------------------------------------------------------------------------------------- load
-async def drive(url: str | dict[str, str], bodies: list[dict], concurrency: int, stream: bool) -> dict:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process ``pid`` (all its threads); 0 when not measured."""
+    if pid is None:
+        return 0.0
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def drive(url: str | dict[str, str], bodies: list[dict], concurrency: int, stream: bool,
+                server_pid: int | None = None) -> dict:
     """Send ``bodies`` with at most ``concurrency`` in flight (``url`` may map each body's model to a URL);
-    latency is time to the full response, or to the first content chunk when streaming."""
+    latency is time to the full response, or to the first content chunk when streaming. ``server_pid``: the
+    process whose CPU time per request is reported (the routing server's; a saturated machine's throughput
+    follows it)."""
     latencies, errors, served, fallbacks = [], collections.Counter(), collections.Counter(), 0
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -160,12 +172,12 @@ async def drive(url: str | dict[str, str], bodies: list[dict], concurrency: int,
             fallbacks += r.headers.get("x-radialrouter-fallback") == "true"
 
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds(server_pid)
         await asyncio.gather(*(one(client, b) for b in bodies))
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, cpu_seconds(server_pid) - cpu
     ms = np.asarray(latencies) * 1000
     return {"n": len(bodies), "errors": sum(errors.values()), "error_kinds": dict(errors), "fallbacks": fallbacks,
-            "served": dict(served),
+            "served": dict(served), "server_cpu_ms_per_request": 1000 * cpu / len(bodies),
             "throughput_rps": len(latencies) / wall, "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
 
@@ -225,6 +237,7 @@ def main() -> None:
                                tmp / "hub.log"))
             wait_up(f"{hub}/health", procs[-1], tmp / "hub.log")
             procs.append(serve(write_config(tmp / "serve.yaml", router_dir, hub, None, 10.0), port, tmp / "a.log"))
+            server_pid = procs[-1].pid
             router_url = f"http://127.0.0.1:{port}/v1/chat/completions"
             direct_urls = {name: f"{hub}/{name}/v1/chat/completions" for name in POOL}
 
@@ -246,7 +259,8 @@ def main() -> None:
                     paths = [("direct", direct_urls, same), ("proxy", router_url, same),
                              ("proxy_rr", router_url, list(POOL)), ("routed", router_url, "radial")]
                     for path, url, model in paths[::-1] if rep % 2 else paths:
-                        result = asyncio.run(drive(url, bodies_for(sample, count, model), c, stream))
+                        pid = None if path == "direct" else server_pid
+                        result = asyncio.run(drive(url, bodies_for(sample, count, model), c, stream, pid))
                         runs[f"{path}-{key}"].append(result)
             server_side = scrape(f"http://127.0.0.1:{port}/metrics")
             procs.pop().terminate()
@@ -329,7 +343,11 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
                        "routed_over_bypass_rps": statistics.median(ratios),
                        "routed_over_bypass_rps_range": [min(ratios), max(ratios)],
                        "routed_over_round_robin_rps": statistics.median(
-                           b["throughput_rps"] / a["throughput_rps"] for a, b in zip(rr, ro))})
+                           b["throughput_rps"] / a["throughput_rps"] for a, b in zip(rr, ro)),
+                       "server_cpu_ms_per_request": {"bypass": med(by, "server_cpu_ms_per_request"),
+                                                     "routed": med(ro, "server_cpu_ms_per_request")},
+                       "routed_minus_bypass_cpu_ms": statistics.median(
+                           b["server_cpu_ms_per_request"] - a["server_cpu_ms_per_request"] for a, b in zip(by, ro))})
     result["routed_vs_bypass"] = versus
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     (RESULTS / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -338,12 +356,17 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
               "traffic spread round-robin over the pool instead: traffic that concentrates on one backend, as "
               "routing's does, has more connections open to it, and httpx's pool walks all of them on each request "
               "(the server splits them over small pools since; see `ShardedTransport`).\n\n"
-              "Each figure is the median over repeats of the difference or ratio within a repeat.\n\n"
+              "Each figure is the median over repeats of the difference or ratio within a repeat. Server CPU is the "
+              "routing server process's CPU time (all threads) per request: on a saturated machine its throughput "
+              "follows it, and it depends less on what else the machine runs than req/s does.\n\n"
               "| mode | in flight | routed − bypass p50 ms | routed / bypass req/s (range) | routed / round-robin "
-              "req/s |\n|---|---|---|---|---|\n" + "".join(
+              "req/s | server CPU ms/request, bypass → routed (routed − bypass) |\n|---|---|---|---|---|---|\n"
+              + "".join(
                   f"| {v['mode']} | {v['concurrency']} | {v['routed_minus_bypass_p50_ms']:.1f} | "
                   f"{v['routed_over_bypass_rps']:.2f} ({v['routed_over_bypass_rps_range'][0]:.2f}–"
-                  f"{v['routed_over_bypass_rps_range'][1]:.2f}) | {v['routed_over_round_robin_rps']:.2f} |\n"
+                  f"{v['routed_over_bypass_rps_range'][1]:.2f}) | {v['routed_over_round_robin_rps']:.2f} | "
+                  f"{v['server_cpu_ms_per_request']['bypass']:.2f} → {v['server_cpu_ms_per_request']['routed']:.2f} "
+                  f"({v['routed_minus_bypass_cpu_ms']:+.2f}) |\n"
                   for v in versus))
     fb = result["fallback"]
     text = (f"# serve_load: routing server overhead\n\nRouter: {router_desc}. {n} requests per phase "
