@@ -7,12 +7,12 @@ get to one trained with every LLM's label (full information)?
 Per data set and seed, the data set's training queries (shuffled; the first ``--traffic`` of them) arrive as
 traffic at λ = Balance. A logging policy routes each one and only the called LLM's quality is revealed (variant
 *noisy judge*: flipped with probability ``--noise``, as a fallible LLM judge would). Every ``--every`` queries the
-bandit learner (an ``mlp`` with the masked loss of `radialrouter.partial` and its pessimistic routing, costs
-imputed as in `radialrouter.ledger_data`) is retrained on everything logged so far and becomes the new logging
-policy. Policies:
+bandit learner (`LEARNER`, chosen on validation by `bandit_learner_select.py`: an ``mlp`` 64 units wide with the
+masked loss of `radialrouter.partial` and its pessimistic routing, costs imputed as in `radialrouter.ledger_data`)
+is retrained on everything logged so far and becomes the new logging policy. Policies:
 
 * ``frozen``: routerbench3 — the embedded router (RadialRouter, static encoder) as shipped (trained on the full
-  information of routerbench3's training split); mmlupro29 — no embedded router knows its pool, so an ``mlp``
+  information of routerbench3's training split); mmlupro29 — no embedded router knows its pool, so the learner
   trained on the ``--warm`` full-information training queries outside the traffic. It is the first logging policy
   of every variant.
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
@@ -32,6 +32,7 @@ compared with the policy's true Score on the same queries. Writes benchmarks/res
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -49,7 +50,7 @@ from radialrouter.evaluation import summarize
 from radialrouter.ledger_data import LoggedTraffic, concat_datasets, impute_costs
 from radialrouter.objective import COST_SCALE
 from radialrouter.ope import bootstrap_counts, evaluate
-from radialrouter.routers import Router, make_router
+from radialrouter.routers import Router, router_class
 from radialrouter.routers.radial import load_default
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,13 +76,38 @@ def test_score(router: Router, test: RoutingDataset) -> float:
     return float(summarize(test.quality[rows, choice], test.cost[rows, choice], test.tasks, LAM)["macro"].score)
 
 
-#: the learner's hidden width: 64 was chosen on validation (`benchmarks/bandit_learner_select.py`, on the
-#: warm-start queries); the mlp's default 256 over-fits a few thousand labels (a gap of 0.04 instead of 0.02 there).
-HIDDEN = 64
+#: the learner, chosen on validation by `benchmarks/bandit_learner_select.py` (each seed's warm-start queries,
+#: never the test split): a router name, its constructor parameters, ``steps`` (overrides ``--steps``) and
+#: ``pessimism`` (set on the instance, for the torch regressors).
+LEARNER: dict = {"router": "mlp", "hidden": 64}
+LEARNER_NAME = "mlp (masked loss, hidden 64)"
 
 
-def learner(steps: int, seed: int, hidden: int = HIDDEN) -> Router:
-    return make_router("mlp", steps=steps, seed=seed, hidden=hidden)
+def make_learner(spec: dict) -> Callable[[int, int], Router]:
+    """A factory ``(steps, seed) -> unfitted router`` for a learner spec (see `LEARNER`)."""
+    def make(steps: int, seed: int) -> Router:
+        params = {k: v for k, v in spec.items() if k not in ("router", "steps", "pessimism")}
+        cls = router_class(spec["router"])
+        if "steps" in inspect.signature(cls.__init__).parameters:
+            params = {"steps": spec.get("steps", steps), "seed": seed, **params}
+        router = cls(**params)
+        if "pessimism" in spec and "pessimism" not in params:
+            router.pessimism = spec["pessimism"]
+        return router
+    return make
+
+
+def learner(steps: int, seed: int) -> Router:
+    return make_learner(LEARNER)(steps, seed)
+
+
+def quality_model(router: Router, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A router's own (quality, cost) predictions for DR, when it has a quality model (not RadialRouter)."""
+    if hasattr(router, "_quality"):
+        return router._quality(x), router.predict_costs(x)
+    if hasattr(router, "_neighbour_means"):
+        return router._neighbour_means(x)
+    return None
 
 
 def fit_bandit(traffic: RoutingDataset, action: np.ndarray, label: np.ndarray, prior_cost: np.ndarray, steps: int,
@@ -151,9 +177,8 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
             targets["previous full-information learner"] = full_policy
         if "bandit, no exploration" in state and state["bandit, no exploration"]["policy"] is not frozen:
             targets["previous no-exploration learner"] = state["bandit, no exploration"]["policy"]
-        dm = log["policy"] if hasattr(log["policy"], "_quality") else None
-        q_hat = None if dm is None else dm._quality(x[block])
-        c_hat = None if dm is None else dm.predict_costs(x[block])
+        dm = quality_model(log["policy"], x[block])
+        q_hat, c_hat = (None, None) if dm is None else dm
         counts = bootstrap_counts(len(block), args.boot, seed + t)
         for target_name, policy in targets.items():
             actions = policy.predict(x[block], LAM)
@@ -267,8 +292,8 @@ def main() -> None:
             order = np.random.default_rng(1000 + seed).permutation(len(train))
             traffic = train.subset(order[: args.traffic])
             warm = train.subset(order[args.traffic : args.traffic + args.warm])  # full information, outside traffic
-            # routerbench3: the embedded router as shipped; mmlupro29 (no embedded router knows its pool): an mlp
-            # trained on the warm-start queries
+            # routerbench3: the embedded router as shipped; mmlupro29 (no embedded router knows its pool): the
+            # learner trained on the warm-start queries
             frozen = embedded if name == "routerbench3" else learner(args.steps, seed).fit(warm)
             runs[name].append(run_replay(name, traffic, warm, test, frozen, seed, args))
         sizes[name] = {"train_queries": len(train), "traffic": min(args.traffic, len(train)),
@@ -290,7 +315,7 @@ def main() -> None:
         "ope_coverage": cov,
         "summary": summary,
         "sizes": sizes,
-        "settings": {**vars(args), "lam": LAM, "learner": f"mlp (masked loss, hidden {HIDDEN})",
+        "settings": {**vars(args), "lam": LAM, "learner": LEARNER_NAME, "learner_spec": LEARNER,
                      "encoder": encoder.name, "seeds": args.seeds},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_before": load_before,
                     "load_after": os.getloadavg(), "seconds": round(time.perf_counter() - started, 1)},

@@ -138,6 +138,80 @@ def test_partial_labels_masked_imputed_and_refused():
         fit_partial(make_router("oracle"), part)
 
 
+def _tiny_partial() -> RoutingDataset:
+    """Six queries on a line in 2-d (three near (1, 0), three near (0, 1)), two LLMs, one label per query."""
+    emb = np.array([[1, 0], [1, 0.1], [1, 0.2], [0, 1], [0.1, 1], [0.2, 1]], dtype=np.float32)
+    quality = np.array([[1, np.nan], [1, np.nan], [np.nan, 0], [0, np.nan], [np.nan, 1], [np.nan, 1]])
+    return RoutingDataset.from_arrays([f"q{i}" for i in range(6)], quality, ["a", "b"], cost=np.full((6, 2), 1e-4),
+                                      tasks=["t"] * 6).with_embeddings(emb)
+
+
+def test_knn_partial_label_options_shrinkage_shared_neighbourhood_pessimism(tmp_path):
+    from radialrouter.routers import from_pretrained
+
+    data = _tiny_partial()
+    x = np.array([[1, 0.05]], dtype=np.float32)  # next to the first three queries
+    plain = make_router("knn", k=2).fit(data)  # default: per LLM, the 2 nearest queries where it is known
+    q, _ = plain._neighbour_means(x)
+    assert np.allclose(q, [[1.0, 0.5]])  # a: q0, q1; b: q2 (0) and q4 (1)
+    assert np.allclose(plain.predict_scores(x, 0.0), plain._scores(x, 0.0))
+    # shrinkage toward each LLM's mean over all its labels (a: 2/3, b: 2/3) with s pseudo-labels
+    shrunk = make_router("knn", k=2, shrinkage=2.0).fit(data)
+    q_s, _ = shrunk._neighbour_means(x)
+    assert np.allclose(q_s, [[(2 * 1 + 2 * 2 / 3) / 4, (2 * 0.5 + 2 * 2 / 3) / 4]])
+    assert np.allclose(make_router("knn", k=2, shrinkage=1e9).fit(data)._neighbour_means(x)[0], 2 / 3)
+    # shared neighbourhood: the 3 nearest queries overall (q0, q1, q2) — a is known twice there, b once
+    shared = make_router("knn", k=3, neighbours="shared").fit(data)
+    q_sh, _, labels = shared._neighbour_stats(x)
+    assert np.allclose(q_sh, [[1.0, 0.0]]) and np.allclose(labels, [[2, 1]])
+    q_sh1, _, labels1 = make_router("knn", k=1, neighbours="shared", shrinkage=1.0).fit(data)._neighbour_stats(x)
+    assert np.allclose(q_sh1, [[(1 + 2 / 3) / 2, 2 / 3]]) and np.allclose(labels1, [[2, 1]])  # b: none nearby
+    # pessimism: one standard error sqrt(q(1 − q) / labels) off the estimate, only when routing
+    pess = make_router("knn", k=3, neighbours="shared", shrinkage=1.0, pessimism=1.0).fit(data)
+    q_p, _, n_p = pess._neighbour_stats(x)
+    assert np.allclose(pess.predict_scores(x, 0.0), q_p - np.sqrt(q_p * (1 - q_p) / n_p))
+    no_pess = make_router("knn", k=3, neighbours="shared", shrinkage=1.0).fit(data)
+    assert np.allclose(no_pess.predict_scores(x, 0.0), q_p) and (pess.predict_scores(x, 0.0) < q_p).all()
+    # full information: the options change nothing
+    full = data.with_embeddings(data.embeddings)
+    from dataclasses import replace
+
+    full = replace(full, quality=np.nan_to_num(data.quality, nan=0.5))
+    assert np.allclose(make_router("knn", k=2, shrinkage=5.0, pessimism=2.0, neighbours="shared").fit(full)
+                       .predict_scores(x, 0.02), make_router("knn", k=2).fit(full).predict_scores(x, 0.02))
+    loaded = from_pretrained(pess.save_pretrained(tmp_path / "knn"))
+    assert np.allclose(loaded.predict_scores(x, 0.02), pess.predict_scores(x, 0.02))
+    with pytest.raises(RouterError, match="neighbours"):
+        make_router("knn", neighbours="global").fit(data)
+    with pytest.raises(RouterError, match="shrinkage"):
+        make_router("knn", shrinkage=-1.0).fit(data)
+
+
+def test_mlp_ensemble_averages_members_and_saves(tmp_path):
+    from radialrouter.routers import from_pretrained
+
+    full, part = _partial(60)
+    emb = np.random.default_rng(0).normal(size=(len(full), 8)).astype(np.float32)
+    part = part.with_embeddings(emb)
+    single = make_router("mlp", steps=20).fit(part)
+    assert not any(k.startswith("members") for k in single.module_.state_dict())  # the default is unchanged
+    ens = make_router("mlp", steps=20, ensemble=3).fit(part)
+    import torch
+
+    members = [torch.sigmoid(m(torch.from_numpy(emb))) for m in ens.module_.members]
+    assert not torch.allclose(members[0], members[1])  # different initialisations
+    ens.module_.eval()
+    with torch.no_grad():
+        logits = torch.stack([m(torch.from_numpy(emb)) for m in ens.module_.members]).mean(0)
+    assert np.allclose(ens._quality(emb), torch.sigmoid(logits).numpy(), atol=1e-6)
+    assert np.isfinite(ens.predict_scores(emb, 0.02)).all() and ens._quality(emb).shape == (len(emb), 3)
+    make_router("mlp", steps=5, ensemble=2).fit(full.with_embeddings(emb))  # full information too
+    loaded = from_pretrained(ens.save_pretrained(tmp_path / "ens"))
+    assert np.allclose(loaded.predict_scores(emb, 0.02), ens.predict_scores(emb, 0.02))
+    with pytest.raises(RouterError, match="ensemble"):
+        make_router("mlp", ensemble=0).fit(part)
+
+
 def test_radial_quality_objective_trains_on_partial_labels_and_kl_refuses():
     """RadialRouter masks unknown cells only with objective='quality'; the KL objective refuses them by name."""
     full, part = _partial()

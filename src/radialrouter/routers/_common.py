@@ -157,16 +157,19 @@ class QualityRegressorRouter(Router):
         known = np.isfinite(train.quality)
         yt = torch.from_numpy(np.clip(np.nan_to_num(train.quality), 0, 1).astype(np.float32))
         bce = torch.nn.BCEWithLogitsLoss()
+        # a module may return (members, n, m) logits in training mode (an ensemble): every member's loss counts
         if known.all():
             def loss_fn(idx: np.ndarray) -> torch.Tensor:
-                return bce(self.module_(xt[idx]), yt[idx])
+                out = self.module_(xt[idx])
+                return bce(out, yt[idx].expand_as(out))
         else:  # partial labels: the loss averages over the known cells of the batch only
             mt = torch.from_numpy(known.astype(np.float32))
             cell_bce = torch.nn.BCEWithLogitsLoss(reduction="none")
 
             def loss_fn(idx: np.ndarray) -> torch.Tensor:
-                m = mt[idx]
-                return (cell_bce(self.module_(xt[idx]), yt[idx]) * m).sum() / m.sum().clamp_min(1.0)
+                out = self.module_(xt[idx])
+                m = mt[idx].expand_as(out)
+                return (cell_bce(out, yt[idx].expand_as(out)) * m).sum() / m.sum().clamp_min(1.0)
 
         val_fn = None
         if val is not None and len(val) and np.isfinite(val.quality).all():
