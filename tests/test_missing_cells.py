@@ -196,8 +196,12 @@ def test_bench_keeps_rows_with_missing_cells(tmp_path, monkeypatch):
     _, md = write_bench(doc, tmp_path / "out", "gaps")
     assert "Missing quality cells: 17 queries" in md.read_text()
     # The old exclusion path, through the CLI's --missing.
-    result = CliRunner().invoke(__import__("radialrouter.cli", fromlist=["app"]).app, [
-        "eval", "--data", str(tmp_path / "gaps.parquet"), "--routers", "oracle,best-single", "--missing", "exclude",
-        "--json", str(tmp_path / "ex.json")])
+    from radialrouter.cli import app
+    from radialrouter.data.loaders import DataWarning
+
+    with pytest.warns(DataWarning, match="excluded 17 row"):
+        result = CliRunner().invoke(app, ["eval", "--data", str(tmp_path / "gaps.parquet"), "--routers",
+                                          "oracle,best-single", "--missing", "exclude", "--json",
+                                          str(tmp_path / "ex.json")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "ex.json").read_text())["meta"]["n_test"] < meta["n_test"]
