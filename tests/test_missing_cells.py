@@ -205,3 +205,17 @@ def test_bench_keeps_rows_with_missing_cells(tmp_path, monkeypatch):
                                           str(tmp_path / "ex.json")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "ex.json").read_text())["meta"]["n_test"] < meta["n_test"]
+
+
+def test_pool_add_trains_on_complete_probes_with_a_warning(data):
+    from radialrouter.pool import add_llm
+
+    full, train, val, test = data
+    old = [llm for llm in full.llms if llm != "llm-2"]
+    router = make_router("radial", **SMALL["radial"]).fit(train.select_llms(old).subset(
+        train.select_llms(old).complete_rows))
+    probes = test.select_llms([*old, "llm-2"])
+    with pytest.warns(MissingCellsWarning, match=r"probes miss some LLM's quality; trained on the \d+ complete"):
+        add_llm(router, "llm-2", probes, steps=5)
+    assert "llm-2" in router.llms_
+    assert np.isfinite(router.predict_scores(test.embeddings, 0.0)).all()
