@@ -64,8 +64,9 @@ VARIANTS = ("full information", EXPLORING, "bandit, exploring, noisy judge", "ba
 def load(name: str, seed: int, encoder) -> tuple[RoutingDataset, RoutingDataset]:
     prices = SHARED / "prices.json" if name == "mmlupro29" else None
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # rows with missing quality are excluded (see the data README)
-        _, train, _, test = load_splits(SHARED / f"{name}.parquet", seed=0, val_size=0, prices=prices)
+        warnings.simplefilter("ignore")  # rows with a missing quality: excluded, as in the published report
+        _, train, _, test = load_splits(SHARED / f"{name}.parquet", seed=0, val_size=0, prices=prices,
+                                        missing="exclude")
     return train.embed(encoder, progress=False), test.embed(encoder, progress=False)
 
 

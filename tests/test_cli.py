@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import wide_frame
 from typer.testing import CliRunner
 
@@ -61,9 +62,18 @@ def test_data_inspect(tmp_path):
     result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet"), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    assert summary["n_queries"] == 39 and summary["n_llms"] == 3
-    assert "excluded 1 row" in summary["excluded"][0]
-    assert {"llm", "mean_quality", "mean_cost_per_1k"} <= set(summary["llms"][0])
+    assert summary["n_queries"] == 40 and summary["n_llms"] == 3  # kept: the missing cell is reported, not dropped
+    assert summary["complete_rows"] == 39 and summary["excluded"] == []
+    small = summary["llms"][0]
+    assert {"llm", "mean_quality", "mean_cost_per_1k"} <= set(small)
+    assert small["observed_rows"] == 39 and small["coverage"] == pytest.approx(39 / 40)
+    result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet"), "--json", "--missing", "exclude"])
+    summary = json.loads(result.output)
+    assert summary["n_queries"] == 39 and "excluded 1 row" in summary["excluded"][0]
+    result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet")])
+    assert result.exit_code == 0 and "missing cells: 1 of 40 queries" in result.output
+    result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet"), "--missing", "drop"])
+    assert result.exit_code != 0 and "missing must be one of" in str(result.exception)
 
 
 def test_bad_data_is_one_line_error_exit_2(tmp_path):

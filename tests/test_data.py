@@ -54,14 +54,66 @@ def test_unknown_split_value_names_row(tmp_path, wide_df):
         load_dataset(tmp_path / "d.csv")
 
 
-def test_missing_quality_rows_are_excluded_with_a_warning(tmp_path, wide_df):
+def test_missing_quality_cells_are_kept_with_a_mask(tmp_path, wide_df):
+    """The default keeps rows with missing cells (NaN) and reports them through `observed` and the coverage."""
+    wide_df.loc[[3, 7], "medium"] = np.nan
+    wide_df.loc[7, "medium|total_cost"] = np.nan  # no result, no bill: allowed where the quality is missing too
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # nothing is excluded, so nothing to warn about
+        ds = load_dataset(tmp_path / "d.parquet")
+    assert len(ds) == 30 and ds.has_missing
+    assert ds.observed.shape == (30, 3) and ds.observed.dtype == bool
+    assert sorted(ds.ids[~ds.complete_rows]) == ["s3", "s7"]
+    assert (~ds.observed).sum() == 2 and not ds.observed[ds.ids == "s3", 1].any()
+    assert np.isfinite(ds.cost).all()  # the missing cost stands in as the LLM's mean logged cost
+    assert ds.cost[ds.ids == "s7", 1][0] == pytest.approx(np.delete(wide_df["medium|total_cost"].to_numpy(), 7).mean())
+    summary = ds.summary()  # what data inspect shows
+    coverage = {r["llm"]: (r["known_rows"], r["coverage"], r["observed_rows"]) for r in summary["llms"]}
+    assert coverage["medium"] == (28, pytest.approx(28 / 30), 28) and coverage["small"] == (30, 1.0, 30)
+    assert summary["complete_rows"] == 28
+    medium = np.delete(wide_df["medium"].to_numpy(), [3, 7])
+    assert summary["llms"][1]["mean_quality"] == pytest.approx(medium.mean())  # over the observed rows
+    # Subsets carry the mask along.
+    assert ds.select("train").observed.shape == ((ds.split == "train").sum(), 3)
+
+
+def test_missing_exclude_keeps_the_old_behaviour(tmp_path, wide_df):
     wide_df.loc[[3, 7], "medium"] = np.nan
     wide_df.to_parquet(tmp_path / "d.parquet")
     with pytest.warns(DataWarning, match=r"excluded 2 row\(s\).*s3, s7; missing cells per LLM: medium 2\)"):
-        ds = load_dataset(tmp_path / "d.parquet")
-    assert len(ds) == 28 and "s3" not in ds.ids and not np.isnan(ds.quality).any()
-    coverage = {r["llm"]: (r["known_rows"], r["coverage"]) for r in ds.summary()["llms"]}  # what data inspect shows
+        ds = load_dataset(tmp_path / "d.parquet", missing="exclude")
+    assert len(ds) == 28 and "s3" not in ds.ids and not np.isnan(ds.quality).any() and not ds.has_missing
+    coverage = {r["llm"]: (r["known_rows"], r["coverage"]) for r in ds.summary()["llms"]}
     assert coverage["medium"] == (28, pytest.approx(28 / 30)) and coverage["small"] == (30, 1.0)
+    with pytest.raises(ValueError, match="missing must be one of"):
+        load_dataset(tmp_path / "d.parquet", missing="drop")
+
+
+def test_rows_without_any_quality_are_excluded_with_a_warning(tmp_path, wide_df):
+    wide_df.loc[[3, 7], "medium"] = np.nan
+    wide_df.loc[5, LLMS] = np.nan
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    with pytest.warns(DataWarning, match=r"excluded 1 row\(s\) where no LLM has a quality value \(ids: s5;"):
+        ds = load_dataset(tmp_path / "d.parquet")
+    assert len(ds) == 29 and "s5" not in ds.ids and sorted(ds.ids[~ds.complete_rows]) == ["s3", "s7"]
+    wide_df.loc[:, "medium"] = np.nan
+    wide_df.loc[:, "small"] = np.nan
+    wide_df.loc[:, "large"] = np.nan
+    wide_df.to_parquet(tmp_path / "e.parquet")
+    with pytest.raises(DataError, match=r"e\.parquet: no row has a quality value for any LLM"):
+        load_dataset(tmp_path / "e.parquet")
+
+
+def test_missing_cost_where_quality_is_known_names_row_and_column(tmp_path, wide_df):
+    wide_df.loc[4, "large|total_cost"] = np.nan
+    wide_df.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(DataError, match=r"d\.csv: row 5, column 'large\|total_cost': the cost is missing \(the "
+                                        r"quality in column 'large' is not\)") as err:
+        load_dataset(tmp_path / "d.csv")
+    assert "\n" not in str(err.value)
 
 
 def test_quality_only_data(tmp_path):
@@ -87,11 +139,15 @@ def test_long_layout(tmp_path):
     assert ds.tasks.tolist() == ["a"] * 3 + ["b"] * 3
 
 
-def test_long_layout_missing_pair_is_excluded_and_duplicates_rejected(tmp_path):
-    rows = [{"prompt": f"p{i}", "llm": m, "quality": 1.0, "cost": 0.001} for i in range(4) for m in LLMS]
+def test_long_layout_missing_pair_is_kept_or_excluded_and_duplicates_rejected(tmp_path):
+    rows = [{"prompt": f"p{i}", "llm": m, "quality": 1.0, "cost": 0.001 * (j + 1)} for i in range(4)
+            for j, m in enumerate(LLMS)]
     df = pd.DataFrame(rows)
+    ds = load_dataset(df.drop(index=4))  # query p1 has no 'medium' result: kept, its cell NaN
+    assert len(ds) == 4 and ds.observed.sum() == 11 and not ds.observed[1, 1]
+    assert ds.cost[1, 1] == pytest.approx(0.002)  # no logged cost: the LLM's mean cost stands in
     with pytest.warns(DataWarning, match=r"excluded 1 row"):
-        ds = load_dataset(df.drop(index=4))  # query p1 has no 'medium' result
+        ds = load_dataset(df.drop(index=4), missing="exclude")
     assert len(ds) == 3
     with pytest.raises(DataError, match=r"rows 1 and 13 give the same query and LLM 'small'"):
         load_dataset(pd.concat([df, df.iloc[[0]]], ignore_index=True))

@@ -15,12 +15,18 @@ from radialrouter.routers import make_router
 @needs_shared
 def test_routerbench3_oracle_reproduces_reference_figures():
     with pytest.warns(DataWarning, match=r"excluded 28 row\(s\)"):
-        ds = load_dataset(ROUTERBENCH3)
+        ds = load_dataset(ROUTERBENCH3, missing="exclude")
     assert len(ds) == 3150 and ds.n_llms == 11 and ds.has_cost
     test = ds.select("test")
     rows = evaluate_router(make_router("oracle").fit(ds.select("train")), test, [0.0, 0.02, 0.1])
     assert [round(r["score"], 3) for r in rows] == [0.951, 0.946, 0.927]
     assert set(rows[0]["per_task"]) == {"arc_challenge", "mbpp", "winograde"}
+    # Kept (the default): the 28 split arc-challenge rows (1 + 10 LLMs each) are routed among their observed LLMs.
+    ds = load_dataset(ROUTERBENCH3)
+    assert len(ds) == 3178 and (~ds.complete_rows).sum() == 28
+    assert sorted(set(ds.observed.sum(axis=1)[~ds.complete_rows].tolist())) == [1, 10]
+    rows = evaluate_router(make_router("oracle").fit(ds.select("train")), ds.select("test"), [0.0, 0.02, 0.1])
+    assert [round(r["score"], 3) for r in rows] == [0.95, 0.944, 0.925]
 
 
 @needs_shared

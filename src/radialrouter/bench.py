@@ -35,7 +35,13 @@ import numpy as np
 from radialrouter.budget_sweep import budget_sweep
 from radialrouter.data import RoutingDataset, load_splits
 from radialrouter.encoders import QueryEncoder
-from radialrouter.evaluation import DEFAULT_SWEEP, collapse_index, curve_metrics, evaluate_router, summarize
+from radialrouter.evaluation import (
+    DEFAULT_SWEEP,
+    collapse_index,
+    curve_metrics,
+    evaluate_router,
+    single_llm_summary,
+)
 from radialrouter.objective import resolve_lam, tradeoff_presets
 from radialrouter.routers import Router, available_routers, router_class
 
@@ -161,8 +167,11 @@ def run_bench(
     prices: str | None = None,
     output_tokens: int | None = None,
     pair: tuple[str, str] | None = None,
+    missing: str = "keep",
 ) -> dict[str, Any]:
-    """Train and evaluate ``routers`` (default: `default_routers`) on every seed; return the JSON document."""
+    """Train and evaluate ``routers`` (default: `default_routers`) on every seed; return the JSON document.
+    ``missing``: keep rows with missing quality cells (default; each test query is routed among its observed LLMs)
+    or exclude them (`load_dataset`)."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -187,7 +196,7 @@ def run_bench(
     bar = tqdm(total=len(seeds) * len(names), desc="bench", disable=not progress)
     for seed_index, seed in enumerate(seeds):
         full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
-                                             prices=prices, output_tokens=output_tokens)
+                                             prices=prices, output_tokens=output_tokens, missing=missing)
         if encoder is not None:
             if vectors is None or not np.array_equal(vectors[0], full.ids):
                 vectors = (full.ids, full.embed(encoder, progress=progress).embeddings)
@@ -207,7 +216,13 @@ def run_bench(
                     "llms": list(full.llms), "has_cost": full.has_cost,
                     "train_tasks": sorted(set(train.tasks.tolist())), "test_tasks": _task_order(test_tasks, test),
                     "most_expensive_llm": full.llms[int(np.argmax(test.mean_cost))] if full.has_cost else None,
-                    "single_llms": _single_llms(test)}
+                    "single_llms": _single_llms(test),
+                    "missing": {"mode": missing, "rows_with_missing": int((~full.complete_rows).sum()),
+                                "test_rows_with_missing": int((~test.complete_rows).sum()),
+                                "missing_cells": int((~full.observed).sum()),
+                                "observed_per_llm": {llm: int(k) for llm, k in
+                                                     zip(full.llms, full.observed.sum(axis=0))}},
+                    "missing_cells": {}}
         seed_sweeps: dict[str, list[dict]] = {}
         for name in names:
             bar.set_description(f"bench seed {seed} {name}")
@@ -215,6 +230,8 @@ def run_bench(
                                 latency_runs=latency_runs, pair=pair, presets=presets)
             if "pair" in run:
                 pairs[name].append({**run["pair"], "seed": seed})
+            if run.get("missing_cells"):
+                meta["missing_cells"][name] = run["missing_cells"]
             results += run["results"]
             timing[name]["fit_seconds"] += run["fit_seconds"]
             timing[name].update(run.get("latency", {}))
@@ -250,7 +267,8 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
         start = time.perf_counter()
         models[lam] = router.fit(train, val)
         fit_seconds.append(round(time.perf_counter() - start, 3))
-    run: dict[str, Any] = {"fit_seconds": fit_seconds, "results": [
+    how = next(iter(models.values())).training_.get("missing_cells")
+    run: dict[str, Any] = {"missing_cells": how and how["method"], "fit_seconds": fit_seconds, "results": [
         {**r, "seed": seed} for lam, m in models.items()
         for r in evaluate_router(m, test, scenario if lam is None else [lam], presets)]}
     # The largest budget is λ = 0: a λ-free model, or the one trained for the smallest λ.
@@ -259,7 +277,8 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
         from radialrouter.strong_weak import pair_report
 
         report = pair_report(unconstrained, test, *pair)
-        run["pair"] = {k: report[k] for k in ("apgr", "cpt50", "cpt80", "n", "quality_weak", "quality_strong")}
+        run["pair"] = {k: report[k] for k in ("apgr", "cpt50", "cpt80", "n", "left_out", "quality_weak",
+                                               "quality_strong")}
     if test.has_cost:
         if None in models:
             run["sweep"] = evaluate_router(models[None], test, sorted(set(DEFAULT_SWEEP) | set(scenario)), presets)
@@ -282,11 +301,14 @@ def _task_order(test_tasks: str | None, test: RoutingDataset) -> list[str]:
 
 
 def _single_llms(test: RoutingDataset) -> dict[str, dict[str, float]]:
-    """Each LLM alone on the test split (macro Perf and Cost): the points routers are compared against."""
+    """Each LLM alone on the test split (macro Perf and Cost, over the queries where it is observed, and its
+    coverage): the points routers are compared against."""
     out = {}
     for j, llm in enumerate(test.llms):
-        m = summarize(test.quality[:, j], test.cost[:, j], test.tasks, 0.0)["macro"]
-        out[llm] = {"perf": m.perf, "cost": m.cost}
+        if not test.observed[:, j].any():
+            continue
+        m = single_llm_summary(test, j)["macro"]
+        out[llm] = {"perf": m.perf, "cost": m.cost, "coverage": float(test.observed[:, j].mean())}
     return out
 
 
@@ -339,6 +361,22 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
            f"{meta['n_train']} training, {meta['n_val']} validation and {meta['n_test']} test queries; "
            f"{len(meta['llms'])} LLMs; seeds {', '.join(map(str, meta['seeds']))} (figures are mean ± std over "
            f"seeds); wall time {meta['wall_seconds']:.0f} s.", ""]
+    missing = meta.get("missing") or {}
+    if missing.get("rows_with_missing"):
+        top = max(missing["observed_per_llm"].values())
+        gaps = ", ".join(f"`{llm}` {k}" for llm, k in missing["observed_per_llm"].items() if k < top)
+        how = defaultdict(list)
+        for router, method in meta.get("missing_cells", {}).items():
+            how[method].append(router)
+        out += [f"Missing quality cells: {missing['rows_with_missing']} queries lack some LLM's quality "
+                f"({missing['missing_cells']} cells; rows observed per LLM where not all: {gaps}), "
+                f"{missing['test_rows_with_missing']} of them in the test split (seed {meta['seeds'][0]}). They are "
+                "kept: each test query is routed among its observed LLMs (the oracle, random and single-LLM "
+                "figures too), so every decision has a label. Training: "
+                + "; ".join(f"{method} — {', '.join(routers)}" for method, routers in how.items())
+                + ". Model selection uses the validation rows where every LLM is observed.", ""]
+    elif missing.get("mode") == "exclude":
+        out += ["Rows with a missing quality cell were excluded (`--missing exclude`).", ""]
     out.append(to_markdown(rows, title="Results (Table 1 layout)", lams=meta["lams"]))
     if not has_cost:
         out += ["Quality-only data: Cost is 0 and Score = Perf, macro-averaged over all test tasks; the RouterDC-style "
@@ -371,11 +409,15 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
             out += ["", f"QNC reference (best single LLM on the test split): `{ref}`.", ""]
     if doc.get("pairs"):
         strong, weak = meta["pair"]
+        first = next(iter(doc["pairs"].values()))
+        left_out = ", ".join(f"{r.get('left_out', 0)} (seed {r['seed']})" for r in first if r.get("left_out"))
         out += [f"## Strong/weak pair: `{strong}` vs `{weak}` (RouteLLM's metrics)", "",
                 "From each router's per-query scores at λ = 0 (its preference for the strong LLM): APGR, the area "
                 "under the gap-recovered curve over strong-LLM call shares 0–1 (0.5 = random order), and CPT, the "
                 "strong call share needed for 50 % / 80 % of the quality gap (lower is better). Micro over test "
-                "queries; mean ± std over seeds.", "", "| Router | APGR | CPT(50 %) | CPT(80 %) |",
+                "queries; mean ± std over seeds."
+                + (f" Test queries without the quality of both LLMs are left out: {left_out}." if left_out else ""),
+                "", "| Router | APGR | CPT(50 %) | CPT(80 %) |",
                 "|---|---:|---:|---:|"]
         for router, reports in doc["pairs"].items():
             cells = [_mean_std([r[k] for r in reports if r[k] is not None], 3) for k in ("apgr", "cpt50", "cpt80")]

@@ -12,26 +12,36 @@ import numpy as np
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.evaluation import collapse_stats, summarize
 from radialrouter.objective import argmax_cheapest
-from radialrouter.routers.base import Outcomes, Router
+from radialrouter.routers.base import Outcomes, Router, observed_candidates
 
 
-def choose_within_budget(scores: np.ndarray, costs: np.ndarray, budget: float) -> np.ndarray:
+def choose_within_budget(scores: np.ndarray, costs: np.ndarray, budget: float,
+                         candidates: np.ndarray | None = None) -> np.ndarray:
     """Per query, the best-scoring LLM whose predicted cost is ≤ ``budget`` (ties to the cheaper one); a query
-    with no LLM under the budget gets its cheapest LLM, since not answering is not an option."""
+    with no LLM under the budget gets its cheapest LLM, since not answering is not an option. ``candidates``
+    (n, m) bool restricts each query to those LLMs (e.g. its observed ones in evaluation)."""
     scores = np.asarray(scores, dtype=np.float64)
     costs = np.asarray(costs, dtype=np.float64)
-    allowed = costs <= budget
-    allowed[np.arange(len(costs)), np.argmin(costs, axis=1)] |= ~allowed.any(axis=1)
+    if candidates is not None:
+        candidates = np.broadcast_to(np.asarray(candidates, dtype=bool), costs.shape)
+        scores = np.where(candidates, scores, -np.inf)
+        costs_c = np.where(candidates, costs, np.inf)
+    else:
+        costs_c = costs
+    allowed = costs_c <= budget
+    allowed[np.arange(len(costs)), np.argmin(costs_c, axis=1)] |= ~allowed.any(axis=1)
     return argmax_cheapest(np.where(allowed & np.isfinite(scores), scores, -np.inf), costs)
 
 
 def budget_outcomes(router: Router, data: RoutingDataset, budget: float) -> Outcomes:
     """What ``router`` realises on ``data`` at per-query budget ``budget`` (USD): its own budgeted decision when
-    it has one (``outcomes_at_budget``), otherwise its λ = 0 scores restricted to the LLMs it predicts to fit."""
+    it has one (``outcomes_at_budget``), otherwise its λ = 0 scores restricted to the LLMs it predicts to fit —
+    in both cases among each query's observed LLMs."""
     if hasattr(router, "outcomes_at_budget"):
         return router.outcomes_at_budget(data, budget)
+    mask = observed_candidates(data)
     return Outcomes.of_choices(
-        data, choose_within_budget(router.predict_scores(data, 0.0), router.predict_costs(data), budget))
+        data, choose_within_budget(router.predict_scores(data, 0.0, mask), router.predict_costs(data), budget, mask))
 
 
 def budget_sweep(router: Router, data: RoutingDataset, n: int = 20) -> list[dict]:

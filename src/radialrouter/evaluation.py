@@ -37,12 +37,26 @@ def summarize(perf_q: np.ndarray, cost_q_usd: np.ndarray, tasks: np.ndarray, lam
     """Macro (over tasks), micro and per-task Perf / Cost / Score of per-query outcomes."""
     perf_q = np.asarray(perf_q, dtype=np.float64)
     cost_q = np.asarray(cost_q_usd, dtype=np.float64) * COST_SCALE
+    if not (np.isfinite(perf_q).all() and np.isfinite(cost_q).all()):
+        # A missing quality cell must never become a reported figure: evaluation routes among observed LLMs.
+        raise ValueError(f"{int((~np.isfinite(perf_q)).sum())} per-query qualities and "
+                         f"{int((~np.isfinite(cost_q)).sum())} costs are missing (NaN): metrics need the outcome of "
+                         "every query (route among data.observed; `single_llm_summary` for one LLM)")
     per_task = {}
     for task in dict.fromkeys(np.asarray(tasks).tolist()):
         mask = tasks == task
         per_task[task] = _metrics(perf_q[mask].mean(), cost_q[mask].mean(), lam)
     macro = _metrics(np.mean([m.perf for m in per_task.values()]), np.mean([m.cost for m in per_task.values()]), lam)
     return {"macro": macro, "micro": _metrics(perf_q.mean(), cost_q.mean(), lam), "per_task": per_task}
+
+
+def single_llm_summary(data: RoutingDataset, j: int, lam: float = 0.0) -> dict:
+    """`summarize` of always calling LLM ``j``, over the queries where its quality is observed (all of them unless
+    cells are missing; tasks where it is observed on none are left out of the macro average)."""
+    rows = data.observed[:, j]
+    if not rows.any():
+        raise ValueError(f"{data.llms[j]!r} has no observed quality on these {len(data)} queries")
+    return summarize(data.quality[rows, j], data.cost[rows, j], data.tasks[rows], lam)
 
 
 def most_expensive_llm(data: RoutingDataset) -> int:
@@ -57,7 +71,9 @@ def collapse_stats(weights: np.ndarray, quality: np.ndarray, cost: np.ndarray) -
     """
     weights = np.asarray(weights, dtype=np.float64)
     top = int(np.argmax(cost.mean(axis=0)))
-    overspent = _cheaper_as_good(quality, cost, (weights * quality).sum(1), (weights * cost).sum(1))
+    # Missing cells (NaN) carry no weight and never count as a cheaper LLM that was as good.
+    obtained = (weights * np.nan_to_num(quality, nan=0.0)).sum(1)
+    overspent = _cheaper_as_good(quality, cost, obtained, (weights * cost).sum(1))
     return {"most_expensive_share": float(weights[:, top].mean()), "overspend_share": float(overspent.mean())}
 
 
@@ -70,8 +86,10 @@ def collapse_index(weights: np.ndarray, quality: np.ndarray, cost: np.ndarray) -
 
 
 def _cheaper_as_good(quality: np.ndarray, cost: np.ndarray, ref_quality: np.ndarray, ref_cost: np.ndarray):
-    """Per query: does some LLM cost strictly less than ``ref_cost`` with at least ``ref_quality``?"""
-    return ((quality >= ref_quality[:, None] - 1e-12) & (cost < ref_cost[:, None] - 1e-15)).any(axis=1)
+    """Per query: does some LLM cost strictly less than ``ref_cost`` with at least ``ref_quality``? (Missing
+    cells, NaN, compare false: an unobserved LLM is never that LLM; a missing ``ref_quality`` gives False.)"""
+    with np.errstate(invalid="ignore"):
+        return ((quality >= ref_quality[:, None] - 1e-12) & (cost < ref_cost[:, None] - 1e-15)).any(axis=1)
 
 
 def evaluate_router(router, data: RoutingDataset, lams: Iterable[float] | None = None,
@@ -167,10 +185,13 @@ def qnc(costs: Sequence[float], perfs: Sequence[float], ref_perf: float, ref_cos
 
 
 def best_single_reference(data: RoutingDataset) -> dict:
-    """The best single LLM on ``data`` by macro quality: the bar QNC measures against."""
+    """The best single LLM on ``data`` by macro quality (over the queries where it is observed): the bar QNC
+    measures against."""
     per_llm = []
     for j, llm in enumerate(data.llms):
-        s = summarize(data.quality[:, j], data.cost[:, j], data.tasks, 0.0)["macro"]
+        if not data.observed[:, j].any():
+            continue
+        s = single_llm_summary(data, j)["macro"]
         per_llm.append((s.perf, -s.cost, llm, s))
     perf, _, llm, s = max(per_llm)
     return {"llm": llm, "perf": s.perf, "cost": s.cost}

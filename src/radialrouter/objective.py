@@ -83,8 +83,10 @@ def resolve_lam(value: float | str | None, default: float = 0.0, presets: dict[s
 
 
 def target_distribution(quality: np.ndarray, cost_usd: np.ndarray, lam: float, tau: float) -> np.ndarray:
-    """Softmax of the per-LLM Score at temperature τ: the KL target of RadialRouter (papers.md §1)."""
+    """Softmax of the per-LLM Score at temperature τ: the KL target of RadialRouter (papers.md §1). A missing
+    quality cell (NaN) gets probability 0: the softmax runs over each query's observed LLMs only."""
     s = utility(quality, cost_usd, lam) / tau
+    s = np.where(np.isfinite(s), s, -np.inf)
     s = s - s.max(axis=-1, keepdims=True)
     e = np.exp(s)
     return e / e.sum(axis=-1, keepdims=True)

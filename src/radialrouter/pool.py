@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 
 from radialrouter.data.dataset import DataError, RoutingDataset
 from radialrouter.objective import target_distribution
-from radialrouter.routers.base import Router, RouterError
+from radialrouter.routers.base import MissingCellsWarning, Router, RouterError
 
 HOOKS = ("add_llm", "remove_llm", "llm_embedding", "logits")
 
@@ -107,6 +108,14 @@ def add_llm(
     if init not in {"similar", "mean", "random"}:
         raise ValueError(f"init must be 'similar', 'mean' or 'random'; got {init!r}")
     probes = probes.select_llms(pool)
+    if probes.has_missing:
+        complete = probes.complete_rows
+        if not complete.any():
+            raise DataError(f"no probe has the quality of every LLM of the new pool {pool}: the training target "
+                            "compares the new LLM with the existing ones on each probe")
+        warnings.warn(f"add_llm: {int((~complete).sum())} of {len(probes)} probes miss some LLM's quality; trained on "
+                      f"the {int(complete.sum())} complete ones", MissingCellsWarning, stacklevel=2)
+        probes = probes.subset(complete)
     start = time.perf_counter()
     set_seed(seed)
     x = torch.from_numpy(np.asarray(router._inputs(probes), dtype=np.float32))

@@ -8,6 +8,7 @@ import typer
 
 from radialrouter.cli.common import (
     app,
+    missing_option,
     output_tokens_option,
     parse_lams,
     prices_option,
@@ -41,6 +42,7 @@ def bench_command(
                                     "this LLM pair to the report."),
     prices: str | None = prices_option(),
     output_tokens: int | None = output_tokens_option(),
+    missing: str = missing_option(),
 ) -> None:
     """Train and evaluate every router; write the JSON results and a Markdown report with plots."""
     from radialrouter.bench import run_bench, write_bench
@@ -59,7 +61,7 @@ def bench_command(
         doc = run_bench(data, split_list(routers) or None, seed_list, lams=_checked_lams(lam),
                         test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
                         encoder=QueryEncoder(encoder), prices=prices, output_tokens=output_tokens,
-                        pair=_pair(pair))
+                        pair=_pair(pair), missing=missing)
     print_table(doc["results"], title=f"{Path(data).name}: seeds {seeds}", lams=doc["meta"]["lams"])
     json_path, md_path = write_bench(doc, out, name or Path(data).stem)
     typer.echo(f"wrote {json_path} and {md_path} in {doc['meta']['wall_seconds']:.0f} s")

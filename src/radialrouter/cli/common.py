@@ -73,6 +73,14 @@ def prices_option():
                         "docs/data-format.md) to estimate costs for data that logs quality only.")
 
 
+def missing_option():
+    """``--missing keep|exclude``: what to do with rows where some LLMs' quality is missing."""
+    return typer.Option("keep", "--missing", help="Rows where some LLMs' quality is missing: 'keep' them (each query "
+                        "is routed among its observed LLMs in evaluation; routers train with the mask or on the "
+                        "complete rows, with a warning) or 'exclude' them (with a warning). Rows without any "
+                        "quality are always excluded.")
+
+
 def output_tokens_option():
     """``--output-tokens N``: the output tokens per query in those estimates."""
     return typer.Option(None, "--output-tokens", min=0, help="Output tokens per query in cost estimates made "

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from radialrouter.cli.common import data_app, trust_pickle_option
+from radialrouter.cli.common import data_app, missing_option, trust_pickle_option
 
 
 @data_app.command("inspect")
@@ -14,8 +14,10 @@ def inspect(
     path: str = typer.Argument(..., help="Routing data file (parquet, CSV, JSONL, pkl) or 'routerbench'."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     trust_pickle: bool = trust_pickle_option(),
+    missing: str = missing_option(),
 ) -> None:
-    """Summarise a dataset: LLMs, tasks, split sizes, excluded rows, mean quality and cost per LLM."""
+    """Summarise a dataset: LLMs, tasks, split sizes, excluded rows, and per LLM its mean quality (over the rows
+    where it is observed), mean cost and coverage."""
     import warnings
 
     from rich.console import Console
@@ -25,7 +27,7 @@ def inspect(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = load_dataset(path, trust_pickle=trust_pickle)
+        ds = load_dataset(path, trust_pickle=trust_pickle, missing=missing)
     summary = ds.summary()
     summary["excluded"] = [str(w.message) for w in caught]
     if as_json:
@@ -34,6 +36,10 @@ def inspect(
     console = Console()
     console.print(f"[bold]{path}[/bold]: {summary['n_queries']} queries × {summary['n_llms']} LLMs, "
                   f"{'with' if ds.has_cost else 'without'} cost, fingerprint {summary['fingerprint']}")
+    if summary["complete_rows"] < summary["n_queries"]:
+        console.print(f"missing cells: {summary['n_queries'] - summary['complete_rows']} of {summary['n_queries']} "
+                      f"queries lack some LLM's quality and are kept (--missing {missing}); evaluation routes each "
+                      "among its observed LLMs")
     for message in summary["excluded"]:
         console.print(f"[yellow]warning:[/yellow] {message}")
     splits = list(summary["splits"])
@@ -46,7 +52,7 @@ def inspect(
     console.print(tasks)
     llms = Table(title="LLMs (all rows)")
     llms.add_column("LLM")
-    llms.add_column("mean quality", justify="right")
+    llms.add_column("mean quality (observed rows)", justify="right")
     llms.add_column("mean cost / 1k queries (USD)", justify="right")
     llms.add_column("quality known (rows of the file)", justify="right")
     for row in summary["llms"]:

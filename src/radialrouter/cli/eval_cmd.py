@@ -8,6 +8,7 @@ import typer
 
 from radialrouter.cli.common import (
     app,
+    missing_option,
     out_path,
     output_tokens_option,
     parse_lams,
@@ -41,6 +42,7 @@ def eval_command(
     threads: int | None = threads_option(),
     prices: str | None = prices_option(),
     output_tokens: int | None = output_tokens_option(),
+    missing: str = missing_option(),
 ) -> None:
     """Evaluate routers: Perf, Cost (USD per 1,000 queries) and Score per λ, macro-averaged over tasks."""
     use_threads(threads)
@@ -52,7 +54,7 @@ def eval_command(
 
     full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
                                           prices=prices, output_tokens=output_tokens,
-                                          trust_pickle=trust_pickle)
+                                          trust_pickle=trust_pickle, missing=missing)
     presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else dict(SCENARIOS)
     lams = parse_lams(lam, presets)
     fitted = []
@@ -121,12 +123,13 @@ def _write_report(directory: Path, routers, test, rows, meta) -> None:
     cost_range = (min(costs_all), max(costs_all))
     for label, sweep in sweeps.items():
         curves[label] = curve_metrics(sweep, test, cost_range)
-    from radialrouter.evaluation import summarize
+    from radialrouter.evaluation import single_llm_summary
 
     singles = {}
     for j, llm in enumerate(test.llms):
-        m = summarize(test.quality[:, j], test.cost[:, j], test.tasks, 0.0)["macro"]
-        singles[llm] = (m.cost, m.perf)
+        if test.observed[:, j].any():  # each LLM over the test queries where its quality is observed
+            m = single_llm_summary(test, j)["macro"]
+            singles[llm] = (m.cost, m.perf)
     plot_score_vs_lam(sweeps, directory / "score_vs_lam.png")
     plot_perf_vs_cost(sweeps, directory / "perf_vs_cost.png", points=singles)
     write_json(directory / "results.json", rows, meta, sweeps=sweeps, curves=curves)

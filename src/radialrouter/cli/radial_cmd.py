@@ -13,6 +13,7 @@ import typer
 from radialrouter.cli import batch_cmd
 from radialrouter.cli.common import (
     app,
+    missing_option,
     output_tokens_option,
     prices_option,
     split_list,
@@ -56,6 +57,7 @@ def train_command(
                                     "encoder and mean costs for LLMs the log never called)."),
     warm_start: bool = typer.Option(False, "--warm-start", help="With --from-ledger and --base: start from the "
                                     "base router's weights (mlp, mf: e.g. one trained on full-information data)."),
+    missing: str = missing_option(),
 ) -> None:
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
     import time
@@ -73,7 +75,7 @@ def train_command(
         ignored = {"--router auto": router == "auto", "--candidates": candidates is not None, "--lam": lam is not None,
                    "--backbone": backbone is not None, "--lam-conditioned/--per-lam": lam_conditioned is not None,
                    "--test-tasks": test_tasks is not None, "--prices": prices is not None,
-                   "--output-tokens": output_tokens is not None}
+                   "--output-tokens": output_tokens is not None, "--missing": missing != "keep"}
         if any(ignored.values()):
             raise ValueError(f"--from-ledger does not take {', '.join(k for k, v in ignored.items() if v)}: name one "
                              "router (--router mlp, mf, knn, radial …), trained on the logged labels")
@@ -92,7 +94,7 @@ def train_command(
     start = time.perf_counter()
     if router == "auto":
         return _train_auto(data, out, lam, seed, candidates, test_tasks, encoder, trust_pickle, prices,
-                           output_tokens, (steps, backbone, lam_conditioned), n_threads, start)
+                           output_tokens, (steps, backbone, lam_conditioned), n_threads, start, missing)
     if candidates is not None:
         raise ValueError("--candidates goes with --router auto")
     cls = router_class(router)
@@ -107,12 +109,12 @@ def train_command(
         from radialrouter.data.combine import load_combined_splits, read_aliases
 
         _, train, val, test = load_combined_splits(
-            files, seed=seed, prices=prices, output_tokens=output_tokens, trust_pickle=trust_pickle,
+            files, seed=seed, prices=prices, output_tokens=output_tokens, trust_pickle=trust_pickle, missing=missing,
             aliases=None if llm_aliases is None else read_aliases(llm_aliases))
         data = " + ".join(Path(f).name for f in files)
     else:
         _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
-                                          prices=prices, output_tokens=output_tokens)
+                                          prices=prices, output_tokens=output_tokens, missing=missing)
     if "lam" in given:  # a trade-off name means this pool's preset (see objective.tradeoff_presets)
         presets = tradeoff_presets(train.quality, train.cost) if train.has_cost else None
         given["lam"] = resolve_lam(lam, presets=presets)
@@ -154,7 +156,7 @@ def _report_and_save(model, val, test, data: str, seed: int, out: str, start: fl
 
 def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str | None, test_tasks: str | None,
                 encoder: str | None, trust_pickle: bool, prices: str | None, output_tokens: int | None,
-                refused: tuple, n_threads: int, start: float) -> None:
+                refused: tuple, n_threads: int, start: float, missing: str = "keep") -> None:
     """``train --router auto``: `radialrouter.auto.select_router` on the validation split, then as ``train``."""
     from radialrouter.auto import AUTO_CANDIDATES, select_router
     from radialrouter.data import load_splits
@@ -166,7 +168,7 @@ def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str
                          "--router auto each candidate trains with its defaults")
     names = split_list(candidates) or list(AUTO_CANDIDATES)
     _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
-                                      prices=prices, output_tokens=output_tokens)
+                                      prices=prices, output_tokens=output_tokens, missing=missing)
     enc = QueryEncoder(encoder) if encoder else QueryEncoder()
     train, test = train.embed(enc), test.embed(enc)
     val = None if val is None else val.embed(enc)

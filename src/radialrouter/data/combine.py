@@ -92,10 +92,11 @@ def split_by_source(ds: RoutingDataset, name: str, llms: tuple[str, ...] | None 
 
 def load_combined_splits(files: Sequence[str | Path], *, seed: int = 0, prices: str | Path | None = None,
                          output_tokens: int | None = None, aliases: Mapping[str, str] | None = None,
-                         trust_pickle: bool | None = None
+                         trust_pickle: bool | None = None, missing: str = "keep"
                          ) -> tuple[RoutingDataset, RoutingDataset, RoutingDataset | None, RoutingDataset]:
     """`load_splits` for several files at once, combined (each file split on its own): (full, train, val or None,
-    test). ``prices`` gives estimated costs to the files that log none; a file that logs costs keeps its own."""
+    test). ``prices`` gives estimated costs to the files that log none; a file that logs costs keeps its own.
+    ``missing``: what to do with rows missing some quality cells in a file (`load_dataset`)."""
     from radialrouter.data.loaders import load_dataset, load_splits
 
     parts = {}
@@ -103,9 +104,9 @@ def load_combined_splits(files: Sequence[str | Path], *, seed: int = 0, prices: 
         name = Path(file).stem
         if name in parts:
             raise DataError(f"{file}: two data files are named {name!r}; rename one")
-        logs_cost = load_dataset(file, seed=seed, trust_pickle=trust_pickle).has_cost
+        logs_cost = load_dataset(file, seed=seed, trust_pickle=trust_pickle, missing=missing).has_cost
         full = load_splits(file, seed=seed, trust_pickle=trust_pickle, prices=None if logs_cost else prices,
-                           output_tokens=None if logs_cost else output_tokens)[0]
+                           output_tokens=None if logs_cost else output_tokens, missing=missing)[0]
         parts[name] = full.with_split(np.where(full.split == "unsplit", "test", full.split))
     full = combine_datasets(parts, aliases)
     val = full.select("val")

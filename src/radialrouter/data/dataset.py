@@ -38,8 +38,8 @@ class RoutingDataset:
     embeddings: np.ndarray | None = None
     embedding_encoder: dict | None = field(default=None, compare=False)
     cost_model: str = ""  # how costs were estimated when the logs had none ("" = logged costs)
-    #: Per LLM, the rows of the source file whose quality it has (before rows with missing cells were excluded),
-    #: and the number of rows read: the coverage `data inspect` reports.
+    #: Per LLM, the rows of the source file whose quality it has (before any row was excluded), and the number of
+    #: rows read: the coverage `data inspect` reports.
     coverage: dict | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +95,29 @@ class RoutingDataset:
     def task_names(self) -> list[str]:
         """Task names in order of first appearance."""
         return list(dict.fromkeys(self.tasks.tolist()))
+
+    @property
+    def observed(self) -> np.ndarray:
+        """(n, m) bool: True where the LLM's quality on the query is known (not NaN)."""
+        return np.isfinite(self.quality)
+
+    @property
+    def has_missing(self) -> bool:
+        """Whether any quality cell is missing."""
+        return not bool(self.observed.all())
+
+    @property
+    def complete_rows(self) -> np.ndarray:
+        """(n,) bool: rows whose quality is known for every LLM."""
+        return self.observed.all(axis=1)
+
+    @property
+    def mean_quality(self) -> np.ndarray:
+        """Mean quality per LLM over the rows where it is observed (NaN for an LLM observed on none)."""
+        known = self.observed
+        counts = known.sum(axis=0)
+        sums = np.where(known, self.quality, 0.0).sum(axis=0)
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
     @property
     def cost_per_1k(self) -> np.ndarray:
@@ -175,12 +198,14 @@ class RoutingDataset:
             "n_queries": len(self),
             "n_llms": self.n_llms,
             "has_cost": self.has_cost,
+            "complete_rows": int(self.complete_rows.sum()),
             "splits": splits,
             "tasks": tasks,
             "llms": [
                 {
                     "llm": name,
-                    "mean_quality": float(self.quality[:, j].mean()) if len(self) else float("nan"),
+                    "mean_quality": float(self.mean_quality[j]) if len(self) else float("nan"),
+                    "observed_rows": int(self.observed[:, j].sum()),
                     "mean_cost_per_1k": float(self.cost_per_1k[:, j].mean()) if len(self) else float("nan"),
                     **({} if not self.coverage else {
                         "known_rows": self.coverage["known"][name], "coverage": self.coverage["known"][name]

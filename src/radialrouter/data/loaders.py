@@ -8,8 +8,12 @@ Two layouts are understood (``docs/data-format.md`` has the full description):
 * **long** — one row per (query, LLM): ``prompt``, ``llm``, ``quality``, optional ``cost``, ``task``, ``id``,
   ``split``. This is what a gateway's logs look like.
 
-Errors name the file, the row (counted from 1, header excluded) and the column. Rows whose quality is missing for
-some LLM are excluded with a `DataWarning` giving their count and ids — never used, never dropped silently.
+Errors name the file, the row (counted from 1, header excluded) and the column. A missing quality cell (an LLM with
+no result on a query) stays NaN in the dataset (``missing="keep"``, the default; `RoutingDataset.observed` is the
+mask): evaluation routes such a query among its observed LLMs, and each router either trains with the mask or on
+the complete rows with a warning. Rows where *no* LLM is observed are excluded with a `DataWarning` giving their
+count and ids. ``missing="exclude"`` excludes every row with a missing cell instead (the earlier default),
+again with a `DataWarning` — never silently.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ METADATA_COLUMNS = {
     "sample_id", "orig_index", "id", "task", "eval_name", "split", "prompt", "question", "query", "text",
     "oracle_model_to_route_to", "cluster_id", "n_scores", "row", "source_file",
 }
+#: What the loaders do with rows that miss some LLM's quality: keep them (NaN cells) or exclude them.
+MISSING_MODES = ("keep", "exclude")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "unsplit": "unsplit", "unused": "unused"}
 
@@ -147,16 +153,22 @@ def load_dataset(
     test_size: float = 0.3,
     seed: int = 0,
     trust_pickle: bool | None = None,
+    missing: str = "keep",
 ) -> RoutingDataset:
     """Load routing data from a file (or a DataFrame) in the wide or long layout.
+
+    ``missing``: ``"keep"`` (default) keeps rows where some LLMs' quality is missing, as NaN cells (see
+    `RoutingDataset.observed`); ``"exclude"`` leaves every such row out with a `DataWarning`. Rows where no LLM is
+    observed are always left out, with a `DataWarning`.
 
     ``source`` may also be ``"routerbench"`` (downloaded from the hub and cached, see `load_routerbench`).
     Without a ``split`` column, a seeded split grouped by prompt text and stratified by task is made
     (``test_size`` of each task's distinct prompts go to ``test``). A ``.pkl`` file needs ``trust_pickle=True``
     (see `read_table`).
     """
+    _check_missing(missing)
     if isinstance(source, str) and source.lower() in {"routerbench", "hf://withmartian/routerbench"}:
-        return load_routerbench(test_size=test_size, seed=seed)
+        return load_routerbench(test_size=test_size, seed=seed, missing=missing)
     if isinstance(source, pd.DataFrame):
         df, name = source, "<DataFrame>"
         if len(df) == 0:
@@ -173,7 +185,12 @@ def load_dataset(
         parsed = _parse_long(df, name, prompt_column, task_column)
     else:
         raise ValueError(f"layout must be 'auto', 'wide' or 'long'; got {layout!r}")
-    return _finish(parsed, name, test_size=test_size, seed=seed)
+    return _finish(parsed, name, test_size=test_size, seed=seed, missing=missing)
+
+
+def _check_missing(missing: str) -> None:
+    if missing not in MISSING_MODES:
+        raise ValueError(f"missing must be one of {MISSING_MODES}; got {missing!r}")
 
 
 def load_routerbench(
@@ -184,6 +201,7 @@ def load_routerbench(
     test_size: float = 0.3,
     seed: int = 0,
     sha256: str | None = None,
+    missing: str = "keep",
 ) -> RoutingDataset:
     """Download RouterBench (``withmartian/routerbench``) through ``huggingface_hub`` and load it.
 
@@ -212,7 +230,7 @@ def load_routerbench(
     if actual != expected:
         raise DataError(f"{local}: sha256 {actual} is not the pinned {expected}, so it is not unpickled (unpickling "
                         "runs code); delete the cached file and download it again, or load it with --trust-pickle")
-    return load_dataset(local, test_size=test_size, seed=seed, trust_pickle=True)
+    return load_dataset(local, test_size=test_size, seed=seed, trust_pickle=True, missing=missing)
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -326,9 +344,12 @@ def _parse_wide(df, name, llms, prompt_column, task_column) -> dict:
     quality = np.stack([_numeric(df[m], name, m, "quality") for m in llms], axis=1)
     if has_cost:
         cost = np.stack([_numeric(df[cost_cols[m]], name, cost_cols[m], "cost") for m in llms], axis=1)
-        if np.isnan(cost).any():
-            i, j = map(int, np.argwhere(np.isnan(cost))[0])
-            raise DataError(f"{name}: row {i + 1}, column {cost_cols[llms[j]]!r}: the cost is missing")
+        # A cost may be missing only where the quality is missing too (no result, no bill).
+        unpaid = np.isnan(cost) & ~np.isnan(quality)
+        if unpaid.any():
+            i, j = map(int, np.argwhere(unpaid)[0])
+            raise DataError(f"{name}: row {i + 1}, column {cost_cols[llms[j]]!r}: the cost is missing "
+                            f"(the quality in column {llms[j]!r} is not)")
         _check_range(cost, name, [cost_cols[m] for m in llms], "cost", 0.0, np.inf)
     else:
         cost = np.zeros_like(quality)
@@ -386,7 +407,7 @@ def _parse_long(df, name, prompt_column, task_column) -> dict:
         )
     n = len(key_index)
     q = np.full((n, len(llms)), np.nan)
-    c = np.zeros((n, len(llms)))
+    c = np.full((n, len(llms)), np.nan if has_cost else 0.0)  # an absent (query, llm) pair has no cost either
     q[rows, cols], c[rows, cols] = quality, cost
     first_row = np.full(n, -1)
     first_row[rows[::-1]] = np.arange(len(df))[::-1]
@@ -411,35 +432,47 @@ def _parse_long(df, name, prompt_column, task_column) -> dict:
     }
 
 
-def _finish(parsed: dict, name: str, *, test_size: float, seed: int) -> RoutingDataset:
-    quality = parsed["quality"]
-    incomplete = np.isnan(quality).any(axis=1)
-    if incomplete.all():
-        raise DataError(f"{name}: every row has a missing quality value; nothing can be used")
-    known = {llm: int(np.isfinite(quality[:, j]).sum()) for j, llm in enumerate(parsed["llms"])}
-    if incomplete.any():
-        ids = parsed["ids"][incomplete].tolist()
+def _finish(parsed: dict, name: str, *, test_size: float, seed: int, missing: str = "keep") -> RoutingDataset:
+    _check_missing(missing)
+    quality, cost = parsed["quality"], parsed["cost"]
+    observed = np.isfinite(quality)
+    known = {llm: int(observed[:, j].sum()) for j, llm in enumerate(parsed["llms"])}
+    empty = ~observed.any(axis=1)
+    incomplete = ~observed.all(axis=1)
+    drop = incomplete if missing == "exclude" else empty
+    if drop.all():
+        raise DataError(f"{name}: every row has a missing quality value; nothing can be used" if missing == "exclude"
+                        else f"{name}: no row has a quality value for any LLM; nothing can be used")
+    if drop.any():
+        ids = parsed["ids"][drop].tolist()
         shown = ", ".join(map(str, ids[:30])) + (" …" if len(ids) > 30 else "")
         gaps = ", ".join(f"{llm} {len(quality) - k}" for llm, k in known.items() if k < len(quality))
+        what = ("with missing quality values (missing='exclude')" if missing == "exclude"
+                else "where no LLM has a quality value")
         warnings.warn(
-            f"{name}: excluded {int(incomplete.sum())} row(s) with missing quality values (ids: {shown}; missing "
-            f"cells per LLM: {gaps})",
+            f"{name}: excluded {int(drop.sum())} row(s) {what} (ids: {shown}; missing cells per LLM: {gaps})",
             DataWarning,
             stacklevel=3,
         )
-    keep = ~incomplete
+    keep = ~drop
+    quality, cost = quality[keep], cost[keep]
+    if np.isnan(cost).any():
+        # Unobserved cells without a logged cost (the long layout): the LLM's mean logged cost stands in, so pool
+        # means and cost models stay unbiased. Evaluation never realises these costs (it routes among observed LLMs).
+        mean = np.nanmean(np.where(np.isnan(cost).all(axis=0), 0.0, cost), axis=0)
+        cost = np.where(np.isnan(cost), mean[None, :], cost)
     split = parsed["split"]
     ds = RoutingDataset(
         prompts=parsed["prompts"][keep],
         tasks=parsed["tasks"][keep],
-        quality=quality[keep],
-        cost=parsed["cost"][keep],
+        quality=quality,
+        cost=cost,
         llms=parsed["llms"],
         split=split[keep] if split is not None else np.full(int(keep.sum()), "unsplit", dtype=object),
         ids=parsed["ids"][keep],
         has_cost=parsed["has_cost"],
         source=name,
-        coverage={"rows": int(len(quality)), "known": known},
+        coverage={"rows": int(len(parsed["quality"])), "known": known},
     )
     if split is None:
         ds = grouped_split(ds, test_size=test_size, seed=seed)
@@ -457,14 +490,16 @@ def load_splits(
     trust_pickle: bool | None = None,
     prices: str | Path | None = None,
     output_tokens: int | None = None,
+    missing: str = "keep",
 ) -> tuple[RoutingDataset, RoutingDataset, RoutingDataset | None, RoutingDataset]:
     """Load ``data`` and return (full, train, val or None, test): the experiment layout every command and
     benchmark shares. ``test_tasks`` (names, or one comma-separated string) makes an out-of-distribution split
     (tasks also named in ``train_tasks`` are tested on their own test split); otherwise the file's ``split``
     column (or a seeded grouped split) is used, and ``test`` includes the ``unsplit`` rows (test-only tasks).
     ``prices`` (a price file, see `radialrouter.data.prices`) gives quality-only logs estimated costs, with
-    ``output_tokens`` output tokens per query (default 256)."""
-    ds = load_dataset(data, test_size=test_size, seed=seed, trust_pickle=trust_pickle)
+    ``output_tokens`` output tokens per query (default 256). ``missing`` is `load_dataset`'s: keep rows with
+    missing quality cells (default) or exclude them."""
+    ds = load_dataset(data, test_size=test_size, seed=seed, trust_pickle=trust_pickle, missing=missing)
     if prices is not None:
         from radialrouter.data.prices import DEFAULT_OUTPUT_TOKENS, with_prices
 

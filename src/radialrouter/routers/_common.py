@@ -36,14 +36,17 @@ def predict_cost_head(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray
 
 # ---------------------------------------------------------------------------------------------- model selection
 def macro_score(choice: np.ndarray, data: RoutingDataset, lam: float) -> float:
-    """Macro Score (Perf − λ·Cost, averaged over tasks) of one LLM index per query of ``data``."""
+    """Macro Score (Perf − λ·Cost, averaged over tasks) of one LLM index per query of ``data`` (the chosen LLMs'
+    quality must be known: route among ``data.observed``)."""
     rows = np.arange(len(data))
     return summarize(data.quality[rows, choice], data.cost[rows, choice], data.tasks, lam)["macro"].score
 
 
 def best_llm(quality: np.ndarray, cost: np.ndarray, lam: float) -> np.ndarray:
-    """Per query, the LLM with the highest quality − λ·cost; ties go to the cheaper LLM for that query."""
-    return argmax_cheapest(utility(quality, cost, lam), cost)
+    """Per query, the LLM with the highest quality − λ·cost among those whose quality is known (not NaN); ties go
+    to the cheaper LLM for that query."""
+    score = utility(quality, cost, lam)
+    return argmax_cheapest(np.where(np.isfinite(score), score, -np.inf), cost)
 
 
 # ---------------------------------------------------------------------------------------------- scorers

@@ -49,6 +49,11 @@ class RouterError(RuntimeError):
     """A router used before ``fit``, asked about unknown LLMs, or loaded from an unusable directory."""
 
 
+class MissingCellsWarning(UserWarning):
+    """A router that cannot learn with missing quality cells was trained on the complete rows only; the message
+    says which router and how many rows were left out."""
+
+
 class LamRangeWarning(UserWarning):
     """``route`` was asked for a λ above what the router was trained on; it routed at the largest trained λ."""
 
@@ -85,11 +90,23 @@ class Outcomes:
 
     @classmethod
     def of_choices(cls, data: RoutingDataset, choice: np.ndarray) -> Outcomes:
-        """Outcomes of calling LLM ``choice[i]`` (an index) for query ``i`` of ``data``."""
+        """Outcomes of calling LLM ``choice[i]`` (an index) for query ``i`` of ``data``. A choice whose quality
+        is missing is an error (route among `observed_candidates`), never a NaN in a metric."""
         rows = np.arange(len(data))
         weights = np.zeros((len(data), len(data.llms)))
         weights[rows, choice] = 1.0
-        return cls(weights, data.quality[rows, choice], data.cost[rows, choice])
+        perf = data.quality[rows, choice]
+        if not np.isfinite(perf).all():
+            i = int(np.flatnonzero(~np.isfinite(perf))[0])
+            raise RouterError(f"query {i + 1} ({data.ids[i]}) was routed to {data.llms[int(choice[i])]!r}, whose "
+                              "quality on it is missing: evaluate with candidates=observed_candidates(data)")
+        return cls(weights, perf, data.cost[rows, choice])
+
+
+def observed_candidates(data: RoutingDataset) -> np.ndarray | None:
+    """The candidate mask that makes every query of ``data`` route among its observed LLMs (``None`` when every
+    cell is observed: no restriction)."""
+    return data.observed if data.has_missing else None
 
 
 class Router(ABC):
@@ -104,6 +121,12 @@ class Router(ABC):
     #: where only the called LLM's answer was rated); others train on imputed labels (`radialrouter.partial`).
     #: (A property where it depends on hyperparameters: RadialRouter with objective="quality".)
     partial_labels: ClassVar[bool] = False
+    #: How the router learns from data where *some* quality cells are missing (an LLM without a result on some
+    #: queries): ``"masked"`` — its training skips the missing cells (every `partial_labels` router, and routers
+    #: whose targets are taken over each query's observed LLMs); ``"complete-rows"`` — it is trained on the rows
+    #: where every LLM is observed, with a `MissingCellsWarning`. Either way a dataset without a single complete row
+    #: is refused unless ``partial_labels`` (that is partially labelled traffic: see `radialrouter.partial`).
+    missing_cells: ClassVar[str] = "complete-rows"
 
     #: Subclasses that use embeddings take ``encoder=None`` in their constructor and store it here.
     encoder: QueryEncoder | None = None
@@ -123,16 +146,40 @@ class Router(ABC):
         """Learn from ``train`` (all its rows); ``val`` is only for model selection and early stopping."""
         if len(train) == 0:
             raise RouterError("cannot fit on an empty dataset")
-        if not self.partial_labels and not np.isfinite(train.quality).all():
-            raise RouterError(f"{type(self).__name__} needs every LLM's quality on every training query, and "
-                              f"{int((~np.isfinite(train.quality)).sum())} cells are unknown (NaN); train it with "
-                              "radialrouter.partial.fit_partial (imputes them), or use a router that skips them: "
-                              "mlp, mf, knn, or radial with objective='quality'")
+        fit_train, how = train, None
+        if train.has_missing and not self.partial_labels:
+            complete = train.complete_rows
+            if not complete.any():
+                raise RouterError(f"{type(self).__name__} needs every LLM's quality on at least some training "
+                                  f"queries, and {int((~train.observed).sum())} cells are unknown (NaN) with no "
+                                  "complete row; train it with radialrouter.partial.fit_partial (imputes them), or "
+                                  "use a router that skips them: mlp, mf, knn, or radial with objective='quality'")
+            if self.missing_cells == "masked":
+                how = {"method": "masked", "rows": len(train), "complete_rows": int(complete.sum()),
+                       "missing_cells": int((~train.observed).sum())}
+            else:
+                fit_train = train.subset(complete)
+                how = {"method": "complete rows", "rows": int(complete.sum()), "left_out_rows": len(train) -
+                       int(complete.sum()), "missing_cells": int((~train.observed).sum())}
+                warnings.warn(
+                    f"{type(self).__name__} ({self.name}) cannot train with missing quality cells: trained on its "
+                    f"{how['rows']} complete training rows of {len(train)} ({how['left_out_rows']} rows with a "
+                    "missing cell left out). Routers that train with the mask: mlp, mf, knn, cosine, hybrid, "
+                    "radial, best-single, task-best",
+                    MissingCellsWarning, stacklevel=2)
+        elif train.has_missing:
+            how = {"method": "masked", "rows": len(train), "complete_rows": int(train.complete_rows.sum()),
+                   "missing_cells": int((~train.observed).sum())}
+        if val is not None and val.has_missing:
+            # Model selection compares routers' choices by their labels: only rows where every choice has one.
+            val = val.subset(val.complete_rows)
+            val = val if len(val) else None
         self.llms_ = list(train.llms)
         self.mean_cost_ = train.mean_cost.astype(np.float64)
         self.default_lam_ = float(getattr(self, "lam", 0.0) or 0.0) if self.lam_at_fit else 0.0
         # The named trade-offs on this pool's price scale (quality-only data: the paper's, any λ routes alike).
         self.presets_ = tradeoff_presets(train.quality, train.cost) if train.has_cost else dict(SCENARIOS)
+        train = fit_train
         if self.uses_embeddings and train.embedding_encoder:
             from radialrouter.encoders import QueryEncoder
 
@@ -142,6 +189,8 @@ class Router(ABC):
                 self.encoder.check_compatible(train.embedding_encoder)
         start = time.perf_counter()
         self._fit(train, val)
+        if how is not None:
+            self.training_ = {**getattr(self, "training_", {}), "missing_cells": how}
         self.training_ = {
             "data_fingerprint": train.fingerprint(),
             "data_source": train.source,
@@ -293,8 +342,9 @@ class Router(ABC):
         return out
 
     def outcomes(self, data: RoutingDataset, lam: float) -> Outcomes:
-        """Realised quality and cost of this router's decisions on labelled data."""
-        return Outcomes.of_choices(data, self.predict(data, lam))
+        """Realised quality and cost of this router's decisions on labelled data; a query with missing quality
+        cells is routed among its observed LLMs (`observed_candidates`), so every choice has a label."""
+        return Outcomes.of_choices(data, self.predict(data, lam, observed_candidates(data)))
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

@@ -39,6 +39,7 @@ class CosineClassifierRouter(Router):
 
     name = "cosine"
     lam_at_fit = True
+    missing_cells = "masked"  # target: the best observed LLM; the softmax runs over the observed LLMs
 
     def __init__(
         self,
@@ -70,10 +71,15 @@ class CosineClassifierRouter(Router):
         set_seed(self.seed)
         self.in_dim_ = x.shape[1]
         self.net_ = self._build(self.in_dim_)
-        target = torch.from_numpy(best_llm(train.quality, train.cost, self.lam))
+        target = torch.from_numpy(best_llm(train.quality, train.cost, self.lam))  # best among observed LLMs
+        observed = torch.from_numpy(np.isfinite(train.quality))
+        missing = not bool(observed.all())
 
         def loss_fn(idx: np.ndarray) -> torch.Tensor:
-            return nn.functional.cross_entropy(self.net_(x[idx]), target[idx])
+            logits = self.net_(x[idx])
+            if missing:  # the classes of a query are its observed LLMs (as `route(candidates=...)` masks them)
+                logits = logits.masked_fill(~observed[idx], -1e4)
+            return nn.functional.cross_entropy(logits, target[idx])
 
         val_fn = None
         if val is not None and len(val):

@@ -22,7 +22,7 @@ from radialrouter.encoders import QueryEncoder
 from radialrouter.objective import utility
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head, require_embeddings
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
-from radialrouter.routers.base import Outcomes, Router
+from radialrouter.routers.base import Outcomes, Router, observed_candidates
 from radialrouter.training import set_seed, train_module
 
 
@@ -145,18 +145,20 @@ class EquiRouter(Router):
         """Predicted USD cost per query of each LLM, from the cost regressor."""
         return predict_cost_head(x, self.cost_w_, self.cost_b_)
 
-    def route_budget(self, queries: Any, budget_usd: float) -> np.ndarray:
+    def route_budget(self, queries: Any, budget_usd: float, candidates: np.ndarray | None = None) -> np.ndarray:
         """The paper's budgeted decision: per query, the LLM with the best predicted score among those whose
-        predicted cost is ≤ ``budget_usd`` (USD for this one query); the cheapest LLM when none fits."""
+        predicted cost is ≤ ``budget_usd`` (USD for this one query); the cheapest LLM when none fits.
+        ``candidates`` (n, m) bool restricts each query's LLMs."""
         self._check_fitted()
         if not np.isfinite(budget_usd) or budget_usd < 0:
             raise ValueError(f"budget_usd must be a finite number ≥ 0; got {budget_usd!r}")
         x = self._inputs(queries)
-        return choose_within_budget(self._quality(x), predict_cost_head(x, self.cost_w_, self.cost_b_), budget_usd)
+        return choose_within_budget(self._quality(x), predict_cost_head(x, self.cost_w_, self.cost_b_), budget_usd,
+                                    candidates)
 
     def outcomes_at_budget(self, data: RoutingDataset, budget: float) -> Outcomes:
-        """Realised quality and cost of `route_budget` on labelled data."""
-        return Outcomes.of_choices(data, self.route_budget(data, budget))
+        """Realised quality and cost of `route_budget` on labelled data (among each query's observed LLMs)."""
+        return Outcomes.of_choices(data, self.route_budget(data, budget, observed_candidates(data)))
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

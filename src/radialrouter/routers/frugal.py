@@ -98,16 +98,28 @@ class FrugalRouter(Router):
         return sigmoid(np.asarray(x, dtype=np.float64) @ self.coef_ + self.intercept_)
 
     @staticmethod
-    def _first_accept(pred: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-        """Index of the first accepting stage per query (the last stage always accepts)."""
+    def _first_accept(pred: np.ndarray, thresholds: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+        """Index of the first accepting stage per query (the last stage always accepts). ``present`` (n, stages):
+        only these stages run for a query (its observed LLMs), and the last of them always accepts."""
         accept = np.concatenate([pred[:, :-1] >= thresholds[None, :], np.ones((len(pred), 1), bool)], axis=1)
+        if present is not None:
+            last = present.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)
+            accept &= present
+            accept[np.arange(len(pred)), last] = True
         return np.argmax(accept, axis=1)
 
-    def _realised(self, data: RoutingDataset, stage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Quality of the accepted answer and the cost of every call up to and including it."""
+    def _realised(self, data: RoutingDataset, stage: np.ndarray,
+                  present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Quality of the accepted answer and the cost of every call up to and including it (of the stages in
+        ``present`` only, when given)."""
         rows = np.arange(len(data))
-        cum_cost = np.cumsum(data.cost[:, self.cascade_], axis=1)
+        cost = data.cost[:, self.cascade_]
+        cum_cost = np.cumsum(cost if present is None else np.where(present, cost, 0.0), axis=1)
         return data.quality[rows, self.cascade_[stage]], cum_cost[rows, stage]
+
+    def _present(self, data: RoutingDataset) -> np.ndarray | None:
+        """Per query, the cascade stages whose LLM is observed (None: every stage on every query)."""
+        return data.observed[:, self.cascade_] if data.has_missing else None
 
     def thresholds(self, lam: float) -> np.ndarray:
         """Acceptance thresholds of the stages but the last at ``lam``."""
@@ -139,10 +151,31 @@ class FrugalRouter(Router):
         return np.broadcast_to(costs, (len(x), len(self.llms_)))
 
     def outcomes(self, data: RoutingDataset, lam: float) -> Outcomes:
-        stage = self.accepted_stage(self._inputs(data), lam)
-        perf, cost = self._realised(data, stage)
+        """The cascade's realised quality and cost. With missing quality cells, a query runs the cascade over its
+        observed stages only (an unobserved stage is skipped, neither called nor paid for; the last observed stage
+        always accepts); a query observed on none of the cascade's LLMs goes to its best observed LLM by the
+        router's ranking."""
+        x = self._inputs(data)
+        present = self._present(data)
+        if present is None:
+            stage = self.accepted_stage(x, lam)
+            perf, cost = self._realised(data, stage)
+            choice = self.cascade_[stage]
+        else:
+            has_stage = present.any(axis=1)
+            safe = np.where(has_stage[:, None], present, True)
+            stage = self._first_accept(self._predicted_quality(x), self.thresholds(lam), safe)
+            perf, cost = self._realised(data, stage, safe)
+            choice = self.cascade_[stage]
+            if not has_stage.all():
+                rows = ~has_stage
+                other = self.predict(data.subset(rows), lam, data.observed[rows])
+                choice = choice.copy()
+                choice[rows] = other
+                perf[rows] = data.quality[rows, other]
+                cost[rows] = data.cost[rows, other]
         weights = np.zeros((len(data), len(self.llms_)))
-        weights[np.arange(len(data)), self.cascade_[stage]] = 1.0
+        weights[np.arange(len(data)), choice] = 1.0
         return Outcomes(weights, perf, cost)
 
     # ------------------------------------------------------------------ persistence

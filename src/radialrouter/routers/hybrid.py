@@ -20,7 +20,7 @@ from radialrouter.routers._common import (
     sigmoid,
     with_val,
 )
-from radialrouter.routers.base import Router
+from radialrouter.routers.base import Router, RouterError
 
 
 class HybridRouter(Router):
@@ -35,6 +35,9 @@ class HybridRouter(Router):
     so it is chosen only when ``candidates`` excludes the pair."""
 
     name = "hybrid"
+    #: Missing cells: the pair is chosen on observed means; the classifier and the thresholds learn from the rows
+    #: where both LLMs of the pair are observed.
+    missing_cells = "masked"
 
     def __init__(self, soft: bool = True, c: float = 1.0, folds: int = 5, n_thresholds: int = 101, seed: int = 0,
                  encoder: QueryEncoder | None = None) -> None:
@@ -51,9 +54,19 @@ class HybridRouter(Router):
 
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
         x = require_embeddings(train, self)
-        self.mean_quality_ = train.quality.mean(axis=0)
+        self.mean_quality_ = train.mean_quality
         self.small_ = int(np.argmin(self.mean_cost_))
-        self.large_ = int(argmax_cheapest(self.mean_quality_[None, :], self.mean_cost_)[0])
+        self.large_ = int(argmax_cheapest(np.nan_to_num(self.mean_quality_, nan=-1.0)[None, :], self.mean_cost_)[0])
+        self.mean_quality_ = np.nan_to_num(self.mean_quality_, nan=0.0)
+        pair = train.observed[:, [self.small_, self.large_]].all(axis=1)
+        if not pair.any():
+            raise RouterError(f"hybrid: no training row has the quality of both {self.llms_[self.small_]!r} and "
+                              f"{self.llms_[self.large_]!r}")
+        if not pair.all():
+            train = train.subset(pair)
+            x = x[pair]
+        if val is not None and len(val):
+            val = val.subset(val.observed[:, [self.small_, self.large_]].all(axis=1))
         y = self._labels(train.quality)
 
         def fit(xx: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, float]:

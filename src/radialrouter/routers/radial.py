@@ -156,10 +156,15 @@ class RadialRouter(Router):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
 
+    #: Some missing cells: the quality objective masks them out of its loss, the KL objective takes its target
+    #: (and its own distribution) over each query's observed LLMs.
+    missing_cells = "masked"
+
     @property
     def partial_labels(self) -> bool:  # type: ignore[override]
-        """With ``objective='quality'`` unknown quality cells (NaN) are masked out of the loss; the KL target needs
-        every cell."""
+        """With ``objective='quality'`` unknown quality cells (NaN) are masked out of the loss, so it learns from
+        partially labelled traffic; the KL objective compares LLMs within a query and needs complete rows too
+        (it trains masked on data where *some* cells are missing, see `missing_cells`)."""
         return self.objective == "quality"
 
     def _build(self, in_dim: int, n_llms: int) -> RadialFormer:
@@ -340,6 +345,7 @@ class RadialRouter(Router):
             target_distribution(train.quality, train.cost, self.lam, self.tau).astype(np.float32)).to(device)
         trainable = nn.ModuleDict({"net": self.net_, **({"encoder": encoder.model} if finetune else {})})
         observed = torch.from_numpy(np.isfinite(train.quality)).to(device)  # missing cells are not trained on
+        missing = not bool(observed.all())
         quality = torch.from_numpy(np.nan_to_num(train.quality).astype(np.float32)).to(device)
 
         def loss_fn(idx: np.ndarray) -> torch.Tensor:
@@ -361,8 +367,14 @@ class RadialRouter(Router):
                 loss = loss + nn.functional.binary_cross_entropy_with_logits(raw[seen], quality[idx][seen])
             elif self.use_kl:
                 lam_t = torch.from_numpy(lams.astype(np.float32)).to(device)
-                logp = torch.log_softmax(self.net_(z, lam_t, cost, r0=r0), -1)
-                loss = loss + (target * (torch.log(target.clamp_min(1e-12)) - logp)).sum(-1).mean()
+                # Missing cells: the target is a softmax over the query's observed LLMs and the router's
+                # distribution is taken over the same LLMs (the others hidden, as `route(candidates=...)` does).
+                seen = observed[idx] if missing else None
+                logp = torch.log_softmax(self.net_(z, lam_t, cost, seen, r0=r0), -1)
+                kl = target * (torch.log(target.clamp_min(1e-12)) - logp)
+                if missing:
+                    kl = torch.where(seen, kl, torch.zeros_like(kl))
+                loss = loss + kl.sum(-1).mean()
             if self.alpha > 0:
                 qq = z if finetune else r0
                 loss = loss + self.alpha * query_contrastive_loss(qq, cluster[idx], self.n_negatives, self.tau_c, gen)
@@ -454,7 +466,7 @@ class RadialRouter(Router):
         else:
             with torch.inference_mode():
                 logits = self.logits(torch.from_numpy(np.asarray(x, dtype=np.float32)), lam_in,
-                                     None if mask is None else torch.from_numpy(np.ascontiguousarray(mask)),
+                                     None if mask is None else torch.from_numpy(np.array(mask, dtype=bool)),
                                      cached=True).double().cpu().numpy()
         if quality:
             with np.errstate(over="ignore"):

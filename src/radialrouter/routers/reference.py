@@ -16,6 +16,7 @@ class OracleRouter(Router):
 
     name = "oracle"
     uses_embeddings = False
+    missing_cells = "masked"  # an LLM whose quality on a query is missing is never its choice
 
     def __init__(self) -> None:
         pass
@@ -25,7 +26,8 @@ class OracleRouter(Router):
 
     def _scores(self, x: RoutingDataset, lam: float) -> np.ndarray:
         self._check_llms(x)
-        return utility(x.quality, x.cost, lam)
+        score = utility(x.quality, x.cost, lam)
+        return np.where(np.isfinite(score), score, -np.inf)
 
     def predict(self, queries, lam=None, candidates=None) -> np.ndarray:
         # Ties go to the cheaper LLM *for this query* (the per-query cost is known to the oracle).
@@ -39,10 +41,12 @@ class OracleRouter(Router):
 
 
 class RandomRouter(Router):
-    """Uniformly random LLM. Evaluation uses the expected value over the draw, not one lucky sample."""
+    """Uniformly random LLM. Evaluation uses the expected value over the draw, not one lucky sample (over each
+    query's observed LLMs when some quality cells are missing)."""
 
     name = "random"
     uses_embeddings = False
+    missing_cells = "masked"
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -64,8 +68,10 @@ class RandomRouter(Router):
         return np.full((len(x), len(self.llms_)), 1.0 / len(self.llms_))
 
     def outcomes(self, data: RoutingDataset, lam: float) -> Outcomes:
-        weights = np.full((len(data), len(self.llms_)), 1.0 / len(self.llms_))
-        return Outcomes(weights, (weights * data.quality).sum(1), (weights * data.cost).sum(1))
+        observed = data.observed
+        weights = observed / observed.sum(axis=1, keepdims=True)
+        quality = np.where(observed, data.quality, 0.0)
+        return Outcomes(weights, (weights * quality).sum(1), (weights * data.cost).sum(1))
 
 
 class BestSingleRouter(Router):
@@ -73,12 +79,13 @@ class BestSingleRouter(Router):
 
     name = "best-single"
     uses_embeddings = False
+    missing_cells = "masked"  # each LLM's mean quality over the training rows where it is observed
 
     def __init__(self) -> None:
         pass
 
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
-        self.mean_quality_ = train.quality.mean(axis=0)
+        self.mean_quality_ = _observed_mean(train.quality)
 
     def _inputs(self, queries):
         return queries if isinstance(queries, RoutingDataset) else np.atleast_1d(np.asarray(queries, dtype=object))
@@ -99,15 +106,18 @@ class TaskBestRouter(Router):
 
     name = "task-best"
     uses_embeddings = False
+    missing_cells = "masked"  # per task, each LLM's mean quality over the rows where it is observed
 
     def __init__(self) -> None:
         pass
 
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
         self.tasks_ = train.task_names
-        self.task_quality_ = np.stack([train.quality[train.tasks == t].mean(0) for t in self.tasks_])
+        self.mean_quality_ = _observed_mean(train.quality)
+        # An LLM observed on no training row of a task falls back to its overall mean quality.
+        self.task_quality_ = np.stack([_observed_mean(train.quality[train.tasks == t], self.mean_quality_)
+                                       for t in self.tasks_])
         self.task_cost_ = np.stack([train.cost[train.tasks == t].mean(0) for t in self.tasks_])
-        self.mean_quality_ = train.quality.mean(axis=0)
 
     def _scores(self, x: RoutingDataset, lam: float) -> np.ndarray:
         table = utility(self.task_quality_, self.task_cost_, lam)
@@ -126,3 +136,12 @@ class TaskBestRouter(Router):
         self.task_quality_, self.task_cost_ = tensors["task_quality"], tensors["task_cost"]
         self.mean_quality_ = tensors["mean_quality"]
         self.tasks_ = list(extra["tasks"])
+
+
+def _observed_mean(quality: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+    """Per-LLM mean over the rows where the quality is known; an LLM known on none gets ``fallback`` (default 0:
+    without evidence it is never preferred)."""
+    known = np.isfinite(quality)
+    counts = known.sum(axis=0)
+    mean = np.where(known, quality, 0.0).sum(axis=0) / np.maximum(counts, 1)
+    return np.where(counts > 0, mean, 0.0 if fallback is None else fallback)
