@@ -57,3 +57,24 @@ def test_bad_combinations_are_refused():
         combine_datasets({})
     with pytest.raises(DataError, match="no rows from source"):
         split_by_source(combine_datasets({"a": a}), "zz")
+
+
+def test_one_radial_router_trains_on_pools_that_differ_per_query():
+    from radialrouter.evaluation import evaluate_router
+    from radialrouter.routers import make_router
+
+    a = _renamed(make_synthetic(n_queries=240, n_llms=3, seed=0), ["x", "y", "z"])
+    b = _renamed(make_synthetic(n_queries=240, n_llms=2, seed=1), ["v", "w"])
+    both = combine_datasets({"a": a, "b": b})
+    assert not both.complete_rows.any()  # no query has every LLM: only masked training can use this
+    rng = np.random.default_rng(0)
+    both = both.with_split(np.where(rng.random(len(both)) < 0.15, "val", both.split))
+    router = make_router("radial", seed=0, steps=60, eval_every=20).fit(both.select("train"), both.select("val"))
+    assert router.llms_ == ["x", "y", "z", "v", "w"]
+    assert np.isfinite(router.training_["val_score"])  # early stopping saw every validation query
+    test = both.select("test")
+    chosen = router.predict(test, 0.0, candidates=test.observed)
+    assert test.observed[np.arange(len(test)), chosen].all()  # never an LLM the query's source lacks
+    for part in ("a", "b"):
+        rows = evaluate_router(router, split_by_source(test, part, tuple(router.llms_)), [0.0])
+        assert np.isfinite(rows[0]["score"])
