@@ -158,9 +158,9 @@ def test_radial_kl_trains_masked_and_quality_objective_too(data):
         router = make_router("radial", objective=objective, **SMALL["radial"]).fit(train, val)
         assert router.training_["missing_cells"]["method"] == "masked"
         assert np.isfinite(evaluate_router(router, test, [0.0])[0]["perf"])
-    # Partially labelled traffic (no complete row) is still refused by the KL objective, by name.
+    # Partially labelled traffic (one label per query) is still refused by the KL objective, by name.
     traffic = replace(train, quality=np.where(np.eye(4, dtype=bool)[np.arange(len(train)) % 4], train.quality, np.nan))
-    with pytest.raises(RouterError, match="no complete row"):
+    with pytest.raises(RouterError, match="no training query has the quality of two LLMs"):
         make_router("radial", **SMALL["radial"]).fit(traffic)
 
 

@@ -25,8 +25,13 @@ from radialrouter.cli.common import (
 
 @app.command("train")
 def train_command(
-    data: str | None = typer.Option(None, "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or "
-                                    "'routerbench'; with --from-ledger: full-information rows added to the log."),
+    data: list[str] | None = typer.Option(None, "--data", help="Routing data file (parquet, CSV, JSONL, pkl) or "
+                                          "'routerbench'; repeat it to train one router on several files (pools "
+                                          "may differ; see --llm-aliases); with --from-ledger: full-information "
+                                          "rows added to the log."),
+    llm_aliases: str | None = typer.Option(None, "--llm-aliases", help="With several --data: a YAML/JSON mapping "
+                                           "of LLM names in a file to a shared name (the same LLM spelled "
+                                           "differently in different logs)."),
     out: str = typer.Option(..., "--out", help="Directory to save the trained router to."),
     router: str = typer.Option("radial", "--router", help="Registered router name, or 'auto': train the --candidates "
                                "and keep the best on the validation split at --lam (default: balance)."),
@@ -57,6 +62,13 @@ def train_command(
     """Train a router on the train split (validation carved from it), print validation and test figures, save."""
     import time
 
+    files = list(data or [])
+    if len(files) > 1 and (from_ledger is not None or router == "auto" or test_tasks is not None):
+        raise ValueError("several --data files train one router on their union: not with --from-ledger, "
+                         "--router auto or --test-tasks")
+    if llm_aliases is not None and len(files) < 2:
+        raise ValueError("--llm-aliases goes with several --data files")
+    data = files[0] if len(files) == 1 else None
     if from_ledger is not None:
         from radialrouter.cli.learn_cmd import train_from_ledger
 
@@ -71,7 +83,7 @@ def train_command(
         use_threads(threads)
         train_from_ledger(from_ledger, out, router, data, seed, steps, encoder, base, "client,judge", warm_start)
         return
-    if data is None:
+    if not files:
         raise ValueError("give --data (routing data) or --from-ledger (a decision log)")
     n_threads = use_threads(threads)
     from radialrouter.data import load_splits
@@ -93,8 +105,16 @@ def train_command(
     if unsupported:
         flags = ", ".join("--" + k.replace("_", "-") for k in unsupported)
         raise ValueError(f"router {router!r} does not take {flags}")
-    _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
-                                      prices=prices, output_tokens=output_tokens, missing=missing)
+    if len(files) > 1:
+        from radialrouter.data.combine import load_combined_splits, read_aliases
+
+        _, train, val, test = load_combined_splits(
+            files, seed=seed, prices=prices, output_tokens=output_tokens, trust_pickle=trust_pickle, missing=missing,
+            aliases=None if llm_aliases is None else read_aliases(llm_aliases))
+        data = " + ".join(Path(f).name for f in files)
+    else:
+        _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
+                                          prices=prices, output_tokens=output_tokens, missing=missing)
     if "lam" in given:  # a trade-off name means this pool's preset (see objective.tradeoff_presets)
         presets = tradeoff_presets(train.quality, train.cost) if train.has_cost else None
         given["lam"] = resolve_lam(lam, presets=presets)

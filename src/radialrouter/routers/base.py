@@ -127,6 +127,10 @@ class Router(ABC):
     #: where every LLM is observed, with a `MissingCellsWarning`. Either way a dataset without a single complete row
     #: is refused unless ``partial_labels`` (that is partially labelled traffic: see `radialrouter.partial`).
     missing_cells: ClassVar[str] = "complete-rows"
+    #: Whether the router's own model selection (early stopping on ``val``) routes each validation query among its
+    #: observed LLMs, so that ``val`` keeps its rows with missing cells (else only complete rows are kept — none at
+    #: all when the pools differ per query, as in `radialrouter.data.combine`).
+    selects_among_observed: ClassVar[bool] = False
 
     #: Subclasses that use embeddings take ``encoder=None`` in their constructor and store it here.
     encoder: QueryEncoder | None = None
@@ -149,7 +153,11 @@ class Router(ABC):
         fit_train, how = train, None
         if train.has_missing and not self.partial_labels:
             complete = train.complete_rows
-            if not complete.any():
+            if self.missing_cells == "masked" and not (train.observed.sum(1) >= 2).any():
+                raise RouterError(f"{type(self).__name__} compares LLMs within a query, and no training query has "
+                                  "the quality of two LLMs (one label per query: logged traffic); use a router that "
+                                  "learns from single labels: mlp, mf, knn, or radial with objective='quality'")
+            if self.missing_cells != "masked" and not complete.any():
                 raise RouterError(f"{type(self).__name__} needs every LLM's quality on at least some training "
                                   f"queries, and {int((~train.observed).sum())} cells are unknown (NaN) with no "
                                   "complete row; train it with radialrouter.partial.fit_partial (imputes them), or "
@@ -170,7 +178,7 @@ class Router(ABC):
         elif train.has_missing:
             how = {"method": "masked", "rows": len(train), "complete_rows": int(train.complete_rows.sum()),
                    "missing_cells": int((~train.observed).sum())}
-        if val is not None and val.has_missing:
+        if val is not None and val.has_missing and not self.selects_among_observed:
             # Model selection compares routers' choices by their labels: only rows where every choice has one.
             val = val.subset(val.complete_rows)
             val = val if len(val) else None

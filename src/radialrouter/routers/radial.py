@@ -34,7 +34,7 @@ from radialrouter.encoders import QueryEncoder
 from radialrouter.objective import COST_SCALE, SCENARIOS, argmax_cheapest, target_distribution
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
-from radialrouter.routers.base import Router, RouterError
+from radialrouter.routers.base import Router, RouterError, observed_candidates
 from radialrouter.routers.radial_onnx import OnnxRadialFormer, onnx_runtime_available
 from radialrouter.routers.radialformer import BACKBONES, RadialFormer
 from radialrouter.training import set_seed, train_module
@@ -159,6 +159,7 @@ class RadialRouter(Router):
     #: Some missing cells: the quality objective masks them out of its loss, the KL objective takes its target
     #: (and its own distribution) over each query's observed LLMs.
     missing_cells = "masked"
+    selects_among_observed = True
 
     @property
     def partial_labels(self) -> bool:  # type: ignore[override]
@@ -384,11 +385,13 @@ class RadialRouter(Router):
         if val is not None and len(val):
             val_lams = self._scenario_lams() if self.lam_conditioned else (self.lam,)
             xv = None if finetune else np.asarray(val.embeddings, np.float32)
+            val_mask = observed_candidates(val)  # each validation query among its observed LLMs
 
             def val_fn() -> float:
                 # Query vectors straight to the scores: a fine-tuning router's `predict` takes texts only.
                 v = self._embed_texts(val.prompts.tolist()) if finetune else xv
-                return float(np.mean([macro_score(argmax_cheapest(self._scores(v, lam), self.mean_cost_), val, lam)
+                return float(np.mean([macro_score(argmax_cheapest(self._masked_scores(v, lam, val_mask),
+                                                                  self.mean_cost_), val, lam)
                                       for lam in val_lams]))
 
         # The pretrained encoder takes a fine-tuning learning rate (the paper's 5e-5), the new network its own.
