@@ -154,9 +154,11 @@ class Router(ABC):
         if train.has_missing and not self.partial_labels:
             complete = train.complete_rows
             if self.missing_cells == "masked" and not (train.observed.sum(1) >= 2).any():
-                raise RouterError(f"{type(self).__name__} compares LLMs within a query, and no training query has "
-                                  "the quality of two LLMs (one label per query: logged traffic); use a router that "
-                                  "learns from single labels: mlp, mf, knn, or radial with objective='quality'")
+                raise RouterError(f"{type(self).__name__}: {int((~train.observed).sum())} quality cells are unknown "
+                                  "(NaN) and no training query has the quality of two LLMs (one label per query, as "
+                                  "in logged traffic); train it with radialrouter.partial.fit_partial (imputes "
+                                  "them), or use a router that learns from single labels: mlp, mf, knn, or radial "
+                                  "with objective='quality'")
             if self.missing_cells != "masked" and not complete.any():
                 raise RouterError(f"{type(self).__name__} needs every LLM's quality on at least some training "
                                   f"queries, and {int((~train.observed).sum())} cells are unknown (NaN) with no "
