@@ -398,3 +398,25 @@ def test_train_from_ledger_refuses_options_it_does_not_use(tmp_path):
                                        str(tmp_path / "o"), "--router", "auto", "--candidates", "mlp,knn"])
     assert isinstance(res.exception, ValueError)  # `radialrouter` prints it as one line (cli.main)
     assert "--from-ledger does not take --router auto, --candidates" in str(res.exception)
+
+
+def test_knn_reuses_neighbours_across_lams_and_not_across_inputs():
+    """A λ sweep over the same queries searches neighbours once; other queries, k or data never reuse them."""
+    from radialrouter.data.synthetic import make_synthetic
+    from radialrouter.routers import make_router
+
+    data = make_synthetic(n_queries=200, n_llms=3, seed=0)
+    train, test = data.select("train"), data.select("test")
+    router = make_router("knn", k=5).fit(train)
+    calls = []
+    compute = router._compute_neighbour_stats
+    router._compute_neighbour_stats = lambda x: calls.append(len(x)) or compute(x)
+    first = [router.predict_scores(test, lam) for lam in (0.0, 0.01, 0.1)]
+    assert calls == [len(test)]
+    fresh = make_router("knn", k=5).fit(train)
+    for lam, scores in zip((0.0, 0.01, 0.1), first):
+        np.testing.assert_allclose(scores, fresh.predict_scores(test, lam))
+    router.predict_scores(train, 0.0)
+    router.k_ = 7
+    router.predict_scores(train, 0.0)
+    assert calls == [len(test), len(train), len(train)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,7 @@ class KNNRouter(Router):
             raise RouterError(f"knn: neighbours must be one of {self.NEIGHBOURS}; got {self.neighbours!r}")
         if not (self.shrinkage >= 0 and self.pessimism >= 0):
             raise RouterError(f"knn: shrinkage and pessimism must be ≥ 0; got {self.shrinkage}, {self.pessimism}")
+        self._last_stats = None
         self.keys_ = _unit(require_embeddings(train, self))
         known = np.isfinite(train.quality)
         self.known_ = None if known.all() else known
@@ -83,7 +85,20 @@ class KNNRouter(Router):
         return quality, cost
 
     def _neighbour_stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(quality, cost, labels behind each quality estimate — None with full information)."""
+        """(quality, cost, labels behind each quality estimate — None with full information). The neighbours do
+        not depend on λ, so the last input's are kept: a λ sweep over the same queries (evaluation, calibration)
+        finds them once — with missing cells that is one nearest-neighbour search per LLM."""
+        x = np.ascontiguousarray(x)
+        key = (self.k_, self.weighted, getattr(self, "neighbours", "per-llm"), getattr(self, "shrinkage", 0.0), x.shape,
+               x.dtype.str, hashlib.blake2b(x.view(np.uint8), digest_size=16).digest())
+        last = getattr(self, "_last_stats", None)
+        if last is not None and last[0] == key:
+            return last[1]
+        stats = self._compute_neighbour_stats(x)
+        self._last_stats = (key, stats)
+        return stats
+
+    def _compute_neighbour_stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         k = min(self.k_, len(self.keys_))
         q_out, c_out = [], []
         for start in range(0, len(x), self.chunk):
@@ -166,6 +181,7 @@ class KNNRouter(Router):
         return {"k": self.k_}
 
     def _load_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self._last_stats = None
         self.keys_, self.quality_, self.cost_ = tensors["keys"], tensors["quality"], tensors["cost"]
         self.known_ = tensors["known"].astype(bool) if "known" in tensors else None
         self.k_ = int(extra["k"])
