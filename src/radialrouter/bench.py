@@ -369,12 +369,13 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
         for router, method in meta.get("missing_cells", {}).items():
             how[method].append(router)
         out += [f"Missing quality cells: {missing['rows_with_missing']} queries lack some LLM's quality "
-                f"({missing['missing_cells']} cells; rows observed per LLM where not all: {gaps}), "
+                f"({missing['missing_cells']} cells; rows with a quality, for the LLMs that lack some: {gaps}), "
                 f"{missing['test_rows_with_missing']} of them in the test split (seed {meta['seeds'][0]}). They are "
                 "kept: each test query is routed among its observed LLMs (the oracle, random and single-LLM "
                 "figures too), so every decision has a label. Training: "
                 + "; ".join(f"{method} — {', '.join(routers)}" for method, routers in how.items())
-                + ". Model selection uses the validation rows where every LLM is observed.", ""]
+                + ". Model selection uses the validation rows where every LLM is observed (RadialRouter's early "
+                "stopping: every validation row, each among its observed LLMs).", ""]
     elif missing.get("mode") == "exclude":
         out += ["Rows with a missing quality cell were excluded (`--missing exclude`).", ""]
     out.append(to_markdown(rows, title="Results (Table 1 layout)", lams=meta["lams"]))

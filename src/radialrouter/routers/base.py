@@ -151,35 +151,32 @@ class Router(ABC):
         if len(train) == 0:
             raise RouterError("cannot fit on an empty dataset")
         fit_train, how = train, None
-        if train.has_missing and not self.partial_labels:
+        if train.has_missing:
+            unknown = int((~train.observed).sum())
             complete = train.complete_rows
-            if self.missing_cells == "masked" and not (train.observed.sum(1) >= 2).any():
-                raise RouterError(f"{type(self).__name__}: {int((~train.observed).sum())} quality cells are unknown "
-                                  "(NaN) and no training query has the quality of two LLMs (one label per query, as "
-                                  "in logged traffic); train it with radialrouter.partial.fit_partial (imputes "
-                                  "them), or use a router that learns from single labels: mlp, mf, knn, or radial "
-                                  "with objective='quality'")
-            if self.missing_cells != "masked" and not complete.any():
-                raise RouterError(f"{type(self).__name__} needs every LLM's quality on at least some training "
-                                  f"queries, and {int((~train.observed).sum())} cells are unknown (NaN) with no "
-                                  "complete row; train it with radialrouter.partial.fit_partial (imputes them), or "
-                                  "use a router that skips them: mlp, mf, knn, or radial with objective='quality'")
-            if self.missing_cells == "masked":
-                how = {"method": "masked", "rows": len(train), "complete_rows": int(complete.sum()),
-                       "missing_cells": int((~train.observed).sum())}
-            else:
+            how = {"method": "masked", "rows": len(train), "complete_rows": int(complete.sum()),
+                   "missing_cells": unknown}
+            masked = self.partial_labels or self.missing_cells == "masked"
+            if masked and not self.partial_labels and not (train.observed.sum(1) >= 2).any():
+                raise RouterError(f"{type(self).__name__}: {unknown} quality cells are unknown (NaN) and no training "
+                                  "query has the quality of two LLMs (one label per query, as in logged traffic); "
+                                  "train it with radialrouter.partial.fit_partial (imputes them), or use a router "
+                                  "that learns from single labels: mlp, mf, knn, or radial with objective='quality'")
+            if not masked:  # it trains on the complete rows only
+                if not complete.any():
+                    raise RouterError(f"{type(self).__name__} needs every LLM's quality on at least some training "
+                                      f"queries, and {unknown} cells are unknown (NaN) with no complete row; train it "
+                                      "with radialrouter.partial.fit_partial (imputes them), or use a router that "
+                                      "skips them: mlp, mf, knn, or radial with objective='quality'")
                 fit_train = train.subset(complete)
-                how = {"method": "complete rows", "rows": int(complete.sum()), "left_out_rows": len(train) -
-                       int(complete.sum()), "missing_cells": int((~train.observed).sum())}
+                how = {"method": "complete rows", "rows": int(complete.sum()),
+                       "left_out_rows": len(train) - int(complete.sum()), "missing_cells": unknown}
                 warnings.warn(
                     f"{type(self).__name__} ({self.name}) cannot train with missing quality cells: trained on its "
                     f"{how['rows']} complete training rows of {len(train)} ({how['left_out_rows']} rows with a "
                     "missing cell left out). Routers that train with the mask: mlp, mf, knn, cosine, hybrid, "
                     "radial, best-single, task-best",
                     MissingCellsWarning, stacklevel=2)
-        elif train.has_missing:
-            how = {"method": "masked", "rows": len(train), "complete_rows": int(train.complete_rows.sum()),
-                   "missing_cells": int((~train.observed).sum())}
         if val is not None and val.has_missing and not self.selects_among_observed:
             # Model selection compares routers' choices by their labels: only rows where every choice has one.
             val = val.subset(val.complete_rows)

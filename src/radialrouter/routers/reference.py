@@ -85,7 +85,7 @@ class BestSingleRouter(Router):
         pass
 
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
-        self.mean_quality_ = _observed_mean(train.quality)
+        self.mean_quality_ = np.nan_to_num(train.mean_quality, nan=0.0)  # an LLM observed nowhere: never preferred
 
     def _inputs(self, queries):
         return queries if isinstance(queries, RoutingDataset) else np.atleast_1d(np.asarray(queries, dtype=object))
@@ -113,10 +113,10 @@ class TaskBestRouter(Router):
 
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
         self.tasks_ = train.task_names
-        self.mean_quality_ = _observed_mean(train.quality)
+        self.mean_quality_ = np.nan_to_num(train.mean_quality, nan=0.0)
         # An LLM observed on no training row of a task falls back to its overall mean quality.
-        self.task_quality_ = np.stack([_observed_mean(train.quality[train.tasks == t], self.mean_quality_)
-                                       for t in self.tasks_])
+        per_task = np.stack([train.subset(train.tasks == t).mean_quality for t in self.tasks_])
+        self.task_quality_ = np.where(np.isnan(per_task), self.mean_quality_, per_task)
         self.task_cost_ = np.stack([train.cost[train.tasks == t].mean(0) for t in self.tasks_])
 
     def _scores(self, x: RoutingDataset, lam: float) -> np.ndarray:
@@ -137,11 +137,3 @@ class TaskBestRouter(Router):
         self.mean_quality_ = tensors["mean_quality"]
         self.tasks_ = list(extra["tasks"])
 
-
-def _observed_mean(quality: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
-    """Per-LLM mean over the rows where the quality is known; an LLM known on none gets ``fallback`` (default 0:
-    without evidence it is never preferred)."""
-    known = np.isfinite(quality)
-    counts = known.sum(axis=0)
-    mean = np.where(known, quality, 0.0).sum(axis=0) / np.maximum(counts, 1)
-    return np.where(counts > 0, mean, 0.0 if fallback is None else fallback)
