@@ -27,7 +27,14 @@ from radialrouter.serve import ConfigError, load_config, parse_config
 from radialrouter.serve.app import _Call, create_app
 from radialrouter.serve.batching import MicroBatcher
 from radialrouter.serve.ledger import Ledger
-from radialrouter.serve.routing import count_tokens, parse_model, routing_text, token_bound
+from radialrouter.serve.routing import (
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_REPLY,
+    count_tokens,
+    parse_model,
+    routing_text,
+    token_bound,
+)
 from radialrouter.serve.testing import ServerThread, fake_backends
 from radialrouter.serve.upstream import ShardedTransport
 from radialrouter.tokens import load_tokenizer
@@ -208,8 +215,14 @@ def test_no_capable_llm_is_a_clear_400(http):
     image = [{"type": "image_url", "image_url": {"url": "data:,"}}]
     r = http.post("/v1/chat/completions", json={"model": "radial", "messages": [{"role": "user", "content": image}],
                                                 "max_tokens": 200_000})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "no_capable_model"
-    assert "context window" in r.json()["error"]["message"]
+    error = r.json()["error"]  # strong alone has vision, and its window cannot hold 200,000 output tokens
+    assert r.status_code == 400 and error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert "largest context window that could serve it: 100000 (strong)" in error["message"]
+    r = http.post("/v1/chat/completions", json={"model": "radial", "messages": [{"role": "user", "content": "hi"}],
+                                                "tools": [{"type": "function", "function": {"name": "f"}}],
+                                                "response_format": {"type": "json_object"}, "max_tokens": 10,
+                                                **{"n": 1}})
+    assert r.status_code == 200  # tools + json: mid and strong qualify
 
 
 def test_streaming_reports_router_in_first_and_last_chunk(http, backends):
@@ -363,9 +376,13 @@ def test_openai_client(server):
 def test_metrics_and_decision_log(server, http, config_path):
     app, _ = server
     http.post("/v1/chat/completions", json=_chat("radial", "a secret prompt"))
+    poor = {"authorization": "Bearer sk-poor-client"}
+    assert http.post("/v1/chat/completions", json=_chat("radial"), headers=poor).status_code == 429
     metrics = http.get("/metrics").text
     assert 'radialrouter_cost_usd_total{client="alice",llm="strong"}' in metrics
-    assert "radialrouter_decision_seconds_count" in metrics
+    # a client key reads only its own series: nothing of another key, nor the gateway-wide ones
+    assert 'client="poor"' not in metrics and "radialrouter_decision_seconds_count" not in metrics
+    assert 'radialrouter_refused_total{client="poor",outcome="refused"}' in http.get("/metrics", headers=poor).text
     ledger: Ledger = app.state.serve.ledger
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not any(r["client"] == "alice" for r in ledger.rows()):
@@ -470,7 +487,9 @@ def test_routing_starts_before_the_count_only_when_the_count_cannot_matter(serve
 def test_an_early_decision_reports_the_counted_prompt_tokens(http):
     r = http.post("/v1/route", json=_chat("radial", "hi there"))
     assert r.status_code == 200
-    assert r.json()["prompt_tokens_estimate"] == count_tokens(load_tokenizer(), "hi there", 10**6) == 2
+    assert count_tokens(load_tokenizer(), "hi there", 10**6) == 2
+    # the counted bound (ceil(1.15 × 2), one message, the reply's priming), not the quick one it was decided on
+    assert r.json()["prompt_tokens_estimate"] == 3 + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY
     r = http.post("/v1/chat/completions", json=_chat("radial:cost-first", "hi there"))
     assert r.status_code == 200 and r.json()["model"] == "cheap"
 

@@ -27,6 +27,7 @@ from functools import cached_property
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -53,14 +54,17 @@ from radialrouter.serve.routing import (
     RouteResult,
     Target,
     check_pool,
+    context_refusal,
     context_text,
     load_router,
+    output_token_bound,
     parse_model,
+    requested_choices,
     requested_output_tokens,
     required_capabilities,
     router_dir,
     routing_text,
-    token_bound,
+    utf8_size,
 )
 from radialrouter.serve.upstream import LOCAL, Attempt, Upstream, classify, is_retryable, retry_after
 from radialrouter.serve.validation import check_chat_body, check_json_tree
@@ -77,6 +81,10 @@ INLINE_BYTES = 64 * 1024  # bodies up to this size are parsed and counted on the
 GIL_SWITCH_INTERVAL_S = 0.0005
 # Outcomes after which the backend bills what it processed even though it reported no usage to us.
 _BILLED = frozenset({"ok", "client_disconnected", "shutdown", "stream_error", "stream_truncated", "cancelled"})
+# Requests refused before any backend call: counted in metrics, and only sampled into the decision log (a key
+# hammering the server with refused requests must not write a row for each).
+_REFUSED = frozenset({"refused", "no_candidate"})
+REFUSAL_SAMPLE_S = 60.0  # at most one logged refusal per key and outcome this often
 
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
@@ -140,8 +148,10 @@ class _Call:
         self.attempts: list[Attempt] = []
         self.llm: str | None = target.llm
         self.usage: tuple[int, int] | None = None  # backend-reported
-        self.prompt_tokens = 0  # the server's own count (context window checks, reservations, interrupted streams)
-        self.output_tokens = 0  # counted in what was relayed (charged when the backend reported no usage)
+        self.choices = requested_choices(body)  # `n`: every choice is generated and billed
+        self.prompt_tokens = 0  # upper bound on what a provider bills for the prompt (windows, reservations)
+        self.output_tokens = self.output_bytes = self.output_chars = 0  # what was relayed (when no usage comes)
+        self.events: AsyncIterator[list[str]] | None = None  # a stream's backend events, read on after a hang-up
         self.reservation: Reservation | None = None
         self.commit: Any = None  # the ledger row's commit (a future), once finished
         self.read_scope: anyio.CancelScope | None = None  # the pending upstream read of a stream
@@ -159,6 +169,11 @@ class _Call:
             self.response_chars += len(text)
 
     @cached_property
+    def context(self) -> str:
+        """Every text that occupies the backend's context window (what the prompt's token bound is taken over)."""
+        return context_text(self.body)
+
+    @cached_property
     def prompt(self) -> str:
         """What the router reads (also what the decision log stores when ``log_prompts`` is on)."""
         r = self.state.config.router
@@ -169,17 +184,31 @@ class _Call:
                           max_output=requested_output_tokens(self.body), needs=required_capabilities(self.body),
                           lam=self.target.lam)
 
+    def add_output(self, text: str) -> None:
+        """Count relayed output (charged only when the backend reports no usage for a complete answer)."""
+        if text:
+            self.output_tokens += self.state.decider.count(text)
+            self.output_bytes += utf8_size(text)
+            self.output_chars += len(text)
+
     def charge(self, status: str) -> tuple[int | None, int | None, float | None, str | None]:
-        """Tokens and cost: the backend's usage when it reported one; else, when the backend has billed (a
-        response, or a stream cut short), the server's own count of the prompt and of the output relayed."""
+        """Tokens and cost: what the backend reported it billed (``usage``). Without usage, once a backend was
+        called: for a complete answer, the prompt's bound and the output relayed (``counted``); for one cut short
+        (hang-up, shutdown, failure), its reservation on this LLM (``reserved``): what it did not report may have
+        run to every choice's output limit, and what the client happened to receive says nothing about that."""
         if self.llm is None or self.usage is None and not (self.called and status in _BILLED):
             return None, None, None, None
         llm = self.state.config.llm(self.llm)
         if self.usage is not None:
             p, c = self.usage
             return p, c, cost_usd(llm, p, c), "usage"
-        p, c = self.prompt_tokens, self.output_tokens
-        return p, c, cost_usd(llm, p, c), "counted"
+        p = self.prompt_tokens
+        if status == "ok":
+            c = output_token_bound(self.output_tokens, self.output_bytes, self.output_chars,
+                                   self.state.config.router.token_margin)
+            return p, c, cost_usd(llm, p, c), "counted"
+        c = self.choices * self.state.budgets.output_tokens(llm, requested_output_tokens(self.body))
+        return p, c, cost_usd(llm, p, c), "reserved"
 
     def info(self, final: bool = False, status: str = "ok") -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "model": self.body.get("model"), "llm": self.llm,
@@ -239,7 +268,9 @@ class _Call:
         latency = 1000 * (time.perf_counter() - self.started)
         log.info("request %s client=%s model=%s llm=%s attempts=%d status=%s latency_ms=%.1f", self.request_id,
                  self.client, self.body.get("model"), self.llm, len(self.attempts) + (status == "ok"), status, latency)
-        if s.ledger is not None:
+        if status in _REFUSED:
+            m.refused.labels(self.client, status).inc()
+        if s.ledger is not None and (status not in _REFUSED or s.sample_refusal(self.client, status)):
             r = self.result
             settlement = Settlement(self.client, cost, c, self.reservation.id if self.reservation else None)
             pol = None if r is None else r.policy
@@ -310,6 +341,15 @@ class ServeState:
         self.in_flight = 0
         self.streams: set[_Call] = set()  # open streams, ended with an error event if shutdown outlasts them
         self._heavy = anyio.CapacityLimiter(2)  # threads for large bodies: parsing, counting
+        self._refusals_logged: dict[tuple[str, str], float] = {}  # (client, outcome) → when last logged
+
+    def sample_refusal(self, client: str, outcome: str) -> bool:
+        """Whether to write this refusal to the decision log: the first of each key and outcome per minute."""
+        now, key = time.monotonic(), (client, outcome)
+        if now - self._refusals_logged.get(key, -REFUSAL_SAMPLE_S) < REFUSAL_SAMPLE_S:
+            return False
+        self._refusals_logged[key] = now
+        return True
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -372,6 +412,13 @@ class ServeState:
         raise RequestError("Incorrect or missing API key: send 'Authorization: Bearer <key>'", status=401,
                            code="invalid_api_key")
 
+    def is_operator(self, request: Request) -> bool:
+        """Whether the request carries ``server.admin_key`` as its bearer token."""
+        admin = self.config.server.admin_key
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return (admin is not None and scheme.lower() == "bearer"
+                and hmac.compare_digest(token.strip().encode(), admin.get().encode()))
+
     def busy(self, what: str) -> RequestError:
         self.metrics.rejected.labels("busy").inc()
         return RequestError(f"The server is at capacity ({what}); retry shortly", status=503, code="server_busy",
@@ -408,15 +455,20 @@ class ServeState:
         return await anyio.to_thread.run_sync(_parse_body, raw, limiter=self._heavy), len(raw)
 
     async def prepare(self, call: _Call, size: int) -> None:
-        """Count the prompt's tokens and cut the routing text: inline for small bodies, in a thread for large."""
+        """Bound the prompt's tokens and cut the routing text: inline for small bodies, in a thread for large. A
+        request for one LLM whose context window the bound overflows is refused here, before any backend call."""
         def work() -> None:
-            call.prompt_tokens = self.decider.prompt_tokens(call.body)
+            call.prompt_tokens = self.decider.prompt_tokens(call.body, call.context)
             _ = call.prompt
 
         if size <= INLINE_BYTES:
             work()
         else:
             await anyio.to_thread.run_sync(work, limiter=self._heavy)
+        if call.target.llm is not None:
+            llm, max_output = self.config.llm(call.target.llm), requested_output_tokens(call.body)
+            if call.prompt_tokens + max_output > llm.context_window:
+                raise context_refusal(call.prompt_tokens, max_output, llm)
 
     async def decide(self, call: _Call, early: asyncio.Task | None = None) -> RouteResult:
         """The routing decision: ``early``'s (see `start_decision`) once the count confirmed it, else a new one."""
@@ -444,7 +496,7 @@ class ServeState:
         if call.target.llm is not None or size > INLINE_BYTES or call.client in self.limiter.limits:
             return None
         query = call.query()
-        query.prompt_tokens = token_bound(context_text(call.body))
+        query.prompt_tokens = self.decider.quick_prompt_bound(call.body, call.context)
         return query if self.decider.fits_every_window(query.prompt_tokens, query.max_output) else None
 
     async def _decide(self, query: RouteQuery) -> RouteResult:
@@ -454,17 +506,20 @@ class ServeState:
             except QueueFull as exc:
                 raise self.busy(f"routing queue full: {exc}") from None
 
-    async def admit(self, call: _Call) -> None:
-        """Per-key rate limits (requests and tokens per minute): 429 with Retry-After beyond them."""
+    async def admit(self, client: str, prompt_tokens: int = 0) -> None:
+        """Per-key rate limits (requests and tokens per minute): 429 with Retry-After beyond them. Every endpoint
+        that does work for a key (chat, route, feedback) is admitted here."""
         try:
-            await self.limiter.admit(call.client, call.prompt_tokens)
+            await self.limiter.admit(client, prompt_tokens)
         except RequestError as exc:
             self.metrics.rejected.labels("rate_limited" if exc.status == 429 else exc.code).inc()
             raise
 
     async def reserve(self, call: _Call, plan: list[str]) -> None:
-        amount = self.budgets.worst_case([self.config.llm(n) for n in plan], call.prompt_tokens,
-                                         requested_output_tokens(call.body))
+        """Reserve the worst case over every LLM the request may be sent to (`Budgets.worst_case`)."""
+        max_output = requested_output_tokens(call.body)
+        amount = max(self.budgets.worst_case(self.config.llm(n), call.prompt_tokens, max_output, call.choices)
+                     for n in plan)
         try:
             call.reservation = await self.budgets.areserve(call.client, amount)
         except RequestError as exc:
@@ -539,7 +594,7 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
         state.upstream.succeeded(name)
         call.usage = _usage(data.get("usage"))
         if call.usage is None:
-            call.output_tokens = state.decider.count(_output_text(data, "message"))
+            call.add_output(_output_text(data, "message"))
         data["model"] = name
         data["id"] = call.request_id  # what a client sends back to /v1/feedback (`response.id`)
         call.keep_text(_output_text(data, "message"))
@@ -607,6 +662,7 @@ async def _proxy_stream(state: ServeState, call: _Call, plan: list[str]) -> Resp
             call.failed(name, "bad_response")
             continue
         state.upstream.succeeded(name)
+        call.events = events
         return _RelayResponse(state, call, resp, _relay(state, call, name, resp, first, events, strip_usage=inject))
     return _all_failed(state, call)
 
@@ -627,10 +683,45 @@ class _RelayResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()
+                if not self.call.finished and not self.call.cut and self.call.events is not None:
+                    await _read_on_for_usage(self.state, self.call, self.call.events)
                 await self.upstream.aclose()
                 self.call.finish("shutdown" if self.call.cut else "client_disconnected")
                 self.state.streams.discard(self.call)
                 self.state.leave()
+
+
+def _take(call: _Call, obj: dict) -> str:
+    """Book one backend chunk: its usage (what the provider billed) and its output; returns the output text."""
+    if obj.get("usage"):
+        call.usage = _usage(obj["usage"]) or call.usage
+    text = _output_text(obj, "delta")
+    call.add_output(text)
+    return text
+
+
+async def _read_on_for_usage(state: ServeState, call: _Call, events: AsyncIterator[list[str]]) -> None:
+    """The client hung up mid-stream: keep reading the backend's stream (discarding it) until its usage arrives —
+    the provider bills what it generates either way — for at most ``server.usage_wait_s``; shutdown ends it too.
+    Without usage by then the request is charged its reservation (`_Call.charge`)."""
+    with anyio.move_on_after(state.config.server.usage_wait_s) as scope:
+        call.read_scope = scope  # cancelled by shutdown
+        try:
+            async for lines in events:
+                for line in lines:
+                    payload = line[5:].strip() if line.startswith("data:") else ""
+                    if payload.startswith("{"):
+                        try:
+                            obj = json.loads(payload)
+                        except ValueError:
+                            continue
+                        if isinstance(obj, dict):
+                            _take(call, obj)
+                if call.usage is not None:
+                    break
+        except httpx.HTTPError:
+            pass
+    call.read_scope = None
 
 
 def _error_event(call: _Call, status: str, message: str, code: str, kind: str) -> bytes:
@@ -654,7 +745,11 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
             if pending is None:
                 if call.cut:
                     break
-                with anyio.CancelScope() as call.read_scope:  # cancelled by shutdown
+                # Shielded: a client hanging up must not interrupt a read half-way (that would close the backend's
+                # stream, whose usage is still to come: see `_read_on_for_usage`), so the hang-up is taken here,
+                # between reads; shutdown cancels the read directly.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                with anyio.CancelScope(shield=True) as call.read_scope:
                     pending = await anext(events, None)
                 call.read_scope = None
                 if pending is None:
@@ -677,10 +772,7 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
                     status = "stream_error" if isinstance(obj, dict) else status
                     out.append(line)
                     continue
-                if obj.get("usage"):
-                    call.usage = _usage(obj["usage"]) or call.usage
-                delta_text = _output_text(obj, "delta")
-                call.output_tokens += state.decider.count(delta_text)
+                delta_text = _take(call, obj)
                 call.keep_text(delta_text)
                 complete = complete or _finished(obj)
                 if strip_usage:
@@ -696,6 +788,7 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
                 out.append(f"data: {json.dumps(obj, **_JSON)}")
             if out:
                 yield ("\n".join(out) + "\n\n").encode()
+        call.events = None  # the backend's stream has ended (or shutdown ended it): nothing left to read on
         if call.cut:
             status = "shutdown"
             yield _error_event(call, status, "The server is shutting down; this response was cut short",
@@ -714,7 +807,7 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
             yield _error_event(call, status, f"The backend {name!r} ended the stream before the response was "
                                "complete (no finish_reason, no [DONE])", "stream_interrupted", "upstream_error")
     except httpx.HTTPError as exc:  # bytes were sent: no fallback now, tell the client in-band
-        status = "stream_error"
+        status, call.events = "stream_error", None
         state.metrics.upstream_errors.labels(name, classify(exc)).inc()
         state.upstream.failed(name)
         yield _error_event(call, status, f"The backend {name!r} failed mid-stream ({classify(exc)}); no fallback "
@@ -723,9 +816,11 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
         status = "shutdown" if call.cut else "client_disconnected"
         raise
     finally:
-        with anyio.CancelScope(shield=True):
-            await resp.aclose()
-        call.finish(status)
+        if call.events is None or call.cut or status != "client_disconnected":  # else the backend is read on
+            call.events = None
+            with anyio.CancelScope(shield=True):
+                await resp.aclose()
+            call.finish(status)
 
 
 def create_app(config: ServeConfig, router: Router | None = None,
@@ -768,7 +863,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
             call = _Call(state, client, body, target)
             early = state.start_decision(call, size)
             await state.prepare(call, size)
-            await state.admit(call)
+            await state.admit(client, call.prompt_tokens)
             if target.llm is not None:
                 plan = [target.llm]
             else:
@@ -785,6 +880,8 @@ def create_app(config: ServeConfig, router: Router | None = None,
                 early.cancel()  # a no-op once it is done
             if call is not None:  # books closed on every path (a no-op when the call already finished)
                 call.finish("refused" if isinstance(exc, RequestError) else "cancelled")
+            elif isinstance(exc, RequestError):  # refused before it became a call (body, budget): counted only
+                state.metrics.refused.labels(client, "refused").inc()
             state.leave()
             raise
         if not isinstance(response, _RelayResponse):  # a stream leaves when it ends
@@ -795,6 +892,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
     async def route(request: Request) -> JSONResponse:
         """The decision only: chosen LLM, ranking, scores, λ, expected cost and why LLMs were excluded."""
         client = state.authenticate(request)
+        await state.admit(client)
         state.enter()
         early: asyncio.Task | None = None
         try:
@@ -836,9 +934,13 @@ def create_app(config: ServeConfig, router: Router | None = None,
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        if not config.server.public_metrics:
-            state.authenticate(request)
-        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+        """Every series for the operator (``server.admin_key``, or ``public_metrics``); a client key sees only the
+        series labelled with its own id."""
+        client = None
+        if not config.server.public_metrics and not state.is_operator(request):
+            client = state.authenticate(request)
+            client = client if state.keys else None  # no keys: a loopback-only server with no tenants to separate
+        return Response(state.metrics.render(client), media_type=state.metrics.content_type)
 
     app.include_router(health_router(state))
     app.include_router(dashboard_router)  # /dashboard: pages and JSON behind server.admin_key (read-only)

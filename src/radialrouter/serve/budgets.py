@@ -1,21 +1,21 @@
 """Per-key spend limits that hold under concurrency: reserve a request's worst case before calling upstream,
 settle to what it really cost afterwards.
 
-A key is admitted while ``spent + reserved < budget``; its request then reserves its worst case (prompt tokens ×
-input price + output tokens it may generate × output price, for the priciest LLM it may be sent to). However many
+A key is admitted while ``spent + reserved < budget``; its request then reserves its worst case — the prompt's
+upper-bound count (`routing.text_token_bound`: a count the client cannot make small) × input price + every choice
+(``n``) × the output tokens it may generate × output price, for the priciest LLM it may be sent to. However many
 requests race, everything admitted was reserved against a budget that still had room, so
 
     spent ≤ budget + one request's reservation
 
 as long as each request costs at most its reservation — true when ``max_tokens`` bounds the output (requests
-without it reserve ``server.reserve_output_tokens``; a request that costs more is logged and counted in
-``radialrouter_reservation_exceeded_total``). All methods run on the event loop without awaiting, so a check and
-its reservation are atomic.
+without it reserve the LLM's ``max_output_tokens`` or ``server.reserve_output_tokens``; a request that costs more is
+logged and counted in ``radialrouter_reservation_exceeded_total``). All methods run on the event loop without
+awaiting, so a check and its reservation are atomic.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from radialrouter.serve.config import LLMConfig, ServeConfig
@@ -42,7 +42,6 @@ class Budgets:
         self.limits = {k.id: k.budget_usd for k in config.auth.keys if k.budget_usd is not None}
         self.spent: dict[str, float] = dict(spent or {})
         self.reserved: dict[str, float] = {}
-        self.margin = config.router.token_margin
         self.default_output = config.server.reserve_output_tokens
 
     def check(self, client: str) -> None:
@@ -52,12 +51,18 @@ class Budgets:
             raise RequestError(f"Budget of {limit} USD for client {client!r} is spent (or reserved by requests in "
                                "flight)", status=429, code="budget_exceeded")
 
-    def worst_case(self, llms: list[LLMConfig], prompt_tokens: int, max_output: int) -> float:
-        """The most a request can cost on any of ``llms``: counted prompt tokens with the counting margin, and
-        ``max_output`` (or the configured default when the request sets none) output tokens."""
-        prompt = math.ceil(prompt_tokens * self.margin)
-        output = max_output or self.default_output
-        return max(cost_usd(llm, prompt, output) for llm in llms)
+    def output_tokens(self, llm: LLMConfig, max_output: int) -> int:
+        """Output tokens one choice may have on ``llm``: ``max_output`` (the request's), capped by the LLM's own
+        maximum; without one, the LLM's maximum or the configured default."""
+        cap = llm.max_output_tokens
+        if max_output:
+            return min(max_output, cap) if cap else max_output
+        return cap or self.default_output
+
+    def worst_case(self, llm: LLMConfig, prompt_tokens: int, max_output: int, choices: int = 1) -> float:
+        """The most a request can cost on ``llm``: ``prompt_tokens`` (already an upper bound) once, and every
+        choice's output."""
+        return cost_usd(llm, prompt_tokens, choices * self.output_tokens(llm, max_output))
 
     def reserve(self, client: str, amount: float) -> Reservation:
         self.check(client)

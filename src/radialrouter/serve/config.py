@@ -97,6 +97,9 @@ class LLMConfig(_Strict):
     max_connections: int | None = Field(None, ge=1, description="Connections to this backend at once; default: "
                                                                "server.max_connections.")
     stream_usage: bool = Field(True, description="Ask the backend for a usage chunk when streaming (for costs).")
+    max_output_tokens: int | None = Field(None, ge=1, description="Most output tokens one choice can have; budget "
+                                                                   "reservations assume it for requests without "
+                                                                   "max_tokens (default: reserve_output_tokens).")
 
     _check_key = field_validator("api_key", mode="before")(_resolve_secret)
 
@@ -145,7 +148,11 @@ class RouterConfig(_Strict):
     history_chars: int = Field(2000, ge=0, description="Characters kept from the end of each earlier turn.")
     tokenizer: Path | None = Field(None, description="tokenizer.json used to count prompt tokens; default: the "
                                                      "bundled encoder's (an approximation of each backend's).")
-    token_margin: float = Field(1.15, ge=1.0, le=3.0, description="Counted tokens × margin must fit the window.")
+    token_margin: float = Field(1.15, ge=1.0, le=3.0, description="Head-room on the offline count of ASCII text "
+                                                                  "(see tokens_per_image and docs/serving.md for "
+                                                                  "the rest of the prompt bound).")
+    tokens_per_image: int = Field(2500, ge=0, description="Prompt tokens an image part counts as (budgets and "
+                                                          "context windows): your providers' largest image charge.")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="Where the query encoder runs.")
     inference: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="What a RadialRouter's network runs on: ONNX Runtime (auto: when installed; several "
@@ -177,7 +184,11 @@ class ServerConfig(_Strict):
     shutdown_grace_s: float = Field(5.0, gt=0, description="On SIGTERM, streams still open this long are ended "
                                                            "with an in-band error event.")
     reserve_output_tokens: int = Field(4096, ge=1, description="Output tokens a budget reservation assumes for a "
-                                                               "request that sets no max_tokens.")
+                                                               "request that sets no max_tokens (per choice; "
+                                                               "llms[].max_output_tokens overrides it).")
+    usage_wait_s: float = Field(60.0, ge=0, le=600, description="After a streaming client hangs up, keep reading "
+                                                                "the backend's stream this long for its usage (what "
+                                                                "it bills); without usage the reservation is charged.")
     drain_s: float = Field(0.0, ge=0, le=300, description="On SIGTERM, /readyz answers 503 for this long while "
                                                            "requests are still served, so load balancers stop "
                                                            "sending before the server stops accepting.")

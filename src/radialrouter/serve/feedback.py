@@ -65,6 +65,7 @@ def feedback_router(state: ServeState) -> APIRouter:
     @api.post("/v1/feedback")
     async def feedback(request: Request) -> dict[str, Any]:
         client = state.authenticate(request)
+        await state.admit(client)
         ledger = state.ledger
         if ledger is None:
             raise RequestError("Feedback needs the decision log (ledger.path or ledger.url), which is off here",

@@ -29,6 +29,21 @@ class _Labelled:
             yield out
 
 
+class _OneClient:
+    """A collector that keeps only the samples labelled ``client="<id>"``: what one client key may see."""
+
+    def __init__(self, registry: CollectorRegistry, client: str) -> None:
+        self.registry, self.client = registry, client
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [s for s in family.samples if s.labels.get("client") == self.client]
+            if samples:
+                out = Metric(family.name, family.documentation, family.type, family.unit)
+                out.samples = samples
+                yield out
+
+
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
@@ -69,6 +84,15 @@ class Metrics:
                                      buckets=_LATENCY_BUCKETS, registry=r)
         self.ledger_dropped = Counter("radialrouter_ledger_dropped", "Decision-log rows dropped (queue full).",
                                       registry=r)
+        self.refused = Counter("radialrouter_refused", "Requests refused before any backend call, per key and "
+                               "outcome (only a sample of them is written to the decision log).",
+                               ["client", "outcome"], registry=r)
 
-    def render(self) -> bytes:
-        return generate_latest(self._exposed)
+    def render(self, client: str | None = None) -> bytes:
+        """The exposition: every series, or (``client``) only that client's own series — a client key must not
+        read other tenants' spend or traffic."""
+        if client is None:
+            return generate_latest(self._exposed)
+        own = CollectorRegistry(auto_describe=False)
+        own.register(_OneClient(self._exposed, client))
+        return generate_latest(own)

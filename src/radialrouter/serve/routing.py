@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,16 @@ MAX_OUTPUT_TOKENS = 2**31 - 1
 # this many characters on average, so cutting here changes nothing the encoder sees and bounds its work.
 ROUTING_CHARS = 16_384
 _COUNT_CHUNK, _COUNT_GROUP = 16_384, 8  # characters per chunk, chunks per call when counting a long prompt
+MAX_CHOICES = 128  # OpenAI's limit on `n`
+# Chat formatting a provider bills on top of the texts: a few tokens per message (role, separators) and a few that
+# prime the reply (OpenAI's published counting recipe: 3 per message, +1 with a name, +3 per reply).
+TOKENS_PER_MESSAGE, TOKENS_PER_REPLY = 4, 3
+#: The fewest UTF-8 bytes a provider's token covers on ordinary text (byte-level BPEs average ~4 on English).
+BYTES_PER_TOKEN = 4
+# Runs of more than 100 non-space characters: the WordPiece counter turns each into a single [UNK], while a byte-level
+# BPE spends a token per 2–3 characters of random text (base64, hex); they are bounded at 2 bytes per token.
+_UNSPLIT = re.compile(r"\S{101,}")
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 
 
 class RequestError(ValueError):
@@ -117,7 +128,7 @@ def required_capabilities(body: dict) -> frozenset[str]:
             m.get("role") in {"tool", "function"} or m.get("tool_calls") for m in body["messages"]):
         needs.add("tools")
     if any(isinstance(m.get("content"), list) and any(
-            isinstance(p, dict) and p.get("type") in {"image_url", "input_image", "image"} for p in m["content"])
+            isinstance(p, dict) and p.get("type") in _IMAGE_PARTS for p in m["content"])
            for m in body["messages"]):
         needs.add("vision")
     fmt = body.get("response_format")
@@ -135,6 +146,16 @@ def requested_output_tokens(body: dict) -> int:
                                    code="invalid_type")
             return value
     return 0
+
+
+def requested_choices(body: dict) -> int:
+    """``n``: how many choices the backend generates — and bills — for this request."""
+    value = body.get("n")
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHOICES:
+        raise RequestError(f"`n` must be an integer between 1 and {MAX_CHOICES}", param="n", code="invalid_type")
+    return value
 
 
 def count_tokens(tokenizer, text: str, cap: int) -> int:
@@ -156,11 +177,48 @@ def count_tokens(tokenizer, text: str, cap: int) -> int:
     return total
 
 
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def token_bound(text: str) -> int:
-    """An upper bound on `count_tokens` that costs no tokenizer pass: every token of a WordPiece, BPE or
-    byte-level vocabulary covers at least one UTF-8 byte, plus one token of slack per counting chunk."""
-    size = len(text.encode("utf-8", "surrogatepass"))
+    """An upper bound on `count_tokens` and on `text_token_bound` that costs no tokenizer pass: every token of a
+    WordPiece, BPE or byte-level vocabulary covers at least one UTF-8 byte, plus one token of slack per chunk."""
+    size = utf8_size(text)
     return size + size // _COUNT_CHUNK + 1
+
+
+def text_token_bound(text: str, counted: int, margin: float) -> int:
+    """What a provider can bill for ``text`` at most, given the offline counter's ``counted`` tokens: a count a
+    client cannot make small by choosing what the counter handles badly.
+
+    - ASCII is bounded by the larger of ``margin`` × the count and one token per 4 bytes (per 2 bytes inside runs
+      of more than 100 non-space characters, which the counter turns into a single ``[UNK]``);
+    - every other character may cost as many tokens as its UTF-8 bytes (what byte-fallback tokenizers give
+      emoji, private-use and rare-script characters), so each adds its bytes beyond the first;
+    - nothing is bounded above the byte count: no byte-level or byte-fallback token covers less than a byte.
+
+    Ordinary English is bounded by ``margin`` × the count; text outside ASCII is reserved by bytes (docs/serving.md,
+    "Guarantees", has the measured ratios)."""
+    if not text:
+        return 0
+    unsplit = sum(m.end() - m.start() for m in _UNSPLIT.finditer(text)) if len(text) > 100 else 0
+    return output_token_bound(counted, utf8_size(text), len(text), margin, unsplit)
+
+
+def output_token_bound(counted: int, size: int, chars: int, margin: float, unsplit: int = 0) -> int:
+    """`text_token_bound` from a text's counts: ``counted`` tokens, ``size`` UTF-8 bytes, ``chars`` characters,
+    ``unsplit`` bytes in runs the counter cannot split (what relayed output is charged as without usage)."""
+    floor = -(-(size + unsplit) // BYTES_PER_TOKEN)
+    return min(size, max(math.ceil(counted * margin), floor) + size - chars)
+
+
+def chat_overhead(body: dict, tokens_per_image: int) -> int:
+    """Tokens a provider bills beyond the texts: chat formatting per message, the reply's priming, and each image
+    part at ``tokens_per_image``."""
+    images = sum(1 for m in body["messages"] if isinstance(m.get("content"), list)
+                 for p in m["content"] if isinstance(p, dict) and p.get("type") in _IMAGE_PARTS)
+    return TOKENS_PER_MESSAGE * len(body["messages"]) + TOKENS_PER_REPLY + images * tokens_per_image
 
 
 @dataclass
@@ -236,6 +294,14 @@ def check_pool(config: ServeConfig, known: list[str]) -> list[str]:
             "routed to" for name in unknown]
 
 
+def context_refusal(prompt_tokens: int, max_output: int, llm: LLMConfig) -> RequestError:
+    """The 400 for a request that overflows every context window it could use (``llm``: the largest)."""
+    output = f" + {max_output} output tokens (max_tokens)" if max_output else ""
+    return RequestError(f"The prompt counts as up to {prompt_tokens} tokens{output}, more than the largest context "
+                        f"window that could serve it: {llm.context_window} ({llm.name})", param="messages",
+                        code="context_length_exceeded")
+
+
 # ---------------------------------------------------------------------------------------------- deciding
 class Decider:
     """Filters the pool per request, then ranks the survivors with the router — one encoder call per batch."""
@@ -252,19 +318,23 @@ class Decider:
 
     def fits_every_window(self, prompt_tokens: int, max_output: int) -> bool:
         """Whether no routable LLM's context window can exclude a request of this size (capabilities aside)."""
-        need = self._need(prompt_tokens, max_output)
-        return all(need <= llm.context_window for llm in self.routable)
-
-    def _need(self, prompt_tokens: int, max_output: int) -> int:
-        return int(np.ceil(prompt_tokens * self.config.router.token_margin)) + max_output
+        return all(prompt_tokens + max_output <= llm.context_window for llm in self.routable)
 
     def warm_up(self) -> None:
         """Load encoder weights now, so the first request does not pay for it."""
         self.decide([RouteQuery("warm-up", 1, 0, frozenset(), 0.0)])
 
-    def prompt_tokens(self, body: dict) -> int:
-        """Tokens of everything that occupies the context window (capped just past the largest window)."""
-        return count_tokens(self.tokenizer, context_text(body), self._token_cap)
+    def prompt_tokens(self, body: dict, text: str) -> int:
+        """The most tokens a provider can bill for the prompt (``text``: `context_text` of ``body``) — the count
+        budgets reserve and context windows must hold (`text_token_bound`; counting stops just past the largest
+        window, where every LLM is excluded anyway)."""
+        r = self.config.router
+        counted = count_tokens(self.tokenizer, text, self._token_cap)
+        return text_token_bound(text, counted, r.token_margin) + chat_overhead(body, r.tokens_per_image)
+
+    def quick_prompt_bound(self, body: dict, text: str) -> int:
+        """A bound on `prompt_tokens` that needs no tokenizer pass (for deciding before the count)."""
+        return token_bound(text) + chat_overhead(body, self.config.router.tokens_per_image)
 
     def count(self, text: str) -> int:
         """Tokens of a short text (a streamed chunk): what the server charges for output it relayed."""
@@ -273,16 +343,25 @@ class Decider:
     def _mask(self, q: RouteQuery) -> tuple[np.ndarray, dict[str, str]]:
         mask = np.zeros(len(self.router.llms_), dtype=bool)
         excluded = {}
-        need = self._need(q.prompt_tokens, q.max_output)
+        need = q.prompt_tokens + q.max_output
         for llm in self.routable:
             missing = sorted(q.needs - set(llm.capabilities))
             if missing:
                 excluded[llm.name] = f"lacks capability {', '.join(missing)}"
             elif need > llm.context_window:
-                excluded[llm.name] = f"needs ~{need} tokens, context window is {llm.context_window}"
+                excluded[llm.name] = f"needs up to {need} tokens, context window is {llm.context_window}"
             else:
                 mask[self._column[llm.router_name]] = True
         return mask, excluded
+
+    def _refusal(self, q: RouteQuery, excluded: dict[str, str]) -> RequestError:
+        """Why no LLM can serve ``q``: a context-window refusal names the count and the largest window."""
+        capable = [llm for llm in self.routable if not q.needs - set(llm.capabilities)]
+        if capable:
+            return context_refusal(q.prompt_tokens, q.max_output, max(capable, key=lambda llm: llm.context_window))
+        reasons = "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "no routable LLM"
+        return RequestError(f"No configured LLM can serve this request ({reasons})", param="messages",
+                            code="no_capable_model")
 
     def decide(self, queries: list[RouteQuery]) -> list[RouteResult | RequestError]:
         """Decide a batch; a request no LLM can serve gets a `RequestError` instead of failing the batch. Token
@@ -295,9 +374,7 @@ class Decider:
                                    router_version=self.version))
         ok = [i for i, m in enumerate(masks) if m.any()]
         for i in set(range(len(queries))) - set(ok):
-            reasons = "; ".join(f"{k}: {v}" for k, v in out[i].excluded.items()) or "no routable LLM"
-            out[i] = RequestError(f"No configured LLM can serve this request ({reasons})", param="messages",
-                                  code="no_capable_model")
+            out[i] = self._refusal(queries[i], out[i].excluded)
         if not ok:
             return out
         texts = [queries[i].text for i in ok]

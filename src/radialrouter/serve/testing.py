@@ -55,19 +55,28 @@ class FakeBackend:
     same ``n × chunk_delay_s`` and reports ``n`` completion tokens. As real providers do, a stream carries usage
     only in one final chunk (after the ``finish_reason`` chunk), and only when ``stream_options.include_usage``.
 
+    ``n`` choices are generated (each streamed under its ``index``) and ``max_tokens`` / ``max_completion_tokens``
+    caps each choice's words, as providers do.
+
     Book-keeping: ``calls`` counts requests, ``requests`` keeps their bodies (``keep_requests``), and
     ``billed_prompt_tokens`` / ``billed_completion_tokens`` count what a provider would bill: the prompt of every
     request answered with 200 to a caller still connected, and each completion token actually generated — a stream
     the caller abandons stops generating (and billing) at the disconnect. Prompt tokens are the words of the
-    message contents."""
+    message contents.
+
+    ``bytes_per_token=4`` bills as real tokenizers do at the least, whatever a gateway counted: a prompt costs at
+    least one token per 4 UTF-8 bytes of its texts (emoji and rare scripts cost more tokens than words), every
+    choice is billed, and a stream is billed in full when it starts, also if its caller hangs up; usage reports the
+    same figures."""
 
     def __init__(self, name: str, *, delay_s: float = 0.0, fail_every: int = 0, status: int = 500,
                  keep_requests: bool = True, fail_rate: float = 0.0, seed: int = 0, stream_chunks: int = 0,
-                 chunk_delay_s: float = 0.0, retry_after: str | None = "2") -> None:
+                 chunk_delay_s: float = 0.0, retry_after: str | None = "2", bytes_per_token: int | None = None) -> None:
         self.name, self.delay_s, self.fail_every, self.status = name, delay_s, fail_every, status
         self.mode, self.hang_s, self.keep_requests = "ok", 30.0, keep_requests
         self.fail_rate, self.rng = fail_rate, random.Random(seed)
         self.stream_chunks, self.chunk_delay_s, self.retry_after = stream_chunks, chunk_delay_s, retry_after
+        self.bytes_per_token = bytes_per_token
         self.requests: list[dict[str, Any]] = []
         self.calls = 0
         self.billed_prompt_tokens = self.billed_completion_tokens = 0
@@ -80,17 +89,33 @@ class FakeBackend:
             message = {"role": "assistant", "content": None, "tool_calls": [
                 {"id": "call_1", "type": "function", "function": {"name": name, "arguments": '{"x": 1}'}}]}
             return {"message": message, "finish_reason": "tool_calls"}
-        content = " ".join(f"w{i}" for i in range(self.stream_chunks)) if self.stream_chunks else (
-            f"Hello from {self.name}.")
-        return {"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        words = [f"w{i}" for i in range(self.stream_chunks)] if self.stream_chunks else (
+            f"Hello from {self.name}.".split())
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and 0 < limit < len(words):
+            return {"message": {"role": "assistant", "content": " ".join(words[:limit])}, "finish_reason": "length"}
+        return {"message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": "stop"}
 
     @staticmethod
-    def _prompt_tokens(body: dict) -> int:
-        return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []) if isinstance(m, dict))
+    def _choices(body: dict) -> int:
+        n = body.get("n")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+    def _prompt_tokens(self, body: dict) -> int:
+        texts = [str(m.get("content", "")) for m in body.get("messages", []) if isinstance(m, dict)]
+        words = sum(len(t.split()) for t in texts)
+        if self.bytes_per_token is None:
+            return words
+        return max(words, -(-sum(len(t.encode()) for t in texts) // self.bytes_per_token))
 
     def _usage(self, body: dict, completion: int) -> dict[str, int]:
         prompt = self._prompt_tokens(body)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def _completion_tokens(self, reply: dict) -> int:
+        """Tokens of one choice: the reply's words (a tool call counts as its chunks)."""
+        message = reply["message"]
+        return len(message["content"].split()) if message.get("content") else 1
 
     def _error(self) -> JSONResponse:
         headers = None
@@ -124,21 +149,25 @@ class FakeBackend:
             if mode == "malformed":
                 return Response(b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "message": {"content": "Hel',
                                 media_type="application/json")
-            reply = self._reply(body)
+            reply, n = self._reply(body), self._choices(body)
             if body.get("stream"):
                 if not await request.is_disconnected():
                     self.billed_prompt_tokens += self._prompt_tokens(body)
+                    if self.bytes_per_token is not None and mode == "ok":  # generated (and billed) in full
+                        self.billed_completion_tokens += n * self._completion_tokens(reply)
                 return StreamingResponse(self._stream(body, reply, mode), media_type="text/event-stream")
             if self.stream_chunks and self.chunk_delay_s:
                 await asyncio.sleep(self.stream_chunks * self.chunk_delay_s)
             if await request.is_disconnected():  # the caller gave up (e.g. its timeout): nothing is billed
                 return Response(status_code=499)
-            completion = self.stream_chunks or 5
+            exact = self.bytes_per_token is not None or self.stream_chunks
+            completion = n * (self._completion_tokens(reply) if exact else 5)
             self.billed_prompt_tokens += self._prompt_tokens(body)
             self.billed_completion_tokens += completion
             answer = {"id": f"chatcmpl-{self.name}-{self.calls}", "object": "chat.completion",
                       "created": int(time.time()), "model": body.get("model"),
-                      "choices": [{"index": 0, **reply, "logprobs": None}], "usage": self._usage(body, completion)}
+                      "choices": [{"index": i, **reply, "logprobs": None} for i in range(n)],
+                      "usage": self._usage(body, completion)}
             if mode in {"break", "eof"}:
                 raw = json.dumps(answer).encode()
                 return StreamingResponse(_truncated(raw[: len(raw) // 2], drop=mode == "break"),
@@ -158,6 +187,7 @@ class FakeBackend:
             deltas += [{"content": w} for w in re.findall(r"\S+\s*", message["content"])]
         usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
         cut = {"break": 2, "eof": max(2, len(deltas) // 2 + 1)}.get(mode)
+        n, prepaid = self._choices(body), self.bytes_per_token is not None and mode == "ok"
         for i, delta in enumerate(deltas):
             if i == cut:
                 if mode == "break":
@@ -165,18 +195,21 @@ class FakeBackend:
                 return  # "eof": the body ends cleanly, without finish_reason or [DONE]
             if i and self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
-            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-            if usage_wanted:
-                chunk["usage"] = None
-            self.billed_completion_tokens += i > 0
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            for index in range(n):
+                chunk = {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+                if usage_wanted:
+                    chunk["usage"] = None
+                if not prepaid:
+                    self.billed_completion_tokens += i > 0
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
             await asyncio.sleep(0)
-        last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply["finish_reason"]}]}
+        for index in range(n):
+            last = {**base, "choices": [{"index": index, "delta": {}, "finish_reason": reply["finish_reason"]}]}
+            if usage_wanted:
+                last["usage"] = None
+            yield f"data: {json.dumps(last)}\n\n".encode()
         if usage_wanted:
-            last["usage"] = None
-        yield f"data: {json.dumps(last)}\n\n".encode()
-        if usage_wanted:
-            completion = self.stream_chunks or len(deltas)
+            completion = n * (self._completion_tokens(reply) if prepaid else (len(deltas) - 1))
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': self._usage(body, completion)})}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
