@@ -28,6 +28,7 @@ from sqlalchemy import Engine, inspect, text
 
 from radialrouter.serve import ledger_rollup
 from radialrouter.serve.ledger import make_engine
+from radialrouter.serve.schema import budget_spend
 
 # Every status the server writes, but for client_error_<code> (a backend's 4xx passed on to the client).
 STATUSES = ("ok", "route_only", "upstream_failed", "stream_error", "stream_truncated", "client_disconnected",
@@ -101,7 +102,7 @@ class DashboardQueries:
         now = time.monotonic()
         if self._schema is None or now - self._schema[0] > self._schema_ttl:
             insp = inspect(self.engine)
-            wanted = ("decisions", "feedback", ledger_rollup.TABLE)
+            wanted = ("decisions", "feedback", ledger_rollup.TABLE, budget_spend.name)
             names = set(insp.get_table_names())
             self._schema = (now, {t: {c["name"] for c in insp.get_columns(t)} for t in wanted if t in names})
         return self._schema[1]
@@ -203,6 +204,17 @@ class DashboardQueries:
             modes = [{**r, "mode": r["mode"] or None} for r in _plain(db.execute(by_mode, params).mappings())]
             llms = [{**r, "llm": r["llm"] or None} for r in _plain(db.execute(by_llm, params).mappings())]
         return {"by_mode": modes, "by_llm": llms}
+
+    def spend(self) -> dict[str, tuple[float, float]]:
+        """All-time (spent, reserved) USD per client from ``budget_spend``: where PostgreSQL budgets keep them for
+        every replica (`radialrouter.serve.pg.SharedBudgets`; a process's in-memory `Budgets` is empty there). The
+        writer books each row's cost in that row's transaction, so spent equals the sum of the log. Empty when the
+        ledger has no such table."""
+        if budget_spend.name not in self.tables():
+            return {}
+        with self.engine.connect() as db:
+            rows = db.execute(text(f"SELECT client, spent_usd, reserved_usd FROM {budget_spend.name}")).all()
+        return {client: (float(spent or 0.0), float(reserved or 0.0)) for client, spent, reserved in rows}
 
     # ------------------------------------------------------------------------------------------ explorer
     def requests(self, *, filters: dict[str, str], since: float | None = None, until: float | None = None,

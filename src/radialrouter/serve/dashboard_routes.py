@@ -3,7 +3,8 @@
 Pages (overview, clients, explorer, router) are static HTML shipped with the package (``serve/dashboard/``); each
 fetches a JSON endpoint under ``/dashboard/api/`` and draws its charts with the vendored Chart.js — no CDN, no build
 step. Every figure comes from `radialrouter.serve.dashboard_queries` (aggregates over a time range, a paginated
-explorer), from the in-memory budgets, or from the config; the handlers hold no SQL.
+explorer), from the budgets (in memory, or the shared ``budget_spend`` table with a PostgreSQL ledger), or from
+the config; the handlers hold no SQL.
 
 Authentication: the admin key, either as ``Authorization: Bearer <admin key>`` (scripts) or as a session cookie set
 by the login form (browsers): an HttpOnly, SameSite=Strict cookie holding an expiry and its HMAC under the admin
@@ -319,12 +320,18 @@ def api_clients(request: Request, range_: str = RangeQ, since: float | None = Si
     window = _window(q, range_, since, until)
     data = q.clients(window["since"], window["until"])
     budgets = state.budgets
+    # Spend lives where the budgets keep it: with a PostgreSQL ledger in the database all replicas share (this
+    # process's in-memory figures stay empty there), else in this process (restored from the log at start).
+    stored = q.spend() if getattr(state, "shared", None) is not None else None
     ids = [k.id for k in state.config.auth.keys]
     ids += sorted({r["client"] for r in data["by_mode"]} - set(ids))
     clients = []
     for cid in ids:
         limit = budgets.limits.get(cid)
-        spent, reserved = budgets.spent.get(cid, 0.0), budgets.reserved.get(cid, 0.0)
+        if stored is not None:
+            spent, reserved = stored.get(cid, (0.0, 0.0))
+        else:
+            spent, reserved = budgets.spent.get(cid, 0.0), budgets.reserved.get(cid, 0.0)
         modes = [r for r in data["by_mode"] if r["client"] == cid]
         clients.append({
             "client": cid, "configured": cid in budgets.limits or any(k.id == cid for k in state.config.auth.keys),
