@@ -20,7 +20,7 @@ import pytest
 
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
-from radialrouter.serve import hotswap, parse_config
+from radialrouter.serve import ConfigError, hotswap, parse_config
 from radialrouter.serve.app import create_app
 from radialrouter.serve.testing import ServerThread
 
@@ -163,3 +163,89 @@ def test_a_blocked_load_times_out_frees_the_lock_and_is_never_installed(server, 
     finally:
         _feed_until_loaders_end(folder / "config.json", (routers["b"] / "config.json").read_bytes())
     assert state.router_path == routers["b"].resolve()  # the late load of `folder` was dropped
+
+
+# ------------------------------------------------------------------------------------------ dashboard sessions
+def _login(url: str) -> httpx.Response:
+    resp = httpx.post(f"{url}/dashboard/login", data={"key": ADMIN, "next": "/dashboard/overview"}, timeout=30)
+    assert resp.status_code == 303 and resp.headers["location"] == "/dashboard/overview"
+    return resp
+
+
+def _with_cookie(url: str, cookie: str, path: str = "/dashboard/api/router") -> httpx.Response:
+    return httpx.get(f"{url}{path}", headers={"cookie": f"rr_dashboard={cookie}"}, timeout=30)
+
+
+def _logout(url: str, cookie: str) -> httpx.Response:
+    return httpx.post(f"{url}/dashboard/logout", headers={"cookie": f"rr_dashboard={cookie}"}, timeout=30)
+
+
+@pytest.mark.parametrize("ledger", [False, True], ids=["no-ledger", "sqlite-ledger"])
+def test_logout_revokes_the_session_server_side(routers, tmp_path, ledger):
+    """The cookie was stateless (an expiry and its MAC, 12 h): a copy kept after logout still opened the
+    dashboard. Logout now revokes its session id; other sessions live on."""
+    config = parse_config(_config(routers["a"], tmp_path / "d.sqlite" if ledger else None), env=ENV)
+    with ServerThread(create_app(config)) as thread:
+        url = thread.url
+        first = _login(url).cookies["rr_dashboard"]
+        assert _with_cookie(url, first).status_code == 200
+        out = _logout(url, first)
+        assert out.status_code == 303 and 'rr_dashboard=""' in out.headers["set-cookie"]
+        refused = _with_cookie(url, first)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_admin_key"
+        page = _with_cookie(url, first, "/dashboard/overview")
+        assert page.status_code == 303 and page.headers["location"].startswith("/dashboard/login")
+        second = _login(url).cookies["rr_dashboard"]
+        assert second != first and _with_cookie(url, second).status_code == 200  # a new session works
+        assert httpx.get(f"{url}/dashboard/api/router", headers=AUTH, timeout=30).status_code == 200
+        assert _logout(url, first).status_code == 303  # logging out twice is harmless
+        assert _logout(url, "1.forged.00").status_code == 303
+    if ledger:  # a restart does not bring the session back
+        with ServerThread(create_app(config)) as thread:
+            assert _with_cookie(thread.url, first).status_code == 401
+            assert _with_cookie(thread.url, second).status_code == 200
+
+
+def test_logout_on_one_replica_holds_on_every_replica(routers, pg_url):
+    """Replicas sharing PostgreSQL (same admin key) accept each other's session cookies, so revocation is stored in
+    the shared database: a logout on one replica is refused by the other at once."""
+    raw = _config(routers["a"])
+    raw["ledger"] = {"url": pg_url}
+    one, two = create_app(parse_config(raw, env=ENV)), create_app(parse_config(raw, env=ENV))
+    with ServerThread(one) as r1, ServerThread(two) as r2:
+        cookie = _login(r1.url).cookies["rr_dashboard"]
+        assert _with_cookie(r2.url, cookie).status_code == 200  # valid across replicas
+        assert _logout(r1.url, cookie).status_code == 303
+        assert _with_cookie(r1.url, cookie).status_code == 401
+        assert _with_cookie(r2.url, cookie).status_code == 401
+        other = _login(r2.url).cookies["rr_dashboard"]
+        assert other != cookie and _with_cookie(r1.url, other).status_code == 200  # only that session ended
+
+
+# ------------------------------------------------------------------------------------------ Secure cookie
+def test_public_url_makes_the_session_cookie_secure_without_a_header(routers):
+    plain = parse_config(_config(routers["a"]), env=ENV)
+    public = parse_config(_config(routers["a"], public_url="https://router.example.com/"), env=ENV)
+    assert public.server.public_url == "https://router.example.com" and public.server.public_https
+    with ServerThread(create_app(plain)) as thread:
+        assert "secure" not in _login(thread.url).headers["set-cookie"].lower()
+        # behind a proxy on this host (uvicorn trusts 127.0.0.1), the proxy's header makes it Secure
+        proxied = httpx.post(f"{thread.url}/dashboard/login", data={"key": ADMIN}, timeout=30,
+                             headers={"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.9"})
+        assert "; secure" in proxied.headers["set-cookie"].lower()
+    with ServerThread(create_app(public)) as thread:
+        login = _login(thread.url)  # plain http to the gateway, no proxy header
+        assert "; secure" in login.headers["set-cookie"].lower()
+        cookie = login.cookies["rr_dashboard"]
+        assert "; secure" in _logout(thread.url, cookie).headers["set-cookie"].lower()
+
+
+@pytest.mark.parametrize("value", ["router.example.com", "ftp://router.example.com", "https://", "https://x:99999",
+                                   "https://router.example.com/?a=1", "https://user:hunter2@router.example.com", 7])
+def test_public_url_must_be_an_http_url(routers, value):
+    with pytest.raises(ConfigError) as err:
+        parse_config(_config(routers["a"], public_url=value), env=ENV)
+    message = str(err.value)
+    assert "server.public_url" in message and "hunter2" not in message
+    assert parse_config(_config(routers["a"], public_url="http://10.0.0.5:8000/gw"), env=ENV).server.public_https \
+        is False
