@@ -586,6 +586,43 @@ def test_dashboard_on_a_postgresql_ledger(pg_url, tmp_path):
             assert clients["alice"]["requests"] == 3 and clients["bob"]["requests"] == 1
 
 
+def _clients_after_traffic(raw: dict) -> tuple[dict[str, dict], list[dict]]:
+    """Serve ``raw`` and send it the same few requests (alice routed, bob direct): the Clients page's entries by
+    client id, and the ledger's rows."""
+    app = create_app(parse_config(raw, env=ENV))
+    with ServerThread(app) as thread:
+        for i in range(3):
+            assert _chat(thread.url, ALICE, "radial:cost-first", f"question {i}").status_code == 200
+        assert _chat(thread.url, ALICE, "radial:performance-first", "a hard one").status_code == 200
+        assert _chat(thread.url, BOB, "mid").status_code == 200
+        rows = app.state.serve.ledger.rows()  # acknowledged after commit: all there
+        listed = _admin(thread.url, "/dashboard/api/clients", range="7d").json()["clients"]
+    return {c["client"]: c for c in listed}, rows
+
+
+def test_clients_page_shows_the_same_spend_on_postgresql_as_on_sqlite(pg_url, tmp_path):
+    """Issue #21: with ``ledger.url`` the budgets live in PostgreSQL (shared by replicas), and the Clients page
+    showed 0 USD spent for every key because it read the process's in-memory spend, which only SQLite budgets keep.
+    The same traffic on both ledgers now shows the same all-time spend, equal to the sum of each key's rows."""
+    make_router("best-single").fit(make_synthetic(n_queries=40, n_llms=3, seed=0).select("train")).save_pretrained(
+        tmp_path / "router")
+    with fake_backends(PRICES) as (_, base):
+        on_sqlite, lite_rows = _clients_after_traffic(_config(base, tmp_path / "router", tmp_path / "l.sqlite"))
+        raw = _config(base, tmp_path / "router", None)
+        raw["ledger"] = {"url": pg_url}
+        on_pg, pg_rows = _clients_after_traffic(raw)
+    for client in ("alice", "bob"):
+        spent = sum(r["cost_usd"] or 0.0 for r in pg_rows if r["client"] == client)
+        assert spent > 0
+        assert spent == pytest.approx(sum(r["cost_usd"] or 0.0 for r in lite_rows if r["client"] == client))
+        assert on_pg[client]["spent_usd"] == pytest.approx(spent) == on_sqlite[client]["spent_usd"], client
+        assert on_pg[client]["reserved_usd"] == on_sqlite[client]["reserved_usd"] == 0.0
+        assert on_pg[client]["window_cost_usd"] == pytest.approx(on_sqlite[client]["window_cost_usd"])
+    assert on_sqlite["alice"]["budget_used"] > 0
+    assert on_pg["alice"]["budget_used"] == pytest.approx(on_sqlite["alice"]["budget_used"])
+    assert on_pg["bob"]["budget_used"] is None
+
+
 def test_ratings_are_booked_in_the_pre_aggregates(served, tmp_path):
     """`Ledger.record_feedback` (POST /v1/feedback, judge labels) books each rating in the dashboard's hourly and
     daily totals in its own transaction — a replaced rating moves the sum, not the count — so the feedback figures

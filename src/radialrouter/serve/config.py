@@ -199,8 +199,38 @@ class ServerConfig(_Strict):
                                         "and /admin/router; unset: they are off.")
     reference_llm: str | None = Field(None, description="Pool LLM the dashboard's savings compare against; "
                                                         "default: the priciest LLM of the pool.")
+    public_url: str | None = Field(None, description="The http(s) URL clients reach the gateway at (behind a proxy: "
+                                   "the proxy's, e.g. https://router.example.com). With https the dashboard's session "
+                                   "cookie is Secure whatever headers the proxy sends (else only when "
+                                   "X-Forwarded-Proto says https).")
 
     _check_admin_key = field_validator("admin_key", mode="before")(_resolve_secret)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        """An absolute http(s) URL with a host and nothing that would not belong in a browser's address bar."""
+        if value is None:
+            return None
+        text = value.strip()
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, such as https://router.example.com; "
+                             f"got {value[:200]!r}")
+        if parts.username is not None:  # not echoed: it may hold a password
+            raise ValueError("must not hold user info (user:password@): it is the address clients use")
+        if parts.query or parts.fragment:
+            raise ValueError(f"must be a plain http(s) URL, without query or fragment; got {value[:200]!r}")
+        return text.rstrip("/")
+
+    @property
+    def public_https(self) -> bool:
+        """Whether clients reach the gateway over https (``public_url``): cookies must then be Secure."""
+        return self.public_url is not None and self.public_url.lower().startswith("https://")
 
     @field_validator("admin_key")
     @classmethod

@@ -8,6 +8,10 @@ share: named parameters, CASE, COALESCE, SUM / COUNT / AVG / MAX, and time bucke
 column (epoch seconds) with arithmetic — the only dialect switch is the floor of ``ts / bucket`` (`_bucket_sql`),
 because PostgreSQL's CAST rounds where SQLite's truncates.
 
+The one thing the dashboard writes is not a figure: `SessionRevocations` records sessions ended by logout in the
+ledger's ``dashboard_revoked_sessions`` table (through the ledger's own read-write engine), so that every replica
+sharing the database refuses a logged-out cookie.
+
 Pages read aggregates, never whole tables: windows of whole hours or days read the pre-aggregates the ledger's
 writer keeps (`radialrouter.serve.ledger_rollup`: ~5 k daily rows for a million requests over 30 days); shorter
 windows read raw rows over an indexed time range (``decisions_ts``); the explorer pages with a keyset cursor (ts,
@@ -17,6 +21,7 @@ request id), so its cost does not grow with the ledger.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,10 +29,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Engine, inspect, text
 
 from radialrouter.serve import ledger_rollup
 from radialrouter.serve.ledger import make_engine
+from radialrouter.serve.schema import budget_spend, dashboard_revoked_sessions
 
 # Every status the server writes, but for client_error_<code> (a backend's 4xx passed on to the client).
 STATUSES = ("ok", "route_only", "upstream_failed", "stream_error", "stream_truncated", "client_disconnected",
@@ -101,7 +108,7 @@ class DashboardQueries:
         now = time.monotonic()
         if self._schema is None or now - self._schema[0] > self._schema_ttl:
             insp = inspect(self.engine)
-            wanted = ("decisions", "feedback", ledger_rollup.TABLE)
+            wanted = ("decisions", "feedback", ledger_rollup.TABLE, budget_spend.name)
             names = set(insp.get_table_names())
             self._schema = (now, {t: {c["name"] for c in insp.get_columns(t)} for t in wanted if t in names})
         return self._schema[1]
@@ -203,6 +210,17 @@ class DashboardQueries:
             modes = [{**r, "mode": r["mode"] or None} for r in _plain(db.execute(by_mode, params).mappings())]
             llms = [{**r, "llm": r["llm"] or None} for r in _plain(db.execute(by_llm, params).mappings())]
         return {"by_mode": modes, "by_llm": llms}
+
+    def spend(self) -> dict[str, tuple[float, float]]:
+        """All-time (spent, reserved) USD per client from ``budget_spend``: where PostgreSQL budgets keep them for
+        every replica (`radialrouter.serve.pg.SharedBudgets`; a process's in-memory `Budgets` is empty there). The
+        writer books each row's cost in that row's transaction, so spent equals the sum of the log. Empty when the
+        ledger has no such table."""
+        if budget_spend.name not in self.tables():
+            return {}
+        with self.engine.connect() as db:
+            rows = db.execute(text(f"SELECT client, spent_usd, reserved_usd FROM {budget_spend.name}")).all()
+        return {client: (float(spent or 0.0), float(reserved or 0.0)) for client, spent, reserved in rows}
 
     # ------------------------------------------------------------------------------------------ explorer
     def requests(self, *, filters: dict[str, str], since: float | None = None, until: float | None = None,
@@ -341,3 +359,45 @@ class DashboardQueries:
         rn, rtotal = db.execute(text(f"SELECT COALESCE(SUM(feedback_n), 0), COALESCE(SUM(feedback_sum), 0) "
                                      f"FROM {ledger_rollup.TABLE} WHERE span = 86400")).one()
         return n == rn and abs(total - rtotal) <= 1e-6 * max(1.0, abs(total))
+
+
+class SessionRevocations:
+    """Dashboard sessions revoked by logout, refused until their cookie expires anyway.
+
+    With a decision log (``ledger.path`` or ``ledger.url``) they live in its ``dashboard_revoked_sessions`` table,
+    so a logout on one replica holds on every replica sharing the database; without one, in this process only (one
+    process is then all there is). A session id is checked once per cookie-authenticated request: one primary-key
+    look-up. ``engine`` must be able to write (the ledger's, not the dashboard's read-only one)."""
+
+    def __init__(self, engine: Engine | None) -> None:
+        self.engine = engine
+        self._local: dict[str, float] = {}  # session id → expiry: what this process revoked
+        self._lock = threading.Lock()
+
+    def revoke(self, session_id: str, expires: float) -> None:
+        """Refuse ``session_id`` from now until ``expires`` (epoch seconds); drop revocations past their expiry."""
+        now = time.time()
+        with self._lock:
+            self._local = {sid: t for sid, t in self._local.items() if t >= now}
+            self._local[session_id] = expires
+        if self.engine is None:
+            return
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        table = dashboard_revoked_sessions
+        with self.engine.begin() as db:
+            db.execute(insert(table).values(session_id=session_id, expires=expires).on_conflict_do_nothing())
+            db.execute(table.delete().where(table.c.expires < now))
+
+    def revoked(self, session_id: str) -> bool:
+        """Whether ``session_id`` was logged out (here, or on any replica sharing the database)."""
+        with self._lock:
+            if session_id in self._local:
+                return True
+        if self.engine is None:
+            return False
+        table = dashboard_revoked_sessions
+        with self.engine.connect() as db:
+            return db.execute(sa.select(table.c.session_id).where(table.c.session_id == session_id)).first() is not None

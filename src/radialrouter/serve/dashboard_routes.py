@@ -3,13 +3,17 @@
 Pages (overview, clients, explorer, router) are static HTML shipped with the package (``serve/dashboard/``); each
 fetches a JSON endpoint under ``/dashboard/api/`` and draws its charts with the vendored Chart.js — no CDN, no build
 step. Every figure comes from `radialrouter.serve.dashboard_queries` (aggregates over a time range, a paginated
-explorer), from the in-memory budgets, or from the config; the handlers hold no SQL.
+explorer), from the budgets (in memory, or the shared ``budget_spend`` table with a PostgreSQL ledger), or from
+the config; the handlers hold no SQL.
 
 Authentication: the admin key, either as ``Authorization: Bearer <admin key>`` (scripts) or as a session cookie set
-by the login form (browsers): an HttpOnly, SameSite=Strict cookie holding an expiry and its HMAC under the admin
-key, so no key is stored in the browser and changing the key ends every session. Missing or wrong credentials get
-401 (pages redirect to the login form); with no admin key configured the dashboard is off (403). Client keys never
-open it.
+by the login form (browsers): an HttpOnly, SameSite=Strict cookie holding an expiry, a random session id and their
+HMAC under the admin key, so no key is stored in the browser, any replica with the same key accepts it, and
+changing the key ends every session. Logout revokes the session id server-side (`SessionRevocations`: a table in
+the decision log's database, which replicas share; in memory without a ledger), so the same cookie is refused
+afterwards everywhere. The cookie is ``Secure`` when the request arrived over https (``X-Forwarded-Proto`` from a
+trusted proxy) or ``server.public_url`` is https. Missing or wrong credentials get 401 (pages redirect to the
+login form); with no admin key configured the dashboard is off (403). Client keys never open it.
 """
 
 from __future__ import annotations
@@ -18,20 +22,24 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import math
+import secrets
 import threading
 import time
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from radialrouter.serve.budgets import cost_usd
-from radialrouter.serve.dashboard_queries import STATUSES, Cursor, DashboardQueries, ledger_engine
+from radialrouter.serve.dashboard_queries import STATUSES, Cursor, DashboardQueries, SessionRevocations, ledger_engine
 from radialrouter.serve.routing import RequestError, router_dir
 
+log = logging.getLogger("radialrouter.serve")
 COOKIE = "rr_dashboard"
 SESSION_S = 12 * 3600
 _LOGIN_BYTES = 4096
@@ -62,16 +70,49 @@ def _admin_key(request: Request) -> str:
     return key.get()
 
 
-def _sign(key: str, expiry: int) -> str:
-    mac = hmac.new(key.encode(), f"radialrouter-dashboard:{expiry}".encode(), hashlib.sha256).hexdigest()
-    return f"{expiry}.{mac}"
+def _sign(key: str, expiry: int, session_id: str) -> str:
+    """The cookie: ``expiry.session_id.mac``, the MAC under the admin key (any replica with the key can check it)."""
+    mac = hmac.new(key.encode(), f"radialrouter-dashboard:{expiry}:{session_id}".encode(), hashlib.sha256)
+    return f"{expiry}.{session_id}.{mac.hexdigest()}"
 
 
-def _session_ok(key: str, cookie: str | None) -> bool:
-    expiry, _, _mac = (cookie or "").partition(".")
-    if not expiry.isdigit() or int(expiry) < time.time():
+def _session(key: str, cookie: str | None) -> tuple[int, str] | None:
+    """(expiry, session id) of a cookie this server signed and that has not expired; None otherwise."""
+    expiry, _, rest = (cookie or "").partition(".")
+    session_id, _, _mac = rest.partition(".")
+    if not expiry.isdigit() or int(expiry) < time.time() or not session_id:
+        return None
+    if not hmac.compare_digest(cookie.encode(), _sign(key, int(expiry), session_id).encode()):
+        return None
+    return int(expiry), session_id
+
+
+def _revocations(request: Request) -> SessionRevocations:
+    """Logged-out sessions, in the decision log's database (shared by replicas) when there is one."""
+    state = request.app.state.serve
+    with _ENGINE_LOCK:
+        if getattr(state, "dashboard_revocations", None) is None:
+            ledger = getattr(state, "ledger", None)
+            state.dashboard_revocations = SessionRevocations(ledger.engine if ledger is not None else None)
+    return state.dashboard_revocations
+
+
+def _database_unavailable(exc: Exception) -> RequestError:
+    """Sessions cannot be checked against logouts: refuse (fail closed) with a retryable 503."""
+    log.error("dashboard session store failed: %s", exc)
+    return RequestError("The gateway's database is unavailable, so dashboard sessions cannot be checked; retry "
+                        "shortly or use 'Authorization: Bearer <admin key>'", status=503, code="database_unavailable",
+                        headers={"retry-after": "1"})
+
+
+def _session_ok(request: Request, key: str, cookie: str | None) -> bool:
+    session = _session(key, cookie)
+    if session is None:
         return False
-    return hmac.compare_digest(cookie.encode(), _sign(key, int(expiry)).encode())
+    try:
+        return not _revocations(request).revoked(session[1])
+    except sa.exc.SQLAlchemyError as exc:
+        raise _database_unavailable(exc) from None
 
 
 def _authorised(request: Request) -> bool:
@@ -79,7 +120,13 @@ def _authorised(request: Request) -> bool:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
         return hmac.compare_digest(token.strip().encode(), key.encode())
-    return _session_ok(key, request.cookies.get(COOKIE))
+    return _session_ok(request, key, request.cookies.get(COOKIE))
+
+
+def _secure(request: Request) -> bool:
+    """Whether the session cookie must be Secure: the gateway's public URL is https (``server.public_url``), or this
+    request came over https (uvicorn applies ``X-Forwarded-Proto`` from a trusted proxy)."""
+    return request.app.state.serve.config.server.public_https or request.url.scheme == "https"
 
 
 def require_admin(request: Request) -> None:
@@ -141,15 +188,24 @@ async def login(request: Request) -> Response:
         await asyncio.sleep(_FAILED_LOGIN_S)  # slows guessing down (the key is also at least 16 characters)
         return RedirectResponse(f"/dashboard/login?failed=1&next={quote(target)}", status_code=303)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, _sign(key, int(time.time()) + SESSION_S), max_age=SESSION_S, path="/dashboard",
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    cookie = _sign(key, int(time.time()) + SESSION_S, secrets.token_urlsafe(18))
+    response.set_cookie(COOKIE, cookie, max_age=SESSION_S, path="/dashboard", httponly=True, samesite="strict",
+                        secure=_secure(request))
     return response
 
 
 @dashboard_router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    """End the session: its id is revoked server-side (a copy of the cookie is refused too), the cookie deleted."""
+    key = request.app.state.serve.config.server.admin_key
+    session = None if key is None else _session(key.get(), request.cookies.get(COOKIE))
+    if session is not None:
+        try:
+            _revocations(request).revoke(session[1], session[0])
+        except sa.exc.SQLAlchemyError as exc:
+            raise _database_unavailable(exc) from None
     response = RedirectResponse("/dashboard/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/dashboard")
+    response.delete_cookie(COOKIE, path="/dashboard", httponly=True, samesite="strict", secure=_secure(request))
     return response
 
 
@@ -319,12 +375,18 @@ def api_clients(request: Request, range_: str = RangeQ, since: float | None = Si
     window = _window(q, range_, since, until)
     data = q.clients(window["since"], window["until"])
     budgets = state.budgets
+    # Spend lives where the budgets keep it: with a PostgreSQL ledger in the database all replicas share (this
+    # process's in-memory figures stay empty there), else in this process (restored from the log at start).
+    stored = q.spend() if getattr(state, "shared", None) is not None else None
     ids = [k.id for k in state.config.auth.keys]
     ids += sorted({r["client"] for r in data["by_mode"]} - set(ids))
     clients = []
     for cid in ids:
         limit = budgets.limits.get(cid)
-        spent, reserved = budgets.spent.get(cid, 0.0), budgets.reserved.get(cid, 0.0)
+        if stored is not None:
+            spent, reserved = stored.get(cid, (0.0, 0.0))
+        else:
+            spent, reserved = budgets.spent.get(cid, 0.0), budgets.reserved.get(cid, 0.0)
         modes = [r for r in data["by_mode"] if r["client"] == cid]
         clients.append({
             "client": cid, "configured": cid in budgets.limits or any(k.id == cid for k in state.config.auth.keys),

@@ -1,6 +1,6 @@
 """The database schema of the serving state — decision log and its pre-aggregates, spend, reservations, rate
-windows, replicas — defined once (SQLAlchemy Core) for SQLite and PostgreSQL, with data-driven migrations recorded
-in ``schema_migrations``.
+windows, replicas, revoked dashboard sessions — defined once (SQLAlchemy Core) for SQLite and PostgreSQL, with
+data-driven migrations recorded in ``schema_migrations``.
 
 Adding a column is two lines: the ``Column`` in its ``Table`` below, and ``("00NN_name", "add_column", "table",
 "column")`` at the end of `MIGRATIONS`. Adding a table is its ``Table`` and an ``("00NN_name", "create_table",
@@ -143,6 +143,15 @@ replicas = sa.Table(
     sa.Column("heartbeat", sa.Float, nullable=False),
 )
 
+#: Dashboard sessions ended by logout before they expire (`radialrouter.serve.dashboard_routes`): the session
+#: cookie is signed, not stored, so every replica sharing the database refuses a revoked one. Rows past ``expires``
+#: (when the cookie would be refused anyway) are deleted at the next logout.
+dashboard_revoked_sessions = sa.Table(
+    "dashboard_revoked_sessions", metadata,
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("expires", sa.Float, nullable=False),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("id", sa.Text, primary_key=True),
@@ -189,6 +198,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ("0015_decisions_llm_ts_index", "create_index", "decisions", "decisions_llm_ts"),
     ("0016_decisions_rollup", "create_table", "decisions_rollup"),
     ("0017_decisions_rollup_backfill", "run", "backfill_rollup"),
+    ("0018_dashboard_revoked_sessions", "create_table", "dashboard_revoked_sessions"),
     # Learning from traffic (issue 12)
     ("0100_decisions_choice", "add_column", "decisions", "choice"),
     ("0101_decisions_propensity", "add_column", "decisions", "propensity"),
