@@ -15,13 +15,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve import parse_config
 from radialrouter.serve.app import create_app
-from radialrouter.serve.routing import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY
+from radialrouter.serve.routing import (
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_REPLY,
+    count_tokens_and_unknown,
+    text_token_bound,
+    token_bound,
+)
 from radialrouter.serve.testing import FakeBackend, ServerThread, fake_backends
+from radialrouter.tokens import load_tokenizer
 
 # USD per million tokens and context windows of the audit's pool (GPT-4 class and Mixtral-8x7B prices)
 POOL = {"gpt-4": (10.0, 30.0, 128_000), "mixtral": (0.6, 0.6, 32_768), "small": (0.1, 0.1, 8_192)}
@@ -113,6 +122,24 @@ def _rows(app) -> list[dict]:
 
 def _chat(model: str, content: str, **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+# ------------------------------------------------------------------------------------------ the prompt bound
+_COUNTER = load_tokenizer()
+_UNK = _COUNTER.token_to_id("[UNK]")
+
+
+@given(st.text(max_size=2_000) | st.text(alphabet="ab \U0001f600\ue000語", min_size=100, max_size=3_000))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_prompt_bound_holds_what_it_promises(text):
+    counted, unknown = count_tokens_and_unknown(_COUNTER, text, 10**9, _UNK)
+    bound = text_token_bound(text, counted, 1.15, long_runs=unknown > 0)
+    size = len(text.encode())
+    assert bound <= size <= token_bound(text)  # never above the bytes, nor above the quick bound decided on early
+    # never below one token per 4 bytes, nor the margin × the count, nor a token per byte beyond each character's first
+    assert bound >= min(size, max(-(-size // 4), -(-counted * 115 // 100)) + size - len(text))
+    if unknown and any(len(w) > 100 for w in text.split()):  # runs the counter gave up on count 2 bytes a token
+        assert bound >= min(size, sum(len(w) for w in text.split() if len(w) > 100) // 2)
 
 
 # ------------------------------------------------------------------------------------------ n choices, prompts

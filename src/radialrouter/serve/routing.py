@@ -163,7 +163,13 @@ def count_tokens(tokenizer, text: str, cap: int) -> int:
     window: past it every LLM is excluded anyway), so a multi-megabyte prompt costs a bounded amount of work.
     Chunks end at a space, so the sum matches a whole-text count up to a token per chunk; they go through
     ``encode_batch``, which releases the GIL (``encode`` holds it: ~50 ms per 64 KB, stalling the event loop)."""
-    total, start = 0, 0
+    return count_tokens_and_unknown(tokenizer, text, cap)[0]
+
+
+def count_tokens_and_unknown(tokenizer, text: str, cap: int, unknown_id: int | None = None) -> tuple[int, int]:
+    """`count_tokens`, and how many of the tokens are ``unknown_id`` (a WordPiece ``[UNK]``: a character outside
+    the vocabulary, or a run of more than 100 characters the counter gave up on)."""
+    total, unknown, start = 0, 0, 0
     while start < len(text) and total <= cap:
         chunks = []
         while start < len(text) and len(chunks) < _COUNT_GROUP:
@@ -173,8 +179,12 @@ def count_tokens(tokenizer, text: str, cap: int) -> int:
                 end = space + 1 if space > start else end
             chunks.append(text[start:end])
             start = end
-        total += sum(len(e.ids) for e in tokenizer.encode_batch(chunks, add_special_tokens=False))
-    return total
+        for encoding in tokenizer.encode_batch(chunks, add_special_tokens=False):
+            ids = encoding.ids
+            total += len(ids)
+            if unknown_id is not None:
+                unknown += ids.count(unknown_id)
+    return total, unknown
 
 
 def utf8_size(text: str) -> int:
@@ -188,7 +198,7 @@ def token_bound(text: str) -> int:
     return size + size // _COUNT_CHUNK + 1
 
 
-def text_token_bound(text: str, counted: int, margin: float) -> int:
+def text_token_bound(text: str, counted: int, margin: float, long_runs: bool = True) -> int:
     """What a provider can bill for ``text`` at most, given the offline counter's ``counted`` tokens: a count a
     client cannot make small by choosing what the counter handles badly.
 
@@ -199,10 +209,11 @@ def text_token_bound(text: str, counted: int, margin: float) -> int:
     - nothing is bounded above the byte count: no byte-level or byte-fallback token covers less than a byte.
 
     Ordinary English is bounded by ``margin`` × the count; text outside ASCII is reserved by bytes (docs/serving.md,
-    "Guarantees", has the measured ratios)."""
+    "Guarantees", has the measured ratios). ``long_runs=False`` skips looking for long runs, for a caller that knows
+    there are none (its WordPiece count has no ``[UNK]``)."""
     if not text:
         return 0
-    unsplit = sum(m.end() - m.start() for m in _UNSPLIT.finditer(text)) if len(text) > 100 else 0
+    unsplit = sum(m.end() - m.start() for m in _UNSPLIT.finditer(text)) if long_runs and len(text) > 100 else 0
     return output_token_bound(counted, utf8_size(text), len(text), margin, unsplit)
 
 
@@ -315,6 +326,7 @@ class Decider:
         self._column = {name: i for i, name in enumerate(router.llms_)}
 
         self._token_cap = max(llm.context_window for llm in config.llms)
+        self._unknown_id = tokenizer.token_to_id("[UNK]")
 
     def fits_every_window(self, prompt_tokens: int, max_output: int) -> bool:
         """Whether no routable LLM's context window can exclude a request of this size (capabilities aside)."""
@@ -329,8 +341,10 @@ class Decider:
         budgets reserve and context windows must hold (`text_token_bound`; counting stops just past the largest
         window, where every LLM is excluded anyway)."""
         r = self.config.router
-        counted = count_tokens(self.tokenizer, text, self._token_cap)
-        return text_token_bound(text, counted, r.token_margin) + chat_overhead(body, r.tokens_per_image)
+        counted, unknown = count_tokens_and_unknown(self.tokenizer, text, self._token_cap, self._unknown_id)
+        # runs the counter gave up on show up as [UNK]; a vocabulary without one (BPE) splits long runs itself
+        bound = text_token_bound(text, counted, r.token_margin, long_runs=unknown > 0)
+        return bound + chat_overhead(body, r.tokens_per_image)
 
     def quick_prompt_bound(self, body: dict, text: str) -> int:
         """A bound on `prompt_tokens` that needs no tokenizer pass (for deciding before the count)."""
