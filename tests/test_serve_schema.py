@@ -48,7 +48,7 @@ _message = st.fixed_dictionaries({}, optional={"role": _json, "content": _json, 
 _body = st.fixed_dictionaries({}, optional={
     "model": _json, "messages": st.one_of(st.lists(st.one_of(_message, _json), max_size=4), _json),
     "stream": _json, "tools": _json, "functions": _json, "response_format": _json, "stream_options": _json,
-    "max_tokens": _json, "max_completion_tokens": _json, "temperature": _json})
+    "max_tokens": _json, "max_completion_tokens": _json, "temperature": _json, "n": _json})
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -115,7 +115,8 @@ def live(tmp_path_factory):
                  "output_price": 2, "context_window": window, "capabilities": CAPABILITIES}
                 for i, (name, window) in enumerate(WINDOWS.items())]
         config = parse_config({"router": {"path": str(tmp / "router")}, "llms": pool,
-                               "ledger": {"path": str(tmp / "ledger.db")},  # on: /v1/feedback reads its body
+                               # on, so /v1/feedback reads its body; not waiting for each commit (~50 ms here)
+                               "ledger": {"path": str(tmp / "ledger.db"), "wait_for_commit": False},
                                "auth": {"keys": [{"id": "fuzz", "key": "${RR_FUZZ}"}]}}, env={"RR_FUZZ": "sk-fuzz"})
         with ServerThread(create_app(config)) as server:
             yield server.url
@@ -136,7 +137,7 @@ def test_openapi_schema_is_public_and_describes_the_pool(live):
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"n": 0}, "n"), ({"n": 129}, "n"), ({"n": 2.0}, "n"), ({"n": True}, "n"), ({"n": "2"}, "n"),
+    ({"n": 0}, "n"), ({"n": 129}, "n"), ({"n": 2.5}, "n"), ({"n": 1e300}, "n"), ({"n": True}, "n"), ({"n": "2"}, "n"),
     ({"messages": [{"role": ""}]}, "messages[0]"), ({"tools": [None]}, "tools[0]"),
     ({"tools": [{"type": "function", "function": None}]}, "tools[0].function"),
     ({"messages": [{"role": "user", "content": [{"type": "", "text": {}}]}]}, "messages[0].content[0]"),
@@ -152,8 +153,10 @@ def test_chat_body_checks_name_the_field(body, param):
 
 
 def test_valid_n_and_output_bound_pass():
-    body = {"model": "radial", "messages": [{"role": "user", "content": "hi"}], "n": MAX_CHOICES, "max_tokens": 8000}
+    """JSON Schema counts ``8.0`` as an integer: accepted, and passed on as ``8``."""
+    body = {"model": "radial", "messages": [{"role": "user", "content": "hi"}], "n": 8.0, "max_tokens": 8000}
     check_chat_body(body, max_output=8000)
+    assert (body["n"], type(body["n"])) == (8, int) and requested_output_tokens(body) == 8000
     with pytest.raises(RequestError) as info:
         check_chat_body({**body, "max_tokens": 8001}, max_output=8000)
     assert info.value.param == "max_tokens"
@@ -201,7 +204,7 @@ def run_schemathesis(url: str, max_examples: int, seed: int = SEED) -> tuple[Sta
         "seed": seed, "auth": {"openapi": {"bearer": {"bearer": KEY}}}, "workers": 1, "suppress-health-check": ["all"],
         "generation": {"mode": "all", "max-examples": max_examples, "deterministic": True, "database": "none",
                        "no-shrink": True},
-        "phases": {"stateful": {"enabled": False}},
+        "phases": {"stateful": {"enabled": False}}, "output": {"sanitization": {"enabled": False}},
         "checks": {"positive_data_acceptance": {"enabled": False}},  # replaced by the context-aware variant
     })
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config)
@@ -216,8 +219,9 @@ def run_schemathesis(url: str, max_examples: int, seed: int = SEED) -> tuple[Sta
     for label, groups in stats.failures.items():
         for group in groups.values():
             for failure in group.failures:
-                problems.append(f"{label}: {failure.code} {failure.title}: {failure.message.splitlines()[0]} "
-                                f"[{group.code_sample.splitlines()[0] if group.code_sample else ''}]")
+                answer = group.response.content[:300] if group.response is not None else b""
+                problems.append(f"{label}: {failure.code} {failure.title}: {failure.message.splitlines()[0]} -> "
+                                f"{answer!r} [{group.code_sample.splitlines()[0] if group.code_sample else ''}]")
     return stats, problems
 
 

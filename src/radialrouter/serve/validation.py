@@ -77,8 +77,13 @@ def _fail(param: str, message: str, code: str = "invalid_type") -> RequestError:
     return RequestError(message, param=param, code=code)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _as_int(body: dict, key: str, low: int, high: int) -> bool:
+    """Whether ``body[key]`` is an integer in [low, high]; an integral float (``8.0``, which JSON Schema counts as an
+    integer) is replaced by its int, so everything after this sees the type the schema promises."""
+    value = body[key]
+    if isinstance(value, float) and value.is_integer() and low <= value <= high:
+        body[key] = value = int(value)
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _nonempty_str(value: Any) -> bool:
@@ -120,15 +125,15 @@ def _check_tools(tools: Any) -> None:
 
 def _check_output_tokens(body: dict, limit: int) -> None:
     for key in ("max_completion_tokens", "max_tokens"):  # both, whichever wins: each must be valid on its own
-        value = body.get(key)
-        if value is not None and not (_is_int(value) and 0 <= value <= limit):
+        if body.get(key) is not None and not _as_int(body, key, 0, limit):
             raise _fail(key, f"`{key}` must be an integer between 0 and {limit}"
                         + (" (the largest context window here)" if limit < MAX_OUTPUT_TOKENS else ""))
 
 
 def check_chat_body(body: dict, max_output: int = MAX_OUTPUT_TOKENS) -> None:
-    """Type checks on the fields the server reads or the schema documents; the rest passes through untouched.
-    ``max_output`` bounds ``max_tokens`` (`max_output_tokens` of the config; without it only arithmetic does)."""
+    """Type checks on the fields the server reads or the schema documents; the rest passes through untouched
+    (integral floats in integer fields become ints). ``max_output`` bounds ``max_tokens`` (`max_output_tokens` of
+    the config; without it only the arithmetic bound applies and routing refuses what fits no window)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("`messages` must be a non-empty array of message objects", param="messages",
@@ -149,8 +154,7 @@ def check_chat_body(body: dict, max_output: int = MAX_OUTPUT_TOKENS) -> None:
             raise _fail("stream_options", "`stream_options` must be an object")
         if options.get("include_usage") is not None and not isinstance(options["include_usage"], bool):
             raise _fail("stream_options.include_usage", "`stream_options.include_usage` must be a boolean")
-    n = body.get("n")
-    if n is not None and not (_is_int(n) and 1 <= n <= MAX_CHOICES):
+    if body.get("n") is not None and not _as_int(body, "n", 1, MAX_CHOICES):
         raise _fail("n", f"`n` must be an integer between 1 and {MAX_CHOICES}")
     _check_output_tokens(body, max_output)
     requested_output_tokens(body)
