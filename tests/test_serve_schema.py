@@ -78,7 +78,8 @@ def test_validated_bodies_never_break_what_reads_them(body):
 #: the one the schema cannot state: prompt + ``max_tokens`` beyond every window (see `openapi.CONTEXT_CODES`).
 WINDOWS = {"small": 4000, "large": 8000}
 CAPABILITIES = ["json", "tools", "vision"]
-CASES = 1000  # at least this many generated cases across the operations
+CASES = 1000  # at least this many generated cases across the operations: ~530 from the coverage phase (boundaries,
+FUZZ_EXAMPLES = 120  # each field broken in turn, missing auth, undeclared methods), the rest fuzzed, per operation
 SEED = 2121
 
 
@@ -201,7 +202,9 @@ def run_schemathesis(url: str, max_examples: int, seed: int = SEED) -> tuple[Sta
     """Every phase that applies (examples, coverage, fuzzing) and every check, positive and negative data, with a
     fixed seed and deterministic generation; (statistics, one line per failure or error)."""
     config = SchemathesisConfig.from_dict({
-        "seed": seed, "auth": {"openapi": {"bearer": {"bearer": KEY}}}, "workers": 1, "suppress-health-check": ["all"],
+        "seed": seed, "auth": {"openapi": {"bearer": {"bearer": KEY}}}, "workers": 1,
+        # a fresh connection per request: on keep-alive ones loopback answers took ~40 ms each here (delayed ACKs)
+        "headers": {"connection": "close"}, "suppress-health-check": ["all"],
         "generation": {"mode": "all", "max-examples": max_examples, "deterministic": True, "database": "none",
                        "no-shrink": True},
         "phases": {"stateful": {"enabled": False}}, "output": {"sanitization": {"enabled": False}},
@@ -231,7 +234,7 @@ def test_schema_and_server_agree(live):
     negative_data_rejection, missing_required_header, unsupported_method, allow_header_conformance, ignored_auth,
     …): no failure of any kind. Repeatable: fixed seed, deterministic generation, no example database."""
     start = time.perf_counter()
-    stats, problems = run_schemathesis(live, max_examples=CASES // 6 + 60)
+    stats, problems = run_schemathesis(live, max_examples=FUZZ_EXAMPLES)
     print(f"schemathesis: {stats.total_cases} cases, {len(stats.tested_operations)} operations, "
           f"{len(problems)} failures, {time.perf_counter() - start:.1f} s")
     assert not problems, "\n".join(problems)
