@@ -70,7 +70,7 @@ OPTIONAL_FIELDS: tuple[tuple[str, str, tuple[type, ...], str], ...] = (
 def max_output_tokens(config: ServeConfig) -> int:
     """The most output tokens any request can ask for: the largest context window in the pool (more is refused by
     every LLM, so the schema states it as ``maximum``)."""
-    return max(llm.context_window for llm in config.llms)
+    return min(max((llm.context_window for llm in config.llms), default=MAX_OUTPUT_TOKENS), MAX_OUTPUT_TOKENS)
 
 
 def _fail(param: str, message: str, code: str = "invalid_type") -> RequestError:
