@@ -67,7 +67,7 @@ from radialrouter.serve.routing import (
     utf8_size,
 )
 from radialrouter.serve.upstream import LOCAL, Attempt, Upstream, classify, is_retryable, retry_after
-from radialrouter.serve.validation import check_chat_body, check_json_tree
+from radialrouter.serve.validation import check_chat_body, check_json_tree, check_route_body, max_output_tokens
 from radialrouter.tokens import load_tokenizer
 
 log = logging.getLogger("radialrouter.serve")
@@ -838,7 +838,8 @@ def create_app(config: ServeConfig, router: Router | None = None,
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None)
+        return error_response(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None,
+                              headers=exc.headers)  # a 405 carries the route's `Allow` header
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -897,9 +898,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
         early: asyncio.Task | None = None
         try:
             body, size = await state.read_json(request)
-            if isinstance(body.get("prompt"), str) and "messages" not in body:
-                body = {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
-            check_chat_body(body)
+            body = check_route_body(body, max_output_tokens(state.config))  # `prompt` as messages when they are absent
             target = parse_model(body.get("model", config.router.alias), state.config)
             if target.llm is not None:
                 raise RequestError("`model` must be a router alias here, not a concrete LLM", param="model")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from radialrouter.serve.app import ServeState
 
 MAX_COMMENT = 2000
+MAX_ID = 200  # ids this server hands out are ``rr-`` + 32 hex digits; the bound keeps lookups cheap
 #: Decision rows are committed in groups by a background thread. With ``ledger.wait_for_commit`` (the default) an
 #: answer's row is committed before its last byte, so its feedback always finds it — on any replica sharing the
 #: PostgreSQL log. Without it, feedback sent right after the answer may beat the row: this replica then waits (at
@@ -34,10 +35,15 @@ def parse_feedback(body: Any) -> tuple[str, float, str | None]:
     """(request id, score in [0, 1], comment) from a feedback body; a `RequestError` naming the field otherwise."""
     if not isinstance(body, dict):
         raise RequestError("Request body must be a JSON object", code="invalid_type")
-    rid = body.get("id", body.get("request_id"))
-    if not isinstance(rid, str) or not rid or len(rid) > 200:
-        raise RequestError("`id` must be the id of a response from this server (response.id)", param="id",
-                           code="invalid_type")
+    ids = {key: body[key] for key in ("id", "request_id") if body.get(key) is not None}  # request_id: an alias
+    if not ids:
+        raise RequestError("`id` (the id of a response from this server, response.id) is required", param="id",
+                           code="missing_required_parameter")
+    for key, value in ids.items():  # each one given must be valid, as the schema says, even if `id` wins
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_ID:
+            raise RequestError(f"`{key}` must be the id of a response from this server (response.id), 1 to {MAX_ID} "
+                               "characters", param=key, code="invalid_type")
+    rid = ids.get("id", ids.get("request_id"))
     score, thumbs = body.get("score"), body.get("thumbs")
     if (score is None) == (thumbs is None):
         raise RequestError("give exactly one of `score` (a number in [0, 1]) and `thumbs` ('up' or 'down')",
@@ -94,4 +100,4 @@ def feedback_router(state: ServeState) -> APIRouter:
     return api
 
 
-__all__ = ["feedback_router", "parse_feedback"]
+__all__ = ["MAX_COMMENT", "MAX_ID", "feedback_router", "parse_feedback"]
