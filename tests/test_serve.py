@@ -214,8 +214,8 @@ def test_context_window_and_capabilities_filter_candidates(http, backends):
 def test_no_capable_llm_is_a_clear_400(http):
     image = [{"type": "image_url", "image_url": {"url": "data:,"}}]
     r = http.post("/v1/chat/completions", json={"model": "radial", "messages": [{"role": "user", "content": image}],
-                                                "max_tokens": 200_000})
-    error = r.json()["error"]  # strong alone has vision, and its window cannot hold 200,000 output tokens
+                                                "max_tokens": 99_000})
+    error = r.json()["error"]  # strong alone has vision; its window cannot hold the image and 99,000 output tokens
     assert r.status_code == 400 and error["code"] == "context_length_exceeded" and error["param"] == "messages"
     assert "largest context window that could serve it: 100000 (strong)" in error["message"]
     r = http.post("/v1/chat/completions", json={"model": "radial", "messages": [{"role": "user", "content": "hi"}],

@@ -312,8 +312,9 @@ def test_two_served_replicas_act_as_one_gateway(pg_url, router_dir, monkeypatch)
             assert refused.json()["error"]["type"] == "rate_limit_error"
             assert refused.json()["error"]["code"] == "rate_limit_exceeded"
 
-            metrics = httpx.get(f"{urls[1]}/metrics", headers={"authorization": "Bearer sk-a"}).text
-            assert 'replica="r2"' in metrics and 'replica="r1"' not in metrics
+            # a client key reads its own series (poor was served by both replicas), labelled by the replica it asked
+            metrics = httpx.get(f"{urls[1]}/metrics", headers={"authorization": "Bearer sk-poor"}).text
+            assert 'replica="r2"' in metrics and 'replica="r1"' not in metrics and 'client="limited"' not in metrics
             for url in urls:
                 assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
                 ready = httpx.get(f"{url}/readyz")

@@ -333,6 +333,7 @@ class ServeState:
             self.limiter = MemoryRateLimiter(config)
         self.draining = False
         self.keys = {k.id: k for k in config.auth.keys}
+        self.max_output = max_output_tokens(config)  # max_tokens above the largest window: a 400 naming it
         self._transport = transport
         self.upstream: Upstream | None = None
         self.batcher = MicroBatcher(self.decider.decide, max_size=config.server.batch_max_size,
@@ -858,7 +859,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
         early: asyncio.Task | None = None
         try:
             body, size = await state.read_json(request)
-            check_chat_body(body)
+            check_chat_body(body, state.max_output)
             state.budgets.check(client)
             target = parse_model(body.get("model"), state.config)  # state.config: a hot swap may replace it
             call = _Call(state, client, body, target)
@@ -898,7 +899,7 @@ def create_app(config: ServeConfig, router: Router | None = None,
         early: asyncio.Task | None = None
         try:
             body, size = await state.read_json(request)
-            body = check_route_body(body, max_output_tokens(state.config))  # `prompt` as messages when they are absent
+            body = check_route_body(body, state.max_output)  # `prompt` as messages when they are absent
             target = parse_model(body.get("model", config.router.alias), state.config)
             if target.llm is not None:
                 raise RequestError("`model` must be a router alias here, not a concrete LLM", param="model")

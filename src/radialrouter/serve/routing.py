@@ -30,7 +30,7 @@ MAX_OUTPUT_TOKENS = 2**31 - 1
 # this many characters on average, so cutting here changes nothing the encoder sees and bounds its work.
 ROUTING_CHARS = 16_384
 _COUNT_CHUNK, _COUNT_GROUP = 16_384, 8  # characters per chunk, chunks per call when counting a long prompt
-MAX_CHOICES = 128  # OpenAI's limit on `n`
+MAX_CHOICES = 128  # `n`: OpenAI's limit; budgets reserve `n` answers, so it is checked, not passed through
 # Chat formatting a provider bills on top of the texts: a few tokens per message (role, separators) and a few that
 # prime the reply (OpenAI's published counting recipe: 3 per message, +1 with a name, +3 per reply).
 TOKENS_PER_MESSAGE, TOKENS_PER_REPLY = 4, 3

@@ -16,7 +16,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from radialrouter.serve.routing import MAX_OUTPUT_TOKENS, RequestError, requested_output_tokens
+from radialrouter.serve.routing import MAX_CHOICES, MAX_OUTPUT_TOKENS, RequestError, requested_output_tokens
 
 if TYPE_CHECKING:
     from radialrouter.serve.config import ServeConfig
@@ -57,7 +57,6 @@ def check_json_tree(body: Any, max_depth: int = MAX_DEPTH) -> None:
                 stack.append((child, (*path, key), depth + 1))
 
 
-MAX_CHOICES = 128  # `n`: OpenAI's limit; budgets reserve `n` answers, so it is checked, not passed through
 #: (field, JSON type the schema gives it, Python types that pass, what the error says): optional top-level fields
 #: that may also be ``null``. `openapi.py` describes the same fields from this table.
 OPTIONAL_FIELDS: tuple[tuple[str, str, tuple[type, ...], str], ...] = (
