@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from radialrouter import encoders
-from radialrouter.encoders import EncoderError, QueryEncoder, onnx_available
+from radialrouter.core.encoders import EncoderError, QueryEncoder, onnx_available
+from radialrouter.core.encoders import transformer as encoders
 
 TEXTS = ["What is the capital of France?", "Write a function that sorts a list.", "Integrate x^2 from 0 to 1."]
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed (radialrouter[onnx])")

@@ -16,7 +16,8 @@ from schemathesis.generation import GenerationMode
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve import parse_config
-from radialrouter.serve.app import _parse_body, create_app
+from radialrouter.serve.api.validation import check_chat_body
+from radialrouter.serve.app import create_app
 from radialrouter.serve.routing import (
     RequestError,
     context_text,
@@ -24,8 +25,8 @@ from radialrouter.serve.routing import (
     required_capabilities,
     routing_text,
 )
+from radialrouter.serve.state import _parse_body
 from radialrouter.serve.testing import ServerThread, fake_backends
-from radialrouter.serve.validation import check_chat_body
 
 AUTH = {"authorization": "Bearer sk-fuzz"}
 

@@ -9,28 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from radialrouter.core.scoring import choose_within_budget
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.evaluation import collapse_stats, summarize
-from radialrouter.objective import argmax_cheapest
+from radialrouter.evaluation.metrics import collapse_stats, summarize
 from radialrouter.routers.base import Outcomes, Router, observed_candidates
-
-
-def choose_within_budget(scores: np.ndarray, costs: np.ndarray, budget: float,
-                         candidates: np.ndarray | None = None) -> np.ndarray:
-    """Per query, the best-scoring LLM whose predicted cost is ≤ ``budget`` (ties to the cheaper one); a query
-    with no LLM under the budget gets its cheapest LLM, since not answering is not an option. ``candidates``
-    (n, m) bool restricts each query to those LLMs (e.g. its observed ones in evaluation)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    costs = np.asarray(costs, dtype=np.float64)
-    if candidates is not None:
-        candidates = np.broadcast_to(np.asarray(candidates, dtype=bool), costs.shape)
-        scores = np.where(candidates, scores, -np.inf)
-        costs_c = np.where(candidates, costs, np.inf)
-    else:
-        costs_c = costs
-    allowed = costs_c <= budget
-    allowed[np.arange(len(costs)), np.argmin(costs_c, axis=1)] |= ~allowed.any(axis=1)
-    return argmax_cheapest(np.where(allowed & np.isfinite(scores), scores, -np.inf), costs)
 
 
 def budget_outcomes(router: Router, data: RoutingDataset, budget: float) -> Outcomes:

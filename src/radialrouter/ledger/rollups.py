@@ -1,7 +1,7 @@
 """Hourly and daily pre-aggregates of the decision ledger, kept by the ledger's writer so the dashboard never
 scans raw rows for a wide time window.
 
-One row of `radialrouter.serve.schema.decisions_rollup` per (span, period start, client, LLM, trade-off, router
+One row of `radialrouter.ledger.schema.decisions_rollup` per (span, period start, client, LLM, trade-off, router
 version) — span 3600 (hours) or 86400 (UTC days) — with sums and counts: requests, outcomes, fallbacks, spend,
 tokens, latency (and ratings, booked by `add_feedback`), from which every overview and client figure is an exact
 sum. The writer thread upserts a batch's aggregates in the same transaction as the batch itself (``INSERT … ON
@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from radialrouter.serve.schema import decisions, decisions_rollup, schema_migrations
+from radialrouter.ledger.schema import decisions, decisions_rollup, schema_migrations
 
 TABLE = decisions_rollup.name
 SPANS = (3600, 86400)
@@ -34,7 +34,7 @@ SUMS = ("requests", "ok", "route_only", "errors", "upstream_failed", "fallbacks"
 _REAL = {"cost_usd", "expected_cost_usd", "latency_sum", "overhead_sum", "lam_sum", "feedback_sum"}
 COLUMNS = (*KEY, *SUMS, "overhead_max")
 UPSTREAM_FAILED = ("upstream_failed", "stream_error", "stream_truncated")
-#: The schema migrations that create and fill the table (`radialrouter.serve.schema.MIGRATIONS`).
+#: The schema migrations that create and fill the table (`radialrouter.ledger.migrations.MIGRATIONS`).
 MIGRATION_IDS = ("0016_decisions_rollup", "0017_decisions_rollup_backfill")
 
 
@@ -151,7 +151,7 @@ def backfill(conn: Connection) -> None:
 
 def forget(conn: Connection) -> None:
     """Drop the table and its migration records, so the database looks like one written before the table existed:
-    the next `radialrouter.serve.schema.migrate` (a `Ledger` opening it) rebuilds it. For tests and benchmarks
+    the next `radialrouter.ledger.migrations.migrate` (a `Ledger` opening it) rebuilds it. For tests and benchmarks
     that measure the backfill."""
     decisions_rollup.drop(conn, checkfirst=True)
     if sa.inspect(conn).has_table(schema_migrations.name):

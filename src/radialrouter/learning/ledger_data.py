@@ -41,15 +41,15 @@ def ledger_name(target: str | Path) -> str:
 def read_ledger(target: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(decision rows, feedback rows) of a decision log — a SQLite file (opened read-only) or the ``postgresql://``
     URL of a shared one (`ledger.url`) — oldest first. Offline tools (ope, train --from-ledger, label) read the log
-    only here, through the serving schema (`radialrouter.serve.schema`)."""
+    only here, through the serving schema (`radialrouter.ledger.schema`)."""
     import sqlalchemy as sa
 
-    from radialrouter.serve.schema import decisions as decisions_table
-    from radialrouter.serve.schema import feedback as feedback_table
+    from radialrouter.ledger.schema import decisions as decisions_table
+    from radialrouter.ledger.schema import feedback as feedback_table
 
     text, shown = str(target), ledger_name(target)
     if "://" in text:
-        from radialrouter.serve.ledger import make_engine
+        from radialrouter.ledger.store import make_engine
 
         engine = make_engine(text, pool_size=1)
     else:

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from radialrouter.core.objective import COST_SCALE, argmax_cheapest
 from radialrouter.data.dataset import DataError
-from radialrouter.objective import COST_SCALE, argmax_cheapest
 
 #: λ values tried before bisection refines the best bracket (USD per 1,000 queries; spans "cost is irrelevant"
 #: to "always the cheapest LLM" for quality in [0, 1] and prices of 0.01–100 USD per 1,000 queries).

@@ -32,17 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from radialrouter.budget_sweep import budget_sweep
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import resolve_lam, tradeoff_presets
 from radialrouter.data import RoutingDataset, load_splits
-from radialrouter.encoders import QueryEncoder
-from radialrouter.evaluation import (
+from radialrouter.evaluation.budget_sweep import budget_sweep
+from radialrouter.evaluation.metrics import (
     DEFAULT_SWEEP,
     collapse_index,
     curve_metrics,
     evaluate_router,
     single_llm_summary,
 )
-from radialrouter.objective import resolve_lam, tradeoff_presets
 from radialrouter.routers import Router, available_routers, router_class
 
 #: Reference points every table carries; they are not learned routers.
@@ -147,7 +147,7 @@ def _sha256(path: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- the run
 def _budget_rows(router: Router, test: RoutingDataset) -> list[dict]:
-    """Collapse against budget (`radialrouter.budget_sweep`)."""
+    """Collapse against budget (`radialrouter.evaluation.budget_sweep`)."""
     keys = ("budget", "cost", "perf", "most_expensive_share", "overspend_share")
     return [{k: r[k] for k in keys if k in r} for r in budget_sweep(router, test, n=20)]
 
@@ -274,7 +274,7 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
     # The largest budget is λ = 0: a λ-free model, or the one trained for the smallest λ.
     unconstrained = models.get(None) or models[min(models)]
     if pair is not None:
-        from radialrouter.strong_weak import pair_report
+        from radialrouter.evaluation.strong_weak import pair_report
 
         report = pair_report(unconstrained, test, *pair)
         run["pair"] = {k: report[k] for k in ("apgr", "cpt50", "cpt80", "n", "left_out", "quality_weak",
@@ -353,7 +353,7 @@ def _per_task_table(rows: list[dict], lam: float, train_tasks: set[str], has_cos
 
 def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> str:
     """The human-readable report of a `run_bench` document."""
-    from radialrouter.report import to_markdown
+    from radialrouter.evaluation.report import to_markdown
 
     meta, rows = doc["meta"], doc["results"]
     has_cost = meta["has_cost"]
@@ -471,7 +471,7 @@ def _most_expensive(doc: dict[str, Any]) -> str:
 
 def write_bench(doc: dict[str, Any], out_dir: str | Path, name: str) -> tuple[Path, Path]:
     """Write ``<name>.json``, ``<name>.md`` and the figures (``<name>_*.png``) into ``out_dir``."""
-    from radialrouter.report import plot_collapse, plot_perf_vs_cost, plot_score_vs_lam, write_json
+    from radialrouter.evaluation.report import plot_collapse, plot_perf_vs_cost, plot_score_vs_lam, write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

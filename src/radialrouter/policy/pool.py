@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from radialrouter.core.objective import target_distribution
 from radialrouter.data.dataset import DataError, RoutingDataset
-from radialrouter.objective import target_distribution
 from radialrouter.routers.base import MissingCellsWarning, Router, RouterError
 
 HOOKS = ("add_llm", "remove_llm", "llm_embedding", "logits")
@@ -89,7 +89,7 @@ def add_llm(
     """
     import torch
 
-    from radialrouter.training import set_seed, train_module
+    from radialrouter.core.training import set_seed, train_module
 
     _check_resizable(router)
     if name in router.llms_:

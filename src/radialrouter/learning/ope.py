@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from radialrouter.ledger_data import LoggedTraffic
-from radialrouter.objective import COST_SCALE
+from radialrouter.core.objective import COST_SCALE
+from radialrouter.learning.ledger_data import LoggedTraffic
 
 ESTIMATORS = ("ips", "snips", "dr")
 METRICS = ("quality", "cost", "score")

@@ -23,7 +23,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 if TYPE_CHECKING:
-    from radialrouter.serve.app import ServeState
+    from radialrouter.serve.state import ServeState
 
 REPLICA_ENV = "RADIALROUTER_REPLICA_ID"
 _REPLICA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$")

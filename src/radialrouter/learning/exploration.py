@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radialrouter.serve.config import ExploreConfig, ServeConfig
-from radialrouter.serve.routing import RouteResult
+if TYPE_CHECKING:  # the gateway passes its config and routing results in; nothing of it is imported at run time
+    from radialrouter.serve.config import ExploreConfig, ServeConfig
+    from radialrouter.serve.routing import RouteResult
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ import importlib.util
 import json
 import logging
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -45,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from radialrouter.core.encoders.cache import _EmbeddingCache
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _PACKAGED = {
@@ -127,7 +128,7 @@ def _static_source(name_or_path: str) -> tuple[str, Path, str | None] | None:
     name = _ALIASES.get(name_or_path, name_or_path)
     if name in _STATIC:
         folder, sha = _STATIC[name]
-        return name, Path(__file__).parent / folder, sha
+        return name, Path(__file__).parents[2] / folder  # the radialrouter package, sha
     path = Path(name_or_path).expanduser()
     try:
         config = json.loads((path / "config.json").read_text())
@@ -200,7 +201,8 @@ def _build_onnx(source: str, dest: Path) -> None:
     """Run `_export_onnx` in a subprocess (about 10–30 s, once per weights hash)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("building the ONNX encoder for %s into %s (once)", source, dest)
-    code = "import sys; from radialrouter.encoders import _export_onnx; _export_onnx(sys.argv[1], sys.argv[2])"
+    code = ("import sys; from radialrouter.core.encoders.transformer import _export_onnx; "
+            "_export_onnx(sys.argv[1], sys.argv[2])")
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1" if Path(source).is_dir() else "0")}
     done = subprocess.run([sys.executable, "-c", code, source, str(dest)], capture_output=True, text=True, env=env)
     if done.returncode != 0 or not dest.exists():
@@ -226,10 +228,13 @@ class QueryEncoder:
             and once the torch weights are modified in place (fine-tuning), `encode` uses them, not the ONNX file.
     """
 
+    #: The class for static encoders, set by `radialrouter.core.encoders.static` (imported with the package).
+    _static_class: type[QueryEncoder] = None  # type: ignore[assignment]
+
     def __new__(cls, name_or_path: str = DEFAULT_ENCODER, *args, **kwargs):
         # QueryEncoder("static") (and from_identity of a static encoder) gives the static subclass
         if cls is QueryEncoder and _static_source(str(name_or_path)) is not None:
-            cls = StaticQueryEncoder
+            cls = QueryEncoder._static_class
         return super().__new__(cls)
 
     def __init__(
@@ -510,114 +515,3 @@ class QueryEncoder:
     def __repr__(self) -> str:
         return (f"QueryEncoder({self.name!r}, pooling={self.pooling!r}, max_tokens={self.max_tokens}, "
                 f"backend={self.backend!r})")
-
-
-class StaticQueryEncoder(QueryEncoder):
-    """Static token embeddings (model2vec): the mean of each token's distilled vector, no transformer pass.
-
-    Truncation keeps the **end** of long prompts like `QueryEncoder` (model2vec itself cuts from the right): the
-    text is cut to its last ``4 × max_tokens`` characters (about ``max_tokens`` tokens) before encoding."""
-
-    def __init__(self, name_or_path: str = STATIC_ENCODER, *, pooling: str = "mean", normalize: bool = True,
-                 max_tokens: int = 256, truncation_side: str = "left", precision: str = "auto",
-                 batch_size: int = 1024, cache_dir: str | Path | bool | None = None, device: str = "cpu",
-                 backend: str = "auto") -> None:
-        if pooling != "mean":
-            raise ValueError(f"a static encoder pools by mean; got pooling={pooling!r}")
-        if truncation_side not in {"left", "right"}:
-            raise ValueError(f"truncation_side must be 'left' or 'right'; got {truncation_side!r}")
-        source = _static_source(str(name_or_path))
-        if source is None:
-            raise EncoderError(f"{name_or_path!r} is not a static (model2vec) encoder")
-        self.name, self.path, self._expected_sha = source
-        if not (self.path / "model.safetensors").exists():
-            raise EncoderError(f"static encoder {self.name!r}: {self.path / 'model.safetensors'} is missing")
-        self.pooling, self.normalize, self.max_tokens = "mean", normalize, int(max_tokens)
-        self.truncation_side, self.batch_size, self.device = truncation_side, int(batch_size), "cpu"
-        self.precision, self.backend = "fp32", "static"
-        self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir())
-        self._model = None
-        self._lock = threading.Lock()
-        self._identity: dict | None = None
-        self._dim: int | None = None
-
-    def load(self) -> StaticQueryEncoder:
-        with self._lock:
-            if self._model is None:
-                from model2vec import StaticModel
-
-                _ = self._weights_hash()  # verify before loading
-                self._model = StaticModel.from_pretrained(self.path, normalize=self.normalize)
-        return self
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._dim = int(self.load()._model.dim)
-        return self._dim
-
-    @property
-    def active_backend(self) -> str:
-        return "static"
-
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        raise EncoderError(f"the static encoder {self.name!r} has no transformer to fine-tune; use "
-                           f"{DEFAULT_ENCODER!r} for fine-tuning")
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.tokenize([])  # raises: nothing to back-propagate into
-
-    def _compute(self, texts: list[str], progress: bool, batch_size: int,
-                 store: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
-        window = 4 * self.max_tokens
-        cut = [t[-window:] if self.truncation_side == "left" else t[:window] for t in texts]
-        model = self.load()._model
-        if len(cut) <= batch_size and store is None and not progress:  # the serving path: one call, nothing else
-            return model.encode(cut, max_length=None, use_multiprocessing=False, batch_size=batch_size).astype(
-                np.float32, copy=False)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        bar = tqdm(total=len(texts), desc="encoding queries", unit="q", disable=not progress, leave=False)
-        for start in range(0, len(cut), batch_size):
-            idx = np.arange(start, min(start + batch_size, len(cut)))
-            out[idx] = model.encode([cut[i] for i in idx], max_length=None, use_multiprocessing=False,
-                                    batch_size=batch_size)
-            if store is not None:
-                store(idx, out[idx])
-            bar.update(len(idx))
-        bar.close()
-        return out
-
-    def __repr__(self) -> str:
-        return f"StaticQueryEncoder({self.name!r}, max_tokens={self.max_tokens})"
-
-
-class _EmbeddingCache:
-    """text-hash → vector, in one SQLite file per encoder fingerprint (safe across processes)."""
-
-    def __init__(self, path: Path, dim: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.dim = path, dim
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
-
-    def get(self, keys: list[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        with self._connect() as db:
-            for start in range(0, len(keys), 900):  # SQLite's bound-parameter limit
-                chunk = keys[start : start + 900]
-                marks = ",".join("?" * len(chunk))
-                for key, blob in db.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk):
-                    vec = np.frombuffer(blob, dtype=np.float32)
-                    if vec.size == self.dim:
-                        out[key] = vec
-        return out
-
-    def put(self, items: dict[str, np.ndarray]) -> None:
-        with self._connect() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
-                [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
-            )

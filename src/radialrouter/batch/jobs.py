@@ -242,7 +242,7 @@ def prompt_texts(values: pa.Array | pa.ChunkedArray, source: QuerySource | str, 
 # ---------------------------------------------------------------------------------------------------- workers
 def _limit_threads(threads: int | None) -> None:
     if threads:
-        from radialrouter.threads import apply_threads
+        from radialrouter.core.threads import apply_threads
 
         apply_threads(threads)
 
@@ -319,7 +319,7 @@ class EmbedWorker:
     def __init__(self, encoder: str = "minilm", cache_dir: str | None = None, threads: int | None = None,
                  column: str = "prompt", source_name: str = "input", text_lines: bool = False) -> None:
         _limit_threads(threads)
-        from radialrouter.encoders import QueryEncoder
+        from radialrouter.core.encoders import QueryEncoder
 
         self.encoder = QueryEncoder(encoder, cache_dir=cache_dir)
         self.encoder.load()
@@ -555,7 +555,7 @@ def route_file(input_path: str | Path, output: str | Path | None = None, *, mode
                on_chunk: Callable[[int], None] | None = None) -> BatchSummary:
     """Route every query of ``input_path`` and write the decisions to ``output`` (JSONL or parquet by suffix;
     None: JSONL on stdout), chunk by chunk. Returns what was done."""
-    from radialrouter.encoders import default_cache_dir
+    from radialrouter.core.encoders import default_cache_dir
 
     source = open_source(input_path, prompt_column)
     kind = output_kind(output) if output is not None else "jsonl"
@@ -579,7 +579,7 @@ def embed_file(data: str | Path, *, encoder: str = "minilm", engine: str | Engin
                progress: bool = True, workers: int | None = None, address: str | None = None) -> BatchSummary:
     """Encode every prompt of ``data`` into the embedding cache of ``encoder`` (so `train`, `eval` and `bench` on
     the same prompts compute no embedding), chunk by chunk. ``extra`` reports the cache file and its size."""
-    from radialrouter.encoders import QueryEncoder, default_cache_dir
+    from radialrouter.core.encoders import QueryEncoder, default_cache_dir
 
     source = open_source(data, prompt_column)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

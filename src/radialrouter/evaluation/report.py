@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from radialrouter.objective import SCENARIO_LABELS
+from radialrouter.core.objective import SCENARIO_LABELS
 
 #: Short names of the named trade-offs in table headers.
 SHORT = {"performance-first": "PF", "balance": "BA", "cost-first": "CF"}
@@ -169,7 +169,7 @@ def plot_perf_vs_cost(sweeps: dict[str, list[dict]], path: str | Path, title: st
                       points: dict[str, tuple[float, float]] | None = None) -> Path | None:
     """Perf against Cost: each router's λ-sweep curve (its Pareto front highlighted) plus single points
     (e.g. each LLM alone)."""
-    from radialrouter.evaluation import pareto_front
+    from radialrouter.evaluation.metrics import pareto_front
 
     plt = _pyplot()
     if plt is None:

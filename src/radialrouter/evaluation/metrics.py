@@ -8,46 +8,15 @@ alongside. Curve metrics (AIQ, QNC, Pareto front) work on (cost, perf) points fr
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from radialrouter.core.objective import SCENARIOS, preset_name
+from radialrouter.core.scoring import pareto_front, summarize
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.objective import COST_SCALE, SCENARIOS, preset_name
 
 #: λ values for Score-vs-λ and cost–quality curves (USD per 1,000 queries).
 DEFAULT_SWEEP: tuple[float, ...] = (0.0, *np.round(np.geomspace(1e-3, 3.0, 24), 6).tolist())
-
-
-@dataclass(frozen=True)
-class Metrics:
-    perf: float
-    cost: float  # USD per 1,000 queries
-    score: float
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-def _metrics(perf: float, cost_per_1k: float, lam: float) -> Metrics:
-    return Metrics(float(perf), float(cost_per_1k), float(perf - lam * cost_per_1k))
-
-
-def summarize(perf_q: np.ndarray, cost_q_usd: np.ndarray, tasks: np.ndarray, lam: float) -> dict:
-    """Macro (over tasks), micro and per-task Perf / Cost / Score of per-query outcomes."""
-    perf_q = np.asarray(perf_q, dtype=np.float64)
-    cost_q = np.asarray(cost_q_usd, dtype=np.float64) * COST_SCALE
-    if not (np.isfinite(perf_q).all() and np.isfinite(cost_q).all()):
-        # A missing quality cell must never become a reported figure: evaluation routes among observed LLMs.
-        raise ValueError(f"{int((~np.isfinite(perf_q)).sum())} per-query qualities and "
-                         f"{int((~np.isfinite(cost_q)).sum())} costs are missing (NaN): metrics need the outcome of "
-                         "every query (route among data.observed; `single_llm_summary` for one LLM)")
-    per_task = {}
-    for task in dict.fromkeys(np.asarray(tasks).tolist()):
-        mask = tasks == task
-        per_task[task] = _metrics(perf_q[mask].mean(), cost_q[mask].mean(), lam)
-    macro = _metrics(np.mean([m.perf for m in per_task.values()]), np.mean([m.cost for m in per_task.values()]), lam)
-    return {"macro": macro, "micro": _metrics(perf_q.mean(), cost_q.mean(), lam), "per_task": per_task}
 
 
 def single_llm_summary(data: RoutingDataset, j: int, lam: float = 0.0) -> dict:
@@ -114,19 +83,6 @@ def evaluate_router(router, data: RoutingDataset, lams: Iterable[float] | None =
             **collapse_stats(out.weights, data.quality, data.cost),
         })
     return rows
-
-
-# ---------------------------------------------------------------------------------------------- curves
-def pareto_front(costs: Sequence[float], perfs: Sequence[float]) -> np.ndarray:
-    """Indices of the points no other point beats on both cost (lower) and perf (higher), by increasing cost."""
-    costs, perfs = np.asarray(costs, float), np.asarray(perfs, float)
-    order = np.lexsort((-perfs, costs))
-    front, best = [], -np.inf
-    for i in order:
-        if perfs[i] > best + 1e-12:
-            front.append(i)
-            best = perfs[i]
-    return np.asarray(front, dtype=np.int64)
 
 
 def nondecreasing_hull(costs: Sequence[float], perfs: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from radialrouter.serve.routing import RequestError
 
 if TYPE_CHECKING:
-    from radialrouter.serve.app import ServeState
+    from radialrouter.serve.state import ServeState
 
 MAX_COMMENT = 2000
 #: Decision rows are committed in groups by a background thread. With ``ledger.wait_for_commit`` (the default) an

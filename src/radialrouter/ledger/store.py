@@ -11,7 +11,7 @@ awaits it before it sends a response's last byte (``ledger.wait_for_commit``, on
 received always has its row, even if the process is killed right after; the request waits for a group commit but
 never does the write itself, and one commit serves every row that queued meanwhile. Spend per client
 (``budget_spend``) and the dashboard's hourly and daily pre-aggregates (``decisions_rollup``,
-`radialrouter.serve.ledger_rollup`) are updated in the same transaction as the rows that cause them.
+`radialrouter.ledger.rollups`) are updated in the same transaction as the rows that cause them.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from radialrouter.serve import ledger_rollup
-from radialrouter.serve.schema import budget_spend, decisions, feedback, migrate
+from radialrouter.ledger import rollups as ledger_rollup
+from radialrouter.ledger.migrations import migrate
+from radialrouter.ledger.schema import budget_spend, decisions, feedback
 
 log = logging.getLogger("radialrouter.serve")
 

@@ -1,75 +1,27 @@
-"""Judge labels: an LLM from the serving pool grades logged answers, for traffic that got no client feedback.
+"""Judge labels through the gateway's own upstream client: ``radialrouter label --ledger L --config serve.yaml
+--judge <pool LLM>`` grades logged answers with the rubric of `radialrouter.learning.judge` and stores the grades in
+the decision log's ``feedback`` table (source ``judge:<LLM>``).
 
-``radialrouter label --ledger L --config serve.yaml --judge <pool LLM> [--sample N]`` sends each sampled request's
-routed text and the answer it got to the judge through the server's own upstream client (same base URL, key,
-timeouts and price table), with the rubric below, and stores the grade (0–1) in the decision log's ``feedback``
-table as source ``judge:<LLM>``, with the judge, the rubric version, the grade's reason and what the call cost.
-It needs ``ledger.log_prompts`` and ``ledger.log_responses`` (both off by default: they store user text).
-
-A judge is a noisy, biased labeller — it may prefer long answers, or answers in its own style, and it is not the
-client. Client feedback wins over a judge grade where both exist (`radialrouter.ledger_data.LABEL_SOURCES`).
+The calls need the serving config, the upstream client and its price table (`radialrouter.serve`), so they live here;
+the rubric, the grade parsing and the ledger reading stay in `radialrouter.learning`. This module is also what the
+former name ``radialrouter.judge`` imports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
+from radialrouter.learning.judge import RUBRIC, RUBRIC_VERSION, Grade, JudgeError, judge_messages, parse_grade
+from radialrouter.ledger.store import Ledger
 from radialrouter.serve.budgets import cost_usd
 from radialrouter.serve.config import ServeConfig
-from radialrouter.serve.ledger import Ledger
 from radialrouter.serve.upstream import Upstream
-
-RUBRIC_VERSION = "1"
-RUBRIC = """You grade an AI assistant's answer to a user's request. Judge only the answer, against the request:
-correctness first (a wrong answer scores 0-2 however well written), then whether it does what was asked
-(complete, on topic, follows explicit instructions), then clarity. Length is not a merit. Do not answer the
-request yourself.
-
-Scale: 10 = correct, complete and clear; 7 = correct with minor gaps; 4 = partly correct or incomplete;
-1 = wrong or unhelpful; 0 = refuses without reason or is empty.
-
-Reply with one JSON object and nothing else: {"score": <integer 0-10>, "reason": "<one sentence>"}"""
-
-
-class JudgeError(ValueError):
-    """The judge's reply could not be read as a grade."""
-
-
-@dataclass
-class Grade:
-    request_id: str
-    score: float | None  # in [0, 1]; None when grading failed
-    reason: str
-    cost_usd: float
-    error: str | None = None
-
-
-def judge_messages(prompt: str, response: str) -> list[dict[str, str]]:
-    """The chat messages sent to the judge (the rubric, then the request and the answer, delimited)."""
-    return [{"role": "system", "content": RUBRIC},
-            {"role": "user", "content": f"<request>\n{prompt}\n</request>\n\n<answer>\n{response}\n</answer>"}]
-
-
-def parse_grade(text: str) -> tuple[float, str]:
-    """(score in [0, 1], reason) from the judge's reply: a JSON object with an integer ``score`` from 0 to 10."""
-    match = re.search(r"\{.*\}", text or "", re.S)
-    try:
-        obj = json.loads(match.group(0)) if match else None
-    except ValueError:
-        obj = None
-    score = obj.get("score") if isinstance(obj, dict) else None
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 10:
-        raise JudgeError(f"the judge did not reply with a score from 0 to 10: {str(text)[:120]!r}")
-    return float(score) / 10.0, str(obj.get("reason", ""))[:500]
 
 
 async def grade(config: ServeConfig, judge: str, rows: list[dict[str, Any]], concurrency: int = 4,
@@ -107,7 +59,7 @@ async def grade(config: ServeConfig, judge: str, rows: list[dict[str, Any]], con
 def label_ledger(ledger: str | Path, config: ServeConfig, judge: str, sample: int | None = None, seed: int = 0,
                  concurrency: int = 4, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
     """Grade (a seeded sample of) the answered requests this judge has not graded yet; store the grades."""
-    from radialrouter.ledger_data import ledger_name, read_ledger
+    from radialrouter.learning.ledger_data import ledger_name, read_ledger
 
     if judge not in {llm.name for llm in config.llms}:
         raise ValueError(f"--judge {judge!r} is not in the config's pool {[llm.name for llm in config.llms]}")

@@ -41,7 +41,7 @@ from fastapi import APIRouter, Request
 from radialrouter.serve.routing import Decider, RequestError, check_pool, load_router
 
 if TYPE_CHECKING:
-    from radialrouter.serve.app import ServeState
+    from radialrouter.serve.state import ServeState
 
 log = logging.getLogger("radialrouter.serve")
 T = TypeVar("T")

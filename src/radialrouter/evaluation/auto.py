@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from radialrouter.bench import make_seeded
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.evaluation import DEFAULT_SWEEP, aiq, evaluate_router
+from radialrouter.evaluation.bench import make_seeded
+from radialrouter.evaluation.metrics import DEFAULT_SWEEP, aiq, evaluate_router
 from radialrouter.routers import router_class
 from radialrouter.routers.base import Router, RouterError
 
@@ -51,7 +51,7 @@ def select_router(train: RoutingDataset, val: RoutingDataset, lam: float | str |
         raise RouterError("--router auto needs at least one candidate router")
     for name in candidates:
         router_class(name)  # unknown names fail before any training
-    from radialrouter.objective import SCENARIOS, resolve_lam, tradeoff_presets
+    from radialrouter.core.objective import SCENARIOS, resolve_lam, tradeoff_presets
 
     # Names resolve with the presets every candidate computes from ``train`` (the same for all).
     presets = tradeoff_presets(train.quality, train.cost) if train.has_cost else dict(SCENARIOS)
