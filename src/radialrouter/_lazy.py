@@ -44,12 +44,13 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self, is_package=False)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return importlib.import_module(self.moved[spec.name])
+        module = importlib.import_module(self.moved[spec.name])
+        self._own = (module.__spec__, module.__loader__, module.__name__)
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
         # create_module gave the real module; importlib stamped the alias's spec on it: put its own back.
-        module.__spec__ = importlib.util.find_spec(module.__name__)
-        module.__loader__ = module.__spec__.loader
+        module.__spec__, module.__loader__, module.__name__ = self._own
 
 
 def alias_modules(moved: dict[str, str]) -> None:

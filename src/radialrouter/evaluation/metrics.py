@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from radialrouter.core.objective import SCENARIOS, preset_name
-from radialrouter.core.scoring import pareto_front, summarize
+from radialrouter.core.scoring import Metrics, _metrics, pareto_front, summarize  # noqa: F401  (moved there; still here)
 from radialrouter.data.dataset import RoutingDataset
 
 #: λ values for Score-vs-λ and cost–quality curves (USD per 1,000 queries).

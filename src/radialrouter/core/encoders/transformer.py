@@ -128,7 +128,7 @@ def _static_source(name_or_path: str) -> tuple[str, Path, str | None] | None:
     name = _ALIASES.get(name_or_path, name_or_path)
     if name in _STATIC:
         folder, sha = _STATIC[name]
-        return name, Path(__file__).parents[2] / folder  # the radialrouter package, sha
+        return name, Path(__file__).parents[2] / folder, sha  # folder: relative to the radialrouter package
     path = Path(name_or_path).expanduser()
     try:
         config = json.loads((path / "config.json").read_text())
