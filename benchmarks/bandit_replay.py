@@ -8,7 +8,8 @@ Per data set and seed, the data set's training queries (shuffled; the first ``--
 traffic at λ = Balance. A logging policy routes each one and only the called LLM's quality is revealed (variant
 *noisy judge*: flipped with probability ``--noise``, as a fallible LLM judge would). Every ``--every`` queries the
 bandit learner (`LEARNER`, chosen on validation by `bandit_learner_select.py`: an ``mlp`` 64 units wide with the
-masked loss of `radialrouter.partial` and its pessimistic routing, costs imputed as in `radialrouter.ledger_data`)
+masked loss of `radialrouter.learning.partial` and its pessimistic routing, costs imputed as in
+`radialrouter.learning.ledger_data`)
 is retrained on everything logged so far and becomes the new logging policy. Policies:
 
 * ``frozen``: routerbench3 — the embedded router (RadialRouter, static encoder) as shipped (trained on the full
@@ -44,12 +45,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radialrouter.core.objective import COST_SCALE
 from radialrouter.data import load_splits
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.evaluation import summarize
-from radialrouter.ledger_data import LoggedTraffic, concat_datasets, impute_costs
-from radialrouter.objective import COST_SCALE
-from radialrouter.ope import bootstrap_counts, evaluate
+from radialrouter.learning.ledger_data import LoggedTraffic, concat_datasets, impute_costs
+from radialrouter.learning.ope import bootstrap_counts, evaluate
 from radialrouter.routers import Router, router_class
 from radialrouter.routers.radial import load_default
 

@@ -65,7 +65,7 @@ def make_queries(path: Path, rows: int, seed: int = 0, row_group: int = 65536) -
 
 _BASELINE = """
 import json, sys, time
-from radialrouter.calibration import read_queries
+from radialrouter.policy.calibration import read_queries
 from radialrouter.routers.radial import load_default
 src, out = sys.argv[1], sys.argv[2]
 texts = read_queries(src)

@@ -1,7 +1,7 @@
 """Dashboard load times on a 1 M-row decision ledger (generated here), through ``radialrouter serve``'s app.
 
 1. A script-generated ledger: ``--rows`` decisions (default 1,000,000) over the last 30 days, written with the
-   server's own schema (`radialrouter.serve.ledger.Ledger`, indexes included) by one bulk ``executemany``: 8 client
+   server's own schema (`radialrouter.ledger.store.Ledger`, indexes included) by one bulk ``executemany``: 8 client
    keys, 5 LLMs with list prices, the three trade-offs plus direct calls, a routing split that depends on the
    trade-off, 2 % fallbacks, 1 % failures, day/night traffic, token counts and costs from the prices, scores and
    rankings. It also carries what the learning loop (issue 12) adds — a ``router_version`` column and a
@@ -38,8 +38,8 @@ import httpx
 import numpy as np
 import sqlalchemy
 
-from radialrouter.serve import ledger_rollup
-from radialrouter.serve.ledger import _COLUMNS, Ledger
+from radialrouter.ledger import rollups as ledger_rollup
+from radialrouter.ledger.store import _COLUMNS, Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

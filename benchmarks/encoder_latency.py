@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from radialrouter.encoders import QueryEncoder, onnx_available
+from radialrouter.core.encoders import QueryEncoder, onnx_available
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radialrouter.bench import make_seeded
+from radialrouter.core.encoders import DEFAULT_ENCODER, STATIC_ENCODER, QueryEncoder
+from radialrouter.core.objective import COST_SCALE, SCENARIOS
 from radialrouter.data import load_splits
-from radialrouter.encoders import DEFAULT_ENCODER, STATIC_ENCODER, QueryEncoder
 from radialrouter.evaluation import DEFAULT_SWEEP, aiq, summarize
-from radialrouter.objective import COST_SCALE, SCENARIOS
+from radialrouter.evaluation.bench import make_seeded
 
 #: Rows with a missing quality cell are excluded, as when the published report was made: this script reads
 #: the labels of its routers' choices itself (`load_splits(missing="keep")` routes among observed LLMs only in

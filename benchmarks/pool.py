@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radialrouter.calibration import CalibrationError, calibrate_lam, route_batch_budget
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import COST_SCALE
 from radialrouter.data import load_dataset, with_validation
-from radialrouter.encoders import QueryEncoder
 from radialrouter.evaluation import summarize
-from radialrouter.objective import COST_SCALE
+from radialrouter.policy.calibration import CalibrationError, calibrate_lam, route_batch_budget
 from radialrouter.routers import Router, make_router
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ def macro_score(router, test, lam: float) -> tuple[float, float, float]:
 
 
 def part_add(ds, router_name: str, steps: int, seed: int, probe_seeds: int = 2) -> tuple[list[dict], str]:
-    from radialrouter.pool import add_llm, clone
+    from radialrouter.policy.pool import add_llm, clone
 
     ds = with_validation(ds, seed=seed)
     train, val, test = ds.select("train"), ds.select("val"), ds.select("test")

@@ -38,14 +38,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    from radialrouter.threads import apply_threads
+    from radialrouter.core.threads import apply_threads
 
     apply_threads(args.threads)
-    from radialrouter.bench import routing_latency
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.core.objective import tradeoff_presets
     from radialrouter.data import load_splits
-    from radialrouter.encoders import QueryEncoder
     from radialrouter.evaluation import DEFAULT_SWEEP, aiq, evaluate_router
-    from radialrouter.objective import tradeoff_presets
+    from radialrouter.evaluation.bench import routing_latency
     from radialrouter.routers import make_router
 
     warnings.filterwarnings("ignore")

@@ -39,7 +39,7 @@ KINDS = ("radial", "mlp")
 
 def per_query_scores(router, data, lam: float) -> np.ndarray:
     """Realised per-query Score of the router's choices among each query's observed LLMs."""
-    from radialrouter.objective import utility
+    from radialrouter.core.objective import utility
     from radialrouter.routers.base import observed_candidates
 
     choice = router.predict(data, lam, observed_candidates(data))
@@ -53,13 +53,13 @@ def main() -> None:
     parser.add_argument("--data", default=",".join(DATASETS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    from radialrouter.threads import apply_threads
+    from radialrouter.core.threads import apply_threads
 
     apply_threads(args.threads)
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.core.objective import tradeoff_presets
     from radialrouter.data import load_splits
     from radialrouter.data.combine import combine_datasets, source_of
-    from radialrouter.encoders import QueryEncoder
-    from radialrouter.objective import tradeoff_presets
     from radialrouter.routers import make_router
 
     warnings.filterwarnings("ignore")

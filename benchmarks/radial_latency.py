@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radialrouter.core.encoders import QueryEncoder, onnx_available
 from radialrouter.data import load_splits
-from radialrouter.encoders import QueryEncoder, onnx_available
 from radialrouter.routers.radial import RadialRouter
 from radialrouter.routers.radialformer import BACKBONES
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import SCENARIOS
 from radialrouter.data import load_splits
-from radialrouter.encoders import QueryEncoder
 from radialrouter.evaluation import evaluate_router
-from radialrouter.objective import SCENARIOS
 from radialrouter.routers import make_router
 from radialrouter.routers.radial import RadialRouter
 

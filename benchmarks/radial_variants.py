@@ -44,7 +44,7 @@ VARIANTS = {"kl": {"objective": "kl"}, "quality": {"objective": "quality"}}
 
 def per_query_scores(router, data, lam: float) -> np.ndarray:
     """Realised per-query Score of the router's choices (quality − λ·cost per 1k)."""
-    from radialrouter.objective import utility
+    from radialrouter.core.objective import utility
 
     choice = router.predict(data, lam)
     rows = np.arange(len(data))
@@ -64,12 +64,12 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    from radialrouter.threads import apply_threads
+    from radialrouter.core.threads import apply_threads
 
     apply_threads(args.threads)
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.core.objective import tradeoff_presets
     from radialrouter.data import load_splits
-    from radialrouter.encoders import QueryEncoder
-    from radialrouter.objective import tradeoff_presets
     from radialrouter.routers import make_router
 
     warnings.filterwarnings("ignore")

@@ -113,8 +113,8 @@ def fake_hub(port: int, delay_ms: float) -> None:
 
 def build_router(directory: Path) -> dict[str, list[str]]:
     """Fit and save best-single on synthetic data; return the ranking (pool names) per routed model name."""
+    from radialrouter.core.objective import SCENARIOS
     from radialrouter.data import make_synthetic
-    from radialrouter.objective import SCENARIOS
     from radialrouter.routers import make_router
 
     router = make_router("best-single").fit(make_synthetic(n_queries=80, n_llms=3, seed=0).select("train"))

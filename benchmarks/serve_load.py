@@ -105,7 +105,7 @@ def build_router(directory: Path, router_arg: str | None) -> tuple[Path | None, 
         print(f"default router unavailable ({exc}); training a kNN router instead", file=sys.stderr)
     if not DATA.exists():
         raise SystemExit(f"no router: pass --router DIR (the default router is not built and {DATA} is absent)")
-    from radialrouter.encoders import QueryEncoder
+    from radialrouter.core.encoders import QueryEncoder
     from radialrouter.routers import make_router
 
     train = ds.select("train").embed(QueryEncoder(), progress=False)

@@ -185,8 +185,8 @@ async def drive(targets: list[str], items: list[dict], concurrency: int, key: st
 def reservation_usd(body: dict) -> float:
     """What the server reserves for one ``gpt-4`` request: counted prompt tokens × margin × input price + max_tokens
     × output price (the server's own tokenizer and rule, `Budgets.worst_case`)."""
+    from radialrouter.core.tokens import load_tokenizer
     from radialrouter.serve.routing import context_text, count_tokens
-    from radialrouter.tokens import load_tokenizer
 
     tokens = count_tokens(load_tokenizer(None), context_text(body), 10**6)
     _, pin, pout, _ = POOL["gpt-4"]

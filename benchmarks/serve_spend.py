@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from radialrouter.core.tokens import load_tokenizer
 from radialrouter.data import load_dataset, make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve import parse_config
@@ -46,7 +47,6 @@ from radialrouter.serve.app import create_app
 from radialrouter.serve.pgtesting import TemporaryPostgres, find_bin_dir
 from radialrouter.serve.routing import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens, text_token_bound
 from radialrouter.serve.testing import FakeBackend, ServerThread, fake_backends
-from radialrouter.tokens import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

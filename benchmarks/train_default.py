@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from radialrouter.core.encoders import STATIC_ENCODER, QueryEncoder
 from radialrouter.data import load_splits
-from radialrouter.encoders import STATIC_ENCODER, QueryEncoder
 from radialrouter.evaluation import evaluate_router
 from radialrouter.routers.radial import DEFAULT_DIR, RadialRouter
 

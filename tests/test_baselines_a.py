@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from radialrouter.budget_sweep import budget_sweep, choose_within_budget
 from radialrouter.data import make_synthetic, with_validation
 from radialrouter.evaluation import evaluate_router
+from radialrouter.evaluation.budget_sweep import budget_sweep, choose_within_budget
 from radialrouter.routers import Router, make_router
 from radialrouter.routers.graph import utility_weights
 from radialrouter.routers.routerdc import cluster_loss, sample_llm_loss

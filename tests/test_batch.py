@@ -162,7 +162,7 @@ def test_cli_route_input_streams_and_reports_errors_in_one_line(tmp_path, in_mem
 
 
 def test_embed_fills_the_cache_that_training_reads(tmp_path, monkeypatch):
-    from radialrouter.encoders import QueryEncoder
+    from radialrouter.core.encoders import QueryEncoder
 
     prompts = PROMPTS + PROMPTS[:5]  # a long layout repeats prompts: one vector each
     write_parquet(tmp_path / "train.parquet", prompts)

@@ -10,12 +10,12 @@ import pytest
 from conftest import wide_frame
 from typer.testing import CliRunner
 
-from radialrouter import routers
-from radialrouter.bench import default_routers, run_bench, write_bench
 from radialrouter.cli import app
 from radialrouter.data import load_splits
 from radialrouter.evaluation import collapse_index
+from radialrouter.evaluation.bench import default_routers, run_bench, write_bench
 from radialrouter.routers import BUILTIN_ROUTERS, register
+from radialrouter.routers import registry as routers
 from radialrouter.routers.reference import BestSingleRouter
 
 runner = CliRunner()

@@ -10,15 +10,15 @@ import pytest
 from conftest import ROUTERBENCH3, needs_shared
 from typer.testing import CliRunner
 
-from radialrouter.calibration import (
+from radialrouter.core.objective import COST_SCALE, utility
+from radialrouter.data import make_synthetic
+from radialrouter.policy.calibration import (
     CalibrationError,
     calibrate_lam,
     read_queries,
     route_batch_budget,
     save_calibration,
 )
-from radialrouter.data import make_synthetic
-from radialrouter.objective import COST_SCALE, utility
 from radialrouter.routers import Router, available_routers, from_pretrained, make_router, register
 
 
@@ -217,8 +217,8 @@ def _quick_router():
 @needs_shared
 @pytest.mark.integration
 def test_routerbench_realised_cost_inside_interval():
+    from radialrouter.core.encoders import QueryEncoder
     from radialrouter.data import load_dataset
-    from radialrouter.encoders import QueryEncoder
 
     router = _quick_router()
     with pytest.warns(UserWarning):

@@ -33,7 +33,7 @@ def test_eval_writes_stable_json_and_report(tmp_path):
 
 
 def test_second_eval_computes_no_embeddings(tmp_path, monkeypatch):
-    from radialrouter.encoders import QueryEncoder
+    from radialrouter.core.encoders import QueryEncoder
 
     monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "cache"))
     computed: list[int] = []
@@ -178,8 +178,8 @@ def test_non_utf8_text_input_names_file_line_and_column(tmp_path):
     (tmp_path / "q.txt").write_bytes(b"first query\nsecond \xff query\n")
     proc = subprocess.run([sys.executable, "-m", "radialrouter", "calibrate", "--model", str(tmp_path),
                            "--queries", str(tmp_path / "q.txt"), "--target-cost", "1"], capture_output=True, text=True)
-    from radialrouter.calibration import read_queries
     from radialrouter.data import DataError
+    from radialrouter.policy.calibration import read_queries
 
     try:
         read_queries(tmp_path / "q.txt")
@@ -201,7 +201,7 @@ def test_duplicate_llm_columns_are_named_as_duplicates(tmp_path):
 
 
 def test_score_plot_clips_the_random_curve_and_labels_do_not_overlap():
-    from radialrouter.report import score_limits, spread_labels
+    from radialrouter.evaluation.report import score_limits, spread_labels
 
     sweeps = {"radial": [{"lam": 0.0, "score": 0.7}, {"lam": 1.0, "score": 0.5}],
               "knn": [{"lam": 0.0, "score": 0.68}, {"lam": 1.0, "score": 0.45}],

@@ -23,12 +23,13 @@ import pytest
 import sqlalchemy as sa
 
 from radialrouter.data import make_synthetic
+from radialrouter.ledger import rollups as ledger_rollup
+from radialrouter.ledger.schema import decisions_rollup
+from radialrouter.ledger.store import Ledger, LedgerRow
 from radialrouter.routers import make_router
-from radialrouter.serve import ConfigError, ledger_rollup, parse_config
+from radialrouter.serve import ConfigError, parse_config
 from radialrouter.serve.app import create_app
 from radialrouter.serve.dashboard_queries import Cursor, DashboardQueries, _bucket_sql, ledger_engine
-from radialrouter.serve.ledger import Ledger, LedgerRow
-from radialrouter.serve.schema import decisions_rollup
 from radialrouter.serve.testing import ServerThread, fake_backends
 
 ADMIN, ALICE, BOB = "admin-key-0123456789abcdef", "sk-alice-client-key", "sk-bob-client-key"

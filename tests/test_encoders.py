@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from radialrouter import encoders
-from radialrouter.encoders import EncoderError, QueryEncoder, onnx_available
+from radialrouter.core.encoders import EncoderError, QueryEncoder, StaticQueryEncoder, onnx_available
+from radialrouter.core.encoders import transformer as encoders
 
 TEXTS = ["What is the capital of France?", "Write a function that sorts a list.", "Integrate x^2 from 0 to 1."]
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed (radialrouter[onnx])")
@@ -181,8 +181,8 @@ def test_static_encoder_is_shipped_checked_and_fast_to_load():
     from pathlib import Path
 
     encoder = QueryEncoder("static", cache_dir=False)
-    assert isinstance(encoder, encoders.StaticQueryEncoder) and encoder.active_backend == "static"
-    folder = Path(encoders.__file__).parent / encoders._STATIC[encoders.STATIC_ENCODER][0]
+    assert isinstance(encoder, StaticQueryEncoder) and encoder.active_backend == "static"
+    folder = Path(encoders.__file__).parents[2] / encoders._STATIC[encoders.STATIC_ENCODER][0]
     provenance = json.loads((folder / "provenance.json").read_text())
     expected = encoders._STATIC["minilm-static-128"][1]
     assert encoder.identity["weights_sha256"] == provenance["weights_sha256"] == expected
@@ -208,7 +208,7 @@ def test_static_identity_round_trip_cache_and_mismatch(tmp_path):
     static = QueryEncoder("static", cache_dir=tmp_path)
     first = static.encode(TEXTS)
     again = QueryEncoder.from_identity(static.identity, cache_dir=tmp_path)
-    assert isinstance(again, encoders.StaticQueryEncoder) and again.fingerprint() == static.fingerprint()
+    assert isinstance(again, StaticQueryEncoder) and again.fingerprint() == static.fingerprint()
     np.testing.assert_array_equal(again.encode(TEXTS), first)
     assert list(tmp_path.glob("embeddings-*.sqlite"))
     with pytest.raises(EncoderError, match="trained with encoder 'minilm-static-128'"):
@@ -225,7 +225,7 @@ def test_router_records_the_static_encoder(tmp_path):
     ds = make_synthetic(n_queries=40, n_llms=3, seed=0).embed(static, progress=False)
     make_router("knn", k=3).fit(ds.select("train")).save_pretrained(tmp_path / "knn")
     loaded = from_pretrained(tmp_path / "knn")
-    assert isinstance(loaded.get_encoder(), encoders.StaticQueryEncoder)
+    assert isinstance(loaded.get_encoder(), StaticQueryEncoder)
     assert loaded.route("Sort a list in Python")[0].llm in ds.llms
     with pytest.raises(EncoderError):
         from_pretrained(tmp_path / "knn", encoder=QueryEncoder(cache_dir=False))

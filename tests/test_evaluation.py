@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
+from radialrouter.core.objective import argmax_cheapest, rank_cheapest_first, resolve_lam, target_distribution, utility
 from radialrouter.evaluation import aiq, collapse_stats, nondecreasing_hull, pareto_front, qnc, summarize
-from radialrouter.objective import argmax_cheapest, rank_cheapest_first, resolve_lam, target_distribution, utility
 
 
 def test_summarize_macro_micro_and_score():
@@ -96,7 +96,7 @@ def test_collapse_stats():
 def test_named_tradeoffs_are_scale_free():
     """The presets are multiples of the pool's price of quality: rescaling every price rescales λ by the inverse,
     so the same queries go to the same LLMs at ``balance`` whatever the currency or price level."""
-    from radialrouter.objective import PRESET_FRACTIONS, price_of_quality, tradeoff_presets
+    from radialrouter.core.objective import PRESET_FRACTIONS, price_of_quality, tradeoff_presets
 
     rng = np.random.default_rng(0)
     quality = rng.uniform(0, 1, (200, 3)) + np.array([0.0, 0.1, 0.3])  # LLM 2 is the best on average …
@@ -126,9 +126,9 @@ def test_named_tradeoffs_differ_on_every_shared_data_set():
     (with the paper's fixed λ, balance is performance-first on llmrouter9's cheap pool: the same LLMs, same cost)."""
     from conftest import SHARED_DATA as SHARED
 
+    from radialrouter.core.objective import tradeoff_presets
     from radialrouter.data import load_splits
     from radialrouter.evaluation import evaluate_router
-    from radialrouter.objective import tradeoff_presets
     from radialrouter.routers import make_router
 
     prices = SHARED / "prices.json"

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from radialrouter.cli import app as cli_app
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.ledger_data import logged_traffic, read_ledger
+from radialrouter.learning.ledger_data import logged_traffic, read_ledger
 from radialrouter.routers import make_router
 from radialrouter.serve import load_config
 from radialrouter.serve.app import create_app
@@ -50,7 +50,7 @@ def truth(prompt: str, llm: str) -> float:
 def setup(request, tmp_path_factory):
     """The server, on a SQLite decision log or on PostgreSQL (`ledger.url`; skipped without a server). Yields the
     folder, the app, its URL and the ledger target the offline tools read (a path or the database URL)."""
-    from radialrouter.encoders import QueryEncoder
+    from radialrouter.core.encoders import QueryEncoder
 
     root = tmp_path_factory.mktemp("loop")
     env = dict(ENV)

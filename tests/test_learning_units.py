@@ -11,14 +11,20 @@ import pytest
 
 from radialrouter.data import make_synthetic
 from radialrouter.data.dataset import DataError, RoutingDataset
-from radialrouter.judge import RUBRIC_VERSION, JudgeError, label_ledger, parse_grade
-from radialrouter.ledger_data import LoggedTraffic, impute_costs, logged_traffic, read_ledger, to_partial_dataset
-from radialrouter.ope import evaluate, overlap
-from radialrouter.partial import fit_partial
+from radialrouter.learning.exploration import Explorer, policy_distribution
+from radialrouter.learning.ledger_data import (
+    LoggedTraffic,
+    impute_costs,
+    logged_traffic,
+    read_ledger,
+    to_partial_dataset,
+)
+from radialrouter.learning.ope import evaluate, overlap
+from radialrouter.learning.partial import fit_partial
+from radialrouter.ledger.store import Ledger, LedgerRow
 from radialrouter.routers import RouterError, make_router
 from radialrouter.serve import parse_config
-from radialrouter.serve.explore import Explorer, policy_distribution
-from radialrouter.serve.ledger import Ledger, LedgerRow
+from radialrouter.serve.judging import RUBRIC_VERSION, JudgeError, label_ledger, parse_grade
 from radialrouter.serve.routing import RouteResult
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -226,7 +232,7 @@ def test_radial_quality_objective_trains_on_partial_labels_and_kl_refuses():
 
 
 def test_routers_trained_on_partial_labels_save_and_load(tmp_path):
-    from radialrouter.encoders import QueryEncoder
+    from radialrouter.core.encoders import QueryEncoder
     from radialrouter.routers import from_pretrained
 
     full, part = _partial(40)
@@ -323,10 +329,10 @@ def test_issue12_era_sqlite_log_is_migrated_and_read(tmp_path):
 def test_hot_swap_takes_the_new_routers_tradeoffs_unless_the_file_set_them(tmp_path):
     """Trade-off names resolve on the serving router's price scale: a swapped-in router brings its own presets,
     as at start, unless the config file pinned `tradeoffs`; the swap loads through `load_router` (inference)."""
-    from radialrouter.encoders import QueryEncoder
+    from radialrouter.core.encoders import QueryEncoder
     from radialrouter.routers import from_pretrained
+    from radialrouter.serve.api.admin import swap_router
     from radialrouter.serve.app import create_app
-    from radialrouter.serve.hotswap import swap_router
     from radialrouter.serve.routing import parse_model
 
     enc = QueryEncoder("static", cache_dir=False)

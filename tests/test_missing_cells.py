@@ -13,14 +13,14 @@ import pytest
 from conftest import LLMS, wide_frame
 from typer.testing import CliRunner
 
-from radialrouter.budget_sweep import budget_sweep
+from radialrouter.core.objective import target_distribution
 from radialrouter.data import make_synthetic
 from radialrouter.data.splits import with_validation
 from radialrouter.evaluation import best_single_reference, evaluate_router, single_llm_summary, summarize
-from radialrouter.objective import target_distribution
+from radialrouter.evaluation.budget_sweep import budget_sweep
+from radialrouter.evaluation.strong_weak import pair_report
 from radialrouter.routers import Outcomes, RouterError, available_routers, make_router
 from radialrouter.routers.base import MissingCellsWarning, observed_candidates
-from radialrouter.strong_weak import pair_report
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -174,7 +174,7 @@ def test_strong_weak_pair_leaves_out_and_counts_queries_without_both(data):
 
 
 def test_bench_keeps_rows_with_missing_cells(tmp_path, monkeypatch):
-    from radialrouter.bench import run_bench, write_bench
+    from radialrouter.evaluation.bench import run_bench, write_bench
 
     monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "cache"))
     df = wide_frame(n=80)
@@ -208,7 +208,7 @@ def test_bench_keeps_rows_with_missing_cells(tmp_path, monkeypatch):
 
 
 def test_pool_add_trains_on_complete_probes_with_a_warning(data):
-    from radialrouter.pool import add_llm
+    from radialrouter.policy.pool import add_llm
 
     full, train, val, test = data
     old = [llm for llm in full.llms if llm != "llm-2"]

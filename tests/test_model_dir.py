@@ -103,7 +103,7 @@ def test_cli_reports_a_damaged_model_in_one_line(copy):
 
 
 def test_named_tradeoffs_are_saved_and_older_directories_keep_the_papers(copy):
-    from radialrouter.objective import SCENARIOS
+    from radialrouter.core.objective import SCENARIOS
 
     pool = json.loads((copy / "pool.json").read_text())
     router = from_pretrained(copy)

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from radialrouter.core.objective import target_distribution
+from radialrouter.core.training import set_seed, train_module
 from radialrouter.data import DataError, make_synthetic
 from radialrouter.evaluation import summarize
-from radialrouter.objective import target_distribution
-from radialrouter.pool import add_llm, most_similar_llm, remove_llm
+from radialrouter.policy.pool import add_llm, most_similar_llm, remove_llm
 from radialrouter.routers import Router, RouterError, available_routers, from_pretrained, make_router, register
-from radialrouter.training import set_seed, train_module
 
 LAM = 0.1
 

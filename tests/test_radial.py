@@ -13,10 +13,10 @@ import torch
 from conftest import ROUTERBENCH3, needs_shared
 from typer.testing import CliRunner
 
+from radialrouter.core.encoders import EncoderError, QueryEncoder
+from radialrouter.core.objective import SCENARIOS, target_distribution
 from radialrouter.data import make_synthetic, with_validation
-from radialrouter.encoders import EncoderError, QueryEncoder
 from radialrouter.evaluation import evaluate_router
-from radialrouter.objective import SCENARIOS, target_distribution
 from radialrouter.routers import make_router
 from radialrouter.routers.radial import DEFAULT_DIR, RadialRouter, load_default, query_contrastive_loss
 from radialrouter.routers.radialformer import BACKBONES, RadialFormer
@@ -149,7 +149,7 @@ def test_encoder_mismatch_on_load_fails_clearly(conditioned, tmp_path):
 
 
 def test_pool_hooks_resize_only_the_embedding(conditioned, splits):
-    from radialrouter.pool import clone
+    from radialrouter.policy.pool import clone
 
     test = splits[2]
     router = clone(conditioned)
@@ -282,7 +282,7 @@ def test_onnx_inference_matches_torch(backbone):
     """The serving path's ONNX Runtime copy of the network gives torch's scores and probabilities (any λ, with and
     without candidates, per-scenario models), follows weight and pool changes, and leaves torch training intact."""
     pytest.importorskip("onnxruntime")
-    from radialrouter.pool import clone
+    from radialrouter.policy.pool import clone
 
     ds = make_synthetic(n_queries=80, n_llms=4, seed=2)
     router = RadialRouter(backbone=backbone, steps=5, patience=None).fit(ds)
@@ -317,7 +317,7 @@ def test_onnx_inference_matches_torch(backbone):
 
 
 def test_inference_backend_without_onnxruntime(conditioned, monkeypatch):
-    from radialrouter.pool import clone
+    from radialrouter.policy.pool import clone
     from radialrouter.routers import radial as radial_module
 
     router = clone(conditioned)

@@ -21,12 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from radialrouter.core.tokens import load_tokenizer
 from radialrouter.data import make_synthetic
+from radialrouter.ledger.store import Ledger
 from radialrouter.routers import make_router
 from radialrouter.serve import ConfigError, load_config, parse_config
-from radialrouter.serve.app import _Call, create_app
+from radialrouter.serve.app import create_app
 from radialrouter.serve.batching import MicroBatcher
-from radialrouter.serve.ledger import Ledger
+from radialrouter.serve.calls import _Call
 from radialrouter.serve.routing import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_REPLY,
@@ -37,7 +39,6 @@ from radialrouter.serve.routing import (
 )
 from radialrouter.serve.testing import ServerThread, fake_backends
 from radialrouter.serve.upstream import ShardedTransport
-from radialrouter.tokens import load_tokenizer
 
 KEY, KEY_ENV = "sk-test-client-secret", {"RR_CLIENT_KEY": "sk-test-client-secret", "RR_BACKEND_KEY": "sk-backend",
                                            "RR_POOR_KEY": "sk-poor-client"}
@@ -427,8 +428,8 @@ def test_micro_batcher_batches_concurrent_requests_and_isolates_errors():
 
 def test_embedding_router_routes_by_content(tmp_path, backends):
     """kNN on the bundled encoder: code questions go to strong, small talk to cheap, via the micro-batcher."""
+    from radialrouter.core.encoders import QueryEncoder
     from radialrouter.data import RoutingDataset
-    from radialrouter.encoders import QueryEncoder
 
     hard = [f"Write a Python function that {t}" for t in ("sorts a list", "parses JSON", "merges two dicts",
                                                             "reverses a linked list", "computes primes")]

@@ -20,7 +20,8 @@ import pytest
 
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
-from radialrouter.serve import ConfigError, hotswap, parse_config
+from radialrouter.serve import ConfigError, parse_config
+from radialrouter.serve.api import admin as hotswap
 from radialrouter.serve.app import create_app
 from radialrouter.serve.testing import ServerThread
 

@@ -17,14 +17,15 @@ import pytest
 import sqlalchemy as sa
 
 from radialrouter.data import make_synthetic
+from radialrouter.ledger.migrations import MIGRATIONS, migrate
+from radialrouter.ledger.schema import metadata
+from radialrouter.ledger.store import Ledger, LedgerRow, Settlement
 from radialrouter.routers import make_router
 from radialrouter.serve import ConfigError, parse_config
 from radialrouter.serve.app import create_app
-from radialrouter.serve.ledger import Ledger, LedgerRow, Settlement
 from radialrouter.serve.pg import Shared
 from radialrouter.serve.ratelimit import WINDOW_S, Limit, MemoryRateLimiter, Window, admits, estimate, refusal
 from radialrouter.serve.routing import RequestError
-from radialrouter.serve.schema import MIGRATIONS, metadata, migrate
 from radialrouter.serve.testing import ServerThread, fake_backends
 
 PRICE = 1000.0  # USD per million tokens
@@ -338,7 +339,7 @@ def test_two_served_replicas_act_as_one_gateway(pg_url, router_dir, monkeypatch)
 
 
 def test_readiness_fails_when_the_database_is_gone(pg_url, router_dir, monkeypatch):
-    monkeypatch.setattr("radialrouter.serve.health.DB_CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr("radialrouter.serve.api.health.DB_CHECK_EVERY_S", 0.0)
     app = create_app(parse_config(_config(pg_url, router_dir), env=KEYS))
     with ServerThread(app, server=app.state.serve.config.server) as thread:
         assert httpx.get(f"{thread.url}/readyz").status_code == 200

@@ -23,9 +23,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve import parse_config
-from radialrouter.serve.app import _parse_body, create_app
-from radialrouter.serve.feedback import parse_feedback
-from radialrouter.serve.openapi import CONTEXT_CODES
+from radialrouter.serve.api.feedback import parse_feedback
+from radialrouter.serve.api.openapi import CONTEXT_CODES
+from radialrouter.serve.api.validation import MAX_CHOICES, check_chat_body, check_route_body
+from radialrouter.serve.app import create_app
 from radialrouter.serve.routing import (
     RequestError,
     context_text,
@@ -33,8 +34,8 @@ from radialrouter.serve.routing import (
     required_capabilities,
     routing_text,
 )
+from radialrouter.serve.state import _parse_body
 from radialrouter.serve.testing import FakeBackend, ServerThread
-from radialrouter.serve.validation import MAX_CHOICES, check_chat_body, check_route_body
 
 KEY = "sk-fuzz"
 AUTH = {"authorization": f"Bearer {KEY}"}

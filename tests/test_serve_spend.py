@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from radialrouter.core.tokens import load_tokenizer
 from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve import parse_config
@@ -30,7 +31,6 @@ from radialrouter.serve.routing import (
     token_bound,
 )
 from radialrouter.serve.testing import FakeBackend, ServerThread, fake_backends
-from radialrouter.tokens import load_tokenizer
 
 # USD per million tokens and context windows of the audit's pool (GPT-4 class and Mixtral-8x7B prices)
 POOL = {"gpt-4": (10.0, 30.0, 128_000), "mixtral": (0.6, 0.6, 32_768), "small": (0.1, 0.1, 8_192)}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radialrouter.strong_weak import gain_curve, strong_weak_metrics
+from radialrouter.evaluation.strong_weak import gain_curve, strong_weak_metrics
 
 
 def test_curve_by_hand():

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import wide_frame
 
-from radialrouter import threads
+from radialrouter.core import threads
 
 
 def test_default_threads_leave_busy_cores_alone(monkeypatch):

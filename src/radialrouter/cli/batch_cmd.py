@@ -34,7 +34,7 @@ def prompt_column_option():
 
 def _engine(engine: str, threads: int | None, workers: int | None, address: str | None):
     """The engine: ``--threads`` is this process's thread count locally, each actor's on Ray (default 1)."""
-    from radialrouter.batch import ENGINES, make_engine
+    from radialrouter.batch.jobs import ENGINES, make_engine
 
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
@@ -47,7 +47,7 @@ def route_input(input_path: str, output: str | None, *, model: str | None, lam: 
                 engine: str, chunk_size: int, workers: int | None, address: str | None, prompt_column: str | None,
                 cache: bool, threads: int | None) -> None:
     """``route --input``: stream the file through `radialrouter.batch.route_file`."""
-    from radialrouter.batch import route_file
+    from radialrouter.batch.jobs import route_file
 
     summary = route_file(input_path, output, model=model, lam=lam, candidates=candidates or None,
                          engine=_engine(engine, threads, workers, address), chunk_size=chunk_size,
@@ -70,7 +70,7 @@ def embed_command(
     threads: int | None = threads_option(),
 ) -> None:
     """Fill the embedding cache with every prompt of a file, so train, eval and bench on it encode nothing."""
-    from radialrouter.batch import embed_file
+    from radialrouter.batch.jobs import embed_file
 
     summary = embed_file(data, encoder=encoder, engine=_engine(engine, threads, workers, ray_address),
                          chunk_size=chunk_size, prompt_column=prompt_column)

@@ -45,8 +45,8 @@ def bench_command(
     missing: str = missing_option(),
 ) -> None:
     """Train and evaluate every router; write the JSON results and a Markdown report with plots."""
-    from radialrouter.bench import run_bench, write_bench
-    from radialrouter.report import print_table
+    from radialrouter.evaluation.bench import run_bench, write_bench
+    from radialrouter.evaluation.report import print_table
 
     if threads:
         use_threads(threads)
@@ -54,8 +54,8 @@ def bench_command(
         seed_list = [int(s) for s in split_list(seeds)]
     except ValueError:
         raise ValueError(f"--seeds must be comma-separated integers; got {seeds!r}") from None
+    from radialrouter.core.encoders import QueryEncoder
     from radialrouter.data import trusting_pickles
-    from radialrouter.encoders import QueryEncoder
 
     with trusting_pickles(trust_pickle):
         doc = run_bench(data, split_list(routers) or None, seed_list, lams=_checked_lams(lam),

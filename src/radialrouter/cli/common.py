@@ -41,7 +41,7 @@ data_app = typer.Typer(help="Inspect routing datasets.", no_args_is_help=True)
 #: own classes are looked up only once their modules are loaded, so the CLI starts without torch or pandas.
 USER_ERRORS = (ValueError, FileNotFoundError)
 _LIBRARY_ERRORS = (("radialrouter.data.dataset", "DataError"), ("radialrouter.routers.base", "RouterError"),
-                   ("radialrouter.encoders", "EncoderError"))
+                   ("radialrouter.core.encoders", "EncoderError"))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -89,12 +89,12 @@ def output_tokens_option():
 
 def threads_option(default: str = "the cores not busy with other work, at most 4; or $RADIALROUTER_THREADS / "
                                      "$OMP_NUM_THREADS") -> int | None:
-    """``--threads``: on every command that computes (see `radialrouter.threads`)."""
+    """``--threads``: on every command that computes (see `radialrouter.core.threads`)."""
     return typer.Option(None, "--threads", min=1, help=f"CPU threads for torch, k-means and BLAS (default: {default}).")
 
 
 def use_threads(threads: int | None) -> int:
-    from radialrouter.threads import apply_threads
+    from radialrouter.core.threads import apply_threads
 
     return apply_threads(threads)
 
@@ -105,7 +105,7 @@ def split_list(value: str | None) -> list[str]:
 
 def parse_lams(value: str, presets: dict[str, float] | None = None) -> list[float]:
     """λ numbers, or trade-off names resolved with ``presets`` (the paper's values without them)."""
-    from radialrouter.objective import resolve_lam
+    from radialrouter.core.objective import resolve_lam
 
     return [resolve_lam(v, presets=presets) for v in split_list(value)]
 

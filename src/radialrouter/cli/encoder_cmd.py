@@ -19,7 +19,7 @@ def distill(
     pca_dims: int = typer.Option(128, "--pca-dims", min=8, max=384, help="Dimensions kept by PCA."),
 ) -> None:
     """Distill static token embeddings from the bundled all-MiniLM-L6-v2 (offline; needs model2vec[distill])."""
-    from radialrouter.distill import distill_static
+    from radialrouter.core.distill import distill_static
 
     with fail_cleanly():
         try:

@@ -46,10 +46,10 @@ def eval_command(
 ) -> None:
     """Evaluate routers: Perf, Cost (USD per 1,000 queries) and Score per λ, macro-averaged over tasks."""
     use_threads(threads)
+    from radialrouter.core.objective import SCENARIOS, tradeoff_presets
     from radialrouter.data import load_splits
-    from radialrouter.evaluation import evaluate_router
-    from radialrouter.objective import SCENARIOS, tradeoff_presets
-    from radialrouter.report import print_table, write_json
+    from radialrouter.evaluation.metrics import evaluate_router
+    from radialrouter.evaluation.report import print_table, write_json
     from radialrouter.routers import from_pretrained, make_router
 
     full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
@@ -83,7 +83,7 @@ def eval_command(
 
 def _pair_figures(pair: str, routers, test) -> dict[str, dict]:
     """RouteLLM's strong/weak metrics per router, printed as a table and returned for the JSON."""
-    from radialrouter.strong_weak import pair_report
+    from radialrouter.evaluation.strong_weak import pair_report
 
     names = split_list(pair)
     if len(names) != 2:
@@ -109,8 +109,14 @@ def _embedded(router, ds):
 
 
 def _write_report(directory: Path, routers, test, rows, meta) -> None:
-    from radialrouter.evaluation import DEFAULT_SWEEP, curve_metrics, evaluate_router
-    from radialrouter.report import per_task_markdown, plot_perf_vs_cost, plot_score_vs_lam, to_markdown, write_json
+    from radialrouter.evaluation.metrics import DEFAULT_SWEEP, curve_metrics, evaluate_router
+    from radialrouter.evaluation.report import (
+        per_task_markdown,
+        plot_perf_vs_cost,
+        plot_score_vs_lam,
+        to_markdown,
+        write_json,
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
     sweeps = {}
@@ -123,7 +129,7 @@ def _write_report(directory: Path, routers, test, rows, meta) -> None:
     cost_range = (min(costs_all), max(costs_all))
     for label, sweep in sweeps.items():
         curves[label] = curve_metrics(sweep, test, cost_range)
-    from radialrouter.evaluation import single_llm_summary
+    from radialrouter.evaluation.metrics import single_llm_summary
 
     singles = {}
     for j, llm in enumerate(test.llms):

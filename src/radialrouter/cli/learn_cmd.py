@@ -15,7 +15,7 @@ from radialrouter.cli.common import app, threads_option, use_threads
 
 # ---------------------------------------------------------------------------------------------- shared
 def _load_labelled(ledger: str, llms: list[str] | None, sources: str) -> Any:
-    from radialrouter.ledger_data import ledger_name, logged_traffic, read_ledger
+    from radialrouter.learning.ledger_data import ledger_name, logged_traffic, read_ledger
 
     decisions, feedback = read_ledger(ledger)
     traffic = logged_traffic(decisions, feedback, llms=llms, sources=[s.strip() for s in sources.split(",")])
@@ -29,7 +29,7 @@ def _load_labelled(ledger: str, llms: list[str] | None, sources: str) -> Any:
 def _serving_lam(traffic: Any, lam: str | None) -> float:
     import numpy as np
 
-    from radialrouter.objective import resolve_lam
+    from radialrouter.core.objective import resolve_lam
 
     if lam is not None:
         return resolve_lam(lam)
@@ -45,8 +45,8 @@ def ope_report(ledger: str, model: str, lam: str | None = None, sources: str = "
     """Everything ``radialrouter ope`` prints, as data: estimates for ``model`` (and ``baseline``, paired)."""
     import numpy as np
 
-    from radialrouter.ledger_data import ledger_name, to_partial_dataset
-    from radialrouter.ope import bootstrap_counts, evaluate, policy_actions, quality_model
+    from radialrouter.learning.ledger_data import ledger_name, to_partial_dataset
+    from radialrouter.learning.ope import bootstrap_counts, evaluate, policy_actions, quality_model
     from radialrouter.routers import from_pretrained, make_router
 
     router = from_pretrained(model)
@@ -120,11 +120,11 @@ def train_from_ledger(ledger: str, out: str, router: str, data: str | None, seed
     requests, plus ``data`` (full-information rows) when given; ``warm_start`` starts from ``base``'s weights."""
     import time
 
+    from radialrouter.core.training import showing_progress
     from radialrouter.data import load_splits
-    from radialrouter.ledger_data import concat_datasets, ledger_name, to_partial_dataset
-    from radialrouter.partial import fit_partial
+    from radialrouter.learning.ledger_data import concat_datasets, ledger_name, to_partial_dataset
+    from radialrouter.learning.partial import fit_partial
     from radialrouter.routers import from_pretrained, make_router, router_class
-    from radialrouter.training import showing_progress
 
     start = time.perf_counter()
     base_router = from_pretrained(base) if base else None
@@ -141,7 +141,7 @@ def train_from_ledger(ledger: str, out: str, router: str, data: str | None, seed
     accepted = set(inspect.signature(router_class(router).__init__).parameters)
     model = make_router(router, **{k: v for k, v in params.items() if k in accepted})
     if model.uses_embeddings:
-        from radialrouter.encoders import QueryEncoder
+        from radialrouter.core.encoders import QueryEncoder
 
         if encoder is not None:
             model.encoder = QueryEncoder(encoder)
@@ -213,7 +213,7 @@ def promote_command(
 
     import httpx
 
-    from radialrouter.ope import ESTIMATORS
+    from radialrouter.learning.ope import ESTIMATORS
 
     if estimator not in ESTIMATORS:
         raise ValueError(f"--estimator must be one of {ESTIMATORS}; got {estimator!r}")
@@ -261,8 +261,8 @@ def label_command(
 ) -> None:
     """Grade logged answers with an LLM judge from the pool (documented rubric, docs/learning-from-traffic.md);
     needs ledger.log_prompts and ledger.log_responses. Stores judge, rubric version and cost per grade."""
-    from radialrouter.judge import label_ledger
     from radialrouter.serve.config import load_config
+    from radialrouter.serve.judging import label_ledger
 
     summary = label_ledger(ledger, load_config(config), judge, sample=sample, seed=seed, concurrency=concurrency)
     mean = "" if summary.get("mean_score") is None else f", mean grade {summary['mean_score']:.3f}"

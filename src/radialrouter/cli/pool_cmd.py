@@ -17,7 +17,7 @@ def _load_queries(path: str):
     """Texts from .txt/.jsonl/.csv/.parquet, or precomputed embeddings from a .npy (n, d) float array."""
     import numpy as np
 
-    from radialrouter.calibration import read_queries
+    from radialrouter.policy.calibration import read_queries
 
     if Path(path).suffix.lower() == ".npy":
         if not Path(path).exists():
@@ -56,7 +56,7 @@ def calibrate_command(
     threads: int | None = threads_option(),
 ) -> None:
     """Pick λ so the expected spend (or call share) on your own traffic meets a target, with a 95 % interval."""
-    from radialrouter.calibration import calibrate_lam, save_calibration
+    from radialrouter.policy.calibration import calibrate_lam, save_calibration
     from radialrouter.routers import from_pretrained
 
     if (target_cost is None) == (target_share is None):
@@ -113,7 +113,7 @@ def pool_add_command(
 ) -> None:
     """Add an LLM to a trained router from 50–200 labelled probe queries; only its embedding is trained."""
     from radialrouter.data import load_dataset
-    from radialrouter.pool import add_llm
+    from radialrouter.policy.pool import add_llm
     from radialrouter.routers import from_pretrained
 
     use_threads(threads)
@@ -140,7 +140,7 @@ def pool_remove_command(
     out: str | None = typer.Option(None, "--out", help="Write the smaller router here (default: overwrite --model)."),
 ) -> None:
     """Remove an LLM from a trained router: its embedding is dropped, nothing is retrained."""
-    from radialrouter.pool import remove_llm
+    from radialrouter.policy.pool import remove_llm
     from radialrouter.routers import from_pretrained
 
     router = remove_llm(from_pretrained(model), llm)

@@ -86,10 +86,10 @@ def train_command(
     if not files:
         raise ValueError("give --data (routing data) or --from-ledger (a decision log)")
     n_threads = use_threads(threads)
+    from radialrouter.core.objective import resolve_lam, tradeoff_presets
+    from radialrouter.core.training import showing_progress
     from radialrouter.data import load_splits
-    from radialrouter.objective import resolve_lam, tradeoff_presets
     from radialrouter.routers import router_class
-    from radialrouter.training import showing_progress
 
     start = time.perf_counter()
     if router == "auto":
@@ -120,7 +120,7 @@ def train_command(
         given["lam"] = resolve_lam(lam, presets=presets)
     model = cls(**{k: v for k, v in given.items() if k in accepted})
     if encoder is not None:
-        from radialrouter.encoders import QueryEncoder
+        from radialrouter.core.encoders import QueryEncoder
 
         model.encoder = QueryEncoder(encoder)
     if model.uses_embeddings and getattr(model, "encoder_mode", "frozen") == "frozen":
@@ -139,8 +139,8 @@ def _report_and_save(model, val, test, data: str, seed: int, out: str, start: fl
     """Validation and test figures at the router's named trade-offs, then ``save_pretrained``."""
     import time
 
-    from radialrouter.evaluation import evaluate_router
-    from radialrouter.report import print_table
+    from radialrouter.evaluation.metrics import evaluate_router
+    from radialrouter.evaluation.report import print_table
 
     lams = [model.default_lam_] if model.lam_at_fit else list(model.presets_.values())
     if val is not None:
@@ -157,11 +157,12 @@ def _report_and_save(model, val, test, data: str, seed: int, out: str, start: fl
 def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str | None, test_tasks: str | None,
                 encoder: str | None, trust_pickle: bool, prices: str | None, output_tokens: int | None,
                 refused: tuple, n_threads: int, start: float, missing: str = "keep") -> None:
-    """``train --router auto``: `radialrouter.auto.select_router` on the validation split, then as ``train``."""
-    from radialrouter.auto import AUTO_CANDIDATES, select_router
+    """``train --router auto``: `radialrouter.evaluation.auto.select_router` on the validation split, then as
+    ``train``."""
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.core.training import showing_progress
     from radialrouter.data import load_splits
-    from radialrouter.encoders import QueryEncoder
-    from radialrouter.training import showing_progress
+    from radialrouter.evaluation.auto import AUTO_CANDIDATES, select_router
 
     if any(v is not None for v in refused):
         raise ValueError("--steps, --backbone and --lam-conditioned/--per-lam set one router's training; with "

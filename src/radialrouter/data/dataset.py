@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from radialrouter.objective import COST_SCALE
+from radialrouter.core.objective import COST_SCALE
 
 SPLITS = ("train", "val", "test", "unsplit", "unused")
 

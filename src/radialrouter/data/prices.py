@@ -74,7 +74,7 @@ def load_prices(path: str | Path, llms: list[str]) -> tuple[dict[str, tuple[floa
 
 def count_prompt_tokens(prompts: list[str]) -> np.ndarray:
     """Prompt tokens per query with the bundled MiniLM WordPiece tokenizer (offline, batched)."""
-    from radialrouter.tokens import load_tokenizer
+    from radialrouter.core.tokens import load_tokenizer
 
     tokenizer = load_tokenizer(None)
     return np.array([len(e.ids) for e in tokenizer.encode_batch(prompts, add_special_tokens=False)], dtype=np.int64)

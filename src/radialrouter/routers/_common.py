@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from radialrouter.core.objective import argmax_cheapest, utility
+from radialrouter.core.scoring import summarize
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.evaluation import summarize
-from radialrouter.objective import argmax_cheapest, utility
 from radialrouter.routers.base import Router, RouterError
 
 
@@ -144,7 +144,7 @@ class QualityRegressorRouter(Router):
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
         import torch
 
-        from radialrouter.training import set_seed, train_module
+        from radialrouter.core.training import set_seed, train_module
 
         x = require_embeddings(train, self)
         set_seed(self.seed)

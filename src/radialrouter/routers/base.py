@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
-from radialrouter.data.dataset import RoutingDataset
-from radialrouter.objective import (
+from radialrouter.core.objective import (
     COST_SCALE,
     SCENARIOS,
     argmax_cheapest,
@@ -32,9 +31,11 @@ from radialrouter.objective import (
     resolve_lam,
     tradeoff_presets,
 )
+from radialrouter.data.dataset import RoutingDataset
+from radialrouter.routers.errors import RouterError
 
 if TYPE_CHECKING:  # the encoder module imports torch (seconds): loaded only when a router needs an encoder
-    from radialrouter.encoders import QueryEncoder
+    from radialrouter.core.encoders import QueryEncoder
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -43,10 +44,6 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
                 "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 Queries = "str | Sequence[str] | np.ndarray | RoutingDataset"
 R = TypeVar("R", bound="Router")
-
-
-class RouterError(RuntimeError):
-    """A router used before ``fit``, asked about unknown LLMs, or loaded from an unusable directory."""
 
 
 class MissingCellsWarning(UserWarning):
@@ -118,14 +115,14 @@ class Router(ABC):
     uses_embeddings: ClassVar[bool] = True
     lam_at_fit: ClassVar[bool] = False
     #: True for routers whose loss skips unknown quality cells (NaN: partially labelled data, e.g. logged traffic
-    #: where only the called LLM's answer was rated); others train on imputed labels (`radialrouter.partial`).
+    #: where only the called LLM's answer was rated); others train on imputed labels (`radialrouter.learning.partial`).
     #: (A property where it depends on hyperparameters: RadialRouter with objective="quality".)
     partial_labels: ClassVar[bool] = False
     #: How the router learns from data where *some* quality cells are missing (an LLM without a result on some
     #: queries): ``"masked"`` — its training skips the missing cells (every `partial_labels` router, and routers
     #: whose targets are taken over each query's observed LLMs); ``"complete-rows"`` — it is trained on the rows
     #: where every LLM is observed, with a `MissingCellsWarning`. Either way a dataset without a single complete row
-    #: is refused unless ``partial_labels`` (that is partially labelled traffic: see `radialrouter.partial`).
+    #: is refused unless ``partial_labels`` (that is partially labelled traffic: see `radialrouter.learning.partial`).
     missing_cells: ClassVar[str] = "complete-rows"
     #: Whether the router's own model selection (early stopping on ``val``) routes each validation query among its
     #: observed LLMs, so that ``val`` keeps its rows with missing cells (else only complete rows are kept — none at
@@ -160,14 +157,15 @@ class Router(ABC):
             if masked and not self.partial_labels and not (train.observed.sum(1) >= 2).any():
                 raise RouterError(f"{type(self).__name__}: {unknown} quality cells are unknown (NaN) and no training "
                                   "query has the quality of two LLMs (one label per query, as in logged traffic); "
-                                  "train it with radialrouter.partial.fit_partial (imputes them), or use a router "
-                                  "that learns from single labels: mlp, mf, knn, or radial with objective='quality'")
+                                  "train it with radialrouter.learning.partial.fit_partial (imputes them), or use a "
+                                  "router that learns from single labels: mlp, mf, knn, or radial with "
+                                  "objective='quality'")
             if not masked:  # it trains on the complete rows only
                 if not complete.any():
                     raise RouterError(f"{type(self).__name__} needs every LLM's quality on at least some training "
                                       f"queries, and {unknown} cells are unknown (NaN) with no complete row; train it "
-                                      "with radialrouter.partial.fit_partial (imputes them), or use a router that "
-                                      "skips them: mlp, mf, knn, or radial with objective='quality'")
+                                      "with radialrouter.learning.partial.fit_partial (imputes them), or use a router "
+                                      "that skips them: mlp, mf, knn, or radial with objective='quality'")
                 fit_train = train.subset(complete)
                 how = {"method": "complete rows", "rows": int(complete.sum()),
                        "left_out_rows": len(train) - int(complete.sum()), "missing_cells": unknown}
@@ -188,7 +186,7 @@ class Router(ABC):
         self.presets_ = tradeoff_presets(train.quality, train.cost) if train.has_cost else dict(SCENARIOS)
         train = fit_train
         if self.uses_embeddings and train.embedding_encoder:
-            from radialrouter.encoders import QueryEncoder
+            from radialrouter.core.encoders import QueryEncoder
 
             if self.encoder is None:
                 self.encoder = QueryEncoder.from_identity(train.embedding_encoder)
@@ -227,7 +225,7 @@ class Router(ABC):
 
     def get_encoder(self) -> QueryEncoder:
         if self.encoder is None:
-            from radialrouter.encoders import QueryEncoder
+            from radialrouter.core.encoders import QueryEncoder
 
             self.encoder = QueryEncoder()
         return self.encoder
@@ -405,7 +403,7 @@ class Router(ABC):
         truncation); without it, that encoder is rebuilt from ``encoder.json``."""
         from safetensors.numpy import load_file
 
-        from radialrouter.routers import router_class
+        from radialrouter.routers.registry import router_class
 
         directory = Path(directory)
         config = check_router_dir(directory)
@@ -430,7 +428,7 @@ class Router(ABC):
                               f"values for {len(router.llms_)} LLMs; {_FIX}")
         router.training_ = _read_json(directory / "training.json") if (directory / "training.json").exists() else {}
         if klass.uses_embeddings:
-            from radialrouter.encoders import QueryEncoder
+            from radialrouter.core.encoders import QueryEncoder
 
             saved = _read_json(directory / "encoder.json")
             encoder = encoder or QueryEncoder.from_identity(saved)
@@ -468,7 +466,7 @@ def check_router_dir(directory: str | Path) -> dict[str, Any]:
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise RouterError(f"{directory}: format version {config['format_version']} is newer than this package; "
                           "upgrade radialrouter")
-    from radialrouter.routers import router_class
+    from radialrouter.routers.registry import router_class
 
     needed = ["pool.json", WEIGHTS_FILE] + (["encoder.json"] if router_class(config["router"]).uses_embeddings else [])
     missing = [name for name in needed if not (directory / name).exists()]

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.training import set_seed, train_module
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.encoders import QueryEncoder
 from radialrouter.routers._common import best_llm, macro_score, require_embeddings
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Router
-from radialrouter.training import set_seed, train_module
 
 
 class CosineNet(nn.Module):

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from radialrouter.budget_sweep import choose_within_budget
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import utility
+from radialrouter.core.scoring import choose_within_budget
+from radialrouter.core.training import set_seed, train_module
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.encoders import QueryEncoder
-from radialrouter.objective import utility
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head, require_embeddings
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Outcomes, Router, observed_candidates
-from radialrouter.training import set_seed, train_module
 
 
 class FiLMScorer(nn.Module):

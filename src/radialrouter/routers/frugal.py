@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import utility
+from radialrouter.core.scoring import pareto_front
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.encoders import QueryEncoder
-from radialrouter.evaluation import pareto_front
-from radialrouter.objective import utility
 from radialrouter.routers._common import (
     best_setting,
     fit_soft_logistic,

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import COST_SCALE
+from radialrouter.core.training import set_seed, train_module
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.encoders import QueryEncoder
-from radialrouter.objective import COST_SCALE
 from radialrouter.routers._common import macro_score, require_embeddings
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Router
-from radialrouter.training import set_seed, train_module
 
 #: The paper's (a, b) for Performance First, Balance and Cost First, as the ratio r = b / a at each λ.
 SCENARIO_LAMS = (0.0, 0.02, 0.1)

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import argmax_cheapest, utility
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.encoders import QueryEncoder
-from radialrouter.objective import argmax_cheapest, utility
 from radialrouter.routers._common import macro_score, require_embeddings
 from radialrouter.routers.base import Router, RouterError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from radialrouter.encoders import QueryEncoder
+from radialrouter.core.encoders import QueryEncoder
 from radialrouter.routers._common import QualityRegressorRouter
 
 

@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import COST_SCALE, SCENARIOS, argmax_cheapest, target_distribution
+from radialrouter.core.training import set_seed, train_module
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.encoders import QueryEncoder
-from radialrouter.objective import COST_SCALE, SCENARIOS, argmax_cheapest, target_distribution
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Router, RouterError, observed_candidates
 from radialrouter.routers.radial_onnx import OnnxRadialFormer, onnx_runtime_available
 from radialrouter.routers.radialformer import BACKBONES, RadialFormer
-from radialrouter.training import set_seed, train_module
 
 #: Where the embedded default router lives inside the package (see `load_default`).
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "routerbench3-radial"
@@ -291,7 +291,7 @@ class RadialRouter(Router):
     def add_llm(self, name: str, mean_cost: float, init_embedding: np.ndarray,
                 cost_head: tuple[np.ndarray, float] | None = None) -> None:
         """Append LLM ``name`` (mean cost in USD per query) with embedding row ``init_embedding``; nothing else
-        changes, so the backbone needs no retraining (train the new row alone, e.g. with `radialrouter.pool`).
+        changes, so the backbone needs no retraining (train the new row alone, e.g. with `radialrouter.policy.pool`).
         ``cost_head`` = (weights (d,), intercept) of its per-query log-cost predictor (`fit_cost_head` on the
         probes); without it the new LLM's predicted cost is ``mean_cost`` for every query."""
         self._check_fitted()
@@ -403,7 +403,7 @@ class RadialRouter(Router):
                               parameters=groups)
         self.net_.cpu()  # routing, saving and pool changes run on the CPU
         # Per-query cost (USD) of each LLM from the query embedding the router routes on: expected cost in
-        # decisions and spend calibration (`radialrouter.calibration`) then follow the query, not the pool mean.
+        # decisions and spend calibration (`radialrouter.policy.calibration`) then follow the query, not the pool mean.
         self.cost_w_, self.cost_b_ = fit_cost_head(self._embed_texts(train.prompts.tolist()) if finetune else emb,
                                                    train.cost)
         self.training_ = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from radialrouter.core.objective import utility
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.objective import utility
 from radialrouter.routers.base import Outcomes, Router
 
 
@@ -31,7 +31,7 @@ class OracleRouter(Router):
 
     def predict(self, queries, lam=None, candidates=None) -> np.ndarray:
         # Ties go to the cheaper LLM *for this query* (the per-query cost is known to the oracle).
-        from radialrouter.objective import argmax_cheapest
+        from radialrouter.core.objective import argmax_cheapest
 
         return argmax_cheapest(self.predict_scores(queries, lam, candidates), queries.cost)
 

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from radialrouter.objective import SCENARIOS
+from radialrouter.core.objective import SCENARIOS
 
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._/\-]*$"  # no ':' or '@': those separate an alias from its trade-off

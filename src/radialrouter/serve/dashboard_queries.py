@@ -13,7 +13,7 @@ ledger's ``dashboard_revoked_sessions`` table (through the ledger's own read-wri
 sharing the database refuses a logged-out cookie.
 
 Pages read aggregates, never whole tables: windows of whole hours or days read the pre-aggregates the ledger's
-writer keeps (`radialrouter.serve.ledger_rollup`: ~5 k daily rows for a million requests over 30 days); shorter
+writer keeps (`radialrouter.ledger.rollups`: ~5 k daily rows for a million requests over 30 days); shorter
 windows read raw rows over an indexed time range (``decisions_ts``); the explorer pages with a keyset cursor (ts,
 request id), so its cost does not grow with the ledger.
 """
@@ -32,9 +32,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine, inspect, text
 
-from radialrouter.serve import ledger_rollup
-from radialrouter.serve.ledger import make_engine
-from radialrouter.serve.schema import budget_spend, dashboard_revoked_sessions
+from radialrouter.ledger import rollups as ledger_rollup
+from radialrouter.ledger.schema import budget_spend, dashboard_revoked_sessions
+from radialrouter.ledger.store import make_engine
 
 # Every status the server writes, but for client_error_<code> (a backend's 4xx passed on to the client).
 STATUSES = ("ok", "route_only", "upstream_failed", "stream_error", "stream_truncated", "client_disconnected",
@@ -51,7 +51,7 @@ _FILTERS = ("client", "llm", "status", "mode", "model")
 
 def ledger_engine(target: str | Path) -> Engine:
     """The dashboard's database, read-only (the dashboard never writes): the configured ledger — a SQLite file
-    path (``ledger.path``) or a PostgreSQL URL (``ledger.url``), as `radialrouter.serve.ledger.Ledger` takes it.
+    path (``ledger.path``) or a PostgreSQL URL (``ledger.url``), as `radialrouter.ledger.store.Ledger` takes it.
 
     This is the single place that decides where the dashboard reads from."""
     return make_engine(target, pool_size=4, read_only=True)

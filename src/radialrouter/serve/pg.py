@@ -39,12 +39,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from radialrouter.ledger.schema import budget_reservations, budget_spend, rate_windows, replicas
+from radialrouter.ledger.store import Ledger, Settlement, book_spend
 from radialrouter.serve.budgets import Budgets, Reservation
 from radialrouter.serve.config import ServeConfig
-from radialrouter.serve.ledger import Ledger, Settlement, book_spend
 from radialrouter.serve.ratelimit import WINDOW_S, Window, admits, limits_from, refusal, window_start
 from radialrouter.serve.routing import RequestError
-from radialrouter.serve.schema import budget_reservations, budget_spend, rate_windows, replicas
 
 log = logging.getLogger("radialrouter.serve")
 HEARTBEAT_S = 5.0

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from radialrouter.encoders import QueryEncoder
+from radialrouter.core.encoders import QueryEncoder
 from radialrouter.routers import Router, RouterError, from_pretrained
 from radialrouter.serve.config import LLMConfig, ServeConfig
 

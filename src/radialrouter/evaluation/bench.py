@@ -1,0 +1,495 @@
+"""Reproduce the comparison table: train every router on the same splits, seeds and query encoder, evaluate it,
+and write ``<name>.json`` (the ``eval --json`` schema plus provenance) and ``<name>.md`` (Table 1, curves,
+routing-collapse diagnostics, per-task figures, training time and routing latency).
+
+Protocol, so the figures mean the same thing for every router:
+- Splits come from `radialrouter.data.load_splits` with each seed (the data file's own train/test split when
+  it has one; the seed then carves the validation split and seeds training).
+- λ-free routers are fitted once per seed and evaluated at every λ. Routers with ``lam_at_fit`` are fitted once per
+  scenario λ; in the λ sweep and the curves they contribute those scenario points only (one model per point), and
+  their collapse-vs-budget and collapse-index figures come from the model trained for the smallest λ.
+- Curves (Score vs λ, Perf vs Cost, AIQ, QNC) use `evaluation.DEFAULT_SWEEP` on every seed; AIQ uses the cost
+  range shared by all routers of that seed. The Routing Collapse Index is measured at the largest budget, which
+  for a score-then-argmax router is λ = 0 (no cost pressure).
+- Latency is routing only (embeddings precomputed): the median of ``latency_runs`` timings of a batch of all test
+  queries (reported per query) and of a single query. The encoder's own latency is measured separately.
+- Quality-only data (no cost) is evaluated at λ = 0 only; curves and collapse figures need cost and are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radialrouter.core.encoders import QueryEncoder
+from radialrouter.core.objective import resolve_lam, tradeoff_presets
+from radialrouter.data import RoutingDataset, load_splits
+from radialrouter.evaluation.budget_sweep import budget_sweep
+from radialrouter.evaluation.metrics import (
+    DEFAULT_SWEEP,
+    collapse_index,
+    curve_metrics,
+    evaluate_router,
+    single_llm_summary,
+)
+from radialrouter.routers import Router, available_routers, router_class
+
+#: Reference points every table carries; they are not learned routers.
+REFERENCE_ROUTERS: tuple[str, ...] = ("oracle", "random", "best-single", "task-best")
+
+#: Keys of a sweep row kept in the JSON (the full rows' per-task and call-share fields are in ``results``).
+SWEEP_KEYS = ("router", "lam", "perf", "cost", "score", "most_expensive_share", "overspend_share", "seed")
+
+
+def default_routers() -> list[str]:
+    """Every registered router (a newly registered one joins automatically), learned ones first, then the
+    reference points."""
+    return [*(n for n in available_routers() if n not in REFERENCE_ROUTERS), *REFERENCE_ROUTERS]
+
+
+def make_seeded(name: str, seed: int, **params: Any) -> Router:
+    """Instantiate ``name`` with ``seed`` when its constructor takes one."""
+    cls = router_class(name)
+    if "seed" in inspect.signature(cls.__init__).parameters:
+        params["seed"] = seed
+    return cls(**params)
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def _median_seconds(fn: Callable[[], Any], runs: int) -> float:
+    times = []
+    for _ in range(max(runs, 1)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def routing_latency(router: Router, test: RoutingDataset, lam: float, runs: int = 5) -> dict[str, float]:
+    """Milliseconds per query routing a batch of all test queries, and for one query alone (median of ``runs``)."""
+    batch = test.embeddings if router.uses_embeddings else test
+    one = test.embeddings[:1] if router.uses_embeddings else test.subset(np.arange(1))
+    batch_s = _median_seconds(lambda: router.predict(batch, lam), runs)
+    single_s = _median_seconds(lambda: router.predict(one, lam), max(runs, 20))
+    return {"batch_ms_per_query": 1000 * batch_s / len(test), "single_ms": 1000 * single_s, "batch_size": len(test)}
+
+
+def encoder_latency(encoder: QueryEncoder, prompts: Sequence[str], runs: int = 3) -> dict[str, float]:
+    """What embedding adds per query, without the on-disk cache: a batch of ``prompts`` and a single one."""
+    fresh = QueryEncoder.from_identity(encoder.identity, cache_dir=False)
+    prompts = list(prompts)
+    fresh.encode(prompts[:2])  # load weights outside the timing
+    batch_s = _median_seconds(lambda: fresh.encode(prompts), runs)
+    single_s = _median_seconds(lambda: fresh.encode(prompts[:1]), runs)
+    return {"batch_ms_per_query": 1000 * batch_s / len(prompts), "single_ms": 1000 * single_s,
+            "batch_size": len(prompts)}
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+def provenance(data: str, full: RoutingDataset, encoder: QueryEncoder | None) -> dict[str, Any]:
+    """Enough to tell whether two result files are comparable: code, data, encoder, machine, versions."""
+    import torch
+
+    import radialrouter
+
+    versions = {"python": platform.python_version(), "radialrouter": radialrouter.__version__,
+                "numpy": np.__version__, "torch": torch.__version__}
+    for module in ("sklearn", "transformers"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    path = Path(data)
+    return {
+        "git_commit": _git(["rev-parse", "HEAD"]),
+        "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"])),
+        "data": str(data),
+        "data_sha256": _sha256(path) if path.is_file() else None,
+        "data_fingerprint": full.fingerprint(),
+        "cost": full.cost_model or ("logged" if full.has_cost else "none (quality only)"),
+        "encoder": None if encoder is None else {**encoder.identity, "precision": encoder.precision,
+                                                   "backend": encoder.active_backend},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "versions": versions,
+        "command": " ".join(sys.argv),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _git(args: list[str]) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def _budget_rows(router: Router, test: RoutingDataset) -> list[dict]:
+    """Collapse against budget (`radialrouter.evaluation.budget_sweep`)."""
+    keys = ("budget", "cost", "perf", "most_expensive_share", "overspend_share")
+    return [{k: r[k] for k in keys if k in r} for r in budget_sweep(router, test, n=20)]
+
+
+def run_bench(
+    data: str,
+    routers: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    *,
+    lams: Sequence[float | str] | None = None,
+    test_tasks: str | None = None,
+    train_tasks: str | None = None,
+    encoder: QueryEncoder | None = None,
+    latency_runs: int = 5,
+    measure_encoder: bool = True,
+    progress: bool = True,
+    prices: str | None = None,
+    output_tokens: int | None = None,
+    pair: tuple[str, str] | None = None,
+    missing: str = "keep",
+) -> dict[str, Any]:
+    """Train and evaluate ``routers`` (default: `default_routers`) on every seed; return the JSON document.
+    ``missing``: keep rows with missing quality cells (default; each test query is routed among its observed LLMs)
+    or exclude them (`load_dataset`)."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    names = list(routers or default_routers())
+    for name in names:
+        router_class(name)  # unknown names fail before any training
+    if not seeds:
+        raise ValueError("at least one seed is needed")
+    if any(router_class(n).uses_embeddings for n in names):
+        encoder = encoder or QueryEncoder()
+    else:
+        encoder = None
+    results: list[dict] = []
+    sweeps: dict[str, list[dict]] = defaultdict(list)
+    curves: dict[str, list[dict]] = defaultdict(list)
+    collapse: dict[str, dict[str, list]] = defaultdict(lambda: {"collapse_index": []})
+    pairs: dict[str, list[dict]] = defaultdict(list)  # RouteLLM's strong/weak metrics per router, one per seed
+    budget: dict[str, list[dict]] = {}
+    timing: dict[str, dict[str, Any]] = {name: {"fit_seconds": []} for name in names}
+    meta: dict[str, Any] = {}
+    vectors: tuple[np.ndarray, np.ndarray] | None = None  # (ids, embeddings), reused across seeds
+    bar = tqdm(total=len(seeds) * len(names), desc="bench", disable=not progress)
+    for seed_index, seed in enumerate(seeds):
+        full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
+                                             prices=prices, output_tokens=output_tokens, missing=missing)
+        if encoder is not None:
+            if vectors is None or not np.array_equal(vectors[0], full.ids):
+                vectors = (full.ids, full.embed(encoder, progress=progress).embeddings)
+            full = full.with_embeddings(vectors[1], encoder.identity)
+            train, test = full.select("train"), full.select("test", "unsplit")
+            val = full.select("val") if val is not None else None
+        if seed_index == 0:
+            # The named trade-offs on this pool's price scale, resolved on the first seed's training split and
+            # kept for every seed, so every router and seed is evaluated at the same λ.
+            presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else {"performance-first": 0.0}
+            scenario = (list(presets.values()) if lams is None
+                        else [resolve_lam(v, presets=presets if full.has_cost else None) for v in lams])
+            meta = {**provenance(data, full, encoder), "seeds": list(seeds), "routers": names, "lams": scenario,
+                    "presets": presets,
+                    "pair": list(pair) if pair else None,
+                    "n_train": len(train), "n_val": 0 if val is None else len(val), "n_test": len(test),
+                    "llms": list(full.llms), "has_cost": full.has_cost,
+                    "train_tasks": sorted(set(train.tasks.tolist())), "test_tasks": _task_order(test_tasks, test),
+                    "most_expensive_llm": full.llms[int(np.argmax(test.mean_cost))] if full.has_cost else None,
+                    "single_llms": _single_llms(test),
+                    "missing": {"mode": missing, "rows_with_missing": int((~full.complete_rows).sum()),
+                                "test_rows_with_missing": int((~test.complete_rows).sum()),
+                                "missing_cells": int((~full.observed).sum()),
+                                "observed_per_llm": {llm: int(k) for llm, k in
+                                                     zip(full.llms, full.observed.sum(axis=0))}},
+                    "missing_cells": {}}
+        seed_sweeps: dict[str, list[dict]] = {}
+        for name in names:
+            bar.set_description(f"bench seed {seed} {name}")
+            run = _bench_router(name, seed, train, val, test, scenario, first_seed=seed_index == 0,
+                                latency_runs=latency_runs, pair=pair, presets=presets)
+            if "pair" in run:
+                pairs[name].append({**run["pair"], "seed": seed})
+            if run.get("missing_cells"):
+                meta["missing_cells"][name] = run["missing_cells"]
+            results += run["results"]
+            timing[name]["fit_seconds"] += run["fit_seconds"]
+            timing[name].update(run.get("latency", {}))
+            if "sweep" in run:
+                seed_sweeps[name] = run["sweep"]
+                sweeps[name] += [{**{k: r[k] for k in SWEEP_KEYS if k in r}, "seed": seed} for r in run["sweep"]]
+                collapse[name]["collapse_index"].append(run["collapse_index"])
+            if run.get("budget") is not None:
+                budget[name] = run["budget"]
+            bar.update(1)
+        if seed_sweeps:
+            costs = [r["cost"] for rows in seed_sweeps.values() for r in rows]
+            for name, rows in seed_sweeps.items():
+                curves[name].append({**curve_metrics(rows, test, (min(costs), max(costs))), "seed": seed})
+    bar.close()
+    if measure_encoder and encoder is not None:
+        meta["encoder_latency"] = encoder_latency(encoder, test.prompts[:32].tolist())
+    meta["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return {"meta": meta, "results": results, "sweeps": dict(sweeps), "curves": dict(curves),
+            "collapse": dict(collapse), "budget": budget, "timing": timing, "pairs": dict(pairs)}
+
+
+def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDataset | None, test: RoutingDataset,
+                  scenario: list[float], *, first_seed: bool, latency_runs: int,
+                  pair: tuple[str, str] | None = None, presets: dict[str, float] | None = None) -> dict[str, Any]:
+    """Fit one router for one seed and measure it: scenario rows, λ sweep, collapse index, and on the first seed
+    the budget sweep and latency."""
+    cls = router_class(name)
+    models: dict[float | None, Router] = {}
+    fit_seconds = []
+    for lam in (scenario if cls.lam_at_fit else [None]):
+        router = make_seeded(name, seed, **({} if lam is None else {"lam": lam}))
+        start = time.perf_counter()
+        models[lam] = router.fit(train, val)
+        fit_seconds.append(round(time.perf_counter() - start, 3))
+    how = next(iter(models.values())).training_.get("missing_cells")
+    run: dict[str, Any] = {"missing_cells": how and how["method"], "fit_seconds": fit_seconds, "results": [
+        {**r, "seed": seed} for lam, m in models.items()
+        for r in evaluate_router(m, test, scenario if lam is None else [lam], presets)]}
+    # The largest budget is λ = 0: a λ-free model, or the one trained for the smallest λ.
+    unconstrained = models.get(None) or models[min(models)]
+    if pair is not None:
+        from radialrouter.evaluation.strong_weak import pair_report
+
+        report = pair_report(unconstrained, test, *pair)
+        run["pair"] = {k: report[k] for k in ("apgr", "cpt50", "cpt80", "n", "left_out", "quality_weak",
+                                               "quality_strong")}
+    if test.has_cost:
+        if None in models:
+            run["sweep"] = evaluate_router(models[None], test, sorted(set(DEFAULT_SWEEP) | set(scenario)), presets)
+        else:
+            run["sweep"] = list(run["results"])
+        out = unconstrained.outcomes(test, 0.0)
+        run["collapse_index"] = collapse_index(out.weights, test.quality, test.cost)
+        if first_seed:
+            run["budget"] = _budget_rows(unconstrained, test)
+    if first_seed:
+        middle = scenario[len(scenario) // 2]
+        run["latency"] = routing_latency(models.get(None) or models[middle], test, middle, latency_runs)
+    return run
+
+
+def _task_order(test_tasks: str | None, test: RoutingDataset) -> list[str]:
+    """Test tasks in the order the user named them (the order papers print), else as they appear."""
+    named = [t.strip() for t in (test_tasks or "").split(",") if t.strip()]
+    return [t for t in named if t in test.task_names] + [t for t in test.task_names if t not in named]
+
+
+def _single_llms(test: RoutingDataset) -> dict[str, dict[str, float]]:
+    """Each LLM alone on the test split (macro Perf and Cost, over the queries where it is observed, and its
+    coverage): the points routers are compared against."""
+    out = {}
+    for j, llm in enumerate(test.llms):
+        if not test.observed[:, j].any():
+            continue
+        m = single_llm_summary(test, j)["macro"]
+        out[llm] = {"perf": m.perf, "cost": m.cost, "coverage": float(test.observed[:, j].mean())}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _mean_std(values: Sequence[float | None], digits: int = 3) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "never"
+    text = f"{np.mean(vals):.{digits}f}"
+    if len(vals) > 1:
+        text += f" ± {np.std(vals):.{digits}f}"
+    return text if len(vals) == len(values) else f"{text} ({len(vals)}/{len(values)} seeds)"
+
+
+def _per_task_table(rows: list[dict], lam: float, train_tasks: set[str], has_cost: bool,
+                    order: Sequence[str] = ()) -> list[str]:
+    """Router × task Perf (and Cost) at one λ, mean over seeds, with averages over the in-distribution tasks
+    (those trained on) and the out-of-distribution ones when both are present, RouterDC-style."""
+    by_router: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["lam"] == lam:
+            for task, m in r["per_task"].items():
+                by_router[r["router"]][task].append((m["perf"], m["cost"]))
+    seen = list(dict.fromkeys(t for per_task in by_router.values() for t in per_task))
+    tasks = [t for t in order if t in seen] + [t for t in seen if t not in order]
+    groups = [(label, ts) for label, ts in (("ID avg", [t for t in tasks if t in train_tasks]),
+                                            ("OOD avg", [t for t in tasks if t not in train_tasks])) if ts]
+    if len(groups) == 1:
+        groups = [("Avg", groups[0][1])]
+    header = ["Router"] + [c for label, ts in groups for c in (*ts, label)]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for router, per_task in by_router.items():
+        perf = {t: float(np.mean([p for p, _ in v])) for t, v in per_task.items()}
+        cost = {t: float(np.mean([c for _, c in v])) for t, v in per_task.items()}
+        cells = []
+        for _, ts in groups:
+            cells += [f"{perf[t]:.3f} ({cost[t]:.2f})" if has_cost else f"{perf[t]:.3f}" for t in ts]
+            cells.append(f"**{np.mean([perf[t] for t in ts]):.3f}**")
+        lines.append(f"| {router} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> str:
+    """The human-readable report of a `run_bench` document."""
+    from radialrouter.evaluation.report import to_markdown
+
+    meta, rows = doc["meta"], doc["results"]
+    has_cost = meta["has_cost"]
+    out = [f"# Benchmark: {name}", "",
+           f"{meta['n_train']} training, {meta['n_val']} validation and {meta['n_test']} test queries; "
+           f"{len(meta['llms'])} LLMs; seeds {', '.join(map(str, meta['seeds']))} (figures are mean ± std over "
+           f"seeds); wall time {meta['wall_seconds']:.0f} s.", ""]
+    missing = meta.get("missing") or {}
+    if missing.get("rows_with_missing"):
+        top = max(missing["observed_per_llm"].values())
+        gaps = ", ".join(f"`{llm}` {k}" for llm, k in missing["observed_per_llm"].items() if k < top)
+        how = defaultdict(list)
+        for router, method in meta.get("missing_cells", {}).items():
+            how[method].append(router)
+        out += [f"Missing quality cells: {missing['rows_with_missing']} queries lack some LLM's quality "
+                f"({missing['missing_cells']} cells; rows with a quality, for the LLMs that lack some: {gaps}), "
+                f"{missing['test_rows_with_missing']} of them in the test split (seed {meta['seeds'][0]}). They are "
+                "kept: each test query is routed among its observed LLMs (the oracle, random and single-LLM "
+                "figures too), so every decision has a label. Training: "
+                + "; ".join(f"{method} — {', '.join(routers)}" for method, routers in how.items())
+                + ". Model selection uses the validation rows where every LLM is observed (RadialRouter's early "
+                "stopping: every validation row, each among its observed LLMs).", ""]
+    elif missing.get("mode") == "exclude":
+        out += ["Rows with a missing quality cell were excluded (`--missing exclude`).", ""]
+    out.append(to_markdown(rows, title="Results (Table 1 layout)", lams=meta["lams"]))
+    if not has_cost:
+        out += ["Quality-only data: Cost is 0 and Score = Perf, macro-averaged over all test tasks; the RouterDC-style "
+                "table (in- and out-of-distribution averages) is under Per task. Cost–quality curves, AIQ, QNC and "
+                "routing-collapse figures need costs, so there are none for this data.", ""]
+    else:
+        out += ["## Curves, collapse and reference metrics", "",
+                f"Most expensive LLM: `{_most_expensive(doc)}`. "
+                "RCI (Routing Collapse Index): share of queries sent to it at the largest budget (λ = 0) although a "
+                "cheaper LLM was as good. QNC: cheapest point of the λ sweep reaching the best single LLM's Perf, "
+                "relative to that LLM's cost (lower is better). AIQ over the cost range shared by all routers. "
+                "Top share / overspend at each scenario λ: share of queries sent to the most expensive LLM, and sent "
+                "to any LLM although a cheaper one was as good.", ""]
+        lam_heads = [f"top share / overspend λ={lam:g}" for lam in meta["lams"]]
+        out.append("| Router | AIQ | QNC | peak Perf | RCI | " + " | ".join(lam_heads) + " |")
+        out.append("|---" + "|---:" * (4 + len(lam_heads)) + "|")
+        for router in _routers_in_order(rows):
+            c = doc["curves"].get(router, [])
+            figures_lam = []
+            for lam in meta["lams"]:
+                sel = [r for r in rows if r["router"] == router and r["lam"] == lam]
+                figures_lam.append(f"{_mean_std([r['most_expensive_share'] for r in sel], 2)} / "
+                                   f"{_mean_std([r['overspend_share'] for r in sel], 2)}")
+            out.append(f"| {router} | {_mean_std([x['aiq'] for x in c], 4)} | {_mean_std([x['qnc'] for x in c])} | "
+                       f"{_mean_std([x['peak_perf'] for x in c])} | "
+                       f"{_mean_std(doc['collapse'].get(router, {}).get('collapse_index', []), 3)} | "
+                       + " | ".join(figures_lam) + " |")
+        if doc["curves"]:
+            ref = next(iter(doc["curves"].values()))[0]["reference_llm"]
+            out += ["", f"QNC reference (best single LLM on the test split): `{ref}`.", ""]
+    if doc.get("pairs"):
+        strong, weak = meta["pair"]
+        first = next(iter(doc["pairs"].values()))
+        left_out = ", ".join(f"{r.get('left_out', 0)} (seed {r['seed']})" for r in first if r.get("left_out"))
+        out += [f"## Strong/weak pair: `{strong}` vs `{weak}` (RouteLLM's metrics)", "",
+                "From each router's per-query scores at λ = 0 (its preference for the strong LLM): APGR, the area "
+                "under the gap-recovered curve over strong-LLM call shares 0–1 (0.5 = random order), and CPT, the "
+                "strong call share needed for 50 % / 80 % of the quality gap (lower is better). Micro over test "
+                "queries; mean ± std over seeds."
+                + (f" Test queries without the quality of both LLMs are left out: {left_out}." if left_out else ""),
+                "", "| Router | APGR | CPT(50 %) | CPT(80 %) |",
+                "|---|---:|---:|---:|"]
+        for router, reports in doc["pairs"].items():
+            cells = [_mean_std([r[k] for r in reports if r[k] is not None], 3) for k in ("apgr", "cpt50", "cpt80")]
+            out.append(f"| {router} | " + " | ".join(cells) + " |")
+        out.append("")
+    out += ["## Per task", ""]
+    train_tasks = set(meta.get("train_tasks", []))
+    for lam in meta["lams"]:
+        caption = "Perf (Cost per 1,000 queries)" if has_cost else "Accuracy"
+        out += [f"### λ = {lam:g}: {caption}, mean over seeds", ""]
+        out += _per_task_table(rows, lam, train_tasks, has_cost, meta.get("test_tasks", ())) + [""]
+    out += ["## Training time and routing latency", "",
+            "Fit: seconds per model (routers trained for one λ fit one model per scenario λ). Latency: routing only, "
+            "embeddings precomputed; median of several runs on this machine.", "",
+            "| Router | fit s (mean ± std) | batch ms/query | single query ms |", "|---|---:|---:|---:|"]
+    for router, t in doc["timing"].items():
+        batch = f"{t['batch_ms_per_query']:.4f}" if "batch_ms_per_query" in t else "–"
+        single = f"{t['single_ms']:.2f}" if "single_ms" in t else "–"
+        out.append(f"| {router} | {_mean_std(t['fit_seconds'], 2)} | {batch} | {single} |")
+    if "encoder_latency" in meta:
+        e = meta["encoder_latency"]
+        out += ["", f"Encoder (`{meta['encoder']['name']}`, uncached): {e['batch_ms_per_query']:.2f} ms per query in a "
+                f"batch of {e['batch_size']}, {e['single_ms']:.1f} ms for one query."]
+    if figures:
+        out += ["", "## Figures", ""] + [f"![{title}]({path})" for title, path in figures.items()] + [""]
+    out += ["## Provenance", "", "| | |", "|---|---|"]
+    for key in ("git_commit", "git_dirty", "data", "data_sha256", "data_fingerprint", "command", "started_utc"):
+        out.append(f"| {key} | `{meta.get(key)}` |")
+    if meta.get("cost"):
+        out.append(f"| cost | {meta['cost']} |")
+    if meta.get("encoder"):
+        enc = meta["encoder"]
+        how = ", ".join(str(enc[k]) for k in ("precision", "backend") if enc.get(k))
+        out.append(f"| encoder | `{enc.get('name')}` ({enc.get('dim')}-d, {enc.get('pooling')} pooling"
+                   f"{', ' + how if how else ''}) |")
+    machine = meta["machine"]
+    out.append(f"| machine | {machine['platform']}, {machine['processor']}, {machine['cpu_count']} CPUs, "
+               f"{machine['torch_threads']} torch threads |")
+    out.append("| versions | " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _routers_in_order(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["router"] for r in rows))
+
+
+def _most_expensive(doc: dict[str, Any]) -> str:
+    return str(doc["meta"].get("most_expensive_llm"))
+
+
+def write_bench(doc: dict[str, Any], out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """Write ``<name>.json``, ``<name>.md`` and the figures (``<name>_*.png``) into ``out_dir``."""
+    from radialrouter.evaluation.report import plot_collapse, plot_perf_vs_cost, plot_score_vs_lam, write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str] = {}
+    first = doc["meta"]["seeds"][0]
+    first_sweeps = {r: [x for x in rows if x["seed"] == first] for r, rows in doc["sweeps"].items()}
+    if first_sweeps:
+        title = f"{name} (seed {first})"
+        if plot_score_vs_lam(first_sweeps, out_dir / f"{name}_score_vs_lam.png", title=title):
+            figures["Score against λ"] = f"{name}_score_vs_lam.png"
+        singles = {llm: (m["cost"], m["perf"]) for llm, m in doc["meta"].get("single_llms", {}).items()}
+        if plot_perf_vs_cost(first_sweeps, out_dir / f"{name}_perf_vs_cost.png", title=title, points=singles):
+            figures["Perf against Cost"] = f"{name}_perf_vs_cost.png"
+        if plot_collapse(first_sweeps, out_dir / f"{name}_collapse.png", by_budget=doc["budget"] or None,
+                         expensive_llm=_most_expensive(doc), title=title):
+            figures["Routing collapse"] = f"{name}_collapse.png"
+    json_path = write_json(out_dir / f"{name}.json", doc["results"], doc["meta"],
+                           **{k: v for k, v in doc.items() if k not in {"results", "meta"}})
+    md_path = out_dir / f"{name}.md"
+    md_path.write_text(bench_markdown(doc, name, figures))
+    return json_path, md_path
