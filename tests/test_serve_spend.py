@@ -233,6 +233,24 @@ def test_dropped_streams_are_recorded_as_billed(router_dir, provider, tmp_path, 
         assert recorded == pytest.approx(bill, rel=1e-9)
 
 
+def test_a_complete_stream_without_usage_is_charged_its_bound(router_dir, provider, tmp_path):
+    """A backend never asked for usage (``stream_usage: false``): the whole answer was relayed, so it is charged the
+    bound of what was relayed (never less than the provider's count), not the reservation."""
+    fakes, base = provider
+    fakes["gpt-4"].stream_chunks = 60
+    llms = {"gpt-4": {"stream_usage": False}}
+    body = _chat("gpt-4", EMOJI * 50 + " and some words", stream=True, max_tokens=60)
+    with _gateways(router_dir, base, _sqlite(tmp_path), llms=llms) as [(app, url)]:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60,
+                          headers={"authorization": "Bearer sk-other"}) as r:
+            lines = [line for line in r.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
+        _wait_idle([app])
+        [row] = [r for r in _rows(app) if r["client"] == "other"]
+    assert row["status"] == "ok" and row["cost_source"] == "counted"
+    assert row["completion_tokens"] >= 60 and row["cost_usd"] >= _bill(fakes) > 0
+
+
 # ------------------------------------------------------------------------------------------ context windows
 def test_no_call_to_an_llm_whose_window_the_prompt_overflows(router_dir, provider, tmp_path):
     """A 40,000-emoji prompt (≥ 40k tokens) went to mixtral (32k window) 4 times of 5; now never. Emoji are bounded

@@ -20,12 +20,10 @@ from radialrouter.serve.routing import (
     RouteResult,
     Target,
     context_text,
-    output_token_bound,
     requested_choices,
     requested_output_tokens,
     required_capabilities,
     routing_text,
-    utf8_size,
 )
 from radialrouter.serve.upstream import LOCAL, Attempt
 
@@ -42,6 +40,7 @@ _BILLED = frozenset({"ok", "client_disconnected", "shutdown", "stream_error", "s
 # Requests refused before any backend call: counted in metrics, and only sampled into the decision log (a key
 # hammering the server with refused requests must not write a row for each).
 _REFUSED = frozenset({"refused", "no_candidate"})
+OUTPUT_FOLD_CHARS = 256 * 1024
 
 
 class _Call:
@@ -58,7 +57,10 @@ class _Call:
         self.usage: tuple[int, int] | None = None  # backend-reported
         self.choices = requested_choices(body)  # `n`: every choice is generated and billed
         self.prompt_tokens = 0  # upper bound on what a provider bills for the prompt (windows, reservations)
-        self.output_tokens = self.output_bytes = self.output_chars = 0  # what was relayed (when no usage comes)
+        # Output relayed, counted only if no usage comes (`charge`): no tokenizer call per streamed chunk. Long
+        # answers are folded into `output_tokens` every OUTPUT_FOLD_CHARS characters, so memory stays bounded.
+        self.output_parts: list[str] = []
+        self.output_chars = self.output_tokens = 0
         self.events: AsyncIterator[list[str]] | None = None  # a stream's backend events, read on after a hang-up
         self.reservation: Reservation | None = None
         self.commit: Any = None  # the ledger row's commit (a future), once finished
@@ -93,11 +95,17 @@ class _Call:
                           lam=self.target.lam)
 
     def add_output(self, text: str) -> None:
-        """Count relayed output (charged only when the backend reports no usage for a complete answer)."""
+        """Keep relayed output, to charge it when the backend reports no usage for a complete answer."""
         if text:
-            self.output_tokens += self.state.decider.count(text)
-            self.output_bytes += utf8_size(text)
+            self.output_parts.append(text)
             self.output_chars += len(text)
+            if self.output_chars > OUTPUT_FOLD_CHARS:
+                self._fold_output()
+
+    def _fold_output(self) -> None:
+        if self.output_parts:
+            self.output_tokens += self.state.decider.text_bound("".join(self.output_parts))
+            self.output_parts, self.output_chars = [], 0
 
     def charge(self, status: str) -> tuple[int | None, int | None, float | None, str | None]:
         """Tokens and cost: what the backend reported it billed (``usage``). Without usage, once a backend was
@@ -112,8 +120,8 @@ class _Call:
             return p, c, cost_usd(llm, p, c), "usage"
         p = self.prompt_tokens
         if status == "ok":
-            c = output_token_bound(self.output_tokens, self.output_bytes, self.output_chars,
-                                   self.state.config.router.token_margin)
+            self._fold_output()
+            c = self.output_tokens
             return p, c, cost_usd(llm, p, c), "counted"
         c = self.choices * self.state.budgets.output_tokens(llm, requested_output_tokens(self.body))
         return p, c, cost_usd(llm, p, c), "reserved"

@@ -214,14 +214,9 @@ def text_token_bound(text: str, counted: int, margin: float, long_runs: bool = T
     if not text:
         return 0
     unsplit = sum(m.end() - m.start() for m in _UNSPLIT.finditer(text)) if long_runs and len(text) > 100 else 0
-    return output_token_bound(counted, utf8_size(text), len(text), margin, unsplit)
-
-
-def output_token_bound(counted: int, size: int, chars: int, margin: float, unsplit: int = 0) -> int:
-    """`text_token_bound` from a text's counts: ``counted`` tokens, ``size`` UTF-8 bytes, ``chars`` characters,
-    ``unsplit`` bytes in runs the counter cannot split (what relayed output is charged as without usage)."""
+    size = utf8_size(text)
     floor = -(-(size + unsplit) // BYTES_PER_TOKEN)
-    return min(size, max(math.ceil(counted * margin), floor) + size - chars)
+    return min(size, max(math.ceil(counted * margin), floor) + size - len(text))
 
 
 def chat_overhead(body: dict, tokens_per_image: int) -> int:
@@ -340,19 +335,18 @@ class Decider:
         """The most tokens a provider can bill for the prompt (``text``: `context_text` of ``body``) — the count
         budgets reserve and context windows must hold (`text_token_bound`; counting stops just past the largest
         window, where every LLM is excluded anyway)."""
-        r = self.config.router
+        return self.text_bound(text) + chat_overhead(body, self.config.router.tokens_per_image)
+
+    def text_bound(self, text: str) -> int:
+        """`text_token_bound` of ``text`` with this server's counter and margin (prompts, and relayed output when a
+        backend reports no usage)."""
         counted, unknown = count_tokens_and_unknown(self.tokenizer, text, self._token_cap, self._unknown_id)
         # runs the counter gave up on show up as [UNK]; a vocabulary without one (BPE) splits long runs itself
-        bound = text_token_bound(text, counted, r.token_margin, long_runs=unknown > 0)
-        return bound + chat_overhead(body, r.tokens_per_image)
+        return text_token_bound(text, counted, self.config.router.token_margin, long_runs=unknown > 0)
 
     def quick_prompt_bound(self, body: dict, text: str) -> int:
         """A bound on `prompt_tokens` that needs no tokenizer pass (for deciding before the count)."""
         return token_bound(text) + chat_overhead(body, self.config.router.tokens_per_image)
-
-    def count(self, text: str) -> int:
-        """Tokens of a short text (a streamed chunk): what the server charges for output it relayed."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
 
     def _mask(self, q: RouteQuery) -> tuple[np.ndarray, dict[str, str]]:
         mask = np.zeros(len(self.router.llms_), dtype=bool)
