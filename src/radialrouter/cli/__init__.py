@@ -1,4 +1,6 @@
-"""The ``radialrouter`` command: a thin layer over the library. Each sub-command lives in its own module."""
+"""The ``radialrouter`` command: a thin layer over the library. Each sub-command lives in its own module.
+
+It is the top layer (6): it may import any package; nothing imports it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Routing data: queries × LLMs quality and cost, loaders for the usual layouts, and leakage-safe splits.
 
-Names are imported on first use, so importing `DataError` (the CLI does at start) does not load pandas."""
+It is layer 1: it may import `radialrouter.core` only. Names are imported on first use, so importing `DataError`
+(the CLI does at start) does not load pandas."""
 
 from __future__ import annotations
 

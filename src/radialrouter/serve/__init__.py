@@ -1,6 +1,8 @@
 """Serve routing behind an OpenAI-compatible endpoint (``radialrouter serve --config FILE``).
 
-The config layer (`load_config`, `ServeConfig`) needs only the core dependencies; `create_app` needs the
+It is layer 5: it may import every library layer below it (`core` … `learning`, `batch`), never `cli`; its endpoint
+modules (`serve.api`) get the server's state passed in instead of importing the app. The config layer
+(`load_config`, `ServeConfig`) needs only the core dependencies; `create_app` needs the
 ``serve`` extra (``pip install 'radialrouter[serve]'``: FastAPI, uvicorn, httpx, prometheus-client).
 """
 
