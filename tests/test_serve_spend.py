@@ -187,6 +187,20 @@ def test_prompts_a_counter_undercounts_are_reserved_as_billed(router_dir, provid
         _check_spend([app for app, _ in gateways], fakes, responses, _worst_case("gpt-4", content, 5))
 
 
+def test_a_routed_request_reserves_for_the_priciest_llm_it_may_fall_back_to(router_dir, provider, tmp_path):
+    """Cost first ranks small, mixtral, gpt-4: the request may end on gpt-4 (fallbacks), so it reserves gpt-4's
+    worst case (1,000 output tokens: 0.03 USD > the 0.01 budget) and only one of 100 racing requests is admitted."""
+    fakes, base = provider
+    for fake in fakes.values():
+        fake.delay_s = 1.0  # every request is still in flight when the others arrive
+    body = _chat("radial@lam=1000000", "hello there", max_tokens=1000)
+    with _gateways(router_dir, base, _sqlite(tmp_path)) as gateways:
+        responses = asyncio.run(_flood([url for _, url in gateways], body, 100))
+        ok = [r for r in responses if r.status_code == 200]
+        assert len(ok) == 1 and ok[0].json()["router"]["ranking"] == ["small", "mixtral", "gpt-4"]
+        _wait_idle([app for app, _ in gateways])
+
+
 def test_an_image_part_is_reserved(router_dir, provider, tmp_path):
     fakes, base = provider
     parts = [{"type": "text", "text": "what is in it?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]
