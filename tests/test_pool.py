@@ -205,6 +205,60 @@ def test_pool_cli(pools, tmp_path):
     assert result.exit_code != 0 and "not in the pool" in str(result.exception)
 
 
+def _calibrate(model, lam: float) -> None:
+    """Record a calibration of ``model`` (as `radialrouter calibrate` does): its default λ becomes ``lam``."""
+    from radialrouter.policy.calibration import Calibration, save_calibration
+
+    save_calibration(model, Calibration(lam=lam, expected_cost_per_1k_usd=1.0, ci_low_per_1k_usd=0.9,
+                                        ci_high_per_1k_usd=1.1, share=0.2, share_ci=(0.1, 0.3), share_llm="llm-4",
+                                        n_queries=100, target={"cost_per_1k": 1.0}))
+
+
+def test_pool_change_resets_a_calibrated_default_lam(pools, tmp_path):
+    """A λ calibrated on the old pool is not calibrated on the new one: `pool remove --out` and `pool add` reset the
+    default λ to the router's trained one, keep the record under history (retired), and say so."""
+    from radialrouter.cli import app
+
+    train, test, rest, never, full = pools
+    model = full.save_pretrained(tmp_path / "model")
+    _calibrate(model, 0.037)
+    assert from_pretrained(model).default_lam_ == pytest.approx(0.037)
+    runner = CliRunner()
+    out = tmp_path / "smaller"
+    result = runner.invoke(app, ["pool", "remove", "--model", str(model), "--llm", HELD, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "default λ reset from 0.037" in result.output and "to 0.1" in result.output, result.output
+    smaller = from_pretrained(out)
+    assert smaller.default_lam_ == full.trained_default_lam() == LAM
+    record = json.loads((out / "calibration.json").read_text())
+    assert record["current"] is None and record["history"][-1]["lam"] == pytest.approx(0.037)
+    assert record["history"][-1]["retired_because"] == f"pool changed: remove {HELD}"
+    assert json.loads((out / "training.json").read_text())["pool_changes"][-1]["default_lam_reset"]["from"] == 0.037
+    assert from_pretrained(model).default_lam_ == pytest.approx(0.037)  # --out leaves the source as it was
+
+    # pool add, in place: the same reset, said in its output; a model never calibrated gets no note.
+    _calibrate(out, 0.05)
+    probes = probes_of(train, 60)
+    df = {"prompt": probes.prompts, **{llm: probes.quality[:, j] for j, llm in enumerate(probes.llms)},
+          **{f"{llm}|total_cost": probes.cost[:, j] for j, llm in enumerate(probes.llms)}}
+    import pandas as pd
+
+    pd.DataFrame(df).to_parquet(tmp_path / "probes.parquet")
+    np.save(tmp_path / "emb.npy", probes.embeddings)
+    add = ["pool", "add", "--llm", HELD, "--probes", str(tmp_path / "probes.parquet"), "--probe-embeddings",
+           str(tmp_path / "emb.npy"), "--steps", "5"]
+    result = runner.invoke(app, [*add, "--model", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "default λ reset from 0.05" in result.output and "calibrate --model" in result.output, result.output
+    assert from_pretrained(out).default_lam_ == LAM
+    record = json.loads((out / "calibration.json").read_text())
+    assert record["current"] is None and [h["lam"] for h in record["history"]] == pytest.approx([0.037, 0.05])
+    plain = never.save_pretrained(tmp_path / "plain")
+    result = runner.invoke(app, [*add, "--model", str(plain), "--out", str(tmp_path / "plain-grown")])
+    assert result.exit_code == 0 and "note:" not in result.output, result.output
+    assert not (tmp_path / "plain-grown" / "calibration.json").exists()
+
+
 @pytest.mark.skipif("radial" not in available_routers(), reason="RadialRouter is not registered yet")
 def test_radial_router_add_and_remove(pools):
     train, test, rest, never, full = pools

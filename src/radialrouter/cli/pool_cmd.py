@@ -86,13 +86,14 @@ def calibrate_command(
         Path(json_path).write_text(json.dumps(cal.to_dict(), indent=2) + "\n")
 
 
-def _save_changed(router, model: str, out: str | None) -> str:
+def _save_changed(router, model: str, out: str | None) -> tuple[str, str]:
+    """Save the resized router (to ``--out`` or over ``--model``): its directory, and the line that says what
+    happened to a calibrated default λ (empty when the model had no calibration)."""
+    from radialrouter.policy.pool import save_pool_change
+
     target = out or model
-    router.save_pretrained(target)
-    if (Path(model) / "calibration.json").exists():
-        typer.echo(f"note: {model}'s calibrated default λ was chosen for the old pool; run `radialrouter calibrate "
-                   f"--model {target} ...` again on your queries")
-    return target
+    note = save_pool_change(router, model, target)
+    return target, f"\nnote: {note}" if note else ""
 
 
 @pool_app.command("add")
@@ -128,9 +129,9 @@ def pool_add_command(
         data = data.with_embeddings(x)
     add_llm(router, llm, data, steps=steps, lr=lr, init=init, seed=seed)
     change = router.training_["pool_changes"][-1]
-    target = _save_changed(router, model, out)
+    target, note = _save_changed(router, model, out)
     typer.echo(f"added {llm} from {len(data)} probes in {change['seconds']:.2f} s (initialised from "
-               f"{change['init_from']}); pool of {len(router.llms_)} LLMs written to {target}")
+               f"{change['init_from']}); pool of {len(router.llms_)} LLMs written to {target}{note}")
 
 
 @pool_app.command("remove")
@@ -144,5 +145,5 @@ def pool_remove_command(
     from radialrouter.routers import from_pretrained
 
     router = remove_llm(from_pretrained(model), llm)
-    target = _save_changed(router, model, out)
-    typer.echo(f"removed {llm}; pool of {len(router.llms_)} LLMs written to {target}")
+    target, note = _save_changed(router, model, out)
+    typer.echo(f"removed {llm}; pool of {len(router.llms_)} LLMs written to {target}{note}")

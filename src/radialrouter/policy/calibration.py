@@ -274,9 +274,35 @@ def save_calibration(directory: str | Path, calibration: Calibration) -> Path:
     record = {**calibration.to_dict(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     cal_path = directory / "calibration.json"
     old = json.loads(cal_path.read_text()) if cal_path.exists() else {}
-    history = [*old.get("history", []), old["current"]] if "current" in old else []
+    history = [*old.get("history", []), *([old["current"]] if old.get("current") else [])]
     cal_path.write_text(json.dumps({"current": record, "history": history}, indent=2) + "\n")
     return cal_path
+
+
+def current_calibration(directory: str | Path) -> dict[str, Any] | None:
+    """The calibration record that set ``directory``'s default λ (``calibration.json`` → ``current``), or None when
+    the model was never calibrated or its calibration was retired (`retire_calibration`)."""
+    path = Path(directory) / "calibration.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("current") or None
+
+
+def retire_calibration(source: str | Path, target: str | Path, reason: str) -> Path | None:
+    """Write ``target``'s ``calibration.json`` with ``source``'s records and no current calibration: the current
+    one moves to ``history`` with ``reason`` (e.g. the pool changed), so nothing claims that the model's default λ
+    is calibrated any more, while how it once was stays on record. None when ``source`` has no calibration.json."""
+    path = Path(source) / "calibration.json"
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    history = list(old.get("history", []))
+    if old.get("current"):
+        retired = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        history.append({**old["current"], "retired": retired, "retired_because": reason})
+    out = Path(target) / "calibration.json"
+    out.write_text(json.dumps({"current": None, "history": history}, indent=2) + "\n")
+    return out
 
 
 def read_queries(path: str | Path, prompt_column: str | None = None) -> list[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,6 +200,38 @@ def remove_llm(router: Router, name: str) -> Router:
     router.remove_llm(name)
     _record(router, {"op": "remove", "llm": name})
     return router
+
+
+def save_pool_change(router: Router, source: str | Path, target: str | Path) -> str | None:
+    """Save a router whose pool `add_llm` or `remove_llm` changed, read from directory ``source``, to ``target``
+    (the same directory or another one); returns what happened to its calibration, for the user, or None.
+
+    A default λ calibrated for the old pool (``calibration.json``, `radialrouter.policy.calibration`) meets its
+    budget on that pool only: the spend at a λ changes when an LLM comes or goes. So the default goes back to the
+    router's trained one (`Router.trained_default_lam`) instead of being silently kept, and the record moves to
+    ``history`` in ``target`` (kept, marked retired), so the new model never claims a calibration it does not have.
+    """
+    from radialrouter.policy.calibration import current_calibration, retire_calibration
+
+    calibration = current_calibration(source)
+    change = (getattr(router, "training_", {}).get("pool_changes") or [{}])[-1]
+    reason = f"pool changed: {change.get('op', 'changed')} {change.get('llm', '')}".rstrip()
+    note = None
+    if calibration is not None:
+        old, new = router.default_lam_, router.trained_default_lam()
+        if np.isclose(old, float(calibration["lam"]), rtol=1e-9, atol=0.0):
+            router.default_lam_ = new
+            change["default_lam_reset"] = {"from": old, "to": new, "calibration_target": calibration.get("target")}
+            note = (f"default λ reset from {old:.6g} (calibrated on the old pool, target {calibration.get('target')}) "
+                    f"to {new:.6g}, the router's trained default")
+        else:
+            note = f"the calibration record (λ = {float(calibration['lam']):.6g}, not the default λ {old:.6g})"
+        note += (f"; the calibration was for the old pool, so it is kept under history in calibration.json: run "
+                 f"`radialrouter calibrate --model {target} ...` on your queries to calibrate the new pool")
+    router.save_pretrained(target)
+    if retire_calibration(source, target, reason) is None and Path(target).resolve() != Path(source).resolve():
+        (Path(target) / "calibration.json").unlink(missing_ok=True)  # a record of the model that was overwritten
+    return note
 
 
 def clone(router: Router) -> Router:

@@ -181,7 +181,7 @@ class Router(ABC):
             val = val if len(val) else None
         self.llms_ = list(train.llms)
         self.mean_cost_ = train.mean_cost.astype(np.float64)
-        self.default_lam_ = float(getattr(self, "lam", 0.0) or 0.0) if self.lam_at_fit else 0.0
+        self.default_lam_ = self.trained_default_lam()
         # The named trade-offs on this pool's price scale (quality-only data: the paper's, any λ routes alike).
         self.presets_ = tradeoff_presets(train.quality, train.cost) if train.has_cost else dict(SCENARIOS)
         train = fit_train
@@ -252,6 +252,11 @@ class Router(ABC):
         """The λ values this router was trained to route at; `route` clamps λ above the top (with a
         `LamRangeWarning`) instead of extrapolating. Unbounded unless a subclass trained on a bounded range."""
         return 0.0, float("inf")
+
+    def trained_default_lam(self) -> float:
+        """The default λ that `fit` gives (the training λ for single-λ routers, else 0): what a default λ goes back
+        to when a calibrated one stops being valid (e.g. after the pool changed)."""
+        return float(getattr(self, "lam", 0.0) or 0.0) if self.lam_at_fit else 0.0
 
     def resolve_lam(self, lam: float | str | None) -> float:
         """A number, or a trade-off name resolved with this router's `presets_` (set at fit on the training data's

@@ -319,12 +319,16 @@ class RadialRouter(Router):
         self.mean_cost_ = self.mean_cost_[keep]
         self.cost_w_, self.cost_b_ = self.cost_w_[:, keep], self.cost_b_[keep]
 
+    def trained_default_lam(self) -> float:
+        """The ``lam`` hyperparameter, λ-conditioned or not (what `_fit` makes the default)."""
+        return float(self.lam)
+
     # ------------------------------------------------------------------ training
     def _fit(self, train: RoutingDataset, val: RoutingDataset | None) -> None:
         from sklearn.cluster import KMeans
 
         self._check_params()
-        self.default_lam_ = float(self.lam)
+        self.default_lam_ = self.trained_default_lam()
         finetune = self.encoder_mode == "finetune"
         if not finetune and train.embeddings is None:
             raise ValueError("radial: the dataset has no embeddings; call data.embed(encoder) first "
