@@ -384,6 +384,27 @@ def test_portable_sql_helpers():
         Cursor.decode("1.5")
 
 
+NODE = shutil.which("node") or shutil.which("nodejs")
+
+
+def test_line_series_with_a_lone_value_get_points():
+    """A line through one bucket (all traffic of a new deployment in one time bucket) or a value between gaps has
+    nothing to draw a line to: those values get visible points, the rest of a line none (`RR.pointRadii`, run in
+    Node on the shipped dashboard.js)."""
+    if NODE is None:
+        pytest.skip("no Node.js to run the dashboard's JavaScript (apt-get install nodejs)")
+    cases = [([5.0], False), ([1.0, 2.0, 3.0], False), ([None, 0.5, None, None], False), ([0.5, None, 0.7], False),
+             ([0.5, None, 0.7], True), ([None, 0.2, None], True), ([], False), ([None, None], True)]
+    script = ("const vm = require('vm'); const fs = require('fs');"
+              f"const RR = vm.runInNewContext(fs.readFileSync({json.dumps(str(ASSETS / 'dashboard.js'))}, 'utf8')"
+              " + '\\nRR', {});"
+              f"console.log(JSON.stringify({json.dumps(cases)}.map(([d, g]) => RR.pointRadii(d, g))));")
+    import subprocess
+
+    out = subprocess.run([NODE, "-e", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(out) == [[3], [0, 0, 0], [0, 3, 0, 0], [3, 0, 3], [0, 0, 0], [0, 3, 0], [], [0, 0]]
+
+
 def test_vendored_chart_library_matches_its_record():
     record = (ASSETS / "VENDORED.md").read_text()
     for name in ("chart.umd.min.js", "chart.js-LICENSE.md"):
@@ -447,6 +468,24 @@ def test_pages_render_their_charts_without_console_errors(page, served):
     assert "best-single" in page.locator("#router").inner_text()
     _open(page, f"{url}/dashboard/explorer")
     assert page.locator("#rows tr[data-request-id]").count() == 13
+    assert page.errors == []
+
+
+def test_a_single_bucket_line_chart_shows_its_points(page, served):
+    """All traffic in one time bucket: the overview's line charts get one label each, and Chart.js must draw that
+    value as a point (a line needs two)."""
+    _open(page, f"{served['url']}/dashboard/overview?range=1h")
+    radii = page.evaluate("""() => {
+        const c = RR.chart("chart-spend", "line", ["12:00"], [{label: "spend", data: [0.25]},
+                                                              {label: "rate", data: [0.1], spanGaps: true}]);
+        return c.data.datasets.map((ds, i) => c.getDatasetMeta(i).data[0].options.radius);
+    }""")
+    assert radii and all(r > 0 for r in radii), radii
+    several = page.evaluate("""() => {
+        const c = RR.chart("chart-spend", "line", ["a", "b", "c"], [{label: "spend", data: [1, 2, 3]}]);
+        return c.getDatasetMeta(0).data.map((p) => p.options.radius);
+    }""")
+    assert several == [0, 0, 0]  # a drawn line keeps no dots
     assert page.errors == []
 
 

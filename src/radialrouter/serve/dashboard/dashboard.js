@@ -71,6 +71,21 @@ const RR = (() => {
       `${two(d.getMinutes())}${bucket == null ? ":" + two(d.getSeconds()) : ""}`;
   }
 
+  // Per-point radii of a line series: lines carry no dots, except a value with no neighbour to draw a line to
+  // (a single time bucket, as on a new deployment, or a value between gaps), which would otherwise show nothing.
+  // With spanGaps the line bridges nulls, so only a value alone in the whole series is a dot.
+  function pointRadii(data, spanGaps = false, radius = 3) {
+    const ok = (v) => v != null && !Number.isNaN(v);
+    const joined = (i, step) => {
+      for (let j = i + step; j >= 0 && j < data.length; j += step) {
+        if (ok(data[j])) return true;
+        if (!spanGaps) return false;
+      }
+      return false;
+    };
+    return data.map((v, i) => ok(v) && !joined(i, -1) && !joined(i, 1) ? radius : 0);
+  }
+
   // One Chart.js chart on <canvas id=...>, replacing any previous one there.
   function chart(id, type, labels, datasets, options = {}) {
     if (charts[id]) charts[id].destroy();
@@ -79,7 +94,7 @@ const RR = (() => {
       const color = ds.color || PALETTE[i % PALETTE.length];
       ds.borderColor = ds.borderColor || color;
       ds.backgroundColor = ds.backgroundColor || (type === "line" && !ds.fill ? color : color + "cc");
-      ds.pointRadius = ds.pointRadius ?? 0;
+      ds.pointRadius = ds.pointRadius ?? ((ds.type || type) === "line" ? pointRadii(ds.data, ds.spanGaps) : 0);
       delete ds.color;
     });
     charts[id] = new Chart(canvas, {
@@ -108,6 +123,6 @@ const RR = (() => {
     return select;
   }
 
-  return {el, nav, params, getJSON, run, showError, usd, pct, num, ms, fixed, when, chart, card, rangeSelect, charts,
-          PALETTE};
+  return {el, nav, params, getJSON, run, showError, usd, pct, num, ms, fixed, when, chart, pointRadii, card,
+          rangeSelect, charts, PALETTE};
 })();
