@@ -41,6 +41,8 @@ import sqlalchemy
 from radialrouter.ledger import rollups as ledger_rollup
 from radialrouter.ledger.store import _COLUMNS, Ledger
 
+_WRITTEN = tuple(c for c in _COLUMNS if c != "router_version")  # the version is generated apart, per period
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ADMIN = "bench-admin-key-0123456789"
@@ -124,18 +126,22 @@ def generate_ledger(path: Path, rows: int, seed: int = 0) -> float:
                "cost_usd": float(cost[i]) if ok else None, "cost_source": "usage" if ok else None,
                "latency_ms": float(latency[i]), "prompt": None, "scores": scores, "probabilities": probs,
                "expected_cost_usd": float(expected[i]) if m else None, "overhead_ms": float(overhead[i])}
-        out.append((*(row.get(c) for c in _COLUMNS), str(versions[i])))
+        out.append((*(row.get(c) for c in _WRITTEN), str(versions[i])))
     db = sqlite3.connect(path)
     db.execute("PRAGMA synchronous = OFF")
     # What the learning loop adds (issue 12): a version per row and a feedback table.
-    db.execute("ALTER TABLE decisions ADD COLUMN router_version TEXT")
-    db.execute("CREATE TABLE IF NOT EXISTS feedback (request_id TEXT PRIMARY KEY, score REAL, comment TEXT)")
-    marks = ",".join("?" * (len(_COLUMNS) + 1))
+    # (The ledger's own migrations create both now; a ledger from before them gets them here.)
+    if "router_version" not in {r[1] for r in db.execute("PRAGMA table_info(decisions)")}:
+        db.execute("ALTER TABLE decisions ADD COLUMN router_version TEXT")
+    db.execute("CREATE TABLE IF NOT EXISTS feedback (request_id TEXT, source TEXT, ts REAL, client TEXT, score REAL, "
+               "comment TEXT, meta TEXT, PRIMARY KEY (request_id, source))")
+    marks = ",".join("?" * (len(_WRITTEN) + 1))
+    at = _WRITTEN.index("ts")
     with db:
-        db.executemany(f"INSERT INTO decisions ({','.join(_COLUMNS)}, router_version) VALUES ({marks})", out)
+        db.executemany(f"INSERT INTO decisions ({','.join(_WRITTEN)}, router_version) VALUES ({marks})", out)
         rated = np.flatnonzero(rng.random(rows) < 0.05)
-        db.executemany("INSERT INTO feedback VALUES (?, ?, NULL)",
-                       [(out[i][0], float(rng.beta(4 + (llm[i] < 2) * 3, 2))) for i in rated])
+        db.executemany("INSERT INTO feedback (request_id, source, ts, score) VALUES (?, 'client', ?, ?)",
+                       [(out[i][0], out[i][at], float(rng.beta(4 + (llm[i] < 2) * 3, 2))) for i in rated])
     db.commit()
     db.close()
     forget_rollup(path)  # rebuilt below, as for a ledger older than it

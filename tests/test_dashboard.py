@@ -320,8 +320,44 @@ def test_router_page_data(served):
     # Every row is counted under its router version (direct calls under none); the ledger has the learning loop's
     # feedback table, and no rating was posted yet.
     assert sum(v["requests"] for v in data["versions"]) == len(served["rows"]) and data["has_feedback"] is True
+    # One version everywhere: the Router page's is the one /admin/router reports and every decision carries (the
+    # ledger's router_version, which the explorer shows), not the training data's fingerprint.
+    admin = _admin(served["url"], "/admin/router").json()
+    recorded = {r["router_version"] for r in served["rows"] if r["mode"] is not None}
+    assert data["router"]["version"] == admin["version"] and recorded == {admin["version"]}
+    assert data["router"]["version"] != data["router"]["training"]["data_fingerprint"]
+    shown = _admin(served["url"], f"/dashboard/api/requests/{served['known_id']}").json()
+    assert shown["router_version"] == data["router"]["version"]
+    # Per version: the real first and last request times, never a day's bounds (one of them in the future).
+    for v in data["versions"]:
+        mine = [r["ts"] for r in served["rows"] if (r["router_version"] or None) == v["version"]]
+        assert (v["first_ts"], v["last_ts"]) == (pytest.approx(min(mine)), pytest.approx(max(mine)))
+        assert v["last_ts"] <= time.time()
     feedback = _admin(served["url"], "/dashboard/api/feedback").json()["feedback"]
     assert not any(row["n"] for rows in feedback.values() if isinstance(rows, list) for row in rows)
+
+
+def test_version_first_and_last_come_from_requests_on_a_pre_aggregated_window(tmp_path):
+    """A 30-day window reads the daily pre-aggregates; each version's first and last request times are still those
+    of its requests (narrowed through the hourly pre-aggregates to one hour of raw rows), across days and hours."""
+    day = (time.time() // 86400) * 86400
+    times = {"v1": [day - 3 * 86400 + 7 * 3600 + 12.5, day - 3 * 86400 + 20 * 3600 + 1.25, day - 86400 + 3 * 3600 + 59],
+             "v2": [day - 86400 + 5 * 3600 + 30.75, day - 86400 + 5 * 3600 + 31.5], "": [day - 2 * 86400 + 100.0]}
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    done = []
+    for version, stamps in times.items():
+        for i, ts in enumerate(stamps):
+            done.append(ledger.record(LedgerRow(request_id=f"{version}-{i}", ts=ts, client="alice", model="radial",
+                                                mode="balance", lam=0.1, llm="cheap", ranking=["cheap"], attempts=[],
+                                                router_version=version or None, cost_usd=0.001)))
+    assert all(f.result(timeout=30) for f in done)
+    ledger.close()
+    q = DashboardQueries(ledger_engine(tmp_path / "ledger.sqlite"))
+    since, until = day - 29 * 86400, day + 86400
+    assert q.rollup_span(since, until) == 86400
+    got = {v["version"]: (v["first_ts"], v["last_ts"], v["requests"]) for v in q.versions(since, until)}
+    assert got == {(k or None): (min(t), max(t), len(t)) for k, t in times.items()}
+    assert got == {v["version"]: (v["first_ts"], v["last_ts"], v["requests"]) for v in q.versions(0, time.time())}
 
 
 def _with_learning_loop(served: dict, path: Path) -> Path:

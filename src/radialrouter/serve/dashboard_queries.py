@@ -290,9 +290,10 @@ class DashboardQueries:
 
     # ------------------------------------------------------------------------------------------ router
     def versions(self, since: float, until: float) -> list[dict[str, Any]] | None:
-        """Per router version (when the ledger records one): requests, spend, errors, first and last period of use,
-        and feedback (count, mean score) when a feedback table exists. None when the ledger has no version column.
-        Counts come from the pre-aggregates when the window allows."""
+        """Per router version (when the ledger records one): requests, spend, errors, the times of its first and
+        last request in the window, and feedback (count, mean score) when a feedback table exists. None when the
+        ledger has no version column. Counts come from the pre-aggregates when the window allows; the first and
+        last times are always those of real requests (`_first_last`), never a period's bounds."""
         if "router_version" not in self.columns():
             return None
         params: dict[str, Any] = {"since": since, "until": until}
@@ -301,7 +302,7 @@ class DashboardQueries:
             params.update(since=int(since), until=int(until), span=span)
             sql = text(f"""
                 SELECT router_version AS version, SUM(requests) AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd,
-                       MIN(start) AS first_ts, MAX(start) + :span AS last_ts, SUM(errors) AS errors
+                       MIN(start) AS first_ts, MAX(start) AS last_ts, SUM(errors) AS errors
                 FROM {ledger_rollup.TABLE} WHERE span = :span AND start >= :since AND start < :until
                 GROUP BY router_version ORDER BY MIN(start)""")
         else:
@@ -312,8 +313,30 @@ class DashboardQueries:
                 FROM decisions WHERE ts >= :since AND ts < :until
                 GROUP BY COALESCE(router_version, '') ORDER BY MIN(ts)""")
         with self.engine.connect() as db:
-            out = [{**r, "version": r["version"] or None} for r in _plain(db.execute(sql, params).mappings())]
-        return out
+            rows = _plain(db.execute(sql, params).mappings())
+            if span:
+                for r in rows:
+                    r["first_ts"] = self._first_last(db, "MIN", r["version"], int(r["first_ts"]), span)
+                    r["last_ts"] = self._first_last(db, "MAX", r["version"], int(r["last_ts"]), span)
+        return [{**r, "version": r["version"] or None} for r in rows]
+
+    def _first_last(self, db: Any, which: str, version: str, start: int, span: int) -> float | None:
+        """The time of a version's first (``MIN``) or last (``MAX``) request inside the pre-aggregated period that
+        begins at ``start``: narrowed to the hour from the hourly pre-aggregates when ``span`` is a day, then read
+        from that hour's raw rows over the time index — a few thousand rows at most, whatever the ledger's size."""
+        lo, hi = start, start + span
+        if span > 3600:
+            hour = db.execute(text(f"""
+                SELECT {which}(start) FROM {ledger_rollup.TABLE}
+                WHERE span = 3600 AND start >= :lo AND start < :hi AND router_version = :version"""),
+                {"lo": lo, "hi": hi, "version": version}).scalar()
+            if hour is not None:
+                lo, hi = int(hour), int(hour) + 3600
+        ts = db.execute(text(f"""
+            SELECT {which}(ts) FROM decisions
+            WHERE ts >= :lo AND ts < :hi AND COALESCE(router_version, '') = :version"""),
+            {"lo": lo, "hi": hi, "version": version}).scalar()
+        return None if ts is None else float(ts)
 
     def feedback_summary(self, since: float, until: float) -> dict[str, Any] | None:
         """Feedback on requests of a time range, per router version (when recorded) and LLM: count and mean score.

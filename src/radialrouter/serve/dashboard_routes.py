@@ -473,7 +473,9 @@ def api_router(request: Request, range_: str = Query("30d", alias="range", patte
     info = {
         "name": router.name, "class": type(router).__name__, "path": str(directory),
         "embedded": config.router.path is None,
-        "version": getattr(router, "version", None) or training.get("data_fingerprint"),
+        # The id every decision carries (ledger, explorer, /admin/router): `serve.api.admin.router_version`. The
+        # training data's fingerprint is shown with the training figures, not as a version.
+        "version": state.router_version,
         "llms": list(router.llms_), "default_lam": getattr(router, "default_lam_", None),
         "training": {k: v for k, v in training.items() if not isinstance(v, dict) or k == "test"},
         "encoder": encoder,
