@@ -236,3 +236,77 @@ def test_train_auto_picks_the_best_candidate_on_validation(tmp_path):
     stray = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), "--candidates",
                                 "knn"])
     assert stray.exit_code != 0 and "--candidates goes with --router auto" in str(stray.exception)
+
+
+# ------------------------------------------------------------------ issue 25: as a new user finds it
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess: stdout and stderr are pipes, not a terminal (as in `... | less` or a CI log)."""
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH", "LINES")}
+    return subprocess.run([sys.executable, "-m", "radialrouter", *args], capture_output=True, text=True,
+                          env={**environ, **(env or {})})
+
+
+def test_long_csv_without_quality_is_one_line_naming_the_column(tmp_path):
+    """prompt,llm,cost,task was read as a wide file with one LLM named 'cost' (exit 0, "80 queries × 1 LLMs")."""
+    import pandas as pd
+
+    rows = [{"prompt": f"p{i}", "llm": m, "cost": 0.001, "task": "t"} for i in range(40) for m in ("a", "b")]
+    pd.DataFrame(rows).to_csv(tmp_path / "logs.csv", index=False)
+    proc = _run("data", "inspect", "--data", str(tmp_path / "logs.csv"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / 'logs.csv'}: no 'quality' column")
+
+
+def test_data_inspect_takes_data_option_and_still_the_positional(tmp_path):
+    wide_frame(n=20).to_parquet(tmp_path / "d.parquet")
+    by_option = runner.invoke(app, ["data", "inspect", "--data", str(tmp_path / "d.parquet"), "--json"])
+    assert by_option.exit_code == 0, by_option.output
+    by_position = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet"), "--json"])
+    assert by_position.exit_code == 0 and json.loads(by_position.output) == json.loads(by_option.output)
+    both = runner.invoke(app, ["data", "inspect", "x.csv", "--data", str(tmp_path / "d.parquet")])
+    assert both.exit_code != 0 and "not both" in str(both.exception)
+    neither = runner.invoke(app, ["data", "inspect"])
+    assert neither.exit_code != 0 and "--data PATH" in str(neither.exception)
+
+
+def _help_texts():
+    """(command path, text) for every command's and option's help, as written in the source."""
+    import typer.main
+
+    def walk(command, path):
+        yield path, command.help or ""
+        for param in command.params:
+            yield f"{path} {param.name}", getattr(param, "help", None) or ""
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    return list(walk(typer.main.get_command(app), "radialrouter"))
+
+
+def test_help_texts_lose_no_brackets_to_rich_markup():
+    """`pip install 'radialrouter[ray]'` printed as `pip install 'radialrouter'`: rich read [ray] as a style."""
+    from rich.text import Text
+
+    texts = _help_texts()
+    assert len(texts) > 50
+    for where, text in texts:
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), where
+
+
+def test_piped_help_and_tables_are_not_cut(tmp_path):
+    """At rich's 80 columns for a pipe, defaults read `radial,mlp,knn,equ…` and long LLM names were cut."""
+    route = _run("route", "--help")
+    assert "'radialrouter[ray]'" in route.stdout
+    for command in (["train"], ["eval"], ["bench"], ["route"], ["calibrate"], ["data", "inspect"]):
+        out = runner.invoke(app, [*command, "--help"], env={"COLUMNS": None, "TERMINAL_WIDTH": None}).output
+        assert "…" not in out, (command, out)
+    df = wide_frame(n=20)
+    long_name = "an-organisation/a-rather-long-model-name-v2.1-instruct [beta]"
+    df = df.rename(columns={"large": long_name, "large|total_cost": f"{long_name}|total_cost"})
+    df.to_parquet(tmp_path / "d.parquet")
+    inspect = _run("data", "inspect", "--data", str(tmp_path / "d.parquet"))
+    assert inspect.returncode == 0, inspect.stderr
+    assert long_name in inspect.stdout and "…" not in inspect.stdout
