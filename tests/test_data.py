@@ -172,6 +172,12 @@ def test_long_layout_column_without_the_others_names_the_missing_one(tmp_path, d
         load_dataset(tmp_path / "logs.csv")
 
 
+def test_long_layout_with_a_wide_cost_column_is_an_error():
+    df = _long_rows().drop(columns=["cost"]).assign(**{"small|total_cost": 0.001})
+    with pytest.raises(DataError, match=r"column 'small\|total_cost' belongs to the wide layout"):
+        load_dataset(df)
+
+
 def test_explicit_long_layout_without_llm_column_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match=r"<DataFrame>: no 'llm' column"):
         load_dataset(_long_rows().drop(columns=["llm"]), layout="long")

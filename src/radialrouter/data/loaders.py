@@ -202,6 +202,10 @@ def detect_layout(df: pd.DataFrame, name: str) -> str:
         return "wide"
     absent = [c for c in LONG_REQUIRED if c not in df.columns]
     if not absent:
+        wide_costs = [str(c) for c in df.columns if str(c).endswith(COST_SUFFIX)]
+        if wide_costs:  # would be ignored: the long layout's cost is the 'cost' column
+            raise DataError(f"{name}: column {wide_costs[0]!r} belongs to the wide layout (one row per query), but "
+                            "columns 'llm' and 'quality' mean the long one, whose cost goes in a 'cost' column")
         return "long"
     found = " and ".join(repr(c) for c in present)
     raise DataError(
