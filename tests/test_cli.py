@@ -73,7 +73,7 @@ def test_data_inspect(tmp_path):
     result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet")])
     assert result.exit_code == 0 and "missing cells: 1 of 40 queries" in result.output
     result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet"), "--missing", "drop"])
-    assert result.exit_code != 0 and "missing must be one of" in str(result.exception)
+    assert result.exit_code != 0 and str(result.exception) == "--missing must be keep or exclude; got 'drop'"
 
 
 def test_bad_data_is_one_line_error_exit_2(tmp_path):
@@ -310,3 +310,60 @@ def test_piped_help_and_tables_are_not_cut(tmp_path):
     inspect = _run("data", "inspect", "--data", str(tmp_path / "d.parquet"))
     assert inspect.returncode == 0, inspect.stderr
     assert long_name in inspect.stdout and "…" not in inspect.stdout
+
+
+def test_cli_errors_name_cli_flags_not_python_arguments(tmp_path):
+    """Messages said `missing='exclude'`, `pass prompt_column=...`, `a larger lam_max`: none of them a CLI flag."""
+    df = wide_frame(n=20)
+    df.loc[0, "small"] = None
+    df.to_parquet(tmp_path / "d.parquet")
+    excluded = runner.invoke(app, ["data", "inspect", "--data", str(tmp_path / "d.parquet"), "--json",
+                                   "--missing", "exclude"])
+    assert "(--missing exclude;" in json.loads(excluded.output)["excluded"][0]
+    typo = _run("data", "inspect", "--data", str(tmp_path / "d.parquet"), "--missing", "drop")
+    assert typo.returncode == 2 and typo.stderr == "error: --missing must be keep or exclude; got 'drop'\n"
+    wide_frame(n=20).rename(columns={"prompt": "input"}).to_parquet(tmp_path / "p.parquet")
+    no_prompt = runner.invoke(app, ["data", "inspect", "--data", str(tmp_path / "p.parquet")])
+    message = str(no_prompt.exception)
+    assert "rename the query column to 'prompt'" in message and "pass prompt_column" not in message
+    lam_max = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "m"),
+                                  "--router", "knn", "--lam-max", "2"])
+    assert str(lam_max.exception) == "router 'knn' does not take --lam-max"  # the flag exists (radial takes it)
+
+
+def test_route_above_lam_range_names_the_train_flag():
+    import warnings
+
+    from radialrouter.routers.base import LamRangeWarning
+    from radialrouter.routers.reference import BestSingleRouter
+
+    router = BestSingleRouter()
+    router.default_lam_ = 0.0
+    router.lam_range = lambda: (0.001, 1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert router._route_lam(5.0) == 1.0
+    assert caught[0].category is LamRangeWarning and "--lam-max" in str(caught[0].message)
+
+
+def test_stderr_carries_no_weight_loading_bar_or_empty_slice_warning(capfd):
+    """transformers' "Loading weights" bar and numpy's "Mean of empty slice" read like trouble on a CLI's stderr."""
+    import warnings
+
+    import numpy as np
+
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.core.objective import observed_mean, tradeoff_presets
+
+    quality = np.array([[np.nan, 0.5], [np.nan, 1.0]])  # an LLM observed on no training row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        presets = tradeoff_presets(quality, np.full((2, 2), 0.001))
+        assert np.isnan(observed_mean(quality)[0]) and observed_mean(quality)[1] == 0.75
+    assert presets["balance"] == 0.0
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    QueryEncoder().load()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.get_verbosity() == level  # restored after loading

@@ -124,12 +124,19 @@ def prices_option():
                         "docs/data-format.md) to estimate costs for data that logs quality only.")
 
 
+def _check_missing(value: str) -> str:
+    """Checked at parse time, so a typo names the flag (``--missing``), not the Python argument."""
+    if value not in ("keep", "exclude"):
+        raise ValueError(f"--missing must be keep or exclude; got {value!r}")
+    return value
+
+
 def missing_option():
     """``--missing keep|exclude``: what to do with rows where some LLMs' quality is missing."""
-    return typer.Option("keep", "--missing", help="Rows where some LLMs' quality is missing: 'keep' them (each query "
-                        "is routed among its observed LLMs in evaluation; routers train with the mask or on the "
-                        "complete rows, with a warning) or 'exclude' them (with a warning). Rows without any "
-                        "quality are always excluded.")
+    return typer.Option("keep", "--missing", callback=_check_missing,
+                        help="Rows where some LLMs' quality is missing: 'keep' them (each query is routed among its "
+                        "observed LLMs in evaluation; routers train with the mask or on the complete rows, with a "
+                        "warning) or 'exclude' them (with a warning). Rows without any quality are always excluded.")
 
 
 def output_tokens_option():

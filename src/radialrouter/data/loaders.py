@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radialrouter.core.objective import observed_mean
 from radialrouter.data.dataset import DataError, RoutingDataset
 from radialrouter.data.splits import grouped_split, holdout_tasks, with_validation
 
@@ -296,7 +297,8 @@ def _prompts(df: pd.DataFrame, name: str, prompt_column: str | None) -> np.ndarr
     col = _pick(df, prompt_column, PROMPT_COLUMNS, "prompt", name)
     if col is None:
         raise DataError(
-            f"{name}: no prompt column; expected one of {list(PROMPT_COLUMNS)} (or pass prompt_column=...). "
+            f"{name}: no prompt column; expected one of {list(PROMPT_COLUMNS)}: rename the query column to "
+            f"'prompt' (prompt_column=... names it in Python). "
             f"Columns are {list(df.columns)}"
         )
     prompts = df[col]
@@ -356,7 +358,7 @@ def _parse_wide(df, name, llms, prompt_column, task_column) -> dict:
             raise DataError(
                 f"{name}: missing cost column for LLM(s) {no_cost}: expected column(s) "
                 f"{[c + COST_SUFFIX for c in no_cost]} like the other {len(cost_cols)} LLMs "
-                f"(or pass llms=[...] to say which columns are LLMs)"
+                f"(or leave out the columns that are not LLMs; llms=[...] names the LLMs in Python)"
             )
     else:
         llms = candidates  # quality-only data: every numeric-looking non-metadata column is an LLM
@@ -477,7 +479,7 @@ def _finish(parsed: dict, name: str, *, test_size: float, seed: int, missing: st
         ids = parsed["ids"][drop].tolist()
         shown = ", ".join(map(str, ids[:30])) + (" …" if len(ids) > 30 else "")
         gaps = ", ".join(f"{llm} {len(quality) - k}" for llm, k in known.items() if k < len(quality))
-        what = ("with missing quality values (missing='exclude')" if missing == "exclude"
+        what = ("with missing quality values (--missing exclude; missing='exclude' in Python)" if missing == "exclude"
                 else "where no LLM has a quality value")
         warnings.warn(
             f"{name}: excluded {int(drop.sum())} row(s) {what} (ids: {shown}; missing cells per LLM: {gaps})",
@@ -489,7 +491,7 @@ def _finish(parsed: dict, name: str, *, test_size: float, seed: int, missing: st
     if np.isnan(cost).any():
         # Unobserved cells without a logged cost (the long layout): the LLM's mean logged cost stands in, so pool
         # means and cost models stay unbiased. Evaluation never realises these costs (it routes among observed LLMs).
-        mean = np.nanmean(np.where(np.isnan(cost).all(axis=0), 0.0, cost), axis=0)
+        mean = np.nan_to_num(observed_mean(cost), nan=0.0)
         cost = np.where(np.isnan(cost), mean[None, :], cost)
     split = parsed["split"]
     ds = RoutingDataset(
