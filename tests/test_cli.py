@@ -367,3 +367,19 @@ def test_stderr_carries_no_weight_loading_bar_or_empty_slice_warning(capfd):
     QueryEncoder().load()
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.get_verbosity() == level  # restored after loading
+
+
+def test_config_validate_reports_a_typo_before_loading_the_router(tmp_path):
+    """`config validate` imported the routers (torch) before reading the YAML: seconds before naming a typo."""
+    from pathlib import Path
+
+    config = (Path(__file__).resolve().parents[1] / "examples" / "serve.yaml").read_text()
+    assert "max_attempts:" in config
+    (tmp_path / "serve.yaml").write_text(config.replace("max_attempts:", "max_atempts:"))
+    code = ("import sys\nfrom radialrouter.cli import main\nsys.argv = ['radialrouter', *sys.argv[1:]]\n"
+            "try:\n    main()\nfinally:\n    print('LOADED', 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, "config", "validate", str(tmp_path / "serve.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "server.max_atempts: unknown key; did you mean max_attempts?" in proc.stderr
+    assert "LOADED False" in proc.stdout
