@@ -73,7 +73,7 @@ def test_data_inspect(tmp_path):
     result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet")])
     assert result.exit_code == 0 and "missing cells: 1 of 40 queries" in result.output
     result = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet"), "--missing", "drop"])
-    assert result.exit_code != 0 and "missing must be one of" in str(result.exception)
+    assert result.exit_code != 0 and str(result.exception) == "--missing must be keep or exclude; got 'drop'"
 
 
 def test_bad_data_is_one_line_error_exit_2(tmp_path):
@@ -236,3 +236,150 @@ def test_train_auto_picks_the_best_candidate_on_validation(tmp_path):
     stray = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), "--candidates",
                                 "knn"])
     assert stray.exit_code != 0 and "--candidates goes with --router auto" in str(stray.exception)
+
+
+# ------------------------------------------------------------------ issue 25: as a new user finds it
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess: stdout and stderr are pipes, not a terminal (as in `... | less` or a CI log)."""
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH", "LINES")}
+    return subprocess.run([sys.executable, "-m", "radialrouter", *args], capture_output=True, text=True,
+                          env={**environ, **(env or {})})
+
+
+def test_long_csv_without_quality_is_one_line_naming_the_column(tmp_path):
+    """prompt,llm,cost,task was read as a wide file with one LLM named 'cost' (exit 0, "80 queries × 1 LLMs")."""
+    import pandas as pd
+
+    rows = [{"prompt": f"p{i}", "llm": m, "cost": 0.001, "task": "t"} for i in range(40) for m in ("a", "b")]
+    pd.DataFrame(rows).to_csv(tmp_path / "logs.csv", index=False)
+    proc = _run("data", "inspect", "--data", str(tmp_path / "logs.csv"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / 'logs.csv'}: no 'quality' column")
+
+
+def test_data_inspect_takes_data_option_and_still_the_positional(tmp_path):
+    wide_frame(n=20).to_parquet(tmp_path / "d.parquet")
+    by_option = runner.invoke(app, ["data", "inspect", "--data", str(tmp_path / "d.parquet"), "--json"])
+    assert by_option.exit_code == 0, by_option.output
+    by_position = runner.invoke(app, ["data", "inspect", str(tmp_path / "d.parquet"), "--json"])
+    assert by_position.exit_code == 0 and json.loads(by_position.output) == json.loads(by_option.output)
+    both = runner.invoke(app, ["data", "inspect", "x.csv", "--data", str(tmp_path / "d.parquet")])
+    assert both.exit_code != 0 and "not both" in str(both.exception)
+    neither = runner.invoke(app, ["data", "inspect"])
+    assert neither.exit_code != 0 and "--data PATH" in str(neither.exception)
+
+
+def _help_texts():
+    """(command path, text) for every command's and option's help, as written in the source."""
+    import typer.main
+
+    def walk(command, path):
+        yield path, command.help or ""
+        for param in command.params:
+            yield f"{path} {param.name}", getattr(param, "help", None) or ""
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    return list(walk(typer.main.get_command(app), "radialrouter"))
+
+
+def test_help_texts_lose_no_brackets_to_rich_markup():
+    """`pip install 'radialrouter[ray]'` printed as `pip install 'radialrouter'`: rich read [ray] as a style."""
+    from rich.text import Text
+
+    texts = _help_texts()
+    assert len(texts) > 50
+    for where, text in texts:
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), where
+
+
+def test_piped_help_and_tables_are_not_cut(tmp_path):
+    """At rich's 80 columns for a pipe, defaults read `radial,mlp,knn,equ…` and long LLM names were cut."""
+    route = _run("route", "--help")
+    assert "'radialrouter[ray]'" in route.stdout
+    for command in (["train"], ["eval"], ["bench"], ["route"], ["calibrate"], ["data", "inspect"]):
+        out = runner.invoke(app, [*command, "--help"], env={"COLUMNS": None, "TERMINAL_WIDTH": None}).output
+        assert "…" not in out, (command, out)
+    df = wide_frame(n=20)
+    long_name = "an-organisation/a-rather-long-model-name-v2.1-instruct [beta]"
+    df = df.rename(columns={"large": long_name, "large|total_cost": f"{long_name}|total_cost"})
+    df.to_parquet(tmp_path / "d.parquet")
+    inspect = _run("data", "inspect", "--data", str(tmp_path / "d.parquet"))
+    assert inspect.returncode == 0, inspect.stderr
+    assert long_name in inspect.stdout and "…" not in inspect.stdout
+
+
+def test_cli_errors_name_cli_flags_not_python_arguments(tmp_path):
+    """Messages said `missing='exclude'`, `pass prompt_column=...`, `a larger lam_max`: none of them a CLI flag."""
+    df = wide_frame(n=20)
+    df.loc[0, "small"] = None
+    df.to_parquet(tmp_path / "d.parquet")
+    excluded = runner.invoke(app, ["data", "inspect", "--data", str(tmp_path / "d.parquet"), "--json",
+                                   "--missing", "exclude"])
+    assert "(--missing exclude;" in json.loads(excluded.output)["excluded"][0]
+    typo = _run("data", "inspect", "--data", str(tmp_path / "d.parquet"), "--missing", "drop")
+    assert typo.returncode == 2 and typo.stderr == "error: --missing must be keep or exclude; got 'drop'\n"
+    wide_frame(n=20).rename(columns={"prompt": "input"}).to_parquet(tmp_path / "p.parquet")
+    no_prompt = runner.invoke(app, ["data", "inspect", "--data", str(tmp_path / "p.parquet")])
+    message = str(no_prompt.exception)
+    assert "rename the query column to 'prompt'" in message and "pass prompt_column" not in message
+    lam_max = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "m"),
+                                  "--router", "knn", "--lam-max", "2"])
+    assert str(lam_max.exception) == "router 'knn' does not take --lam-max"  # the flag exists (radial takes it)
+
+
+def test_route_above_lam_range_names_the_train_flag():
+    import warnings
+
+    from radialrouter.routers.base import LamRangeWarning
+    from radialrouter.routers.reference import BestSingleRouter
+
+    router = BestSingleRouter()
+    router.default_lam_ = 0.0
+    router.lam_range = lambda: (0.001, 1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert router._route_lam(5.0) == 1.0
+    assert caught[0].category is LamRangeWarning and "--lam-max" in str(caught[0].message)
+
+
+def test_stderr_carries_no_weight_loading_bar_or_empty_slice_warning(capfd):
+    """transformers' "Loading weights" bar and numpy's "Mean of empty slice" read like trouble on a CLI's stderr."""
+    import warnings
+
+    import numpy as np
+
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.core.objective import observed_mean, tradeoff_presets
+
+    quality = np.array([[np.nan, 0.5], [np.nan, 1.0]])  # an LLM observed on no training row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        presets = tradeoff_presets(quality, np.full((2, 2), 0.001))
+        assert np.isnan(observed_mean(quality)[0]) and observed_mean(quality)[1] == 0.75
+    assert presets["balance"] == 0.0
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    QueryEncoder().load()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.get_verbosity() == level  # restored after loading
+
+
+def test_config_validate_reports_a_typo_before_loading_the_router(tmp_path):
+    """`config validate` imported the routers (torch) before reading the YAML: seconds before naming a typo."""
+    from pathlib import Path
+
+    config = (Path(__file__).resolve().parents[1] / "examples" / "serve.yaml").read_text()
+    assert "max_attempts:" in config
+    (tmp_path / "serve.yaml").write_text(config.replace("max_attempts:", "max_atempts:"))
+    code = ("import sys\nfrom radialrouter.cli import main\nsys.argv = ['radialrouter', *sys.argv[1:]]\n"
+            "try:\n    main()\nfinally:\n    print('LOADED', 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, "config", "validate", str(tmp_path / "serve.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "server.max_atempts: unknown key; did you mean max_attempts?" in proc.stderr
+    assert "LOADED False" in proc.stdout

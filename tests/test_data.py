@@ -154,6 +154,40 @@ def test_long_layout_missing_pair_is_kept_or_excluded_and_duplicates_rejected(tm
 
 
 # ------------------------------------------------------------------ malformed data: each names the problem
+def _long_rows(n: int = 4) -> pd.DataFrame:
+    return pd.DataFrame([{"prompt": f"p{i}", "llm": m, "quality": 1.0, "cost": 0.001 * (j + 1), "task": "t"}
+                         for i in range(n) for j, m in enumerate(LLMS)])
+
+
+@pytest.mark.parametrize("drop, missing", [
+    (["quality"], "quality"),             # prompt,llm,cost,task: once read as one LLM named 'cost', llm dropped
+    (["llm"], "llm"),                     # prompt,quality,cost,task: once one LLM named 'quality' and one 'cost'
+    (["llm", "cost"], "llm"),             # prompt,quality,task: once one LLM named 'quality'
+    (["quality", "cost"], "quality"),     # prompt,llm,task: once "no LLM quality columns found"
+    (["llm", "quality"], "llm"),          # prompt,cost,task: once one LLM named 'cost'
+])
+def test_long_layout_column_without_the_others_names_the_missing_one(tmp_path, drop, missing):
+    _long_rows().drop(columns=drop).to_csv(tmp_path / "logs.csv", index=False)
+    with pytest.raises(DataError, match=rf"logs\.csv: no '{missing}' column: .*long layout"):
+        load_dataset(tmp_path / "logs.csv")
+
+
+def test_long_layout_with_a_wide_cost_column_is_an_error():
+    df = _long_rows().drop(columns=["cost"]).assign(**{"small|total_cost": 0.001})
+    with pytest.raises(DataError, match=r"column 'small\|total_cost' belongs to the wide layout"):
+        load_dataset(df)
+
+
+def test_explicit_long_layout_without_llm_column_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match=r"<DataFrame>: no 'llm' column"):
+        load_dataset(_long_rows().drop(columns=["llm"]), layout="long")
+
+
+def test_long_layout_reads_eval_name_as_the_task():
+    ds = load_dataset(_long_rows().rename(columns={"task": "eval_name"}))
+    assert set(ds.tasks) == {"t"}
+
+
 def test_missing_cost_column_for_one_llm(tmp_path, wide_df):
     wide_df.drop(columns=["large|total_cost"]).to_parquet(tmp_path / "d.parquet")
     with pytest.raises(DataError, match=r"d\.parquet: missing cost column for LLM\(s\) \['large'\].*large\|total_cost"):

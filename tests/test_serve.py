@@ -131,7 +131,7 @@ def test_config_errors_name_the_field(tmp_path):
         ({"base_url": "ftp://x"}, "llms[0].base_url"),
         ({"capabilities": ["telepathy"]}, "llms[0].capabilities[0]"),
         ({"context_window": 0}, "llms[0].context_window"),
-        ({"surprise": 1}, "llms[0].surprise: Extra inputs are not permitted"),
+        ({"surprise": 1}, "llms[0].surprise: unknown key; the keys here are name, base_url, api_key, model"),
     ]
     for patch, message in bad:
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -147,6 +147,23 @@ def test_config_errors_name_the_field(tmp_path):
     (tmp_path / "broken.yaml").write_text("llms: [")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "broken.yaml")
+
+
+def test_misspelt_config_key_says_which_was_meant():
+    """pydantic's "Extra inputs are not permitted" left the user to find the right spelling (issue 25, item 11)."""
+    llm = {"name": "a", "base_url": "http://127.0.0.1:1/v1", "input_price": 1, "output_price": 1,
+           "context_window": 100}
+    cases = [
+        ({"llms": [llm], "server": {"max_atempts": 3}}, "server.max_atempts: unknown key; did you mean max_attempts?"),
+        ({"llms": [llm], "servr": {}}, "servr: unknown key; did you mean server?"),
+        ({"llms": [{**llm, "input_prise": 1}]}, "llms[0].input_prise: unknown key; did you mean input_price?"),
+        ({"llms": [llm], "router": {"explore": {"epsilom": 0.1}}},
+         "router.explore.epsilom: unknown key; did you mean epsilon?"),
+    ]
+    for data, message in cases:
+        with pytest.raises(ConfigError) as caught:
+            parse_config(data, env={})
+        assert message in [line.strip() for line in str(caught.value).splitlines()], str(caught.value)
 
 
 def test_config_validate_cli_masks_secrets(config_path, monkeypatch):

@@ -54,3 +54,26 @@ def test_eval_cli_reports_the_pair(tmp_path, wide_df):
     assert pairs["best-single"]["apgr"] == pytest.approx(0.5) or pairs["best-single"]["apgr"] is None
     bad = CliRunner().invoke(app, ["eval", "--data", data, "--routers", "oracle", "--pair", "large,gpt-9"])
     assert isinstance(bad.exception, ValueError) and "--pair: 'gpt-9'" in str(bad.exception)  # → `error:`, exit 2
+
+
+def test_unknown_pair_llm_fails_before_any_router_is_fitted(tmp_path, wide_df, monkeypatch):
+    """`eval --pair` and `bench --pair` checked the names only after the whole evaluation (issue 25, item 8)."""
+    import radialrouter.evaluation.bench as bench
+    import radialrouter.routers as routers
+    from radialrouter.cli import app
+
+    wide_df.to_parquet(tmp_path / "d.parquet")
+    data = str(tmp_path / "d.parquet")
+
+    def no_router(*args, **kwargs):
+        raise AssertionError("a router was made before --pair was checked")
+
+    monkeypatch.setattr(routers, "make_router", no_router)
+    bad = CliRunner().invoke(app, ["eval", "--data", data, "--routers", "oracle", "--pair", "large,gpt-9"])
+    assert isinstance(bad.exception, ValueError), bad.output
+    assert str(bad.exception) == "--pair: 'gpt-9' is not an LLM of this data set; its LLMs are small, medium, large"
+    same = CliRunner().invoke(app, ["eval", "--data", data, "--routers", "oracle", "--pair", "large,large"])
+    assert isinstance(same.exception, ValueError) and "two different LLMs" in str(same.exception)
+    monkeypatch.setattr(bench, "_bench_router", no_router)
+    with pytest.raises(ValueError, match=r"--pair: 'gpt-9' is not an LLM of this data set; its LLMs are small"):
+        bench.run_bench(data, ["oracle"], [0], pair=("gpt-9", "small"), progress=False, measure_encoder=False)

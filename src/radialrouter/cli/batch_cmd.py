@@ -9,7 +9,7 @@ from radialrouter.cli.common import app, threads_option, use_threads
 
 def engine_option():
     return typer.Option("local", "--engine", help="With --input: 'local' (this process, chunk by chunk) or 'ray' "
-                        "(Ray Data actors, each loading the model once; pip install 'radialrouter[ray]').")
+                        "(Ray Data actors, each loading the model once; pip install 'radialrouter\\[ray]').")
 
 
 def chunk_size_option():

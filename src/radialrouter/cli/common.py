@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,56 @@ def _hide_flag_types() -> None:
 
 
 _hide_flag_types()
+
+#: Width of help and tables when the output is not a terminal (a pipe, a file, a CI log). rich falls back to 80
+#: columns there and cuts option defaults, option names and table cells with "…"; a terminal keeps its own width,
+#: and $COLUMNS or $TERMINAL_WIDTH, when set, win.
+PIPED_WIDTH = 120
+
+
+def _piped_width() -> int | None:
+    """`PIPED_WIDTH` when stdout is not a terminal and no width is set in the environment, else None (rich's)."""
+    if os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH") or sys.stdout.isatty():
+        return None
+    return PIPED_WIDTH
+
+
+def _wide_help_when_piped() -> None:
+    """Typer renders help with rich at 80 columns when piped (``radialrouter train --help | less``), cutting
+    defaults like ``radial,mlp,knn,equ…``: render it `PIPED_WIDTH` wide there. `typer.rich_utils` is imported only
+    when help is printed, so the CLI starts without rich."""
+    from typer.core import TyperCommand, TyperGroup
+
+    for cls in (TyperCommand, TyperGroup):
+        original = cls.format_help
+        if getattr(original, "_wide_when_piped", False):
+            continue
+
+        def format_help(self, ctx, formatter, _original=original):
+            from typer import rich_utils
+
+            if not os.environ.get("TERMINAL_WIDTH"):
+                rich_utils.MAX_WIDTH = _piped_width()
+            return _original(self, ctx, formatter)
+
+        format_help._wide_when_piped = True
+        cls.format_help = format_help
+
+
+_wide_help_when_piped()
+
+
+#: Console width for tables when piped: a table is then as wide as its content, no cell wrapped or cut.
+PIPED_TABLE_WIDTH = 10_000
+
+
+def rich_console():
+    """A rich Console for tables: in a terminal its width (cells wrap, ``overflow="fold"``, never "…"); piped,
+    `PIPED_TABLE_WIDTH`, so ``data inspect | grep`` finds a long LLM name whole. Text given to it goes through
+    `rich.markup.escape`, so an LLM named ``gpt-4 [preview]`` keeps its brackets."""
+    from rich.console import Console
+
+    return Console(width=None if _piped_width() is None else PIPED_TABLE_WIDTH)
 
 app = typer.Typer(
     help="Learn which LLM to call for each query, evaluate routers, and serve routing.",
@@ -73,12 +124,19 @@ def prices_option():
                         "docs/data-format.md) to estimate costs for data that logs quality only.")
 
 
+def _check_missing(value: str) -> str:
+    """Checked at parse time, so a typo names the flag (``--missing``), not the Python argument."""
+    if value not in ("keep", "exclude"):
+        raise ValueError(f"--missing must be keep or exclude; got {value!r}")
+    return value
+
+
 def missing_option():
     """``--missing keep|exclude``: what to do with rows where some LLMs' quality is missing."""
-    return typer.Option("keep", "--missing", help="Rows where some LLMs' quality is missing: 'keep' them (each query "
-                        "is routed among its observed LLMs in evaluation; routers train with the mask or on the "
-                        "complete rows, with a warning) or 'exclude' them (with a warning). Rows without any "
-                        "quality are always excluded.")
+    return typer.Option("keep", "--missing", callback=_check_missing,
+                        help="Rows where some LLMs' quality is missing: 'keep' them (each query is routed among its "
+                        "observed LLMs in evaluation; routers train with the mask or on the complete rows, with a "
+                        "warning) or 'exclude' them (with a warning). Rows without any quality are always excluded.")
 
 
 def output_tokens_option():

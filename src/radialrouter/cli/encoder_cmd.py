@@ -18,7 +18,7 @@ def distill(
     out: Path = typer.Option(..., "--out", help="Folder to write the model2vec encoder to."),
     pca_dims: int = typer.Option(128, "--pca-dims", min=8, max=384, help="Dimensions kept by PCA."),
 ) -> None:
-    """Distill static token embeddings from the bundled all-MiniLM-L6-v2 (offline; needs model2vec[distill])."""
+    """Distill static token embeddings from the bundled all-MiniLM-L6-v2 (offline; needs model2vec\\[distill])."""
     from radialrouter.core.distill import distill_static
 
     with fail_cleanly():

@@ -50,11 +50,15 @@ def eval_command(
     from radialrouter.data import load_splits
     from radialrouter.evaluation.metrics import evaluate_router
     from radialrouter.evaluation.report import print_table, write_json
+    from radialrouter.evaluation.strong_weak import check_pair
     from radialrouter.routers import from_pretrained, make_router
 
+    pair_names = _pair_names(pair)
     full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
                                           prices=prices, output_tokens=output_tokens,
                                           trust_pickle=trust_pickle, missing=missing)
+    if pair_names:
+        check_pair(full.llms, *pair_names)  # before any router is fitted or embedding computed
     presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else dict(SCENARIOS)
     lams = parse_lams(lam, presets)
     fitted = []
@@ -73,21 +77,26 @@ def eval_command(
     print_table(rows, title=f"{Path(data).name}: {len(test)} test queries")
     meta = {"data": str(data), "data_fingerprint": full.fingerprint(), "seed": seed, "n_train": len(train),
             "n_test": len(test), "llms": list(full.llms), "cost": full.cost_model or "logged", "presets": presets}
-    if pair:
-        meta["pairs"] = _pair_figures(pair, fitted, test)
+    if pair_names:
+        meta["pairs"] = _pair_figures(pair_names, fitted, test)
     if json_path:
         write_json(json_path, rows, meta)
     if report:
         _write_report(Path(report), fitted, test, rows, meta)
 
 
-def _pair_figures(pair: str, routers, test) -> dict[str, dict]:
+def _pair_names(pair: str | None) -> list[str]:
+    """``--pair STRONG,WEAK`` as two names (empty without it), checked before the data is even read."""
+    names = split_list(pair)
+    if pair is not None and len(names) != 2:
+        raise ValueError(f"--pair takes two LLM names, STRONG,WEAK; got {pair!r}")
+    return names
+
+
+def _pair_figures(names: list[str], routers, test) -> dict[str, dict]:
     """RouteLLM's strong/weak metrics per router, printed as a table and returned for the JSON."""
     from radialrouter.evaluation.strong_weak import pair_report
 
-    names = split_list(pair)
-    if len(names) != 2:
-        raise ValueError(f"--pair takes two LLM names, STRONG,WEAK; got {pair!r}")
     out = {}
     typer.echo(f"\n{names[0]} (strong) vs {names[1]} (weak): APGR, and the strong call share needed for 50 % / 80 % "
                "of the quality gap")

@@ -44,6 +44,8 @@ def train_command(
     backbone: str | None = typer.Option(None, help="RadialRouter backbone: radial, star, transformer, mlp."),
     lam_conditioned: bool | None = typer.Option(None, "--lam-conditioned/--per-lam",
                                                 help="RadialRouter: one model for every λ, or one for --lam only."),
+    lam_max: float | None = typer.Option(None, "--lam-max", min=0, help="λ-conditioned RadialRouter: the largest λ "
+                                         "it trains on and routes at (default 1; route clamps λ above it)."),
     test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
     encoder: str | None = typer.Option(None, "--encoder", help="Query encoder: 'minilm' (all-MiniLM-L6-v2, the "
                                        "default), 'static' (model2vec, ~200× faster), or a model name/folder."),
@@ -74,6 +76,7 @@ def train_command(
 
         ignored = {"--router auto": router == "auto", "--candidates": candidates is not None, "--lam": lam is not None,
                    "--backbone": backbone is not None, "--lam-conditioned/--per-lam": lam_conditioned is not None,
+                   "--lam-max": lam_max is not None,
                    "--test-tasks": test_tasks is not None, "--prices": prices is not None,
                    "--output-tokens": output_tokens is not None, "--missing": missing != "keep"}
         if any(ignored.values()):
@@ -94,12 +97,13 @@ def train_command(
     start = time.perf_counter()
     if router == "auto":
         return _train_auto(data, out, lam, seed, candidates, test_tasks, encoder, trust_pickle, prices,
-                           output_tokens, (steps, backbone, lam_conditioned), n_threads, start, missing)
+                           output_tokens, (steps, backbone, lam_conditioned, lam_max), n_threads, start, missing)
     if candidates is not None:
         raise ValueError("--candidates goes with --router auto")
     cls = router_class(router)
     accepted = set(inspect.signature(cls.__init__).parameters)
-    given = {"lam": lam, "seed": seed, "steps": steps, "backbone": backbone, "lam_conditioned": lam_conditioned}
+    given = {"lam": lam, "seed": seed, "steps": steps, "backbone": backbone, "lam_conditioned": lam_conditioned,
+             "lam_max": lam_max}
     given = {k: v for k, v in given.items() if v is not None}
     unsupported = sorted(k for k in given if k not in accepted and k != "seed")
     if unsupported:
@@ -165,8 +169,8 @@ def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str
     from radialrouter.evaluation.auto import AUTO_CANDIDATES, select_router
 
     if any(v is not None for v in refused):
-        raise ValueError("--steps, --backbone and --lam-conditioned/--per-lam set one router's training; with "
-                         "--router auto each candidate trains with its defaults")
+        raise ValueError("--steps, --backbone, --lam-conditioned/--per-lam and --lam-max set one router's "
+                         "training; with --router auto each candidate trains with its defaults")
     names = split_list(candidates) or list(AUTO_CANDIDATES)
     _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
                                       prices=prices, output_tokens=output_tokens, missing=missing)

@@ -18,10 +18,12 @@ def validate(path: Path = typer.Argument(..., help="Serving config (YAML).")) ->
     import yaml
 
     from radialrouter.serve.config import load_config
-    from radialrouter.serve.routing import check_pool, router_llms
 
     with fail_cleanly():
-        config = load_config(path)
+        config = load_config(path)  # the schema and ${ENV} references first: a typo is reported in a second
+    from radialrouter.serve.routing import check_pool, router_llms  # imports the routers (torch): only now
+
+    with fail_cleanly():
         warnings = check_pool(config, router_llms(config))
     typer.echo(yaml.safe_dump(config.masked(), sort_keys=False, allow_unicode=True).rstrip())
     for warning in warnings:

@@ -28,6 +28,17 @@ def utility(quality: np.ndarray, cost_usd: np.ndarray, lam: float) -> np.ndarray
     return np.asarray(quality, dtype=np.float64) - lam * COST_SCALE * np.asarray(cost_usd, dtype=np.float64)
 
 
+def observed_mean(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Mean over the non-NaN entries along ``axis``; NaN where there are none. `np.nanmean` gives the same numbers
+    but warns "Mean of empty slice" for an LLM observed on no row (e.g. none in a training split), which the CLI
+    printed as if something had failed."""
+    values = np.asarray(values, dtype=np.float64)
+    known = ~np.isnan(values)
+    counts = known.sum(axis=axis)
+    sums = np.where(known, values, 0.0).sum(axis=axis)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def price_of_quality(quality: np.ndarray, cost_usd: np.ndarray) -> float:
     """The pool's exchange rate between quality and cost, in λ's units: ``(q_best − q_cheapest) / (c_best −
     c_cheapest)`` over per-LLM means (missing cells ignored; cost per 1,000 queries), where *best* is the LLM with
@@ -36,8 +47,7 @@ def price_of_quality(quality: np.ndarray, cost_usd: np.ndarray) -> float:
     cheapest (nothing to trade)."""
     quality = np.asarray(quality, dtype=np.float64)
     cost = np.asarray(cost_usd, dtype=np.float64) * COST_SCALE
-    with np.errstate(all="ignore"):
-        q, c = np.nanmean(quality, axis=0), np.nanmean(cost, axis=0)
+    q, c = observed_mean(quality), observed_mean(cost)
     if not (np.isfinite(q).any() and np.isfinite(c).any()):
         raise ValueError("price_of_quality needs at least one LLM with known quality and cost")
     best, cheapest = int(np.nanargmax(q)), int(np.nanargmin(c))

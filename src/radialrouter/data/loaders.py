@@ -6,7 +6,9 @@ Two layouts are understood (``docs/data-format.md`` has the full description):
   ``id``; one quality column per LLM named by the LLM, and ``<llm>|total_cost`` with its cost in USD per query.
   No cost columns at all means quality-only data (cost 0, Score = quality). This is RouterBench's layout.
 * **long** — one row per (query, LLM): ``prompt``, ``llm``, ``quality``, optional ``cost``, ``task``, ``id``,
-  ``split``. This is what a gateway's logs look like.
+  ``split``. This is what a gateway's logs look like. Any of ``llm``, ``quality``, ``cost`` means this layout, so
+  ``llm`` and ``quality`` must then both be there (`detect_layout`): read as wide, ``prompt,llm,cost`` would be one
+  LLM named ``cost``.
 
 Errors name the file, the row (counted from 1, header excluded) and the column. A missing quality cell (an LLM with
 no result on a query) stays NaN in the dataset (``missing="keep"``, the default; `RoutingDataset.observed` is the
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radialrouter.core.objective import observed_mean
 from radialrouter.data.dataset import DataError, RoutingDataset
 from radialrouter.data.splits import grouped_split, holdout_tasks, with_validation
 
@@ -35,6 +38,9 @@ COST_SUFFIX = "|total_cost"
 PROMPT_COLUMNS = ("prompt", "question", "query", "text")
 TASK_COLUMNS = ("task", "eval_name")
 ID_COLUMNS = ("id", "orig_index", "sample_id")
+#: Columns of the long layout (one row per query and LLM); `LONG_REQUIRED` must all be there when any one is.
+LONG_COLUMNS = ("llm", "quality", "cost")
+LONG_REQUIRED = ("llm", "quality")
 #: Columns of the known layouts that are never LLMs, even when numeric.
 METADATA_COLUMNS = {
     "sample_id", "orig_index", "id", "task", "eval_name", "split", "prompt", "question", "query", "text",
@@ -178,7 +184,7 @@ def load_dataset(
     _check_unique_columns([str(c) for c in df.columns], name)
     df = df.reset_index(drop=True)
     if layout == "auto":
-        layout = "long" if {"llm", "quality"} <= set(df.columns) else "wide"
+        layout = detect_layout(df, name)
     if layout == "wide":
         parsed = _parse_wide(df, name, llms, prompt_column, task_column)
     elif layout == "long":
@@ -186,6 +192,27 @@ def load_dataset(
     else:
         raise ValueError(f"layout must be 'auto', 'wide' or 'long'; got {layout!r}")
     return _finish(parsed, name, test_size=test_size, seed=seed, missing=missing)
+
+
+def detect_layout(df: pd.DataFrame, name: str) -> str:
+    """``"long"`` or ``"wide"`` from the columns. A long-layout column (``llm``, ``quality``, ``cost``) without the
+    others the long layout needs is an error naming the missing one: read as wide, ``cost`` would become an LLM
+    and ``llm`` would be dropped without a word."""
+    present = [c for c in LONG_COLUMNS if c in df.columns]
+    if not present:
+        return "wide"
+    absent = [c for c in LONG_REQUIRED if c not in df.columns]
+    if not absent:
+        wide_costs = [str(c) for c in df.columns if str(c).endswith(COST_SUFFIX)]
+        if wide_costs:  # would be ignored: the long layout's cost is the 'cost' column
+            raise DataError(f"{name}: column {wide_costs[0]!r} belongs to the wide layout (one row per query), but "
+                            "columns 'llm' and 'quality' mean the long one, whose cost goes in a 'cost' column")
+        return "long"
+    found = " and ".join(repr(c) for c in present)
+    raise DataError(
+        f"{name}: no {absent[0]!r} column: column(s) {found} mean the long layout (one row per query and LLM), "
+        f"which needs {' and '.join(map(repr, LONG_REQUIRED))}; columns are {[str(c) for c in df.columns]}"
+    )
 
 
 def _check_missing(missing: str) -> None:
@@ -270,7 +297,8 @@ def _prompts(df: pd.DataFrame, name: str, prompt_column: str | None) -> np.ndarr
     col = _pick(df, prompt_column, PROMPT_COLUMNS, "prompt", name)
     if col is None:
         raise DataError(
-            f"{name}: no prompt column; expected one of {list(PROMPT_COLUMNS)} (or pass prompt_column=...). "
+            f"{name}: no prompt column; expected one of {list(PROMPT_COLUMNS)}: rename the query column to "
+            f"'prompt' (prompt_column=... names it in Python). "
             f"Columns are {list(df.columns)}"
         )
     prompts = df[col]
@@ -330,7 +358,7 @@ def _parse_wide(df, name, llms, prompt_column, task_column) -> dict:
             raise DataError(
                 f"{name}: missing cost column for LLM(s) {no_cost}: expected column(s) "
                 f"{[c + COST_SUFFIX for c in no_cost]} like the other {len(cost_cols)} LLMs "
-                f"(or pass llms=[...] to say which columns are LLMs)"
+                f"(or leave out the columns that are not LLMs; llms=[...] names the LLMs in Python)"
             )
     else:
         llms = candidates  # quality-only data: every numeric-looking non-metadata column is an LLM
@@ -374,6 +402,10 @@ def _mostly_numeric(series: pd.Series) -> bool:
 
 
 def _parse_long(df, name, prompt_column, task_column) -> dict:
+    absent = [c for c in LONG_REQUIRED if c not in df.columns]
+    if absent:
+        raise DataError(f"{name}: no {absent[0]!r} column, which the long layout (one row per query and LLM) needs; "
+                        f"columns are {[str(c) for c in df.columns]}")
     prompts = _prompts(df, name, prompt_column)
     if df["llm"].isna().any():
         i = int(np.flatnonzero(df["llm"].isna().to_numpy())[0])
@@ -386,7 +418,7 @@ def _parse_long(df, name, prompt_column, task_column) -> dict:
         raise DataError(f"{name}: row {i + 1}, column 'cost': the cost is missing")
     _check_range(quality[:, None], name, ["quality"], "quality", 0.0, 1.0)
     _check_range(cost[:, None], name, ["cost"], "cost", 0.0, np.inf)
-    task_col = _pick(df, task_column, ("task",), "task", name)
+    task_col = _pick(df, task_column, TASK_COLUMNS, "task", name)
     tasks = df[task_col].astype(str).to_numpy(dtype=object) if task_col else np.full(len(df), "default", object)
     keys = df["id"].astype(str).to_numpy(dtype=object) if "id" in df.columns else prompts
     splits = _splits(df, name)
@@ -447,7 +479,7 @@ def _finish(parsed: dict, name: str, *, test_size: float, seed: int, missing: st
         ids = parsed["ids"][drop].tolist()
         shown = ", ".join(map(str, ids[:30])) + (" …" if len(ids) > 30 else "")
         gaps = ", ".join(f"{llm} {len(quality) - k}" for llm, k in known.items() if k < len(quality))
-        what = ("with missing quality values (missing='exclude')" if missing == "exclude"
+        what = ("with missing quality values (--missing exclude; missing='exclude' in Python)" if missing == "exclude"
                 else "where no LLM has a quality value")
         warnings.warn(
             f"{name}: excluded {int(drop.sum())} row(s) {what} (ids: {shown}; missing cells per LLM: {gaps})",
@@ -459,7 +491,7 @@ def _finish(parsed: dict, name: str, *, test_size: float, seed: int, missing: st
     if np.isnan(cost).any():
         # Unobserved cells without a logged cost (the long layout): the LLM's mean logged cost stands in, so pool
         # means and cost models stay unbiased. Evaluation never realises these costs (it routes among observed LLMs).
-        mean = np.nanmean(np.where(np.isnan(cost).all(axis=0), 0.0, cost), axis=0)
+        mean = np.nan_to_num(observed_mean(cost), nan=0.0)
         cost = np.where(np.isnan(cost), mean[None, :], cost)
     split = parsed["split"]
     ds = RoutingDataset(

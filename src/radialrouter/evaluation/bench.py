@@ -197,6 +197,10 @@ def run_bench(
     for seed_index, seed in enumerate(seeds):
         full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
                                              prices=prices, output_tokens=output_tokens, missing=missing)
+        if pair is not None and seed_index == 0:
+            from radialrouter.evaluation.strong_weak import check_pair
+
+            check_pair(full.llms, *pair)  # an unknown name fails before any embedding or training
         if encoder is not None:
             if vectors is None or not np.array_equal(vectors[0], full.ids):
                 vectors = (full.ids, full.embed(encoder, progress=progress).embeddings)

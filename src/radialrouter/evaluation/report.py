@@ -53,14 +53,16 @@ def table_rows(rows: list[dict], lams: list[float] | None = None) -> tuple[list[
 
 def print_table(rows: list[dict], title: str = "", lams: list[float] | None = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     header, body = table_rows(rows, lams)
-    table = Table(title=title or None, caption="Cost in USD per 1,000 queries; macro average over tasks")
+    # Router labels and file names are text, not markup ("radial (run[2])" keeps its brackets); cells wrap, never "…".
+    table = Table(title=escape(title) or None, caption="Cost in USD per 1,000 queries; macro average over tasks")
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
+        table.add_column(escape(h), justify="left" if i == 0 else "right", overflow="fold")
     for line in body:
-        table.add_row(*line)
+        table.add_row(*map(escape, line))
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # logs and pipes: never squeeze the figures

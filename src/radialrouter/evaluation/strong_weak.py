@@ -14,6 +14,7 @@ a missing quality for either LLM are left out and counted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,13 +60,21 @@ def strong_weak_metrics(margin: np.ndarray, q_strong: np.ndarray, q_weak: np.nda
     return out
 
 
+def check_pair(llms: Sequence[str], strong: str, weak: str) -> None:
+    """Fail on an LLM name the data does not have, before anything is trained or embedded (``eval --pair`` and
+    ``bench --pair`` call it right after loading), not after the whole evaluation."""
+    for name in (strong, weak):
+        if name not in llms:
+            raise ValueError(f"--pair: {name!r} is not an LLM of this data set; its LLMs are {', '.join(llms)}")
+    if strong == weak:
+        raise ValueError(f"--pair: the strong and the weak LLM are both {strong!r}; name two different LLMs")
+
+
 def router_margin(router, data, strong: str, weak: str) -> np.ndarray:
     """The router's per-query preference for ``strong`` over ``weak`` at λ = 0: the difference of its scores
     (predicted quality, log-probability or vote, whatever the router ranks by)."""
     llms = list(data.llms)
-    for name in (strong, weak):
-        if name not in llms:
-            raise ValueError(f"--pair: {name!r} is not an LLM of this data set (its LLMs: {llms})")
+    check_pair(llms, strong, weak)
     x = data.embeddings if router.uses_embeddings else data
     scores = router.predict_scores(x, 0.0)
     return scores[:, llms.index(strong)] - scores[:, llms.index(weak)]

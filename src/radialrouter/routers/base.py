@@ -268,7 +268,8 @@ class Router(ABC):
         low, high = self.lam_range()
         if lam > high:
             warnings.warn(f"λ = {lam:g} is above the largest λ this router was trained on ({high:g}); routing at "
-                          f"λ = {high:g} (valid range {low:g} to {high:g}; train with a larger lam_max for more)",
+                          f"λ = {high:g} (valid range {low:g} to {high:g}; train with a larger --lam-max for more, "
+                          "lam_max=... in Python)",
                           LamRangeWarning, stacklevel=3)
             return high
         return lam

@@ -6,12 +6,13 @@ it names can be moved together. Every error names its field, e.g. ``llms[1].api_
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -395,6 +396,36 @@ def _field(loc: tuple) -> str:
     return out or "(top level)"
 
 
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The config section (a pydantic model) that holds the key at ``loc``, e.g. `ServerConfig` for
+    ``("server", "max_atempts")``; list indices and dict keys on the way lead into their element's model."""
+    model: type[BaseModel] | None = ServeConfig
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, str) and part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation)
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
+def _unknown_key(loc: tuple) -> str:
+    """pydantic says "Extra inputs are not permitted"; say which key was meant: the closest of the section's own
+    keys (``max_atempts`` → ``max_attempts``), or all of them when none is close."""
+    model = _model_at(loc)
+    known = [] if model is None else list(model.model_fields)
+    match = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if match:
+        return f"unknown key; did you mean {match[0]}?"
+    return f"unknown key; the keys here are {', '.join(known)}" if known else "unknown key"
+
+
 def parse_config(data: Any, *, base_dir: str | Path | None = None, env: Mapping[str, str] | None = None,
                  source: str = "config") -> ServeConfig:
     """Validate already-parsed YAML/JSON data. ``base_dir`` anchors relative paths; ``env`` supplies secrets."""
@@ -408,6 +439,8 @@ def parse_config(data: Any, *, base_dir: str | Path | None = None, env: Mapping[
         for err in exc.errors():
             loc = _field(tuple(p for p in err["loc"] if p not in {"function-before", "function-after"}))
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = _unknown_key(err["loc"])
             lines.append(msg if err["type"] == "value_error" and not err["loc"] else f"{loc}: {msg}")
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(lines)) from None
 

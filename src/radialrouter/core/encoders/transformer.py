@@ -37,8 +37,8 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,37 @@ log = logging.getLogger(__name__)
 
 class EncoderError(RuntimeError):
     """The encoder cannot be loaded or does not match what a saved router was trained with."""
+
+_QUIET = threading.Lock()
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Within this block transformers loads weights without its "Loading weights" progress bar and without
+    info/warning log lines, which on a CLI's stderr read like trouble (the bundled encoder loads every time). The
+    hub's download bars stay: a first download can take minutes. State is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    with _QUIET:
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        set_hook = getattr(hf_logging, "set_tqdm_hook", None)  # transformers ≥ 5: hide only the loading bar
+        if set_hook is not None:
+            previous = getattr(hf_logging, "_tqdm_hook", None)
+
+            def hook(factory, args, kwargs):
+                if kwargs.get("desc") == "Loading weights":
+                    return hf_logging.EmptyTqdm(*args, **kwargs)
+                return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+            set_hook(hook)
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(level)
+            if set_hook is not None:
+                set_hook(previous)
+
 
 
 def default_cache_dir() -> Path:
@@ -166,7 +197,8 @@ def _export_onnx(source: str, dest: str) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source, attn_implementation="eager").eval()  # plain ops export everywhere
+    with quiet_loading():
+        model = AutoModel.from_pretrained(source, attn_implementation="eager").eval()  # plain ops export everywhere
 
     class Hidden(torch.nn.Module):
         def __init__(self) -> None:
@@ -367,7 +399,8 @@ class QueryEncoder:
         source = str(self.path or self.name)
         offline = {"local_files_only": True} if self.path is not None else {}
         try:
-            return auto_class.from_pretrained(source, **offline)
+            with quiet_loading():
+                return auto_class.from_pretrained(source, **offline)
         except OSError as exc:
             raise EncoderError(
                 f"cannot load encoder {source!r}: {exc}. Offline, pass a local model folder or use the "
