@@ -114,38 +114,19 @@ def out_path(path: str | None) -> Path | None:
     return None if path is None else Path(path)
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return "under 1 s"
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-
-
 def embed_announced(encoder, datasets: list, noun: str = "prompts") -> list:
     """Embed ``datasets`` (train, validation, test; None entries allowed) in one pass over their union, saying
-    first what it costs: how many prompts are not cached, with which encoder, and about how long it takes on this
-    machine (timed on a sample) — a first run on new data is otherwise minutes of silence."""
+    first what it costs (`QueryEncoder.plan`: prompts not cached, encoder, time on this machine), then how long it
+    took — a first run on new data is otherwise minutes of silence."""
     import time
 
-    import torch
-
+    from radialrouter.core.encoders.transformer import duration
     from radialrouter.data import embed_together
 
-    prompts = list(dict.fromkeys(p for d in datasets if d is not None for p in d.prompts.tolist()))
-    where = encoder.cache_dir or "nowhere (caching off)"
-    seconds, missing = encoder.estimate_seconds(prompts)
-    name = encoder.identity["name"]
-    if missing:
-        how = encoder.active_backend + ("" if encoder.active_backend == "static" else f" {encoder.precision}")
-        hint = "" if encoder.active_backend == "static" or seconds < 60 else "; --encoder static is ~200× faster"
-        about = ("~" if seconds >= 1 else "") + _duration(seconds)
-        typer.echo(f"encoding {missing:,} new {noun} of {len(prompts):,} with {name} ({how}, "
-                   f"{torch.get_num_threads()} thread(s)): {about} on this machine, once: cached in {where} for "
-                   f"next time{hint}", err=True)
-    else:
-        typer.echo(f"all {len(prompts):,} {noun} are in the embedding cache of {name} ({where}): nothing to encode",
-                   err=True)
+    line, missing = encoder.plan([p for d in datasets if d is not None for p in d.prompts.tolist()], noun)
+    typer.echo(line, err=True)
     start = time.perf_counter()
     out = embed_together(encoder, datasets)
     if missing:
-        typer.echo(f"encoded in {_duration(time.perf_counter() - start)}", err=True)
+        typer.echo(f"encoded in {duration(time.perf_counter() - start)}", err=True)
     return out

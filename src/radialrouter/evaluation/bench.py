@@ -208,6 +208,8 @@ def run_bench(
                                              prices=prices, output_tokens=output_tokens, missing=missing)
         if encoder is not None:
             if vectors is None or not np.array_equal(vectors[0], full.ids):
+                if progress:  # announced before it starts: on new data this is the long part
+                    bar.write(encoder.plan(full.prompts.tolist())[0], file=sys.stderr)
                 vectors = (full.ids, full.embed(encoder, progress=progress).embeddings)
             full = full.with_embeddings(vectors[1], encoder.identity)
             train, test = full.select("train"), full.select("test", "unsplit")

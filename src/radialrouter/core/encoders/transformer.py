@@ -70,6 +70,15 @@ _PROBES = ["What is the capital of France?", "Write a python function that retur
 log = logging.getLogger(__name__)
 
 
+def duration(seconds: float, about: bool = False) -> str:
+    """Seconds as people read them: ``under 1 s``, ``42 s``, ``3.5 min``, ``1.2 h`` (``~`` in front if ``about``)."""
+    if seconds < 1:
+        return "under 1 s"
+    text = f"{seconds:.0f} s" if seconds < 90 else (f"{seconds / 60:.1f} min" if seconds < 5400
+                                                    else f"{seconds / 3600:.1f} h")
+    return ("~" if about else "") + text
+
+
 def _key(text: str) -> str:
     """The cache key of one text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
@@ -529,6 +538,23 @@ class QueryEncoder:
         self.encode(probe[2:] or probe)
         per_text = (time.perf_counter() - start) / max(len(probe[2:] or probe), 1)
         return per_text * max(len(missing) - n, 0), len(missing)
+
+    def plan(self, texts: Sequence[str], noun: str = "prompts") -> tuple[str, int]:
+        """(one line saying what encoding ``texts`` will cost, how many must be computed): the count not cached,
+        this encoder, its backend and threads, and the time timed on a sample (`estimate_seconds`), so that a long
+        first encoding is announced before it starts rather than being minutes of silence."""
+        texts = list(dict.fromkeys(map(str, texts)))
+        where = self.cache_dir or "nowhere (caching off)"
+        seconds, missing = self.estimate_seconds(texts)
+        name = self.identity["name"]
+        if not missing:
+            return f"all {len(texts):,} {noun} are in the embedding cache of {name} ({where}): nothing to encode", 0
+        backend = self.active_backend
+        how = backend + ("" if backend == "static" else f" {self.precision}")
+        hint = "" if backend == "static" or seconds < 60 else "; --encoder static is ~200× faster"
+        return (f"encoding {missing:,} new {noun} of {len(texts):,} with {name} ({how}, {torch.get_num_threads()} "
+                f"thread(s)): {duration(seconds, about=True)} on this machine, once: cached in {where} for next "
+                f"time{hint}"), missing
 
     def encode(
         self, texts: Sequence[str] | str, *, progress: bool = False, batch_size: int | None = None,
