@@ -199,8 +199,8 @@ def run_bench(
     timing: dict[str, dict[str, Any]] = {name: {"fit_seconds": []} for name in names}
     meta: dict[str, Any] = {}
     vectors: tuple[np.ndarray, np.ndarray] | None = None  # (ids, embeddings), reused across seeds
-    bar = tqdm(total=len(seeds) * len(names), desc="bench", disable=not progress, unit="unit",
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    bar = tqdm(total=len(seeds) * len(names), desc="bench: ", disable=not progress, unit="unit",
+               bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
     eta = BenchEta()
     partial: PartialResults | None = None
     for seed_index, seed in enumerate(seeds):
@@ -243,7 +243,7 @@ def run_bench(
                 meta["partial_results"] = str(partial.path)
         seed_sweeps: dict[str, list[dict]] = {}
         for position, name in enumerate(names):
-            bar.set_description(f"bench seed {seed} {name}")
+            bar.set_description_str(f"bench seed {seed} {name}: ")
             run = None if partial is None else partial.load(seed, name, full.fingerprint())
             if run is None:
                 unit_start = time.perf_counter()
