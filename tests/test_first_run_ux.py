@@ -192,3 +192,13 @@ def test_eta_uses_each_routers_own_time():
     assert seconds == pytest.approx(600.01) and untimed == 1
     assert eta.describe(["radial", "radial"]) == "ETA 10 min"
     assert eta.describe(["radial", "knn"]).startswith("ETA ≥ 5 min (1 unit")
+
+
+def test_an_onnx_export_is_announced_only_when_it_will_happen(tmp_path, monkeypatch):
+    from radialrouter.core.encoders import onnx_available
+
+    monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path / "onnx"))
+    assert not QueryEncoder("static").will_build_onnx()
+    assert not QueryEncoder(backend="torch").will_build_onnx()
+    assert not QueryEncoder(precision="bf16", backend="torch").will_build_onnx()
+    assert QueryEncoder(precision="fp32").will_build_onnx() == onnx_available()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -114,7 +115,7 @@ def out_path(path: str | None) -> Path | None:
     return None if path is None else Path(path)
 
 
-def embed_announced(encoder, datasets: list, noun: str = "prompts") -> list:
+def embed_announced(encoder: Any, datasets: list, noun: str = "prompts") -> list:
     """Embed ``datasets`` (train, validation, test; None entries allowed) in one pass over their union, saying
     first what it costs (`QueryEncoder.plan`: prompts not cached, encoder, time on this machine), then how long it
     took — a first run on new data is otherwise minutes of silence."""
@@ -123,6 +124,9 @@ def embed_announced(encoder, datasets: list, noun: str = "prompts") -> list:
     from radialrouter.core.encoders.transformer import duration
     from radialrouter.data import embed_together
 
+    if encoder.will_build_onnx():
+        typer.echo(f"building the ONNX version of {encoder.identity['name']} once (10–30 s; kept in "
+                   f"{encoder.onnx_path().parent})", err=True)
     line, missing = encoder.plan([p for d in datasets if d is not None for p in d.prompts.tolist()], noun)
     typer.echo(line, err=True)
     start = time.perf_counter()

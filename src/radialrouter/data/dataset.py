@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -217,8 +218,8 @@ class RoutingDataset:
         }
 
 
-def embed_together(encoder, datasets: Sequence[RoutingDataset | None], progress: bool = True,
-                   on_progress=None) -> list[RoutingDataset | None]:
+def embed_together(encoder: Any, datasets: Sequence[RoutingDataset | None], progress: bool = True,
+                   on_progress: Callable[[int], None] | None = None) -> list[RoutingDataset | None]:
     """Attach embeddings to several data sets (train, validation, test) with ONE `encode` call over the union of
     their prompts: one progress bar, one model load, each distinct prompt encoded once. ``None`` entries stay None."""
     present = [d for d in datasets if d is not None]

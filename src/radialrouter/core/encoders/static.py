@@ -73,6 +73,9 @@ class StaticQueryEncoder(QueryEncoder):
     def active_backend(self) -> str:
         return "static"
 
+    def will_build_onnx(self) -> bool:
+        return False
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         raise EncoderError(f"the static encoder {self.name!r} has no transformer to fine-tune; use "
                            f"{DEFAULT_ENCODER!r} for fine-tuning")

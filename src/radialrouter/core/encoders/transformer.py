@@ -418,6 +418,12 @@ class QueryEncoder:
             return "torch"  # the torch weights were fine-tuned: the ONNX export no longer matches them
         return self._active
 
+    def will_build_onnx(self) -> bool:
+        """Whether the first `encode` will export the ONNX file (10–30 s, once per weights): worth announcing."""
+        if self._active is not None or self.backend == "torch" or self.device != "cpu" or self.precision != "fp32":
+            return False
+        return onnx_available() and not self.onnx_path().exists()
+
     def _resolve_backend(self) -> str:
         if self.backend == "torch":
             return "torch"
