@@ -558,9 +558,9 @@ class QueryEncoder:
         backend = self.active_backend
         how = backend + ("" if backend == "static" else f" {self.precision}")
         hint = "" if backend == "static" or seconds < 60 else "; --encoder static is ~200× faster"
+        keep = f"once: cached in {where} for next time" if self.cache_dir else "not cached (caching is off)"
         return (f"encoding {missing:,} new {noun} of {len(texts):,} with {name} ({how}, {torch.get_num_threads()} "
-                f"thread(s)): {duration(seconds, about=True)} on this machine, once: cached in {where} for next "
-                f"time{hint}"), missing
+                f"thread(s)): {duration(seconds, about=True)} on this machine, {keep}{hint}"), missing
 
     def encode(
         self, texts: Sequence[str] | str, *, progress: bool = False, batch_size: int | None = None,
