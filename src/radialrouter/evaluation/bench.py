@@ -239,6 +239,7 @@ def run_bench(
                     "data_fingerprint": full.fingerprint(), "data_sha256": meta["data_sha256"], "lams": scenario,
                     "test_tasks": test_tasks, "train_tasks": train_tasks, "missing": missing, "pair": pair,
                     "latency_runs": latency_runs, "first_seed": seeds[0],
+                    "code": [meta["versions"]["radialrouter"], meta["git_commit"], meta["git_dirty"]],
                     "encoder": None if encoder is None else encoder.fingerprint()})
                 meta["partial_results"] = str(partial.path)
         seed_sweeps: dict[str, list[dict]] = {}
@@ -256,7 +257,9 @@ def run_bench(
                 meta.setdefault("resumed_units", []).append([seed, name])
                 if run.get("_seconds") is not None:
                     eta.record(name, run["_seconds"])
-            pending = names[position + 1:] + names * (len(seeds) - seed_index - 1)
+            pending = [n for s, n in [(seed, n) for n in names[position + 1:]]
+                       + [(s, n) for s in seeds[seed_index + 1:] for n in names]
+                       if partial is None or not partial.has(s, n)]  # units on disk take no time
             bar.set_postfix_str(eta.describe(pending), refresh=False)
             if "pair" in run:
                 pairs[name].append({**run["pair"], "seed": seed})
@@ -308,7 +311,7 @@ class BenchEta:
         return total, untimed
 
     def describe(self, pending: Sequence[str]) -> str:
-        """The bar's postfix: ``ETA 12 min``, or ``ETA ≥ 3 min (5 units not timed yet)``."""
+        """The bar's postfix: ``ETA 12 min``, or ``ETA ≥ 3 min (5 unit(s) of routers not timed yet)``."""
         if not pending:
             return "done"
         seconds, untimed = self.remaining(pending)
@@ -321,7 +324,8 @@ class PartialResults:
     """Finished (router, seed) units of one bench, one JSON file each under ``root/<key>/``, written as they finish.
 
     The key hashes the data (its content fingerprint and file hash) and every argument that changes a unit's
-    figures (λ values, task split, missing-cell mode, pair, encoder fingerprint, latency runs); each file also
+    figures (λ values, task split, missing-cell mode, pair, encoder fingerprint, latency runs) and the code (package
+    version, git commit): new code never reuses units fitted by older code. Each file also
     records the seed's own split fingerprint and is ignored unless it matches. Routers and seeds are not in the key:
     adding a router or a seed reuses the units already done."""
 
@@ -334,6 +338,10 @@ class PartialResults:
     def _file(self, seed: int, name: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         return self.path / f"seed{seed}-{safe}.json"
+
+    def has(self, seed: int, name: str) -> bool:
+        """Whether the unit is on disk (for the ETA: a resumed unit takes no time)."""
+        return self._file(seed, name).exists()
 
     def load(self, seed: int, name: str, fingerprint: str) -> dict[str, Any] | None:
         """The unit's run, or None when it is not there (or unreadable, or from other splits)."""
