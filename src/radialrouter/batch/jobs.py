@@ -254,15 +254,18 @@ class RouteWorker:
         model: a saved router directory, or None for the embedded default.
         lam, candidates: as `Router.route`.
         output: ``"jsonl"`` (returns finished JSON lines) or ``"parquet"`` (returns `DECISION_SCHEMA` columns).
-        use_cache: read and fill the on-disk embedding cache (off for one-off routing of huge logs: it would grow
-            the cache by dim × 4 bytes per distinct query).
+        use_cache: the on-disk embedding cache (see `CACHE_MODES`): ``"auto"`` (default) reads it for a transformer
+            encoder, so prompts ``train`` or ``embed`` encoded are not encoded again, and adds nothing to it (routing
+            a huge one-off log would grow it by dim × 4 bytes per distinct query); ``"read"`` always reads;
+            ``"write"`` (or True) reads and fills it; ``"off"`` (or False) ignores it. A static encoder computes
+            faster than the cache reads, so ``"auto"`` leaves the cache alone for it.
         threads: torch/BLAS threads for this worker (None: leave as set).
         column, source_name, text_lines: for `__call__` (Ray): the prompt column, the file named in errors, and
             whether it is a text file (blank lines dropped).
     """
 
     def __init__(self, model: str | None = None, lam: float | str | None = None, candidates: list[str] | None = None,
-                 output: str = "jsonl", use_cache: bool = True, cache_dir: str | None = None,
+                 output: str = "jsonl", use_cache: bool | str = "auto", cache_dir: str | None = None,
                  threads: int | None = None, column: str = "prompt", source_name: str = "input",
                  text_lines: bool = False) -> None:
         _limit_threads(threads)
@@ -279,15 +282,20 @@ class RouteWorker:
         self.encode = self.router.uses_embeddings and getattr(self.router, "encoder_mode", "frozen") == "frozen"
         if self.encode:
             encoder = self.router.get_encoder()
-            if not use_cache:
+            mode = cache_mode(use_cache)
+            if mode == "auto":
+                mode = "off" if encoder.active_backend == "static" else "read"
+            if mode == "off":
                 encoder.cache_dir = None
             elif cache_dir is not None:  # the driver's cache folder, not whatever a worker's environment says
                 encoder.cache_dir = Path(cache_dir)
+            encoder.cache_write = mode == "write"
             encoder.load()
 
-    def route(self, texts: list[str]) -> pa.Table:
-        """Decisions for ``texts`` as a table in this worker's output format."""
-        inputs: Any = self.router.get_encoder().encode(texts) if self.encode else texts
+    def route(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> pa.Table:
+        """Decisions for ``texts`` as a table in this worker's output format; ``on_progress(k)`` is called as the
+        encoder finishes each mini-batch (k prompts), so a bar moves within a large chunk."""
+        inputs: Any = self.router.get_encoder().encode(texts, on_progress=on_progress) if self.encode else texts
         decisions = self.router.route(inputs, lam=self.lam, candidates=self.candidates)
         if self.output == "jsonl":
             # The fields of Decision.to_dict() read directly: asdict's deep copy was 3/4 of a chunk's time.
@@ -325,8 +333,8 @@ class EmbedWorker:
         self.encoder.load()
         self.column, self.source_name, self.text_lines = column, source_name, text_lines
 
-    def embed(self, texts: list[str]) -> pa.Table:
-        self.encoder.encode(texts)
+    def embed(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> pa.Table:
+        self.encoder.encode(texts, on_progress=on_progress)
         return pa.table({"queries": pa.array([len(texts)], pa.int64())})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -351,7 +359,9 @@ class Engine(Protocol):
 
     name: str
 
-    def run(self, source: QuerySource, worker: type, kwargs: dict[str, Any], chunk_size: int) -> Iterator[pa.Table]:
+    def run(self, source: QuerySource, worker: type, kwargs: dict[str, Any], chunk_size: int,
+            on_progress: Callable[[int], None] | None = None) -> Iterator[pa.Table]:
+        """``on_progress(k)``: k more prompts of the current chunk are done (engines that cannot tell ignore it)."""
         ...
 
 
@@ -360,11 +370,12 @@ class LocalEngine:
 
     name = "local"
 
-    def run(self, source: QuerySource, worker: type, kwargs: dict[str, Any], chunk_size: int) -> Iterator[pa.Table]:
+    def run(self, source: QuerySource, worker: type, kwargs: dict[str, Any], chunk_size: int,
+            on_progress: Callable[[int], None] | None = None) -> Iterator[pa.Table]:
         instance = worker(**kwargs)
         call = instance.route if isinstance(instance, RouteWorker) else instance.embed
         for _, texts in source.chunks(chunk_size):
-            yield call(texts)
+            yield call(texts, on_progress=on_progress)
 
 
 @dataclass
@@ -418,7 +429,9 @@ class RayEngine:
                           f"tasks need {self.read_cpus:g}: using {room}", stacklevel=3)
         return min(wanted, room)
 
-    def run(self, source: QuerySource, worker: type, kwargs: dict[str, Any], chunk_size: int) -> Iterator[pa.Table]:
+    def run(self, source: QuerySource, worker: type, kwargs: dict[str, Any], chunk_size: int,
+            on_progress: Callable[[int], None] | None = None) -> Iterator[pa.Table]:
+        # on_progress is not called: the actors' mini-batches happen in other processes; the bar moves per chunk
         started = self._start()
         import ray
         import ray.data
@@ -542,6 +555,35 @@ class BatchSummary:
         return self.rows / self.seconds if self.seconds > 0 else float("nan")
 
 
+#: ``use_cache`` values of `route_file` / `RouteWorker` (True means "write", False "off").
+CACHE_MODES = ("auto", "read", "write", "off")
+
+
+def cache_mode(use_cache: bool | str) -> str:
+    """Normalise ``use_cache`` to one of `CACHE_MODES`, with a one-line error for anything else."""
+    if use_cache is True or use_cache is False:
+        return "write" if use_cache else "off"
+    if use_cache not in CACHE_MODES:
+        raise ValueError(f"use_cache must be one of {', '.join(CACHE_MODES)} (or True/False); got {use_cache!r}")
+    return use_cache
+
+
+class _ChunkBar:
+    """Moves a bar as work within a chunk finishes (``tick``), then by the rest of the chunk when it is written
+    (``chunk_done``): the bar never runs ahead of the rows written, nor lags a whole chunk behind."""
+
+    def __init__(self, bar) -> None:
+        self.bar, self.ahead = bar, 0
+
+    def tick(self, n: int) -> None:
+        self.bar.update(n)
+        self.ahead += n
+
+    def chunk_done(self, rows: int) -> None:
+        self.bar.update(max(rows - self.ahead, 0))
+        self.ahead = 0
+
+
 def _progress(total: int | None, desc: str, show: bool):
     from tqdm.auto import tqdm
 
@@ -550,11 +592,16 @@ def _progress(total: int | None, desc: str, show: bool):
 
 def route_file(input_path: str | Path, output: str | Path | None = None, *, model: str | None = None,
                lam: float | str | None = None, candidates: list[str] | None = None, engine: str | Engine = "local",
-               chunk_size: int = DEFAULT_CHUNK, prompt_column: str | None = None, use_cache: bool = False,
+               chunk_size: int = DEFAULT_CHUNK, prompt_column: str | None = None, use_cache: bool | str = "auto",
                progress: bool = True, workers: int | None = None, address: str | None = None,
-               on_chunk: Callable[[int], None] | None = None) -> BatchSummary:
+               on_chunk: Callable[[int], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> BatchSummary:
     """Route every query of ``input_path`` and write the decisions to ``output`` (JSONL or parquet by suffix;
-    None: JSONL on stdout), chunk by chunk. Returns what was done."""
+    None: JSONL on stdout), chunk by chunk. Returns what was done.
+
+    ``use_cache``: see `RouteWorker` (default ``"auto"``: a transformer encoder reads the embedding cache, so what
+    ``train`` encoded is not encoded again; nothing is added to it). The bar (and ``on_progress``) advance per
+    encoder mini-batch within a chunk on the local engine; ``on_chunk`` per chunk written."""
     from radialrouter.core.encoders import default_cache_dir
 
     source = open_source(input_path, prompt_column)
@@ -562,13 +609,20 @@ def route_file(input_path: str | Path, output: str | Path | None = None, *, mode
     if output is not None and Path(output).resolve() == source.path.resolve():
         raise DataError(f"{output}: the output would overwrite the input")
     runner = make_engine(engine, workers=workers, address=address)
-    kwargs = {"model": model, "lam": lam, "candidates": candidates, "output": kind, "use_cache": use_cache,
-              "cache_dir": str(default_cache_dir())}
+    kwargs = {"model": model, "lam": lam, "candidates": candidates, "output": kind,
+              "use_cache": cache_mode(use_cache), "cache_dir": str(default_cache_dir())}
     start = time.perf_counter()
     with DecisionWriter(output, kind) as writer, _progress(source.rows, "routing", progress) as bar:
-        for table in runner.run(source, RouteWorker, kwargs, chunk_size):
+        moving = _ChunkBar(bar)
+
+        def tick(n: int) -> None:
+            moving.tick(n)
+            if on_progress is not None:
+                on_progress(n)
+
+        for table in runner.run(source, RouteWorker, kwargs, chunk_size, on_progress=tick):
             writer.write(table)
-            bar.update(table.num_rows)
+            moving.chunk_done(table.num_rows)
             if on_chunk is not None:
                 on_chunk(table.num_rows)
     return BatchSummary(writer.rows, time.perf_counter() - start, runner.name, None if output is None else str(output))
@@ -587,10 +641,11 @@ def embed_file(data: str | Path, *, encoder: str = "minilm", engine: str | Engin
     kwargs = {"encoder": encoder, "cache_dir": str(cache)}
     start, rows = time.perf_counter(), 0
     with _progress(source.rows, "embedding", progress) as bar:
-        for table in runner.run(source, EmbedWorker, kwargs, chunk_size):
+        moving = _ChunkBar(bar)
+        for table in runner.run(source, EmbedWorker, kwargs, chunk_size, on_progress=moving.tick):
             n = sum(table.column("queries").to_pylist())
             rows += n
-            bar.update(n)
+            moving.chunk_done(n)
     seconds = time.perf_counter() - start
     probe = QueryEncoder(encoder, cache_dir=cache)
     file = cache / f"embeddings-{probe.fingerprint()}.sqlite"
@@ -607,5 +662,6 @@ def _count_rows(path: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM emb").fetchone()[0])
 
 
-__all__ = ["DECISION_SCHEMA", "BatchSummary", "DecisionWriter", "EmbedWorker", "Engine", "LocalEngine", "QuerySource",
-           "RayEngine", "RouteWorker", "embed_file", "make_engine", "open_source", "prompt_texts", "route_file"]
+__all__ = ["CACHE_MODES", "DECISION_SCHEMA", "BatchSummary", "DecisionWriter", "EmbedWorker", "Engine", "LocalEngine",
+           "QuerySource", "RayEngine", "RouteWorker", "embed_file", "make_engine", "open_source", "prompt_texts",
+           "route_file"]

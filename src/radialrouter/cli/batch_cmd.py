@@ -45,13 +45,13 @@ def _engine(engine: str, threads: int | None, workers: int | None, address: str 
 
 def route_input(input_path: str, output: str | None, *, model: str | None, lam: str | None, candidates: list[str],
                 engine: str, chunk_size: int, workers: int | None, address: str | None, prompt_column: str | None,
-                cache: bool, threads: int | None) -> None:
+                cache: bool | None, threads: int | None) -> None:
     """``route --input``: stream the file through `radialrouter.batch.route_file`."""
     from radialrouter.batch.jobs import route_file
 
     summary = route_file(input_path, output, model=model, lam=lam, candidates=candidates or None,
                          engine=_engine(engine, threads, workers, address), chunk_size=chunk_size,
-                         prompt_column=prompt_column, use_cache=cache)
+                         prompt_column=prompt_column, use_cache="auto" if cache is None else cache)
     where = f" to {output}" if output else ""
     typer.echo(f"{summary.rows} decisions written{where} in {summary.seconds:.1f} s "
                f"({summary.rows_per_second:,.0f} queries/s, engine {summary.engine})", err=True)

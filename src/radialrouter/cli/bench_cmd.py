@@ -43,8 +43,13 @@ def bench_command(
     prices: str | None = prices_option(),
     output_tokens: int | None = output_tokens_option(),
     missing: str = missing_option(),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Keep each finished router × seed in "
+                                "OUT/NAME.partial/ as it finishes and, run again with the same data and arguments, "
+                                "reuse them (an interrupted bench loses nothing); --no-resume starts afresh."),
 ) -> None:
     """Train and evaluate every router; write the JSON results and a Markdown report with plots."""
+    import shutil
+
     from radialrouter.evaluation.bench import run_bench, write_bench
     from radialrouter.evaluation.report import print_table
 
@@ -57,14 +62,28 @@ def bench_command(
     from radialrouter.core.encoders import QueryEncoder
     from radialrouter.data import trusting_pickles
 
-    with trusting_pickles(trust_pickle):
-        doc = run_bench(data, split_list(routers) or None, seed_list, lams=_checked_lams(lam),
-                        test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
-                        encoder=QueryEncoder(encoder), prices=prices, output_tokens=output_tokens,
-                        pair=_pair(pair), missing=missing)
+    report = name or Path(data).stem
+    partial_root = Path(out) / f"{report}.partial"
+    if not resume:
+        shutil.rmtree(partial_root, ignore_errors=True)
+    try:
+        with trusting_pickles(trust_pickle):
+            doc = run_bench(data, split_list(routers) or None, seed_list, lams=_checked_lams(lam),
+                            test_tasks=test_tasks, train_tasks=train_tasks, measure_encoder=encoder_latency,
+                            encoder=QueryEncoder(encoder), prices=prices, output_tokens=output_tokens,
+                            pair=_pair(pair), missing=missing, partial_dir=partial_root)
+    except (Exception, KeyboardInterrupt):
+        if any(partial_root.glob("*/seed*.json")):
+            typer.echo(f"bench stopped; the finished router × seed units are kept in {partial_root}: run the same "
+                       "command again to resume", err=True)
+        raise
+    resumed = doc["meta"].get("resumed_units", [])
+    doc["meta"].pop("partial_results", None)
     print_table(doc["results"], title=f"{Path(data).name}: seeds {seeds}", lams=doc["meta"]["lams"])
-    json_path, md_path = write_bench(doc, out, name or Path(data).stem)
-    typer.echo(f"wrote {json_path} and {md_path} in {doc['meta']['wall_seconds']:.0f} s")
+    json_path, md_path = write_bench(doc, out, report)
+    shutil.rmtree(partial_root, ignore_errors=True)  # the report now holds every unit
+    again = f"; {len(resumed)} unit(s) reused from an interrupted run" if resumed else ""
+    typer.echo(f"wrote {json_path} and {md_path} in {doc['meta']['wall_seconds']:.0f} s{again}")
 
 
 def _pair(value: str | None) -> tuple[str, str] | None:

@@ -6,6 +6,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -170,3 +171,24 @@ def parse_lams(value: str, presets: dict[str, float] | None = None) -> list[floa
 
 def out_path(path: str | None) -> Path | None:
     return None if path is None else Path(path)
+
+
+def embed_announced(encoder: Any, datasets: list, noun: str = "prompts") -> list:
+    """Embed ``datasets`` (train, validation, test; None entries allowed) in one pass over their union, saying
+    first what it costs (`QueryEncoder.plan`: prompts not cached, encoder, time on this machine), then how long it
+    took — a first run on new data is otherwise minutes of silence."""
+    import time
+
+    from radialrouter.core.encoders.transformer import duration
+    from radialrouter.data import embed_together
+
+    if encoder.will_build_onnx():
+        typer.echo(f"building the ONNX version of {encoder.identity['name']} once (10–30 s; kept in "
+                   f"{encoder.onnx_path().parent})", err=True)
+    line, missing = encoder.plan([p for d in datasets if d is not None for p in d.prompts.tolist()], noun)
+    typer.echo(line, err=True)
+    start = time.perf_counter()
+    out = embed_together(encoder, datasets)
+    if missing:
+        typer.echo(f"encoded in {duration(time.perf_counter() - start)}", err=True)
+    return out

@@ -61,16 +61,19 @@ def eval_command(
         check_pair(full.llms, *pair_names)  # before any router is fitted or embedding computed
     presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else dict(SCENARIOS)
     lams = parse_lams(lam, presets)
-    fitted = []
+    fresh = []
     for name in split_list(routers):
         router = make_router(name)
         if getattr(router, "seed", None) is not None:
             router.seed = seed
-        fitted.append(router.fit(_embedded(router, train), None if val is None else _embedded(router, val)))
+        fresh.append(router)
+    saved = []
     for directory in model:
         router = from_pretrained(directory)
         router.display_name = f"{router.name} ({Path(directory).name})"
-        fitted.append(router)
+        saved.append(router)
+    _embed_for(fresh + saved, [train, val, test])
+    fitted = [r.fit(_embedded(r, train), None if val is None else _embedded(r, val)) for r in fresh] + saved
     rows = []
     for router in fitted:
         rows += evaluate_router(router, _embedded(router, test), lams, presets)
@@ -110,6 +113,20 @@ def _pair_figures(names: list[str], routers, test) -> dict[str, dict]:
         typer.echo(f"  {label:28s} APGR {fmt(report['apgr'], '6.3f')}   CPT(50%) {fmt(report['cpt50'], '5.1%')}   "
                    f"CPT(80%) {fmt(report['cpt80'], '5.1%')}   (n = {report['n']})")
     return out
+
+
+def _embed_for(routers, splits) -> None:
+    """Encode the union of ``splits`` once per distinct encoder of ``routers``, announced (count, encoder, time):
+    the vectors land in the embedding cache, from which `_embedded` then reads each split."""
+    from radialrouter.cli.common import embed_announced
+
+    encoders = {}
+    for r in routers:
+        if r.uses_embeddings:
+            encoders.setdefault(r.get_encoder().fingerprint(), r.get_encoder())
+    for encoder in encoders.values():
+        if encoder.cache_dir is not None:
+            embed_announced(encoder, list(splits))
 
 
 def _embedded(router, ds):

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from radialrouter.cli.common import app, threads_option, use_threads
+from radialrouter.cli.common import app, embed_announced, threads_option, use_threads
 
 
 # ---------------------------------------------------------------------------------------------- shared
@@ -157,7 +157,7 @@ def train_from_ledger(ledger: str, out: str, router: str, data: str | None, seed
             raise ValueError(f"--data has LLMs {list(full.llms)}, the log {list(train.llms)}: they must match")
         train = concat_datasets(full.select_llms(list(train.llms)), train)
     if model.uses_embeddings:
-        train = train.embed(model.get_encoder())
+        train = embed_announced(model.get_encoder(), [train])[0]
     typer.echo(f"training {router} on {len(labelled)} labelled logged requests of {len(traffic)} usable"
                + (f" plus {len(train) - len(labelled)} full-information rows" if data else "") + " ...", err=True)
     with showing_progress():

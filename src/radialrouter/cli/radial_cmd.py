@@ -13,6 +13,7 @@ import typer
 from radialrouter.cli import batch_cmd
 from radialrouter.cli.common import (
     app,
+    embed_announced,
     missing_option,
     output_tokens_option,
     prices_option,
@@ -127,16 +128,21 @@ def train_command(
         from radialrouter.core.encoders import QueryEncoder
 
         model.encoder = QueryEncoder(encoder)
+    _loaded(data, train, val, test)
     if model.uses_embeddings and getattr(model, "encoder_mode", "frozen") == "frozen":
-        encoder = model.get_encoder()
-        train, test = train.embed(encoder), test.embed(encoder)
-        val = None if val is None else val.embed(encoder)
+        train, val, test = embed_announced(model.get_encoder(), [train, val, test])
     typer.echo(f"training {router} on {len(train)} queries ({0 if val is None else len(val)} for validation), "
                f"{n_threads} CPU thread(s) ...", err=True)
     with showing_progress():
         model.fit(train, val)
     typer.echo(f"trained in {model.training_.get('fit_seconds', 0):.1f} s", err=True)
     _report_and_save(model, val, test, data, seed, out, start)
+
+
+def _loaded(data: str, train, val, test) -> None:
+    """The first stage line: what was read (so the screen is never silent while the run prepares)."""
+    typer.echo(f"read {data}: {len(train)} training, {0 if val is None else len(val)} validation and {len(test)} "
+               "test queries", err=True)
 
 
 def _report_and_save(model, val, test, data: str, seed: int, out: str, start: float, **training: object) -> None:
@@ -174,9 +180,8 @@ def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str
     names = split_list(candidates) or list(AUTO_CANDIDATES)
     _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
                                       prices=prices, output_tokens=output_tokens, missing=missing)
-    enc = QueryEncoder(encoder) if encoder else QueryEncoder()
-    train, test = train.embed(enc), test.embed(enc)
-    val = None if val is None else val.embed(enc)
+    _loaded(data, train, val, test)
+    train, val, test = embed_announced(QueryEncoder(encoder) if encoder else QueryEncoder(), [train, val, test])
     typer.echo(f"auto: training {', '.join(names)} on {len(train)} queries, choosing on "
                f"{0 if val is None else len(val)} validation queries, {n_threads} CPU thread(s) ...", err=True)
 
@@ -210,8 +215,10 @@ def route_command(
     workers: int | None = batch_cmd.workers_option(),
     ray_address: str | None = batch_cmd.ray_address_option(),
     prompt_column: str | None = batch_cmd.prompt_column_option(),
-    cache: bool = typer.Option(False, "--cache/--no-cache", help="With --input: read and fill the embedding cache "
-                               "(worth it for a transformer encoder and files routed more than once)."),
+    cache: bool | None = typer.Option(None, "--cache/--no-cache", help="With --input: --cache reads and fills the "
+                                      "embedding cache (files routed more than once); --no-cache ignores it. "
+                                      "Default: a transformer encoder reads it (prompts train or embed encoded "
+                                      "are not encoded again) and adds nothing."),
 ) -> None:
     """Pick the LLM for each query: the chosen LLM, its ranking, probabilities and expected cost."""
     from radialrouter.routers import from_pretrained

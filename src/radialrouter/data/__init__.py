@@ -10,6 +10,7 @@ from radialrouter._lazy import lazy_names
 _LAZY = {
     "DataError": "radialrouter.data.dataset",
     "RoutingDataset": "radialrouter.data.dataset",
+    "embed_together": "radialrouter.data.dataset",
     "ROUTERBENCH_FILE": "radialrouter.data.loaders",
     "ROUTERBENCH_REPO": "radialrouter.data.loaders",
     "load_dataset": "radialrouter.data.loaders",
@@ -30,6 +31,7 @@ __all__ = [
     "ROUTERBENCH_FILE",
     "ROUTERBENCH_REPO",
     "RoutingDataset",
+    "embed_together",
     "grouped_split",
     "holdout_tasks",
     "load_dataset",

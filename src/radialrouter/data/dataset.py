@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -215,3 +216,22 @@ class RoutingDataset:
             ],
             "fingerprint": self.fingerprint(),
         }
+
+
+def embed_together(encoder: Any, datasets: Sequence[RoutingDataset | None], progress: bool = True,
+                   on_progress: Callable[[int], None] | None = None) -> list[RoutingDataset | None]:
+    """Attach embeddings to several data sets (train, validation, test) with ONE `encode` call over the union of
+    their prompts: one progress bar, one model load, each distinct prompt encoded once. ``None`` entries stay None."""
+    present = [d for d in datasets if d is not None]
+    prompts = list(dict.fromkeys(p for d in present for p in d.prompts.tolist()))
+    vectors = encoder.encode(prompts, progress=progress, on_progress=on_progress) if prompts else None
+    row = {p: i for i, p in enumerate(prompts)}
+    out: list[RoutingDataset | None] = []
+    for d in datasets:
+        if d is None:
+            out.append(None)
+        else:
+            idx = np.fromiter((row[p] for p in d.prompts.tolist()), dtype=np.int64, count=len(d))
+            out.append(d.with_embeddings(vectors[idx] if len(d) else np.zeros((0, encoder.dim), np.float32),
+                                         encoder.identity))
+    return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 import platform
 import subprocess
@@ -168,10 +169,15 @@ def run_bench(
     output_tokens: int | None = None,
     pair: tuple[str, str] | None = None,
     missing: str = "keep",
+    partial_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``routers`` (default: `default_routers`) on every seed; return the JSON document.
     ``missing``: keep rows with missing quality cells (default; each test query is routed among its observed LLMs)
-    or exclude them (`load_dataset`)."""
+    or exclude them (`load_dataset`).
+
+    ``partial_dir``: write each finished (router, seed) unit there as it finishes, so an interrupted bench keeps
+    them, and reuse them when run again with the same data and arguments (`PartialResults`: a changed data file,
+    λ, task split, encoder … gives a new key, never stale results)."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -193,7 +199,10 @@ def run_bench(
     timing: dict[str, dict[str, Any]] = {name: {"fit_seconds": []} for name in names}
     meta: dict[str, Any] = {}
     vectors: tuple[np.ndarray, np.ndarray] | None = None  # (ids, embeddings), reused across seeds
-    bar = tqdm(total=len(seeds) * len(names), desc="bench", disable=not progress)
+    bar = tqdm(total=len(seeds) * len(names), desc="bench: ", disable=not progress, unit="unit",
+               bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    eta = BenchEta()
+    partial: PartialResults | None = None
     for seed_index, seed in enumerate(seeds):
         full, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, train_tasks=train_tasks,
                                              prices=prices, output_tokens=output_tokens, missing=missing)
@@ -203,6 +212,8 @@ def run_bench(
             check_pair(full.llms, *pair)  # an unknown name fails before any embedding or training
         if encoder is not None:
             if vectors is None or not np.array_equal(vectors[0], full.ids):
+                if progress:  # announced before it starts: on new data this is the long part
+                    bar.write(encoder.plan(full.prompts.tolist())[0], file=sys.stderr)
                 vectors = (full.ids, full.embed(encoder, progress=progress).embeddings)
             full = full.with_embeddings(vectors[1], encoder.identity)
             train, test = full.select("train"), full.select("test", "unsplit")
@@ -227,11 +238,33 @@ def run_bench(
                                 "observed_per_llm": {llm: int(k) for llm, k in
                                                      zip(full.llms, full.observed.sum(axis=0))}},
                     "missing_cells": {}}
+            if partial_dir is not None:
+                partial = PartialResults(partial_dir, {
+                    "data_fingerprint": full.fingerprint(), "data_sha256": meta["data_sha256"], "lams": scenario,
+                    "test_tasks": test_tasks, "train_tasks": train_tasks, "missing": missing, "pair": pair,
+                    "latency_runs": latency_runs, "first_seed": seeds[0],
+                    "code": [meta["versions"]["radialrouter"], meta["git_commit"], meta["git_dirty"]],
+                    "encoder": None if encoder is None else encoder.fingerprint()})
+                meta["partial_results"] = str(partial.path)
         seed_sweeps: dict[str, list[dict]] = {}
-        for name in names:
-            bar.set_description(f"bench seed {seed} {name}")
-            run = _bench_router(name, seed, train, val, test, scenario, first_seed=seed_index == 0,
-                                latency_runs=latency_runs, pair=pair, presets=presets)
+        for position, name in enumerate(names):
+            bar.set_description_str(f"bench seed {seed} {name}: ")
+            run = None if partial is None else partial.load(seed, name, full.fingerprint())
+            if run is None:
+                unit_start = time.perf_counter()
+                run = _bench_router(name, seed, train, val, test, scenario, first_seed=seed_index == 0,
+                                    latency_runs=latency_runs, pair=pair, presets=presets)
+                eta.record(name, time.perf_counter() - unit_start)
+                if partial is not None:
+                    partial.save(seed, name, full.fingerprint(), run, time.perf_counter() - unit_start)
+            else:
+                meta.setdefault("resumed_units", []).append([seed, name])
+                if run.get("_seconds") is not None:
+                    eta.record(name, run["_seconds"])
+            pending = [n for s, n in [(seed, n) for n in names[position + 1:]]
+                       + [(s, n) for s in seeds[seed_index + 1:] for n in names]
+                       if partial is None or not partial.has(s, n)]  # units on disk take no time
+            bar.set_postfix_str(eta.describe(pending), refresh=False)
             if "pair" in run:
                 pairs[name].append({**run["pair"], "seed": seed})
             if run.get("missing_cells"):
@@ -256,6 +289,93 @@ def run_bench(
     meta["wall_seconds"] = round(time.perf_counter() - started, 1)
     return {"meta": meta, "results": results, "sweeps": dict(sweeps), "curves": dict(curves),
             "collapse": dict(collapse), "budget": budget, "timing": timing, "pairs": dict(pairs)}
+
+
+class BenchEta:
+    """Time left from each router's own measured time per unit × its units still to run.
+
+    A global average over units misleads both ways: the reference routers take milliseconds and RadialRouter
+    minutes, so after one seed the mean says nothing about the next. Routers not timed yet count as zero, and the
+    estimate says so ("at least")."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = defaultdict(list)
+
+    def record(self, name: str, seconds: float) -> None:
+        self.seconds[name].append(float(seconds))
+
+    def remaining(self, pending: Sequence[str]) -> tuple[float, int]:
+        """(seconds for the ``pending`` units of timed routers, how many pending units are of untimed routers)."""
+        total, untimed = 0.0, 0
+        for name in pending:
+            if self.seconds.get(name):
+                total += float(np.mean(self.seconds[name]))
+            else:
+                untimed += 1
+        return total, untimed
+
+    def describe(self, pending: Sequence[str]) -> str:
+        """The bar's postfix: ``ETA 12 min``, or ``ETA ≥ 3 min (5 unit(s) of routers not timed yet)``."""
+        if not pending:
+            return "done"
+        seconds, untimed = self.remaining(pending)
+        text = f"{seconds:.0f} s" if seconds < 90 else (f"{seconds / 60:.0f} min" if seconds < 5400
+                                                        else f"{seconds / 3600:.1f} h")
+        return f"ETA {text}" if not untimed else f"ETA ≥ {text} ({untimed} unit(s) of routers not timed yet)"
+
+
+class PartialResults:
+    """Finished (router, seed) units of one bench, one JSON file each under ``root/<key>/``, written as they finish.
+
+    The key hashes the data (its content fingerprint and file hash) and every argument that changes a unit's
+    figures (λ values, task split, missing-cell mode, pair, encoder fingerprint, latency runs) and the code (package
+    version, git commit): new code never reuses units fitted by older code. Each file also
+    records the seed's own split fingerprint and is ignored unless it matches. Routers and seeds are not in the key:
+    adding a router or a seed reuses the units already done."""
+
+    def __init__(self, root: str | Path, arguments: dict[str, Any]) -> None:
+        blob = json.dumps(arguments, sort_keys=True, default=str)
+        self.key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        self.path = Path(root) / self.key
+        self.arguments = arguments
+
+    def _file(self, seed: int, name: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return self.path / f"seed{seed}-{safe}.json"
+
+    def has(self, seed: int, name: str) -> bool:
+        """Whether the unit is on disk (for the ETA: a resumed unit takes no time)."""
+        return self._file(seed, name).exists()
+
+    def load(self, seed: int, name: str, fingerprint: str) -> dict[str, Any] | None:
+        """The unit's run, or None when it is not there (or unreadable, or from other splits)."""
+        try:
+            doc = json.loads(self._file(seed, name).read_text())
+        except (OSError, ValueError):
+            return None
+        if doc.get("router") != name or doc.get("seed") != seed or doc.get("split_fingerprint") != fingerprint:
+            return None
+        return {**doc["run"], "_seconds": doc.get("seconds")}
+
+    def save(self, seed: int, name: str, fingerprint: str, run: dict[str, Any], seconds: float) -> None:
+        """Write the unit atomically (a crash mid-write leaves no half file that a rerun would trust)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / "arguments.json").exists():
+            (self.path / "arguments.json").write_text(json.dumps(self.arguments, indent=2, default=str) + "\n")
+        target = self._file(seed, name)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"router": name, "seed": seed, "split_fingerprint": fingerprint,
+                                   "seconds": round(seconds, 3), "run": run}, default=_plain))
+        os.replace(tmp, target)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and arrays inside a unit's run."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to a partial result")
 
 
 def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDataset | None, test: RoutingDataset,

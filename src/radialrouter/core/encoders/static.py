@@ -48,6 +48,7 @@ class StaticQueryEncoder(QueryEncoder):
         self.truncation_side, self.batch_size, self.device = truncation_side, int(batch_size), "cpu"
         self.precision, self.backend = "fp32", "static"
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir())
+        self.cache_write = True
         self._model = None
         self._lock = threading.Lock()
         self._identity: dict | None = None
@@ -71,6 +72,9 @@ class StaticQueryEncoder(QueryEncoder):
     @property
     def active_backend(self) -> str:
         return "static"
+
+    def will_build_onnx(self) -> bool:
+        return False
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         raise EncoderError(f"the static encoder {self.name!r} has no transformer to fine-tune; use "

@@ -36,7 +36,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -66,6 +68,20 @@ _ONNX_FORMAT = 1  # bump when the export below changes: it is part of the ONNX f
 _PROBES = ["What is the capital of France?", "Write a python function that returns the n-th Fibonacci number, "
            "using memoisation so it runs in linear time."]
 log = logging.getLogger(__name__)
+
+
+def duration(seconds: float, about: bool = False) -> str:
+    """Seconds as people read them: ``under 1 s``, ``42 s``, ``3.5 min``, ``1.2 h`` (``~`` in front if ``about``)."""
+    if seconds < 1:
+        return "under 1 s"
+    text = f"{seconds:.0f} s" if seconds < 90 else (f"{seconds / 60:.1f} min" if seconds < 5400
+                                                    else f"{seconds / 3600:.1f} h")
+    return ("~" if about else "") + text
+
+
+def _key(text: str) -> str:
+    """The cache key of one text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 class EncoderError(RuntimeError):
@@ -254,7 +270,8 @@ class QueryEncoder:
         precision: ``"auto"`` (bfloat16 autocast on CPUs with native bf16 — AVX512-BF16 or AMX — where it is
             2–3× faster at cosine ≥ 0.9999 to fp32; fp32 elsewhere, where bf16 is emulated and slower), ``"bf16"``,
             ``"fp32"``.
-        cache_dir: folder for the embedding cache; ``False`` disables caching.
+        cache_dir: folder for the embedding cache; ``False`` disables caching (set ``cache_write = False`` to
+            read it without adding to it).
         backend: ``"auto"`` (ONNX Runtime on CPU at fp32 when installed, else torch), ``"torch"`` or ``"onnx"``;
             both give the same vectors (see the module docstring). `forward`/`tokenize`/`model` always use torch,
             and once the torch weights are modified in place (fine-tuning), `encode` uses them, not the ONNX file.
@@ -298,6 +315,7 @@ class QueryEncoder:
             raise ValueError("backend='onnx' runs in fp32; use precision='fp32' (or 'auto'), or backend='torch'")
         self.precision = _auto_precision(device, backend) if precision == "auto" else precision
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir())
+        self.cache_write = True  # False: `encode` reads the cache but adds nothing to it
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()
@@ -433,6 +451,12 @@ class QueryEncoder:
             return "torch"  # the torch weights were fine-tuned: the ONNX export no longer matches them
         return self._active
 
+    def will_build_onnx(self) -> bool:
+        """Whether the first `encode` will export the ONNX file (10–30 s, once per weights): worth announcing."""
+        if self._active is not None or self.backend == "torch" or self.device != "cpu" or self.precision != "fp32":
+            return False
+        return onnx_available() and not self.onnx_path().exists()
+
     def _resolve_backend(self) -> str:
         if self.backend == "torch":
             return "torch"
@@ -505,7 +529,7 @@ class QueryEncoder:
     def _compute(self, texts: list[str], progress: bool, batch_size: int,
                  store: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         """Embed ``texts``; ``store(indices, vectors)`` receives each finished batch (so an interrupted long run
-        keeps what it computed in the cache)."""
+        keeps what it computed in the cache, and a caller's progress bar moves per mini-batch)."""
         order = np.argsort([len(t) for t in texts])[::-1]  # similar lengths per batch: less padding
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         bar = tqdm(total=len(texts), desc="encoding queries", unit="q", disable=not progress, leave=False)
@@ -522,26 +546,95 @@ class QueryEncoder:
         return out
 
     # ------------------------------------------------------------------ public API
+    def _cache(self, create: bool = True) -> _EmbeddingCache | None:
+        """This encoder's cache file, or None (caching off, or reading a file that does not exist yet)."""
+        if self.cache_dir is None:
+            return None
+        path = self.cache_dir / f"embeddings-{self.fingerprint()}.sqlite"
+        if not create and not path.exists():
+            return None
+        return _EmbeddingCache(path, self.dim)
+
+    def uncached(self, texts: Sequence[str]) -> list[str]:
+        """The distinct texts of ``texts`` that `encode` would have to compute (none are read from the cache)."""
+        unique = {_key(t): t for t in map(str, texts)}
+        cache = self._cache(create=False)
+        found = cache.get(list(unique)) if cache is not None else {}
+        return [t for k, t in unique.items() if k not in found]
+
+    def estimate_seconds(self, texts: Sequence[str], sample: int = 64) -> tuple[float, int]:
+        """(seconds to encode ``texts`` on this machine now, how many are not cached): times a random sample of
+        the uncached ones after loading the encoder, so a long first encoding can be announced before it starts.
+        The sample's vectors are cached like any others (the time is not lost)."""
+        missing = self.uncached(texts)
+        if not missing:
+            return 0.0, 0
+        rng = np.random.default_rng(0)
+        n = min(sample, len(missing))
+        probe = [missing[i] for i in rng.choice(len(missing), n, replace=False)]
+        self.encode(probe[:2])  # first call loads the weights (or the ONNX session): outside the timing
+        start = time.perf_counter()
+        self.encode(probe[2:] or probe)
+        per_text = (time.perf_counter() - start) / max(len(probe[2:] or probe), 1)
+        return per_text * max(len(missing) - n, 0), len(missing)
+
+    def plan(self, texts: Sequence[str], noun: str = "prompts") -> tuple[str, int]:
+        """(one line saying what encoding ``texts`` will cost, how many must be computed): the count not cached,
+        this encoder, its backend and threads, and the time timed on a sample (`estimate_seconds`), so that a long
+        first encoding is announced before it starts rather than being minutes of silence."""
+        texts = list(dict.fromkeys(map(str, texts)))
+        where = self.cache_dir or "nowhere (caching off)"
+        seconds, missing = self.estimate_seconds(texts)
+        name = self.identity["name"]
+        if not missing:
+            return f"all {len(texts):,} {noun} are in the embedding cache of {name} ({where}): nothing to encode", 0
+        backend = self.active_backend
+        how = backend + ("" if backend == "static" else f" {self.precision}")
+        hint = "" if backend == "static" or seconds < 60 else "; --encoder static is ~200× faster"
+        keep = f"once: cached in {where} for next time" if self.cache_dir else "not cached (caching is off)"
+        return (f"encoding {missing:,} new {noun} of {len(texts):,} with {name} ({how}, {torch.get_num_threads()} "
+                f"thread(s)): {duration(seconds, about=True)} on this machine, {keep}{hint}"), missing
+
     def encode(
-        self, texts: Sequence[str] | str, *, progress: bool = False, batch_size: int | None = None
+        self, texts: Sequence[str] | str, *, progress: bool = False, batch_size: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Return an (n, dim) float32 array; cached vectors are read, only missing texts are computed."""
+        """Return an (n, dim) float32 array; cached vectors are read, only missing texts are computed.
+
+        ``on_progress(k)`` is called as the work advances, ``k`` input texts at a time (the cached ones at once,
+        then one call per mini-batch), so a caller's bar moves within a large call. With ``cache_write`` off the
+        cache is only read (routing a huge log need not grow it)."""
         if isinstance(texts, str):
             texts = [texts]
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         batch_size = batch_size or self.batch_size
-        if self.cache_dir is None:
-            return self._compute(texts, progress, batch_size)
-        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest()[:32] for t in texts]
+        write = getattr(self, "cache_write", True)
+        cache = self._cache(create=write)
+        if cache is None:
+            if on_progress is None:
+                return self._compute(texts, progress, batch_size)
+            return self._compute(texts, progress, batch_size, store=lambda idx, vecs: on_progress(len(idx)))
+        keys = [_key(t) for t in texts]
         unique = dict(zip(keys, texts))
-        cache = _EmbeddingCache(self.cache_dir / f"embeddings-{self.fingerprint()}.sqlite", self.dim)
         found = cache.get(list(unique))
         missing = [k for k in unique if k not in found]
+        if on_progress is not None:
+            counts = Counter(keys)
+            done = len(keys) - sum(counts[k] for k in missing)
+            if done:
+                on_progress(done)
+
+        def store(idx: np.ndarray, vecs: np.ndarray) -> None:
+            if write:
+                cache.put({missing[i]: v for i, v in zip(idx, vecs)})
+            if on_progress is not None:
+                on_progress(sum(counts[missing[i]] for i in idx))
+
         if missing:
             vectors = self._compute([unique[k] for k in missing], progress, batch_size,
-                                    store=lambda idx, vecs: cache.put({missing[i]: v for i, v in zip(idx, vecs)}))
+                                    store=store if write or on_progress is not None else None)
             found.update(zip(missing, vectors))
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 
