@@ -244,3 +244,21 @@ def test_distill_command_explains_what_it_needs():
         pytest.skip("model2vec[distill] is installed here; the shipped build is checked against provenance.json")
     result = CliRunner().invoke(app, ["encoder", "distill", "--out", "/tmp/never-written"])
     assert result.exit_code == 2 and "model2vec[distill]" in result.output
+
+
+@pytest.fixture(scope="module")
+def fp16_folder(tmp_path_factory):
+    """The bundled MiniLM saved in fp16 (model.half().save_pretrained), as a fine-tuned or shared folder may be."""
+    folder = tmp_path_factory.mktemp("enc") / "minilm-fp16"
+    source = QueryEncoder(cache_dir=False, backend="torch", precision="fp32")
+    source.model.half().save_pretrained(folder)
+    source._tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_fp16_folder_loads_in_fp32_when_asked(fp16_folder, torch_vectors):
+    encoder = QueryEncoder(str(fp16_folder), cache_dir=False, backend="torch", precision="fp32")
+    assert {p.dtype for p in encoder.model.parameters()} == {torch.float32}
+    vectors = encoder.encode(TEXTS)
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(vectors, torch_vectors, atol=2e-3)  # fp16 rounding of the weights only

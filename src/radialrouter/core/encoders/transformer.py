@@ -139,6 +139,19 @@ def _static_source(name_or_path: str) -> tuple[str, Path, str | None] | None:
     return None
 
 
+def _fp32_kwargs() -> dict:
+    """``from_pretrained`` kwargs that load weights in float32 whatever dtype the folder stores.
+
+    transformers 5 defaults to ``dtype="auto"`` (the stored dtype), so an fp16 folder would load in fp16 and a
+    fine-tuning run would turn scores into NaN; transformers 4.56+ takes ``dtype``, older 4.x only ``torch_dtype``.
+    bf16 precision also wants fp32 weights: it autocasts the matmuls only.
+    """
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": torch.float32}
+
+
 def onnx_available() -> bool:
     """Whether the ONNX backend can be built and run here (``onnxruntime`` and ``onnx`` installed)."""
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
@@ -166,7 +179,8 @@ def _export_onnx(source: str, dest: str) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source, attn_implementation="eager").eval()  # plain ops export everywhere
+    # plain ops export everywhere; fp32 like the torch reference, whatever the folder stores
+    model = AutoModel.from_pretrained(source, attn_implementation="eager", **_fp32_kwargs()).eval()
 
     class Hidden(torch.nn.Module):
         def __init__(self) -> None:
@@ -353,7 +367,8 @@ class QueryEncoder:
                 from transformers import AutoModel
 
                 self._load_tokenizer()
-                self._model = self._from_pretrained(AutoModel).to(self.device).eval()
+                model = self._from_pretrained(AutoModel, **_fp32_kwargs())
+                self._model = model.float().to(self.device).eval()  # .float(): remote code may ignore dtype
                 self._weights_version = self._version()
                 _ = self.identity  # verify the weights hash once, at load time
         return self
@@ -362,12 +377,12 @@ class QueryEncoder:
         """Sum of the parameters' in-place-update counters: changes when an optimiser has stepped them."""
         return sum(p._version for p in self._model.parameters())
 
-    def _from_pretrained(self, auto_class):
+    def _from_pretrained(self, auto_class, **kwargs):
         """``auto_class.from_pretrained`` on this encoder's source (offline for local folders), with a clear error."""
         source = str(self.path or self.name)
         offline = {"local_files_only": True} if self.path is not None else {}
         try:
-            return auto_class.from_pretrained(source, **offline)
+            return auto_class.from_pretrained(source, **offline, **kwargs)
         except OSError as exc:
             raise EncoderError(
                 f"cannot load encoder {source!r}: {exc}. Offline, pass a local model folder or use the "
