@@ -262,3 +262,31 @@ def test_fp16_folder_loads_in_fp32_when_asked(fp16_folder, torch_vectors):
     vectors = encoder.encode(TEXTS)
     assert np.isfinite(vectors).all()
     np.testing.assert_allclose(vectors, torch_vectors, atol=2e-3)  # fp16 rounding of the weights only
+
+
+def test_router_finds_its_local_encoder_folder_from_another_cwd(fp16_folder, tmp_path, monkeypatch):
+    import shutil
+
+    from radialrouter.data import make_synthetic
+    from radialrouter.routers import from_pretrained, make_router
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(fp16_folder, work / "minilm")  # a fine-tuned folder that shares the bundled alias's name
+    monkeypatch.chdir(work)
+    local = QueryEncoder("./minilm", cache_dir=False, backend="torch", precision="fp32")
+    assert local.identity["name"] == str((work / "minilm").resolve())
+    ds = make_synthetic(n_queries=30, n_llms=3, seed=0).embed(local, progress=False)
+    make_router("knn", k=3).fit(ds.select("train")).save_pretrained(tmp_path / "knn")
+
+    monkeypatch.chdir(elsewhere)
+    loaded = from_pretrained(tmp_path / "knn")
+    assert loaded.get_encoder().path.resolve() == (work / "minilm").resolve()
+    assert loaded.route("Sort a list in Python")[0].llm in ds.llms
+
+    (work / "minilm").rename(work / "moved")
+    with pytest.raises(EncoderError, match="encoder folder .*minilm.* does not exist") as info:
+        from_pretrained(tmp_path / "knn")
+    assert "\n" not in str(info.value)
+    with pytest.raises(EncoderError, match="trained with encoder"):  # the bundled alias is refused, never used
+        from_pretrained(tmp_path / "knn", encoder=QueryEncoder("minilm", cache_dir=False))

@@ -120,6 +120,11 @@ def _resolve(name_or_path: str) -> tuple[str, Path | None, str | None]:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path.resolve()), path, None
+    if path.is_absolute():  # what a saved router records for a local folder: never fall back to the hub
+        raise EncoderError(
+            f"encoder folder {name_or_path} does not exist (moved or deleted?): put it back, or pass the folder "
+            "it now lives in as the encoder (weights are checked against the router's)"
+        )
     return name_or_path, None, None
 
 
@@ -302,10 +307,14 @@ class QueryEncoder:
     # ------------------------------------------------------------------ identity
     @property
     def identity(self) -> dict:
-        """What a saved router records and checks: model, weights hash, width, pooling, truncation."""
+        """What a saved router records and checks: model, weights hash, width, pooling, truncation.
+
+        ``name`` is the bundled name, the hub name, or a local folder's absolute path, so that a router loaded from
+        another working directory finds the same folder (and fails clearly when it has moved).
+        """
         if self._identity is None:
             self._identity = {
-                "name": self.name if self.path is None or self._expected_sha else Path(self.name).name,
+                "name": self.name,
                 "weights_sha256": self._weights_hash(),
                 "dim": self.dim,
                 "pooling": self.pooling,
@@ -343,7 +352,10 @@ class QueryEncoder:
 
     def fingerprint(self) -> str:
         """Hash of the identity plus precision: the embedding cache key."""
-        blob = json.dumps({**self.identity, "precision": self.precision}, sort_keys=True)
+        identity = dict(self.identity)
+        if self.path is not None and not self._expected_sha:  # a local folder: keyed by its name and weights hash
+            identity["name"] = Path(self.name).name          # as before, not its location (caches stay valid)
+        blob = json.dumps({**identity, "precision": self.precision}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def check_compatible(self, identity: dict) -> None:
