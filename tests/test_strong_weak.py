@@ -54,3 +54,17 @@ def test_eval_cli_reports_the_pair(tmp_path, wide_df):
     assert pairs["best-single"]["apgr"] == pytest.approx(0.5) or pairs["best-single"]["apgr"] is None
     bad = CliRunner().invoke(app, ["eval", "--data", data, "--routers", "oracle", "--pair", "large,gpt-9"])
     assert isinstance(bad.exception, ValueError) and "--pair: 'gpt-9'" in str(bad.exception)  # → `error:`, exit 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 123])
+def test_random_router_apgr_is_its_expectation(seed):
+    from radialrouter.data import make_synthetic
+    from radialrouter.evaluation.strong_weak import pair_report
+    from radialrouter.routers import make_router
+
+    ds = make_synthetic(n_queries=200, n_llms=3, seed=seed)
+    q = np.nanmean(ds.quality, axis=0)
+    strong, weak = ds.llms[int(np.argmax(q))], ds.llms[int(np.argmin(q))]
+    report = pair_report(make_router("random", seed=seed).fit(ds), ds, strong, weak)
+    assert report["apgr"] == 0.5  # a random order recovers the gap linearly: exactly, not one draw of it
+    assert report["cpt50"] == 0.5 and report["cpt80"] == 0.8

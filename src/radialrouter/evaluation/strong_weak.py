@@ -8,7 +8,8 @@ queries; sending the top k to the strong LLM and the rest to the weak one gives 
 area under PGR over call shares 0 … 1 (0.5 = no better than random, as a random order recovers the gap linearly);
 **CPT(p)** is the smallest strong-LLM call share whose PGR reaches p. Queries a router scores alike are tied: their
 gain is spread evenly over the tie (the expectation under random tie-breaking), so a router that cannot tell queries
-apart scores exactly 0.5. Figures are micro over queries (RouteLLM evaluates one benchmark at a time); queries with
+apart scores exactly 0.5; so does `random` (its expectation over the draw, not one draw, which on MT-Bench ranged
+0.32–0.70 across seeds). Figures are micro over queries (RouteLLM evaluates one benchmark at a time); queries with
 a missing quality for either LLM are left out and counted.
 """
 
@@ -49,8 +50,11 @@ def strong_weak_metrics(margin: np.ndarray, q_strong: np.ndarray, q_weak: np.nda
     out["curve"] = [{"strong_share": float(s), "quality": float(np.interp(s, share, quality))} for s in grid]
     if strong - weak <= 1e-12 or len(share) < 2:
         return out
-    pgr = (quality - weak) / (strong - weak)
-    out["apgr"] = float(np.trapezoid(pgr, share))
+    if np.ptp(margin[keep]) == 0:  # no query preferred (e.g. `random`): the expected curve is the straight line
+        pgr, out["apgr"] = share, 0.5  # exactly, not up to the rounding of the spread ties
+    else:
+        pgr = (quality - weak) / (strong - weak)
+        out["apgr"] = float(np.trapezoid(pgr, share))
     for p, key in ((0.5, "cpt50"), (0.8, "cpt80")):
         reached = np.flatnonzero(pgr >= p - 1e-12)
         out[key] = float(share[reached[0]])
@@ -66,6 +70,8 @@ def router_margin(router, data, strong: str, weak: str) -> np.ndarray:
     for name in (strong, weak):
         if name not in llms:
             raise ValueError(f"--pair: {name!r} is not an LLM of this data set (its LLMs: {llms})")
+    if router.random_pick:  # its pick is a uniform draw: in expectation it prefers no query, every margin ties
+        return np.zeros(len(data))
     x = data.embeddings if router.uses_embeddings else data
     scores = router.predict_scores(x, 0.0)
     return scores[:, llms.index(strong)] - scores[:, llms.index(weak)]

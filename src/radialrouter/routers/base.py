@@ -128,6 +128,9 @@ class Router(ABC):
     #: observed LLMs, so that ``val`` keeps its rows with missing cells (else only complete rows are kept — none at
     #: all when the pools differ per query, as in `radialrouter.data.combine`).
     selects_among_observed: ClassVar[bool] = False
+    #: True for routers whose pick is a uniform random draw (`random`): evaluations report the expectation over
+    #: the draw (strong/weak APGR 0.5, expected outcomes), never one sample of it.
+    random_pick: ClassVar[bool] = False
 
     #: Subclasses that use embeddings take ``encoder=None`` in their constructor and store it here.
     encoder: QueryEncoder | None = None
