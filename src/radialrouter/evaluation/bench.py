@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from radialrouter.core.encoders import QueryEncoder
-from radialrouter.core.objective import resolve_lam, tradeoff_presets
+from radialrouter.core.objective import is_quality_only_presets, resolve_lams, tradeoff_presets
 from radialrouter.data import RoutingDataset, load_splits
 from radialrouter.evaluation.budget_sweep import budget_sweep
 from radialrouter.evaluation.metrics import (
@@ -206,16 +206,17 @@ def run_bench(
         if seed_index == 0:
             # The named trade-offs on this pool's price scale, resolved on the first seed's training split and
             # kept for every seed, so every router and seed is evaluated at the same λ.
-            presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else {"performance-first": 0.0}
-            scenario = (list(presets.values()) if lams is None
-                        else [resolve_lam(v, presets=presets if full.has_cost else None) for v in lams])
+            # Quality-only data (no cost column, or every cost 0): one trade-off, whatever λ is asked.
+            presets = tradeoff_presets(train.quality, train.cost)
+            has_cost = full.has_cost and not is_quality_only_presets(presets)
+            scenario = list(presets.values()) if lams is None else resolve_lams(list(lams), presets)
             meta = {**provenance(data, full, encoder), "seeds": list(seeds), "routers": names, "lams": scenario,
                     "presets": presets,
                     "pair": list(pair) if pair else None,
                     "n_train": len(train), "n_val": 0 if val is None else len(val), "n_test": len(test),
-                    "llms": list(full.llms), "has_cost": full.has_cost,
+                    "llms": list(full.llms), "has_cost": has_cost,
                     "train_tasks": sorted(set(train.tasks.tolist())), "test_tasks": _task_order(test_tasks, test),
-                    "most_expensive_llm": full.llms[int(np.argmax(test.mean_cost))] if full.has_cost else None,
+                    "most_expensive_llm": full.llms[int(np.argmax(test.mean_cost))] if has_cost else None,
                     "single_llms": _single_llms(test),
                     "missing": {"mode": missing, "rows_with_missing": int((~full.complete_rows).sum()),
                                 "test_rows_with_missing": int((~test.complete_rows).sum()),
@@ -279,7 +280,7 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
         report = pair_report(unconstrained, test, *pair)
         run["pair"] = {k: report[k] for k in ("apgr", "cpt50", "cpt80", "n", "left_out", "quality_weak",
                                                "quality_strong")}
-    if test.has_cost:
+    if test.has_cost and not is_quality_only_presets(presets):  # no costs: no sweep, collapse or budget
         if None in models:
             run["sweep"] = evaluate_router(models[None], test, sorted(set(DEFAULT_SWEEP) | set(scenario)), presets)
         else:
