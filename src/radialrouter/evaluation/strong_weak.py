@@ -78,8 +78,22 @@ def router_margin(router, data, strong: str, weak: str) -> np.ndarray:
 
 
 def pair_report(router, data, strong: str, weak: str) -> dict[str, Any]:
-    """`strong_weak_metrics` of a fitted router on labelled ``data`` for the pair (strong, weak)."""
+    """`strong_weak_metrics` of a fitted router on labelled ``data`` for the pair (strong, weak), pooled over the
+    queries and, when ``data`` has several tasks, per task (``per_task``: APGR, CPT and counts, no curve), since
+    RouteLLM reports one benchmark at a time and a pooled figure can hide a task where the router does worse."""
     llms = list(data.llms)
-    return {"strong": strong, "weak": weak, **strong_weak_metrics(
-        router_margin(router, data, strong, weak), data.quality[:, llms.index(strong)],
-        data.quality[:, llms.index(weak)])}
+    margin = router_margin(router, data, strong, weak)
+    q_strong, q_weak = data.quality[:, llms.index(strong)], data.quality[:, llms.index(weak)]
+    out = {"strong": strong, "weak": weak, **strong_weak_metrics(margin, q_strong, q_weak)}
+    tasks = list(dict.fromkeys(data.tasks.tolist()))
+    if len(tasks) > 1:
+        out["per_task"] = {}
+        for task in tasks:
+            rows = data.tasks == task
+            figures = strong_weak_metrics(margin[rows], q_strong[rows], q_weak[rows])
+            out["per_task"][str(task)] = {k: figures[k] for k in PAIR_FIGURES}
+    return out
+
+
+#: What a report keeps of `strong_weak_metrics` per run and per task (the curve stays out).
+PAIR_FIGURES = ("apgr", "cpt50", "cpt80", "n", "left_out", "quality_weak", "quality_strong")
