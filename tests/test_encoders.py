@@ -270,6 +270,7 @@ def test_router_finds_its_local_encoder_folder_from_another_cwd(fp16_folder, tmp
     from radialrouter.data import make_synthetic
     from radialrouter.routers import from_pretrained, make_router
 
+    monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "cache"))  # the loaded router embeds with a cache
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copytree(fp16_folder, work / "minilm")  # a fine-tuned folder that shares the bundled alias's name
