@@ -244,3 +244,50 @@ def test_distill_command_explains_what_it_needs():
         pytest.skip("model2vec[distill] is installed here; the shipped build is checked against provenance.json")
     result = CliRunner().invoke(app, ["encoder", "distill", "--out", "/tmp/never-written"])
     assert result.exit_code == 2 and "model2vec[distill]" in result.output
+
+
+@pytest.fixture(scope="module")
+def fp16_folder(tmp_path_factory):
+    """The bundled MiniLM saved in fp16 (model.half().save_pretrained), as a fine-tuned or shared folder may be."""
+    folder = tmp_path_factory.mktemp("enc") / "minilm-fp16"
+    source = QueryEncoder(cache_dir=False, backend="torch", precision="fp32")
+    source.model.half().save_pretrained(folder)
+    source._tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_fp16_folder_loads_in_fp32_when_asked(fp16_folder, torch_vectors):
+    encoder = QueryEncoder(str(fp16_folder), cache_dir=False, backend="torch", precision="fp32")
+    assert {p.dtype for p in encoder.model.parameters()} == {torch.float32}
+    vectors = encoder.encode(TEXTS)
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(vectors, torch_vectors, atol=2e-3)  # fp16 rounding of the weights only
+
+
+def test_router_finds_its_local_encoder_folder_from_another_cwd(fp16_folder, tmp_path, monkeypatch):
+    import shutil
+
+    from radialrouter.data import make_synthetic
+    from radialrouter.routers import from_pretrained, make_router
+
+    monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "cache"))  # the loaded router embeds with a cache
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(fp16_folder, work / "minilm")  # a fine-tuned folder that shares the bundled alias's name
+    monkeypatch.chdir(work)
+    local = QueryEncoder("./minilm", cache_dir=False, backend="torch", precision="fp32")
+    assert local.identity["name"] == str((work / "minilm").resolve())
+    ds = make_synthetic(n_queries=30, n_llms=3, seed=0).embed(local, progress=False)
+    make_router("knn", k=3).fit(ds.select("train")).save_pretrained(tmp_path / "knn")
+
+    monkeypatch.chdir(elsewhere)
+    loaded = from_pretrained(tmp_path / "knn")
+    assert loaded.get_encoder().path.resolve() == (work / "minilm").resolve()
+    assert loaded.route("Sort a list in Python")[0].llm in ds.llms
+
+    (work / "minilm").rename(work / "moved")
+    with pytest.raises(EncoderError, match="encoder folder .*minilm.* does not exist") as info:
+        from_pretrained(tmp_path / "knn")
+    assert "\n" not in str(info.value)
+    with pytest.raises(EncoderError, match="trained with encoder"):  # the bundled alias is refused, never used
+        from_pretrained(tmp_path / "knn", encoder=QueryEncoder("minilm", cache_dir=False))

@@ -77,3 +77,46 @@ def test_unknown_pair_llm_fails_before_any_router_is_fitted(tmp_path, wide_df, m
     monkeypatch.setattr(bench, "_bench_router", no_router)
     with pytest.raises(ValueError, match=r"--pair: 'gpt-9' is not an LLM of this data set; its LLMs are small"):
         bench.run_bench(data, ["oracle"], [0], pair=("gpt-9", "small"), progress=False, measure_encoder=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 123])
+def test_random_router_apgr_is_its_expectation(seed):
+    from radialrouter.data import make_synthetic
+    from radialrouter.evaluation.strong_weak import pair_report
+    from radialrouter.routers import make_router
+
+    ds = make_synthetic(n_queries=200, n_llms=3, seed=seed)
+    q = np.nanmean(ds.quality, axis=0)
+    strong, weak = ds.llms[int(np.argmax(q))], ds.llms[int(np.argmin(q))]
+    report = pair_report(make_router("random", seed=seed).fit(ds), ds, strong, weak)
+    assert report["apgr"] == 0.5  # a random order recovers the gap linearly: exactly, not one draw of it
+    assert report["cpt50"] == 0.5 and report["cpt80"] == 0.8
+
+
+def test_bench_reports_apgr_per_task(tmp_path, monkeypatch):
+    from conftest import wide_frame
+
+    from radialrouter.data import load_splits
+    from radialrouter.evaluation.bench import run_bench, write_bench
+
+    monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "cache"))
+    wide_frame(n=200, seed=4).to_parquet(tmp_path / "two.parquet")  # tasks maths and history
+    path = str(tmp_path / "two.parquet")
+    doc = run_bench(path, ["oracle", "best-single"], [0, 1], measure_encoder=False, progress=False,
+                    pair=("large", "small"))
+    for seed, report in zip([0, 1], doc["pairs"]["oracle"]):
+        _, _, _, test = load_splits(path, seed=seed)
+        assert set(report["per_task"]) == {"maths", "history"}
+        for task, figures in report["per_task"].items():
+            rows = test.tasks == task
+            strong, weak = (test.quality[rows, test.llms.index(llm)] for llm in ("large", "small"))
+            expected = strong_weak_metrics(strong - weak, strong, weak)  # the oracle's margin is the true gain
+            assert figures["apgr"] == pytest.approx(expected["apgr"]) and figures["n"] == int(rows.sum())
+            assert figures["apgr"] != pytest.approx(report["apgr"])  # not the pooled figure
+    assert all(f["apgr"] in (0.5, None) for r in doc["pairs"]["best-single"] for f in r["per_task"].values())
+    json_path, md_path = write_bench(doc, tmp_path / "out", "two")
+    assert json.loads(json_path.read_text())["pairs"]["oracle"][0]["per_task"]["maths"]["apgr"] is not None
+    md = md_path.read_text()
+    table = md.split("### APGR per task")[1].split("\n\n")[2].splitlines()
+    assert set(table[0].strip("| ").split(" | ")) == {"Router", "maths", "history"}
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| oracle", "| best-single"]

@@ -163,10 +163,12 @@ def split_list(value: str | None) -> list[str]:
 
 
 def parse_lams(value: str, presets: dict[str, float] | None = None) -> list[float]:
-    """λ numbers, or trade-off names resolved with ``presets`` (the paper's values without them)."""
-    from radialrouter.core.objective import resolve_lam
+    """λ numbers, or trade-off names resolved with ``presets`` (the paper's values without them), each once.
+    Quality-only presets (`objective.QUALITY_ONLY`) give the one trade-off, λ = 0, whatever is asked: without
+    costs every λ scores and routes alike."""
+    from radialrouter.core.objective import resolve_lams
 
-    return [resolve_lam(v, presets=presets) for v in split_list(value)]
+    return resolve_lams(split_list(value), presets)
 
 
 def out_path(path: str | None) -> Path | None:

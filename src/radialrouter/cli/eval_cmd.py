@@ -46,7 +46,7 @@ def eval_command(
 ) -> None:
     """Evaluate routers: Perf, Cost (USD per 1,000 queries) and Score per λ, macro-averaged over tasks."""
     use_threads(threads)
-    from radialrouter.core.objective import SCENARIOS, tradeoff_presets
+    from radialrouter.core.objective import tradeoff_presets
     from radialrouter.data import load_splits
     from radialrouter.evaluation.metrics import evaluate_router
     from radialrouter.evaluation.report import print_table, write_json
@@ -59,7 +59,7 @@ def eval_command(
                                           trust_pickle=trust_pickle, missing=missing)
     if pair_names:
         check_pair(full.llms, *pair_names)  # before any router is fitted or embedding computed
-    presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else dict(SCENARIOS)
+    presets = tradeoff_presets(train.quality, train.cost)  # quality-only data: the one trade-off
     lams = parse_lams(lam, presets)
     fresh = []
     for name in split_list(routers):
@@ -135,6 +135,7 @@ def _embedded(router, ds):
 
 
 def _write_report(directory: Path, routers, test, rows, meta) -> None:
+    from radialrouter.core.objective import is_quality_only_presets
     from radialrouter.evaluation.metrics import DEFAULT_SWEEP, curve_metrics, evaluate_router
     from radialrouter.evaluation.report import (
         per_task_markdown,
@@ -145,6 +146,12 @@ def _write_report(directory: Path, routers, test, rows, meta) -> None:
     )
 
     directory.mkdir(parents=True, exist_ok=True)
+    if is_quality_only_presets(meta["presets"]):  # no costs: no λ sweep, cost curve or AIQ to draw
+        md = [to_markdown(rows, title="Results"), "## Per task", "", per_task_markdown(rows)]
+        write_json(directory / "results.json", rows, meta)
+        (directory / "report.md").write_text("\n".join(md))
+        typer.echo(f"report written to {directory}/report.md")
+        return
     sweeps = {}
     curves = {}
     costs_all = []

@@ -121,8 +121,7 @@ def train_command(
         _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
                                           prices=prices, output_tokens=output_tokens, missing=missing)
     if "lam" in given:  # a trade-off name means this pool's preset (see objective.tradeoff_presets)
-        presets = tradeoff_presets(train.quality, train.cost) if train.has_cost else None
-        given["lam"] = resolve_lam(lam, presets=presets)
+        given["lam"] = resolve_lam(lam, presets=tradeoff_presets(train.quality, train.cost))
     model = cls(**{k: v for k, v in given.items() if k in accepted})
     if encoder is not None:
         from radialrouter.core.encoders import QueryEncoder

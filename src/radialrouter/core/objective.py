@@ -19,6 +19,10 @@ SCENARIOS: dict[str, float] = {"performance-first": 0.0, "balance": 0.02, "cost-
 #: the same on any data. Chosen so that on RouterBench they land on the paper's 0.02 and 0.1 (0.0204 and 0.102).
 PRESET_FRACTIONS: dict[str, float] = {"performance-first": 0.0, "balance": 1 / 3, "cost-first": 5 / 3}
 
+#: The one named trade-off of quality-only data (no cost column, or every cost 0): Score is quality at every λ,
+#: so Balance and Cost First do not exist there, and every trade-off name resolves to it.
+QUALITY_ONLY: dict[str, float] = {"performance-first": 0.0}
+
 #: Short labels used in tables.
 SCENARIO_LABELS: dict[float, str] = {0.0: "PF", 0.02: "BA", 0.1: "CF"}
 
@@ -55,9 +59,23 @@ def price_of_quality(quality: np.ndarray, cost_usd: np.ndarray) -> float:
     return float(dq / dc) if dc > 0 and dq > 0 else 0.0
 
 
+def is_quality_only(cost_usd: np.ndarray) -> bool:
+    """Whether every known cost is 0 (quality-only data: λ changes no Score, so it must change no pick)."""
+    cost = np.asarray(cost_usd, dtype=np.float64)
+    return not bool(np.any(np.nan_to_num(cost) != 0))
+
+
+def is_quality_only_presets(presets: dict[str, float] | None) -> bool:
+    """Whether ``presets`` (a router's `presets_`, a report's ``meta``) are those of quality-only data."""
+    return presets is not None and dict(presets) == QUALITY_ONLY
+
+
 def tradeoff_presets(quality: np.ndarray, cost_usd: np.ndarray) -> dict[str, float]:
     """The named trade-offs for a pool (λ = `PRESET_FRACTIONS` × `price_of_quality`, 3 significant digits),
-    resolved on training data and stored with the router, so ``balance`` is a balance on any price scale."""
+    resolved on training data and stored with the router, so ``balance`` is a balance on any price scale.
+    Quality-only data has one: `QUALITY_ONLY`."""
+    if is_quality_only(cost_usd):
+        return dict(QUALITY_ONLY)
     scale = price_of_quality(quality, cost_usd)
     return {name: float(f"{fraction * scale:.3g}") for name, fraction in PRESET_FRACTIONS.items()}
 
@@ -82,6 +100,8 @@ def resolve_lam(value: float | str | None, default: float = 0.0, presets: dict[s
         table = SCENARIOS if presets is None else presets
         if key in table:
             return table[key]
+        if is_quality_only_presets(presets) and key in SCENARIOS:  # quality only: every trade-off is this one
+            return QUALITY_ONLY["performance-first"]
         try:
             lam = float(key)
         except ValueError:
@@ -90,6 +110,13 @@ def resolve_lam(value: float | str | None, default: float = 0.0, presets: dict[s
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"λ must be a finite number ≥ 0; got {value!r}")
     return lam
+
+
+def resolve_lams(values: list[float | str], presets: dict[str, float] | None = None) -> list[float]:
+    """`resolve_lam` of each value, each λ once, in order. Quality-only presets (`QUALITY_ONLY`) give the one
+    trade-off, λ = 0, whatever is asked: without costs every λ scores and routes alike."""
+    lams = [resolve_lam(v, presets=presets) for v in values]
+    return list(QUALITY_ONLY.values()) if is_quality_only_presets(presets) else list(dict.fromkeys(lams))
 
 
 def target_distribution(quality: np.ndarray, cost_usd: np.ndarray, lam: float, tau: float) -> np.ndarray:

@@ -51,11 +51,13 @@ def select_router(train: RoutingDataset, val: RoutingDataset, lam: float | str |
         raise RouterError("--router auto needs at least one candidate router")
     for name in candidates:
         router_class(name)  # unknown names fail before any training
-    from radialrouter.core.objective import SCENARIOS, resolve_lam, tradeoff_presets
+    from radialrouter.core.objective import is_quality_only_presets, resolve_lam, tradeoff_presets
 
-    # Names resolve with the presets every candidate computes from ``train`` (the same for all).
-    presets = tradeoff_presets(train.quality, train.cost) if train.has_cost else dict(SCENARIOS)
-    chosen_lam = resolve_lam(lam, presets["balance"], presets)
+    # Names resolve with the presets every candidate computes from ``train`` (the same for all); quality-only
+    # data has one trade-off, λ = 0, whatever is asked.
+    presets = tradeoff_presets(train.quality, train.cost)
+    quality_only = is_quality_only_presets(presets)
+    chosen_lam = 0.0 if quality_only else resolve_lam(lam, presets["balance"], presets)
     fitted: dict[str, Router] = {}
     sweeps: dict[str, list[dict]] = {}
     table: list[dict[str, Any]] = []
@@ -64,7 +66,8 @@ def select_router(train: RoutingDataset, val: RoutingDataset, lam: float | str |
         start = time.perf_counter()
         router = make_seeded(name, seed, **({"lam": chosen_lam} if cls.lam_at_fit else {})).fit(train, val)
         row = evaluate_router(router, val, [chosen_lam])[0]
-        sweeps[name] = [row] if cls.lam_at_fit or not val.has_cost else evaluate_router(router, val, DEFAULT_SWEEP)
+        sweeps[name] = ([row] if cls.lam_at_fit or not val.has_cost or quality_only
+                        else evaluate_router(router, val, DEFAULT_SWEEP))
         table.append({"router": name, "val_score": row["score"], "val_perf": row["perf"], "val_cost": row["cost"],
                       "fit_seconds": round(time.perf_counter() - start, 2)})
         fitted[name] = router

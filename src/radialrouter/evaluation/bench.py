@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from radialrouter.core.encoders import QueryEncoder
-from radialrouter.core.objective import resolve_lam, tradeoff_presets
+from radialrouter.core.objective import is_quality_only_presets, resolve_lams, tradeoff_presets
 from radialrouter.data import RoutingDataset, load_splits
 from radialrouter.evaluation.budget_sweep import budget_sweep
 from radialrouter.evaluation.metrics import (
@@ -221,16 +221,17 @@ def run_bench(
         if seed_index == 0:
             # The named trade-offs on this pool's price scale, resolved on the first seed's training split and
             # kept for every seed, so every router and seed is evaluated at the same λ.
-            presets = tradeoff_presets(train.quality, train.cost) if full.has_cost else {"performance-first": 0.0}
-            scenario = (list(presets.values()) if lams is None
-                        else [resolve_lam(v, presets=presets if full.has_cost else None) for v in lams])
+            # Quality-only data (no cost column, or every cost 0): one trade-off, whatever λ is asked.
+            presets = tradeoff_presets(train.quality, train.cost)
+            has_cost = full.has_cost and not is_quality_only_presets(presets)
+            scenario = list(presets.values()) if lams is None else resolve_lams(list(lams), presets)
             meta = {**provenance(data, full, encoder), "seeds": list(seeds), "routers": names, "lams": scenario,
                     "presets": presets,
                     "pair": list(pair) if pair else None,
                     "n_train": len(train), "n_val": 0 if val is None else len(val), "n_test": len(test),
-                    "llms": list(full.llms), "has_cost": full.has_cost,
+                    "llms": list(full.llms), "has_cost": has_cost,
                     "train_tasks": sorted(set(train.tasks.tolist())), "test_tasks": _task_order(test_tasks, test),
-                    "most_expensive_llm": full.llms[int(np.argmax(test.mean_cost))] if full.has_cost else None,
+                    "most_expensive_llm": full.llms[int(np.argmax(test.mean_cost))] if has_cost else None,
                     "single_llms": _single_llms(test),
                     "missing": {"mode": missing, "rows_with_missing": int((~full.complete_rows).sum()),
                                 "test_rows_with_missing": int((~test.complete_rows).sum()),
@@ -398,12 +399,11 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
     # The largest budget is λ = 0: a λ-free model, or the one trained for the smallest λ.
     unconstrained = models.get(None) or models[min(models)]
     if pair is not None:
-        from radialrouter.evaluation.strong_weak import pair_report
+        from radialrouter.evaluation.strong_weak import PAIR_FIGURES, pair_report
 
         report = pair_report(unconstrained, test, *pair)
-        run["pair"] = {k: report[k] for k in ("apgr", "cpt50", "cpt80", "n", "left_out", "quality_weak",
-                                               "quality_strong")}
-    if test.has_cost:
+        run["pair"] = {k: report[k] for k in (*PAIR_FIGURES, "per_task") if k in report}
+    if test.has_cost and not is_quality_only_presets(presets):  # no costs: no sweep, collapse or budget
         if None in models:
             run["sweep"] = evaluate_router(models[None], test, sorted(set(DEFAULT_SWEEP) | set(scenario)), presets)
         else:
@@ -416,6 +416,27 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
         middle = scenario[len(scenario) // 2]
         run["latency"] = routing_latency(models.get(None) or models[middle], test, middle, latency_runs)
     return run
+
+
+def _per_task_apgr(pairs: dict[str, list[dict]], order: Sequence[str]) -> list[str]:
+    """The strong/weak APGR table per test task (mean ± std over seeds; "n/a" where the strong LLM is not better
+    than the weak one on that task's queries); nothing when the data has one task."""
+    tasks = [t for t in order if any(t in r.get("per_task", {}) for rs in pairs.values() for r in rs)]
+    tasks += sorted({t for rs in pairs.values() for r in rs for t in r.get("per_task", {})} - set(tasks))
+    if not tasks:
+        return []
+    out = ["### APGR per task", "",
+           "The same figure on each test task's queries alone (RouteLLM reports one benchmark at a time); n/a where "
+           "the strong LLM is not better than the weak one on that task.", "",
+           "| Router | " + " | ".join(tasks) + " |", "|---" + "|---:" * len(tasks) + "|"]
+    for router, reports in pairs.items():
+        cells = []
+        for task in tasks:
+            values = [r["per_task"][task]["apgr"] for r in reports if task in r.get("per_task", {})]
+            values = [v for v in values if v is not None]
+            cells.append(_mean_std(values, 3) if values else "n/a")
+        out.append(f"| {router} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def _task_order(test_tasks: str | None, test: RoutingDataset) -> list[str]:
@@ -548,6 +569,7 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
             cells = [_mean_std([r[k] for r in reports if r[k] is not None], 3) for k in ("apgr", "cpt50", "cpt80")]
             out.append(f"| {router} | " + " | ".join(cells) + " |")
         out.append("")
+        out += _per_task_apgr(doc["pairs"], meta.get("test_tasks", ()))
     out += ["## Per task", ""]
     train_tasks = set(meta.get("train_tasks", []))
     for lam in meta["lams"]:

@@ -33,6 +33,15 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
+#: What tables say about quality-only data (every cost 0), whose one trade-off they show.
+QUALITY_ONLY_NOTE = "quality only (no costs): one trade-off, Score = Perf at every λ"
+
+
+def is_quality_only_rows(rows: list[dict]) -> bool:
+    """Whether evaluation rows are those of quality-only data: every row at λ = 0 with cost 0."""
+    return bool(rows) and all(r["lam"] == 0 and r["cost"] == 0 for r in rows)
+
+
 def table_rows(rows: list[dict], lams: list[float] | None = None) -> tuple[list[str], list[list[str]]]:
     """Table 1 layout: one line per router, Perf / Cost / Score per λ (mean ± std over seeds)."""
     lams = lams or sorted({r["lam"] for r in rows})
@@ -40,6 +49,8 @@ def table_rows(rows: list[dict], lams: list[float] | None = None) -> tuple[list[
     for r in rows:
         grouped[r["router"]][r["lam"]].append(r)
     names = {r["lam"]: r.get("scenario") for r in rows if r.get("scenario")}
+    if is_quality_only_rows(rows):  # no trade-off to name: Balance and Cost First do not exist without costs
+        names = {0.0: "Quality only"}
     header = ["Router"] + [f"{_label(lam, names)} {k}" for lam in lams for k in ("Perf", "Cost", "Score")]
     body = []
     for router, by_lam in grouped.items():
@@ -58,7 +69,9 @@ def print_table(rows: list[dict], title: str = "", lams: list[float] | None = No
 
     header, body = table_rows(rows, lams)
     # Router labels and file names are text, not markup ("radial (run[2])" keeps its brackets); cells wrap, never "…".
-    table = Table(title=escape(title) or None, caption="Cost in USD per 1,000 queries; macro average over tasks")
+    caption = "Cost in USD per 1,000 queries; macro average over tasks"
+    table = Table(title=escape(title) or None, caption=caption + ("; " + QUALITY_ONLY_NOTE if is_quality_only_rows(rows)
+                                                                  else ""))
     for i, h in enumerate(header):
         table.add_column(escape(h), justify="left" if i == 0 else "right", overflow="fold")
     for line in body:
@@ -75,7 +88,8 @@ def to_markdown(rows: list[dict], title: str = "", lams: list[float] | None = No
     out.append("| " + " | ".join(header) + " |")
     out.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     out += ["| " + " | ".join(line) + " |" for line in body]
-    out += ["", "Perf: mean quality; Cost: USD per 1,000 queries; Score = Perf − λ·Cost; macro average over tasks."]
+    out += ["", "Perf: mean quality; Cost: USD per 1,000 queries; Score = Perf − λ·Cost; macro average over tasks"
+            + ("; " + QUALITY_ONLY_NOTE if is_quality_only_rows(rows) else "") + "."]
     return "\n".join(out) + "\n"
 
 

@@ -27,6 +27,7 @@ from radialrouter.core.objective import (
     COST_SCALE,
     SCENARIOS,
     argmax_cheapest,
+    is_quality_only,
     rank_cheapest_first,
     resolve_lam,
     tradeoff_presets,
@@ -128,6 +129,9 @@ class Router(ABC):
     #: observed LLMs, so that ``val`` keeps its rows with missing cells (else only complete rows are kept — none at
     #: all when the pools differ per query, as in `radialrouter.data.combine`).
     selects_among_observed: ClassVar[bool] = False
+    #: True for routers whose pick is a uniform random draw (`random`): evaluations report the expectation over
+    #: the draw (strong/weak APGR 0.5, expected outcomes), never one sample of it.
+    random_pick: ClassVar[bool] = False
 
     #: Subclasses that use embeddings take ``encoder=None`` in their constructor and store it here.
     encoder: QueryEncoder | None = None
@@ -182,8 +186,8 @@ class Router(ABC):
         self.llms_ = list(train.llms)
         self.mean_cost_ = train.mean_cost.astype(np.float64)
         self.default_lam_ = self.trained_default_lam()
-        # The named trade-offs on this pool's price scale (quality-only data: the paper's, any λ routes alike).
-        self.presets_ = tradeoff_presets(train.quality, train.cost) if train.has_cost else dict(SCENARIOS)
+        # The named trade-offs on this pool's price scale (quality-only data: the one, performance-first).
+        self.presets_ = tradeoff_presets(train.quality, train.cost)
         train = fit_train
         if self.uses_embeddings and train.embedding_encoder:
             from radialrouter.core.encoders import QueryEncoder
@@ -260,8 +264,17 @@ class Router(ABC):
 
     def resolve_lam(self, lam: float | str | None) -> float:
         """A number, or a trade-off name resolved with this router's `presets_` (set at fit on the training data's
-        price scale; the paper's values for routers saved before presets existed)."""
-        return resolve_lam(lam, self.default_lam_, getattr(self, "presets_", None) or SCENARIOS)
+        price scale; the paper's values for routers saved before presets existed). On a quality-only pool (every
+        cost 0) any λ is 0: Score is quality whatever λ, so λ must change no pick (a λ-conditioned network would
+        otherwise route differently on an input that means nothing there)."""
+        resolved = resolve_lam(lam, self.default_lam_, getattr(self, "presets_", None) or SCENARIOS)
+        return 0.0 if self.quality_only else resolved
+
+    @property
+    def quality_only(self) -> bool:
+        """Whether this router's pool has no costs (every LLM's mean cost 0): λ then plays no part."""
+        cost = getattr(self, "mean_cost_", None)
+        return cost is not None and is_quality_only(cost)
 
     def _route_lam(self, lam: float | str | None) -> float:
         lam = self.resolve_lam(lam)

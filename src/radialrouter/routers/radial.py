@@ -417,13 +417,17 @@ class RadialRouter(Router):
             "steps_run": result.steps,
             "best_step": result.best_step,
             "val_score": result.best_val,
-            "val_score_is": "mean macro Score over λ = 0, 0.02, 0.1" if self.lam_conditioned
+            "val_score_is": "mean macro Score over λ = " + ", ".join(f"{lam:g}" for lam in self._scenario_lams())
+            if self.lam_conditioned
             else f"macro Score at λ = {self.lam}",
             "n_clusters": n_clusters,
         }
 
     def _sample_lams(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Per-query training λ: half the time a named trade-off, otherwise log-uniform on `_lam_bounds`."""
+        """Per-query training λ: half the time a named trade-off, otherwise log-uniform on `_lam_bounds`; always 0
+        on a quality-only pool, where every λ has the same target and routing runs at λ = 0."""
+        if self.quality_only:
+            return np.zeros(n)
         scenario = rng.choice(np.asarray(self._scenario_lams()), size=n)
         low, high = self._lam_bounds()
         spread = np.exp(rng.uniform(np.log(low), np.log(high), size=n))

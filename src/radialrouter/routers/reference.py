@@ -46,6 +46,7 @@ class RandomRouter(Router):
 
     name = "random"
     uses_embeddings = False
+    random_pick = True
     missing_cells = "masked"
 
     def __init__(self, seed: int = 0) -> None:

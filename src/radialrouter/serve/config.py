@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from radialrouter.core.objective import SCENARIOS
+from radialrouter.core.objective import SCENARIOS, is_quality_only_presets
 
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._/\-]*$"  # no ':' or '@': those separate an alias from its trade-off
@@ -357,9 +357,13 @@ class ServeConfig(_Strict):
         return self
 
     def with_router_tradeoffs(self, presets: dict[str, float] | None) -> ServeConfig:
-        """This config with ``tradeoffs`` filled from the router's named trade-offs when the file set none."""
+        """This config with ``tradeoffs`` filled from the router's named trade-offs when the file set none. A router
+        trained on quality-only data has one (performance-first); every name clients may send still routes, at
+        λ = 0, which is all it means there."""
         if self.tradeoffs is not None:
             return self
+        if is_quality_only_presets(presets):
+            return self.model_copy(update={"tradeoffs": dict.fromkeys(SCENARIOS, 0.0)})
         return self.model_copy(update={"tradeoffs": dict(presets or SCENARIOS)})
 
     def llm(self, name: str) -> LLMConfig:

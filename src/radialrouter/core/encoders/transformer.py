@@ -167,6 +167,11 @@ def _resolve(name_or_path: str) -> tuple[str, Path | None, str | None]:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path.resolve()), path, None
+    if path.is_absolute():  # what a saved router records for a local folder: never fall back to the hub
+        raise EncoderError(
+            f"encoder folder {name_or_path} does not exist (moved or deleted?): put it back, or pass the folder "
+            "it now lives in as the encoder (weights are checked against the router's)"
+        )
     return name_or_path, None, None
 
 
@@ -184,6 +189,19 @@ def _static_source(name_or_path: str) -> tuple[str, Path, str | None] | None:
     if config.get("model_type") == "model2vec":
         return str(path.resolve()), path, None
     return None
+
+
+def _fp32_kwargs() -> dict:
+    """``from_pretrained`` kwargs that load weights in float32 whatever dtype the folder stores.
+
+    transformers 5 defaults to ``dtype="auto"`` (the stored dtype), so an fp16 folder would load in fp16 and a
+    fine-tuning run would turn scores into NaN; transformers 4.56+ takes ``dtype``, older 4.x only ``torch_dtype``.
+    bf16 precision also wants fp32 weights: it autocasts the matmuls only.
+    """
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": torch.float32}
 
 
 def onnx_available() -> bool:
@@ -213,8 +231,8 @@ def _export_onnx(source: str, dest: str) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    with quiet_loading():
-        model = AutoModel.from_pretrained(source, attn_implementation="eager").eval()  # plain ops export everywhere
+    with quiet_loading():  # plain ops export everywhere; fp32 like the torch reference, whatever the folder stores
+        model = AutoModel.from_pretrained(source, attn_implementation="eager", **_fp32_kwargs()).eval()
 
     class Hidden(torch.nn.Module):
         def __init__(self) -> None:
@@ -338,10 +356,14 @@ class QueryEncoder:
     # ------------------------------------------------------------------ identity
     @property
     def identity(self) -> dict:
-        """What a saved router records and checks: model, weights hash, width, pooling, truncation."""
+        """What a saved router records and checks: model, weights hash, width, pooling, truncation.
+
+        ``name`` is the bundled name, the hub name, or a local folder's absolute path, so that a router loaded from
+        another working directory finds the same folder (and fails clearly when it has moved).
+        """
         if self._identity is None:
             self._identity = {
-                "name": self.name if self.path is None or self._expected_sha else Path(self.name).name,
+                "name": self.name,
                 "weights_sha256": self._weights_hash(),
                 "dim": self.dim,
                 "pooling": self.pooling,
@@ -379,7 +401,10 @@ class QueryEncoder:
 
     def fingerprint(self) -> str:
         """Hash of the identity plus precision: the embedding cache key."""
-        blob = json.dumps({**self.identity, "precision": self.precision}, sort_keys=True)
+        identity = dict(self.identity)
+        if self.path is not None and not self._expected_sha:  # a local folder: keyed by its name and weights hash
+            identity["name"] = Path(self.name).name          # as before, not its location (caches stay valid)
+        blob = json.dumps({**identity, "precision": self.precision}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def check_compatible(self, identity: dict) -> None:
@@ -403,7 +428,8 @@ class QueryEncoder:
                 from transformers import AutoModel
 
                 self._load_tokenizer()
-                self._model = self._from_pretrained(AutoModel).to(self.device).eval()
+                model = self._from_pretrained(AutoModel, **_fp32_kwargs())
+                self._model = model.float().to(self.device).eval()  # .float(): remote code may ignore dtype
                 self._weights_version = self._version()
                 _ = self.identity  # verify the weights hash once, at load time
         return self
@@ -412,13 +438,13 @@ class QueryEncoder:
         """Sum of the parameters' in-place-update counters: changes when an optimiser has stepped them."""
         return sum(p._version for p in self._model.parameters())
 
-    def _from_pretrained(self, auto_class):
+    def _from_pretrained(self, auto_class, **kwargs):
         """``auto_class.from_pretrained`` on this encoder's source (offline for local folders), with a clear error."""
         source = str(self.path or self.name)
         offline = {"local_files_only": True} if self.path is not None else {}
         try:
             with quiet_loading():
-                return auto_class.from_pretrained(source, **offline)
+                return auto_class.from_pretrained(source, **offline, **kwargs)
         except OSError as exc:
             raise EncoderError(
                 f"cannot load encoder {source!r}: {exc}. Offline, pass a local model folder or use the "
