@@ -34,10 +34,14 @@ def train_command(
                                            "of LLM names in a file to a shared name (the same LLM spelled "
                                            "differently in different logs)."),
     out: str = typer.Option(..., "--out", help="Directory to save the trained router to."),
-    router: str = typer.Option("radial", "--router", help="Registered router name, or 'auto': train the --candidates "
-                               "and keep the best on the validation split at --lam (default: balance)."),
-    candidates: str | None = typer.Option(None, "--candidates", help="With --router auto: comma-separated routers "
-                                          "to try (default: radial,mlp,knn,equi)."),
+    router: str = typer.Option("radial", "--router", help="Registered router name, or 'auto': cross-validate the "
+                               "--auto-candidates on the training split (Score at the named trade-offs, or at "
+                               "--lam) and keep the simplest within one standard error of the best."),
+    candidates: str | None = typer.Option(None, "--auto-candidates", "--candidates", help="With --router auto: "
+                                          "comma-separated routers to try (default: knn,mlp,mf,equi,radial, and "
+                                          "ensemble when registered)."),
+    auto_folds: int | None = typer.Option(None, "--auto-folds", min=2, help="With --router auto: cross-validation "
+                                          "folds of the training split (default 5)."),
     lam: str | None = typer.Option(None, "--lam", help="Training λ (number or scenario name) for routers trained "
                                    "for one λ; the default routing λ of a λ-conditioned RadialRouter."),
     seed: int = typer.Option(0, help="Seed for the validation split and training."),
@@ -75,7 +79,8 @@ def train_command(
     if from_ledger is not None:
         from radialrouter.cli.learn_cmd import train_from_ledger
 
-        ignored = {"--router auto": router == "auto", "--candidates": candidates is not None, "--lam": lam is not None,
+        ignored = {"--router auto": router == "auto", "--auto-candidates": candidates is not None,
+                   "--auto-folds": auto_folds is not None, "--lam": lam is not None,
                    "--backbone": backbone is not None, "--lam-conditioned/--per-lam": lam_conditioned is not None,
                    "--lam-max": lam_max is not None,
                    "--test-tasks": test_tasks is not None, "--prices": prices is not None,
@@ -98,9 +103,10 @@ def train_command(
     start = time.perf_counter()
     if router == "auto":
         return _train_auto(data, out, lam, seed, candidates, test_tasks, encoder, trust_pickle, prices,
-                           output_tokens, (steps, backbone, lam_conditioned, lam_max), n_threads, start, missing)
-    if candidates is not None:
-        raise ValueError("--candidates goes with --router auto")
+                           output_tokens, (steps, backbone, lam_conditioned, lam_max), n_threads, start, missing,
+                           auto_folds)
+    if candidates is not None or auto_folds is not None:
+        raise ValueError("--auto-candidates and --auto-folds go with --router auto")
     cls = router_class(router)
     accepted = set(inspect.signature(cls.__init__).parameters)
     given = {"lam": lam, "seed": seed, "steps": steps, "backbone": backbone, "lam_conditioned": lam_conditioned,
@@ -165,32 +171,43 @@ def _report_and_save(model, val, test, data: str, seed: int, out: str, start: fl
 
 def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str | None, test_tasks: str | None,
                 encoder: str | None, trust_pickle: bool, prices: str | None, output_tokens: int | None,
-                refused: tuple, n_threads: int, start: float, missing: str = "keep") -> None:
-    """``train --router auto``: `radialrouter.evaluation.auto.select_router` on the validation split, then as
-    ``train``."""
+                refused: tuple, n_threads: int, start: float, missing: str = "keep",
+                folds: int | None = None) -> None:
+    """``train --router auto``: `radialrouter.evaluation.auto.select_router` (K-fold cross-validation on the
+    training split, one-SE rule, the choice refitted on the whole training split), then as ``train``."""
     from radialrouter.core.encoders import QueryEncoder
     from radialrouter.core.training import showing_progress
     from radialrouter.data import load_splits
-    from radialrouter.evaluation.auto import AUTO_CANDIDATES, select_router
+    from radialrouter.evaluation.auto import COMPLEXITY_ORDER, DEFAULT_FOLDS, default_candidates, select_router
 
     if any(v is not None for v in refused):
         raise ValueError("--steps, --backbone, --lam-conditioned/--per-lam and --lam-max set one router's "
                          "training; with --router auto each candidate trains with its defaults")
-    names = split_list(candidates) or list(AUTO_CANDIDATES)
+    names = split_list(candidates) or default_candidates()
+    folds = DEFAULT_FOLDS if folds is None else folds
     _, train, val, test = load_splits(data, seed=seed, test_tasks=test_tasks, trust_pickle=trust_pickle,
                                       prices=prices, output_tokens=output_tokens, missing=missing)
     _loaded(data, train, val, test)
     train, val, test = embed_announced(QueryEncoder(encoder) if encoder else QueryEncoder(), [train, val, test])
-    typer.echo(f"auto: training {', '.join(names)} on {len(train)} queries, choosing on "
-               f"{0 if val is None else len(val)} validation queries, {n_threads} CPU thread(s) ...", err=True)
+    on = "at --lam" if lam is not None else "mean over the named trade-offs"
+    typer.echo(f"auto: {folds}-fold cross-validation of {', '.join(names)} on {len(train)} training queries "
+               f"(Score {on}; {0 if val is None else len(val)} validation queries for early stopping), "
+               f"{n_threads} CPU thread(s) ...", err=True)
 
     def report(name: str, row: dict) -> None:
-        typer.echo(f"  {name:10s} validation Score {row['val_score']:.4f} (Perf {row['val_perf']:.4f}, Cost "
-                   f"{row['val_cost']:.4f}) in {row['fit_seconds']:.1f} s", err=True)
+        parts = ", ".join(f"{k} {v['mean']:.4f}" for k, v in row["per_tradeoff"].items())
+        typer.echo(f"  {name:10s} Score {row['cv_mean']:.4f} ± {row['cv_se']:.4f} (SE over {folds} folds; {parts}) "
+                   f"in {row['fit_seconds']:.1f} s", err=True)
 
     with showing_progress():
-        result = select_router(train, val, lam, names, seed=seed, on_candidate=report)
-    typer.echo(f"auto: chose {result.best.name} (best validation Score at λ = {result.lam:g})", err=True)
+        result = select_router(train, val, lam, names, seed=seed, folds=folds, on_candidate=report, progress=True)
+    best = max(result.table, key=lambda r: r["cv_mean"])
+    within = [r["router"] for r in result.table if r["within_one_se"]]
+    order = " < ".join(n for n in COMPLEXITY_ORDER if n in names)
+    why = ("the best mean" if len(within) == 1 else
+           f"the simplest ({order}) of {', '.join(within)}, within one SE of the best, {best['router']} "
+           f"{best['cv_mean']:.4f} ± {best['cv_se']:.4f}")
+    typer.echo(f"auto: chose {result.best.name}: {why}; refitted on the whole training split", err=True)
     _report_and_save(result.best, val, test, data, seed, out, start, auto=result.to_dict())
 
 

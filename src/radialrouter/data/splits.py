@@ -61,6 +61,30 @@ def with_validation(ds: RoutingDataset, val_size: float = 0.1, seed: int = 0) ->
     return ds.with_split(split)
 
 
+def grouped_folds(ds: RoutingDataset, k: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """``k`` seeded cross-validation folds of the ``train`` rows of ``ds`` (row indices into ``ds``), grouped by
+    identical prompt text and stratified by task like `grouped_split`: a prompt's rows share one fold, and each
+    task's prompts are dealt round the folds in a seeded order (continuing where the previous task stopped, so
+    fold sizes differ by at most one prompt). Rows of any other split (``val``, ``test``, ``unsplit`` …) are in no
+    fold."""
+    if k < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds; got {k}")
+    rows = np.flatnonzero(ds.split == "train")
+    group, first = _inverse_and_first(ds.prompts[rows])
+    if len(first) < k:
+        raise DataError(f"{k} folds need at least {k} distinct training prompts; the training split has {len(first)}")
+    rng = np.random.default_rng(seed)
+    group_task = ds.tasks[rows][first]
+    fold_of_group = np.empty(len(first), dtype=np.int64)
+    offset = 0
+    for task in dict.fromkeys(group_task.tolist()):
+        groups = rng.permutation(np.flatnonzero(group_task == task))
+        fold_of_group[groups] = (offset + np.arange(len(groups))) % k
+        offset += len(groups)
+    fold = fold_of_group[group]
+    return [rows[fold == i] for i in range(k)]
+
+
 def holdout_tasks(
     ds: RoutingDataset, test_tasks: Sequence[str], train_tasks: Sequence[str] | None = None
 ) -> RoutingDataset:
