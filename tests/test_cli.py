@@ -218,24 +218,37 @@ def test_score_plot_clips_the_random_curve_and_labels_do_not_overlap():
     assert offsets[3] == 0.0  # a label far from the others stays where it is
 
 
-def test_train_auto_picks_the_best_candidate_on_validation(tmp_path):
+def test_train_auto_cross_validates_and_prints_mean_and_se(tmp_path):
+    from radialrouter.evaluation.auto import one_se_choice
+
     wide_frame(n=120).to_parquet(tmp_path / "d.parquet")
     out = tmp_path / "m"
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), "--router",
-                                 "auto", "--candidates", "knn,mlp,best-single", "--lam", "cost-first"])
+                                 "auto", "--auto-folds", "3", "--auto-candidates", "knn,mlp,best-single"])
     assert result.exit_code == 0, result.output
-    auto = json.loads((out / "training.json").read_text())["auto"]
-    table = {r["router"]: r for r in auto["candidates"]}
-    assert set(table) == {"knn", "mlp", "best-single"} and auto["lam"] > 0
-    best = max(table.values(), key=lambda r: r["val_score"])
-    assert auto["chosen"] == best["router"] and best["chosen"]
-    assert json.loads((out / "config.json").read_text())["router"] == best["router"]
+    assert "3-fold cross-validation" in result.output and "auto: chose" in result.output
+    record = json.loads((out / "training.json").read_text())["auto"]
+    table = {r["router"]: r for r in record["candidates"]}
+    assert set(table) == {"knn", "mlp", "best-single"} and record["folds"] == 3
+    assert set(record["tradeoffs"]) == {"performance-first", "balance", "cost-first"}
+    for name, row in table.items():  # every candidate's line: mean ± SE over the folds
+        assert f"{name:10s} Score {row['cv_mean']:.4f} ± {row['cv_se']:.4f}" in result.output
+        assert len(row["fold_scores"]) == 3 and set(row["per_tradeoff"]) == set(record["tradeoffs"])
+    chosen, _ = one_se_choice({n: (r["cv_mean"], r["cv_se"]) for n, r in table.items()})
+    assert record["chosen"] == chosen and table[chosen]["chosen"]
+    assert json.loads((out / "config.json").read_text())["router"] == chosen
+    at_lam = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "m2"),
+                                 "--router", "auto", "--candidates", "knn,best-single", "--auto-folds", "2",
+                                 "--lam", "cost-first"])  # --candidates: the former name of --auto-candidates
+    assert at_lam.exit_code == 0, at_lam.output
+    record = json.loads((tmp_path / "m2" / "training.json").read_text())["auto"]
+    assert list(record["tradeoffs"]) == ["cost-first"] and record["lam"] > 0 and record["folds"] == 2
     refused = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), "--router",
                                   "auto", "--steps", "5"])
     assert refused.exit_code != 0 and "--router auto" in str(refused.exception)
-    stray = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), "--candidates",
-                                "knn"])
-    assert stray.exit_code != 0 and "--candidates goes with --router auto" in str(stray.exception)
+    for stray in (["--auto-candidates", "knn"], ["--auto-folds", "3"]):
+        res = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(out), *stray])
+        assert res.exit_code != 0 and "go with --router auto" in str(res.exception)
 
 
 # ------------------------------------------------------------------ issue 25: as a new user finds it

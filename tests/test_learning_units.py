@@ -403,7 +403,7 @@ def test_train_from_ledger_refuses_options_it_does_not_use(tmp_path):
     res = CliRunner().invoke(cli_app, ["train", "--from-ledger", str(tmp_path / "l.sqlite"), "--out",
                                        str(tmp_path / "o"), "--router", "auto", "--candidates", "mlp,knn"])
     assert isinstance(res.exception, ValueError)  # `radialrouter` prints it as one line (cli.main)
-    assert "--from-ledger does not take --router auto, --candidates" in str(res.exception)
+    assert "--from-ledger does not take --router auto, --auto-candidates" in str(res.exception)
 
 
 def test_knn_reuses_neighbours_across_lams_and_not_across_inputs():

@@ -178,7 +178,7 @@ def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str
     from radialrouter.core.encoders import QueryEncoder
     from radialrouter.core.training import showing_progress
     from radialrouter.data import load_splits
-    from radialrouter.evaluation.auto import COMPLEXITY_ORDER, DEFAULT_FOLDS, default_candidates, select_router
+    from radialrouter.evaluation.auto import DEFAULT_FOLDS, complexity_rank, default_candidates, select_router
 
     if any(v is not None for v in refused):
         raise ValueError("--steps, --backbone, --lam-conditioned/--per-lam and --lam-max set one router's "
@@ -189,9 +189,9 @@ def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str
                                       prices=prices, output_tokens=output_tokens, missing=missing)
     _loaded(data, train, val, test)
     train, val, test = embed_announced(QueryEncoder(encoder) if encoder else QueryEncoder(), [train, val, test])
-    on = "at --lam" if lam is not None else "mean over the named trade-offs"
+    on = "at --lam" if lam is not None else "the mean over the named trade-offs"
     typer.echo(f"auto: {folds}-fold cross-validation of {', '.join(names)} on {len(train)} training queries "
-               f"(Score {on}; {0 if val is None else len(val)} validation queries for early stopping), "
+               f"(Score: {on}; {0 if val is None else len(val)} validation queries for early stopping), "
                f"{n_threads} CPU thread(s) ...", err=True)
 
     def report(name: str, row: dict) -> None:
@@ -203,10 +203,15 @@ def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str
         result = select_router(train, val, lam, names, seed=seed, folds=folds, on_candidate=report, progress=True)
     best = max(result.table, key=lambda r: r["cv_mean"])
     within = [r["router"] for r in result.table if r["within_one_se"]]
-    order = " < ".join(n for n in COMPLEXITY_ORDER if n in names)
-    why = ("the best mean" if len(within) == 1 else
-           f"the simplest ({order}) of {', '.join(within)}, within one SE of the best, {best['router']} "
-           f"{best['cv_mean']:.4f} ± {best['cv_se']:.4f}")
+    order = " < ".join(sorted(names, key=complexity_rank))
+    figure = f"{best['router']} {best['cv_mean']:.4f} ± {best['cv_se']:.4f}"
+    if best["router"] == result.best.name:
+        others = [n for n in within if n != best["router"]]
+        why = f"the best mean, {figure}" + (f" (also within one SE of it: {', '.join(others)}; simplest first: "
+                                            f"{order})" if others else "")
+    else:
+        why = (f"the simplest ({order}) of {', '.join(within)}, the candidates within one standard error of the "
+               f"best mean, {figure}")
     typer.echo(f"auto: chose {result.best.name}: {why}; refitted on the whole training split", err=True)
     _report_and_save(result.best, val, test, data, seed, out, start, auto=result.to_dict())
 
