@@ -148,3 +148,12 @@ def test_select_router_really_fits_and_scores_and_refuses_test_rows():
         select_router(train, val, None, ["knn", "oracle"], folds=3)
     with pytest.raises(RouterError, match="unknown router"):
         select_router(train, val, None, ["knn", "no-such-router"], folds=3)
+
+
+def test_quality_only_data_scores_at_the_one_trade_off_and_validation_is_optional():
+    ds = _data(n=150)
+    train = ds.select("train")
+    train = replace(train, cost=np.zeros_like(train.cost))
+    result = select_router(train, None, "cost-first", ["best-single", "knn"], folds=2)
+    assert result.tradeoffs == {"performance-first": 0.0} and result.lam == 0.0
+    assert all(set(r["per_tradeoff"]) == {"performance-first"} for r in result.table)
