@@ -14,8 +14,9 @@ there), so:
   at the named trade-offs (performance-first, balance, cost-first, resolved once on the whole training split), or
   at ``lam`` alone when the user names one. The mean rather than the worst of the three: Score is
   quality − λ·cost, so the worst raw Score is always cost-first's (it has the largest λ) and "worst" would really
-  mean "cost-first only"; the mean weighs the three trade-offs equally in the same units, and the per-trade-off
-  fold means are recorded too, so the per-trade-off picture can be read from the record.
+  mean "cost-first only"; the mean weighs the three trade-offs equally in the same units (RadialRouter's own early
+  stopping uses the same mean), and the per-trade-off fold means are recorded too, so the per-trade-off picture
+  can be read from the record.
 - **Mean ± SE.** A candidate's figure is the mean of its K fold scores and their standard error, the sample
   standard deviation (ddof = 1) over √K. Folds share training rows, so this SE is somewhat optimistic (Bengio &
   Grandvalet 2004); it is a noise scale for the rule below, not a confidence interval.
