@@ -199,3 +199,33 @@ def test_cli_train_with_router_ensemble(tmp_path):
     assert json.loads((out / "members" / "0-mlp" / "config.json").read_text())["params"]["steps"] == 30
     routed = runner.invoke(app, ["route", "--model", str(out), "question number 3 about maths"])
     assert routed.exit_code == 0, routed.output
+
+
+def test_server_loads_a_saved_ensemble_and_routes_by_content(tmp_path):
+    """The gateway loads the ensemble directory like any router (`from_pretrained`) and routes through it."""
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.serve import parse_config
+    from radialrouter.serve.app import create_app
+    from radialrouter.serve.testing import ServerThread, fake_backends
+
+    hard = [f"Write a Python function that {t}" for t in ("sorts a list", "parses JSON", "merges two dicts",
+                                                            "reverses a linked list", "computes primes")]
+    easy = ["hi, how are you?", "good morning!", "thanks a lot", "hello there", "nice day today"]
+    quality = [[0.0, 1.0]] * len(hard) + [[1.0, 1.0]] * len(easy)
+    ds = RoutingDataset.from_arrays(hard + easy, quality, ["llm-0", "llm-1"], cost=[[1e-4, 1e-2]] * len(quality)
+                                    ).embed(QueryEncoder(cache_dir=False), progress=False)
+    router = make_router("ensemble", members=["knn", "mlp"], member_params={"knn": {"k": 3}, "mlp": {"steps": 200}})
+    router.fit(ds, ds).save_pretrained(tmp_path / "ens")
+    with fake_backends(("cheap", "strong")) as (_, base):
+        common = {"api_key": "${RR_BACKEND_KEY}", "input_price": 1.0, "output_price": 2.0, "context_window": 100_000}
+        llms = [{"name": "cheap", "base_url": f"{base}/cheap/v1", "router_llm": "llm-0", **common},
+                {"name": "strong", "base_url": f"{base}/strong/v1", "router_llm": "llm-1", **common}]
+        config = parse_config({"router": {"path": "ens"}, "llms": llms, "ledger": {"path": None}}, base_dir=tmp_path,
+                              env={"RR_BACKEND_KEY": "sk-backend"})
+        with ServerThread(create_app(config)) as thread, httpx.Client(base_url=thread.url, timeout=30) as client:
+            picks = [client.post("/v1/route", json={"model": "radial", "prompt": p}).json()["llm"]
+                     for p in ("Write a Python function that flattens nested lists", "hello, how is it going?")]
+    assert picks == ["strong", "cheap"]
