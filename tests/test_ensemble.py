@@ -13,6 +13,7 @@ from conftest import wide_frame
 from typer.testing import CliRunner
 
 from radialrouter.cli import app
+from radialrouter.core.objective import COST_SCALE
 from radialrouter.data import RoutingDataset, make_synthetic, with_validation
 from radialrouter.evaluation import evaluate_router
 from radialrouter.routers import Router, RouterError, from_pretrained, make_router
@@ -75,7 +76,7 @@ def test_decision_is_argmax_of_combined_quality_minus_cost(ensemble, splits):
     x = test.embeddings
     quality = sum(ensemble.weights[n][None, :] * q for n, q in ensemble.predict_member_quality(x).items())
     lam = ensemble.presets_["balance"]
-    expected = quality + ensemble.intercept_ - lam * 1000 * ensemble.predict_costs(x)
+    expected = quality + ensemble.intercept_ - lam * COST_SCALE * ensemble.predict_costs(x)
     np.testing.assert_allclose(ensemble.predict_scores(x, "balance"), expected, rtol=1e-9, atol=1e-12)
     # candidates: a restricted pool is respected
     picks = ensemble.predict(x, 0.0, ["llm-0", "llm-1"])

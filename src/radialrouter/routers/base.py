@@ -4,7 +4,8 @@ Conventions (scikit-learn + Hugging Face): the constructor stores hyperparameter
 attributes ending in ``_``; ``predict_scores`` gives an (n_queries, n_llms) array where higher is better at a given
 λ; ``predict`` turns it into one LLM index per query (ties to the cheaper LLM); ``route`` returns `Decision`
 objects for people and servers. A router directory holds ``config.json``, ``pool.json``, ``encoder.json``,
-``training.json`` and ``model.safetensors`` — never a pickle. ``config.json`` records the weights' sha256, and
+``training.json`` and ``model.safetensors`` — never a pickle (an ensemble adds its members' directories under
+``members/``, see `Router._save_parts`). ``config.json`` records the weights' sha256, and
 loading checks the directory first (`check_router_dir`) so a damaged one is one clear error, not a traceback.
 """
 
