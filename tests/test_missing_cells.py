@@ -26,9 +26,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: Small settings so every router trains in about a second.
 SMALL = {"mlp": {"steps": 40}, "mf": {"steps": 40}, "cosine": {"steps": 40}, "routerdc": {"steps": 40},
-         "equi": {"epochs": 2}, "radial": {"steps": 40, "d_model": 16, "n_clusters": 2}}
+         "equi": {"epochs": 2}, "radial": {"steps": 40, "d_model": 16, "n_clusters": 2},
+         "ensemble": {"members": ["mlp", "knn", "radial"],
+                      "member_params": {"mlp": {"steps": 40}, "radial": {"steps": 40, "d_model": 16, "n_clusters": 2}}}}
 #: Routers that train with the mask; the others train on the complete rows with a `MissingCellsWarning`.
-MASKED = {"oracle", "random", "best-single", "task-best", "knn", "mlp", "mf", "cosine", "hybrid", "radial"}
+MASKED = {"oracle", "random", "best-single", "task-best", "knn", "mlp", "mf", "cosine", "hybrid", "radial",
+          "ensemble"}
 
 
 def _with_missing(seed: int = 0, n: int = 300):

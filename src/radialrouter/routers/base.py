@@ -4,7 +4,8 @@ Conventions (scikit-learn + Hugging Face): the constructor stores hyperparameter
 attributes ending in ``_``; ``predict_scores`` gives an (n_queries, n_llms) array where higher is better at a given
 λ; ``predict`` turns it into one LLM index per query (ties to the cheaper LLM); ``route`` returns `Decision`
 objects for people and servers. A router directory holds ``config.json``, ``pool.json``, ``encoder.json``,
-``training.json`` and ``model.safetensors`` — never a pickle. ``config.json`` records the weights' sha256, and
+``training.json`` and ``model.safetensors`` — never a pickle (an ensemble adds its members' directories under
+``members/``, see `Router._save_parts`). ``config.json`` records the weights' sha256, and
 loading checks the directory first (`check_router_dir`) so a damaged one is one clear error, not a traceback.
 """
 
@@ -382,6 +383,13 @@ class Router(ABC):
         """Small JSON-able fitted state (e.g. a chosen index) saved in ``config.json``."""
         return {}
 
+    def _save_parts(self, directory: Path) -> None:
+        """Write what lives beside ``model.safetensors`` in sub-folders (an ensemble's member routers, each saved
+        by its own `save_pretrained`); nothing for a router whose state fits `_state` and `_extra_state`."""
+
+    def _load_parts(self, directory: Path) -> None:
+        """Read what `_save_parts` wrote; called by `from_pretrained` after `_load_state`, with the encoder set."""
+
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the router to ``directory`` (created if needed) as safetensors + JSON."""
         from safetensors.numpy import save_file
@@ -412,6 +420,7 @@ class Router(ABC):
         if self.uses_embeddings:
             encoder = self.get_encoder()
             _write_json(directory / "encoder.json", {**encoder.identity, "precision": encoder.precision})
+        self._save_parts(directory)
         return directory
 
     @classmethod
@@ -466,6 +475,7 @@ class Router(ABC):
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             what = f"has no tensor {exc}" if isinstance(exc, KeyError) else f"does not fit config.json ({detail})"
             raise RouterError(f"{directory / WEIGHTS_FILE}: {what}; {_FIX}") from None
+        router._load_parts(directory)
         return router
 
 

@@ -31,6 +31,7 @@ BUILTIN_ROUTERS: dict[str, str] = {
     "graph": "radialrouter.routers.graph:GraphRouter",
     "equi": "radialrouter.routers.equi:EquiRouter",
     "radial": "radialrouter.routers.radial:RadialRouter",
+    "ensemble": "radialrouter.routers.ensemble:EnsembleRouter",
 }
 
 
