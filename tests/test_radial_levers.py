@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from radialrouter.core.objective import TAU_FRACTIONS, tau_grid, utility, utility_spread
+from radialrouter.core.objective import TAU_FRACTIONS, tau_grid, utility_spread
 from radialrouter.data import make_synthetic, with_validation
 from radialrouter.routers import from_pretrained
 from radialrouter.routers.radial import RadialRouter
@@ -70,13 +70,11 @@ def test_tau_auto_without_validation_and_bad_values(splits):
 
 
 def _top_pick_ece(router, data, lam: float) -> float:
-    """Expected calibration error of p(pick) (10 bins), correct = the pick is one of the query's best LLMs."""
+    """Expected calibration error of p(pick) (10 bins) against the pick's quality (0/1 here)."""
     proba = np.array([[d.probabilities.get(name, 0.0) for name in router.llms_] for d in router.route(data, lam)])
     pick = router.predict(data, lam)
-    u = utility(data.quality, data.cost, lam)
-    best = u >= u.max(axis=1, keepdims=True) - 1e-9
     rows = np.arange(len(data))
-    conf, correct = proba[rows, pick], best[rows, pick]
+    conf, correct = proba[rows, pick], data.quality[rows, pick]
     bins = np.minimum((conf * 10).astype(int), 9)
     return float(sum(abs(conf[bins == k].mean() - correct[bins == k].mean()) * (bins == k).mean()
                      for k in range(10) if (bins == k).any()))
@@ -92,9 +90,9 @@ def test_calibration_lowers_nll_and_ece_without_changing_decisions(splits, tmp_p
     for before, after in zip(report["nll_before"], report["nll_after"]):
         assert after <= before + 1e-9
     assert any(after < before - 1e-3 for before, after in zip(report["nll_before"], report["nll_after"]))
-    lam = 0.0  # 0/1 labels tie at λ = 0: the uncalibrated distribution is far too flat there
-    assert router.proba_temperature(lam) < 1
-    assert _top_pick_ece(router, test, lam) < _top_pick_ece(raw, test, lam)  # on held-out queries
+    for lam in report["lams"]:  # the uncalibrated p(pick) sits far below the pick's rate of correct answers
+        assert router.proba_temperature(lam) < 1
+        assert _top_pick_ece(router, test, lam) < _top_pick_ece(raw, test, lam)  # on held-out queries
     # Decisions, rankings and scores are the uncalibrated router's; only the probabilities move.
     for lam in (0.0, 0.01, 0.02, 0.1, 0.5):
         assert np.array_equal(router.predict(test, lam), raw.predict(test, lam))
@@ -103,10 +101,10 @@ def test_calibration_lowers_nll_and_ece_without_changing_decisions(splits, tmp_p
     assert [d.ranking for d in mine] == [d.ranking for d in theirs]
     assert all(abs(sum(d.probabilities.values()) - 1) < 1e-9 for d in mine)
     assert np.mean([d.probabilities[d.llm] for d in mine]) > np.mean([d.probabilities[d.llm] for d in theirs])
-    # Between the named trade-offs T is interpolated in λ.
+    # Between the named trade-offs log T is interpolated in λ.
     lams, temps = report["lams"], report["temperatures"]
     middle = (lams[0] + lams[1]) / 2
-    assert router.proba_temperature(middle) == pytest.approx((temps[0] + temps[1]) / 2)
+    assert router.proba_temperature(middle) == pytest.approx(np.sqrt(temps[0] * temps[1]))
     # Candidates: the calibrated probabilities are over the candidates only.
     d = router.route(test.embeddings[:3], 0.0, candidates=router.llms_[:2])[0]
     assert set(d.probabilities) == set(router.llms_[:2]) and abs(sum(d.probabilities.values()) - 1) < 1e-9
@@ -128,5 +126,9 @@ def test_calibrate_probabilities_on_other_data_and_per_scenario(splits):
     report = router.calibrate_probabilities(test)
     assert report["lams"] == [0.02] and len(report["temperatures"]) == 1
     assert router.proba_temperature(0.0) == router.proba_temperature(5.0) == report["temperatures"][0]
+    best = router.calibrate_probabilities(test, labels="best")  # p_i: the chance that LLM i is a best choice
+    assert best["labels"] == "best" and best["nll_after"][0] <= best["nll_before"][0] + 1e-9
+    with pytest.raises(ValueError, match="labels"):
+        router.calibrate_probabilities(test, labels="correct")
     router.fit(train, val)  # a refit drops the earlier calibration (calibrate=False here)
     assert router.proba_temperature(0.02) == 1.0

@@ -91,7 +91,7 @@ class RadialRouter(Router):
     `OBJECTIVES`); ``encoder_mode`` (``frozen``: cached embeddings, ``finetune``: the query encoder trains too, at
     ``encoder_lr``, on the encoder's device — a GPU if it has one; the router is moved to the CPU afterwards);
     ``calibrate`` (fit a probability temperature on the validation split after training, `calibrate_probabilities`:
-    changes the reported probabilities, never a decision).
+    p(pick) then reads as the chosen LLM's expected quality; changes the reported probabilities, never a decision).
     """
 
     name = "radial"
@@ -574,13 +574,13 @@ class RadialRouter(Router):
     # ------------------------------------------------------------------ probability calibration
     def proba_temperature(self, lam: float) -> float:
         """The temperature T that the reported probabilities at ``lam`` are divided by (1 when uncalibrated):
-        `calibrate_probabilities` fits one per named trade-off; between them T is interpolated linearly in λ,
-        beyond them the nearest one's is used. A per-scenario model has one, whatever λ is asked."""
+        `calibrate_probabilities` fits one per named trade-off; between them log T is interpolated linearly in
+        λ, beyond them the nearest one's is used. A per-scenario model has one, whatever λ is asked."""
         fitted = getattr(self, "proba_temperature_", None)
         if not fitted:
             return 1.0
         lams, temps = fitted["lams"], fitted["temperatures"]
-        return float(temps[0]) if len(temps) == 1 else float(np.interp(lam, lams, temps))
+        return float(temps[0]) if len(temps) == 1 else float(np.exp(np.interp(lam, lams, np.log(temps))))
 
     def calibration_lams(self) -> tuple[float, ...]:
         """The λ values `calibrate_probabilities` fits a temperature at: the named trade-offs (λ-conditioned or the
@@ -591,17 +591,27 @@ class RadialRouter(Router):
             return (float(self.lam),)
         return tuple(sorted(set(self._scenario_lams())))
 
-    def calibrate_probabilities(self, data: RoutingDataset, lams: Sequence[float] | None = None) -> dict[str, Any]:
+    def calibrate_probabilities(self, data: RoutingDataset, lams: Sequence[float] | None = None,
+                                labels: str = "pick") -> dict[str, Any]:
         """Temperature scaling (Guo et al. 2017) of the probabilities the router reports, fitted on labelled
         ``data`` (`_fit` uses the validation split): at each λ of ``lams`` (default `calibration_lams`) the T > 0
-        that minimises the negative log-likelihood of the query's best LLMs, −log Σ_{i ∈ B} softmax(log p̂ / T)_i,
-        where B is the set of its observed LLMs with the highest quality − λ·cost (all of them where several tie,
-        as correct LLMs do on 0/1 labels at λ = 0; queries where every LLM ties say nothing and are left out).
-        So a reported probability reads as "the chance that this LLM is a best choice here". Decisions and
-        rankings do not change (they use the uncalibrated scores). Returns and stores (``proba_temperature_``,
-        saved with the router) the λ values, temperatures, and the NLL before and after."""
+        (searched on [0.01, 100]) that minimises a negative log-likelihood of softmax(log p̂ / T), per ``labels``:
+
+        - ``"pick"`` (the default): did the router's pick answer well? Binary NLL of p(pick) against the pick's
+          quality (0/1 labels, or a 0..1 score as a soft label), so p(pick) reads as the expected quality of the
+          chosen LLM: what a threshold on it ("escalate when the pick is unlikely to be right") needs.
+        - ``"best"``: −log Σ_{i ∈ B} p_i over the query's best LLMs B under quality − λ·cost (ties all included;
+          queries where every LLM ties are left out), so p_i reads as "the chance that LLM i is a best choice".
+          At λ > 0 B is usually one LLM, the cheapest correct one, which the router rarely picks (it weighs expected
+          quality); on RouterBench that pushed T to its cap, a uniform distribution (docs/radialrouter.md).
+
+        Queries with a single candidate say nothing and are left out. Decisions and rankings do not change (they
+        use the uncalibrated scores). Returns and stores (``proba_temperature_``, saved with the router) the λ
+        values and temperatures; the report adds the NLL before and after."""
         from scipy.optimize import minimize_scalar
 
+        if labels not in ("pick", "best"):
+            raise ValueError(f"labels must be 'pick' or 'best'; got {labels!r}")
         self._check_fitted()
         lams = tuple(sorted(set(float(lam) for lam in (lams if lams is not None else self.calibration_lams()))))
         x = self._inputs(data)
@@ -610,26 +620,37 @@ class RadialRouter(Router):
         temps, before, after, used = [], [], [], []
         for lam in lams:
             log_proba = self._log_proba(x, lam, mask)
-            u = np.where(seen, utility(data.quality, data.cost, lam), -np.inf)
-            best = u >= u.max(axis=1, keepdims=True) - 1e-9
-            informative = (best != seen).any(axis=1)  # some observed LLM is not a best one
-            lp, b = log_proba[informative], best[informative]
-            used.append(int(informative.sum()))
-            if not len(lp):
-                temps.append(1.0), before.append(None), after.append(None)
+            if labels == "pick":
+                pick = argmax_cheapest(log_proba, self.mean_cost_)
+                keep = np.isfinite(log_proba).sum(axis=1) > 1
+                y = np.clip(data.quality[np.arange(len(pick)), pick][keep], 0.0, 1.0)  # observed: among candidates
+                lp, pick = log_proba[keep], pick[keep]
+
+                def nll(log_t: float, lp: np.ndarray = lp, pick: np.ndarray = pick, y: np.ndarray = y) -> float:
+                    p = np.exp(_log_softmax(lp / np.exp(log_t))[np.arange(len(lp)), pick]).clip(1e-12, 1 - 1e-12)
+                    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+            else:
+                u = np.where(seen, utility(data.quality, data.cost, lam), -np.inf)
+                best = u >= u.max(axis=1, keepdims=True) - 1e-9
+                keep = (best != seen).any(axis=1)  # some observed LLM is not a best one
+                lp, b = log_proba[keep], best[keep]
+
+                def nll(log_t: float, lp: np.ndarray = lp, b: np.ndarray = b) -> float:
+                    z = _log_softmax(lp / np.exp(log_t))
+                    return float(-np.mean(np.logaddexp.reduce(np.where(b, z, -np.inf), axis=1)))
+            used.append(int(keep.sum()))
+            if not keep.any():
+                temps.append(1.0)
+                before.append(None)
+                after.append(None)
                 continue
-
-            def nll(log_t: float, lp: np.ndarray = lp, b: np.ndarray = b) -> float:
-                z = _log_softmax(lp / np.exp(log_t))
-                return float(-np.mean(np.logaddexp.reduce(np.where(b, z, -np.inf), axis=1)))
-
-            fit = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded",
-                                  options={"xatol": 1e-4})
+            fit = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-4})
             t = float(f"{np.exp(fit.x):.4g}")
-            temps.append(t), before.append(round(nll(0.0), 5)), after.append(round(nll(np.log(t)), 5))
-        self.proba_temperature_ = {"lams": list(lams), "temperatures": temps}
-        return {**self.proba_temperature_, "nll_before": before, "nll_after": after, "n_queries": used,
-                "labels": "the best LLMs per query (ties included) under quality − λ·cost"}
+            temps.append(t)
+            before.append(round(nll(0.0), 5))
+            after.append(round(nll(np.log(t)), 5))
+        self.proba_temperature_ = {"lams": list(lams), "temperatures": temps, "labels": labels}
+        return {**self.proba_temperature_, "nll_before": before, "nll_after": after, "n_queries": used}
 
     def _costs(self, x: np.ndarray) -> np.ndarray:
         """Predicted USD cost per query of each LLM (ridge on log cost over the query embedding)."""
@@ -655,8 +676,9 @@ class RadialRouter(Router):
         self.tau_ = None if extra.get("tau") is None else float(extra["tau"])  # older routers: the ``tau`` param
         calibration = extra.get("proba_temperature")
         self.proba_temperature_ = None if not calibration else {
-            "lams": [float(v) for v in calibration["lams"]], "temperatures": [float(v) for v in
-                                                                               calibration["temperatures"]]}
+            "lams": [float(v) for v in calibration["lams"]],
+            "temperatures": [float(v) for v in calibration["temperatures"]],
+            "labels": str(calibration.get("labels", "pick"))}
         if self.encoder is not None and self.encoder_mode == "frozen" and self.encoder.dim != self.in_dim_:
             raise RouterError(f"the router expects {self.in_dim_}-d query vectors; its encoder gives "
                               f"{self.encoder.dim}-d")
