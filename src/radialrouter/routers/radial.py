@@ -598,8 +598,9 @@ class RadialRouter(Router):
         (searched on [0.01, 100]) that minimises a negative log-likelihood of softmax(log p̂ / T), per ``labels``:
 
         - ``"pick"`` (the default): did the router's pick answer well? Binary NLL of p(pick) against the pick's
-          quality (0/1 labels, or a 0..1 score as a soft label), so p(pick) reads as the expected quality of the
-          chosen LLM: what a threshold on it ("escalate when the pick is unlikely to be right") needs.
+          quality (0/1 labels, or a score clipped to 0..1 as a soft label), so p(pick) reads as the expected
+          quality of the chosen LLM: what a threshold on it ("escalate when the pick is unlikely to be right")
+          needs.
         - ``"best"``: −log Σ_{i ∈ B} p_i over the query's best LLMs B under quality − λ·cost (ties all included;
           queries where every LLM ties are left out), so p_i reads as "the chance that LLM i is a best choice".
           At λ > 0 B is usually one LLM, the cheapest correct one, which the router rarely picks (it weighs expected
