@@ -132,3 +132,27 @@ def test_calibrate_probabilities_on_other_data_and_per_scenario(splits):
         router.calibrate_probabilities(test, labels="correct")
     router.fit(train, val)  # a refit drops the earlier calibration (calibrate=False here)
     assert router.proba_temperature(0.02) == 1.0
+
+
+def test_train_command_takes_tau(tmp_path):
+    from conftest import wide_frame
+    from typer.testing import CliRunner
+
+    from radialrouter.cli import app
+
+    wide_frame(n=120).to_parquet(tmp_path / "d.parquet")
+    base = ["train", "--data", str(tmp_path / "d.parquet"), "--steps", "20"]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a"), "--tau", "auto"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    training = json.loads((tmp_path / "a" / "training.json").read_text())
+    assert config["params"]["tau"] == "auto" and config["state"]["tau"] == training["tau"]
+    assert f"τ = {training['tau']:g}, the best validation Score" in result.output
+    assert len(training["tau_selection"]["trials"]) == len(TAU_FRACTIONS)
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b"), "--tau", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["params"]["tau"] == 0.5
+    bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "c"), "--tau", "hot"])
+    assert bad.exit_code != 0 and "--tau takes a number" in str(bad.exception)
+    knn = CliRunner().invoke(app, [*base[:3], "--out", str(tmp_path / "d"), "--router", "knn", "--tau", "1"])
+    assert knn.exit_code != 0 and "does not take --tau" in str(knn.exception)
