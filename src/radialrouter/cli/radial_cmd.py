@@ -51,6 +51,9 @@ def train_command(
                                                 help="RadialRouter: one model for every λ, or one for --lam only."),
     lam_max: float | None = typer.Option(None, "--lam-max", min=0, help="λ-conditioned RadialRouter: the largest λ "
                                          "it trains on and routes at (default 1; route clamps λ above it)."),
+    tau: str | None = typer.Option(None, "--tau", help="RadialRouter: the KL target's temperature τ, a number "
+                                   "(default 1) or 'auto' (the best on validation of 0.1–3 × the spread of quality "
+                                   "− λ·cost; four trainings)."),
     test_tasks: str | None = typer.Option(None, help="Out-of-distribution: hold out these tasks as test."),
     encoder: str | None = typer.Option(None, "--encoder", help="Query encoder: 'minilm' (all-MiniLM-L6-v2, the "
                                        "default), 'static' (model2vec, ~200× faster), or a model name/folder."),
@@ -82,7 +85,7 @@ def train_command(
         ignored = {"--router auto": router == "auto", "--auto-candidates": candidates is not None,
                    "--auto-folds": auto_folds is not None, "--lam": lam is not None,
                    "--backbone": backbone is not None, "--lam-conditioned/--per-lam": lam_conditioned is not None,
-                   "--lam-max": lam_max is not None,
+                   "--lam-max": lam_max is not None, "--tau": tau is not None,
                    "--test-tasks": test_tasks is not None, "--prices": prices is not None,
                    "--output-tokens": output_tokens is not None, "--missing": missing != "keep"}
         if any(ignored.values()):
@@ -103,14 +106,21 @@ def train_command(
     start = time.perf_counter()
     if router == "auto":
         return _train_auto(data, out, lam, seed, candidates, test_tasks, encoder, trust_pickle, prices,
-                           output_tokens, (steps, backbone, lam_conditioned, lam_max), n_threads, start, missing,
+                           output_tokens, (steps, backbone, lam_conditioned, lam_max, tau), n_threads, start, missing,
                            auto_folds)
     if candidates is not None or auto_folds is not None:
         raise ValueError("--auto-candidates and --auto-folds go with --router auto")
     cls = router_class(router)
     accepted = set(inspect.signature(cls.__init__).parameters)
+    if tau is not None and tau.strip().lower() != "auto":
+        try:
+            tau = float(tau)
+        except ValueError:
+            raise ValueError(f"--tau takes a number > 0 or 'auto'; got {tau!r}") from None
+    elif tau is not None:
+        tau = "auto"
     given = {"lam": lam, "seed": seed, "steps": steps, "backbone": backbone, "lam_conditioned": lam_conditioned,
-             "lam_max": lam_max}
+             "lam_max": lam_max, "tau": tau}
     given = {k: v for k, v in given.items() if v is not None}
     unsupported = sorted(k for k in given if k not in accepted and k != "seed")
     if unsupported:
@@ -158,6 +168,10 @@ def _report_and_save(model, val, test, data: str, seed: int, out: str, start: fl
     from radialrouter.evaluation.report import print_table
 
     lams = [model.default_lam_] if model.lam_at_fit else list(model.presets_.values())
+    selection = getattr(model, "training_", {}).get("tau_selection")
+    if selection and len(selection["trials"]) > 1:  # --tau auto
+        typer.echo(f"τ = {model.training_['tau']:g}, the best validation Score of "
+                   + ", ".join(f"τ {t['tau']:g}: {t['val_score']:.4f}" for t in selection["trials"]))
     if val is not None:
         for r in evaluate_router(model, val, lams):
             typer.echo(f"validation λ={r['lam']:g}: Perf {r['perf']:.4f}  Cost {r['cost']:.4f}  Score {r['score']:.4f}")
@@ -181,7 +195,7 @@ def _train_auto(data: str, out: str, lam: str | None, seed: int, candidates: str
     from radialrouter.evaluation.auto import DEFAULT_FOLDS, complexity_rank, default_candidates, select_router
 
     if any(v is not None for v in refused):
-        raise ValueError("--steps, --backbone, --lam-conditioned/--per-lam and --lam-max set one router's "
+        raise ValueError("--steps, --backbone, --lam-conditioned/--per-lam, --lam-max and --tau set one router's "
                          "training; with --router auto each candidate trains with its defaults")
     names = split_list(candidates) or default_candidates()
     folds = DEFAULT_FOLDS if folds is None else folds

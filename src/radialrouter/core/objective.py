@@ -129,6 +129,35 @@ def target_distribution(quality: np.ndarray, cost_usd: np.ndarray, lam: float, t
     return e / e.sum(axis=-1, keepdims=True)
 
 
+#: ``tau="auto"`` (RadialRouter): the target temperatures tried, as multiples of `utility_spread` on the training
+#: data, so that the grid sits on the pool's own scale of quality − λ·cost (as `PRESET_FRACTIONS` do for λ).
+TAU_FRACTIONS: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+
+
+def utility_spread(quality: np.ndarray, cost_usd: np.ndarray, lams: tuple[float, ...] | list[float]) -> float:
+    """The typical spread of Score across the LLMs of one query: the root mean square of ``quality − λ·cost`` about
+    each query's mean over its observed LLMs, averaged over ``lams``. About 0.4 on 0/1 labels at λ = 0; it grows
+    with λ on a pool whose prices differ. 0 when every LLM scores the same on every query."""
+    spreads = []
+    for lam in lams:
+        u = utility(quality, cost_usd, lam)
+        known = np.isfinite(u)
+        if not known.any():
+            continue
+        row_mean = np.where(known, u, 0.0).sum(1, keepdims=True) / np.maximum(known.sum(1, keepdims=True), 1)
+        spreads.append(float(np.sqrt(np.mean(((u - row_mean) ** 2)[known]))))
+    return float(np.mean(spreads)) if spreads else 0.0
+
+
+def tau_grid(quality: np.ndarray, cost_usd: np.ndarray, lams: tuple[float, ...] | list[float]) -> tuple[float, ...]:
+    """`TAU_FRACTIONS` × `utility_spread` (3 significant digits): the target temperatures ``tau="auto"`` tries.
+    ``(1.0,)`` when the spread is 0 (every target is uniform whatever τ)."""
+    spread = utility_spread(quality, cost_usd, lams)
+    if not spread > 0:
+        return (1.0,)
+    return tuple(float(f"{fraction * spread:.3g}") for fraction in TAU_FRACTIONS)
+
+
 def argmax_cheapest(scores: np.ndarray, cost: np.ndarray, atol: float = 1e-9) -> np.ndarray:
     """Row-wise argmax of ``scores`` with ties broken towards the lower ``cost`` (then the lower index).
 

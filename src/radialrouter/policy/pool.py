@@ -149,7 +149,7 @@ def add_llm(
     hook = emb.register_hook(lambda g: g * mask)
     # Each training item is one (probe, λ) pair; a step takes a batch of len(probes) items across the λ values.
     lams = training_lams(router)
-    tau = float(router.tau)
+    tau = router.target_tau() if hasattr(router, "target_tau") else float(router.tau)  # "auto": the one chosen
     targets = torch.from_numpy(np.concatenate(
         [target_distribution(probes.quality, probes.cost, lam, tau) for lam in lams]).astype(np.float32))
     n = len(probes)

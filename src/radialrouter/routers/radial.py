@@ -19,6 +19,7 @@ each training query draws its own λ (half the time one of the scenarios 0 / 0.0
 
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
 from collections.abc import Sequence
@@ -30,7 +31,15 @@ import torch
 from torch import nn
 
 from radialrouter.core.encoders import QueryEncoder
-from radialrouter.core.objective import COST_SCALE, SCENARIOS, argmax_cheapest, target_distribution
+from radialrouter.core.objective import (
+    COST_SCALE,
+    SCENARIOS,
+    TAU_FRACTIONS,
+    argmax_cheapest,
+    target_distribution,
+    tau_grid,
+    utility,
+)
 from radialrouter.core.training import set_seed, train_module
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head
@@ -74,12 +83,15 @@ class RadialRouter(Router):
     """RadialRouter: see the module docstring. Hyperparameters (all stored in ``config.json``):
 
     ``backbone`` (``radial`` | ``star`` | ``transformer`` | ``mlp``), ``d_model``, ``n_layers`` (T), ``n_heads``,
-    ``dropout``, ``residual``; ``tau`` (target temperature), ``alpha`` (weight of L_qq; 0 drops it), ``tau_c``,
+    ``dropout``, ``residual``; ``tau`` (target temperature: a number, or ``"auto"``: chosen by validation Score from
+    `tau_grid`, see `_tau_candidates`), ``alpha`` (weight of L_qq; 0 drops it), ``tau_c``,
     ``n_negatives`` (H), ``n_clusters`` (k), ``use_kl``; ``lr``, ``weight_decay``, ``steps``, ``batch_size``,
     ``eval_every``, ``patience``, ``seed``; ``lam`` and ``lam_conditioned`` (see the module docstring),
     ``lam_max``; ``objective`` (``kl``, the paper's, or ``quality``: per-LLM quality predictions, see
     `OBJECTIVES`); ``encoder_mode`` (``frozen``: cached embeddings, ``finetune``: the query encoder trains too, at
-    ``encoder_lr``, on the encoder's device — a GPU if it has one; the router is moved to the CPU afterwards).
+    ``encoder_lr``, on the encoder's device — a GPU if it has one; the router is moved to the CPU afterwards);
+    ``calibrate`` (fit a probability temperature on the validation split after training, `calibrate_probabilities`:
+    p(pick) then reads as the chosen LLM's expected quality; changes the reported probabilities, never a decision).
     """
 
     name = "radial"
@@ -95,7 +107,7 @@ class RadialRouter(Router):
         n_heads: int = 4,
         dropout: float = 0.1,
         residual: bool = True,
-        tau: float = 1.0,
+        tau: float | str = 1.0,
         alpha: float = 0.1,
         tau_c: float = 0.1,
         n_negatives: int = 3,
@@ -112,6 +124,7 @@ class RadialRouter(Router):
         encoder_mode: str = "frozen",
         encoder_lr: float = 5e-5,
         objective: str = "kl",
+        calibrate: bool = True,
         encoder: QueryEncoder | None = None,
     ) -> None:
         self.lam = lam
@@ -139,6 +152,7 @@ class RadialRouter(Router):
         self.encoder_mode = encoder_mode
         self.encoder_lr = encoder_lr
         self.objective = objective
+        self.calibrate = calibrate
         self.encoder = encoder
         # Instance-level: a per-scenario model is trained for its ``lam`` (base.fit then routes at it by default).
         self.lam_at_fit = not lam_conditioned
@@ -149,8 +163,12 @@ class RadialRouter(Router):
             raise ValueError(f"backbone must be one of {BACKBONES}; got {self.backbone!r}")
         if self.encoder_mode not in ENCODER_MODES:
             raise ValueError(f"encoder_mode must be one of {ENCODER_MODES}; got {self.encoder_mode!r}")
-        if self.tau <= 0 or self.tau_c <= 0:
-            raise ValueError(f"tau and tau_c must be > 0; got {self.tau}, {self.tau_c}")
+        auto = isinstance(self.tau, str) and self.tau == "auto"
+        if not auto and (isinstance(self.tau, str) or not self.tau > 0) or not self.tau_c > 0:
+            raise ValueError(f"tau must be > 0 or 'auto' and tau_c > 0; got {self.tau!r}, {self.tau_c}")
+        if auto and self.encoder_mode == "finetune":
+            raise ValueError("tau='auto' trains one router per candidate τ and needs a frozen encoder; choose τ with "
+                             "encoder_mode='frozen', then fine-tune with that number")
         if not self.use_kl and self.alpha <= 0:
             raise ValueError("use_kl=False needs alpha > 0: with neither loss there is nothing to train")
         if self.objective not in OBJECTIVES:
@@ -333,21 +351,90 @@ class RadialRouter(Router):
         if not finetune and train.embeddings is None:
             raise ValueError("radial: the dataset has no embeddings; call data.embed(encoder) first "
                              "(or use encoder_mode='finetune')")
+        self.proba_temperature_ = None  # a refit invalidates an earlier probability calibration
         set_seed(self.seed)
         encoder = self.get_encoder() if finetune else None
         emb = self._embed_texts(train.prompts.tolist()) if finetune else np.asarray(train.embeddings, np.float32)
         self.in_dim_ = emb.shape[1]
-        device = torch.device(encoder.device if finetune else "cpu")
-        self.net_ = self._build(self.in_dim_, len(self.llms_)).to(device)
         n_clusters = max(1, min(self.n_clusters, len(train)))
         clusters = KMeans(n_clusters=n_clusters, n_init=4, random_state=self.seed).fit_predict(emb)
+        taus, how = self._tau_candidates(train, val)
+        trials, best = [], None
+        for tau in taus:
+            result = self._train_once(train, val, tau, emb, clusters, encoder)
+            trials.append({"tau": tau, "val_score": result.best_val, "best_step": result.best_step,
+                           "steps_run": result.steps})
+            better = best is None or (result.best_val is not None and best[1].best_val is not None
+                                      and result.best_val > best[1].best_val)
+            if better:
+                best = (tau, result, copy.deepcopy(self.net_.state_dict()) if len(taus) > 1 else None)
+        self.tau_, result = best[0], best[1]
+        if len(taus) > 1:
+            self.net_.load_state_dict(best[2])
+        # Per-query cost (USD) of each LLM from the query embedding the router routes on: expected cost in
+        # decisions and spend calibration (`radialrouter.policy.calibration`) then follow the query, not the pool mean.
+        self.cost_w_, self.cost_b_ = fit_cost_head(self._embed_texts(train.prompts.tolist()) if finetune else emb,
+                                                   train.cost)
+        self.training_ = {
+            "lam": None if self.lam_conditioned else self.lam,
+            "lam_conditioned": self.lam_conditioned,
+            "seed": self.seed,
+            "steps_run": result.steps,
+            "best_step": result.best_step,
+            "val_score": result.best_val,
+            "val_score_is": "mean macro Score over λ = " + ", ".join(f"{lam:g}" for lam in self._scenario_lams())
+            if self.lam_conditioned
+            else f"macro Score at λ = {self.lam}",
+            "n_clusters": n_clusters,
+            "tau": self.tau_,
+            **({"tau_selection": {"how": how, "trials": trials}} if how != "given" else {}),
+        }
+        if self.calibrate and val is not None and len(val):
+            self.training_["probability_calibration"] = self.calibrate_probabilities(val)
+
+    def _tau_candidates(self, train: RoutingDataset, val: RoutingDataset | None) -> tuple[tuple[float, ...], str]:
+        """The target temperatures to train with, and how they were chosen. A number: that one. ``"auto"``: every
+        value of `tau_grid` (`TAU_FRACTIONS` × the spread of quality − λ·cost over the training queries at the
+        λ this router is selected on), the one with the best validation Score kept; without validation data, or
+        where τ shapes no training target (``objective="quality"``, ``use_kl=False``), a single value: the
+        spread itself (the grid's 1×), and 1.0 for the quality objective, whose decisions τ cannot change."""
+        if not (isinstance(self.tau, str) and self.tau == "auto"):
+            return (float(self.tau),), "given"
+        if self.objective == "quality":
+            return (1.0,), "auto: τ only scales the quality objective's probabilities; 1.0"
+        lams = (0.0,) if self.quality_only else (self._scenario_lams() if self.lam_conditioned else (self.lam,))
+        grid = tau_grid(train.quality, train.cost, lams)
+        if len(grid) == 1:
+            return grid, "auto: every LLM scores alike on every training query; 1.0"
+        middle = grid[list(TAU_FRACTIONS).index(1.0)]
+        if val is None or not len(val):
+            return (middle,), "auto without validation data: the spread of quality − λ·cost (the grid's 1×)"
+        if not self.use_kl:
+            return (middle,), "auto: use_kl=False, τ shapes no loss; the grid's 1×"
+        return grid, "auto: best validation Score over " + ", ".join(f"{t:g}" for t in grid)
+
+    def target_tau(self) -> float:
+        """The target temperature τ in use: the number given, or the one ``tau="auto"`` chose at fit."""
+        chosen = getattr(self, "tau_", None)
+        if chosen is not None:
+            return float(chosen)
+        return 1.0 if isinstance(self.tau, str) else float(self.tau)
+
+    def _train_once(self, train: RoutingDataset, val: RoutingDataset | None, tau: float, emb: np.ndarray,
+                    clusters: np.ndarray, encoder: QueryEncoder | None) -> Any:
+        """Build a fresh network in ``net_`` and train it at target temperature ``tau`` (seeded: every call starts
+        from the same initialisation and draws the same batches); the `train_module` result."""
+        finetune = encoder is not None
+        set_seed(self.seed)
+        device = torch.device(encoder.device if finetune else "cpu")
+        self.net_ = self._build(self.in_dim_, len(self.llms_)).to(device)
         cluster = torch.from_numpy(clusters.astype(np.int64)).to(device)
         x = torch.from_numpy(emb)
         cost = self._cost_tensor().to(device)
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         fixed_target = torch.from_numpy(
-            target_distribution(train.quality, train.cost, self.lam, self.tau).astype(np.float32)).to(device)
+            target_distribution(train.quality, train.cost, self.lam, tau).astype(np.float32)).to(device)
         trainable = nn.ModuleDict({"net": self.net_, **({"encoder": encoder.model} if finetune else {})})
         observed = torch.from_numpy(np.isfinite(train.quality)).to(device)  # missing cells are not trained on
         missing = not bool(observed.all())
@@ -362,7 +449,7 @@ class RadialRouter(Router):
             if self.lam_conditioned:
                 lams = self._sample_lams(rng, len(idx))
                 target = torch.from_numpy(target_distribution(train.quality[idx], train.cost[idx], lams[:, None],
-                                                              self.tau).astype(np.float32)).to(device)
+                                                              tau).astype(np.float32)).to(device)
             else:
                 lams, target = np.full(len(idx), self.lam), fixed_target[idx]
             loss = z.sum() * 0.0
@@ -406,22 +493,7 @@ class RadialRouter(Router):
                               eval_every=self.eval_every, patience=self.patience, progress=False, desc=self.name,
                               parameters=groups)
         self.net_.cpu()  # routing, saving and pool changes run on the CPU
-        # Per-query cost (USD) of each LLM from the query embedding the router routes on: expected cost in
-        # decisions and spend calibration (`radialrouter.policy.calibration`) then follow the query, not the pool mean.
-        self.cost_w_, self.cost_b_ = fit_cost_head(self._embed_texts(train.prompts.tolist()) if finetune else emb,
-                                                   train.cost)
-        self.training_ = {
-            "lam": None if self.lam_conditioned else self.lam,
-            "lam_conditioned": self.lam_conditioned,
-            "seed": self.seed,
-            "steps_run": result.steps,
-            "best_step": result.best_step,
-            "val_score": result.best_val,
-            "val_score_is": "mean macro Score over λ = " + ", ".join(f"{lam:g}" for lam in self._scenario_lams())
-            if self.lam_conditioned
-            else f"macro Score at λ = {self.lam}",
-            "n_clusters": n_clusters,
-        }
+        return result
 
     def _sample_lams(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Per-query training λ: half the time a named trade-off, otherwise log-uniform on `_lam_bounds`; always 0
@@ -482,7 +554,7 @@ class RadialRouter(Router):
         if quality:
             with np.errstate(over="ignore"):
                 score = 1.0 / (1.0 + np.exp(-logits)) - lam * self.mean_cost_ * COST_SCALE
-            logits = np.where(np.isneginf(logits), -np.inf, score / self.tau)
+            logits = np.where(np.isneginf(logits), -np.inf, score / self.target_tau())
         with np.errstate(invalid="ignore"):  # rows of −inf only arise from an all-masked row, refused earlier
             z = logits - logits.max(axis=1, keepdims=True)
             return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -492,7 +564,94 @@ class RadialRouter(Router):
 
     def _scores_and_proba(self, x: np.ndarray, lam: float, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         log_proba = self._log_proba(x, lam, mask)  # one forward pass for both
-        return log_proba, np.exp(log_proba)
+        temperature = self.proba_temperature(lam)
+        if temperature == 1.0:
+            return log_proba, np.exp(log_proba)
+        # Calibrated probabilities: softmax(log p̂ / T) = softmax(logits / T). The scores (and so every decision and
+        # ranking) stay the uncalibrated log-probabilities.
+        return log_proba, np.exp(_log_softmax(log_proba / temperature))
+
+    # ------------------------------------------------------------------ probability calibration
+    def proba_temperature(self, lam: float) -> float:
+        """The temperature T that the reported probabilities at ``lam`` are divided by (1 when uncalibrated):
+        `calibrate_probabilities` fits one per named trade-off; between them log T is interpolated linearly in
+        λ, beyond them the nearest one's is used. A per-scenario model has one, whatever λ is asked."""
+        fitted = getattr(self, "proba_temperature_", None)
+        if not fitted:
+            return 1.0
+        lams, temps = fitted["lams"], fitted["temperatures"]
+        return float(temps[0]) if len(temps) == 1 else float(np.exp(np.interp(lam, lams, np.log(temps))))
+
+    def calibration_lams(self) -> tuple[float, ...]:
+        """The λ values `calibrate_probabilities` fits a temperature at: the named trade-offs (λ-conditioned or the
+        quality objective), the model's own λ (per-scenario), 0 on a quality-only pool."""
+        if self.quality_only:
+            return (0.0,)
+        if not self.lam_conditioned and self.objective != "quality":
+            return (float(self.lam),)
+        return tuple(sorted(set(self._scenario_lams())))
+
+    def calibrate_probabilities(self, data: RoutingDataset, lams: Sequence[float] | None = None,
+                                labels: str = "pick") -> dict[str, Any]:
+        """Temperature scaling (Guo et al. 2017) of the probabilities the router reports, fitted on labelled
+        ``data`` (`_fit` uses the validation split): at each λ of ``lams`` (default `calibration_lams`) the T > 0
+        (searched on [0.01, 100]) that minimises a negative log-likelihood of softmax(log p̂ / T), per ``labels``:
+
+        - ``"pick"`` (the default): did the router's pick answer well? Binary NLL of p(pick) against the pick's
+          quality (0/1 labels, or a score clipped to 0..1 as a soft label), so p(pick) reads as the expected
+          quality of the chosen LLM: what a threshold on it ("escalate when the pick is unlikely to be right")
+          needs.
+        - ``"best"``: −log Σ_{i ∈ B} p_i over the query's best LLMs B under quality − λ·cost (ties all included;
+          queries where every LLM ties are left out), so p_i reads as "the chance that LLM i is a best choice".
+          At λ > 0 B is usually one LLM, the cheapest correct one, which the router rarely picks (it weighs expected
+          quality); on RouterBench that pushed T to its cap, a uniform distribution (docs/radialrouter.md).
+
+        Queries with a single candidate say nothing and are left out. Decisions and rankings do not change (they
+        use the uncalibrated scores). Returns and stores (``proba_temperature_``, saved with the router) the λ
+        values and temperatures; the report adds the NLL before and after."""
+        from scipy.optimize import minimize_scalar
+
+        if labels not in ("pick", "best"):
+            raise ValueError(f"labels must be 'pick' or 'best'; got {labels!r}")
+        self._check_fitted()
+        lams = tuple(sorted(set(float(lam) for lam in (lams if lams is not None else self.calibration_lams()))))
+        x = self._inputs(data)
+        mask = observed_candidates(data)
+        seen = np.isfinite(data.quality)
+        temps, before, after, used = [], [], [], []
+        for lam in lams:
+            log_proba = self._log_proba(x, lam, mask)
+            if labels == "pick":
+                pick = argmax_cheapest(log_proba, self.mean_cost_)
+                keep = np.isfinite(log_proba).sum(axis=1) > 1
+                y = np.clip(data.quality[np.arange(len(pick)), pick][keep], 0.0, 1.0)  # observed: among candidates
+                lp, pick = log_proba[keep], pick[keep]
+
+                def nll(log_t: float, lp: np.ndarray = lp, pick: np.ndarray = pick, y: np.ndarray = y) -> float:
+                    p = np.exp(_log_softmax(lp / np.exp(log_t))[np.arange(len(lp)), pick]).clip(1e-12, 1 - 1e-12)
+                    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+            else:
+                u = np.where(seen, utility(data.quality, data.cost, lam), -np.inf)
+                best = u >= u.max(axis=1, keepdims=True) - 1e-9
+                keep = (best != seen).any(axis=1)  # some observed LLM is not a best one
+                lp, b = log_proba[keep], best[keep]
+
+                def nll(log_t: float, lp: np.ndarray = lp, b: np.ndarray = b) -> float:
+                    z = _log_softmax(lp / np.exp(log_t))
+                    return float(-np.mean(np.logaddexp.reduce(np.where(b, z, -np.inf), axis=1)))
+            used.append(int(keep.sum()))
+            if not keep.any():
+                temps.append(1.0)
+                before.append(None)
+                after.append(None)
+                continue
+            fit = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-4})
+            t = float(f"{np.exp(fit.x):.4g}")
+            temps.append(t)
+            before.append(round(nll(0.0), 5))
+            after.append(round(nll(np.log(t)), 5))
+        self.proba_temperature_ = {"lams": list(lams), "temperatures": temps, "labels": labels}
+        return {**self.proba_temperature_, "nll_before": before, "nll_after": after, "n_queries": used}
 
     def _costs(self, x: np.ndarray) -> np.ndarray:
         """Predicted USD cost per query of each LLM (ridge on log cost over the query embedding)."""
@@ -510,10 +669,17 @@ class RadialRouter(Router):
         return state
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"in_dim": self.in_dim_}
+        return {"in_dim": self.in_dim_, "tau": self.target_tau(),
+                "proba_temperature": getattr(self, "proba_temperature_", None)}
 
     def _load_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         self.in_dim_ = int(extra["in_dim"])
+        self.tau_ = None if extra.get("tau") is None else float(extra["tau"])  # older routers: the ``tau`` param
+        calibration = extra.get("proba_temperature")
+        self.proba_temperature_ = None if not calibration else {
+            "lams": [float(v) for v in calibration["lams"]],
+            "temperatures": [float(v) for v in calibration["temperatures"]],
+            "labels": str(calibration.get("labels", "pick"))}
         if self.encoder is not None and self.encoder_mode == "frozen" and self.encoder.dim != self.in_dim_:
             raise RouterError(f"the router expects {self.in_dim_}-d query vectors; its encoder gives "
                               f"{self.encoder.dim}-d")
@@ -521,6 +687,13 @@ class RadialRouter(Router):
         self.cost_w_, self.cost_b_ = tensors["cost_w"], tensors["cost_b"]
         if self.encoder_mode == "finetune":
             load_module_tensors(self.get_encoder().model, tensors, "encoder")
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax; −inf entries (masked LLMs) stay −inf."""
+    with np.errstate(invalid="ignore"):
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def load_default(encoder: QueryEncoder | None = None) -> RadialRouter:
