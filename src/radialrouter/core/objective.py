@@ -142,10 +142,9 @@ def utility_spread(quality: np.ndarray, cost_usd: np.ndarray, lams: tuple[float,
     for lam in lams:
         u = utility(quality, cost_usd, lam)
         known = np.isfinite(u)
-        if not known.any():
-            continue
-        row_mean = np.where(known, u, 0.0).sum(1, keepdims=True) / np.maximum(known.sum(1, keepdims=True), 1)
-        spreads.append(float(np.sqrt(np.mean(((u - row_mean) ** 2)[known]))))
+        if known.any():
+            row_mean = observed_mean(np.where(known, u, np.nan), axis=1)[:, None]
+            spreads.append(float(np.sqrt(np.mean(((u - row_mean) ** 2)[known]))))
     return float(np.mean(spreads)) if spreads else 0.0
 
 

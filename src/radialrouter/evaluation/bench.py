@@ -248,23 +248,23 @@ def run_bench(
                     "encoder": None if encoder is None else encoder.fingerprint()})
                 meta["partial_results"] = str(partial.path)
         seed_sweeps: dict[str, list[dict]] = {}
+        split_fingerprint = None if partial is None else full.fingerprint()
         for position, name in enumerate(names):
             bar.set_description_str(f"bench seed {seed} {name}: ")
-            run = None if partial is None else partial.load(seed, name, full.fingerprint())
+            run = None if partial is None else partial.load(seed, name, split_fingerprint)
             if run is None:
                 unit_start = time.perf_counter()
                 run = _bench_router(name, seed, train, val, test, scenario, first_seed=seed_index == 0,
                                     latency_runs=latency_runs, pair=pair, presets=presets)
                 eta.record(name, time.perf_counter() - unit_start)
                 if partial is not None:
-                    partial.save(seed, name, full.fingerprint(), run, time.perf_counter() - unit_start)
+                    partial.save(seed, name, split_fingerprint, run, time.perf_counter() - unit_start)
             else:
                 meta.setdefault("resumed_units", []).append([seed, name])
                 if run.get("_seconds") is not None:
                     eta.record(name, run["_seconds"])
-            pending = [n for s, n in [(seed, n) for n in names[position + 1:]]
-                       + [(s, n) for s in seeds[seed_index + 1:] for n in names]
-                       if partial is None or not partial.has(s, n)]  # units on disk take no time
+            later = [(seed, n) for n in names[position + 1:]] + [(s, n) for s in seeds[seed_index + 1:] for n in names]
+            pending = [n for s, n in later if partial is None or not partial.has(s, n)]  # units on disk: no time
             bar.set_postfix_str(eta.describe(pending), refresh=False)
             if "pair" in run:
                 pairs[name].append({**run["pair"], "seed": seed})

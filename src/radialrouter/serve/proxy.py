@@ -328,7 +328,7 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
         status = "shutdown" if call.cut else "client_disconnected"
         raise
     finally:
-        if call.events is None or call.cut or status != "client_disconnected":  # else the backend is read on
+        if call.events is None or status != "client_disconnected":  # else the backend is read on (hang-up)
             call.events = None
             with anyio.CancelScope(shield=True):
                 await resp.aclose()

@@ -167,20 +167,18 @@ class ServeState:
         """The client id for a valid bearer key (``anonymous`` when no keys are configured)."""
         if not self.keys:
             return "anonymous"
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token:
+        token = _bearer(request)
+        if token:
             for key in self.keys.values():
-                if hmac.compare_digest(token.strip().encode(), key.key.get().encode()):
+                if hmac.compare_digest(token, key.key.get().encode()):
                     return key.id
         raise RequestError("Incorrect or missing API key: send 'Authorization: Bearer <key>'", status=401,
                            code="invalid_api_key")
 
     def is_operator(self, request: Request) -> bool:
         """Whether the request carries ``server.admin_key`` as its bearer token."""
-        admin = self.config.server.admin_key
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return (admin is not None and scheme.lower() == "bearer"
-                and hmac.compare_digest(token.strip().encode(), admin.get().encode()))
+        admin, token = self.config.server.admin_key, _bearer(request)
+        return admin is not None and token is not None and hmac.compare_digest(token, admin.get().encode())
 
     def busy(self, what: str) -> RequestError:
         self.metrics.rejected.labels("busy").inc()
@@ -288,6 +286,12 @@ class ServeState:
         except RequestError as exc:
             self.metrics.rejected.labels("budget_exceeded" if exc.status == 429 else exc.code).inc()
             raise
+
+
+def _bearer(request: Request) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header (compared in constant time by the callers)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip().encode() if scheme.lower() == "bearer" and token else None
 
 
 def _retrieve(task: asyncio.Task) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
 import json
 import logging
 import math
@@ -63,11 +62,9 @@ def router_version(path: str | Path | None) -> str:
 
 
 def _check_admin(state: ServeState, request: Request) -> None:
-    key = state.config.server.admin_key
-    if key is None:
+    if state.config.server.admin_key is None:
         raise RequestError("Not Found", status=404, code="not_found")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if not (scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.get().encode())):
+    if not state.is_operator(request):
         raise RequestError("The admin endpoints need 'Authorization: Bearer <server.admin_key>'", status=401,
                            code="invalid_api_key")
 

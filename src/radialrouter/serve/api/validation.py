@@ -16,7 +16,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from radialrouter.serve.routing import MAX_CHOICES, MAX_OUTPUT_TOKENS, RequestError, requested_output_tokens
+from radialrouter.serve.routing import MAX_CHOICES, MAX_OUTPUT_TOKENS, RequestError
 
 if TYPE_CHECKING:
     from radialrouter.serve.config import ServeConfig
@@ -156,7 +156,6 @@ def check_chat_body(body: dict, max_output: int = MAX_OUTPUT_TOKENS) -> None:
     if body.get("n") is not None and not _as_int(body, "n", 1, MAX_CHOICES):
         raise _fail("n", f"`n` must be an integer between 1 and {MAX_CHOICES}")
     _check_output_tokens(body, max_output)
-    requested_output_tokens(body)
 
 
 def check_route_body(body: dict, max_output: int = MAX_OUTPUT_TOKENS) -> dict:
