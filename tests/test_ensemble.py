@@ -1,5 +1,6 @@
-"""The stacking ensemble (issue #23 item 1): members fitted on train, non-negative weights fitted on validation
-(missing cells masked), routing as q̂ − λ·cost, one saved directory, CLI and registry."""
+"""The stacking ensemble (issue #23 items 1 and 3): members fitted on train (validation for their early stopping),
+non-negative weights fitted on validation (missing cells masked), routing as q̂ − λ·cost, one saved directory, CLI
+and registry; the optional per-query context (task, application) as one more stacked row."""
 
 from __future__ import annotations
 
@@ -56,9 +57,9 @@ def test_weights_are_fitted_on_validation_and_not_trivial(ensemble, splits):
     assert (w[:, 0] > 1e-3).sum() >= 2, f"one member took all the weight: {ensemble.training_['quality_weights']}"
     assert ensemble.training_["weights_fitted_on"] == f"the validation split ({len(val)} queries)"
     assert ensemble.training_["equal_weights_fallback"] is None
-    # Members saw the training split only (no validation queries for model selection).
+    # Members are fitted as each would be alone: the training split, the validation split for model selection.
     for member in ensemble.members_:
-        assert member.training_["n_train"] == len(train) and member.training_["n_val"] == 0
+        assert member.training_["n_train"] == len(train) and member.training_["n_val"] == len(val)
     assert set(ensemble.training_["val_score"]) == {"mlp", "knn", "radial", "equi", "ensemble"}
 
 
@@ -230,3 +231,57 @@ def test_server_loads_a_saved_ensemble_and_routes_by_content(tmp_path):
             picks = [client.post("/v1/route", json={"model": "radial", "prompt": p}).json()["llm"]
                      for p in ("Write a Python function that flattens nested lists", "hello, how is it going?")]
     assert picks == ["strong", "cheap"]
+
+
+# ---------------------------------------------------------------------------------------------- context
+@pytest.fixture(scope="module")
+def with_context(splits, one_thread):
+    train, val, _ = splits
+    return make_router("ensemble", member_params=FAST, context=True).fit(train, val)
+
+
+def test_context_is_one_more_stacked_row_that_helps_when_informative(with_context):
+    """Embeddings that are pure noise, tasks that say which half of the topics a query is on: the context row gets
+    the weight, and routing with each test query's task scores higher than the same ensemble without context."""
+    assert with_context.uses_context and set(with_context.weights) == {"mlp", "knn", "radial", "equi", "context"}
+    ds = with_validation(make_synthetic(n_queries=800, n_llms=4, seed=1, dim=32, noise=100.0), val_size=0.25)
+    train, val, test = ds.select("train"), ds.select("val"), ds.select("test")
+    cheap = {"mlp": {"steps": 200}}
+    plain = make_router("ensemble", members=["mlp", "knn"], member_params=cheap).fit(train, val)
+    aware = make_router("ensemble", members=["mlp", "knn"], member_params=cheap, context=True).fit(train, val)
+    assert aware.weights["context"][0] > max(aware.weights["mlp"][0], aware.weights["knn"][0])
+    lams = list(aware.presets_.values())
+    assert _mean_score(aware, test, lams) > _mean_score(plain, test, lams) + 0.02
+
+
+def test_context_comes_from_the_argument_or_the_datasets_tasks(with_context, splits):
+    _, _, test = splits
+    x, tasks = test.embeddings, test.tasks.tolist()
+    np.testing.assert_array_equal(with_context.predict(test, "balance"),
+                                  with_context.predict(x, "balance", context=tasks))
+    # unknown or missing context: the pool's mean row for every query, whatever the label
+    unknown = with_context.predict_scores(x, "balance", context=["never-seen"] * len(x))
+    np.testing.assert_allclose(unknown, with_context.predict_scores(x, "balance"))
+    np.testing.assert_allclose(unknown, with_context.predict_scores(x, "balance", context=[None] * len(x)))
+    assert not np.allclose(unknown, with_context.predict_scores(x, "balance", context=tasks))
+    one = with_context.route(x[:2], "balance", context="task-1")
+    assert one[0].scores == pytest.approx(with_context.route(x[:1], "balance", context=["task-1"])[0].scores)
+    with pytest.raises(RouterError, match="context: 2 values for 3 queries"):
+        with_context.predict(x[:3], "balance", context=["task-0", "task-1"])
+    with pytest.raises(RouterError, match="must be strings or None"):
+        with_context.predict(x[:1], "balance", context=[3])
+
+
+def test_context_round_trip(with_context, splits, tmp_path):
+    _, _, test = splits
+    loaded = from_pretrained(with_context.save_pretrained(tmp_path / "ctx"))
+    assert loaded.uses_context and loaded.contexts_ == with_context.contexts_
+    np.testing.assert_allclose(loaded.predict_scores(test, "balance"), with_context.predict_scores(test, "balance"),
+                               rtol=1e-6)
+
+
+def test_routers_without_context_ignore_it(ensemble, splits):
+    _, _, test = splits
+    x = test.embeddings
+    np.testing.assert_array_equal(ensemble.predict_scores(x, "balance", context=["task-0"] * len(x)),
+                                  ensemble.predict_scores(x, "balance"))

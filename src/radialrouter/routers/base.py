@@ -80,6 +80,39 @@ class Decision:
 
 
 @dataclass
+class ContextBatch:
+    """A context-aware router's input: the query vectors and each query's context (a category such as the task or
+    the calling application; ``None``: not known). Its length is the number of queries."""
+
+    x: np.ndarray
+    context: np.ndarray  # (n,) object: str or None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, rows: Any) -> ContextBatch:
+        return ContextBatch(self.x[rows], self.context[rows])
+
+
+def query_contexts(queries: Any, context: Any, n: int) -> np.ndarray:
+    """Each query's context: ``context`` (one value for every query, or one per query), else a dataset's task
+    labels, else unknown (``None``)."""
+    if context is None:
+        if isinstance(queries, RoutingDataset):
+            return np.asarray(queries.tasks, dtype=object)
+        return np.full(n, None, dtype=object)
+    if isinstance(context, str):
+        return np.full(n, context, dtype=object)
+    values = np.asarray(list(context), dtype=object)
+    if len(values) != n:
+        raise RouterError(f"context: {len(values)} values for {n} queries (give one per query, or one string)")
+    bad = [v for v in values if v is not None and not isinstance(v, str)]
+    if bad:
+        raise RouterError(f"context: values must be strings or None; got {type(bad[0]).__name__} {bad[0]!r}")
+    return values
+
+
+@dataclass
 class Outcomes:
     """What a router's decisions realise on labelled queries: the evaluation's only input."""
 
@@ -136,6 +169,12 @@ class Router(ABC):
 
     #: Subclasses that use embeddings take ``encoder=None`` in their constructor and store it here.
     encoder: QueryEncoder | None = None
+
+    @property
+    def uses_context(self) -> bool:
+        """Whether the router reads each query's context (task, application …) next to its text: its `_scores`
+        then get a `ContextBatch`. Routers that do not ignore a context they are given."""
+        return False
 
     # ------------------------------------------------------------------ hyperparameters
     def get_params(self) -> dict[str, Any]:
@@ -253,6 +292,15 @@ class Router(ABC):
             queries = [queries]
         return self.get_encoder().encode(list(queries))
 
+    def _route_inputs(self, queries: Any, context: Any = None) -> Any:
+        """`_inputs`, wrapped with each query's context (`query_contexts`) for a router that `uses_context`."""
+        x = self._inputs(queries)
+        if not self.uses_context:
+            return x
+        if isinstance(x, ContextBatch):
+            return x
+        return ContextBatch(x, query_contexts(queries, context, len(x)))
+
     def lam_range(self) -> tuple[float, float]:
         """The λ values this router was trained to route at; `route` clamps λ above the top (with a
         `LamRangeWarning`) instead of extrapolating. Unbounded unless a subclass trained on a bounded range."""
@@ -303,11 +351,14 @@ class Router(ABC):
         return mask
 
     # ------------------------------------------------------------------ prediction
-    def predict_scores(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> np.ndarray:
-        """(n_queries, n_llms) scores at trade-off ``lam``; higher is better, non-candidates are −inf."""
+    def predict_scores(self, queries: Any, lam: float | str | None = None, candidates: Any = None,
+                       context: Any = None) -> np.ndarray:
+        """(n_queries, n_llms) scores at trade-off ``lam``; higher is better, non-candidates are −inf. ``context``:
+        each query's context (one string for all, or one per query; a dataset's tasks by default), read by routers
+        that `uses_context` only."""
         self._check_fitted()
         lam = self.resolve_lam(lam)
-        x = self._inputs(queries)
+        x = self._route_inputs(queries, context)
         return self._masked_scores(x, lam, self._candidate_mask(candidates, len(x)))
 
     def _masked_scores(self, x: Any, lam: float, mask: np.ndarray | None) -> np.ndarray:
@@ -324,26 +375,29 @@ class Router(ABC):
             proba = proba / proba.sum(axis=1, keepdims=True)
         return scores, proba
 
-    def predict_costs(self, queries: Any) -> np.ndarray:
+    def predict_costs(self, queries: Any, context: Any = None) -> np.ndarray:
         """Expected USD cost per query of each LLM; the pool's mean cost unless the method predicts it."""
         self._check_fitted()
-        return self._costs(self._inputs(queries))
+        return self._costs(self._route_inputs(queries, context))
 
     def _costs(self, x: Any) -> np.ndarray:
         """`predict_costs` on `_inputs` (overridden by routers that predict per-query cost)."""
         return np.broadcast_to(self.mean_cost_, (len(x), len(self.llms_)))
 
-    def predict(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> np.ndarray:
+    def predict(self, queries: Any, lam: float | str | None = None, candidates: Any = None,
+                context: Any = None) -> np.ndarray:
         """Index of the chosen LLM per query (ties to the cheaper LLM)."""
-        return argmax_cheapest(self.predict_scores(queries, lam, candidates), self.mean_cost_)
+        return argmax_cheapest(self.predict_scores(queries, lam, candidates, context), self.mean_cost_)
 
-    def route(self, queries: Any, lam: float | str | None = None, candidates: Any = None) -> list[Decision]:
+    def route(self, queries: Any, lam: float | str | None = None, candidates: Any = None,
+              context: Any = None) -> list[Decision]:
         """Route a batch: per query the chosen LLM, the ranking, per-LLM scores (and probabilities) and the
         expected cost. ``candidates`` (LLM names) restricts the pool for this call without retraining. λ above
-        `lam_range` is clamped to its top with a `LamRangeWarning` (the decision's ``lam`` says what was used)."""
+        `lam_range` is clamped to its top with a `LamRangeWarning` (the decision's ``lam`` says what was used).
+        ``context``: as in `predict_scores`."""
         self._check_fitted()
         lam = self._route_lam(lam)
-        x = self._inputs(queries)
+        x = self._route_inputs(queries, context)
         scores, proba = self._scores_and_proba(x, lam, self._candidate_mask(candidates, len(x)))
         order = rank_cheapest_first(scores, self.mean_cost_)
         costs = self._costs(x)

@@ -90,9 +90,10 @@ class _Call:
         return routing_text(self.body["messages"], r.history_messages, r.history_chars)
 
     def query(self) -> RouteQuery:
+        metadata = self.body.get("metadata") or {}
         return RouteQuery(text=self.prompt, prompt_tokens=self.prompt_tokens,
                           max_output=requested_output_tokens(self.body), needs=required_capabilities(self.body),
-                          lam=self.target.lam)
+                          lam=self.target.lam, context=metadata.get(self.state.config.router.context_key))
 
     def add_output(self, text: str) -> None:
         """Keep relayed output, to charge it when the backend reports no usage for a complete answer."""

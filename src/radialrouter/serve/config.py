@@ -159,6 +159,9 @@ class RouterConfig(_Strict):
         "auto", description="What a RadialRouter's network runs on: ONNX Runtime (auto: when installed; several "
                             "times faster at batch 1) or torch.")
     explore: ExploreConfig = Field(default_factory=ExploreConfig, description="Exploration (off by default).")
+    context_key: str = Field("task", min_length=1, description="Key of the request's `metadata` whose value is the "
+                                                               "query's context, for routers trained with one "
+                                                               "(ensemble with context=True); others ignore it.")
 
     _check_path = field_validator("path", "tokenizer", mode="before")(_resolve_path)
 

@@ -236,6 +236,7 @@ class RouteQuery:
     max_output: int
     needs: frozenset[str]
     lam: float
+    context: str | None = None  # `metadata[router.context_key]`: read by routers that use a context
 
 
 @dataclass
@@ -390,7 +391,8 @@ class Decider:
         for lam in {queries[i].lam for i in ok}:
             rows = [k for k, i in enumerate(ok) if queries[i].lam == lam]
             subset = inputs[rows] if self.router.uses_embeddings else [texts[k] for k in rows]
-            decisions = self.router.route(subset, lam=lam, candidates=np.stack([masks[ok[k]] for k in rows]))
+            decisions = self.router.route(subset, lam=lam, candidates=np.stack([masks[ok[k]] for k in rows]),
+                                          context=[queries[ok[k]].context for k in rows])
             for k, d in zip(rows, decisions):
                 result = out[ok[k]]
                 result.llm = self._by_router_name[d.llm]

@@ -78,6 +78,9 @@ class _ChatFields(_Open):
     n: int | None = Field(None, ge=1, le=MAX_CHOICES, description="Number of choices; budgets reserve each one")
     tools: list[Tool] | None = None
     response_format: ResponseFormat | None = None
+    metadata: dict[str, str] | None = Field(None, description="OpenAI's metadata (string values); the value under "
+                                                               "`router.context_key` (default `task`) is the query's "
+                                                               "context for a router trained with one")
 
 
 class ChatCompletionRequest(_ChatFields):

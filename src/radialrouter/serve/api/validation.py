@@ -155,6 +155,13 @@ def check_chat_body(body: dict, max_output: int = MAX_OUTPUT_TOKENS) -> None:
             raise _fail("stream_options.include_usage", "`stream_options.include_usage` must be a boolean")
     if body.get("n") is not None and not _as_int(body, "n", 1, MAX_CHOICES):
         raise _fail("n", f"`n` must be an integer between 1 and {MAX_CHOICES}")
+    metadata = body.get("metadata")
+    if metadata is not None:  # OpenAI's shape: string keys to string values (the router may read its context there)
+        if not isinstance(metadata, dict):
+            raise _fail("metadata", "`metadata` must be an object of string values")
+        for key, value in metadata.items():
+            if not isinstance(value, str):
+                raise _fail(f"metadata.{key}", f"`metadata.{key}` must be a string")
     _check_output_tokens(body, max_output)
 
 
