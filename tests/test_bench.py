@@ -160,3 +160,34 @@ def test_named_lams_resolve_on_the_pool(tmp_path):
     assert doc["meta"]["lams"] == [doc["meta"]["presets"]["balance"], 0.05] and doc["meta"]["lams"][0] != 0.02
     bad = runner.invoke(app, ["bench", "--data", str(tmp_path / "d.parquet"), "--lam", "frugal-ish"])
     assert bad.exit_code != 0 and "λ must be a number" in str(bad.exception)
+
+
+def test_context_rows_and_ensemble_reusing_its_members_fits(tmp_path, monkeypatch):
+    """``NAME+context`` benches NAME fitted with each query's task as context, as its own row; an ensemble whose
+    members have rows of their own stacks those fits (the same ones it would make) instead of fitting again."""
+    from radialrouter.routers.ensemble import EnsembleRouter
+
+    class SmallEnsemble(EnsembleRouter):
+        name = "test-small-ensemble"
+
+        def __init__(self, members=("knn", "mlp"), seed=0, context=False, encoder=None) -> None:
+            super().__init__(members=members, seed=seed, context=context, encoder=encoder)
+
+    monkeypatch.setattr(routers, "_REGISTERED", dict(routers._REGISTERED))  # registration undone after the test
+    register(SmallEnsemble)
+    fits = []
+    real_fit = EnsembleRouter._make_member
+
+    def counting(self, name):
+        fits.append(name)
+        return real_fit(self, name)
+
+    monkeypatch.setattr(EnsembleRouter, "_make_member", counting)
+    wide_frame(n=120).to_parquet(tmp_path / "d.parquet")
+    doc = run_bench(str(tmp_path / "d.parquet"), ["knn", "mlp", "test-small-ensemble", "test-small-ensemble+context"],
+                    seeds=[0], progress=False, measure_encoder=False, latency_runs=1)
+    assert {r["router"] for r in doc["results"]} == {"knn", "mlp", "test-small-ensemble",
+                                                     "test-small-ensemble+context"}
+    assert fits.count("mlp") == 2  # the checks of each ensemble's fit_on_members; no member fitted again
+    with pytest.raises(ValueError, match="takes no context"):
+        run_bench(str(tmp_path / "d.parquet"), ["knn+context"], seeds=[0], progress=False)

@@ -59,6 +59,24 @@ def default_routers() -> list[str]:
     return [*(n for n in available_routers() if n not in REFERENCE_ROUTERS), *REFERENCE_ROUTERS]
 
 
+#: Suffix of a bench row name that fits the router with the data's task as each query's context (e.g.
+#: ``ensemble+context``): the same router with and without context side by side (issue #23 item 3).
+CONTEXT_SUFFIX = "+context"
+
+
+def router_spec(name: str) -> tuple[str, dict[str, Any]]:
+    """A bench row name → (registered router, constructor parameters): ``NAME+context`` is ``NAME`` with
+    ``context=True`` (routers that take a context only)."""
+    if not name.endswith(CONTEXT_SUFFIX):
+        router_class(name)
+        return name, {}
+    base = name[: -len(CONTEXT_SUFFIX)]
+    if "context" not in inspect.signature(router_class(base).__init__).parameters:
+        raise ValueError(f"router {base!r} takes no context; '{CONTEXT_SUFFIX}' goes with a router that does "
+                         "(ensemble)")
+    return base, {"context": True}
+
+
 def make_seeded(name: str, seed: int, **params: Any) -> Router:
     """Instantiate ``name`` with ``seed`` when its constructor takes one."""
     cls = router_class(name)
@@ -183,10 +201,10 @@ def run_bench(
     started = time.perf_counter()
     names = list(routers or default_routers())
     for name in names:
-        router_class(name)  # unknown names fail before any training
+        router_spec(name)  # unknown names fail before any training
     if not seeds:
         raise ValueError("at least one seed is needed")
-    if any(router_class(n).uses_embeddings for n in names):
+    if any(router_class(router_spec(n)[0]).uses_embeddings for n in names):
         encoder = encoder or QueryEncoder()
     else:
         encoder = None
@@ -248,6 +266,7 @@ def run_bench(
                     "encoder": None if encoder is None else encoder.fingerprint()})
                 meta["partial_results"] = str(partial.path)
         seed_sweeps: dict[str, list[dict]] = {}
+        fitted: dict[str, Router] = {}  # this seed's λ-free routers with default parameters: an ensemble's members
         split_fingerprint = None if partial is None else full.fingerprint()
         for position, name in enumerate(names):
             bar.set_description_str(f"bench seed {seed} {name}: ")
@@ -255,7 +274,7 @@ def run_bench(
             if run is None:
                 unit_start = time.perf_counter()
                 run = _bench_router(name, seed, train, val, test, scenario, first_seed=seed_index == 0,
-                                    latency_runs=latency_runs, pair=pair, presets=presets)
+                                    latency_runs=latency_runs, pair=pair, presets=presets, fitted=fitted)
                 eta.record(name, time.perf_counter() - unit_start)
                 if partial is not None:
                     partial.save(seed, name, split_fingerprint, run, time.perf_counter() - unit_start)
@@ -381,17 +400,30 @@ def _plain(value: Any) -> Any:
 
 def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDataset | None, test: RoutingDataset,
                   scenario: list[float], *, first_seed: bool, latency_runs: int,
-                  pair: tuple[str, str] | None = None, presets: dict[str, float] | None = None) -> dict[str, Any]:
+                  pair: tuple[str, str] | None = None, presets: dict[str, float] | None = None,
+                  fitted: dict[str, Router] | None = None) -> dict[str, Any]:
     """Fit one router for one seed and measure it: scenario rows, λ sweep, collapse index, and on the first seed
-    the budget sweep and latency."""
-    cls = router_class(name)
+    the budget sweep and latency. ``fitted``: this seed's routers fitted so far by name; an ensemble whose members
+    are all there stacks them (`EnsembleRouter.fit_on_members`: the same fits it would make) instead of fitting
+    them again, and its fit time is then the weight fit's."""
+    base, params = router_spec(name)
+    cls = router_class(base)
+    fitted = {} if fitted is None else fitted
     models: dict[float | None, Router] = {}
     fit_seconds = []
     for lam in (scenario if cls.lam_at_fit else [None]):
-        router = make_seeded(name, seed, **({} if lam is None else {"lam": lam}))
+        router = make_seeded(base, seed, **params, **({} if lam is None else {"lam": lam}))
+        if name != base:
+            router.display_name = name
+        members = getattr(router, "members", None)
+        reuse = (hasattr(router, "fit_on_members") and val is not None and len(val) and not router.member_params
+                 and router.steps is None and all(m in fitted for m in members))
         start = time.perf_counter()
-        models[lam] = router.fit(train, val)
+        models[lam] = router.fit_on_members([fitted[m] for m in members], train, val) if reuse else router.fit(
+            train, val)
         fit_seconds.append(round(time.perf_counter() - start, 3))
+        if lam is None and not params:
+            fitted[name] = models[lam]
     how = next(iter(models.values())).training_.get("missing_cells")
     run: dict[str, Any] = {"missing_cells": how and how["method"], "fit_seconds": fit_seconds, "results": [
         {**r, "seed": seed} for lam, m in models.items()

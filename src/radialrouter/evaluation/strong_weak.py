@@ -81,8 +81,8 @@ def router_margin(router, data, strong: str, weak: str) -> np.ndarray:
     check_pair(llms, strong, weak)
     if router.random_pick:  # its pick is a uniform draw: in expectation it prefers no query, every margin ties
         return np.zeros(len(data))
-    x = data.embeddings if router.uses_embeddings else data
-    scores = router.predict_scores(x, 0.0)
+    x = data.embeddings if router.uses_embeddings and data.embeddings is not None else data
+    scores = router.predict_scores(x, 0.0, context=data.tasks if router.uses_context else None)
     return scores[:, llms.index(strong)] - scores[:, llms.index(weak)]
 
 

@@ -224,9 +224,13 @@ class EnsembleRouter(Router):
             if not len(train) or not len(val):
                 raise RouterError(f"ensemble: {len(train) + len(val)} training queries are too few to hold "
                                   f"{self.val_fraction:.0%} out for the weights; pass validation data")
-        self.members_ = [self._make_member(name) for name in self.members]
-        for member in self.members_:
-            member.fit(train, None if held_out else val)
+        given, self._given_members = getattr(self, "_given_members", None), None
+        if given is not None and not held_out:
+            self.members_ = given
+        else:
+            self.members_ = [self._make_member(name) for name in self.members]
+            for member in self.members_:
+                member.fit(train, None if held_out else val)
         if self.context:
             if len(train.task_names) < 2:
                 warnings.warn(f"ensemble: context=True, but the training data has one context value "
@@ -271,6 +275,22 @@ class EnsembleRouter(Router):
             "val_score_is": "mean macro Score over λ = " + ", ".join(f"{lam:g}" for lam in lams),
             "member_training": {n: m.training_ for n, m in zip(self.members, self.members_)},
         }
+
+    def fit_on_members(self, members: list[Router], train: RoutingDataset, val: RoutingDataset) -> EnsembleRouter:
+        """Stack routers already fitted on ``train`` (with ``val`` for their model selection, as `fit` would fit
+        them): only the weights are fitted, on ``val``. For combining routers one has trained anyway (the bench
+        reuses its own rows' routers), without fitting them again."""
+        names = [m.name for m in members]
+        if names != self.members:
+            raise RouterError(f"ensemble: members {names} given for an ensemble of {self.members}")
+        for member in members:
+            self._make_member(member.name)  # the same checks as for members it fits itself
+            if list(getattr(member, "llms_", [])) != list(train.llms):
+                raise RouterError(f"ensemble: member {member.name!r} is not fitted on the LLMs {list(train.llms)}")
+        if val is None or not len(val):
+            raise RouterError("ensemble: fit_on_members needs the validation split the weights are fitted on")
+        self._given_members = list(members)
+        return self.fit(train, val)
 
     def _fit_cost(self, xv: np.ndarray, val: RoutingDataset) -> np.ndarray:
         """(K, m) cost weights: zero for members without a cost model, all zero when none has one (mean cost)."""
