@@ -191,3 +191,19 @@ def test_context_rows_and_ensemble_reusing_its_members_fits(tmp_path, monkeypatc
     assert fits.count("mlp") == 2  # the checks of each ensemble's fit_on_members; no member fitted again
     with pytest.raises(ValueError, match="takes no context"):
         run_bench(str(tmp_path / "d.parquet"), ["knn+context"], seeds=[0], progress=False)
+
+
+def test_auto_row_is_the_cross_validated_choice(tmp_path, monkeypatch):
+    """``auto`` in a bench is what ``train --router auto`` would ship for each seed, with its choice recorded."""
+    from radialrouter.evaluation import auto
+
+    wide_frame(n=120).to_parquet(tmp_path / "d.parquet")
+    monkeypatch.setattr(auto, "AUTO_CANDIDATES", ("knn", "best-single"))
+    doc = run_bench(str(tmp_path / "d.parquet"), ["auto", "knn"], seeds=[0], progress=False, measure_encoder=False,
+                    latency_runs=1)
+    assert {r["router"] for r in doc["results"]} == {"auto", "knn"}
+    choice = doc["meta"]["auto"]["0"]
+    assert choice["chosen"] in {"knn", "best-single"} and set(choice["cv"]) == {"knn", "best-single"}
+    if choice["chosen"] == "knn":  # the same seed and fit as the knn row: the same figures
+        assert [r["score"] for r in doc["results"] if r["router"] == "auto"] == [
+            r["score"] for r in doc["results"] if r["router"] == "knn"]

@@ -20,6 +20,8 @@ there), so:
 - **Mean ± SE.** A candidate's figure is the mean of its K fold scores and their standard error, the sample
   standard deviation (ddof = 1) over √K. Folds share training rows, so this SE is somewhat optimistic (Bengio &
   Grandvalet 2004); it is a noise scale for the rule below, not a confidence interval.
+- **Ensemble.** An ``ensemble`` candidate whose members are candidates too stacks their fits of the same fold
+  (`EnsembleRouter.fit_on_members`: the fits it would make itself), so it costs its weight fits only.
 - **One-SE rule.** Among the candidates whose mean is within one SE (the best candidate's) of the best mean, the
   simplest by `COMPLEXITY_ORDER` is chosen: a more complex router has to beat the simpler ones by more than the
   noise of the comparison.
@@ -172,6 +174,7 @@ def select_router(train: RoutingDataset, val: RoutingDataset | None = None, lam:
 
     table: list[dict[str, Any]] = []
     everything = np.arange(len(train))
+    fold_fits: list[dict[str, Router]] = [{} for _ in fold_rows]  # an ensemble stacks its members' fold fits
     with tqdm(total=len(names) * folds, desc="auto: cross-validation", unit="fit", disable=not progress,
               leave=False) as bar:
         for name in names:
@@ -179,8 +182,16 @@ def select_router(train: RoutingDataset, val: RoutingDataset | None = None, lam:
             scores = []  # (folds, trade-offs)
             for i, held in enumerate(fold_rows):
                 bar.set_postfix_str(f"{name} fold {i + 1}/{folds}")
+                fold_train = train.subset(np.setdiff1d(everything, held))
+                router = make(name)
+                members = getattr(router, "members", None)
                 with showing_progress(False):
-                    router = make(name).fit(train.subset(np.setdiff1d(everything, held)), val)
+                    if (hasattr(router, "fit_on_members") and val is not None and len(val)
+                            and all(m in fold_fits[i] for m in members)):
+                        router.fit_on_members([fold_fits[i][m] for m in members], fold_train, val)
+                    else:
+                        router.fit(fold_train, val)
+                fold_fits[i][name] = router
                 scores.append(_score_fold(router, train.subset(held), lams))
                 bar.update()
             scores_arr = np.asarray(scores, dtype=np.float64)

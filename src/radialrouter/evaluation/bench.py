@@ -64,9 +64,16 @@ def default_routers() -> list[str]:
 CONTEXT_SUFFIX = "+context"
 
 
+#: Bench row of `radialrouter.evaluation.auto.select_router` (what ``train --router auto`` does): per seed, the
+#: candidate chosen by cross-validation on the training split, refitted and evaluated like any router.
+AUTO = "auto"
+
+
 def router_spec(name: str) -> tuple[str, dict[str, Any]]:
     """A bench row name → (registered router, constructor parameters): ``NAME+context`` is ``NAME`` with
-    ``context=True`` (routers that take a context only)."""
+    ``context=True`` (routers that take a context only); ``auto`` stands for the λ-free routers it chooses among."""
+    if name == AUTO:
+        return "knn", {}
     if not name.endswith(CONTEXT_SUFFIX):
         router_class(name)
         return name, {}
@@ -289,6 +296,8 @@ def run_bench(
                 pairs[name].append({**run["pair"], "seed": seed})
             if run.get("missing_cells"):
                 meta["missing_cells"][name] = run["missing_cells"]
+            if "auto" in run:
+                meta.setdefault("auto", {})[str(seed)] = run["auto"]
             results += run["results"]
             timing[name]["fit_seconds"] += run["fit_seconds"]
             timing[name].update(run.get("latency", {}))
@@ -411,7 +420,17 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
     fitted = {} if fitted is None else fitted
     models: dict[float | None, Router] = {}
     fit_seconds = []
-    for lam in (scenario if cls.lam_at_fit else [None]):
+    if name == AUTO:
+        from radialrouter.evaluation.auto import select_router
+
+        start = time.perf_counter()
+        chosen = select_router(train, val, seed=seed)
+        models[None] = chosen.best
+        chosen.best.display_name = AUTO
+        fit_seconds.append(round(time.perf_counter() - start, 3))
+        auto = {"chosen": chosen.best.name, "cv": {r["router"]: [round(r["cv_mean"], 4), round(r["cv_se"], 4)]
+                                                    for r in chosen.table}}
+    for lam in ([] if name == AUTO else scenario if cls.lam_at_fit else [None]):
         router = make_seeded(base, seed, **params, **({} if lam is None else {"lam": lam}))
         if name != base:
             router.display_name = name
@@ -447,6 +466,8 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
     if first_seed:
         middle = scenario[len(scenario) // 2]
         run["latency"] = routing_latency(models.get(None) or models[middle], test, middle, latency_runs)
+    if name == AUTO:
+        run["auto"] = auto
     return run
 
 
@@ -556,6 +577,13 @@ def bench_markdown(doc: dict[str, Any], name: str, figures: dict[str, str]) -> s
     elif missing.get("mode") == "exclude":
         out += ["Rows with a missing quality cell were excluded (`--missing exclude`).", ""]
     out.append(to_markdown(rows, title="Results (Table 1 layout)", lams=meta["lams"]))
+    if any(r["router"].endswith(CONTEXT_SUFFIX) for r in rows):
+        out += [f"`NAME{CONTEXT_SUFFIX}`: NAME fitted and routing with each query's task label as its context (at "
+                "serving time the request's `metadata`); every other row reads the query text only.", ""]
+    if meta.get("auto"):
+        chosen = ", ".join(f"seed {seed}: {a['chosen']}" for seed, a in meta["auto"].items())
+        out += [f"`auto`: the router `train --router auto` chooses (cross-validation on each seed's training split, "
+                f"one-SE rule), refitted and evaluated like the others. Chosen: {chosen}.", ""]
     if not has_cost:
         out += ["Quality-only data: Cost is 0 and Score = Perf, macro-averaged over all test tasks; the RouterDC-style "
                 "table (in- and out-of-distribution averages) is under Per task. Cost–quality curves, AIQ, QNC and "
