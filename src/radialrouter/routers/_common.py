@@ -122,7 +122,8 @@ def best_setting(perf: np.ndarray, cost_per_1k: np.ndarray, lam: float) -> int:
 class QualityRegressorRouter(Router):
     """Base for routers that regress each LLM's quality from the query embedding with a torch module (sigmoid
     output, soft binary cross-entropy) and predict per-query cost with a ridge head. Scoring is λ-free:
-    ``q̂ − λ·COST_SCALE·ĉ``, so one fit serves every λ. Model selection: macro Score at λ = 0 on ``val``."""
+    ``q̂ − λ·COST_SCALE·ĉ``, so one fit serves every λ. Model selection: the mean macro Score over the named
+    trade-offs on ``val``, routed with the cost head."""
 
     partial_labels = True  # unknown quality cells (NaN) are masked out of the loss
     #: Trained on partial labels, an LLM's predicted quality is lowered by this many standard errors,
@@ -174,19 +175,28 @@ class QualityRegressorRouter(Router):
                 m = mt[idx].expand_as(out)
                 return (cell_bce(out, yt[idx].expand_as(out)) * m).sum() / m.sum().clamp_min(1.0)
 
+        # The cost head first: model selection below routes with it.
+        self.cost_w_, self.cost_b_ = fit_cost_head(x, train.cost, self.cost_alpha)
         val_fn = None
         if val is not None and len(val) and np.isfinite(val.quality).all():
             xv = require_embeddings(val, self)
+            cost_v = predict_cost_head(xv, self.cost_w_, self.cost_b_)
+            lams = sorted(set(self.presets_.values()))
 
             def val_fn() -> float:
-                return macro_score(argmax_cheapest(self._quality(xv), self.mean_cost_), val, 0.0)
+                # The mean Score over the named trade-offs, as routed: Score at λ = 0 alone keeps the first
+                # checkpoint that ranks the best LLM first, whose quality estimates may all still sit near 0.5 —
+                # the cost then decides every other trade-off (`mf` sent everything to the cheapest LLM at Balance).
+                quality = self._quality(xv)
+                return float(np.mean([macro_score(best_llm(quality, cost_v, lam), val, lam) for lam in lams]))
 
         self.label_counts_ = None if known.all() else known.sum(axis=0).astype(np.float64)
         result = train_module(self.module_, loss_fn, len(train), steps=self.steps, batch_size=self.batch_size,
                               lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, val_fn=val_fn,
                               progress=False, desc=self.name)
-        self.training_ = {"steps": result.steps, "best_step": result.best_step, "best_val_perf": result.best_val}
-        self.cost_w_, self.cost_b_ = fit_cost_head(x, train.cost, self.cost_alpha)
+        self.training_ = {"steps": result.steps, "best_step": result.best_step, "best_val_score": result.best_val,
+                          "val_score_is": "mean macro Score over λ = " + ", ".join(f"{lam:g}" for lam in
+                                                                                   sorted(set(self.presets_.values())))}
 
     def _quality(self, x: np.ndarray) -> np.ndarray:
         import torch
