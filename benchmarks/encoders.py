@@ -30,7 +30,7 @@ from radialrouter.core.encoders import DEFAULT_ENCODER, STATIC_ENCODER, QueryEnc
 from radialrouter.core.objective import COST_SCALE, SCENARIOS
 from radialrouter.data import load_splits
 from radialrouter.evaluation import DEFAULT_SWEEP, aiq, summarize
-from radialrouter.evaluation.bench import make_seeded
+from radialrouter.routers.registry import make_seeded
 
 #: Rows with a missing quality cell are excluded, as when the published report was made: this script reads
 #: the labels of its routers' choices itself (`load_splits(missing="keep")` routes among observed LLMs only in

@@ -24,7 +24,7 @@ from radialrouter.core.encoders import QueryEncoder
 from radialrouter.core.objective import target_distribution
 from radialrouter.data import load_splits
 from radialrouter.evaluation import evaluate_router
-from radialrouter.evaluation.bench import make_seeded
+from radialrouter.routers.registry import make_seeded
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {

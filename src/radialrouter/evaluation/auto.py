@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.evaluation.bench import make_seeded
 from radialrouter.evaluation.metrics import evaluate_router
 from radialrouter.routers import available_routers, router_class
 from radialrouter.routers.base import Router, RouterError
+from radialrouter.routers.registry import make_seeded
 
 #: Tried by default, those registered: the routers cheap to fit (seconds per fit on RouterBench) that led or
 #: placed in the benchmark tables, RadialRouter, and the ensemble once a module registers it.

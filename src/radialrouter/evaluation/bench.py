@@ -45,6 +45,7 @@ from radialrouter.evaluation.metrics import (
     single_llm_summary,
 )
 from radialrouter.routers import Router, available_routers, router_class
+from radialrouter.routers.registry import make_seeded
 
 #: Reference points every table carries; they are not learned routers.
 REFERENCE_ROUTERS: tuple[str, ...] = ("oracle", "random", "best-single", "task-best")
@@ -82,14 +83,6 @@ def router_spec(name: str) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"router {base!r} takes no context; '{CONTEXT_SUFFIX}' goes with a router that does "
                          "(ensemble)")
     return base, {"context": True}
-
-
-def make_seeded(name: str, seed: int, **params: Any) -> Router:
-    """Instantiate ``name`` with ``seed`` when its constructor takes one."""
-    cls = router_class(name)
-    if "seed" in inspect.signature(cls.__init__).parameters:
-        params["seed"] = seed
-    return cls(**params)
 
 
 # ---------------------------------------------------------------------------------------------- timing

@@ -7,6 +7,7 @@ class only for annotations, so the two do not import each other.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from radialrouter.routers.errors import RouterError
@@ -62,3 +63,12 @@ def router_class(name: str) -> type[Router]:
 def make_router(name: str, **params: Any) -> Router:
     """Instantiate a router by registry name with hyperparameters, e.g. ``make_router("knn", k=20)``."""
     return router_class(name)(**params)
+
+
+def make_seeded(name: str, seed: int, **params: Any) -> Router:
+    """Instantiate ``name`` with ``seed`` when its constructor takes one (benches and cross-validation seed every
+    router the same way)."""
+    cls = router_class(name)
+    if "seed" in inspect.signature(cls.__init__).parameters:
+        params["seed"] = seed
+    return cls(**params)
