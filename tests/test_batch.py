@@ -212,10 +212,9 @@ def test_worker_batches_as_ray_gives_them(in_memory):
 CONTEXT_WORDS = ["summarise this", "check this", "fix this", "explain this", "shorten this", "rewrite this"]
 
 
-@pytest.fixture(scope="module")
-def context_router(tmp_path_factory):
+def train_context_router(folder):
     """A router trained with a context (issue #23 item 3): the same words under task 'code' need llm-2 (only it
-    solves them), under 'chat' every LLM does, so the cheapest (llm-0) wins. Saved: its folder and the router."""
+    solves them), under 'chat' every LLM does, so the cheapest (llm-0) wins. Saved in ``folder``; returns it."""
     import warnings
 
     from radialrouter.core.encoders import QueryEncoder
@@ -228,12 +227,18 @@ def context_router(tmp_path_factory):
     ds = RoutingDataset.from_arrays(words, quality, ["llm-0", "llm-1", "llm-2"], tasks=tasks,
                                     cost=[[1e-4, 1e-3, 1e-2]] * len(quality)).embed(QueryEncoder(cache_dir=False),
                                                                                      progress=False)
-    folder = tmp_path_factory.mktemp("ctx") / "router"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one member: the weight fit may fall back
         router = make_router("ensemble", members=["knn"], context=True, context_prior=0.0, val_fraction=0.5)
         router.fit(ds).save_pretrained(folder)
-    return folder, router
+    return router
+
+
+@pytest.fixture(scope="module")
+def context_router(tmp_path_factory):
+    """`train_context_router`'s router, saved: its folder and the router."""
+    folder = tmp_path_factory.mktemp("ctx") / "router"
+    return folder, train_context_router(folder)
 
 
 #: Each word under both tasks, and one query whose context is not given (null / empty / missing): 13 rows.
