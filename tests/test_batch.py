@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from radialrouter.batch import embed_file, open_source, route_file
+from radialrouter.batch import DECISION_SCHEMA, embed_file, open_source, route_file
 from radialrouter.cli import app
 from radialrouter.data import DataError
 from radialrouter.routers.radial import DEFAULT_DIR
@@ -55,7 +55,8 @@ def read_jsonl(path) -> list[dict]:
 
 def read_parquet_decisions(path) -> list[dict]:
     rows = pq.read_table(path).to_pylist()
-    return [{**r, "scores": dict(r["scores"]), "probabilities": dict(r["probabilities"])} for r in rows]
+    return [{**r, "scores": dict(r["scores"]),
+             "probabilities": None if r["probabilities"] is None else dict(r["probabilities"])} for r in rows]
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 10, 27, 1000])
@@ -205,3 +206,174 @@ def test_worker_batches_as_ray_gives_them(in_memory):
     worker.text_lines, worker.source_name = False, "logs.parquet"  # a table whose prompt column is called "text"
     with pytest.raises(DataError, match=r"^logs\.parquet: column 'text': the prompt is empty \(--engine local names"):
         worker(pa.table({"text": [PROMPTS[0], "   "]}))
+
+
+# ---------------------------------------------------------------------------------------------- --context
+CONTEXT_WORDS = ["summarise this", "check this", "fix this", "explain this", "shorten this", "rewrite this"]
+
+
+def train_context_router(folder):
+    """A router trained with a context (issue #23 item 3): the same words under task 'code' need llm-2 (only it
+    solves them), under 'chat' every LLM does, so the cheapest (llm-0) wins. Saved in ``folder``; returns it."""
+    import warnings
+
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.data import RoutingDataset
+    from radialrouter.routers import make_router
+
+    words = CONTEXT_WORDS * 4
+    tasks = ["code"] * 12 + ["chat"] * 12
+    quality = [[0.0, 0.0, 1.0]] * 12 + [[1.0, 1.0, 1.0]] * 12
+    ds = RoutingDataset.from_arrays(words, quality, ["llm-0", "llm-1", "llm-2"], tasks=tasks,
+                                    cost=[[1e-4, 1e-3, 1e-2]] * len(quality)).embed(QueryEncoder(cache_dir=False),
+                                                                                     progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one member: the weight fit may fall back
+        router = make_router("ensemble", members=["knn"], context=True, context_prior=0.0, val_fraction=0.5)
+        router.fit(ds).save_pretrained(folder)
+    return router
+
+
+@pytest.fixture(scope="module")
+def context_router(tmp_path_factory):
+    """`train_context_router`'s router, saved: its folder and the router."""
+    folder = tmp_path_factory.mktemp("ctx") / "router"
+    return folder, train_context_router(folder)
+
+
+#: Each word under both tasks, and one query whose context is not given (null / empty / missing): 13 rows.
+CONTEXT_ROWS = ([(w, "code") for w in CONTEXT_WORDS] + [(w, "chat") for w in CONTEXT_WORDS] + [("fix this", None)])
+
+
+def write_context_file(path, rows) -> None:
+    """``rows`` of (prompt, context) as ``path``'s kind; a None context is null (parquet), an empty field (csv), or
+    no field at all (jsonl)."""
+    kind = path.suffix[1:]
+    if kind == "parquet":
+        pq.write_table(pa.table({"prompt": [p for p, _ in rows], "task": [c for _, c in rows]}), path,
+                       row_group_size=5)
+    elif kind == "csv":
+        import pandas as pd
+
+        pd.DataFrame({"prompt": [p for p, _ in rows], "task": [c or "" for _, c in rows]}).to_csv(path, index=False)
+    else:
+        path.write_text("".join(json.dumps({"prompt": p, **({"task": c} if c is not None else {})}) + "\n"
+                                for p, c in rows))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv", "jsonl"])
+def test_cli_context_column_routes_each_query_in_its_context(tmp_path, context_router, kind, monkeypatch):
+    """``route --input F --context task``: the same prompt goes to a different LLM under each task, exactly as
+    `Router.route(..., context=...)` decides in memory; the output carries the context (None where not given)."""
+    monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "cache"))
+    folder, router = context_router
+    write_context_file(tmp_path / f"q.{kind}", CONTEXT_ROWS)
+    prompts, contexts = [p for p, _ in CONTEXT_ROWS], [c for _, c in CONTEXT_ROWS]
+    expected = router.route(prompts, context=contexts)
+    out = tmp_path / ("d.parquet" if kind == "parquet" else "d.jsonl")
+    result = CliRunner().invoke(app, ["route", "--input", str(tmp_path / f"q.{kind}"), "--output", str(out),
+                                      "--model", str(folder), "--context", "task", "--chunk-size", "4",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    got = read_parquet_decisions(out) if kind == "parquet" else read_jsonl(out)
+    assert [(g["prompt"], g["context"]) for g in got] == CONTEXT_ROWS
+    assert [g["llm"] for g in got] == [d.llm for d in expected]
+    picks = {c: {g["llm"] for g in got if g["context"] == c} for c in ("code", "chat")}
+    assert picks == {"code": {"llm-2"}, "chat": {"llm-0"}}  # the words alone cannot tell these apart
+    if kind == "parquet":
+        assert pq.read_schema(out).names == ["prompt", "context", "llm", "ranking", "scores", "probabilities",
+                                             "expected_cost_usd", "lam"]
+    else:
+        assert list(got[0])[:3] == ["prompt", "context", "llm"]
+
+
+def run_main(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """The ``radialrouter`` console script (`cli.main`, which turns user errors into one line and exit code 2)."""
+    import sys
+    import warnings
+
+    from radialrouter.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["radialrouter", *args])
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() replaces it
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_context_column_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    write_context_file(tmp_path / "q.parquet", CONTEXT_ROWS[:2])
+    code, err = run_main(["route", "--input", str(tmp_path / "q.parquet"), "--context", "tsk"], monkeypatch, capsys)
+    assert code == 2
+    assert err == f"error: {tmp_path / 'q.parquet'}: no context column 'tsk'; it has ['prompt', 'task']\n"
+
+    (tmp_path / "q.txt").write_text("fix this\n")
+    code, err = run_main(["route", "--input", str(tmp_path / "q.txt"), "--context", "task"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {tmp_path / 'q.txt'}: a .txt file has one prompt per line and no columns")
+
+    code, err = run_main(["route", "fix this", "--context", "task"], monkeypatch, capsys)
+    assert code == 2 and "--context names a column of the --input file" in err
+
+    pq.write_table(pa.table({"prompt": ["a"], "task": [["x", "y"]]}), tmp_path / "nested.parquet")
+    with pytest.raises(DataError, match=r"nested\.parquet: column 'task' holds list<.*>, not one context per row$"):
+        route_file(tmp_path / "nested.parquet", None, context_column="task", progress=False)
+    (tmp_path / "nested.jsonl").write_text('{"prompt": "a", "task": "x"}\n{"prompt": "b", "task": {"k": 1}}\n')
+    with pytest.raises(DataError, match=r"nested\.jsonl: line 2, field 'task': the context is a dict, not a single"):
+        route_file(tmp_path / "nested.jsonl", None, context_column="task", progress=False)
+
+
+def test_contexts_are_read_as_strings_or_none_chunk_by_chunk(tmp_path):
+    """Numbers become their string form (as training reads a task column), null, NaN and blank become None; the
+    contexts stay aligned with their prompts across chunks and row groups."""
+    prompts = [f"q{i}" for i in range(7)]
+    pq.write_table(pa.table({"prompt": prompts, "app": [1, 2, None, 4, 5, 6, 7]}), tmp_path / "ints.parquet",
+                   row_group_size=3)
+    source = open_source(tmp_path / "ints.parquet", context_column="app")
+    assert source.columns() == ["prompt", "app"]
+    chunks = list(source.chunks_with_context(2))
+    assert [t for _, texts, _ in chunks for t in texts] == prompts
+    assert [c for _, _, cs in chunks for c in cs] == ["1", "2", None, "4", "5", "6", "7"]
+    assert all(len(texts) == len(cs) <= 2 for _, texts, cs in chunks)
+
+    pq.write_table(pa.table({"prompt": prompts[:3], "app": [1.5, float("nan"), None]}), tmp_path / "f.parquet")
+    assert [cs for _, _, cs in open_source(tmp_path / "f.parquet", context_column="app").chunks_with_context(9)] == [
+        ["1.5", None, None]]
+    (tmp_path / "q.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b", "app": 7}\n{"prompt": "c", "app": " "}\n'
+                                      '{"prompt": "d", "app": null}\n{"prompt": "e", "app": "web"}\n')
+    source = open_source(tmp_path / "q.jsonl", context_column="app")  # the field is not on the first line
+    assert list(source.chunks_with_context(3)) == [(0, ["a", "b", "c"], [None, "7", None]),
+                                                   (3, ["d", "e"], [None, "web"])]
+    assert list(source.chunks(3)) == [(0, ["a", "b", "c"]), (3, ["d", "e"])]  # what embed reads: prompts only
+
+
+def test_a_router_without_context_ignores_the_column(tmp_path, in_memory):
+    """The default router does not read a context: the same decisions with ``--context`` as without, which only
+    adds the context to the output."""
+    pq.write_table(pa.table({"prompt": PROMPTS, "task": ["code", "chat", None] * 9}), tmp_path / "q.parquet")
+    route_file(tmp_path / "q.parquet", tmp_path / "with.jsonl", context_column="task", chunk_size=10, progress=False)
+    route_file(tmp_path / "q.parquet", tmp_path / "without.jsonl", chunk_size=10, progress=False)
+    with_context, without = read_jsonl(tmp_path / "with.jsonl"), read_jsonl(tmp_path / "without.jsonl")
+    assert [d.pop("context") for d in with_context] == ["code", "chat", None] * 9
+    assert all("context" not in d for d in without)
+    assert_same_decisions(with_context, in_memory)
+    assert_same_decisions(without, in_memory)
+    route_file(tmp_path / "q.parquet", tmp_path / "plain.parquet", chunk_size=10, progress=False)
+    assert pq.read_schema(tmp_path / "plain.parquet").names == DECISION_SCHEMA.names  # unchanged without --context
+
+
+def test_worker_reads_the_context_column_of_ray_batches(context_router):
+    """`RouteWorker.__call__` (each Ray actor) with ``context_column``: contexts read from the batch, None where a
+    JSONL block has no such field; an empty batch keeps the schema with the context column."""
+    from radialrouter.batch import RouteWorker
+
+    folder, router = context_router
+    worker = RouteWorker(model=str(folder), output="parquet", use_cache=False, context_column="task")
+    table = worker(pa.table({"prompt": ["fix this"] * 3, "task": ["code", "chat", None]}))
+    assert table.column("context").to_pylist() == ["code", "chat", None]
+    assert table.column("llm").to_pylist() == [d.llm for d in router.route(["fix this"] * 3,
+                                                                           context=["code", "chat", None])]
+    assert table.column("llm").to_pylist()[:2] == ["llm-2", "llm-0"]
+    no_field = worker(pa.table({"prompt": ["fix this"]}))
+    assert no_field.column("context").to_pylist() == [None]
+    assert worker(pa.table({"prompt": pa.array([], pa.string())})).schema.names[:3] == ["prompt", "context", "llm"]

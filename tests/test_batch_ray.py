@@ -7,7 +7,16 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'radialrouter[ray]'")
 
-from test_batch import PROMPTS, assert_same_decisions, read_parquet_decisions, write_parquet  # noqa: E402
+from test_batch import (  # noqa: E402
+    CONTEXT_ROWS,
+    PROMPTS,
+    assert_same_decisions,
+    read_jsonl,
+    read_parquet_decisions,
+    train_context_router,
+    write_context_file,
+    write_parquet,
+)
 
 from radialrouter.batch import RayEngine, embed_file, route_file  # noqa: E402
 from radialrouter.data import DataError  # noqa: E402
@@ -55,3 +64,19 @@ def test_ray_engine_fills_the_embedding_cache(tmp_path, local_ray):
     summary = embed_file(tmp_path / "train.parquet", encoder="static", engine=RayEngine(workers=1),
                          cache_dir=tmp_path / "cache", chunk_size=8, progress=False)
     assert summary.rows == len(PROMPTS) + 3 and summary.extra["cached_vectors"] == len(PROMPTS)
+
+
+def test_ray_engine_reads_the_context_column(tmp_path, local_ray):
+    """``--context`` on Ray: each actor reads the context next to the prompt (a JSONL line without the field is an
+    unknown context), and the output equals the local engine's."""
+    folder = tmp_path / "router"
+    train_context_router(folder)
+    write_context_file(tmp_path / "q.jsonl", CONTEXT_ROWS)
+    for name, engine in (("local", "local"), ("ray", RayEngine(workers=2, block_bytes=256))):
+        route_file(tmp_path / "q.jsonl", tmp_path / f"{name}.jsonl", model=str(folder), context_column="task",
+                   engine=engine, chunk_size=4, progress=False)
+    local, on_ray = read_jsonl(tmp_path / "local.jsonl"), read_jsonl(tmp_path / "ray.jsonl")
+    assert [(d["prompt"], d["context"]) for d in on_ray] == CONTEXT_ROWS
+    assert [d["llm"] for d in on_ray] == [d["llm"] for d in local]
+    assert {d["llm"] for d in on_ray if d["context"] == "code"} == {"llm-2"}
+    assert {d["llm"] for d in on_ray if d["context"] == "chat"} == {"llm-0"}

@@ -15,6 +15,12 @@ Two engines run the same worker code:
 Output: JSONL (one ``{"prompt": ..., <decision>}`` object per line, the format of ``route --json``) or parquet
 (columns ``prompt, llm, ranking, scores, probabilities, expected_cost_usd, lam``; per-LLM maps), row ``i`` of the
 output being the decision for query ``i`` of the input.
+
+Context (``context_column``, CLI ``--context``): a column holding each query's context (the task, the calling
+application …) is read next to the prompts and passed to `Router.route` as ``context=``, for a router trained with one
+(``ensemble`` with ``context=True``); other routers ignore it. The output then carries it too (a ``"context"`` field
+after ``"prompt"``, a ``context`` column). A null, missing or blank value is an unknown context (None); a number is
+read as its string form (``3`` → ``"3"``), as training reads a task column.
 """
 
 from __future__ import annotations
@@ -46,45 +52,71 @@ DECISION_SCHEMA = pa.schema([
     ("prompt", pa.string()), ("llm", pa.string()), ("ranking", pa.list_(pa.string())), ("scores", _SCORES),
     ("probabilities", _SCORES), ("expected_cost_usd", pa.float64()), ("lam", pa.float64()),
 ])
+CONTEXT_FIELD = pa.field("context", pa.string())
 JSONL_SCHEMA = pa.schema([("line", pa.string())])  # what workers return for JSONL output: the finished lines
 
 
 # ---------------------------------------------------------------------------------------------------- reading
+#: A chunk: the index of its first row, its prompts, and their contexts (None when the source has no context column).
+Chunk = tuple[int, list[str], list[str | None] | None]
+
+
+def decision_schema(context: bool = False) -> pa.Schema:
+    """The parquet output's schema: `DECISION_SCHEMA`, with a ``context`` column after ``prompt`` when routing
+    with a context column (so a run without one writes exactly the schema it always did)."""
+    return DECISION_SCHEMA.insert(1, CONTEXT_FIELD) if context else DECISION_SCHEMA
+
+
 @dataclass
 class QuerySource:
-    """A query file: its kind and the column (or JSON field) holding the prompts."""
+    """A query file: its kind, the column (or JSON field) holding the prompts and, optionally, the one holding
+    each query's context."""
 
     path: Path
     kind: str
     column: str
     rows: int | None = None  # exact for parquet (file metadata), counted lines otherwise: a progress total
+    context: str | None = None  # the context column, if any
+
+    def columns(self) -> list[str]:
+        """The columns to read: the prompt column, then the context column (once, if it is the same)."""
+        return list(dict.fromkeys([self.column, *([] if self.context is None else [self.context])]))
 
     def chunks(self, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
         """``(index of the chunk's first row, prompts)`` for consecutive chunks of at most ``chunk_size`` rows;
         a bad value raises `DataError` naming the file, row (or line) and column."""
+        for start, texts, _ in self.chunks_with_context(chunk_size):
+            yield start, texts
+
+    def chunks_with_context(self, chunk_size: int) -> Iterator[Chunk]:
+        """As `chunks`, with each chunk's contexts (strings or None, see `context_values`) read from the same rows;
+        ``None`` instead of a list when the source has no context column."""
         if chunk_size < 1:
             raise ValueError(f"chunk size must be at least 1; got {chunk_size}")
         reader = {"parquet": self._parquet, "csv": self._csv, "jsonl": self._jsonl, "txt": self._txt}[self.kind]
         yield from reader(chunk_size)
 
-    def _arrow_chunks(self, batches: Iterator[pa.RecordBatch], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+    def _arrow_chunks(self, batches: Iterator[pa.RecordBatch], chunk_size: int) -> Iterator[Chunk]:
         start = 0
         for batch in batches:
             for offset in range(0, batch.num_rows, chunk_size):
-                part = batch.column(0).slice(offset, chunk_size)
-                yield start, prompt_texts(part, self, start)
-                start += len(part)
+                part = batch.slice(offset, chunk_size)
+                contexts = (None if self.context is None else
+                            context_values(part.column(self.context), self.path, self.context))
+                yield start, prompt_texts(part.column(self.column), self, start), contexts
+                start += part.num_rows
 
-    def _parquet(self, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+    def _parquet(self, chunk_size: int) -> Iterator[Chunk]:
         import pyarrow.parquet as pq
 
         with pq.ParquetFile(self.path) as f:
-            yield from self._arrow_chunks(f.iter_batches(batch_size=chunk_size, columns=[self.column]), chunk_size)
+            yield from self._arrow_chunks(f.iter_batches(batch_size=chunk_size, columns=self.columns()), chunk_size)
 
-    def _csv(self, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+    def _csv(self, chunk_size: int) -> Iterator[Chunk]:
         from pyarrow import csv
 
-        options = csv.ConvertOptions(include_columns=[self.column], column_types={self.column: pa.string()},
+        options = csv.ConvertOptions(include_columns=self.columns(),
+                                     column_types=dict.fromkeys(self.columns(), pa.string()),
                                      strings_can_be_null=False)
         try:
             reader = csv.open_csv(self.path, convert_options=options)
@@ -102,10 +134,16 @@ class QuerySource:
                                     "is not UTF-8 text; save the file as UTF-8") from None
                 yield number, line.removeprefix("\ufeff") if number == 1 else line
 
-    def _jsonl(self, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
-        yield from _chunked(self._jsonl_prompts(), chunk_size)
+    def _jsonl(self, chunk_size: int) -> Iterator[Chunk]:
+        if self.context is None:
+            for start, texts in _chunked(self._jsonl_prompts(), chunk_size):
+                yield start, texts, None
+            return
+        for start, rows in _chunked(self._jsonl_prompts(), chunk_size):
+            yield start, [text for text, _ in rows], [context for _, context in rows]
 
-    def _jsonl_prompts(self) -> Iterator[str]:
+    def _jsonl_prompts(self) -> Iterator[Any]:
+        """Each line's prompt, or ``(prompt, context)`` when the source has a context field."""
         for number, line in self._lines():
             if not line.strip():
                 continue
@@ -118,10 +156,15 @@ class QuerySource:
                 what = ("missing" if not isinstance(obj, dict) or self.column not in obj else
                         "empty" if isinstance(value, str) else f"a {type(value).__name__}, not text")
                 raise DataError(f"{self.path}: line {number}, field {self.column!r}: the prompt is {what}")
-            yield value
+            if self.context is None:
+                yield value
+            else:
+                where = f"{self.path}: line {number}, field {self.context!r}"
+                yield value, _context_value(obj.get(self.context), where)
 
-    def _txt(self, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
-        yield from _chunked(self._txt_prompts(), chunk_size)
+    def _txt(self, chunk_size: int) -> Iterator[Chunk]:
+        for start, texts in _chunked(self._txt_prompts(), chunk_size):
+            yield start, texts, None
 
     def _txt_prompts(self) -> Iterator[str]:
         blank = 0
@@ -135,11 +178,15 @@ class QuerySource:
             warnings.warn(f"{self.path}: skipped {blank} blank line(s)", stacklevel=2)
 
 
-def open_source(path: str | Path, prompt_column: str | None = None) -> QuerySource:
-    """Check that ``path`` is a readable query file and find its prompt column, reading only its header.
+def open_source(path: str | Path, prompt_column: str | None = None,
+                context_column: str | None = None) -> QuerySource:
+    """Check that ``path`` is a readable query file and find its prompt column (and ``context_column``, if named),
+    reading only its header.
 
-    Kinds: ``.parquet``, ``.csv``, ``.jsonl``/``.ndjson`` (one object per line) and ``.txt`` (one prompt per line).
-    The column is ``prompt_column`` or the first of ``prompt, question, query, text`` present."""
+    Kinds: ``.parquet``, ``.csv``, ``.jsonl``/``.ndjson`` (one object per line) and ``.txt`` (one prompt per line,
+    so no context column). The column is ``prompt_column`` or the first of ``prompt, question, query, text``
+    present. A JSONL context field need not be on every line (a line without it has an unknown context), but one of
+    the first `JSON_PROBE_LINES` objects must have it, so a misspelt name fails before anything is routed."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -148,6 +195,9 @@ def open_source(path: str | Path, prompt_column: str | None = None) -> QuerySour
         raise DataError(f"{path}: cannot stream a {path.suffix or 'suffix-less'!r} file; use .parquet, .csv, "
                         ".jsonl or .txt")
     if kind == "txt":
+        if context_column is not None:
+            raise DataError(f"{path}: a .txt file has one prompt per line and no columns, so no context column "
+                            f"{context_column!r}; use a .parquet, .csv or .jsonl file with a {context_column!r} column")
         return QuerySource(path, kind, "text", _count_lines(path))
     rows = None
     if kind == "parquet":
@@ -178,10 +228,13 @@ def open_source(path: str | Path, prompt_column: str | None = None) -> QuerySour
         if column is None:
             raise DataError(f"{path}: no prompt column; expected one of {list(PROMPT_COLUMNS)} (or pass "
                             f"--prompt-column), got {columns}")
-    return QuerySource(path, kind, column, rows)
+    if context_column is not None and context_column not in columns and not (
+            kind == "jsonl" and _json_has_key(path, context_column)):
+        raise DataError(f"{path}: no context column {context_column!r}; it has {columns}")
+    return QuerySource(path, kind, column, rows, context_column)
 
 
-def _chunked(prompts: Iterator[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+def _chunked(prompts: Iterator[Any], chunk_size: int) -> Iterator[tuple[int, list[Any]]]:
     """``(index of the chunk's first prompt, prompts)`` for consecutive chunks of at most ``chunk_size``."""
     start, chunk = 0, []
     for prompt in prompts:
@@ -217,6 +270,53 @@ def _first_json_keys(path: Path) -> list[str]:
                                     f"{type(obj).__name__}")
                 return list(obj)
     raise DataError(f"{path}: the file is empty")
+
+
+#: How many JSONL objects `open_source` looks through for a context field absent from the first one.
+JSON_PROBE_LINES = 1000
+
+
+def _json_has_key(path: Path, key: str, limit: int = JSON_PROBE_LINES) -> bool:
+    """Whether one of the first ``limit`` objects of a JSONL file has ``key`` (bad lines are skipped here: reading
+    reports them with their line number)."""
+    seen = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8").removeprefix("\ufeff"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                obj = None
+            if isinstance(obj, dict) and key in obj:
+                return True
+            seen += 1
+            if seen >= limit:
+                break
+    return False
+
+
+def _context_value(value: Any, where: str) -> str | None:
+    """One query's context as `Router.route` takes it: text as is, a number (or other scalar) as its string form,
+    null, NaN or blank as None (unknown); a list or object is a `DataError` (``where`` names the file and row)."""
+    if value is None or isinstance(value, str):
+        return value if value is not None and value.strip() else None
+    if isinstance(value, (dict, list)):
+        raise DataError(f"{where}: the context is a {type(value).__name__}, not a single value")
+    if isinstance(value, float) and value != value:
+        return None
+    return str(value)
+
+
+def context_values(values: pa.Array | pa.ChunkedArray, name: str | Path, column: str) -> list[str | None]:
+    """Contexts of a chunk (see `_context_value`), or `DataError` naming the file ``name`` and the ``column`` when
+    it holds lists or structs rather than one value per row."""
+    if pa.types.is_nested(values.type):
+        raise DataError(f"{name}: column {column!r} holds {values.type}, not one context per row")
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_null(values.type):
+        return [v if v is not None and v.strip() else None for v in values.to_pylist()]
+    where = f"{name}: column {column!r}"
+    return [_context_value(v, where) for v in values.to_pylist()]
 
 
 def prompt_texts(values: pa.Array | pa.ChunkedArray, source: QuerySource | str, first_row: int | None) -> list[str]:
@@ -262,12 +362,14 @@ class RouteWorker:
         threads: torch/BLAS threads for this worker (None: leave as set).
         column, source_name, text_lines: for `__call__` (Ray): the prompt column, the file named in errors, and
             whether it is a text file (blank lines dropped).
+        context_column: the column holding each query's context (`__call__` reads it and passes it to `route`), so
+            the output carries a ``context`` field; None: no context.
     """
 
     def __init__(self, model: str | None = None, lam: float | str | None = None, candidates: list[str] | None = None,
                  output: str = "jsonl", use_cache: bool | str = "auto", cache_dir: str | None = None,
                  threads: int | None = None, column: str = "prompt", source_name: str = "input",
-                 text_lines: bool = False) -> None:
+                 text_lines: bool = False, context_column: str | None = None) -> None:
         _limit_threads(threads)
         if model is None:
             from radialrouter.routers.radial import load_default
@@ -279,6 +381,7 @@ class RouteWorker:
             self.router = from_pretrained(model)
         self.lam, self.candidates, self.output = lam, candidates or None, output
         self.column, self.source_name, self.text_lines = column, source_name, text_lines
+        self.context_column = context_column
         self.encode = self.router.uses_embeddings and getattr(self.router, "encoder_mode", "frozen") == "frozen"
         if self.encode:
             encoder = self.router.get_encoder()
@@ -292,18 +395,27 @@ class RouteWorker:
             encoder.cache_write = mode == "write"
             encoder.load()
 
-    def route(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> pa.Table:
+    def route(self, texts: list[str], on_progress: Callable[[int], None] | None = None,
+              contexts: list[str | None] | None = None) -> pa.Table:
         """Decisions for ``texts`` as a table in this worker's output format; ``on_progress(k)`` is called as the
-        encoder finishes each mini-batch (k prompts), so a bar moves within a large chunk."""
+        encoder finishes each mini-batch (k prompts), so a bar moves within a large chunk. ``contexts``: each
+        query's context (str or None), passed to `Router.route` and written next to the prompt."""
         inputs: Any = self.router.get_encoder().encode(texts, on_progress=on_progress) if self.encode else texts
-        decisions = self.router.route(inputs, lam=self.lam, candidates=self.candidates)
+        decisions = self.router.route(inputs, lam=self.lam, candidates=self.candidates, context=contexts)
         if self.output == "jsonl":
             # The fields of Decision.to_dict() read directly: asdict's deep copy was 3/4 of a chunk's time.
             names = [f.name for f in fields(decisions[0])] if decisions else []
-            lines = [json.dumps({"prompt": t, **{k: getattr(d, k) for k in names}}) for t, d in zip(texts, decisions)]
+            if contexts is None:
+                lines = [json.dumps({"prompt": t, **{k: getattr(d, k) for k in names}})
+                         for t, d in zip(texts, decisions)]
+            else:
+                lines = [json.dumps({"prompt": t, "context": c, **{k: getattr(d, k) for k in names}})
+                         for t, c, d in zip(texts, contexts, decisions)]
             return pa.table({"line": pa.array(lines, pa.string())})
+        context = {} if contexts is None else {"context": pa.array(contexts, pa.string())}
         return pa.table({
             "prompt": pa.array(texts, pa.string()),
+            **context,
             "llm": pa.array([d.llm for d in decisions], pa.string()),
             "ranking": pa.array([d.ranking for d in decisions], pa.list_(pa.string())),
             "scores": pa.array([list(d.scores.items()) for d in decisions], _SCORES),
@@ -311,13 +423,15 @@ class RouteWorker:
                                        for d in decisions], _SCORES),
             "expected_cost_usd": pa.array([d.expected_cost_usd for d in decisions], pa.float64()),
             "lam": pa.array([d.lam for d in decisions], pa.float64()),
-        }, schema=DECISION_SCHEMA)
+        }, schema=decision_schema(contexts is not None))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Ray Data's entry point: one batch of input rows → its decisions."""
         texts = _batch_texts(batch, self.column, self.source_name, self.text_lines)
-        return self.route(texts) if texts else (JSONL_SCHEMA if self.output == "jsonl" else DECISION_SCHEMA
-                                                ).empty_table()
+        if not texts:
+            return (JSONL_SCHEMA if self.output == "jsonl" else decision_schema(self.context_column is not None)
+                    ).empty_table()
+        return self.route(texts, contexts=_batch_contexts(batch, self.context_column, self.source_name))
 
 
 class EmbedWorker:
@@ -353,6 +467,16 @@ def _batch_texts(batch: pa.Table, column: str, source_name: str, text_lines: boo
     return prompt_texts(batch.column(column), QuerySource(Path(source_name), "", column), None)
 
 
+def _batch_contexts(batch: pa.Table, column: str | None, source_name: str) -> list[str | None] | None:
+    """A Ray batch's contexts (None without a context column). A JSONL block none of whose lines has the field
+    lacks the column: its contexts are unknown, as those lines' are on the local engine."""
+    if column is None:
+        return None
+    if column not in batch.column_names:
+        return [None] * batch.num_rows
+    return context_values(batch.column(column), source_name, column)
+
+
 # ---------------------------------------------------------------------------------------------------- engines
 class Engine(Protocol):
     """Runs a worker over a source's chunks and yields its output tables in input order."""
@@ -373,9 +497,12 @@ class LocalEngine:
     def run(self, source: QuerySource, worker: type, kwargs: dict[str, Any], chunk_size: int,
             on_progress: Callable[[int], None] | None = None) -> Iterator[pa.Table]:
         instance = worker(**kwargs)
-        call = instance.route if isinstance(instance, RouteWorker) else instance.embed
-        for _, texts in source.chunks(chunk_size):
-            yield call(texts, on_progress=on_progress)
+        if not isinstance(instance, RouteWorker):
+            for _, texts in source.chunks(chunk_size):
+                yield instance.embed(texts, on_progress=on_progress)
+            return
+        for _, texts, contexts in source.chunks_with_context(chunk_size):
+            yield instance.route(texts, on_progress=on_progress, contexts=contexts)
 
 
 @dataclass
@@ -446,12 +573,12 @@ class RayEngine:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         path, read = str(source.path), {"num_cpus": self.read_cpus}
         if source.kind == "parquet":
-            ds = ray.data.read_parquet(path, columns=[source.column], **read)
+            ds = ray.data.read_parquet(path, columns=source.columns(), **read)
         elif source.kind == "csv":
             from pyarrow import csv
 
             ds = ray.data.read_csv(path, convert_options=csv.ConvertOptions(
-                include_columns=[source.column], column_types={source.column: pa.string()},
+                include_columns=source.columns(), column_types=dict.fromkeys(source.columns(), pa.string()),
                 strings_can_be_null=False), **read)
         elif source.kind == "jsonl":
             ds = ray.data.read_json(path, lines=True, **read)
@@ -498,9 +625,10 @@ def make_engine(engine: str | Engine, *, workers: int | None = None, threads: in
 class DecisionWriter:
     """Writes decision tables as they come: JSONL line by line, parquet one row group per chunk."""
 
-    def __init__(self, path: str | Path | None, kind: str | None = None) -> None:
+    def __init__(self, path: str | Path | None, kind: str | None = None, schema: pa.Schema = DECISION_SCHEMA) -> None:
         self.path = None if path is None else Path(path)
         self.kind = kind or (output_kind(self.path) if self.path is not None else "jsonl")
+        self.schema = schema  # parquet: `decision_schema`, with a context column or not
         self._parquet = None
         self._text: IO[str] | None = None
         self.rows = 0
@@ -509,14 +637,14 @@ class DecisionWriter:
         if self.kind == "parquet":
             import pyarrow.parquet as pq
 
-            self._parquet = pq.ParquetWriter(self.path, DECISION_SCHEMA)
+            self._parquet = pq.ParquetWriter(self.path, self.schema)
         else:
             self._text = sys.stdout if self.path is None else open(self.path, "w", encoding="utf-8")  # noqa: SIM115
         return self
 
     def write(self, table: pa.Table) -> None:
         if self._parquet is not None:
-            self._parquet.write_table(table.cast(DECISION_SCHEMA) if table.schema != DECISION_SCHEMA else table)
+            self._parquet.write_table(table.cast(self.schema) if table.schema != self.schema else table)
         else:
             lines = table.column("line").to_pylist()
             self._text.write("".join(line + "\n" for line in lines))
@@ -595,24 +723,30 @@ def route_file(input_path: str | Path, output: str | Path | None = None, *, mode
                chunk_size: int = DEFAULT_CHUNK, prompt_column: str | None = None, use_cache: bool | str = "auto",
                progress: bool = True, workers: int | None = None, address: str | None = None,
                on_chunk: Callable[[int], None] | None = None,
-               on_progress: Callable[[int], None] | None = None) -> BatchSummary:
+               on_progress: Callable[[int], None] | None = None,
+               context_column: str | None = None) -> BatchSummary:
     """Route every query of ``input_path`` and write the decisions to ``output`` (JSONL or parquet by suffix;
     None: JSONL on stdout), chunk by chunk. Returns what was done.
+
+    ``context_column``: the column (or JSON field) holding each query's context, for a router trained with one
+    (``ensemble`` with ``context=True``; others ignore it); the output then has a ``context`` field or column.
 
     ``use_cache``: see `RouteWorker` (default ``"auto"``: a transformer encoder reads the embedding cache, so what
     ``train`` encoded is not encoded again; nothing is added to it). The bar (and ``on_progress``) advance per
     encoder mini-batch within a chunk on the local engine; ``on_chunk`` per chunk written."""
     from radialrouter.core.encoders import default_cache_dir
 
-    source = open_source(input_path, prompt_column)
+    source = open_source(input_path, prompt_column, context_column)
     kind = output_kind(output) if output is not None else "jsonl"
     if output is not None and Path(output).resolve() == source.path.resolve():
         raise DataError(f"{output}: the output would overwrite the input")
     runner = make_engine(engine, workers=workers, address=address)
     kwargs = {"model": model, "lam": lam, "candidates": candidates, "output": kind,
-              "use_cache": cache_mode(use_cache), "cache_dir": str(default_cache_dir())}
+              "use_cache": cache_mode(use_cache), "cache_dir": str(default_cache_dir()),
+              "context_column": context_column}
     start = time.perf_counter()
-    with DecisionWriter(output, kind) as writer, _progress(source.rows, "routing", progress) as bar:
+    schema = decision_schema(context_column is not None)
+    with DecisionWriter(output, kind, schema) as writer, _progress(source.rows, "routing", progress) as bar:
         moving = _ChunkBar(bar)
 
         def tick(n: int) -> None:
@@ -663,5 +797,5 @@ def _count_rows(path: Path) -> int:
 
 
 __all__ = ["CACHE_MODES", "DECISION_SCHEMA", "BatchSummary", "DecisionWriter", "EmbedWorker", "Engine", "LocalEngine",
-           "QuerySource", "RayEngine", "RouteWorker", "embed_file", "make_engine", "open_source", "prompt_texts",
-           "route_file"]
+           "QuerySource", "RayEngine", "RouteWorker", "context_values", "decision_schema", "embed_file", "make_engine",
+           "open_source", "prompt_texts", "route_file"]

@@ -32,6 +32,13 @@ def prompt_column_option():
                         "first of prompt, question, query, text).")
 
 
+def context_column_option():
+    return typer.Option(None, "--context", metavar="COLUMN", help="With --input: column (or JSON field) holding "
+                        "each query's context — e.g. the task or calling application — for a router trained with one "
+                        "(ensemble with context=True); others ignore it. The output carries it as 'context'; an empty "
+                        "value is an unknown context.")
+
+
 def _engine(engine: str, threads: int | None, workers: int | None, address: str | None):
     """The engine: ``--threads`` is this process's thread count locally, each actor's on Ray (default 1)."""
     from radialrouter.batch.jobs import ENGINES, make_engine
@@ -45,13 +52,14 @@ def _engine(engine: str, threads: int | None, workers: int | None, address: str 
 
 def route_input(input_path: str, output: str | None, *, model: str | None, lam: str | None, candidates: list[str],
                 engine: str, chunk_size: int, workers: int | None, address: str | None, prompt_column: str | None,
-                cache: bool | None, threads: int | None) -> None:
+                cache: bool | None, threads: int | None, context_column: str | None = None) -> None:
     """``route --input``: stream the file through `radialrouter.batch.route_file`."""
     from radialrouter.batch.jobs import route_file
 
     summary = route_file(input_path, output, model=model, lam=lam, candidates=candidates or None,
                          engine=_engine(engine, threads, workers, address), chunk_size=chunk_size,
-                         prompt_column=prompt_column, use_cache="auto" if cache is None else cache)
+                         prompt_column=prompt_column, use_cache="auto" if cache is None else cache,
+                         context_column=context_column)
     where = f" to {output}" if output else ""
     typer.echo(f"{summary.rows} decisions written{where} in {summary.seconds:.1f} s "
                f"({summary.rows_per_second:,.0f} queries/s, engine {summary.engine})", err=True)

@@ -250,6 +250,7 @@ def route_command(
     workers: int | None = batch_cmd.workers_option(),
     ray_address: str | None = batch_cmd.ray_address_option(),
     prompt_column: str | None = batch_cmd.prompt_column_option(),
+    context_column: str | None = batch_cmd.context_column_option(),
     cache: bool | None = typer.Option(None, "--cache/--no-cache", help="With --input: --cache reads and fills the "
                                       "embedding cache (files routed more than once); --no-cache ignores it. "
                                       "Default: a transformer encoder reads it (prompts train or embed encoded "
@@ -268,8 +269,12 @@ def route_command(
             raise ValueError("give query texts as arguments or a file with --input, not both")
         batch_cmd.route_input(input_path, output, model=model, lam=lam, candidates=split_list(candidates),
                               engine=engine, chunk_size=chunk_size, workers=workers, address=ray_address,
-                              prompt_column=prompt_column, cache=cache, threads=threads)
+                              prompt_column=prompt_column, cache=cache, threads=threads,
+                              context_column=context_column)
         return
+    if context_column is not None:
+        raise ValueError(f"--context names a column of the --input file; with query texts as arguments there is "
+                         f"no column {context_column!r} to read")
     if not texts:
         raise ValueError("give query texts as arguments or a file with --input")
     for i, text in enumerate(texts):
