@@ -110,3 +110,37 @@ def test_quality_only_fractional_data(name):
     assert perf >= test.quality.mean(axis=0).max() - 0.02
     if name == "frugal":
         assert len(router.cascade_) == 1
+
+
+def _one_best_llm_data(seed: int = 0):
+    """Four topics; a pricey LLM best on every query (0.9), a cheap one good (0.85) on topics 0–1 and a mid one on
+    topics 2–3 (0.15 elsewhere): at λ = 0 the pricey one always wins, at Balance the topic decides."""
+    from radialrouter.data import RoutingDataset, grouped_split
+
+    rng = np.random.default_rng(seed)
+    n, dim = 900, 16
+    centers = rng.normal(size=(4, dim))
+    topic = rng.integers(0, 4, size=n)
+    emb = (centers[topic] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
+    p = np.stack([np.where(topic < 2, 0.85, 0.15), np.where(topic >= 2, 0.85, 0.15), np.full(n, 0.9)], axis=1)
+    quality = (rng.random((n, 3)) < p).astype(float)
+    cost = np.array([1e-4, 2e-4, 5e-3]) * rng.uniform(0.9, 1.1, size=(n, 3))
+    ds = RoutingDataset.from_arrays([f"q{i} topic {t}" for i, t in enumerate(topic)], quality,
+                                    ["cheap", "mid", "pricey"], cost=cost)
+    return with_validation(grouped_split(ds, test_size=0.3, seed=seed).with_embeddings(emb))
+
+
+@pytest.mark.parametrize("name", ["mlp", "mf"])
+def test_quality_regressors_serve_every_named_tradeoff(name):
+    """The checkpoint an MLP/MF keeps must route well at Balance and Cost First too, not only at λ = 0: a checkpoint
+    chosen on Performance First alone may rank the best LLM first while its quality estimates still sit near their
+    start — the cost then decides every other trade-off, and everything goes to the cheapest LLM."""
+    ds = _one_best_llm_data()
+    train, val, test = ds.select("train"), ds.select("val"), ds.select("test")
+    router = make_router(name, seed=0).fit(train, val)
+    single = make_router("best-single").fit(train)
+    for scenario in ("balance", "cost-first"):
+        lam = router.presets_[scenario]
+        picks = router.predict(test, lam)
+        assert len(set(picks.tolist())) > 1, f"{name} sends every query to one LLM at {scenario}"
+        assert evaluate_router(router, test, [lam])[0]["score"] > evaluate_router(single, test, [lam])[0]["score"]
