@@ -46,15 +46,17 @@ def squarecb_gamma(queries_seen: int, gamma: float | None = None, gamma_scale: f
     return float(gamma_scale * max(int(queries_seen), 1) ** gamma_exponent)
 
 
-def squarecb_probs(scores: np.ndarray, gamma: float, best: np.ndarray | None = None) -> np.ndarray:
+def squarecb_probs(scores: np.ndarray, gamma: float | np.ndarray, best: np.ndarray | None = None) -> np.ndarray:
     """Inverse-gap weighting (SquareCB, Foster & Rakhlin 2020; VW's ``--squarecb``) over rows of scores (higher is
     better; −inf: never drawn): each non-best action gets ``1 / (m + γ·(score_best − score_a))``, the best the rest.
 
-    ``best`` (per row) is the greedy action, default the row's argmax; m counts the finite scores. Gaps below 0
+    ``gamma``: one γ, or one per row. ``best`` (per row) is the greedy action, default the row's argmax; m counts
+    the finite scores. Gaps below 0
     (a ``best`` that is not the argmax) count as 0. Why: the probability of a worse action shrinks with how much
     worse the model thinks it is, so exploration spends little on actions that are clearly bad."""
     s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     n = len(s)
+    gamma = np.asarray(gamma, dtype=np.float64).reshape(-1, 1) if np.ndim(gamma) else float(gamma)
     rows = np.arange(n)
     finite = np.isfinite(s)
     if best is None:
