@@ -472,7 +472,8 @@ def report(r: dict, plotted: bool, png: str) -> str:
     if r.get("learning_curve_by_dataset"):
         lines += ["## Learning curve", "",
                   "Exploring (the logging policy above) and full information only, retrained every "
-                  f"{r['settings']['every']} queries, no OPE; mean ± standard error over seeds {r['settings']['seeds']}."
+                  f"{r['settings']['every']} queries, no OPE; mean ± standard error over seeds "
+                  f"{r['settings']['seeds']}."
                   " Gap: full-information minus bandit-fed test Score after n logged queries; served: the true Score "
                   "of what was served on queries 1..n (the first block by the frozen router). Beyond its pool (the "
                   "training split less the warm-start queries) the traffic replays the pool in passes, each a fresh "
