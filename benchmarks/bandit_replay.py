@@ -340,7 +340,8 @@ def plot(summary: dict, path: Path) -> bool:
     return True
 
 
-def main() -> None:
+def replay_parser() -> argparse.ArgumentParser:
+    """The replay's command line (`bandit_vw.py` reproduces its defaults: ``replay_parser().parse_args([])``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="routerbench3,mmlupro29")
     parser.add_argument("--seeds", default="0,1,2,3,4")
@@ -361,7 +362,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps of each learner fit")
     parser.add_argument("--boot", type=int, default=500)
     parser.add_argument("--out", default=str(RESULTS / "bandit_replay"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = replay_parser().parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     load_before = os.getloadavg()

@@ -1,0 +1,311 @@
+"""Vowpal Wabbit side by side with radialrouter's bandit learner, on the logs of `bandit_replay.py`.
+
+    python benchmarks/bandit_vw.py [--seeds 0,1,2,3,4] [--dataset routerbench3]
+
+Per seed this reruns the replay's protocol (`bandit_replay.replay_parser` defaults: 2,000 logged queries, the
+default logging policy, retrained every 500; the same traffic, label draws and full-information reference, so the
+figures line up with benchmarks/results/bandit_replay.json) and hands VW the same data:
+
+* **off-policy**: ``--cb_adf --cb_type ips|dr|mtr`` learns from the exploring variant's log (one revealed label per
+  query, with its logged propensity);
+* **on-policy**: ``--cb_explore_adf --squarecb`` routes the same 2,000 traffic queries itself, from the first query
+  (no frozen router to start from), drawing from its own distribution and learning from the revealed reward.
+
+Features are the query embeddings (shared namespace ``s``) crossed with an action-id namespace ``a``
+(``-q sa`` plus ``a`` alone); the reward is the replay's: quality − λ·COST_SCALE·cost at λ = 0.02, VW's cost its
+negative. VW's settings (learning rate, passes over the log; SquareCB's gamma_scale) are chosen per learner on the
+replay's validation queries (each seed's 200 warm-start queries, full information, never trained on); the test
+split is read only for the reported Score. Test and validation Scores are macro over tasks at λ = 0.02, computed
+by the project's `summarize`, as in the replay.
+
+vowpalwabbit is a benchmark-only dependency: it is installed into its own virtual environment (``.cache/vw-venv``,
+from PyPI) and run there as a worker process (``--worker``, which imports only numpy and vowpalwabbit); where it
+cannot be installed the script says so and exits without writing. Writes benchmarks/results/bandit_vw.{json,md}
+and, when benchmarks/results/bandit_replay.json exists, its ``vw`` key (the replay also reads bandit_vw.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".cache" / "vw-venv"
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: off-policy settings tried per cb_type (chosen on validation)
+OFF_POLICY_GRID = [{"lr": lr, "passes": p} for lr in (0.1, 0.5, 2.0) for p in (1, 3)]
+#: on-policy SquareCB settings tried (chosen on validation)
+ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.1, 0.5, 2.0) for g in (1.0, 10.0, 100.0)]
+CB_TYPES = ("ips", "dr", "mtr")
+
+
+# ---------------------------------------------------------------- worker (runs inside the VW venv)
+def _shared(x: np.ndarray) -> str:
+    return "shared |s " + " ".join(f"e{j}:{v:.6g}" for j, v in enumerate(x) if v != 0.0)
+
+
+def _example(x: np.ndarray, m: int, label: tuple[int, float, float] | None = None) -> list[str]:
+    lines = [_shared(x)]
+    for a in range(m):
+        head = f"0:{label[1]:.6g}:{label[2]:.6g} " if label is not None and label[0] == a else ""
+        lines.append(f"{head}|a a{a}")
+    return lines
+
+
+def _greedy(vw, x: np.ndarray, m: int, explore: bool) -> np.ndarray:
+    """Per row the action VW would pick greedily: argmin predicted cost (cb_adf) or argmax pmf (cb_explore_adf)."""
+    out = np.empty(len(x), np.int64)
+    for i, row in enumerate(x):
+        pred = np.asarray(vw.predict(_example(row, m)), dtype=np.float64)
+        out[i] = int(pred.argmax()) if explore else int(pred.argmin())
+    return out
+
+
+def worker(folder: Path) -> None:
+    """Train and evaluate every VW setting of ``folder/job.json`` on ``folder/data.npz``; write ``result.json``."""
+    from vowpalwabbit import Workspace
+
+    job = json.loads((folder / "job.json").read_text())
+    d = np.load(folder / "data.npz")
+    x, m = d["x_traffic"], int(d["m"])
+    out = []
+    for task in job["tasks"]:
+        base = "--quiet -q sa"
+        if task["kind"] == "off":
+            vw = Workspace(f"--cb_adf --cb_type {task['cb_type']} -l {task['lr']} {base}")
+            rng = np.random.default_rng(task["seed"])
+            cost, prob, action = -d["reward"], d["prob"], d["action"]
+            for p in range(task["passes"]):
+                order = np.arange(len(x)) if p == 0 else rng.permutation(len(x))
+                for i in order:
+                    vw.learn(_example(x[i], m, (int(action[i]), float(cost[i]), float(prob[i]))))
+            served = None
+        else:
+            vw = Workspace(f"--cb_explore_adf --squarecb --gamma_scale {task['gamma_scale']} -l {task['lr']} {base}")
+            rng = np.random.default_rng(task["seed"])
+            truth = d["truth"]  # (n, m) true reward of every action: only the drawn one is revealed
+            served = []
+            for i in range(len(x)):
+                pmf = np.asarray(vw.predict(_example(x[i], m)), dtype=np.float64)
+                pmf = pmf / pmf.sum()
+                a = int(min(np.searchsorted(pmf.cumsum(), rng.random(), side="right"), m - 1))
+                reward = float(truth[i, a])
+                served.append(reward)
+                vw.learn(_example(x[i], m, (a, -reward, float(pmf[a]))))
+        explore = task["kind"] == "on"
+        out.append({**task, "val_choice": _greedy(vw, d["x_val"], m, explore).tolist(),
+                    "test_choice": _greedy(vw, d["x_test"], m, explore).tolist(), "served": served})
+        vw.finish()
+    (folder / "result.json").write_text(json.dumps(out))
+
+
+# ---------------------------------------------------------------- driver (the project's venv)
+def ensure_vw() -> Path | None:
+    """The VW venv's python, creating it (pip from PyPI) when missing; None, with a message, when that fails."""
+    py = VENV / "bin" / "python"
+    check = [str(py), "-c", "import vowpalwabbit, numpy"]
+    if py.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
+        return py
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "vowpalwabbit", "numpy"], check=True,
+                       capture_output=True, timeout=900)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        print(f"bandit_vw: skipped — vowpalwabbit could not be installed into {VENV}: {exc}\n"
+              f"{detail.decode(errors='replace')[-2000:]}", file=sys.stderr)
+        return None
+    return py if subprocess.run(check, capture_output=True).returncode == 0 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--dataset", default="routerbench3")
+    args = parser.parse_args()
+    if args.worker:
+        worker(Path(args.worker))
+        return
+    py = ensure_vw()
+    if py is None:
+        return
+    run(args, py)
+
+
+def run(args: argparse.Namespace, py: Path) -> None:
+    import warnings
+
+    import torch
+    from bandit_replay import (
+        EXPLORING,
+        LAM,
+        learner,
+        load,
+        replay_parser,
+        run_replay,
+        std_err,
+        test_score,
+        traffic_order,
+    )
+
+    from radialrouter.core.objective import COST_SCALE
+    from radialrouter.evaluation import summarize
+    from radialrouter.routers.radial import load_default
+
+    torch.set_num_threads(1)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    replay = replay_parser().parse_args([])
+    replay.boot = 0
+    embedded = load_default()
+    train, test = load(args.dataset, 0, embedded.get_encoder())
+
+    def score(ds, choice: np.ndarray) -> float:
+        rows = np.arange(len(ds))
+        return float(summarize(ds.quality[rows, choice], ds.cost[rows, choice], ds.tasks, LAM)["macro"].score)
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    per_seed = []
+    for seed in seeds:
+        order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
+        traffic, val = train.subset(order), train.subset(warm_rows)
+        frozen = embedded if args.dataset == "routerbench3" else learner(replay.steps, seed).fit(val)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rep = run_replay(args.dataset, traffic, val, test, frozen, seed, replay,
+                             variants=("full information", EXPLORING))
+        log = rep["log"]
+        n = len(traffic)
+        truth = traffic.quality - LAM * COST_SCALE * traffic.cost
+        action = log["action"]
+        reward = log["label"] - LAM * COST_SCALE * traffic.cost[np.arange(n), action]
+        tasks = [{"kind": "off", "cb_type": t, "seed": seed, **g} for t in CB_TYPES for g in OFF_POLICY_GRID]
+        tasks += [{"kind": "on", "seed": seed, **g} for g in ON_POLICY_GRID]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            np.savez(folder / "data.npz", x_traffic=traffic.embeddings, action=action, reward=reward,
+                     prob=log["probs"][np.arange(n), action], truth=truth, x_val=val.embeddings,
+                     x_test=test.embeddings, m=traffic.n_llms)
+            (folder / "job.json").write_text(json.dumps({"tasks": tasks}))
+            t0 = time.perf_counter()
+            subprocess.run([str(py), __file__, "--worker", str(folder)], check=True)
+            results = json.loads((folder / "result.json").read_text())
+        for r in results:
+            r["val"] = score(val, np.asarray(r.pop("val_choice")))
+            r["test"] = score(test, np.asarray(r.pop("test_choice")))
+            if r["served"] is not None:
+                s = np.asarray(r["served"])
+                r["served_all"], r["served_after_first_block"] = float(s.mean()), float(s[replay.every:].mean())
+            r.pop("served")
+        full = rep["curves"]["full information"][-1]
+        ours = rep["curves"][EXPLORING][-1]
+        served_blocks = rep["served_blocks"][EXPLORING]
+        per_seed.append({"seed": seed, "full": full, "ours": ours, "ours_served": rep["served_score"][EXPLORING],
+                         "ours_served_after_first_block": float(np.mean(served_blocks[1:])),
+                         "frozen": test_score(frozen, test), "results": results,
+                         "vw_seconds": round(time.perf_counter() - t0, 1)})
+        print(f"seed {seed}: full {full:.4f}, ours {ours:.4f}; VW settings {len(results)} in "
+              f"{per_seed[-1]['vw_seconds']:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+
+    def key(r: dict) -> str:
+        return (f"off:{r['cb_type']}:lr={r['lr']}:passes={r['passes']}" if r["kind"] == "off"
+                else f"on:squarecb:lr={r['lr']}:gamma_scale={r['gamma_scale']}")
+
+    # validation choice per learner: the setting with the best mean validation Score over seeds
+    learners = {f"VW --cb_adf --cb_type {t}": lambda r, t=t: r["kind"] == "off" and r["cb_type"] == t
+                for t in CB_TYPES}
+    learners["VW on-policy --cb_explore_adf --squarecb"] = lambda r: r["kind"] == "on"
+    rows = [{"learner": "full information (radialrouter's learner, every label)",
+             "test": [p["full"] for p in per_seed]},
+            {"learner": "radialrouter's learner (bandit_replay default logging)",
+             "test": [p["ours"] for p in per_seed], "served": [p["ours_served"] for p in per_seed],
+             "served_after": [p["ours_served_after_first_block"] for p in per_seed]}]
+    for name, keep in learners.items():
+        by_setting: dict[str, list[dict]] = {}
+        for p in per_seed:
+            for r in p["results"]:
+                if keep(r):
+                    by_setting.setdefault(key(r), []).append(r)
+        chosen = max(by_setting, key=lambda k: np.mean([r["val"] for r in by_setting[k]]))
+        rs = by_setting[chosen]
+        row = {"learner": name, "setting": chosen, "val": [r["val"] for r in rs], "test": [r["test"] for r in rs],
+               "settings_tried": {k: float(np.mean([r["val"] for r in v])) for k, v in by_setting.items()}}
+        if rs[0].get("served_all") is not None:
+            row["served"] = [r["served_all"] for r in rs]
+            row["served_after"] = [r["served_after_first_block"] for r in rs]
+        rows.append(row)
+    full = np.array(rows[0]["test"])
+    for row in rows:
+        t = np.array(row["test"])
+        row["test_mean"], row["test_se"] = float(t.mean()), std_err(list(t))
+        row["gap_per_seed"] = (full - t).tolist()
+        row["gap"], row["gap_se"] = float((full - t).mean()), std_err(list(full - t))
+        for k in ("served", "served_after"):
+            if k in row:
+                row[f"{k}_mean"], row[f"{k}_se"] = float(np.mean(row[k])), std_err(row[k])
+    vw_rows = [r for r in rows if r["learner"].startswith("VW")]
+    best = min(vw_rows, key=lambda r: r["gap"])
+    square = next(r for r in vw_rows if "squarecb" in r["learner"])
+    vw = {"logged": replay.traffic, "dataset": args.dataset, "final_gap": best["gap"], "final_gap_se": best["gap_se"],
+          "best": best["learner"], "served_score": square["served_mean"], "served_score_se": square["served_se"],
+          "served_score_after_first_block": square["served_after_mean"],
+          "squarecb_final_gap": square["gap"],
+          "learners": {r["learner"]: {"gap": r["gap"], "gap_se": r["gap_se"], "test": r["test_mean"],
+                                      "setting": r.get("setting")} for r in vw_rows}}
+    result = {"benchmark": "bandit_vw", "vw": vw, "rows": rows, "seeds": args.seeds,
+              "replay_settings": {k: v for k, v in vars(replay).items() if k != "out"},
+              "vowpalwabbit": subprocess.run([str(py), "-c", "import vowpalwabbit; print(vowpalwabbit.__version__)"],
+                                             capture_output=True, text=True).stdout.strip(),
+              "grids": {"off_policy": OFF_POLICY_GRID, "on_policy": ON_POLICY_GRID},
+              "per_seed": [{k: v for k, v in p.items() if k != "results"} for p in per_seed],
+              "load_average": {"before": load_before, "after": os.getloadavg()},
+              "seconds": round(time.perf_counter() - started)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bandit_vw.json").write_text(json.dumps(result, indent=2) + "\n")
+    replay_json = RESULTS / "bandit_replay.json"
+    if replay_json.is_file():
+        rj = json.loads(replay_json.read_text())
+        rj["vw"] = vw
+        replay_json.write_text(json.dumps(rj, indent=2) + "\n")
+    md = report(result)
+    (RESULTS / "bandit_vw.md").write_text(md)
+    print(md)
+
+
+def report(r: dict) -> str:
+    """The markdown report: the issue's table, reproduced."""
+    def pm(mean: float | None, se: float | None) -> str:
+        return "" if mean is None else f"{mean:.4f} ± {se or 0:.4f}"
+
+    lines = [f"# Vowpal Wabbit {r['vowpalwabbit']} on the bandit replay's logs", "",
+             f"{r['vw']['dataset']}, {r['vw']['logged']} logged queries, seeds {r['seeds']}, λ = 0.02; logging "
+             f"policy of the replay: {r['replay_settings']['explore']} (gamma_scale "
+             f"{r['replay_settings']['gamma_scale']:g}, ε {r['replay_settings']['epsilon']:g} where used). "
+             "Means ± standard error over seeds; VW settings chosen per learner on the validation queries. Served: "
+             "the true Score of what was served on the traffic (ours: the first 500 by the shipped router; VW "
+             "on-policy: by VW from the first query); 'after 500': queries 501–2,000. Load average "
+             f"{r['load_average']['before'][0]:.2f} before, {r['load_average']['after'][0]:.2f} after; "
+             f"{r['seconds']} s.", "",
+             "| learner on the same logs | setting (validation) | test Score (λ = 0.02) | gap to full information "
+             "| served | served after 500 |", "|---|---|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        gap = "–" if row["learner"].startswith("full") else pm(row["gap"], row["gap_se"])
+        lines.append(f"| {row['learner']} | {row.get('setting', '')} | {pm(row['test_mean'], row['test_se'])} | "
+                     f"{gap} | {pm(row.get('served_mean'), row.get('served_se'))} | "
+                     f"{pm(row.get('served_after_mean'), row.get('served_after_se'))} |")
+    lines += ["", "Rerun: `python benchmarks/bandit_vw.py` (installs vowpalwabbit into .cache/vw-venv on first use).",
+              ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
