@@ -80,7 +80,16 @@ def worker(folder: Path) -> None:
     out = []
     for task in job["tasks"]:
         base = "--quiet -q sa"
-        if task["kind"] == "off":
+        if task["kind"] == "full":  # VW's ceiling: every action's reward revealed (propensity 1 each)
+            vw = Workspace(f"--cb_adf --cb_type {task['cb_type']} -l {task['lr']} {base}")
+            rng = np.random.default_rng(task["seed"])
+            truth = d["truth"]
+            for p in range(task["passes"]):
+                for i in (np.arange(len(x)) if p == 0 else rng.permutation(len(x))):
+                    for a in range(m):
+                        vw.learn(_example(x[i], m, (a, -float(truth[i, a]), 1.0)))
+            served = None
+        elif task["kind"] == "off":
             vw = Workspace(f"--cb_adf --cb_type {task['cb_type']} -l {task['lr']} {base}")
             rng = np.random.default_rng(task["seed"])
             cost, prob, action = -d["reward"], d["prob"], d["action"]
@@ -101,7 +110,7 @@ def worker(folder: Path) -> None:
                 reward = float(truth[i, a])
                 served.append(reward)
                 vw.learn(_example(x[i], m, (a, -reward, float(pmf[a]))))
-        explore = task["kind"] == "on"
+        explore = task["kind"] == "on"  # cb_explore_adf predicts a pmf, cb_adf costs
         out.append({**task, "val_choice": _greedy(vw, d["x_val"], m, explore).tolist(),
                     "test_choice": _greedy(vw, d["x_test"], m, explore).tolist(), "served": served})
         vw.finish()
