@@ -42,10 +42,14 @@ VENV = ROOT / ".cache" / "vw-venv"
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: off-policy settings tried per cb_type (chosen on validation)
-OFF_POLICY_GRID = [{"lr": lr, "passes": p} for lr in (0.1, 0.5, 2.0) for p in (1, 3)]
+OFF_POLICY_GRID = [{"lr": lr, "passes": p} for lr in (0.01, 0.03, 0.1) for p in (1, 5)]
 #: on-policy SquareCB settings tried (chosen on validation)
-ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.1, 0.5, 2.0) for g in (1.0, 10.0, 100.0)]
+ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.03, 0.1, 0.5) for g in (1.0, 10.0, 100.0)]
+#: VW's full-information ceiling (every action's reward; one fixed setting, not tuned)
+FULL_SETTING = {"cb_type": "mtr", "lr": 0.1, "passes": 3}
 CB_TYPES = ("ips", "dr", "mtr")
+#: logs VW learns from off-policy: the replay's default logging policy, and the issue's ε-greedy (ε = 0.3)
+LOGS = {"default": [], "epsilon": ["--explore", "epsilon", "--epsilon", "0.3"]}
 
 
 # ---------------------------------------------------------------- worker (runs inside the VW venv)
@@ -92,7 +96,8 @@ def worker(folder: Path) -> None:
         elif task["kind"] == "off":
             vw = Workspace(f"--cb_adf --cb_type {task['cb_type']} -l {task['lr']} {base}")
             rng = np.random.default_rng(task["seed"])
-            cost, prob, action = -d["reward"], d["prob"], d["action"]
+            log = task["log"]
+            cost, prob, action = -d[f"reward_{log}"], d[f"prob_{log}"], d[f"action_{log}"]
             for p in range(task["passes"]):
                 order = np.arange(len(x)) if p == 0 else rng.permutation(len(x))
                 for i in order:
@@ -141,6 +146,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--dataset", default="routerbench3")
+    parser.add_argument("--logs", default="default,epsilon", help=f"off-policy logs among {list(LOGS)}")
     args = parser.parse_args()
     if args.worker:
         worker(Path(args.worker))
@@ -173,8 +179,11 @@ def run(args: argparse.Namespace, py: Path) -> None:
 
     torch.set_num_threads(1)
     started, load_before = time.perf_counter(), os.getloadavg()
-    replay = replay_parser().parse_args([])
-    replay.boot = 0
+    logs = args.logs.split(",")
+    replays = {k: replay_parser().parse_args(LOGS[k]) for k in logs}
+    for r in replays.values():
+        r.boot = 0
+    replay = replays[logs[0]]
     embedded = load_default()
     train, test = load(args.dataset, 0, embedded.get_encoder())
 
@@ -188,22 +197,30 @@ def run(args: argparse.Namespace, py: Path) -> None:
         order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
         traffic, val = train.subset(order), train.subset(warm_rows)
         frozen = embedded if args.dataset == "routerbench3" else learner(replay.steps, seed).fit(val)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rep = run_replay(args.dataset, traffic, val, test, frozen, seed, replay,
-                             variants=("full information", EXPLORING))
-        log = rep["log"]
         n = len(traffic)
         truth = traffic.quality - LAM * COST_SCALE * traffic.cost
-        action = log["action"]
-        reward = log["label"] - LAM * COST_SCALE * traffic.cost[np.arange(n), action]
-        tasks = [{"kind": "off", "cb_type": t, "seed": seed, **g} for t in CB_TYPES for g in OFF_POLICY_GRID]
+        arrays = {"x_traffic": traffic.embeddings, "truth": truth, "x_val": val.embeddings,
+                  "x_test": test.embeddings, "m": traffic.n_llms}
+        ours: dict[str, dict] = {}
+        for k, rp in replays.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rep = run_replay(args.dataset, traffic, val, test, frozen, seed, rp,
+                                 variants=("full information", EXPLORING))
+            action = rep["log"]["action"]
+            arrays[f"action_{k}"] = action
+            arrays[f"reward_{k}"] = rep["log"]["label"] - LAM * COST_SCALE * traffic.cost[np.arange(n), action]
+            arrays[f"prob_{k}"] = rep["log"]["probs"][np.arange(n), action]
+            blocks = rep["served_blocks"][EXPLORING]
+            ours[k] = {"full": rep["curves"]["full information"][-1], "test": rep["curves"][EXPLORING][-1],
+                       "served": rep["served_score"][EXPLORING], "served_after": float(np.mean(blocks[1:]))}
+        tasks = [{"kind": "off", "cb_type": t, "log": k, "seed": seed, **g}
+                 for k in logs for t in CB_TYPES for g in OFF_POLICY_GRID]
         tasks += [{"kind": "on", "seed": seed, **g} for g in ON_POLICY_GRID]
+        tasks += [{"kind": "full", "seed": seed, **FULL_SETTING}]
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            np.savez(folder / "data.npz", x_traffic=traffic.embeddings, action=action, reward=reward,
-                     prob=log["probs"][np.arange(n), action], truth=truth, x_val=val.embeddings,
-                     x_test=test.embeddings, m=traffic.n_llms)
+            np.savez(folder / "data.npz", **arrays)
             (folder / "job.json").write_text(json.dumps({"tasks": tasks}))
             t0 = time.perf_counter()
             subprocess.run([str(py), __file__, "--worker", str(folder)], check=True)
@@ -215,29 +232,32 @@ def run(args: argparse.Namespace, py: Path) -> None:
                 s = np.asarray(r["served"])
                 r["served_all"], r["served_after_first_block"] = float(s.mean()), float(s[replay.every:].mean())
             r.pop("served")
-        full = rep["curves"]["full information"][-1]
-        ours = rep["curves"][EXPLORING][-1]
-        served_blocks = rep["served_blocks"][EXPLORING]
-        per_seed.append({"seed": seed, "full": full, "ours": ours, "ours_served": rep["served_score"][EXPLORING],
-                         "ours_served_after_first_block": float(np.mean(served_blocks[1:])),
-                         "frozen": test_score(frozen, test), "results": results,
-                         "vw_seconds": round(time.perf_counter() - t0, 1)})
-        print(f"seed {seed}: full {full:.4f}, ours {ours:.4f}; VW settings {len(results)} in "
-              f"{per_seed[-1]['vw_seconds']:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+        full = ours[logs[0]]["full"]
+        per_seed.append({"seed": seed, "full": full, "ours": ours, "frozen": test_score(frozen, test),
+                         "results": results, "vw_seconds": round(time.perf_counter() - t0, 1)})
+        print(f"seed {seed}: full {full:.4f}, ours " + ", ".join(f"{k} {o['test']:.4f}" for k, o in ours.items())
+              + f"; VW settings {len(results)} in {per_seed[-1]['vw_seconds']:.0f} s (load {os.getloadavg()[0]:.2f})",
+              flush=True)
 
     def key(r: dict) -> str:
-        return (f"off:{r['cb_type']}:lr={r['lr']}:passes={r['passes']}" if r["kind"] == "off"
-                else f"on:squarecb:lr={r['lr']}:gamma_scale={r['gamma_scale']}")
+        if r["kind"] == "on":
+            return f"-l {r['lr']} --gamma_scale {r['gamma_scale']:g}"
+        return f"-l {r['lr']}, {r['passes']} pass(es)"
 
     # validation choice per learner: the setting with the best mean validation Score over seeds
-    learners = {f"VW --cb_adf --cb_type {t}": lambda r, t=t: r["kind"] == "off" and r["cb_type"] == t
-                for t in CB_TYPES}
-    learners["VW on-policy --cb_explore_adf --squarecb"] = lambda r: r["kind"] == "on"
+    log_name = {"default": f"{replay.explore} logs (the replay's default)", "epsilon": "ε-greedy 0.3 logs"}
+    learners = {f"VW --cb_adf --cb_type {t}, {log_name[k]}": lambda r, t=t, k=k: r["kind"] == "off"
+                and r["cb_type"] == t and r["log"] == k for k in logs for t in CB_TYPES}
+    learners["VW on-policy --cb_explore_adf --squarecb (its own log)"] = lambda r: r["kind"] == "on"
     rows = [{"learner": "full information (radialrouter's learner, every label)",
-             "test": [p["full"] for p in per_seed]},
-            {"learner": "radialrouter's learner (bandit_replay default logging)",
-             "test": [p["ours"] for p in per_seed], "served": [p["ours_served"] for p in per_seed],
-             "served_after": [p["ours_served_after_first_block"] for p in per_seed]}]
+             "test": [p["full"] for p in per_seed]}]
+    rows += [{"learner": f"radialrouter's learner, {log_name[k]}", "log": k,
+              "test": [p["ours"][k]["test"] for p in per_seed], "served": [p["ours"][k]["served"] for p in per_seed],
+              "served_after": [p["ours"][k]["served_after"] for p in per_seed]} for k in logs]
+    rows.append({"learner": "VW full information (every action's reward; not a bandit)",
+                 "setting": f"--cb_adf --cb_type {FULL_SETTING['cb_type']} -l {FULL_SETTING['lr']}, "
+                            f"{FULL_SETTING['passes']} passes (fixed)",
+                 "test": [r["test"] for p in per_seed for r in p["results"] if r["kind"] == "full"]})
     for name, keep in learners.items():
         by_setting: dict[str, list[dict]] = {}
         for p in per_seed:
@@ -261,7 +281,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
         for k in ("served", "served_after"):
             if k in row:
                 row[f"{k}_mean"], row[f"{k}_se"] = float(np.mean(row[k])), std_err(row[k])
-    vw_rows = [r for r in rows if r["learner"].startswith("VW")]
+    vw_rows = [r for r in rows if r["learner"].startswith("VW") and "full information" not in r["learner"]]
     best = min(vw_rows, key=lambda r: r["gap"])
     square = next(r for r in vw_rows if "squarecb" in r["learner"])
     vw = {"logged": replay.traffic, "dataset": args.dataset, "final_gap": best["gap"], "final_gap_se": best["gap_se"],
@@ -270,11 +290,15 @@ def run(args: argparse.Namespace, py: Path) -> None:
           "squarecb_final_gap": square["gap"],
           "learners": {r["learner"]: {"gap": r["gap"], "gap_se": r["gap_se"], "test": r["test_mean"],
                                       "setting": r.get("setting")} for r in vw_rows}}
+    ours_default = rows[1]
+    vw["ours"] = {"final_gap": ours_default["gap"], "final_gap_se": ours_default["gap_se"],
+                  "served_score": ours_default["served_mean"], "served_score_se": ours_default["served_se"]}
     result = {"benchmark": "bandit_vw", "vw": vw, "rows": rows, "seeds": args.seeds,
               "replay_settings": {k: v for k, v in vars(replay).items() if k != "out"},
+              "logs": {k: {kk: v for kk, v in vars(rp).items() if kk != "out"} for k, rp in replays.items()},
               "vowpalwabbit": subprocess.run([str(py), "-c", "import vowpalwabbit; print(vowpalwabbit.__version__)"],
                                              capture_output=True, text=True).stdout.strip(),
-              "grids": {"off_policy": OFF_POLICY_GRID, "on_policy": ON_POLICY_GRID},
+              "grids": {"off_policy": OFF_POLICY_GRID, "on_policy": ON_POLICY_GRID, "full": FULL_SETTING},
               "per_seed": [{k: v for k, v in p.items() if k != "results"} for p in per_seed],
               "load_average": {"before": load_before, "after": os.getloadavg()},
               "seconds": round(time.perf_counter() - started)}
@@ -296,10 +320,11 @@ def report(r: dict) -> str:
         return "" if mean is None else f"{mean:.4f} ± {se or 0:.4f}"
 
     lines = [f"# Vowpal Wabbit {r['vowpalwabbit']} on the bandit replay's logs", "",
-             f"{r['vw']['dataset']}, {r['vw']['logged']} logged queries, seeds {r['seeds']}, λ = 0.02; logging "
-             f"policy of the replay: {r['replay_settings']['explore']} (gamma_scale "
-             f"{r['replay_settings']['gamma_scale']:g}, ε {r['replay_settings']['epsilon']:g} where used). "
-             "Means ± standard error over seeds; VW settings chosen per learner on the validation queries. Served: "
+             f"{r['vw']['dataset']}, {r['vw']['logged']} logged queries, seeds {r['seeds']}, λ = 0.02. Off-policy "
+             "learners read the replay's logs: its default logging policy (SquareCB, γ = 10·√t) and ε-greedy at "
+             "ε = 0.3 (the issue's protocol); the first 500 queries of each are routed by the shipped router. "
+             "Means ± standard error over seeds; VW settings chosen per learner on the validation queries (each "
+             "seed's 200 warm-start queries); gaps paired by seed. Served: "
              "the true Score of what was served on the traffic (ours: the first 500 by the shipped router; VW "
              "on-policy: by VW from the first query); 'after 500': queries 501–2,000. Load average "
              f"{r['load_average']['before'][0]:.2f} before, {r['load_average']['after'][0]:.2f} after; "
