@@ -283,7 +283,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
                 row[f"{k}_mean"], row[f"{k}_se"] = float(np.mean(row[k])), std_err(row[k])
     vw_rows = [r for r in rows if r["learner"].startswith("VW") and "full information" not in r["learner"]]
     best = min(vw_rows, key=lambda r: r["gap"])
-    square = next(r for r in vw_rows if "squarecb" in r["learner"])
+    square = next(r for r in vw_rows if "on-policy" in r["learner"])
     vw = {"logged": replay.traffic, "dataset": args.dataset, "final_gap": best["gap"], "final_gap_se": best["gap_se"],
           "best": best["learner"], "served_score": square["served_mean"], "served_score_se": square["served_se"],
           "served_score_after_first_block": square["served_after_mean"],
