@@ -362,11 +362,21 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=600, help="training steps of each learner fit")
     parser.add_argument("--boot", type=int, default=500)
     parser.add_argument("--out", default=str(RESULTS / "bandit_replay"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the .md from the .json (refreshing its vw key from bandit_vw.json); no replay")
     return parser
 
 
 def main() -> None:
     args = replay_parser().parse_args()
+    if args.report_only:
+        out = Path(args.out)
+        result = json.loads(out.with_suffix(".json").read_text())
+        result["vw"] = vw_summary() or result.get("vw")
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        out.with_suffix(".md").write_text(report(result, out.with_suffix(".png").is_file(),
+                                                 out.with_suffix(".png").name))
+        return
     torch.set_num_threads(1)
     started = time.perf_counter()
     load_before = os.getloadavg()
