@@ -505,9 +505,21 @@ def report(r: dict, plotted: bool, png: str) -> str:
     if r.get("vw"):
         v = r["vw"]
         lines += ["## Vowpal Wabbit on the same logs", "",
-                  f"From [bandit_vw.md](bandit_vw.md) (routerbench3, {v.get('logged', 2000)} logged queries): best VW "
-                  f"learner's gap to full information {v['final_gap']:+.4f} ({v.get('best', '')}); VW SquareCB's "
-                  f"Score served while learning {v['served_score']:.4f}.", ""]
+                  f"From [bandit_vw.md](bandit_vw.md) ({v.get('dataset', 'routerbench3')}, {v.get('logged', 2000)} "
+                  "logged queries, same traffic, label draws and full-information reference; VW's settings chosen "
+                  "on validation). Gap: full information minus the learner's test Score, mean ± s.e. over seeds.", "",
+                  "| learner | gap to full information | served Score |", "|---|---:|---:|"]
+        if v.get("ours"):
+            o = v["ours"]
+            lines.append(f"| radialrouter (this replay's logging and learner) | {o['final_gap']:+.4f} ± "
+                         f"{o['final_gap_se'] or 0:.4f} | {o['served_score']:.4f} ± {o['served_score_se'] or 0:.4f} |")
+        for name, row in v.get("learners", {}).items():
+            served = (f"{v['served_score']:.4f} ± {v.get('served_score_se') or 0:.4f}"
+                      if "on-policy" in name else "")
+            lines.append(f"| {name} | {row['gap']:+.4f} ± {row['gap_se'] or 0:.4f} | {served} |")
+        lines += ["", f"VW's best gap: {v['final_gap']:+.4f} ({v.get('best', '')}); VW SquareCB's served Score "
+                      f"{v['served_score']:.4f} ({v.get('served_score_after_first_block', float('nan')):.4f} on "
+                      "queries 501–2,000).", ""]
     cov = r["ope_coverage"]
     lines += ["## Off-policy evaluation against the replay's truth", "",
               "Share of checks whose 95 % bootstrap interval contains the true Score of the evaluated policy on the "
