@@ -1,8 +1,9 @@
 """Bandit replay: how close does a router learned from its own logged traffic — one revealed label per query —
 get to one trained with every LLM's label (full information)?
 
-    python benchmarks/bandit_replay.py                       # routerbench3 and mmlupro29, 5 seeds
-    python benchmarks/bandit_replay.py --datasets routerbench3 --seeds 0 --every 500   # quicker
+    python benchmarks/bandit_replay.py                       # routerbench3 and mmlupro29, 5 seeds, curve to 10k
+    python benchmarks/bandit_replay.py --datasets routerbench3 --seeds 0 --curve ""   # quicker
+    python benchmarks/bandit_replay.py --report-only         # re-render the .md (after bandit_vw.py)
 
 Per data set and seed, the data set's training queries (shuffled; the first ``--traffic`` of them) arrive as
 traffic at λ = Balance. A logging policy routes each one and only the called LLM's quality is revealed (variant
@@ -17,8 +18,11 @@ is retrained on everything logged so far and becomes the new logging policy. Pol
   trained on the ``--warm`` full-information training queries outside the traffic. It is the first logging policy
   of every variant.
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
-* ``bandit, exploring``: ε-greedy (``--explore epsilon``: with probability ε a uniformly random LLM) or a softmax
-  over the policy's scores with an ε/m floor (``--explore softmax``); the draw's propensity is logged.
+* ``bandit, exploring``: SquareCB's inverse-gap weighting (``--explore squarecb``, the default, chosen on
+  validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 10·√t after
+  t logged queries, the same function as ``router.explore``), ε-greedy (``--explore epsilon``: with probability ε a
+  uniformly random LLM) or a softmax over the policy's scores with an ε/m floor (``--explore softmax``); the draw's
+  propensity is logged.
 * ``bandit, exploring, noisy judge``: as above, labels flipped with probability ``--noise``.
 * ``bandit, exploring, warm start``: as ``exploring``, trained on the ``--warm`` full-information queries too.
 * ``full information``: the same learner trained on the same traffic queries with every LLM's label (the ceiling).
@@ -27,7 +31,16 @@ Test Score (macro over tasks, λ = 0.02, the data set's test split) is measured 
 evaluation checks: on each block of traffic just logged with exploration, policies fixed before that block (the
 frozen router, the previous full-information, no-exploration and ε-greedy learners) are evaluated with IPS, SNIPS
 and DR (DR's model: the previous ε-greedy learner's quality and cost heads) and their 95 % bootstrap intervals
-compared with the policy's true Score on the same queries. Writes benchmarks/results/bandit_replay.{json,md,png}.
+compared with the policy's true Score on the same queries.
+
+Learning curve (``--curve``, default 1,000, 2,000, 5,000 and 10,000 logged queries): the exploring and
+full-information variants only, without OPE, on a longer traffic stream — the training pool (the training split
+less the warm-start queries: 2,005 queries of routerbench3, 7,027 of mmlupro29) in order, then replayed in passes,
+each a fresh permutation (so 10,000 queries are ~5 passes on routerbench3, ~1.4 on mmlupro29). Its first 2,000
+queries and label draws are those of the main run (one random stream per variant), so its 2,000 point equals the
+main run's. Reported per size: the gap to full information and the Score served while logging (queries 1..n).
+VW's figures (`vw`) come from benchmarks/results/bandit_vw.json, written by `bandit_vw.py`.
+Writes benchmarks/results/bandit_replay.{json,md,png}.
 """
 
 from __future__ import annotations
