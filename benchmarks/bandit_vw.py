@@ -147,9 +147,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--dataset", default="routerbench3")
     parser.add_argument("--logs", default="default,epsilon", help=f"off-policy logs among {list(LOGS)}")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the reports from bandit_vw.json")
     args = parser.parse_args()
     if args.worker:
         worker(Path(args.worker))
+        return
+    if args.report_only:  # recompute the summary and report from the stored rows; no VW run
+        result = json.loads((RESULTS / "bandit_vw.json").read_text())
+        result["vw"] = vw_summary(result["rows"], result["vw"]["logged"], result["vw"]["dataset"])
+        write(result)
         return
     py = ensure_vw()
     if py is None:
@@ -287,21 +293,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
         for k in ("served", "served_after"):
             if k in row:
                 row[f"{k}_mean"], row[f"{k}_se"] = float(np.mean(row[k])), std_err(row[k])
-    vw_rows = [r for r in rows if r["learner"].startswith("VW") and "full information" not in r["learner"]]
-    best = min(vw_rows, key=lambda r: r["gap"])
-    square = next(r for r in vw_rows if "on-policy" in r["learner"])
-    vw = {"logged": replay.traffic, "dataset": args.dataset, "final_gap": best["gap"], "final_gap_se": best["gap_se"],
-          "best": best["learner"], "served_score": square["served_mean"], "served_score_se": square["served_se"],
-          "served_score_after_first_block": square["served_after_mean"],
-          "served_score_best_setting": float(np.mean(square["best_served"])),
-          "served_score_best_setting_se": std_err(square["best_served"]),
-          "best_served_setting": square["best_served_setting"],
-          "squarecb_final_gap": square["gap"],
-          "learners": {r["learner"]: {"gap": r["gap"], "gap_se": r["gap_se"], "test": r["test_mean"],
-                                      "setting": r.get("setting")} for r in vw_rows}}
-    ours_default = rows[1]
-    vw["ours"] = {"final_gap": ours_default["gap"], "final_gap_se": ours_default["gap_se"],
-                  "served_score": ours_default["served_mean"], "served_score_se": ours_default["served_se"]}
+    vw = vw_summary(rows, replay.traffic, args.dataset)
     result = {"benchmark": "bandit_vw", "vw": vw, "rows": rows, "seeds": args.seeds,
               "replay_settings": {k: v for k, v in vars(replay).items() if k != "out"},
               "logs": {k: {kk: v for kk, v in vars(rp).items() if kk != "out"} for k, rp in replays.items()},
@@ -311,16 +303,49 @@ def run(args: argparse.Namespace, py: Path) -> None:
               "per_seed": [{k: v for k, v in p.items() if k != "results"} for p in per_seed],
               "load_average": {"before": load_before, "after": os.getloadavg()},
               "seconds": round(time.perf_counter() - started)}
+    write(result)
+
+
+def write(result: dict) -> None:
+    """bandit_vw.{json,md}, and the ``vw`` key of bandit_replay.json when that exists."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bandit_vw.json").write_text(json.dumps(result, indent=2) + "\n")
     replay_json = RESULTS / "bandit_replay.json"
     if replay_json.is_file():
         rj = json.loads(replay_json.read_text())
-        rj["vw"] = vw
+        rj["vw"] = result["vw"]
         replay_json.write_text(json.dumps(rj, indent=2) + "\n")
     md = report(result)
     (RESULTS / "bandit_vw.md").write_text(md)
     print(md)
+
+
+def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
+    """The figures `bandit_replay.json` keeps under ``vw``: VW's best gap to full information over its learners,
+    VW SquareCB's served Score (validation-chosen setting, and its best-serving setting with that setting's gap),
+    and ours beside them (the replay's default logging)."""
+    def std_err(v: list[float]) -> float | None:
+        return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+
+    full = np.array(rows[0]["test"])
+    vw_rows = [r for r in rows if r["learner"].startswith("VW") and "full information" not in r["learner"]]
+    best = min(vw_rows, key=lambda r: r["gap"])
+    square = next(r for r in vw_rows if "on-policy" in r["learner"])
+    top_gap = full - np.array(square["best_served_test"])
+    ours = rows[1]
+    return {"logged": logged, "dataset": dataset, "final_gap": best["gap"], "final_gap_se": best["gap_se"],
+            "best": best["learner"], "served_score": square["served_mean"], "served_score_se": square["served_se"],
+            "served_score_after_first_block": square["served_after_mean"],
+            "served_score_best_setting": float(np.mean(square["best_served"])),
+            "served_score_best_setting_se": std_err(square["best_served"]),
+            "best_served_setting": square["best_served_setting"],
+            "best_served_setting_gap": float(top_gap.mean()), "best_served_setting_gap_se": std_err(list(top_gap)),
+            "squarecb_final_gap": square["gap"],
+            "learners": {r["learner"]: {"gap": r["gap"], "gap_se": r["gap_se"], "test": r["test_mean"],
+                                        "setting": r.get("setting")} for r in vw_rows},
+            "ours": {"final_gap": ours["gap"], "final_gap_se": ours["gap_se"], "served_score": ours["served_mean"],
+                     "served_score_se": ours["served_se"],
+                     "served_score_after_first_block": ours["served_after_mean"]}}
 
 
 def report(r: dict) -> str:
@@ -348,7 +373,8 @@ def report(r: dict) -> str:
     v = r["vw"]
     lines += ["", f"VW SquareCB's best-serving setting over the grid ({v['best_served_setting']}, chosen on the "
                   f"traffic it served, not on validation): served {v['served_score_best_setting']:.4f} ± "
-                  f"{v['served_score_best_setting_se'] or 0:.4f}.", "",
+                  f"{v['served_score_best_setting_se'] or 0:.4f}, gap to full information "
+                  f"{v['best_served_setting_gap']:+.4f} ± {v['best_served_setting_gap_se'] or 0:.4f}.", "",
               f"Grids: off-policy {r['grids']['off_policy']}; on-policy {r['grids']['on_policy']}. Features: the "
               "query embedding (namespace s) crossed with the action id (a), `-q sa`; VW's cost = −(quality − "
               "0.02·1000·cost).", "",
