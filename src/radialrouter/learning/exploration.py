@@ -51,8 +51,9 @@ def squarecb_probs(scores: np.ndarray, gamma: float | np.ndarray, best: np.ndarr
     better; −inf: never drawn): each non-best action gets ``1 / (m + γ·(score_best − score_a))``, the best the rest.
 
     ``gamma``: one γ, or one per row. ``best`` (per row) is the greedy action, default the row's argmax; m counts
-    the finite scores. Gaps below 0 (a ``best`` that is not the argmax) count as 0. Why: the probability of a worse action shrinks with how much
-    worse the model thinks it is, so exploration spends little on actions that are clearly bad."""
+    the finite scores. Gaps below 0 (a ``best`` that is not the argmax) count as 0. Why: the probability of a
+    worse action shrinks with how much worse the model thinks it is, so exploration spends little on actions that
+    are clearly bad."""
     s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     n = len(s)
     gamma = np.asarray(gamma, dtype=np.float64).reshape(-1, 1) if np.ndim(gamma) else float(gamma)
