@@ -65,7 +65,8 @@ BASE = "mlp, hidden 64 (previous choice)"
 
 def evaluate(spec: dict, train, embedded, seeds: list[int], **replay_settings) -> dict:
     replay = argparse.Namespace(**{**dict(traffic=2000, every=500, warm=200, epsilon=0.3, explore="epsilon",
-                                          temperature=0.05, noise=0.1, steps=600, boot=20), **replay_settings})
+                                          temperature=0.05, gamma=None, gamma_scale=10.0, gamma_exponent=0.5,
+                                          noise=0.1, steps=600, boot=20), **replay_settings})
     bandit, full, served = [], [], []
     started = time.perf_counter()
     for seed in seeds:
@@ -82,7 +83,8 @@ def evaluate(spec: dict, train, embedded, seeds: list[int], **replay_settings) -
     return {"spec": spec, "replay": replay_settings, "val_bandit": float(np.mean(bandit)),
             "val_bandit_se": float(np.std(bandit, ddof=1) / np.sqrt(n)) if n > 1 else None,
             "val_full": float(np.mean(full)), "val_gap": float(np.mean(np.subtract(full, bandit))),
-            "served": float(np.mean(served)), "val_bandit_per_seed": bandit, "val_full_per_seed": full,
+            "served": float(np.mean(served)), "served_per_seed": served, "val_bandit_per_seed": bandit,
+            "val_full_per_seed": full,
             "seconds": round(time.perf_counter() - started, 1)}
 
 

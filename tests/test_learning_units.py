@@ -11,7 +11,7 @@ import pytest
 
 from radialrouter.data import make_synthetic
 from radialrouter.data.dataset import DataError, RoutingDataset
-from radialrouter.learning.exploration import Explorer, policy_distribution
+from radialrouter.learning.exploration import Explorer, policy_distribution, squarecb_gamma, squarecb_probs
 from radialrouter.learning.ledger_data import (
     LoggedTraffic,
     impute_costs,
@@ -55,6 +55,44 @@ def test_policy_distribution_and_explorer_logs_propensities():
         assert np.isclose(p.policy.propensity, 0.6 if p.llm == "a" else 0.2)
         assert p.policy.probs == [0.6, 0.2, 0.2] and p.policy.choice == f"r-{p.llm}"
     assert explorer.apply(result, "bob", "balance").policy.explore == "off"  # only the listed keys explore
+
+
+def test_squarecb_probabilities_follow_inverse_gap_weighting():
+    scores = np.array([[0.9, 0.8, 0.5, 0.1], [0.2, 0.7, 0.7, -np.inf]])
+    p = squarecb_probs(scores, gamma=20.0)
+    assert np.allclose(p.sum(1), 1.0) and (p >= 0).all()
+    # row 0: m = 4, gaps 0.1, 0.4, 0.8 -> 1 / (4 + 20 gap); the best takes the rest
+    expected = [1 / 6, 1 / 12, 1 / 20]
+    assert np.allclose(p[0, 1:], expected) and np.isclose(p[0, 0], 1 - sum(expected))
+    assert p[0].argmax() == 0 and np.all(np.diff(p[0]) < 0)  # larger gap, lower probability
+    # row 1: a tie for the best goes to the first; −inf is never drawn and does not count in m
+    assert p[1, 3] == 0.0 and np.isclose(p[1, 2], 1 / 3) and np.isclose(p[1, 0], 1 / (3 + 20 * 0.5))
+    assert np.allclose(squarecb_probs(scores[:1], gamma=0.0), 0.25)  # γ = 0: uniform
+    assert squarecb_probs(scores[:1], gamma=1e9)[0, 0] > 0.999  # γ → ∞: greedy
+    # an explicit best that is not the argmax: negative gaps count as 0, the best still gets the most
+    q = squarecb_probs(np.array([0.5, 0.9, 0.1]), gamma=10.0, best=np.array([0]))[0]
+    assert np.isclose(q[1], 1 / 3) and np.isclose(q[2], 1 / (3 + 4)) and q[0] >= q.max() - 1e-12
+    assert np.allclose(policy_distribution([0.9, 0.8, 0.5, 0.1], "squarecb", 0.1, 1.0, 20.0), p[0])
+    assert squarecb_gamma(400) == 200.0 and squarecb_gamma(9, gamma_scale=2.0, gamma_exponent=1.0) == 18.0
+    assert squarecb_gamma(10_000, gamma=50.0) == 50.0 and squarecb_gamma(0) == 10.0
+
+
+def test_explorer_squarecb_logs_its_propensities_and_gamma():
+    result = RouteResult("a", ["a", "b", "c"], {"a": 0.9, "b": 0.85, "c": 0.1}, None, 0.0, 0.02, 5)
+    explorer = Explorer(_config({"method": "squarecb", "gamma": 10.0, "seed": 3}))
+    picks = [explorer.apply(result, "alice", "balance") for _ in range(2000)]
+    want = {"b": 1 / (3 + 0.5), "c": 1 / (3 + 8.0)}
+    want["a"] = 1 - want["b"] - want["c"]
+    for p in picks:
+        assert p.policy.explore == "squarecb:10" and np.isclose(p.policy.propensity, want[p.llm])
+        assert np.allclose(p.policy.probs, [want["a"], want["b"], want["c"]])
+    shares = {k: np.mean([p.llm == k for p in picks]) for k in want}
+    assert all(abs(shares[k] - want[k]) < 0.04 for k in want)
+    scheduled = Explorer(_config({"method": "squarecb", "gamma_scale": 2.0, "gamma_exponent": 1.0, "seed": 0}))
+    labels = [scheduled.apply(result, "alice", "balance").policy.explore for _ in range(3)]
+    assert labels == ["squarecb:2", "squarecb:4", "squarecb:6"]  # γ = 2 · t
+    with pytest.raises(Exception, match="gamma"):
+        _config({"method": "squarecb", "gamma": -1.0})
 
 
 def _bandit_log(n: int, eps: float, seed: int = 0) -> tuple[LoggedTraffic, np.ndarray]:

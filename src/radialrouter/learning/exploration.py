@@ -3,8 +3,10 @@
 Off-policy evaluation and partial-label training need, for every logged request, the probability with which the
 serving policy picked the LLM it picked (its *propensity*) and the distribution over the other candidates. A plain
 router is deterministic: probability 1 for its pick, 0 for every other candidate — a log of it says nothing about
-LLMs it never picks. ``router.explore`` makes the policy stochastic, ε-greedy or a softmax over the router's own
-scores, for some client keys or trade-offs only if wished, and every draw is logged with its probabilities.
+LLMs it never picks. ``router.explore`` makes the policy stochastic — ε-greedy, a softmax over the router's own
+scores, or SquareCB's inverse-gap weighting (`squarecb_probs`), which explores the candidates the router rates close
+to its pick and rarely the ones it rates far below, so it serves better while it learns — for some client keys or
+trade-offs only if wished, and every draw is logged with its probabilities.
 
 Candidates and the choice are logged in the router's LLM names (``router_llm``), so a router trained from the log
 has the names of the one that served and drops into the same config.
@@ -32,11 +34,45 @@ class PolicyLog:
     propensity: float
     candidates: list[str]
     probs: list[float]
-    explore: str  # "off", "epsilon:0.1", "softmax:0.05"
+    explore: str  # "off", "epsilon:0.1", "softmax:0.05", "squarecb:447.2"
 
 
-def policy_distribution(ranking_scores: list[float], method: str, epsilon: float, temperature: float) -> np.ndarray:
-    """Probabilities over the ranked candidates (best first) of the serving policy."""
+def squarecb_gamma(queries_seen: int, gamma: float | None = None, gamma_scale: float = 10.0,
+                   gamma_exponent: float = 0.5) -> float:
+    """SquareCB's γ: fixed when ``gamma`` is given, else VW's schedule ``gamma_scale · t^gamma_exponent`` over the
+    queries seen so far (t ≥ 1) — exploration fades as the model it relies on sees more data."""
+    if gamma is not None:
+        return float(gamma)
+    return float(gamma_scale * max(int(queries_seen), 1) ** gamma_exponent)
+
+
+def squarecb_probs(scores: np.ndarray, gamma: float | np.ndarray, best: np.ndarray | None = None) -> np.ndarray:
+    """Inverse-gap weighting (SquareCB, Foster & Rakhlin 2020; VW's ``--squarecb``) over rows of scores (higher is
+    better; −inf: never drawn): each non-best action gets ``1 / (m + γ·(score_best − score_a))``, the best the rest.
+
+    ``gamma``: one γ, or one per row. ``best`` (per row) is the greedy action, default the row's argmax; m counts
+    the finite scores. Gaps below 0 (a ``best`` that is not the argmax) count as 0. Why: the probability of a
+    worse action shrinks with how much worse the model thinks it is, so exploration spends little on actions that
+    are clearly bad."""
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    n = len(s)
+    gamma = np.asarray(gamma, dtype=np.float64).reshape(-1, 1) if np.ndim(gamma) else float(gamma)
+    rows = np.arange(n)
+    finite = np.isfinite(s)
+    if best is None:
+        best = np.where(finite, s, -np.inf).argmax(1)
+    best = np.asarray(best, dtype=np.int64).reshape(n)
+    m = finite.sum(1, keepdims=True).astype(np.float64)
+    gap = np.maximum(s[rows, best][:, None] - np.where(finite, s, 0.0), 0.0)
+    probs = np.where(finite, 1.0 / (m + gamma * gap), 0.0)
+    probs[rows, best] = 0.0
+    probs[rows, best] = 1.0 - probs.sum(1)
+    return probs
+
+
+def policy_distribution(ranking_scores: list[float], method: str, epsilon: float, temperature: float,
+                        gamma: float = 0.0) -> np.ndarray:
+    """Probabilities over the ranked candidates (best first) of the serving policy (``gamma``: SquareCB's γ)."""
     k = len(ranking_scores)
     if method == "epsilon":
         probs = np.full(k, epsilon / k)
@@ -47,6 +83,8 @@ def policy_distribution(ranking_scores: list[float], method: str, epsilon: float
         s = s - s.max()
         e = np.exp(s)
         return e / e.sum()
+    if method == "squarecb":
+        return squarecb_probs(np.asarray(ranking_scores, dtype=np.float64), gamma, best=np.zeros(1, np.int64))[0]
     probs = np.zeros(k)
     probs[0] = 1.0
     return probs
@@ -61,6 +99,7 @@ class Explorer:
         self._router_name = {llm.name: llm.router_name for llm in config.llms}
         self._rng = np.random.default_rng(self.config.seed)
         self._lock = threading.Lock()
+        self._seen = 0  # exploring draws so far (SquareCB's γ schedule counts them; restarts at 0 with the gateway)
 
     def active(self, client: str, mode: str | None) -> bool:
         c = self.config
@@ -73,15 +112,20 @@ class Explorer:
         if len(ranking) < 2:
             method = "off"
         scores = [result.scores.get(name, 0.0) for name in ranking]
-        if method == "softmax" and not all(math.isfinite(s) for s in scores):
+        if method in ("softmax", "squarecb") and not all(math.isfinite(s) for s in scores):
             method = "epsilon"  # never happens for finite router scores; keeps the draw defined if it does
-        probs = policy_distribution(scores, method, self.config.epsilon, self.config.temperature)
+        c = self.config
         if method == "off":
+            probs = policy_distribution(scores, method, c.epsilon, c.temperature)
             pick, label = 0, "off"
         else:
             with self._lock:
+                self._seen += 1
+                gamma = squarecb_gamma(self._seen, c.gamma, c.gamma_scale, c.gamma_exponent)
+                probs = policy_distribution(scores, method, c.epsilon, c.temperature, gamma)
                 pick = int(self._rng.choice(len(ranking), p=probs))
-            label = f"{method}:{self.config.epsilon if method == 'epsilon' else self.config.temperature:g}"
+            setting = {"epsilon": c.epsilon, "softmax": c.temperature, "squarecb": gamma}[method]
+            label = f"{method}:{setting:g}"
         order = [ranking[pick]] + [name for i, name in enumerate(ranking) if i != pick]
         names = [self._router_name.get(name, name) for name in ranking]
         log = PolicyLog(choice=names[pick], propensity=float(probs[pick]), candidates=names,
@@ -89,4 +133,4 @@ class Explorer:
         return replace(result, llm=order[0], ranking=order, policy=log)
 
 
-__all__ = ["Explorer", "PolicyLog", "policy_distribution"]
+__all__ = ["Explorer", "PolicyLog", "policy_distribution", "squarecb_gamma", "squarecb_probs"]

@@ -124,12 +124,19 @@ class ExploreConfig(_Strict):
     """Optional exploration, so that the decision log supports unbiased off-policy estimates (off by default).
 
     ``epsilon``: with probability ε a uniformly random candidate instead of the router's pick; ``softmax``: a
-    candidate drawn from softmax(score / temperature) over the router's own scores. ``keys`` / ``tradeoffs`` limit
-    it to some client ids or trade-off names (empty: all)."""
+    candidate drawn from softmax(score / temperature) over the router's own scores; ``squarecb``: inverse-gap
+    weighting (VW's ``--squarecb``), each other candidate with probability 1 / (K + γ·(best score − its score)), the
+    rest to the router's pick — γ fixed (``gamma``) or ``gamma_scale · t^gamma_exponent`` after t exploring draws.
+    ``keys`` / ``tradeoffs`` limit it to some client ids or trade-off names (empty: all)."""
 
-    method: Literal["off", "epsilon", "softmax"] = "off"
+    method: Literal["off", "epsilon", "softmax", "squarecb"] = "off"
     epsilon: float = Field(0.1, ge=0.0, le=1.0, description="ε of ε-greedy.")
     temperature: float = Field(0.05, gt=0.0, description="Softmax temperature on the router's scores.")
+    gamma: float | None = Field(None, ge=0.0, description="SquareCB's fixed γ (on the router's score scale); "
+                                "null: gamma_scale · t^gamma_exponent.")
+    gamma_scale: float = Field(10.0, gt=0.0, description="SquareCB: γ's scale when gamma is null (VW's default 10).")
+    gamma_exponent: float = Field(0.5, ge=0.0, le=1.0, description="SquareCB: γ's exponent over the exploring draws "
+                                  "so far when gamma is null (VW's default 0.5).")
     keys: list[str] = Field(default_factory=list, description="Only these client ids explore (empty: all).")
     tradeoffs: list[str] = Field(default_factory=list, description="Only these trade-off names explore (empty: "
                                  "all; 'explicit' for radial@lam=…).")

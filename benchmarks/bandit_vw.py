@@ -1,0 +1,386 @@
+"""Vowpal Wabbit side by side with radialrouter's bandit learner, on the logs of `bandit_replay.py`.
+
+    python benchmarks/bandit_vw.py [--seeds 0,1,2,3,4] [--dataset routerbench3]
+
+Per seed this reruns the replay's protocol (`bandit_replay.replay_parser` defaults: 2,000 logged queries, the
+default logging policy, retrained every 500; the same traffic, label draws and full-information reference, so the
+figures line up with benchmarks/results/bandit_replay.json) and hands VW the same data:
+
+* **off-policy**: ``--cb_adf --cb_type ips|dr|mtr`` learns from the exploring variant's log (one revealed label per
+  query, with its logged propensity);
+* **on-policy**: ``--cb_explore_adf --squarecb`` routes the same 2,000 traffic queries itself, from the first query
+  (no frozen router to start from), drawing from its own distribution and learning from the revealed reward.
+
+Features are the query embeddings (shared namespace ``s``) crossed with an action-id namespace ``a``
+(``-q sa`` plus ``a`` alone); the reward is the replay's: quality − λ·COST_SCALE·cost at λ = 0.02, VW's cost its
+negative. VW's settings (learning rate, passes over the log; SquareCB's gamma_scale) are chosen per learner on the
+replay's validation queries (each seed's 200 warm-start queries, full information, never trained on); the test
+split is read only for the reported Score. Test and validation Scores are macro over tasks at λ = 0.02, computed
+by the project's `summarize`, as in the replay.
+
+vowpalwabbit is a benchmark-only dependency: it is installed into its own virtual environment (``.cache/vw-venv``,
+from PyPI) and run there as a worker process (``--worker``, which imports only numpy and vowpalwabbit); where it
+cannot be installed the script says so and exits without writing. Writes benchmarks/results/bandit_vw.{json,md}
+and, when benchmarks/results/bandit_replay.json exists, its ``vw`` key (the replay also reads bandit_vw.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".cache" / "vw-venv"
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: off-policy settings tried per cb_type (chosen on validation)
+OFF_POLICY_GRID = [{"lr": lr, "passes": p} for lr in (0.001, 0.003, 0.01, 0.03) for p in (1, 5)]
+#: on-policy SquareCB settings tried (chosen on validation)
+ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.003, 0.01, 0.03, 0.1) for g in (0.3, 3.0, 30.0)]
+#: VW's full-information ceiling (every action's reward; one fixed setting, not tuned)
+FULL_SETTING = {"cb_type": "mtr", "lr": 0.1, "passes": 3}
+CB_TYPES = ("ips", "dr", "mtr")
+#: logs VW learns from off-policy: the replay's default logging policy, and the issue's ε-greedy (ε = 0.3)
+LOGS = {"default": [], "epsilon": ["--explore", "epsilon", "--epsilon", "0.3"]}
+
+
+# ---------------------------------------------------------------- worker (runs inside the VW venv)
+def _shared(x: np.ndarray) -> str:
+    return "shared |s " + " ".join(f"e{j}:{v:.6g}" for j, v in enumerate(x) if v != 0.0)
+
+
+def _example(x: np.ndarray, m: int, label: tuple[int, float, float] | None = None) -> list[str]:
+    lines = [_shared(x)]
+    for a in range(m):
+        head = f"0:{label[1]:.6g}:{label[2]:.6g} " if label is not None and label[0] == a else ""
+        lines.append(f"{head}|a a{a}")
+    return lines
+
+
+def _greedy(vw, x: np.ndarray, m: int, explore: bool) -> np.ndarray:
+    """Per row the action VW would pick greedily: argmin predicted cost (cb_adf) or argmax pmf (cb_explore_adf)."""
+    out = np.empty(len(x), np.int64)
+    for i, row in enumerate(x):
+        pred = np.asarray(vw.predict(_example(row, m)), dtype=np.float64)
+        out[i] = int(pred.argmax()) if explore else int(pred.argmin())
+    return out
+
+
+def worker(folder: Path) -> None:
+    """Train and evaluate every VW setting of ``folder/job.json`` on ``folder/data.npz``; write ``result.json``."""
+    from vowpalwabbit import Workspace
+
+    job = json.loads((folder / "job.json").read_text())
+    d = np.load(folder / "data.npz")
+    x, m = d["x_traffic"], int(d["m"])
+    out = []
+    for task in job["tasks"]:
+        base = "--quiet -q sa"
+        if task["kind"] == "full":  # VW's ceiling: every action's reward revealed (propensity 1 each)
+            vw = Workspace(f"--cb_adf --cb_type {task['cb_type']} -l {task['lr']} {base}")
+            rng = np.random.default_rng(task["seed"])
+            truth = d["truth"]
+            for p in range(task["passes"]):
+                for i in (np.arange(len(x)) if p == 0 else rng.permutation(len(x))):
+                    for a in range(m):
+                        vw.learn(_example(x[i], m, (a, -float(truth[i, a]), 1.0)))
+            served = None
+        elif task["kind"] == "off":
+            vw = Workspace(f"--cb_adf --cb_type {task['cb_type']} -l {task['lr']} {base}")
+            rng = np.random.default_rng(task["seed"])
+            log = task["log"]
+            cost, prob, action = -d[f"reward_{log}"], d[f"prob_{log}"], d[f"action_{log}"]
+            for p in range(task["passes"]):
+                order = np.arange(len(x)) if p == 0 else rng.permutation(len(x))
+                for i in order:
+                    vw.learn(_example(x[i], m, (int(action[i]), float(cost[i]), float(prob[i]))))
+            served = None
+        else:
+            vw = Workspace(f"--cb_explore_adf --squarecb --gamma_scale {task['gamma_scale']} -l {task['lr']} {base}")
+            rng = np.random.default_rng(task["seed"])
+            truth = d["truth"]  # (n, m) true reward of every action: only the drawn one is revealed
+            served = []
+            for i in range(len(x)):
+                pmf = np.asarray(vw.predict(_example(x[i], m)), dtype=np.float64)
+                pmf = pmf / pmf.sum()
+                a = int(min(np.searchsorted(pmf.cumsum(), rng.random(), side="right"), m - 1))
+                reward = float(truth[i, a])
+                served.append(reward)
+                vw.learn(_example(x[i], m, (a, -reward, float(pmf[a]))))
+        explore = task["kind"] == "on"  # cb_explore_adf predicts a pmf, cb_adf costs
+        out.append({**task, "val_choice": _greedy(vw, d["x_val"], m, explore).tolist(),
+                    "test_choice": _greedy(vw, d["x_test"], m, explore).tolist(), "served": served})
+        vw.finish()
+    (folder / "result.json").write_text(json.dumps(out))
+
+
+# ---------------------------------------------------------------- driver (the project's venv)
+def ensure_vw() -> Path | None:
+    """The VW venv's python, creating it (pip from PyPI) when missing; None, with a message, when that fails."""
+    py = VENV / "bin" / "python"
+    check = [str(py), "-c", "import vowpalwabbit, numpy"]
+    if py.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
+        return py
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "vowpalwabbit", "numpy"], check=True,
+                       capture_output=True, timeout=900)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        print(f"bandit_vw: skipped — vowpalwabbit could not be installed into {VENV}: {exc}\n"
+              f"{detail.decode(errors='replace')[-2000:]}", file=sys.stderr)
+        return None
+    return py if subprocess.run(check, capture_output=True).returncode == 0 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--dataset", default="routerbench3")
+    parser.add_argument("--logs", default="default,epsilon", help=f"off-policy logs among {list(LOGS)}")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the reports from bandit_vw.json")
+    args = parser.parse_args()
+    if args.worker:
+        worker(Path(args.worker))
+        return
+    if args.report_only:  # recompute the summary and report from the stored rows; no VW run
+        result = json.loads((RESULTS / "bandit_vw.json").read_text())
+        result["vw"] = vw_summary(result["rows"], result["vw"]["logged"], result["vw"]["dataset"])
+        write(result)
+        return
+    py = ensure_vw()
+    if py is None:
+        return
+    run(args, py)
+
+
+def run(args: argparse.Namespace, py: Path) -> None:
+    import warnings
+
+    import torch
+    from bandit_replay import (
+        EXPLORING,
+        LAM,
+        learner,
+        load,
+        replay_parser,
+        run_replay,
+        std_err,
+        test_score,
+        traffic_order,
+    )
+
+    from radialrouter.core.objective import COST_SCALE
+    from radialrouter.evaluation import summarize
+    from radialrouter.routers.radial import load_default
+
+    torch.set_num_threads(1)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    logs = args.logs.split(",")
+    replays = {k: replay_parser().parse_args(LOGS[k]) for k in logs}
+    for r in replays.values():
+        r.boot = 0
+    replay = replays[logs[0]]
+    embedded = load_default()
+    train, test = load(args.dataset, 0, embedded.get_encoder())
+
+    def score(ds, choice: np.ndarray) -> float:
+        rows = np.arange(len(ds))
+        return float(summarize(ds.quality[rows, choice], ds.cost[rows, choice], ds.tasks, LAM)["macro"].score)
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    per_seed = []
+    for seed in seeds:
+        order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
+        traffic, val = train.subset(order), train.subset(warm_rows)
+        frozen = embedded if args.dataset == "routerbench3" else learner(replay.steps, seed).fit(val)
+        n = len(traffic)
+        truth = traffic.quality - LAM * COST_SCALE * traffic.cost
+        arrays = {"x_traffic": traffic.embeddings, "truth": truth, "x_val": val.embeddings,
+                  "x_test": test.embeddings, "m": traffic.n_llms}
+        ours: dict[str, dict] = {}
+        for k, rp in replays.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rep = run_replay(args.dataset, traffic, val, test, frozen, seed, rp,
+                                 variants=("full information", EXPLORING))
+            action = rep["log"]["action"]
+            arrays[f"action_{k}"] = action
+            arrays[f"reward_{k}"] = rep["log"]["label"] - LAM * COST_SCALE * traffic.cost[np.arange(n), action]
+            arrays[f"prob_{k}"] = rep["log"]["probs"][np.arange(n), action]
+            blocks = rep["served_blocks"][EXPLORING]
+            ours[k] = {"full": rep["curves"]["full information"][-1], "test": rep["curves"][EXPLORING][-1],
+                       "served": rep["served_score"][EXPLORING], "served_after": float(np.mean(blocks[1:]))}
+        tasks = [{"kind": "off", "cb_type": t, "log": k, "seed": seed, **g}
+                 for k in logs for t in CB_TYPES for g in OFF_POLICY_GRID]
+        tasks += [{"kind": "on", "seed": seed, **g} for g in ON_POLICY_GRID]
+        tasks += [{"kind": "full", "seed": seed, **FULL_SETTING}]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            np.savez(folder / "data.npz", **arrays)
+            (folder / "job.json").write_text(json.dumps({"tasks": tasks}))
+            t0 = time.perf_counter()
+            subprocess.run([str(py), __file__, "--worker", str(folder)], check=True)
+            results = json.loads((folder / "result.json").read_text())
+        for r in results:
+            r["val"] = score(val, np.asarray(r.pop("val_choice")))
+            r["test"] = score(test, np.asarray(r.pop("test_choice")))
+            if r["served"] is not None:
+                s = np.asarray(r["served"])
+                r["served_all"], r["served_after_first_block"] = float(s.mean()), float(s[replay.every:].mean())
+            r.pop("served")
+        full = ours[logs[0]]["full"]
+        per_seed.append({"seed": seed, "full": full, "ours": ours, "frozen": test_score(frozen, test),
+                         "results": results, "vw_seconds": round(time.perf_counter() - t0, 1)})
+        print(f"seed {seed}: full {full:.4f}, ours " + ", ".join(f"{k} {o['test']:.4f}" for k, o in ours.items())
+              + f"; VW settings {len(results)} in {per_seed[-1]['vw_seconds']:.0f} s (load {os.getloadavg()[0]:.2f})",
+              flush=True)
+
+    def key(r: dict) -> str:
+        if r["kind"] == "on":
+            return f"-l {r['lr']} --gamma_scale {r['gamma_scale']:g}"
+        return f"-l {r['lr']}, {r['passes']} pass(es)"
+
+    # validation choice per learner: the setting with the best mean validation Score over seeds
+    log_name = {"default": f"{replay.explore} logs (the replay's default)", "epsilon": "ε-greedy 0.3 logs"}
+    learners = {f"VW --cb_adf --cb_type {t}, {log_name[k]}": lambda r, t=t, k=k: r["kind"] == "off"
+                and r["cb_type"] == t and r["log"] == k for k in logs for t in CB_TYPES}
+    learners["VW on-policy --cb_explore_adf --squarecb (its own log)"] = lambda r: r["kind"] == "on"
+    rows = [{"learner": "full information (radialrouter's learner, every label)",
+             "test": [p["full"] for p in per_seed]}]
+    rows += [{"learner": f"radialrouter's learner, {log_name[k]}", "log": k,
+              "test": [p["ours"][k]["test"] for p in per_seed], "served": [p["ours"][k]["served"] for p in per_seed],
+              "served_after": [p["ours"][k]["served_after"] for p in per_seed]} for k in logs]
+    rows.append({"learner": "VW full information (every action's reward; not a bandit)",
+                 "setting": f"--cb_adf --cb_type {FULL_SETTING['cb_type']} -l {FULL_SETTING['lr']}, "
+                            f"{FULL_SETTING['passes']} passes (fixed)",
+                 "test": [r["test"] for p in per_seed for r in p["results"] if r["kind"] == "full"]})
+    for name, keep in learners.items():
+        by_setting: dict[str, list[dict]] = {}
+        for p in per_seed:
+            for r in p["results"]:
+                if keep(r):
+                    by_setting.setdefault(key(r), []).append(r)
+        chosen = max(by_setting, key=lambda k: np.mean([r["val"] for r in by_setting[k]]))
+        rs = by_setting[chosen]
+        row = {"learner": name, "setting": chosen, "val": [r["val"] for r in rs], "test": [r["test"] for r in rs],
+               "settings_tried": {k: float(np.mean([r["val"] for r in v])) for k, v in by_setting.items()}}
+        if rs[0].get("served_all") is not None:
+            row["served"] = [r["served_all"] for r in rs]
+            row["served_after"] = [r["served_after_first_block"] for r in rs]
+            # online learning's own yardstick (progressive reward on its stream, no held-out data): the setting
+            # that served best — reported beside the validation choice, as the stricter comparison
+            top = max(by_setting, key=lambda k: np.mean([r["served_all"] for r in by_setting[k]]))
+            row["best_served_setting"] = top
+            row["best_served"] = [r["served_all"] for r in by_setting[top]]
+            row["best_served_test"] = [r["test"] for r in by_setting[top]]
+        rows.append(row)
+    full = np.array(rows[0]["test"])
+    for row in rows:
+        t = np.array(row["test"])
+        row["test_mean"], row["test_se"] = float(t.mean()), std_err(list(t))
+        row["gap_per_seed"] = (full - t).tolist()
+        row["gap"], row["gap_se"] = float((full - t).mean()), std_err(list(full - t))
+        for k in ("served", "served_after"):
+            if k in row:
+                row[f"{k}_mean"], row[f"{k}_se"] = float(np.mean(row[k])), std_err(row[k])
+    vw = vw_summary(rows, replay.traffic, args.dataset)
+    result = {"benchmark": "bandit_vw", "vw": vw, "rows": rows, "seeds": args.seeds,
+              "replay_settings": {k: v for k, v in vars(replay).items() if k != "out"},
+              "logs": {k: {kk: v for kk, v in vars(rp).items() if kk != "out"} for k, rp in replays.items()},
+              "vowpalwabbit": subprocess.run([str(py), "-c", "import vowpalwabbit; print(vowpalwabbit.__version__)"],
+                                             capture_output=True, text=True).stdout.strip(),
+              "grids": {"off_policy": OFF_POLICY_GRID, "on_policy": ON_POLICY_GRID, "full": FULL_SETTING},
+              "per_seed": [{k: v for k, v in p.items() if k != "results"} for p in per_seed],
+              "load_average": {"before": load_before, "after": os.getloadavg()},
+              "seconds": round(time.perf_counter() - started)}
+    write(result)
+
+
+def write(result: dict) -> None:
+    """bandit_vw.{json,md}, and the ``vw`` key of bandit_replay.json when that exists."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bandit_vw.json").write_text(json.dumps(result, indent=2) + "\n")
+    replay_json = RESULTS / "bandit_replay.json"
+    if replay_json.is_file():
+        rj = json.loads(replay_json.read_text())
+        rj["vw"] = result["vw"]
+        replay_json.write_text(json.dumps(rj, indent=2) + "\n")
+    md = report(result)
+    (RESULTS / "bandit_vw.md").write_text(md)
+    print(md)
+
+
+def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
+    """The figures `bandit_replay.json` keeps under ``vw``: VW's best gap to full information over its learners,
+    VW SquareCB's served Score (validation-chosen setting, and its best-serving setting with that setting's gap),
+    and ours beside them (the replay's default logging)."""
+    def std_err(v: list[float]) -> float | None:
+        return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+
+    full = np.array(rows[0]["test"])
+    vw_rows = [r for r in rows if r["learner"].startswith("VW") and "full information" not in r["learner"]]
+    best = min(vw_rows, key=lambda r: r["gap"])
+    square = next(r for r in vw_rows if "on-policy" in r["learner"])
+    top_gap = full - np.array(square["best_served_test"])
+    ours = rows[1]
+    return {"logged": logged, "dataset": dataset, "final_gap": best["gap"], "final_gap_se": best["gap_se"],
+            "best": best["learner"], "served_score": square["served_mean"], "served_score_se": square["served_se"],
+            "served_score_after_first_block": square["served_after_mean"],
+            "served_score_best_setting": float(np.mean(square["best_served"])),
+            "served_score_best_setting_se": std_err(square["best_served"]),
+            "best_served_setting": square["best_served_setting"],
+            "best_served_setting_gap": float(top_gap.mean()), "best_served_setting_gap_se": std_err(list(top_gap)),
+            "squarecb_final_gap": square["gap"],
+            "learners": {r["learner"]: {"gap": r["gap"], "gap_se": r["gap_se"], "test": r["test_mean"],
+                                        "setting": r.get("setting")} for r in vw_rows},
+            "ours": {"final_gap": ours["gap"], "final_gap_se": ours["gap_se"], "served_score": ours["served_mean"],
+                     "served_score_se": ours["served_se"],
+                     "served_score_after_first_block": ours["served_after_mean"]}}
+
+
+def report(r: dict) -> str:
+    """The markdown report: the issue's table, reproduced."""
+    def pm(mean: float | None, se: float | None) -> str:
+        return "" if mean is None else f"{mean:.4f} ± {se or 0:.4f}"
+
+    lines = [f"# Vowpal Wabbit {r['vowpalwabbit']} on the bandit replay's logs", "",
+             f"{r['vw']['dataset']}, {r['vw']['logged']} logged queries, seeds {r['seeds']}, λ = 0.02. Off-policy "
+             "learners read the replay's logs: its default logging policy (SquareCB, γ = 10·√t) and ε-greedy at "
+             "ε = 0.3 (the issue's protocol); the first 500 queries of each are routed by the shipped router. "
+             "Means ± standard error over seeds; VW settings chosen per learner on the validation queries (each "
+             "seed's 200 warm-start queries); gaps paired by seed. Served: "
+             "the true Score of what was served on the traffic (ours: the first 500 by the shipped router; VW "
+             "on-policy: by VW from the first query); 'after 500': queries 501–2,000. Load average "
+             f"{r['load_average']['before'][0]:.2f} before, {r['load_average']['after'][0]:.2f} after; "
+             f"{r['seconds']} s.", "",
+             "| learner on the same logs | setting (validation) | test Score (λ = 0.02) | gap to full information "
+             "| served | served after 500 |", "|---|---|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        gap = "–" if row["learner"].startswith("full") else pm(row["gap"], row["gap_se"])
+        lines.append(f"| {row['learner']} | {row.get('setting', '')} | {pm(row['test_mean'], row['test_se'])} | "
+                     f"{gap} | {pm(row.get('served_mean'), row.get('served_se'))} | "
+                     f"{pm(row.get('served_after_mean'), row.get('served_after_se'))} |")
+    v = r["vw"]
+    lines += ["", f"VW SquareCB's best-serving setting over the grid ({v['best_served_setting']}, chosen on the "
+                  f"traffic it served, not on validation): served {v['served_score_best_setting']:.4f} ± "
+                  f"{v['served_score_best_setting_se'] or 0:.4f}, gap to full information "
+                  f"{v['best_served_setting_gap']:+.4f} ± {v['best_served_setting_gap_se'] or 0:.4f}.", "",
+              f"Grids: off-policy {r['grids']['off_policy']}; on-policy {r['grids']['on_policy']}. Features: the "
+              "query embedding (namespace s) crossed with the action id (a), `-q sa`; VW's cost = −(quality − "
+              "0.02·1000·cost).", "",
+              "Rerun: `python benchmarks/bandit_vw.py` (installs vowpalwabbit into .cache/vw-venv on first use).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
