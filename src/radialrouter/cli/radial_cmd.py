@@ -34,7 +34,9 @@ def train_command(
                                            "of LLM names in a file to a shared name (the same LLM spelled "
                                            "differently in different logs)."),
     out: str = typer.Option(..., "--out", help="Directory to save the trained router to."),
-    router: str = typer.Option("radial", "--router", help="Registered router name, or 'auto': cross-validate the "
+    router: str = typer.Option("mlp", "--router", help="Registered router name (default mlp: the best measured "
+                               "over the four shared data sets, benchmarks/results/router_choice.md; radial for a "
+                               "pool that grows without retraining), or 'auto': cross-validate the "
                                "--auto-candidates on the training split (Score at the named trade-offs, or at "
                                "--lam) and keep the simplest within one standard error of the best."),
     candidates: str | None = typer.Option(None, "--auto-candidates", "--candidates", help="With --router auto: "
