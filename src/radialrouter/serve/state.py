@@ -215,14 +215,19 @@ class ServeState:
             return _parse_body(raw), len(raw)
         return await anyio.to_thread.run_sync(_parse_body, raw, limiter=self._heavy), len(raw)
 
-    async def prepare(self, call: _Call, size: int) -> None:
+    async def prepare(self, call: _Call, size: int, exact: bool = True) -> None:
         """Bound the prompt's tokens and cut the routing text: inline for small bodies, in a thread for large. A
-        request for one LLM whose context window the bound overflows is refused here, before any backend call."""
+        request for one LLM whose context window the bound overflows is refused here, before any backend call.
+
+        ``exact=False`` (chat requests) skips the tokenizer pass when nothing needs it before the backend answers
+        (`count_deferred`): the byte bound stands in, and `_Call.charge` counts only if no usage comes back."""
         def work() -> None:
             call.prompt_tokens = self.decider.prompt_tokens(call.body, call.context)
             _ = call.prompt
 
-        if size <= INLINE_BYTES:
+        if not exact and size <= INLINE_BYTES and self.count_deferred(call):
+            _ = call.prompt
+        elif size <= INLINE_BYTES:
             work()
         else:
             await anyio.to_thread.run_sync(work, limiter=self._heavy)
@@ -230,6 +235,25 @@ class ServeState:
             llm, max_output = self.config.llm(call.target.llm), requested_output_tokens(call.body)
             if call.prompt_tokens + max_output > llm.context_window:
                 raise context_refusal(call.prompt_tokens, max_output, llm)
+
+    def count_deferred(self, call: _Call) -> bool:
+        """Whether the prompt's tokenizer count can wait (and usually be skipped): its byte bound (`token_bound`,
+        which needs no tokenizer and is never below the count's bound) already fits every window the request can
+        reach, and the key has neither a budget nor a token rate limit — the only other users of the count before
+        the backend's usage arrives. Then ``call.prompt_tokens`` is the byte bound until `_Call.exact_prompt_tokens`
+        replaces it (needed only when the backend reports no usage)."""
+        limit = self.limiter.limits.get(call.client)
+        if call.client in self.budgets.limits or (limit is not None and limit.tokens_per_minute is not None):
+            return False
+        bound = self.decider.quick_prompt_bound(call.body, call.context)
+        max_output = requested_output_tokens(call.body)
+        if call.target.llm is not None:
+            fits = bound + max_output <= self.config.llm(call.target.llm).context_window
+        else:
+            fits = self.decider.fits_every_window(bound, max_output)
+        if fits:
+            call.prompt_tokens, call.prompt_counted = bound, False
+        return fits
 
     async def decide(self, call: _Call, early: asyncio.Task | None = None) -> RouteResult:
         """The routing decision: ``early``'s (see `start_decision`) once the count confirmed it, else a new one."""
