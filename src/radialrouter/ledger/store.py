@@ -250,16 +250,21 @@ class Ledger:
             rows = conn.execute(sa.select(decisions.c.client, total).group_by(decisions.c.client)).all()
         return {client: float(t) for client, t in rows}
 
-    def record(self, row: LedgerRow, settle: Settlement | None = None) -> asyncio.Future | concurrent.futures.Future:
-        """Queue ``row`` (and what it settles). Returns what completes with True once it is committed (False when
-        the row was dropped: queue full, or the database kept failing): an asyncio future of the running event loop
-        when called on one (resolved with the rest of its batch, one call into the loop per batch), else a
-        ``concurrent.futures.Future``. `committed` awaits either."""
+    def record(self, row: LedgerRow, settle: Settlement | None = None) -> concurrent.futures.Future:
+        """Queue ``row`` (and what it settles); the future completes with True once it is committed (False when
+        the row was dropped: queue full, or the database kept failing)."""
+        return self._enqueue(row, settle, concurrent.futures.Future())
+
+    def record_async(self, row: LedgerRow, settle: Settlement | None = None) -> asyncio.Future:
+        """`record` for a caller on an event loop (the server): an asyncio future of the running loop, which the
+        writer resolves with the rest of its batch — one call into the loop per batch, not one per row."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        done: Any = loop.create_future() if loop is not None else concurrent.futures.Future()
+            done: Any = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # no loop in this thread after all
+            done = concurrent.futures.Future()
+        return self._enqueue(row, settle, done)
+
+    def _enqueue(self, row: LedgerRow, settle: Settlement | None, done: Any) -> Any:
         if len(self._items) >= self.max_queue:
             log.warning("decision log queue is full; dropping the row of request %s", row.request_id)
             self._dropped(1)

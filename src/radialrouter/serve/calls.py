@@ -198,7 +198,7 @@ class _Call:
             r = self.result
             settlement = Settlement(self.client, cost, c, self.reservation.id if self.reservation else None)
             pol = None if r is None else r.policy
-            self.commit = s.ledger.record(LedgerRow(
+            self.commit = s.ledger.record_async(LedgerRow(
                 request_id=self.request_id, ts=time.time(), client=self.client, model=str(self.body.get("model")),
                 mode=self.target.mode, lam=None if r is None else r.lam, llm=self.llm,
                 ranking=[] if r is None else r.ranking, attempts=[a.to_dict() for a in self.attempts],
