@@ -24,15 +24,12 @@ from typing import Any
 import httpx
 
 from radialrouter.serve.config import LLMConfig, ServeConfig
+from radialrouter.serve.responses import dumps as dump_json
 
 try:
     import aiohttp
 except ImportError:  # pragma: no cover - depends on the installed extras
     aiohttp = None  # type: ignore[assignment]
-try:
-    import orjson
-except ImportError:  # pragma: no cover - depends on the installed extras
-    orjson = None  # type: ignore[assignment]
 
 RETRYABLE_STATUS = frozenset({401, 403, 408, 429})
 LOCAL = "pool_full"  # an attempt that never reached the backend
@@ -138,17 +135,6 @@ class _Releasing(httpx.AsyncByteStream):
         finally:
             if release is not None:
                 release()
-
-
-def dump_json(obj: Any) -> bytes:
-    """A request body as JSON bytes: orjson when installed (several times faster than ``json``), ``json`` for what
-    orjson refuses (integers beyond 64 bits, which bodies forwarded untouched may hold)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(obj)
-        except TypeError:  # orjson.JSONEncodeError
-            pass
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _as_httpx(exc: BaseException) -> httpx.HTTPError:
