@@ -18,6 +18,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,14 +26,34 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from serve_load import POOL, RESULTS, bodies_for, build_router, drive, serve, spawn, write_config
 
 from radialrouter.serve.testing import free_port, wait_up
 
+#: Innermost frames of a thread that waits (py-spy cannot always tell a parked thread from a running one).
+WAITS = ("Condition.wait (", "Event.wait (", "_worker (", "Queue.get (")
+
+
+def thread_names(raw: Path) -> dict[int, str]:
+    """OS thread id → Python thread name, from py-spy's ``--threads`` stacks (``thread (0x…): name``)."""
+    names = {}
+    for line in raw.read_text().splitlines():
+        first = line.split(";", 1)[0]
+        match = re.match(r"thread \((\d+)\): (.*)", first)
+        if match:
+            names[int(match.group(1))] = match.group(2).strip()
+    return names
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+
 
 def own_time(raw: Path, top: int) -> tuple[list[dict], int]:
     """Top functions by own time from py-spy's raw (collapsed-stack) output: each sample is charged to its
-    innermost frame. Returns rows with the share of busy samples, and the number of busy samples."""
+    innermost frame; samples of a parked thread (`WAITS`) are left out. Returns rows with the share of the other
+    samples, and their number."""
     own: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
@@ -40,6 +61,8 @@ def own_time(raw: Path, top: int) -> tuple[list[dict], int]:
         if not stack or not count.isdigit():
             continue
         leaf = stack.split(";")[-1]
+        if leaf.startswith(WAITS):
+            continue
         name, _, where = leaf.partition(" (")
         where = where.rstrip(")")
         path, _, _ = where.rpartition(":")
@@ -84,14 +107,23 @@ def main() -> None:
                 asyncio.run(drive(url, bodies[:300], args.concurrency, False, pid))  # warm-up
                 raw = tmp / f"{path}.txt"
                 spy = subprocess.Popen([pyspy, "record", "--pid", str(pid), "--rate", str(args.rate), "--format",
-                                        "raw", "--nonblocking", "--output", str(raw)],
+                                        "raw", "--nonblocking", "--threads", "--output", str(raw)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1.0)  # py-spy attaches
+                before = thread_cpu(pid)
                 result = asyncio.run(drive(url, bodies, args.concurrency, False, pid))
+                after = thread_cpu(pid)
                 spy.send_signal(2)
                 spy.wait(timeout=60)
                 rows, busy = own_time(raw, args.top)
+                names = thread_names(raw)
+                threads: collections.Counter[str] = collections.Counter()
+                for tid, t in after.items():
+                    name = "event loop" if tid == pid else names.get(tid, "other")
+                    threads[name] += 1000 * (t - before.get(tid, 0.0)) / len(bodies)
                 out["paths"][path] = {"server_cpu_ms_per_request": result["server_cpu_ms_per_request"],
+                                      "cpu_ms_per_request_by_thread": {k: round(v, 3) for k, v in threads.items()
+                                                                       if v >= 0.005},
                                       "throughput_rps": result["throughput_rps"], "p50_ms": result["p50_ms"],
                                       "errors": result["errors"], "busy_samples": busy, "top_own": rows}
         finally:
@@ -107,7 +139,9 @@ def main() -> None:
     for path, p in out["paths"].items():
         text += (f"## {path}: {p['server_cpu_ms_per_request']:.2f} ms server CPU per request, "
                  f"{p['throughput_rps']:.0f} req/s, p50 {p['p50_ms']:.1f} ms, {p['errors']} errors\n\n"
-                 "| function (innermost Python frame) | share of busy samples |\n|---|---|\n"
+                 "CPU ms per request by thread: " + ", ".join(
+                     f"{k} {v:.2f}" for k, v in p.get("cpu_ms_per_request_by_thread", {}).items()) + "\n\n"
+                 "| function (innermost Python frame) | share of samples (waits left out) |\n|---|---|\n"
                  + "".join(f"| `{r['function']}` | {100 * r['share']:.1f} % |\n" for r in p["top_own"]) + "\n")
     text += "Rerun: `python benchmarks/serve_profile.py --label <name>`\n"
     (RESULTS / f"serve_profile_{args.label}.md").write_text(text)
