@@ -137,12 +137,16 @@ class _Releasing(httpx.AsyncByteStream):
                 release()
 
 
+#: asyncio's timeout is the builtin ``TimeoutError`` from Python 3.11 on, a class of its own before.
+_TIMEOUTS: tuple[type[BaseException], ...] = tuple({TimeoutError, asyncio.TimeoutError})
+
+
 def _as_httpx(exc: BaseException) -> httpx.HTTPError:
     """aiohttp's error as the httpx exception `classify` expects (timeouts, connection failures, broken bodies)."""
     message = str(exc) or type(exc).__name__
     if aiohttp is not None and isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message)
-    if isinstance(exc, TimeoutError):  # aiohttp's socket read timeouts subclass it
+    if isinstance(exc, _TIMEOUTS):  # aiohttp's socket read timeouts subclass asyncio's
         return httpx.ReadTimeout(message)
     if aiohttp is not None:
         if isinstance(exc, aiohttp.ClientConnectorError):
@@ -154,7 +158,7 @@ def _as_httpx(exc: BaseException) -> httpx.HTTPError:
     return httpx.TransportError(message)
 
 
-_ERRORS: tuple[type[BaseException], ...] = (TimeoutError,) + ((aiohttp.ClientError,) if aiohttp is not None else ())
+_ERRORS: tuple[type[BaseException], ...] = _TIMEOUTS + ((aiohttp.ClientError,) if aiohttp is not None else ())
 
 
 class AiohttpResponse:
@@ -228,7 +232,7 @@ class _Backend:
         if self.slots.locked():
             try:
                 await asyncio.wait_for(self.slots.acquire(), self.pool_timeout_s)
-            except TimeoutError:
+            except _TIMEOUTS:
                 raise httpx.PoolTimeout(f"no free connection within {self.pool_timeout_s} s") from None
         else:
             await self.slots.acquire()
