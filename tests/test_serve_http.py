@@ -31,7 +31,7 @@ from radialrouter.serve.testing import ServerThread, fake_backends
 
 KEY = "sk-http-test-client"
 CANARY = "sk-CANARY-123"
-HEADER_TIMEOUT_S, MAX_CONNECTIONS = 1.0, 40
+HEADER_TIMEOUT_S, MAX_CONNECTIONS, BODY_TIMEOUT_S = 1.0, 40, 1.0
 HOST = "127.0.0.1"
 CHAT = {"model": "cheap", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -52,7 +52,7 @@ def served(tmp_path_factory, backends):
              "output_price": 2.0, "context_window": 100_000} for i, name in enumerate(("cheap", "mid", "strong"))]
     config = {"router": {"path": "router"}, "llms": llms, "ledger": {"path": None},
               "server": {"header_timeout_s": HEADER_TIMEOUT_S, "max_client_connections": MAX_CONNECTIONS,
-                         "batch_max_wait_ms": 1},
+                         "batch_max_wait_ms": 1, "body_timeout_s": BODY_TIMEOUT_S},
               "auth": {"keys": [{"id": "tester", "key": "${RR_HTTP_TEST_KEY}"}]}}
     (tmp / "serve.yaml").write_text(yaml.safe_dump(config))
     with socket.socket() as s:
@@ -159,6 +159,24 @@ def test_partial_headers_are_cut_off_while_others_are_served(served, backends):
             fake.delay_s = 0.0
             for sock in socks:
                 sock.close()
+
+
+def test_a_stalled_body_gets_408_after_the_body_timeout(served):
+    """Complete headers, half a body, then nothing: 408 ``request_timeout`` once ``body_timeout_s`` has passed (the
+    header deadline no longer applies), and the server keeps serving."""
+    body = b'{"model": "cheap", "messages": [{"role": "user", "content": "hi"}]}'
+    sock = _connect(served.port)
+    try:
+        start = time.monotonic()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body[:20])
+        sock.settimeout(BODY_TIMEOUT_S + 5)
+        assert _response_status(sock) == 408
+        assert BODY_TIMEOUT_S - 0.1 <= time.monotonic() - start < BODY_TIMEOUT_S + 3
+    finally:
+        sock.close()
+    assert httpx.get(f"{served.url}/health", timeout=5).status_code == 200
 
 
 def test_client_connections_are_capped(served):

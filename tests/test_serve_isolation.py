@@ -103,7 +103,7 @@ def _wait_idle(app, timeout: float = 20.0) -> None:
 def _ledger(app) -> list[dict]:
     ledger = app.state.serve.ledger
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not ledger._queue.empty():
+    while time.monotonic() < deadline and ledger.backlog():
         time.sleep(0.02)
     time.sleep(0.1)
     with sqlite3.connect(ledger.path) as db:

@@ -12,15 +12,21 @@ received always has its row, even if the process is killed right after; the requ
 never does the write itself, and one commit serves every row that queued meanwhile. Spend per client
 (``budget_spend``) and the dashboard's hourly and daily pre-aggregates (``decisions_rollup``,
 `radialrouter.ledger.rollups`) are updated in the same transaction as the rows that cause them.
+
+Cost per row, which is server CPU (the writer shares the process and its GIL): the writer wakes only when it is idle
+(rows queue on a deque; an event is set only while it waits), resolves a batch's waiters with one call into each
+event loop, and writes SQLite through its own ``sqlite3`` connection with the statements SQLAlchemy compiled once
+(``executemany`` of tuples, no per-call compilation); PostgreSQL keeps SQLAlchemy's engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import json
 import logging
-import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +95,18 @@ class LedgerRow:
     def values(self) -> tuple:
         d = self.to_dict()
         return tuple(d.get(c) for c in _COLUMNS)
+
+    def column_values(self, replica: str | None = None) -> dict[str, Any]:
+        """`to_dict` without ``asdict``'s deep copies (the writer's per-row cost), ``replica`` filled in when unset."""
+        d = dict(self.__dict__)
+        d["ranking"], d["attempts"] = json.dumps(self.ranking), json.dumps(self.attempts)
+        for name in ("scores", "probabilities", "candidates", "policy_probs"):
+            if d[name] is not None:
+                d[name] = json.dumps(d[name])
+        d["fallback"], d["stream"] = int(self.fallback), int(self.stream)
+        if d.get("replica") is None:
+            d["replica"] = replica
+        return d
 
 
 @dataclass
@@ -201,14 +219,17 @@ class Ledger:
             where = self.engine.url.render_as_string(hide_password=True)
             reason = " ".join(str(exc.orig or exc).split())  # libpq adds a hint on a second line
             raise ValueError(f"cannot open the decision log at {where}: {reason}") from None
-        self._queue: queue.Queue[tuple[LedgerRow, Settlement | None, concurrent.futures.Future] | None] = (
-            queue.Queue(maxsize=max_queue))
+        # Rows wait on a deque (appends and pops are atomic); `_wake` is set only while the writer waits for work, so a
+        # busy writer costs the event loop no lock, no notify and no thread switch per row.
+        self._items: collections.deque[tuple[LedgerRow, Settlement | None, Any] | None] = collections.deque()
+        self._wake = threading.Event()
+        self.max_queue = max_queue
         self._on_drop = on_drop
-        self._pending = 0  # rows recorded and not yet committed (or dropped)
-        self._pending_lock = threading.Lock()
+        self._recorded = self._finished = 0  # rows recorded / committed or dropped (one writer each: no lock)
         self.settler: Settler = book_spend
         self._insert = self._insert_statement()
         self._rollup = ledger_rollup.upsert(self.dialect)
+        self._raw: Any = None  # the writer's own sqlite3 connection (SQLite)
         self._thread = threading.Thread(target=self._write_loop, name="radialrouter-ledger", daemon=True)
         self._thread.start()
 
@@ -232,22 +253,32 @@ class Ledger:
     def record(self, row: LedgerRow, settle: Settlement | None = None) -> concurrent.futures.Future:
         """Queue ``row`` (and what it settles); the future completes with True once it is committed (False when
         the row was dropped: queue full, or the database kept failing)."""
-        done: concurrent.futures.Future = concurrent.futures.Future()
-        with self._pending_lock:
-            self._pending += 1
+        return self._enqueue(row, settle, concurrent.futures.Future())
+
+    def record_async(self, row: LedgerRow, settle: Settlement | None = None) -> asyncio.Future:
+        """`record` for a caller on an event loop (the server): an asyncio future of the running loop, which the
+        writer resolves with the rest of its batch — one call into the loop per batch, not one per row."""
         try:
-            self._queue.put_nowait((row, settle, done))
-        except queue.Full:
-            with self._pending_lock:
-                self._pending -= 1
+            done: Any = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # no loop in this thread after all
+            done = concurrent.futures.Future()
+        return self._enqueue(row, settle, done)
+
+    def _enqueue(self, row: LedgerRow, settle: Settlement | None, done: Any) -> Any:
+        if len(self._items) >= self.max_queue:
             log.warning("decision log queue is full; dropping the row of request %s", row.request_id)
             self._dropped(1)
             done.set_result(False)
+            return done
+        self._recorded += 1
+        self._items.append((row, settle, done))
+        if not self._wake.is_set():
+            self._wake.set()
         return done
 
     def backlog(self) -> int:
         """Rows recorded and not yet committed (queued, or in the batch being written)."""
-        return self._pending
+        return self._recorded - self._finished
 
     def _dropped(self, n: int) -> None:
         if self._on_drop is not None:
@@ -256,33 +287,31 @@ class Ledger:
 
     def _write_loop(self) -> None:
         while True:
-            items = [self._queue.get()]
-            while len(items) < 512:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in items
-            batch = [item for item in items if item is not None]
-            if batch:
-                ok = self._commit(batch)
-                with self._pending_lock:
-                    self._pending -= len(batch)
-                for _, _, done in batch:
-                    if not done.done():  # a waiter that timed out cancelled it
-                        done.set_result(ok)
-            if stop:
-                self.engine.dispose()
-                return
+            self._wake.wait()
+            self._wake.clear()  # before draining: a row appended from now on sets it again
+            while self._items:
+                items = []
+                while self._items and len(items) < 512:
+                    items.append(self._items.popleft())
+                stop = None in items
+                batch = [item for item in items if item is not None]
+                if batch:
+                    ok = self._commit(batch)
+                    self._finished += len(batch)
+                    _resolve([done for _, _, done in batch], ok)
+                if stop:
+                    if self._raw is not None:
+                        self._raw.close()
+                    self.engine.dispose()
+                    return
 
-    def _commit(self, batch: list[tuple[LedgerRow, Settlement | None, concurrent.futures.Future]]) -> bool:
+    def _commit(self, batch: list[tuple[LedgerRow, Settlement | None, Any]]) -> bool:
         """Write one batch in one transaction — its rows, their pre-aggregates, what they settle; retry while the
         database is unreachable (about 4 s), then drop it."""
-        rows = []
-        for row, _, _ in batch:
-            values = row.to_dict()
-            values.setdefault("replica", self.replica)
-            rows.append({c: values.get(c) for c in _COLUMNS})
+        if self.dialect == "sqlite" and self.settler is book_spend:
+            return self._commit_sqlite(batch)
+        rows = [row.column_values(self.replica) for row, _, _ in batch]
+        rows = [{c: values.get(c) for c in _COLUMNS} for values in rows]
         settlements = [s for _, s, _ in batch if s is not None]
         sums = ledger_rollup.aggregate(row for row, _, _ in batch)
         for attempt, wait in enumerate((*_RETRY_S, None)):
@@ -305,6 +334,48 @@ class Ledger:
                 return False
         return False
 
+    def _commit_sqlite(self, batch: list[tuple[LedgerRow, Settlement | None, Any]]) -> bool:
+        """`_commit` for SQLite: the same three statements (compiled once by SQLAlchemy) as ``executemany`` on the
+        writer's own sqlite3 connection, in one transaction."""
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()  # the pool's pragmas (WAL, synchronous=NORMAL) applied
+            self._sql = [_positional(stmt, self.engine, keys) for stmt, keys in (
+                (self._insert, _COLUMNS), (self._rollup, ledger_rollup.COLUMNS),
+                (spend_upsert("sqlite"), ("client", "spent_usd", "reserved_usd")))]
+        totals: dict[str, float] = {}
+        for _, s, _ in batch:
+            if s is not None and s.cost_usd:
+                totals[s.client] = totals.get(s.client, 0.0) + s.cost_usd
+        params = [[row.column_values(self.replica) for row, _, _ in batch], ledger_rollup.aggregate(
+            row for row, _, _ in batch), [{"client": c, "spent_usd": totals[c], "reserved_usd": 0.0, "released": 0.0}
+                                          for c in sorted(totals)]]
+        for attempt, wait in enumerate((*_RETRY_S, None)):
+            try:
+                cur = self._raw.cursor()
+                try:
+                    for (sql, names, defaults), rows in zip(self._sql, params):
+                        if rows:
+                            cur.executemany(sql, [tuple(r[n] if n in r else defaults.get(n) for n in names)
+                                                  for r in rows])
+                    self._raw.commit()
+                finally:
+                    cur.close()
+                return True
+            except sqlite3.OperationalError as exc:  # locked, busy, disk trouble: worth retrying
+                self._raw.rollback()
+                if wait is None:
+                    log.error("decision log write failed after %d attempts (%d rows dropped): %s", attempt + 1,
+                              len(batch), exc)
+                    self._dropped(len(batch))
+                    return False
+                time.sleep(wait)
+            except sqlite3.Error as exc:  # a bad row: no retry will fix it
+                self._raw.rollback()
+                log.error("decision log write failed (%d rows dropped): %s", len(batch), exc)
+                self._dropped(len(batch))
+                return False
+        return False
+
     def ping(self) -> bool:
         """Whether the database answers and the writer thread runs (readiness)."""
         if not self._thread.is_alive():
@@ -318,7 +389,8 @@ class Ledger:
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._queue.put(None)
+            self._items.append(None)
+            self._wake.set()
             self._thread.join(timeout=30)
 
     def rows(self) -> list[dict[str, Any]]:
@@ -364,12 +436,44 @@ class Ledger:
             return [dict(r._mapping) for r in conn.execute(sa.select(feedback).order_by(feedback.c.ts))]
 
 
-async def committed(done: concurrent.futures.Future | None, timeout: float = 30.0) -> bool:
+def _positional(stmt: Any, engine: Engine, keys: tuple[str, ...]) -> tuple[str, list[str], dict[str, Any]]:
+    """A statement compiled for ``engine``'s (qmark) dialect: its SQL, the parameter names in order, and the values
+    of the literals SQLAlchemy bound itself."""
+    compiled = stmt.compile(dialect=engine.dialect, column_keys=list(keys))
+    return str(compiled), list(compiled.positiontup), dict(compiled.params)
+
+
+def _resolve(futures: list[Any], ok: bool) -> None:
+    """Complete a batch's futures: one thread-safe call per event loop, the others directly."""
+    by_loop: dict[Any, list[asyncio.Future]] = {}
+    for done in futures:
+        if isinstance(done, asyncio.Future):
+            by_loop.setdefault(done.get_loop(), []).append(done)
+        elif not done.done():  # a waiter that timed out cancelled it
+            done.set_result(ok)
+    for loop, waiting in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_complete, waiting, ok)
+        except RuntimeError:  # that loop is closed: nobody waits any more
+            pass
+
+
+def _complete(futures: list[asyncio.Future], ok: bool) -> None:
+    for done in futures:
+        if not done.done():
+            done.set_result(ok)
+
+
+async def committed(done: asyncio.Future | concurrent.futures.Future | None, timeout: float = 30.0) -> bool:
     """Wait (without blocking the event loop) until a recorded row is committed; False if it was dropped."""
     if done is None:
         return True
+    if not isinstance(done, asyncio.Future):
+        done = asyncio.wrap_future(done)
+    if done.done():
+        return bool(done.result())
     try:
-        return bool(await asyncio.wait_for(asyncio.wrap_future(done), timeout))
+        return bool(await asyncio.wait_for(done, timeout))
     except asyncio.TimeoutError:
         log.error("decision log commit did not finish within %g s", timeout)
         return False

@@ -57,6 +57,7 @@ class _Call:
         self.usage: tuple[int, int] | None = None  # backend-reported
         self.choices = requested_choices(body)  # `n`: every choice is generated and billed
         self.prompt_tokens = 0  # upper bound on what a provider bills for the prompt (windows, reservations)
+        self.prompt_counted = True  # False while `prompt_tokens` is the byte bound (`ServeState.count_deferred`)
         # Output relayed, counted only if no usage comes (`charge`): no tokenizer call per streamed chunk. Long
         # answers are folded into `output_tokens` every OUTPUT_FOLD_CHARS characters, so memory stays bounded.
         self.output_parts: list[str] = []
@@ -89,6 +90,13 @@ class _Call:
         r = self.state.config.router
         return routing_text(self.body["messages"], r.history_messages, r.history_chars)
 
+    def exact_prompt_tokens(self) -> int:
+        """The tokenizer's prompt bound, counted now if `ServeState.count_deferred` skipped it."""
+        if not self.prompt_counted:
+            self.prompt_tokens = self.state.decider.prompt_tokens(self.body, self.context)
+            self.prompt_counted = True
+        return self.prompt_tokens
+
     def query(self) -> RouteQuery:
         metadata = self.body.get("metadata") or {}
         return RouteQuery(text=self.prompt, prompt_tokens=self.prompt_tokens,
@@ -119,7 +127,7 @@ class _Call:
         if self.usage is not None:
             p, c = self.usage
             return p, c, cost_usd(llm, p, c), "usage"
-        p = self.prompt_tokens
+        p = self.exact_prompt_tokens()
         if status == "ok":
             self._fold_output()
             c = self.output_tokens
@@ -191,7 +199,7 @@ class _Call:
             r = self.result
             settlement = Settlement(self.client, cost, c, self.reservation.id if self.reservation else None)
             pol = None if r is None else r.policy
-            self.commit = s.ledger.record(LedgerRow(
+            self.commit = s.ledger.record_async(LedgerRow(
                 request_id=self.request_id, ts=time.time(), client=self.client, model=str(self.body.get("model")),
                 mode=self.target.mode, lam=None if r is None else r.lam, llm=self.llm,
                 ranking=[] if r is None else r.ranking, attempts=[a.to_dict() for a in self.attempts],

@@ -14,7 +14,7 @@ import anyio.lowlevel
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from radialrouter.serve.responses import _JSON, _sse, error_response
+from radialrouter.serve.responses import FastJSONResponse, _sse, dumps, error_response
 from radialrouter.serve.upstream import LOCAL, classify, is_retryable, retry_after
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ async def _proxy_json(state: ServeState, call: _Call, plan: list[str]) -> Respon
         data["router"] = call.info(final=True)
         call.finish("ok")
         await call.acknowledge()
-        return JSONResponse(data, headers=call.headers())
+        return FastJSONResponse(data, headers=call.headers())
     return _all_failed(state, call)
 
 
@@ -297,7 +297,7 @@ async def _relay(state: ServeState, call: _Call, name: str, resp: httpx.Response
                 if not announced:
                     obj["router"] = call.info()
                     announced = True
-                out.append(f"data: {json.dumps(obj, **_JSON)}")
+                out.append("data: " + dumps(obj).decode())
             if out:
                 yield ("\n".join(out) + "\n\n").encode()
         call.events = None  # the backend's stream has ended (or shutdown ended it): nothing left to read on

@@ -8,6 +8,11 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover - depends on the installed extras
+    orjson = None  # type: ignore[assignment]
+
 log = logging.getLogger("radialrouter.serve")
 
 
@@ -28,5 +33,23 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
                         status_code=status, headers=headers)
 
 
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, by orjson when installed (several times faster than ``json`` on response bodies and
+    stream chunks); ``json`` for what orjson refuses (integers beyond 64 bits, non-string keys)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj)
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    return json.dumps(obj, **_JSON).encode()
+
+
+class FastJSONResponse(JSONResponse):
+    """A `JSONResponse` rendered by `dumps` (the chat answers)."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
 def _sse(obj: Any) -> bytes:
-    return f"data: {json.dumps(obj, **_JSON)}\n\n".encode()
+    return b"data: " + dumps(obj) + b"\n\n"

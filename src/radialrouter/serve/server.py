@@ -3,8 +3,12 @@ out of its logs, and a hook that lets the app end open streams before uvicorn's 
 
 uvicorn has no timeout for reading a request's headers (only ``timeout_keep_alive`` for the idle wait between
 requests), so a client holding partial headers keeps its connection — and a slot under ``limit_concurrency`` —
-forever. `GuardedH11Protocol` closes it after ``header_timeout_s``. It subclasses uvicorn's h11 protocol and relies
-on its ``conn`` (the ``h11.Connection``), ``transport`` and ``client`` attributes (checked against uvicorn 0.54).
+forever. `GuardedHttpToolsProtocol` (uvicorn's httptools protocol, used when ``httptools`` is installed: the
+``serve`` extra's ``uvicorn[standard]``) and `GuardedH11Protocol` (the pure-Python h11 fallback) close it after
+``header_timeout_s``. They subclass uvicorn's protocols and rely on their ``transport``, ``client`` and ``loop``
+attributes, and on ``conn`` (the ``h11.Connection``) or the httptools parser callbacks (checked against uvicorn
+0.55). The event loop is uvloop when installed: with httptools it halves the HTTP layer's CPU per request
+(docs/serving.md, Performance).
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ from typing import Any
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # uvicorn[standard]: a C HTTP parser and a libuv event loop
+    import httptools  # noqa: F401 - uvicorn's protocol below imports it; checked here to pick the protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - depends on the installed extras
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+try:
+    import uvloop  # noqa: F401
+    LOOP = "uvloop"
+except ImportError:  # pragma: no cover - depends on the installed extras
+    LOOP = "asyncio"
 
 from radialrouter.serve.config import ServerConfig
 
@@ -86,6 +101,78 @@ class GuardedH11Protocol(H11Protocol):
         except h11.LocalProtocolError:  # mid-response on our side; closing is all that is left
             pass
         self.transport.close()
+
+
+if HttpToolsProtocol is not None:
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol plus the same deadline for each request's headers as `GuardedH11Protocol`.
+
+        A request head is awaited from the moment the connection opens and from the first byte of each later
+        request (httptools' ``on_message_begin``) until ``on_headers_complete``; a connection that misses the
+        deadline is closed, and trickling bytes does not restart it."""
+
+        header_timeout_s: float = 10.0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._header_timer: asyncio.TimerHandle | None = None
+            self._awaiting_head = True
+
+        @classmethod
+        def with_timeout(cls, header_timeout_s: float) -> type[GuardedHttpToolsProtocol]:
+            """A subclass with its own deadline: uvicorn instantiates ``http`` classes with fixed arguments only."""
+            return type(cls.__name__, (cls,), {"header_timeout_s": float(header_timeout_s)})
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._awaiting_head = True
+
+        def on_headers_complete(self) -> None:
+            self._awaiting_head = False
+            self._disarm_header_timer()
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._awaiting_head and not self.transport.is_closing():
+                if self._header_timer is None:
+                    self._arm_header_timer()
+            else:
+                self._disarm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_timer()
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self) -> None:
+            self._disarm_header_timer()
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+        def _disarm_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing() or not self._awaiting_head:
+                return
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
+            log.warning("closing the connection from %s: no complete request headers within %g s", client,
+                        self.header_timeout_s)
+            self.transport.close()
+else:  # pragma: no cover - depends on the installed extras
+    GuardedHttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+
+def http_protocol(header_timeout_s: float) -> type:
+    """The guarded protocol class for uvicorn: httptools when installed, else h11."""
+    base = GuardedHttpToolsProtocol if GuardedHttpToolsProtocol is not None else GuardedH11Protocol
+    return base.with_timeout(header_timeout_s)
 
 
 class RedactQueryString(logging.Filter):
@@ -177,7 +264,7 @@ def make_server(app: Any, *, host: str | None = None, port: int | None = None, s
         on_drain = getattr(state, "begin_drain", None)
     config = uvicorn.Config(
         app, host=host if host is not None else server.host, port=port if port is not None else server.port,
-        http=GuardedH11Protocol.with_timeout(server.header_timeout_s), ws="none", lifespan="on",
+        http=http_protocol(server.header_timeout_s), loop=LOOP, ws="none", lifespan="on",
         limit_concurrency=server.max_client_connections, timeout_graceful_shutdown=server.shutdown_grace_s + 2,
         log_level=log_level, access_log=access_log)
     install_log_redaction()  # after uvicorn.Config, which (re)configures uvicorn's loggers

@@ -39,7 +39,7 @@ def chat_router(state: ServeState, config: ServeConfig) -> APIRouter:
             target = parse_model(body.get("model"), state.config)  # state.config: a hot swap may replace it
             call = _Call(state, client, body, target)
             early = state.start_decision(call, size)
-            await state.prepare(call, size)
+            await state.prepare(call, size, exact=False)
             await state.admit(client, call.prompt_tokens)
             if target.llm is not None:
                 plan = [target.llm]
