@@ -222,3 +222,42 @@ def test_pool_add_trains_on_complete_probes_with_a_warning(data):
         add_llm(router, "llm-2", probes, steps=5)
     assert "llm-2" in router.llms_
     assert np.isfinite(router.predict_scores(test.embeddings, 0.0)).all()
+
+
+@pytest.mark.parametrize("name", ["mlp", "mf"])
+def test_a_missing_cell_adds_nothing_to_the_loss(name, monkeypatch):
+    """Routers that "train with the mask": the loss they minimise has zero gradient on an unknown quality cell (it is
+    not read as a 0), and a non-zero one on every known cell."""
+    import torch
+
+    from radialrouter.core import training
+
+    train = make_synthetic(n_queries=60, n_llms=3, seed=0)
+    quality = train.quality.copy()
+    quality[::3, 1] = np.nan
+    quality[1::4, 2] = np.nan
+    train = replace(train, quality=quality)
+    seen = {}
+    real = training.train_module
+
+    def spy(module, loss_fn, n_train, **kwargs):
+        seen["module"], seen["loss_fn"] = module, loss_fn
+        return real(module, loss_fn, n_train, **kwargs)
+
+    monkeypatch.setattr(training, "train_module", spy)
+    make_router(name, steps=5).fit(train)
+    module, outputs = seen["module"], []
+
+    def keep(_module, _inputs, out):
+        out.retain_grad()
+        outputs.append(out)
+
+    module.register_forward_hook(keep)
+    module.train()
+    seen["loss_fn"](np.arange(len(train))).backward()
+    grad = outputs[-1].grad.detach().numpy()
+    grad = grad.reshape(-1, *quality.shape)  # an ensemble stacks its members' logits first
+    known = np.isfinite(quality)
+    assert isinstance(outputs[-1], torch.Tensor) and (~known).sum() > 20
+    assert np.all(grad[:, ~known] == 0.0)
+    assert np.all(grad[:, known] != 0.0)
