@@ -1,0 +1,215 @@
+"""Mutation testing of the modules that carry the README's and docs/serving.md's promises (issue #27), with mutmut.
+
+Each module is mutated alone and its mutants run against only the test files that exercise it, in a scratch folder
+(``.mutation/<module>/``: links to ``src`` and ``tests``, a ``pyproject.toml`` holding that module's mutmut
+settings), so runs of different modules never share state and the worktree's sources are never touched. mutmut
+copies ``src`` into ``.mutation/<module>/mutants/`` and puts that copy first on ``sys.path``.
+
+    pip install 'radialrouter[dev]'                        # mutmut is in the dev extra
+    python benchmarks/mutation.py --list                   # the modules and the tests each one runs against
+    python benchmarks/mutation.py serve/budgets.py         # one module (or several; none: every module)
+    python benchmarks/mutation.py --report                 # rewrite benchmarks/results/mutation.{json,md} only
+
+Results accumulate in ``benchmarks/results/mutation.json`` (one entry per module, replaced when the module is run
+again) and ``mutation.md`` is regenerated from it. Mutants judged equivalent (no test can tell them apart from the
+original, because no behaviour changes) are listed in ``EQUIVALENT`` below with the reason, and excluded from the
+kill rate. Too slow for CI: a module takes minutes to an hour on 2 cores (the wall time of each run is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SCRATCH = ROOT / ".mutation"
+
+#: module (under src/radialrouter) → (the promise it carries, the test files that exercise it)
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "serve/budgets.py": ("budgets and reservations: spend ≤ budget + one reservation",
+                         ["tests/test_serve_spend.py", "tests/test_serve_isolation.py", "tests/test_serve.py"]),
+    "serve/ratelimit.py": ("per-key rate limits (sliding window, Retry-After)",
+                           ["tests/test_serve_pg.py", "tests/test_serve_spend.py"]),
+    "serve/upstream.py": ("upstream fallback and cooldowns",
+                          ["tests/test_serve.py", "tests/test_serve_isolation.py"]),
+    "ledger/store.py": ("the decision log and spend restored at start-up",
+                        ["tests/test_serve_pg.py", "tests/test_serve_spend.py", "tests/test_learning_loop.py"]),
+    "evaluation/metrics.py": ("the field's metrics: Score, AIQ, QNC/RCI",
+                              ["tests/test_evaluation.py", "tests/test_missing_cells.py"]),
+    "evaluation/strong_weak.py": ("APGR / CPT of a strong-weak pair",
+                                  ["tests/test_strong_weak.py", "tests/test_missing_cells.py"]),
+    "core/scoring.py": ("Perf / Cost / Score summaries, macro averaging, Pareto front",
+                        ["tests/test_evaluation.py", "tests/test_missing_cells.py"]),
+    "learning/ope.py": ("off-policy evaluation on logged propensities",
+                        ["tests/test_learning_units.py", "tests/test_learning_loop.py"]),
+    "policy/calibration.py": ("the λ that meets a budget, with its interval",
+                              ["tests/test_calibration.py"]),
+    "policy/pool.py": ("pool add: backbone frozen, the new LLM learned", ["tests/test_pool.py"]),
+    "routers/frugal.py": ("FrugalGPT pays every LLM it calls",
+                          ["tests/test_baselines_b.py", "tests/test_missing_cells.py"]),
+}
+
+#: mutmut mutant name → why it is equivalent (no observable behaviour differs). Filled in by reading each survivor.
+EQUIVALENT: dict[str, str] = {}
+
+
+def _slug(module: str) -> str:
+    return module.replace("/", "_").removesuffix(".py")
+
+
+def _pyproject(module: str, tests: list[str]) -> str:
+    """The scratch folder's pyproject.toml: the project's pytest settings and this module's mutmut settings."""
+    text = (ROOT / "pyproject.toml").read_text()
+    pytest_section = text[text.index("[tool.pytest.ini_options]"):]
+    pytest_section = pytest_section[:pytest_section.index("\n[", 1) + 1] if "\n[" in pytest_section[1:] else (
+        pytest_section)
+    lines = [
+        "[tool.mutmut]",
+        'source_paths = ["src"]',
+        f'only_mutate = ["src/radialrouter/{module}"]',
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]',
+        'process_isolation = "forkserver"',  # torch and uvicorn threads are not fork-safe from a pytest process
+        "use_git_change_detection = false",
+        "",
+        pytest_section,
+    ]
+    return "\n".join(lines)
+
+
+def _results(work: Path) -> dict[str, str]:
+    """mutant name → status (killed, survived, timeout, suspicious, no tests, …), as ``mutmut results`` prints."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, capture_output=True,
+                         text=True, env=_env()).stdout
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"\s+(\S+): (.+)$", line)
+        if m:
+            found[m.group(1)] = m.group(2).strip()
+    return found
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts mutants/src first itself
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    return env
+
+
+def run_module(module: str, max_children: int) -> dict:
+    promise, tests = MODULES[module]
+    work = SCRATCH / _slug(module)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "src").symlink_to(ROOT / "src")
+    (work / "tests").symlink_to(ROOT / "tests")
+    (work / "pyproject.toml").write_text(_pyproject(module, tests))
+    start = time.monotonic()
+    log = RESULTS / "mutation-logs"
+    log.mkdir(parents=True, exist_ok=True)
+    with open(log / f"{_slug(module)}.log", "w") as out:
+        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=work,
+                            stdout=out, stderr=subprocess.STDOUT, env=_env()).returncode
+    wall = time.monotonic() - start
+    statuses = _results(work)
+    return {"module": module, "promise": promise, "tests": tests, "wall_s": round(wall, 1), "mutmut_rc": rc,
+            "statuses": statuses, "run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def summarise(entry: dict) -> dict:
+    counts = {"killed": 0, "survived": 0, "equivalent": 0, "other": 0}
+    survivors, equivalents = [], []
+    for name, status in entry["statuses"].items():
+        if name in EQUIVALENT:
+            counts["equivalent"] += 1
+            equivalents.append({"mutant": name, "reason": EQUIVALENT[name]})
+        elif status in ("killed", "timeout"):  # a mutant that makes a test hang is caught by its timeout
+            counts["killed"] += 1
+        elif status == "survived":
+            counts["survived"] += 1
+            survivors.append(name)
+        else:  # "no tests", "suspicious", "skipped", …: counted as not killed
+            counts["other"] += 1
+            survivors.append(f"{name} ({status})")
+    judged = counts["killed"] + counts["survived"] + counts["other"]
+    return {**counts, "kill_rate": round(counts["killed"] / judged, 4) if judged else None, "survivors": survivors,
+            "equivalents": equivalents}
+
+
+def write_report(doc: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for entry in doc["modules"].values():
+        entry["summary"] = summarise(entry)
+    total = {k: sum(e["summary"][k] for e in doc["modules"].values())
+             for k in ("killed", "survived", "equivalent", "other")}
+    judged = total["killed"] + total["survived"] + total["other"]
+    doc["total"] = {**total, "kill_rate": round(total["killed"] / judged, 4) if judged else None,
+                    "not_run": [m for m in MODULES if m not in doc["modules"]]}
+    (RESULTS / "mutation.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    lines = ["# Mutation testing (mutmut) of the promise-bearing modules", "",
+             "`python benchmarks/mutation.py [MODULE ...]` (see its docstring). Each module is mutated alone and run "
+             "against only the test files listed; killed includes mutants that made a test time out. Equivalent "
+             "mutants (no behaviour changes) are excluded from the rate and listed with the reason.", "",
+             "| module | promise | tests | killed | survived | other | equivalent | kill rate | wall time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in doc["modules"].items():
+        s = e["summary"]
+        rate = f"{100 * s['kill_rate']:.1f} %" if s["kill_rate"] is not None else "–"
+        tests = ", ".join(Path(t).name for t in e["tests"])
+        lines.append(f"| `{name}` | {e['promise']} | {tests} | {s['killed']} | {s['survived']} | {s['other']} | "
+                     f"{s['equivalent']} | {rate} | {e['wall_s'] / 60:.1f} min |")
+    t = doc["total"]
+    rate = f"{100 * t['kill_rate']:.1f} %" if t["kill_rate"] is not None else "–"
+    lines += [f"| **all run** | | | {t['killed']} | {t['survived']} | {t['other']} | {t['equivalent']} | {rate} | |",
+              "", f"Not run: {', '.join(f'`{m}`' for m in t['not_run']) or 'none'}.", ""]
+    for name, e in doc["modules"].items():
+        s = e["summary"]
+        if s["survivors"] or s["equivalents"]:
+            lines.append(f"## `{name}`")
+            lines.append("")
+            if s["survivors"]:
+                lines.append("Surviving: " + ", ".join(f"`{m}`" for m in s["survivors"]) + ".")
+                lines.append("")
+            for eq in s["equivalents"]:
+                lines.append(f"- equivalent `{eq['mutant']}`: {eq['reason']}")
+            lines.append("")
+    (RESULTS / "mutation.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help="modules under src/radialrouter (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the modules and their tests")
+    parser.add_argument("--report", action="store_true", help="only rewrite the report from mutation.json")
+    parser.add_argument("--max-children", type=int, default=1, help="mutants run in parallel (default 1)")
+    args = parser.parse_args()
+    if args.list:
+        for name, (promise, tests) in MODULES.items():
+            print(f"{name}: {promise}\n    {' '.join(tests)}")
+        return
+    path = RESULTS / "mutation.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"tool": "mutmut", "modules": {}}
+    if not args.report:
+        unknown = [m for m in args.modules if m not in MODULES]
+        if unknown:
+            parser.error(f"unknown modules {unknown}; --list shows them")
+        for module in args.modules or list(MODULES):
+            print(f"mutating {module} …", flush=True)
+            entry = run_module(module, args.max_children)
+            doc["modules"][module] = entry
+            write_report(doc)
+            s = entry.get("summary") or summarise(entry)
+            print(f"  {module}: killed {s['killed']}, survived {s['survived']}, other {s['other']} "
+                  f"in {entry['wall_s']:.0f} s", flush=True)
+    write_report(doc)
+
+
+if __name__ == "__main__":
+    main()
