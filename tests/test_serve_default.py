@@ -26,8 +26,9 @@ def gateway(tmp_path_factory):
     with fake_backends(POOL) as (fakes, base):
         llms = [{"name": name, "base_url": f"{base}/{name}/v1", "router_llm": llm, "input_price": p_in,
                  "output_price": p_out, "context_window": 100_000} for name, (llm, p_in, p_out) in POOL.items()]
+        ledger = {"path": str(tmp_path_factory.mktemp("default") / "log.sqlite"), "log_prompts": True}
         config = parse_config({"llms": llms, "auth": {"keys": [{"id": "u", "key": "${RR_DEFAULT_KEY}"}]},
-                               "ledger": {"path": str(tmp_path_factory.mktemp("default") / "log.sqlite"), "log_prompts": True}, "server": {"batch_max_wait_ms": 1}},
+                               "ledger": ledger, "server": {"batch_max_wait_ms": 1}},
                               env={"RR_DEFAULT_KEY": "sk-default"})
         app = create_app(config)
         with ServerThread(app) as thread, httpx.Client(base_url=thread.url, headers=KEY, timeout=60) as client:
