@@ -35,11 +35,11 @@ SCRATCH = ROOT / ".mutation"
 #: module (under src/radialrouter) → (the promise it carries, the test files that exercise it)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "serve/budgets.py": ("budgets and reservations: spend ≤ budget + one reservation",
-                         ["tests/test_serve_spend.py", "tests/test_serve_isolation.py", "tests/test_serve.py"]),
+                         ["tests/test_serve_units.py", "tests/test_serve_spend.py"]),
     "serve/ratelimit.py": ("per-key rate limits (sliding window, Retry-After)",
-                           ["tests/test_serve_pg.py", "tests/test_serve_spend.py"]),
-    "serve/upstream.py": ("upstream fallback and cooldowns",
-                          ["tests/test_serve.py", "tests/test_serve_isolation.py"]),
+                           ["tests/test_serve_units.py", "tests/test_serve_pg.py::test_sliding_window_math",
+                            "tests/test_serve_pg.py::test_memory_limiter_retry_after_is_when_room_returns"]),
+    "serve/upstream.py": ("upstream fallback and cooldowns", ["tests/test_serve_units.py", "tests/test_serve.py"]),
     "ledger/store.py": ("the decision log and spend restored at start-up",
                         ["tests/test_serve_pg.py", "tests/test_serve_spend.py", "tests/test_learning_loop.py"]),
     "evaluation/metrics.py": ("the field's metrics: Score, AIQ, QNC/RCI",

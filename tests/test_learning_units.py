@@ -3,6 +3,7 @@ partial-label training, cost imputation, the ledger reader and judge labels (a m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
@@ -96,6 +97,73 @@ def test_ope_estimators_cover_the_truth_and_warn_without_overlap():
         bad = t.subset(np.arange(len(t)))
         bad.reward[0] = np.nan
         evaluate(bad, np.zeros(len(t), int), lam=0.0)
+
+
+def test_ope_scores_quality_minus_lambda_cost_at_the_new_policys_prices():
+    """OPE estimates Score = quality − λ·cost (USD per 1,000 queries) of the *new* policy: with LLMs of unequal
+    prices and an exact model, DR gives the policy's own cost exactly, and every estimator's Score moves down by λ ×
+    that cost as λ grows."""
+    from dataclasses import replace
+
+    t, q = _bandit_log(3000, eps=0.6, seed=3)
+    prices = np.array([1e-4, 5e-4, 2e-3])  # USD per query of x, y, z
+    t = replace(t, cost=prices[t.action])
+    target = np.full(len(t), 2)  # always z: cost 2.0 USD per 1,000 queries
+    exact_q, exact_c = np.tile([0.3, 0.6, 0.8], (len(t), 1)), np.tile(prices, (len(t), 1))
+    at0 = evaluate(t, target, lam=0.0, q_hat=exact_q, c_hat=exact_c, n_boot=200)
+    at1 = evaluate(t, target, lam=0.1, q_hat=exact_q, c_hat=exact_c, n_boot=200)
+    assert at1.estimates["dr"]["cost"]["value"] == pytest.approx(2.0)
+    for est in ("ips", "snips", "dr"):
+        e0, e1 = at0.estimates[est], at1.estimates[est]
+        assert e0["quality"]["value"] == pytest.approx(e1["quality"]["value"])
+        assert e1["score"]["value"] == pytest.approx(e1["quality"]["value"] - 0.1 * e1["cost"]["value"])
+        assert e0["score"]["value"] == pytest.approx(e0["quality"]["value"])
+        assert abs(e1["score"]["value"] - (0.8 - 0.2)) < 0.05, (est, e1["score"])  # truth: 0.8 − 0.1 × 2.0
+        assert e1["score"]["low"] < e1["score"]["value"] < e1["score"]["high"]
+    assert at1.n == len(t) and at1.lam == 0.1 and at1.to_dict()["reliable"] is True
+
+
+def test_overlap_diagnostics_follow_their_definitions():
+    """Overlap diagnostics as documented: w = 1[π = a] / p, effective sample size (Σw)² / Σw², the share of requests
+    where the new policy picks an LLM the logging policy could not (p = 0), matches and the largest weight."""
+    t, _ = _bandit_log(4, eps=0.6, seed=0)
+    t.action[:] = [0, 1, 2, 0]
+    t.probs[:] = [[0.5, 0.5, 0.0], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]]
+    actions = np.array([0, 1, 0, 2])  # agrees on the first two; the fourth picks z, which had p = 0.2
+    t.probs[1, 2] = 0.0
+    diag, warnings = overlap(t, actions)
+    w = np.array([1 / 0.5, 1 / 0.8, 0.0, 0.0])
+    assert diag["n"] == 4 and diag["matches"] == 2 and diag["match_share"] == 0.5
+    assert diag["ess"] == pytest.approx(w.sum() ** 2 / (w**2).sum())
+    assert diag["max_weight"] == pytest.approx(2.0) and diag["min_propensity"] == pytest.approx(0.5)  # of a_i
+    assert diag["unsupported_share"] == 0.0 and any("effective sample size" in m for m in warnings)
+    diag, warnings = overlap(t, np.array([2, 2, 2, 2]))  # the first two requests could not have gone to z
+    assert diag["unsupported_share"] == 0.5 and any("could not pick" in m for m in warnings)
+
+
+def test_ope_policy_actions_are_the_routers_picks_among_each_requests_candidates():
+    """What OPE evaluates: the router's choice for each logged request, among the LLMs that request could go to, at
+    the request's own λ (or a given one), as indices in the log's LLM order."""
+    from radialrouter.learning.ope import policy_actions, quality_model
+
+    data = make_synthetic(n_queries=60, n_llms=3, seed=0)
+    router = make_router("knn", k=3).fit(data)
+    t, _ = _bandit_log(len(data), eps=0.6)
+    t = dataclasses.replace(t, llms=["llm-2", "llm-0", "llm-1"])  # another order than the router's
+    t.candidates[::2, 0] = False  # every other request could not go to llm-2
+    x = data.embeddings
+    picks = policy_actions(router, t, x, lam=0.0)
+    for i in range(len(t)):
+        allowed = np.array([router.llms_.index(name) for name, ok in zip(t.llms, t.candidates[i]) if ok])
+        mask = np.zeros(len(router.llms_), bool)
+        mask[allowed] = True
+        assert t.llms[picks[i]] == router.llms_[router.predict(x[i:i + 1], 0.0, candidates=mask[None])[0]]
+    assert not (picks[::2] == 0).any()
+    q_hat, c_hat = quality_model(router, x, t.llms)
+    assert q_hat.shape == c_hat.shape == (len(t), 3)
+    np.testing.assert_allclose(c_hat[:, 0], router.predict_costs(x)[:, router.llms_.index("llm-2")])
+    with pytest.raises(ValueError, match="does not know"):
+        policy_actions(router, dataclasses.replace(t, llms=["llm-2", "llm-0", "gpt-9"]), x, lam=0.0)
 
 
 def _partial(n: int = 120, seed: int = 0) -> tuple[RoutingDataset, RoutingDataset]:
