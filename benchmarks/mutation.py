@@ -116,8 +116,18 @@ def run_module(module: str, max_children: int) -> dict:
                             stdout=out, stderr=subprocess.STDOUT, env=_env()).returncode
     wall = time.monotonic() - start
     statuses = _results(work)
+    survivors = [name for name, status in statuses.items() if status not in ("killed", "timeout", "no tests")]
     return {"module": module, "promise": promise, "tests": tests, "wall_s": round(wall, 1), "mutmut_rc": rc,
-            "statuses": statuses, "run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "statuses": statuses, "diffs": {name: _diff(work, name) for name in survivors},
+            "run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _diff(work: Path, name: str) -> str:
+    """The changed line of a mutant (``mutmut show``), for the report."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, capture_output=True, text=True,
+                         env=_env()).stdout
+    lines = [line[1:].strip() for line in out.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return " / ".join(lines)[:200]
 
 
 def summarise(entry: dict) -> dict:
@@ -168,15 +178,26 @@ def write_report(doc: dict) -> None:
               "", f"Not run: {', '.join(f'`{m}`' for m in t['not_run']) or 'none'}.", ""]
     for name, e in doc["modules"].items():
         s = e["summary"]
-        if s["survivors"] or s["equivalents"]:
-            lines.append(f"## `{name}`")
-            lines.append("")
-            if s["survivors"]:
-                lines.append("Surviving: " + ", ".join(f"`{m}`" for m in s["survivors"]) + ".")
-                lines.append("")
-            for eq in s["equivalents"]:
-                lines.append(f"- equivalent `{eq['mutant']}`: {eq['reason']}")
-            lines.append("")
+        if not (s["survivors"] or s["equivalents"]):
+            continue
+        lines += [f"## `{name}`", ""]
+        untested: dict[str, int] = {}
+        rows = []
+        for mutant in s["survivors"]:
+            short = mutant.split(" ")[0].rsplit(".", 1)[-1]
+            if mutant.endswith("(no tests)"):
+                function = short.split("__mutmut_")[0]
+                untested[function] = untested.get(function, 0) + 1
+            else:
+                rows.append(f"| `{short}` | `{e.get('diffs', {}).get(mutant.split(' ')[0], '')}` |")
+        if untested:
+            lines += ["Not reached by the selected tests (no test calls the function): " + ", ".join(
+                f"`{f}` ({n})" for f, n in untested.items()) + ".", ""]
+        if rows:
+            lines += ["| surviving mutant | mutated line |", "|---|---|", *rows, ""]
+        for eq in s["equivalents"]:
+            lines.append(f"- equivalent `{eq['mutant']}`: {eq['reason']}")
+        lines.append("")
     (RESULTS / "mutation.md").write_text("\n".join(lines))
 
 
