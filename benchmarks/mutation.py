@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SCRATCH = ROOT / ".mutation"
 
-#: module (under src/radialrouter) → (the promise it carries, the test files that exercise it)
+_SHARED_EVAL = "!tests/test_evaluation.py::test_named_tradeoffs_differ_on_every_shared_data_set"  # 10 s, shared data
+#: module (under src/radialrouter) → (the promise it carries, the test files that exercise it; "!node": a slow
+#: integration test left out, to keep a run within minutes)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "serve/budgets.py": ("budgets and reservations: spend ≤ budget + one reservation",
                          ["tests/test_serve_units.py", "tests/test_serve_spend.py"]),
@@ -42,10 +44,13 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "serve/upstream.py": ("upstream fallback and cooldowns", ["tests/test_serve_units.py", "tests/test_serve.py"]),
     "ledger/store.py": ("the decision log and spend restored at start-up",
                         ["tests/test_serve_pg.py", "tests/test_serve_spend.py", "tests/test_learning_loop.py"]),
-    "evaluation/metrics.py": ("the field's metrics: Score, AIQ, QNC/RCI",
-                              ["tests/test_evaluation.py"]),
-    "evaluation/strong_weak.py": ("APGR / CPT of a strong-weak pair", ["tests/test_strong_weak.py"]),
-    "core/scoring.py": ("Perf / Cost / Score summaries, macro averaging, Pareto front", ["tests/test_evaluation.py"]),
+    "evaluation/metrics.py": ("the field's metrics: Score, AIQ, QNC/RCI", ["tests/test_evaluation.py", _SHARED_EVAL]),
+    "evaluation/strong_weak.py": ("APGR / CPT of a strong-weak pair",
+                                  ["tests/test_strong_weak.py",
+                                   "!tests/test_strong_weak.py::test_bench_reports_apgr_per_task",
+                                   "!tests/test_strong_weak.py::test_eval_cli_reports_the_pair"]),
+    "core/scoring.py": ("Perf / Cost / Score summaries, macro averaging, Pareto front",
+                        ["tests/test_evaluation.py", _SHARED_EVAL]),
     "learning/ope.py": ("off-policy evaluation on logged propensities", ["tests/test_learning_units.py"]),
     "policy/calibration.py": ("the λ that meets a budget, with its interval",
                               ["tests/test_calibration.py"]),
@@ -68,12 +73,14 @@ def _pyproject(module: str, tests: list[str]) -> str:
     pytest_section = text[text.index("[tool.pytest.ini_options]"):]
     pytest_section = pytest_section[:pytest_section.index("\n[", 1) + 1] if "\n[" in pytest_section[1:] else (
         pytest_section)
+    selected = [t for t in tests if not t.startswith("!")]
+    deselected = [f"--deselect={t[1:]}" for t in tests if t.startswith("!")]  # slow integration tests left out
     lines = [
         "[tool.mutmut]",
         'source_paths = ["src"]',
         f'only_mutate = ["src/radialrouter/{module}"]',
-        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]',
+        f"pytest_add_cli_args_test_selection = {json.dumps(selected)}",
+        f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *deselected])}",
         'process_isolation = "forkserver"',  # torch and uvicorn threads are not fork-safe from a pytest process
         "use_git_change_detection = false",
         "",
