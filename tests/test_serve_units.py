@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from radialrouter.serve import parse_config
 from radialrouter.serve.budgets import Budgets, cost_usd
-from radialrouter.serve.ratelimit import WINDOW_S, MemoryRateLimiter
+from radialrouter.serve.ratelimit import WINDOW_S, MemoryRateLimiter, estimate, wait_until_within
 from radialrouter.serve.routing import RequestError
 from radialrouter.serve.upstream import LOCAL, Upstream, classify, is_retryable, retry_after
 
-ENV = {"RR_A": "sk-a", "RR_B": "sk-b", "RR_C": "sk-c"}
+ENV = {"RR_A": "sk-a", "RR_B": "sk-b", "RR_C": "sk-c", "RR_D": "sk-d"}
 
 
 def _config(cooldown_s: float = 30.0, reserve_output_tokens: int = 4096, **big):
@@ -27,7 +27,8 @@ def _config(cooldown_s: float = 30.0, reserve_output_tokens: int = 4096, **big):
             {"name": "big", "base_url": "http://127.0.0.1:9/big/v1", "input_price": 10.0, "output_price": 30.0,
              "context_window": 100_000, **big}]
     keys = [{"id": "capped", "key": "${RR_A}", "budget_usd": 1.0}, {"id": "free", "key": "${RR_B}"},
-            {"id": "limited", "key": "${RR_C}", "requests_per_minute": 100, "tokens_per_minute": 1000}]
+            {"id": "limited", "key": "${RR_C}", "requests_per_minute": 100, "tokens_per_minute": 1000},
+            {"id": "wordy", "key": "${RR_D}", "tokens_per_minute": 1000}]
     return parse_config({"llms": llms, "auth": {"keys": keys},
                          "server": {"cooldown_s": cooldown_s, "reserve_output_tokens": reserve_output_tokens}},
                         env=ENV)
@@ -181,3 +182,89 @@ def test_tokens_per_minute_counts_prompt_and_completion_tokens():
     assert int(refused.value.headers["retry-after"]) >= 1
     now[0] += 2 * WINDOW_S  # the window has slid past all of it
     asyncio.run(limiter.admit("limited", 1))
+
+
+def _limiter(start: float = 100.0 * WINDOW_S):
+    now = [start]
+    return MemoryRateLimiter(_config(), clock=lambda: now[0]), now
+
+
+def _refused(limiter, client: str, tokens: int = 0) -> RequestError | None:
+    try:
+        asyncio.run(limiter.admit(client, tokens))
+    except RequestError as exc:
+        assert exc.status == 429 and exc.code == "rate_limit_exceeded"
+        return exc
+    return None
+
+
+def test_tokens_must_stay_below_tokens_per_minute():
+    """A key is admitted while its estimated tokens are *below* ``tokens_per_minute``: at exactly the limit it is
+    refused, and the 429 names the limit that was reached and the client."""
+    limiter, _ = _limiter()
+    assert _refused(limiter, "wordy", 600) is None
+    limiter.finished("wordy", None)  # no usage reported: nothing booked, no error
+    limiter.finished("wordy", 0)
+    assert _refused(limiter, "wordy", 0) is None  # a request with no counted tokens books none
+    limiter.finished("wordy", 399)
+    assert _refused(limiter, "wordy", 1) is None  # 999 < 1000
+    exc = _refused(limiter, "wordy", 0)
+    assert exc is not None and "1000 tokens per minute" in str(exc) and "requests per minute" not in str(exc)
+    assert "'wordy'" in str(exc)
+
+
+def test_requests_per_minute_hold_when_a_token_limit_is_set_too():
+    """Both limits apply: a key under its token limit is still refused past its requests per minute."""
+    limiter, _ = _limiter()
+    for _ in range(100):
+        assert _refused(limiter, "limited", 1) is None
+    exc = _refused(limiter, "limited", 1)
+    assert exc is not None and "100 requests per minute" in str(exc) and "tokens per minute" not in str(exc)
+
+
+def test_the_previous_minutes_tokens_still_count_in_the_sliding_window():
+    """The window is the last 60 s: tokens booked late in one minute still count early in the next."""
+    limiter, now = _limiter(100.0 * WINDOW_S + 59)
+    assert _refused(limiter, "wordy", 990) is None
+    now[0] += 2  # 1 s into the next minute: 990 × 59/60 ≈ 973 still inside the window
+    assert _refused(limiter, "wordy", 20) is None
+    assert _refused(limiter, "wordy", 20) is None  # ≈ 973 + 20 < 1000, and now ≈ 1013 are counted
+    assert _refused(limiter, "wordy", 1) is not None
+
+
+@pytest.mark.parametrize("start", [0, 1, 30, 58.5, 59.9])
+def test_token_retry_after_is_when_room_returns(start):
+    """Retry-After (whole seconds, at least 1) is when the key is admitted again: not a second earlier."""
+    limiter, now = _limiter(100.0 * WINDOW_S + start)
+    assert _refused(limiter, "wordy", 1500) is None  # one large prompt: over the limit from now on
+    exc = _refused(limiter, "wordy", 1)
+    wait = int(exc.headers["retry-after"])
+    assert wait >= 1
+    t0 = now[0]
+    if wait > 1:
+        now[0] = t0 + wait - 1
+        assert _refused(limiter, "wordy", 1) is not None
+    now[0] = t0 + wait
+    assert _refused(limiter, "wordy", 1) is None
+
+
+def _estimate_after(prev: int, current: int, elapsed: float, seconds: float) -> float:
+    """The sliding estimate ``seconds`` from now with no new traffic (the minute rolls over at elapsed = 1)."""
+    later = elapsed + seconds / WINDOW_S
+    if later < 1:
+        return estimate(prev, current, later)
+    if later < 2:
+        return estimate(current, 0, later - 1)
+    return 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 50), st.integers(0, 50), st.integers(0, 59), st.integers(0, 49))
+def test_wait_until_within_is_the_first_moment_the_estimate_fits(prev, current, second, target):
+    """The wait a refusal reports is exact: the estimate fits the target after it, and not before."""
+    elapsed = second / WINDOW_S
+    wait = wait_until_within(prev, current, elapsed, target)
+    assert wait >= 0
+    assert _estimate_after(prev, current, elapsed, wait) <= target + 1e-9
+    if wait > 0:
+        assert _estimate_after(prev, current, elapsed, max(0.0, wait - 0.01)) > target - 1e-9
