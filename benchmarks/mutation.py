@@ -60,7 +60,29 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 }
 
 #: mutmut mutant name → why it is equivalent (no observable behaviour differs). Filled in by reading each survivor.
-EQUIVALENT: dict[str, str] = {}
+_RL = "radialrouter.serve.ratelimit."
+_INT = ("unreachable: the limiter passes integer counters and targets ≥ 0 (limits are ≥ 1), so this branch only runs "
+        "with current > target ≥ 0, i.e. current ≥ 1")
+EQUIVALENT: dict[str, str] = {
+    _RL + "x_window_start__mutmut_3": "int(now / 60) * 60 equals int(now // 60) * 60 for every now ≥ 0 (epoch time)",
+    _RL + "x_wait_until_within__mutmut_10": "current == target with prev > 0 gives (1 − elapsed)·60 in either branch",
+    _RL + "x_wait_until_within__mutmut_11": "prev == 0 with current ≤ target means the estimate already fits: "
+                                             "returned 0 above, the branch is never reached",
+    _RL + "x_wait_until_within__mutmut_20": _INT,
+    _RL + "x_wait_until_within__mutmut_22": _INT,
+    _RL + "x_wait_until_within__mutmut_23": _INT,
+    _RL + "x_wait_until_within__mutmut_24": "with integers, current ≤ 1 and current > target ≥ 0 means current = 1, "
+                                             "target = 0, where 1 − target/current is 1.0 too",
+    _RL + "x_wait_until_within__mutmut_29": "1 − target/current ≤ 1 for target ≥ 0, current > 0: the cap at 1 or 2 "
+                                             "never binds",
+    _RL + "x_admits__mutmut_4": "ok is True before its first update: ok = x and ok &= x agree",
+    _RL + "x_refusal__mutmut_55": "waits is never empty: a refusal follows a failed admits(), whose condition "
+                                  "adds a wait",
+    _RL + "x_refusal__mutmut_57": "as above: the default of max() over a non-empty list is never used",
+    _RL + "x_refusal__mutmut_58": "as above: the default of max() over a non-empty list is never used",
+    _RL + "x_refusal__mutmut_71": "the 'this key' fallback text needs an empty list of reached limits: never",
+    _RL + "x_refusal__mutmut_72": "the 'this key' fallback text needs an empty list of reached limits: never",
+}
 
 
 def _slug(module: str) -> str:

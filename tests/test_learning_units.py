@@ -123,6 +123,25 @@ def test_ope_scores_quality_minus_lambda_cost_at_the_new_policys_prices():
     assert at1.n == len(t) and at1.lam == 0.1 and at1.to_dict()["reliable"] is True
 
 
+def test_ope_runs_repeat_and_resamples_are_shared():
+    """`radialrouter ope` repeats: the same log and policy give the same intervals; `bootstrap_counts` resamples each
+    request with replacement (every row sums to n), and passing the same counts to two policies pairs them."""
+    from radialrouter.learning.ope import bootstrap_counts
+
+    t, q = _bandit_log(300, eps=0.6, seed=1)
+    a = evaluate(t, np.full(len(t), 2), lam=0.02, n_boot=100)
+    b = evaluate(t, np.full(len(t), 2), lam=0.02, n_boot=100)
+    assert a.estimates == b.estimates and np.array_equal(a.samples["ips"], b.samples["ips"])
+    counts = bootstrap_counts(len(t), 100, seed=0)
+    assert counts.shape == (100, len(t)) and (counts.sum(axis=1) == len(t)).all() and (counts >= 0).all()
+    assert np.array_equal(counts, bootstrap_counts(len(t), 100, seed=0))
+    assert not np.array_equal(counts, bootstrap_counts(len(t), 100, seed=1))
+    shared = evaluate(t, np.full(len(t), 2), lam=0.02, counts=counts)
+    assert np.array_equal(shared.samples["ips"], evaluate(t, np.full(len(t), 2), lam=0.02, counts=counts,
+                                                          seed=5).samples["ips"])
+    assert len(shared.samples["snips"]) == 100
+
+
 def test_overlap_diagnostics_follow_their_definitions():
     """Overlap diagnostics as documented: w = 1[π = a] / p, effective sample size (Σw)² / Σw², the share of requests
     where the new policy picks an LLM the logging policy could not (p = 0), matches and the largest weight."""
