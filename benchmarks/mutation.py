@@ -60,7 +60,9 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 }
 
 #: mutmut mutant name → why it is equivalent (no observable behaviour differs). Filled in by reading each survivor.
-_RL = "radialrouter.serve.ratelimit."
+_RL, _BU = "radialrouter.serve.ratelimit.", "radialrouter.serve.budgets."
+_SETTLE = ("the default of reserved.get() is never used: a reservation is settled only after reserve() created the "
+           "client's entry")
 _INT = ("unreachable: the limiter passes integer counters and targets ≥ 0 (limits are ≥ 1), so this branch only runs "
         "with current > target ≥ 0, i.e. current ≥ 1")
 EQUIVALENT: dict[str, str] = {
@@ -82,6 +84,11 @@ EQUIVALENT: dict[str, str] = {
     _RL + "x_refusal__mutmut_58": "as above: the default of max() over a non-empty list is never used",
     _RL + "x_refusal__mutmut_71": "the 'this key' fallback text needs an empty list of reached limits: never",
     _RL + "x_refusal__mutmut_72": "the 'this key' fallback text needs an empty list of reached limits: never",
+    _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,
+    _BU + "xǁBudgetsǁsettle__mutmut_11": _SETTLE,
+    _BU + "xǁBudgetsǁsettle__mutmut_12": _SETTLE,
+    _BU + "xǁBudgetsǁreserve__mutmut_9": "Reservation.client is never read by the in-process budgets: settle takes the "
+                                         "client from the request (the PostgreSQL budgets use their own rows)",
 }
 
 

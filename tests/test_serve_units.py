@@ -51,6 +51,7 @@ def test_a_key_is_refused_once_spend_and_reservations_reach_its_budget():
     with pytest.raises(RequestError) as refused:
         budgets.check("capped")
     assert refused.value.status == 429 and refused.value.code == "budget_exceeded"
+    assert "Budget of 1.0 USD for client 'capped'" in str(refused.value) and "in flight" in str(refused.value)
     with pytest.raises(RequestError):
         budgets.reserve("capped", 0.0001)
     budgets.settle(first, "capped", 0.05)  # the request cost less than reserved: the rest is released
@@ -71,9 +72,13 @@ def test_spend_restored_at_start_counts_against_the_budget():
 def test_settling_releases_a_reservation_once_and_flags_overruns():
     budgets = Budgets(_config())
     r = budgets.reserve("capped", 0.4)
+    other = budgets.reserve("capped", 0.3)
     assert budgets.settle(r, "capped", 0.5) is True  # cost more than reserved: counted as exceeded
-    assert budgets.settle(r, "capped", None) is False  # a second settle releases nothing more
-    assert budgets.reserved["capped"] == 0.0 and budgets.spent["capped"] == pytest.approx(0.5)
+    assert budgets.settle(r, "capped", None) is False  # a second settle releases nothing more:
+    assert budgets.reserved["capped"] == pytest.approx(0.3)  # the other request's reservation still holds
+    assert budgets.spent["capped"] == pytest.approx(0.5)
+    budgets.settle(other, "capped", 0.1)
+    assert budgets.reserved["capped"] == 0.0
     r = budgets.reserve("free", 0.4)
     assert budgets.settle(r, "free", 0.4) is False and budgets.settle(None, "free", 0.1) is False
     assert budgets.spent["free"] == pytest.approx(0.5)
@@ -96,7 +101,7 @@ def test_spend_stays_within_budget_plus_one_reservation(requests):
     for reservation, cost in open_:
         budgets.settle(reservation, "capped", cost)
     assert budgets.spent.get("capped", 0.0) <= 1.0 + biggest + 1e-12
-    assert budgets.reserved.get("capped", 0.0) == pytest.approx(0.0, abs=1e-12)
+    assert budgets.reserved.get("capped", 0.0) == 0.0  # nothing stays reserved once every request settled
 
 
 def test_a_reservation_is_the_worst_case_of_every_choice():
