@@ -32,12 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SCRATCH = ROOT / ".mutation"
 
+_SPEND = "tests/test_serve_spend.py::"  # each of its tests starts a gateway: only the budget ones, by name
 _SHARED_EVAL = "!tests/test_evaluation.py::test_named_tradeoffs_differ_on_every_shared_data_set"  # 10 s, shared data
 #: module (under src/radialrouter) → (the promise it carries, the test files that exercise it; "!node": a slow
 #: integration test left out, to keep a run within minutes)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "serve/budgets.py": ("budgets and reservations: spend ≤ budget + one reservation",
-                         ["tests/test_serve_units.py", "tests/test_serve_spend.py"]),
+                         ["tests/test_serve_units.py",
+                          _SPEND + "test_a_routed_request_reserves_for_the_priciest_llm_it_may_fall_back_to",
+                          _SPEND + "test_a_restarted_sqlite_server_keeps_refusing_an_exhausted_key"]),
     "serve/ratelimit.py": ("per-key rate limits (sliding window, Retry-After)",
                            ["tests/test_serve_units.py", "tests/test_serve_pg.py::test_sliding_window_math",
                             "tests/test_serve_pg.py::test_memory_limiter_retry_after_is_when_room_returns"]),
