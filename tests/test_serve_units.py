@@ -9,7 +9,7 @@ import asyncio
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from radialrouter.serve import parse_config
@@ -265,6 +265,8 @@ def _estimate_after(prev: int, current: int, elapsed: float, seconds: float) -> 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 50), st.integers(0, 50), st.integers(0, 59), st.integers(0, 49))
+@example(0, 5, 10, 5)  # already at the target: no wait
+@example(1, 0, 30, 0)  # one request left in the previous minute, none in this one
 def test_wait_until_within_is_the_first_moment_the_estimate_fits(prev, current, second, target):
     """The wait a refusal reports is exact: the estimate fits the target after it, and not before."""
     elapsed = second / WINDOW_S
@@ -273,3 +275,36 @@ def test_wait_until_within_is_the_first_moment_the_estimate_fits(prev, current, 
     assert _estimate_after(prev, current, elapsed, wait) <= target + 1e-9
     if wait > 0:
         assert _estimate_after(prev, current, elapsed, max(0.0, wait - 0.01)) > target - 1e-9
+
+
+@pytest.mark.parametrize(("booked", "at_second", "then"), [(2996, 59, 61), (1001, 59.5, 60), (1500, 10, 10)])
+def test_retry_after_is_the_whole_second_room_returns(booked, at_second, then):
+    """Retry-After is the first whole second at which the key is admitted again (at least 1): a second earlier it
+    is still refused, at Retry-After it is admitted."""
+    limiter, now = _limiter(100.0 * WINDOW_S + at_second)
+    assert _refused(limiter, "wordy", booked) is None
+    now[0] = 100.0 * WINDOW_S + then
+    exc = _refused(limiter, "wordy", 1)
+    wait, t0 = int(exc.headers["retry-after"]), now[0]
+    if wait > 1:
+        now[0] = t0 + wait - 1
+        assert _refused(limiter, "wordy", 1) is not None
+    else:  # room returns within the second: the smallest Retry-After
+        assert wait == 1
+    now[0] = t0 + wait
+    assert _refused(limiter, "wordy", 1) is None
+
+
+def test_a_refusal_names_exactly_the_limits_reached():
+    """The 429 names the limit(s) reached — tokens only while one more request would still fit, both when both."""
+    limiter, _ = _limiter()
+    for _ in range(98):
+        assert _refused(limiter, "limited", 1) is None
+    assert _refused(limiter, "limited", 950) is None  # 99 requests, 1048 tokens: one more request would fit
+    exc = _refused(limiter, "limited", 1)
+    assert "1000 tokens per minute" in str(exc) and "requests per minute" not in str(exc)
+    limiter, _ = _limiter()
+    for _ in range(99):
+        assert _refused(limiter, "limited", 1) is None
+    assert _refused(limiter, "limited", 950) is None  # 100 requests and 1049 tokens: both limits reached
+    assert "100 requests per minute and 1000 tokens per minute" in str(_refused(limiter, "limited", 1))
