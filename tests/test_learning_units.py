@@ -142,6 +142,28 @@ def test_ope_runs_repeat_and_resamples_are_shared():
     assert len(shared.samples["snips"]) == 100
 
 
+def test_ope_intervals_are_percentile_bootstrap_intervals_and_warnings_make_it_unreliable():
+    """Intervals are (1 − alpha) percentile bootstrap intervals of the resampled estimates; a result with overlap
+    warnings is not reliable, and its JSON form (`radialrouter ope --json`) carries everything."""
+    t, _ = _bandit_log(400, eps=0.6, seed=2)
+    r = evaluate(t, np.full(len(t), 2), lam=0.02, n_boot=400, alpha=0.1)
+    for est in ("ips", "snips"):
+        low, high = np.quantile(r.samples[est], [0.05, 0.95])
+        assert r.estimates[est]["score"]["low"] == pytest.approx(low)
+        assert r.estimates[est]["score"]["high"] == pytest.approx(high)
+    assert evaluate(t, np.full(len(t), 2), lam=0.02, n_boot=50, seed=1).estimates != evaluate(
+        t, np.full(len(t), 2), lam=0.02, n_boot=50, seed=0).estimates  # the seed picks the resamples
+    q_hat = np.tile([0.3, 0.6, 0.8], (len(t), 1))
+    no_cost_model = evaluate(t, np.full(len(t), 2), lam=0.02, q_hat=q_hat, n_boot=50)  # DR on the logged costs
+    assert no_cost_model.estimates["dr"]["cost"]["value"] == pytest.approx(0.1)
+    blind, _ = _bandit_log(300, eps=0.0)
+    bad = evaluate(blind, np.full(len(blind), 2), lam=0.0, n_boot=50)
+    assert bad.warnings and not bad.reliable and bad.diagnostics["matches"] == 0 and bad.diagnostics["ess"] == 0.0
+    doc = bad.to_dict()
+    assert doc == {"n": 300, "lam": 0.0, "estimates": bad.estimates, "diagnostics": bad.diagnostics,
+                   "warnings": bad.warnings, "reliable": False}
+
+
 def test_overlap_diagnostics_follow_their_definitions():
     """Overlap diagnostics as documented: w = 1[π = a] / p, effective sample size (Σw)² / Σw², the share of requests
     where the new policy picks an LLM the logging policy could not (p = 0), matches and the largest weight."""
@@ -181,8 +203,19 @@ def test_ope_policy_actions_are_the_routers_picks_among_each_requests_candidates
     q_hat, c_hat = quality_model(router, x, t.llms)
     assert q_hat.shape == c_hat.shape == (len(t), 3)
     np.testing.assert_allclose(c_hat[:, 0], router.predict_costs(x)[:, router.llms_.index("llm-2")])
-    with pytest.raises(ValueError, match="does not know"):
+    with pytest.raises(ValueError, match=r"does not know the logged LLM\(s\) \['gpt-9'\]$"):
         policy_actions(router, dataclasses.replace(t, llms=["llm-2", "llm-0", "gpt-9"]), x, lam=0.0)
+    # without a λ, each request is routed at its own logged λ: cost-first requests go to cheaper LLMs
+    own = dataclasses.replace(t, lam=np.where(np.arange(len(t)) % 2 == 0, 0.0, 10.0))
+    at_own = policy_actions(router, own, x)
+    cost = router.predict_costs(x)
+    order = [router.llms_.index(name) for name in t.llms]
+    picked_cost = cost[np.arange(len(t)), np.array(order)[at_own]]
+    assert (at_own[::2] == policy_actions(router, t, x, lam=0.0)[::2]).all()
+    assert (at_own[1::2] == policy_actions(router, t, x, lam=10.0)[1::2]).all()
+    assert picked_cost[1::2].mean() < picked_cost[::2].mean()
+    assert (policy_actions(router, own, x, lam=0.0) == picks).all()  # a given λ overrides the logged ones
+    assert ((q_hat >= 0) & (q_hat <= 1)).all()
 
 
 def _partial(n: int = 120, seed: int = 0) -> tuple[RoutingDataset, RoutingDataset]:
