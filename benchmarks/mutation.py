@@ -74,7 +74,8 @@ NOTES = [
     "a refusal naming exactly the limits reached, `wait_until_within` at prev = 1 and at the target) — four of them "
     "(`refusal` 13, 45, 52, 70) checked by hand to fail under the mutant — and for OPE's survivors (percentile "
     "intervals, `to_dict`, `reliable`, the seed, each request's own λ in `policy_actions`, DR without a cost "
-    "model). Rerun `python benchmarks/mutation.py serve/ratelimit.py learning/ope.py` to count them.",
+    "model) — five of them (`to_dict` 2, `evaluate` 27, 67 and 96, `policy_actions` 27) checked by hand to fail "
+    "under the mutant. Rerun `python benchmarks/mutation.py serve/ratelimit.py learning/ope.py` to count them.",
     "- Surviving message-text mutants (`XX…XX`, upper case) and changed defaults (`n_boot`, `seed`) are counted "
     "as survived, not equivalent: they change output, even if no promise fixes it.",
     "- Each module's runs use only the listed tests; HTTP tests that start a gateway per test were left out where "
