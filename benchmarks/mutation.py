@@ -102,6 +102,8 @@ NOT_RUN = {
 #: mutmut mutant name → why it is equivalent (no observable behaviour differs). Filled in by reading each survivor.
 _RL, _BU = "radialrouter.serve.ratelimit.", "radialrouter.serve.budgets."
 _OPE = "radialrouter.learning.ope."
+_DTYPE = ("dtype only: what follows (means, comparisons, np.where with ±inf, the mask) gives the same values for "
+          "integer, boolean or float input")
 _FLOAT = "the arrays are already floating point (embeddings float32, costs float64): dtype=None keeps them as they are"
 _DEN = ("denominators are sums of weights 1/p ≥ 1 (or n ≥ 1) or exactly 0 with a zero numerator: a floor of 1 + 1e-12 "
         "instead of 1e-12 changes a result by at most 1e-12 relative")
@@ -142,6 +144,11 @@ EQUIVALENT: dict[str, str] = {
     _OPE + "x_overlap__mutmut_57": _EMPTY,
     _OPE + "x_policy_actions__mutmut_8": "-2 marks an unknown LLM as well as -1: both are caught by min(cols) < 0 and "
                                          "by c < 0",
+    **{f"radialrouter.core.scoring.{f}__mutmut_{k}": _DTYPE for f, ks in (
+        ("x_summarize", (3, 5, 9, 11)), ("x_pareto_front", (3, 5, 7, 9)),
+        ("x_choose_within_budget", (3, 5, 8, 10, 18, 20))) for k in ks},
+    "radialrouter.core.scoring.x_pareto_front__mutmut_15": "perf ≥ best + 1e-12 and perf > best + 1e-12 differ only "
+                                                          "when a quality equals the best so far plus exactly 1e-12",
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,
     _BU + "xǁBudgetsǁsettle__mutmut_11": _SETTLE,
     _BU + "xǁBudgetsǁsettle__mutmut_12": _SETTLE,
@@ -263,7 +270,7 @@ def write_report(doc: dict) -> None:
     for name, e in doc["modules"].items():
         s = e["summary"]
         rate = f"{100 * s['kill_rate']:.1f} %" if s["kill_rate"] is not None else "–"
-        tests = ", ".join(Path(t).name for t in e["tests"])
+        tests = ", ".join(f"not {Path(t[1:]).name}" if t.startswith("!") else Path(t).name for t in e["tests"])
         lines.append(f"| `{name}` | {e['promise']} | {tests} | {s['killed']} | {s['survived']} | {s['other']} | "
                      f"{s['equivalent']} | {rate} | {e['wall_s'] / 60:.1f} min |")
     t = doc["total"]
