@@ -177,3 +177,20 @@ def test_choose_within_budget_respects_candidates():
     assert choose_within_budget(scores, costs, 2.0, candidates).tolist() == [1, 1, 2]
     assert choose_within_budget(scores, costs, 2.0).tolist() == [0, 2, 0]
     assert choose_within_budget(scores, costs, 2.0, [True, False, True]).tolist() == [0, 2, 0]  # broadcast
+
+
+def test_aiq_and_qnc_at_their_edges():
+    """AIQ over a cost range: one operating point (or a zero-width range) scores its quality; a range inside the
+    points integrates the hull over that range only. QNC is the cheapest cost reaching the best single LLM's
+    quality relative to its cost (any positive cost), None for a reference without a cost."""
+    from radialrouter.evaluation.metrics import aiq, qnc
+
+    assert aiq([2.0], [0.6]) == pytest.approx(0.6)
+    assert aiq([1.0, 1.0], [0.4, 0.7]) == pytest.approx(0.7)
+    # hull through (1, 0.5), (2, 0.7), (3, 0.9); over [1.5, 2.5] the mean height is 0.7 (a straight line)
+    assert aiq([1.0, 2.0, 3.0], [0.5, 0.7, 0.9], cost_range=(1.5, 2.5)) == pytest.approx(0.7)
+    assert aiq([1.0, 2.0, 3.0], [0.5, 0.7, 0.9], cost_range=(0.0, 4.0)) == pytest.approx(
+        (1 * 0.5 + 0.6 + 0.8 + 1 * 0.9) / 4)  # left of the cheapest point at its quality, right at the last
+    assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.8, ref_cost=0.5) == pytest.approx(0.6)
+    assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.8, ref_cost=0.0) is None
+    assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.9, ref_cost=0.5) is None
