@@ -101,7 +101,9 @@ NOT_RUN = {
 
 #: mutmut mutant name → why it is equivalent (no observable behaviour differs). Filled in by reading each survivor.
 _RL, _BU = "radialrouter.serve.ratelimit.", "radialrouter.serve.budgets."
-_OPE = "radialrouter.learning.ope."
+_OPE, _ME = "radialrouter.learning.ope.", "radialrouter.evaluation.metrics."
+_TOL = ("a strict and a non-strict comparison against a value already offset by a tolerance (1e-12 / 1e-15) differ "
+        "only when the two floats are exactly that tolerance apart")
 _DTYPE = ("dtype only: what follows (means, comparisons, np.where with ±inf, the mask) gives the same values for "
           "integer, boolean or float input")
 _FLOAT = "the arrays are already floating point (embeddings float32, costs float64): dtype=None keeps them as they are"
@@ -149,6 +151,16 @@ EQUIVALENT: dict[str, str] = {
         ("x_choose_within_budget", (3, 5, 8, 10, 18, 20))) for k in ks},
     "radialrouter.core.scoring.x_pareto_front__mutmut_15": "perf ≥ best + 1e-12 and perf > best + 1e-12 differ only "
                                                           "when a quality equals the best so far plus exactly 1e-12",
+    **{f"{_ME}x_aiq__mutmut_{k}": "np.interp's defaults are left = fp[0] and right = fp[-1]: the same values"
+       for k in (23, 24, 28, 29)},
+    **{f"{_ME}x_aiq__mutmut_{k}": "a grid point equal to lo (or hi) repeats an end point: a zero-width trapezoid"
+       for k in (17, 18)},
+    **{f"{_ME}x_qnc__mutmut_{k}": _DTYPE for k in (3, 5, 7, 9)},
+    _ME + "x_qnc__mutmut_11": _TOL,
+    _ME + "x__cheaper_as_good__mutmut_6": _TOL,
+    _ME + "x__cheaper_as_good__mutmut_9": _TOL,
+    _ME + "x__cheaper_as_good__mutmut_1": "comparisons with NaN raise no floating-point warning in numpy 2 (checked "
+                                          "with -W error): the errstate guard changes nothing",
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,
     _BU + "xǁBudgetsǁsettle__mutmut_11": _SETTLE,
     _BU + "xǁBudgetsǁsettle__mutmut_12": _SETTLE,
