@@ -87,8 +87,8 @@ NOTES = [
     "the HTTP tests alone killed 48 of the first 57 mutants. Its one real survivor (`cost_usd` dividing by "
     "1,000,001) is killed by the exact price test written after the run (checked by hand).",
     "- `evaluation/metrics.py`: `curve_metrics`, `evaluate_router`'s figures, `best_single_reference` and "
-    "`collapse_index` are exercised by the bench and missing-cell tests, which train routers and were not selected; "
-    "AIQ/QNC edge tests were added after its run.",
+    "`collapse_index` are exercised by the bench and missing-cell tests, which train routers and were not selected "
+    "(108 mutants not reached).",
     "- Each module's runs use only the listed tests; HTTP tests that start a gateway per test were left out where "
     "they cost about a minute per mutant (the promise is then carried by the listed unit tests).",
 ]
