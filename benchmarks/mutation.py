@@ -71,11 +71,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 
 #: what the figures above do not show (kept by hand; update when a module is rerun)
 NOTES = [
-    "- Figures are from the last run of each module; tests written after it are not counted. After the OPE run "
-    "recorded here, tests were added for its survivors (percentile intervals, `to_dict`, `reliable`, the seed, each "
-    "request's own λ in `policy_actions`, DR without a cost model) — five of them (`to_dict` 2, `evaluate` 27, 67 "
-    "and 96, `policy_actions` 27) checked by hand to fail under the mutant. Rerun "
-    "`python benchmarks/mutation.py learning/ope.py` to count them.",
+    "- Figures are from the last run of each module; tests written after it are not counted.",
     "- Surviving message-text mutants (`XX…XX`, upper case) and changed defaults (`n_boot`, `seed`) are counted "
     "as survived, not equivalent: they change output, even if no promise fixes it.",
     "- `policy/calibration.py` was started and stopped for time after 255 of its 961 mutants (13 min): 117 killed "
