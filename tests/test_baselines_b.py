@@ -62,17 +62,23 @@ def test_route_decisions(name, fitted, splits):
 
 def test_frugal_pays_for_every_call(fitted, splits):
     router, test = fitted["frugal"], splits[2]
+    escalated = np.zeros(len(test), dtype=bool)
     for lam in (0.0, 0.02, 0.1):
         out = router.outcomes(test, lam)
         accepted = out.weights.argmax(axis=1)
         rows = np.arange(len(test))
-        assert np.all(out.cost >= test.cost[rows, accepted] - 1e-15)
+        # FrugalGPT pays for every LLM it called: the cascade's stages up to and including the accepted one.
+        stage = np.array([router.cascade_.tolist().index(j) for j in accepted])
+        called = np.arange(len(router.cascade_))[None, :] <= stage[:, None]
+        np.testing.assert_allclose(out.cost, (test.cost[:, router.cascade_] * called).sum(axis=1), rtol=1e-12)
+        escalated |= stage > 0
         np.testing.assert_allclose(out.perf, test.quality[rows, accepted])
         # Ranking puts the accepted LLM first, matching the cascade.
         np.testing.assert_array_equal(router.predict(test, lam), accepted)
     # Cheaper operating points at higher λ: the cascade stops earlier.
     assert router.outcomes(test, 0.1).cost.mean() <= router.outcomes(test, 0.0).cost.mean() + 1e-12
     assert 1 <= len(router.cascade_) <= router.max_stages
+    assert escalated.mean() > 0.1  # the cascade does call more than one LLM on many queries
 
 
 def test_hybrid_pair_and_threshold(fitted):

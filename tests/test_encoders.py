@@ -291,3 +291,33 @@ def test_router_finds_its_local_encoder_folder_from_another_cwd(fp16_folder, tmp
     assert "\n" not in str(info.value)
     with pytest.raises(EncoderError, match="trained with encoder"):  # the bundled alias is refused, never used
         from_pretrained(tmp_path / "knn", encoder=QueryEncoder("minilm", cache_dir=False))
+
+
+def test_a_router_refuses_an_encoder_that_differs_only_in_its_weights(tmp_path):
+    """A router "refuses another" encoder: the same folder, width, pooling and truncation with retrained weights is
+    another encoder (its vectors mean something else), so loading the router with it fails by name."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from radialrouter.data import make_synthetic
+    from radialrouter.routers import from_pretrained, make_router
+
+    folder = tmp_path / "encoder"
+    shutil.copytree(StaticQueryEncoder("static", cache_dir=False).path, folder)
+    encoder = QueryEncoder(str(folder), cache_dir=False)
+    assert isinstance(encoder, StaticQueryEncoder)
+    ds = make_synthetic(n_queries=40, n_llms=3, seed=0).embed(encoder, progress=False)
+    make_router("knn", k=3).fit(ds.select("train")).save_pretrained(tmp_path / "knn")
+    assert from_pretrained(tmp_path / "knn").route("Sort a list in Python")[0].llm in ds.llms
+
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({k: (v * 1.01 if v.dtype.kind == "f" else v) for k, v in weights.items()},
+              str(folder / "model.safetensors"))
+    retrained = QueryEncoder(str(folder), cache_dir=False)
+    assert {k: v for k, v in retrained.identity.items() if k != "weights_sha256"} == {
+        k: v for k, v in encoder.identity.items() if k != "weights_sha256"}
+    with pytest.raises(EncoderError, match="weights_sha256"):
+        from_pretrained(tmp_path / "knn")
+    with pytest.raises(EncoderError, match="weights_sha256"):
+        from_pretrained(tmp_path / "knn", encoder=retrained)

@@ -145,3 +145,52 @@ def test_named_tradeoffs_differ_on_every_shared_data_set():
         rows = evaluate_router(make_router("task-best").fit(train), test, presets=presets)
         costs = [r["cost"] for r in rows]
         assert costs[0] > 1.15 * costs[1] > 1.15 * 1.15 * costs[2], (name, presets, costs)
+
+
+def test_a_missing_outcome_never_becomes_a_reported_figure():
+    """Metrics need every query's outcome: a NaN quality or cost is an error naming how many are missing."""
+    from radialrouter.core.scoring import summarize
+
+    tasks = np.array(["a", "a", "b"])
+    with pytest.raises(ValueError, match=r"^1 per-query qualities and 0 costs are missing"):
+        summarize(np.array([1.0, np.nan, 0.0]), np.full(3, 1e-3), tasks, 0.0)
+    with pytest.raises(ValueError, match=r"^0 per-query qualities and 2 costs are missing"):
+        summarize(np.ones(3), np.array([np.nan, 1e-3, np.nan]), tasks, 0.0)
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    """Of two points at the same cost only the better one is on the front; equal quality at a higher cost is not."""
+    from radialrouter.core.scoring import pareto_front
+
+    assert pareto_front([1.0, 1.0, 2.0, 3.0, 3.0], [0.5, 0.7, 0.7, 0.9, 0.6]).tolist() == [1, 3]
+    assert pareto_front([2, 1], [1, 0]).tolist() == [1, 0]  # integers too, by increasing cost
+
+
+def test_choose_within_budget_respects_candidates():
+    """Per query, the best LLM among its candidates whose cost fits the budget; none fits: its cheapest candidate.
+    A non-candidate is never chosen, however good or cheap."""
+    from radialrouter.core.scoring import choose_within_budget
+
+    scores = np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1], [0.9, 0.5, 0.1]])
+    costs = np.array([[1.0, 2.0, 0.5], [5.0, 4.0, 3.0], [1.0, 1.0, 1.0]])
+    candidates = np.array([[False, True, True], [True, True, False], [False, False, True]])
+    assert choose_within_budget(scores, costs, 2.0, candidates).tolist() == [1, 1, 2]
+    assert choose_within_budget(scores, costs, 2.0).tolist() == [0, 2, 0]
+    assert choose_within_budget(scores, costs, 2.0, [True, False, True]).tolist() == [0, 2, 0]  # broadcast
+
+
+def test_aiq_and_qnc_at_their_edges():
+    """AIQ over a cost range: one operating point (or a zero-width range) scores its quality; a range inside the
+    points integrates the hull over that range only. QNC is the cheapest cost reaching the best single LLM's
+    quality relative to its cost (any positive cost), None for a reference without a cost."""
+    from radialrouter.evaluation.metrics import aiq, qnc
+
+    assert aiq([2.0], [0.6]) == pytest.approx(0.6)
+    assert aiq([1.0, 1.0], [0.4, 0.7]) == pytest.approx(0.7)
+    # hull through (1, 0.5), (2, 0.7), (3, 0.9); over [1.5, 2.5] the mean height is 0.7 (a straight line)
+    assert aiq([1.0, 2.0, 3.0], [0.5, 0.7, 0.9], cost_range=(1.5, 2.5)) == pytest.approx(0.7)
+    assert aiq([1.0, 2.0, 3.0], [0.5, 0.7, 0.9], cost_range=(0.0, 4.0)) == pytest.approx(
+        (1 * 0.5 + 0.6 + 0.8 + 1 * 0.9) / 4)  # left of the cheapest point at its quality, right at the last
+    assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.8, ref_cost=0.5) == pytest.approx(0.6)
+    assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.8, ref_cost=0.0) is None
+    assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.9, ref_cost=0.5) is None

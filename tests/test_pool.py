@@ -134,6 +134,7 @@ def test_add_llm_recovers_most_of_the_retraining_gain(pools):
     s_never, s_full, s_added = score(never, test), score(full, test), score(added, test)
     assert s_full > s_never + 0.02  # the held-out LLM matters on this data
     assert s_added - s_never >= 0.5 * (s_full - s_never), (s_never, s_added, s_full)
+    print(f"radial pool add: never {s_never:.4f}, added {s_added:.4f}, retrained {s_full:.4f}")
     assert added.training_["pool_changes"][-1]["llm"] == HELD
 
 
@@ -269,3 +270,44 @@ def test_radial_router_add_and_remove(pools):
     remove_llm(router, HELD)
     assert router.llms_ == rest
 
+
+
+@pytest.fixture(scope="module")
+def radial_pools(data):
+    """Real RadialRouters (not a stand-in network): one trained without ``HELD``, one retrained with every LLM."""
+    train = data.select("train")
+    rest = [llm for llm in data.llms if llm != HELD]
+    small = {"steps": 300, "d_model": 32, "n_layers": 1, "seed": 0}
+    return make_router("radial", **small).fit(train.select_llms(rest)), make_router("radial", **small).fit(train)
+
+
+def _radial_score(router, test) -> float:
+    test = test.select_llms(router.llms_)
+    choice, r = router.predict(test, LAM), np.arange(len(test))
+    return summarize(test.quality[r, choice], test.cost[r, choice], test.tasks, LAM)["macro"].score
+
+
+def test_radial_pool_add_freezes_the_backbone_and_recovers_most_of_the_gain(data, radial_pools):
+    """`pool add` on a real RadialRouter: every backbone weight and every existing LLM's embedding stays as it was,
+    only the new LLM's row is learned, and it recovers most of what retraining on the whole pool gains."""
+    never, full = radial_pools
+    test = data.select("test")
+    added = copy.deepcopy(never)
+    emb_before = never.llm_embedding().detach().clone()
+    modules = {k: v for k, v in vars(added).items() if isinstance(v, nn.Module)}
+    before = {(m, k): v.clone() for m, mod in modules.items() for k, v in mod.state_dict().items()}
+    add_llm(added, HELD, probes_of(data.select("train"), 100))
+    assert added.llms_ == [*never.llms_, HELD]
+    emb = added.llm_embedding().detach()
+    np.testing.assert_array_equal(emb[:-1].numpy(), emb_before.numpy())
+    after = {(m, k): v for m, mod in modules.items() for k, v in mod.state_dict().items()}
+    for key, old in before.items():
+        new = after[key]
+        if new.shape == old.shape:
+            assert torch.equal(new, old), f"{key} changed: the backbone must stay frozen"
+        else:  # a per-LLM tensor grew by the new LLM's row; the existing rows are untouched
+            assert new.shape[1:] == old.shape[1:] and torch.equal(new[:len(old)], old), key
+    s_never, s_full, s_added = _radial_score(never, test), _radial_score(full, test), _radial_score(added, test)
+    assert s_full > s_never + 0.02, (s_never, s_full)  # the held-out LLM matters on this data
+    assert s_added - s_never >= 0.5 * (s_full - s_never), (s_never, s_added, s_full)
+    print(f"radial pool add: never {s_never:.4f}, added {s_added:.4f}, retrained {s_full:.4f}")

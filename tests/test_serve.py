@@ -313,6 +313,36 @@ def test_backend_client_error_is_returned_as_is(http, backends):
     assert not fakes["mid"].requests and r.headers["x-radialrouter-model"] == "strong"
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_backend_rejecting_our_key_falls_back_and_cools_down(http, backends, status):
+    """'How a request is routed', step 4: 401/403 from a backend is our misconfiguration, not the client's fault —
+    the request moves on to the next-ranked LLM, and that backend is tried last while it cools down."""
+    fakes = backends[0]
+    fakes["strong"].mode, fakes["strong"].status = "error", status
+    r = http.post("/v1/chat/completions", json=_chat("radial:performance-first"))
+    assert r.status_code == 200 and r.json()["model"] == "mid"
+    assert r.json()["router"]["attempts"] == [{"llm": "strong", "error": f"http_{status}"}]
+    fakes["strong"].mode = "ok"
+    calls = fakes["strong"].calls
+    assert http.post("/v1/chat/completions", json=_chat("radial:performance-first")).json()["model"] == "mid"
+    assert fakes["strong"].calls == calls
+
+
+@pytest.mark.parametrize("mode", ["break", "eof"])
+def test_a_truncated_stream_puts_its_backend_in_cooldown(http, backends, mode):
+    """Guarantees, 'Streams are honest': a stream that ends early puts the backend in cooldown, so the next routed
+    request goes to the next-ranked LLM without calling the failed backend again."""
+    fakes = backends[0]
+    fakes["strong"].mode = mode
+    with http.stream("POST", "/v1/chat/completions", json=_chat("radial:performance-first", stream=True)) as r:
+        events = _events(r)
+    assert events[0]["router"]["llm"] == "strong" and events[-1]["error"]["code"] == "stream_interrupted"
+    fakes["strong"].mode = "ok"
+    calls = fakes["strong"].calls
+    r = http.post("/v1/chat/completions", json=_chat("radial:performance-first"))
+    assert r.status_code == 200 and r.json()["model"] == "mid" and fakes["strong"].calls == calls
+
+
 # ---------------------------------------------------------------------------------------------- security
 def test_auth(server, http):
     _, url = server

@@ -348,3 +348,73 @@ def test_upstream_retry_after_is_passed_through(serve, hub):
     assert r.status_code == 429 and r.headers["retry-after"] == "4"
     for fake in fakes.values():
         fake.retry_after = "2"
+
+
+# ------------------------------------------------------------------------------------- 12: untested guarantees
+def test_a_body_sent_too_slowly_gets_408(serve):
+    """Timeouts: a client must send its body within ``body_timeout_s``, else 408 ``request_timeout`` — while other
+    clients are served meanwhile."""
+    import socket
+
+    with serve(body_timeout_s=0.5) as (_, url):
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps(_chat("cheap")).encode()
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-rich\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                         + body[:10])
+            other = httpx.post(f"{url}/v1/chat/completions", json=_chat("cheap"), headers=RICH, timeout=10)
+            start = time.monotonic()
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            waited = time.monotonic() - start
+    assert other.status_code == 200
+    assert reply.split(b" ")[1] == b"408" and waited < 5, reply[:200]
+
+
+def test_a_full_routing_queue_answers_503_at_once(serve):
+    """Admission control: at most ``max_routing_queue`` requests wait for a routing decision; beyond, an immediate
+    503 ``server_busy`` with ``Retry-After: retry_after_s``, and the requests that were admitted are answered."""
+    with serve(max_routing_queue=1, batch_max_size=1, retry_after_s=4) as (app, url):
+        batcher = app.state.serve.batcher
+        decide = batcher.fn
+
+        def slow(items):
+            time.sleep(0.4)
+            return decide(items)
+
+        batcher.fn = slow
+        start = time.monotonic()
+        responses = asyncio.run(_gather(url, [(_chat("radial"), RICH)] * 10))
+        elapsed = time.monotonic() - start
+    busy = [r for r in responses if r.status_code == 503]
+    served = [r for r in responses if r.status_code == 200]
+    assert busy and served and len(busy) + len(served) == 10
+    assert all(r.headers["retry-after"] == "4" and r.json()["error"]["code"] == "server_busy" for r in busy)
+    assert elapsed < 0.4 * 10  # refused at once, not queued behind the slow decisions
+
+
+def test_every_pool_full_is_a_503_and_no_cooldown(serve, hub):
+    """Backends are isolated: waiting longer than ``pool_timeout_s`` for a connection is local saturation — the
+    request moves on (attempt ``pool_full``), no backend cools down, and when every attempt failed that way the
+    answer is 503 with ``Retry-After``."""
+    fakes, _ = hub
+    for fake in fakes.values():
+        fake.delay_s = 1.5
+    one = {"max_connections": 1}
+    with serve(llms={"cheap": one, "mid": one, "strong": one}, pool_timeout_s=0.2, retry_after_s=2) as (app, url):
+        responses = asyncio.run(_gather(url, [(_chat("radial"), RICH)] * 6))
+        cooling = httpx.get(f"{url}/health", timeout=10).json()
+    for fake in fakes.values():
+        fake.delay_s = 0.0
+    full = [r for r in responses if r.status_code == 503]
+    assert sum(r.status_code == 200 for r in responses) >= 3 and full
+    for r in full:
+        assert r.headers["retry-after"] == "2" and r.json()["error"]["code"] == "upstream_failed"
+        tried = r.json()["error"]["message"].split(": ", 1)[1].split(", ")
+        assert tried and all(t.endswith("(pool_full)") for t in tried), tried
+    assert not app.state.serve.upstream.cooling() and not cooling["cooling_down"]

@@ -380,3 +380,27 @@ def test_sqlite_spend_is_restored_at_start(router_dir, provider, tmp_path):
         assert app.state.serve.budgets.spent["tenant"] == pytest.approx(spent)
     with sqlite3.connect(ledger[0]["path"]) as db:
         assert db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+
+
+def test_a_restarted_sqlite_server_keeps_refusing_an_exhausted_key(router_dir, provider, tmp_path):
+    """Spend is restored from the decision log at start-up: a key that spent its budget is refused after a restart
+    too, before any backend is called."""
+    fakes, base = provider
+    ledger = _sqlite(tmp_path)
+    big = "a " * 20_000  # 40,000 bytes: billed ≥ 10,000 prompt tokens, 0.1 USD on gpt-4 — ten times the budget
+    auth = {"authorization": "Bearer sk-tenant"}
+    with _gateways(router_dir, base, ledger) as [(app, url)]:
+        assert httpx.post(f"{url}/v1/chat/completions", json=_chat("gpt-4", big, max_tokens=5), headers=auth,
+                          timeout=60).status_code == 200
+        refused = httpx.post(f"{url}/v1/chat/completions", json=_chat("gpt-4", "hi", max_tokens=5), headers=auth)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+        _rows(app)
+    calls = sum(f.calls for f in fakes.values())
+    with _gateways(router_dir, base, ledger) as [(_, url)]:
+        for model in ("gpt-4", "small"):
+            r = httpx.post(f"{url}/v1/chat/completions", json=_chat(model, "hi", max_tokens=5), headers=auth)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
+        other = httpx.post(f"{url}/v1/chat/completions", json=_chat("small", "hi", max_tokens=5),
+                           headers={"authorization": "Bearer sk-other"})
+        assert other.status_code == 200  # another tenant is not affected
+    assert sum(f.calls for f in fakes.values()) == calls + 1

@@ -1,0 +1,309 @@
+"""The gateway's money and fallback rules without a server (docs/serving.md, Guarantees and "How a request is
+routed"): budgets and reservations, which backend failures fall back, cooldowns, Retry-After. Fast, so that the
+mutation run (benchmarks/mutation.py) can afford them; the HTTP tests in test_serve*.py check the same promises
+end to end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from radialrouter.serve import parse_config
+from radialrouter.serve.budgets import Budgets, cost_usd
+from radialrouter.serve.ratelimit import WINDOW_S, MemoryRateLimiter, estimate, wait_until_within
+from radialrouter.serve.routing import RequestError
+from radialrouter.serve.upstream import LOCAL, Upstream, classify, is_retryable, retry_after
+
+ENV = {"RR_A": "sk-a", "RR_B": "sk-b", "RR_C": "sk-c", "RR_D": "sk-d"}
+
+
+def _config(cooldown_s: float = 30.0, reserve_output_tokens: int = 4096, **big):
+    llms = [{"name": "small", "base_url": "http://127.0.0.1:9/small/v1", "input_price": 1.0, "output_price": 2.0,
+             "context_window": 8000},
+            {"name": "big", "base_url": "http://127.0.0.1:9/big/v1", "input_price": 10.0, "output_price": 30.0,
+             "context_window": 100_000, **big}]
+    keys = [{"id": "capped", "key": "${RR_A}", "budget_usd": 1.0}, {"id": "free", "key": "${RR_B}"},
+            {"id": "limited", "key": "${RR_C}", "requests_per_minute": 100, "tokens_per_minute": 1000},
+            {"id": "wordy", "key": "${RR_D}", "tokens_per_minute": 1000}]
+    return parse_config({"llms": llms, "auth": {"keys": keys},
+                         "server": {"cooldown_s": cooldown_s, "reserve_output_tokens": reserve_output_tokens}},
+                        env=ENV)
+
+
+# ---------------------------------------------------------------------------------------------- budgets
+def test_prices_are_usd_per_million_tokens():
+    llm = _config().llm("big")
+    assert cost_usd(llm, 1_000_000, 0) == 10.0 and cost_usd(llm, 0, 1_000_000) == 30.0  # exactly: it is money
+    assert cost_usd(llm, 1000, 100) == pytest.approx((1000 * 10 + 100 * 30) / 1e6)
+
+
+def test_a_key_is_refused_once_spend_and_reservations_reach_its_budget():
+    """A key is admitted while spend + reservations in flight < budget_usd; then 429 budget_exceeded."""
+    budgets = Budgets(_config())
+    first = budgets.reserve("capped", 0.6)
+    budgets.reserve("capped", 0.39)  # 0.6 < 1: admitted; 0.99 now reserved
+    budgets.reserve("capped", 0.5)  # 0.99 < 1: admitted (the one reservation the bound allows past the budget)
+    with pytest.raises(RequestError) as refused:
+        budgets.check("capped")
+    assert refused.value.status == 429 and refused.value.code == "budget_exceeded"
+    assert "Budget of 1.0 USD for client 'capped'" in str(refused.value) and "in flight" in str(refused.value)
+    with pytest.raises(RequestError):
+        budgets.reserve("capped", 0.0001)
+    budgets.settle(first, "capped", 0.05)  # the request cost less than reserved: the rest is released
+    assert budgets.spent["capped"] == pytest.approx(0.05)
+    assert budgets.reserved["capped"] == pytest.approx(0.89)
+    budgets.reserve("capped", 0.01)  # 0.05 + 0.89 < 1: admitted again
+    for _ in range(100):
+        budgets.reserve("free", 1e6)  # a key without a budget is never refused
+
+
+def test_spend_restored_at_start_counts_against_the_budget():
+    """Spend is restored from the decision log at start-up: a key whose log shows its budget spent is refused."""
+    with pytest.raises(RequestError):
+        Budgets(_config(), spent={"capped": 1.0}).check("capped")
+    Budgets(_config(), spent={"capped": 0.999}).check("capped")
+
+
+def test_settling_releases_a_reservation_once_and_flags_overruns():
+    budgets = Budgets(_config())
+    r = budgets.reserve("capped", 0.4)
+    other = budgets.reserve("capped", 0.3)
+    assert budgets.settle(r, "capped", 0.5) is True  # cost more than reserved: counted as exceeded
+    assert budgets.settle(r, "capped", None) is False  # a second settle releases nothing more:
+    assert budgets.reserved["capped"] == pytest.approx(0.3)  # the other request's reservation still holds
+    assert budgets.spent["capped"] == pytest.approx(0.5)
+    budgets.settle(other, "capped", 0.1)
+    assert budgets.reserved["capped"] == 0.0
+    r = budgets.reserve("free", 0.4)
+    assert budgets.settle(r, "free", 0.4) is False and budgets.settle(None, "free", 0.1) is False
+    assert budgets.spent["free"] == pytest.approx(0.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.001, 0.5), st.floats(0.0, 1.0), st.booleans()), min_size=1, max_size=60))
+def test_spend_stays_within_budget_plus_one_reservation(requests):
+    """However requests interleave, if each costs at most its reservation, spend ≤ budget + one reservation."""
+    budgets, open_, biggest = Budgets(_config()), [], 0.0
+    for amount, share, finish_one in requests:
+        try:
+            open_.append((budgets.reserve("capped", amount), amount * share))
+            biggest = max(biggest, amount)
+        except RequestError:
+            pass
+        if finish_one and open_:
+            reservation, cost = open_.pop(0)
+            budgets.settle(reservation, "capped", cost)
+    for reservation, cost in open_:
+        budgets.settle(reservation, "capped", cost)
+    assert budgets.spent.get("capped", 0.0) <= 1.0 + biggest + 1e-12
+    assert budgets.reserved.get("capped", 0.0) == 0.0  # nothing stays reserved once every request settled
+
+
+def test_a_reservation_is_the_worst_case_of_every_choice():
+    """prompt bound × input price + n × output tokens × output price; output tokens = max_tokens capped by the
+    LLM's max_output_tokens, else the LLM's max_output_tokens, else server.reserve_output_tokens."""
+    budgets = Budgets(_config(reserve_output_tokens=500, max_output_tokens=1000))
+    small, big = _config().llm("small"), _config(max_output_tokens=1000).llm("big")
+    assert budgets.worst_case(small, 100, 0) == pytest.approx((100 * 1 + 500 * 2) / 1e6)  # the server's default
+    assert budgets.worst_case(small, 100, 50, choices=3) == pytest.approx((100 * 1 + 3 * 50 * 2) / 1e6)
+    assert budgets.worst_case(big, 100, 0) == pytest.approx((100 * 10 + 1000 * 30) / 1e6)  # the LLM's maximum
+    assert budgets.worst_case(big, 100, 5000) == pytest.approx((100 * 10 + 1000 * 30) / 1e6)  # capped by it
+    assert budgets.worst_case(big, 100, 200, choices=2) == pytest.approx((100 * 10 + 2 * 200 * 30) / 1e6)
+
+
+# ---------------------------------------------------------------------------------------------- fallback rules
+@pytest.mark.parametrize("status", [401, 403, 408, 429, 500, 502, 503, 504, 529])
+def test_backend_failures_that_fall_back(status):
+    """Timeouts, 408, 429, 5xx and 401/403 (our key rejected: a server misconfiguration) move on to the next LLM."""
+    assert is_retryable(status)
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 413, 422])
+def test_client_mistakes_do_not_fall_back(status):
+    """Any other 4xx is the client's own mistake: returned as is, with no retry."""
+    assert not is_retryable(status)
+
+
+def test_transport_failures_are_named_and_pool_saturation_is_local():
+    request = httpx.Request("POST", "http://x")
+    assert classify(httpx.PoolTimeout("full", request=request)) == LOCAL == "pool_full"
+    assert classify(httpx.ReadTimeout("slow", request=request)) == "timeout"
+    assert classify(httpx.ConnectTimeout("slow", request=request)) == "timeout"
+    assert classify(httpx.ConnectError("refused", request=request)) == "connect"
+    assert classify(httpx.RemoteProtocolError("cut", request=request)) == "connect"
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("7", 7.0), ("0.5", 0.5), ("0", 0.0), ("", None), ("soon", None),
+                                                 ("-3", None), ("86400", None),
+                                                 ("Wed, 21 Oct 2015 07:28:00 GMT", None)])
+def test_retry_after_is_read_in_seconds(header, seconds):
+    response = httpx.Response(429, headers={"retry-after": header} if header else {})
+    assert retry_after(response) == seconds
+
+
+def test_a_failed_backend_is_tried_last_for_cooldown_s(monkeypatch):
+    """A backend that failed is tried last (never dropped) for ``cooldown_s``; after that, or once it answers, it
+    takes its rank back. ``cooldown_s: 0`` turns cooldowns off."""
+    now = [1000.0]
+    monkeypatch.setattr("radialrouter.serve.upstream.time.monotonic", lambda: now[0])
+    upstream = Upstream(_config(cooldown_s=30))
+    try:
+        assert upstream.order(["big", "small"]) == ["big", "small"]
+        upstream.failed("big")
+        assert upstream.order(["big", "small"]) == ["small", "big"] and upstream.cooling() == ["big"]
+        assert upstream.order(["big"]) == ["big"]  # every candidate cooling: still tried
+        now[0] += 29.9
+        assert upstream.order(["big", "small"]) == ["small", "big"]
+        now[0] += 0.2
+        assert upstream.order(["big", "small"]) == ["big", "small"] and upstream.cooling() == []
+        upstream.failed("big")
+        upstream.succeeded("big")
+        assert upstream.order(["big", "small"]) == ["big", "small"]
+        off = Upstream(_config(cooldown_s=0))
+        off.failed("big")
+        assert off.order(["big", "small"]) == ["big", "small"] and off.cooling() == []
+    finally:
+        asyncio.run(upstream.aclose())
+
+
+# ---------------------------------------------------------------------------------------------- rate limits
+def test_tokens_per_minute_counts_prompt_and_completion_tokens():
+    """A key's tokens per minute count the prompt tokens at admission and the completion tokens at the end; past
+    the limit the key gets 429 ``rate_limit_exceeded`` with a Retry-After of at least one second."""
+    now = [100.0 * WINDOW_S]
+    limiter = MemoryRateLimiter(_config(), clock=lambda: now[0])
+    asyncio.run(limiter.admit("limited", 600))
+    limiter.finished("limited", 300)
+    asyncio.run(limiter.admit("limited", 50))  # 900 < 1000: admitted, 950 counted now
+    limiter.finished("limited", 100)
+    with pytest.raises(RequestError) as refused:
+        asyncio.run(limiter.admit("limited", 1))
+    assert refused.value.status == 429 and refused.value.code == "rate_limit_exceeded"
+    assert int(refused.value.headers["retry-after"]) >= 1
+    now[0] += 2 * WINDOW_S  # the window has slid past all of it
+    asyncio.run(limiter.admit("limited", 1))
+
+
+def _limiter(start: float = 100.0 * WINDOW_S):
+    now = [start]
+    return MemoryRateLimiter(_config(), clock=lambda: now[0]), now
+
+
+def _refused(limiter, client: str, tokens: int = 0) -> RequestError | None:
+    try:
+        asyncio.run(limiter.admit(client, tokens))
+    except RequestError as exc:
+        assert exc.status == 429 and exc.code == "rate_limit_exceeded"
+        return exc
+    return None
+
+
+def test_tokens_must_stay_below_tokens_per_minute():
+    """A key is admitted while its estimated tokens are *below* ``tokens_per_minute``: at exactly the limit it is
+    refused, and the 429 names the limit that was reached and the client."""
+    limiter, _ = _limiter()
+    assert _refused(limiter, "wordy", 600) is None
+    limiter.finished("wordy", None)  # no usage reported: nothing booked, no error
+    limiter.finished("wordy", 0)
+    assert _refused(limiter, "wordy", 0) is None  # a request with no counted tokens books none
+    limiter.finished("wordy", 399)
+    assert _refused(limiter, "wordy", 1) is None  # 999 < 1000
+    exc = _refused(limiter, "wordy", 0)
+    assert exc is not None and "1000 tokens per minute" in str(exc) and "requests per minute" not in str(exc)
+    assert "'wordy'" in str(exc)
+
+
+def test_requests_per_minute_hold_when_a_token_limit_is_set_too():
+    """Both limits apply: a key under its token limit is still refused past its requests per minute."""
+    limiter, _ = _limiter()
+    for _ in range(100):
+        assert _refused(limiter, "limited", 1) is None
+    exc = _refused(limiter, "limited", 1)
+    assert exc is not None and "100 requests per minute" in str(exc) and "tokens per minute" not in str(exc)
+
+
+def test_the_previous_minutes_tokens_still_count_in_the_sliding_window():
+    """The window is the last 60 s: tokens booked late in one minute still count early in the next."""
+    limiter, now = _limiter(100.0 * WINDOW_S + 59)
+    assert _refused(limiter, "wordy", 990) is None
+    now[0] += 2  # 1 s into the next minute: 990 × 59/60 ≈ 973 still inside the window
+    assert _refused(limiter, "wordy", 20) is None
+    assert _refused(limiter, "wordy", 20) is None  # ≈ 973 + 20 < 1000, and now ≈ 1013 are counted
+    assert _refused(limiter, "wordy", 1) is not None
+
+
+@pytest.mark.parametrize("start", [0, 1, 30, 58.5, 59.9])
+def test_token_retry_after_is_when_room_returns(start):
+    """Retry-After (whole seconds, at least 1) is when the key is admitted again: not a second earlier."""
+    limiter, now = _limiter(100.0 * WINDOW_S + start)
+    assert _refused(limiter, "wordy", 1500) is None  # one large prompt: over the limit from now on
+    exc = _refused(limiter, "wordy", 1)
+    wait = int(exc.headers["retry-after"])
+    assert wait >= 1
+    t0 = now[0]
+    if wait > 1:
+        now[0] = t0 + wait - 1
+        assert _refused(limiter, "wordy", 1) is not None
+    now[0] = t0 + wait
+    assert _refused(limiter, "wordy", 1) is None
+
+
+def _estimate_after(prev: int, current: int, elapsed: float, seconds: float) -> float:
+    """The sliding estimate ``seconds`` from now with no new traffic (the minute rolls over at elapsed = 1)."""
+    later = elapsed + seconds / WINDOW_S
+    if later < 1:
+        return estimate(prev, current, later)
+    if later < 2:
+        return estimate(current, 0, later - 1)
+    return 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 50), st.integers(0, 50), st.integers(0, 59), st.integers(0, 49))
+@example(0, 5, 10, 5)  # already at the target: no wait
+@example(1, 0, 30, 0)  # one request left in the previous minute, none in this one
+def test_wait_until_within_is_the_first_moment_the_estimate_fits(prev, current, second, target):
+    """The wait a refusal reports is exact: the estimate fits the target after it, and not before."""
+    elapsed = second / WINDOW_S
+    wait = wait_until_within(prev, current, elapsed, target)
+    assert wait >= 0
+    assert _estimate_after(prev, current, elapsed, wait) <= target + 1e-9
+    if wait > 0:
+        assert _estimate_after(prev, current, elapsed, max(0.0, wait - 0.01)) > target - 1e-9
+
+
+@pytest.mark.parametrize(("booked", "at_second", "then"), [(2996, 59, 61), (1001, 59.5, 60), (1500, 10, 10)])
+def test_retry_after_is_the_whole_second_room_returns(booked, at_second, then):
+    """Retry-After is the first whole second at which the key is admitted again (at least 1): a second earlier it
+    is still refused, at Retry-After it is admitted."""
+    limiter, now = _limiter(100.0 * WINDOW_S + at_second)
+    assert _refused(limiter, "wordy", booked) is None
+    now[0] = 100.0 * WINDOW_S + then
+    exc = _refused(limiter, "wordy", 1)
+    wait, t0 = int(exc.headers["retry-after"]), now[0]
+    if wait > 1:
+        now[0] = t0 + wait - 1
+        assert _refused(limiter, "wordy", 1) is not None
+    else:  # room returns within the second: the smallest Retry-After
+        assert wait == 1
+    now[0] = t0 + wait
+    assert _refused(limiter, "wordy", 1) is None
+
+
+def test_a_refusal_names_exactly_the_limits_reached():
+    """The 429 names the limit(s) reached — tokens only while one more request would still fit, both when both."""
+    limiter, _ = _limiter()
+    for _ in range(98):
+        assert _refused(limiter, "limited", 1) is None
+    assert _refused(limiter, "limited", 950) is None  # 99 requests, 1048 tokens: one more request would fit
+    exc = _refused(limiter, "limited", 1)
+    assert "1000 tokens per minute" in str(exc) and "requests per minute" not in str(exc)
+    limiter, _ = _limiter()
+    for _ in range(99):
+        assert _refused(limiter, "limited", 1) is None
+    assert _refused(limiter, "limited", 950) is None  # 100 requests and 1049 tokens: both limits reached
+    assert "100 requests per minute and 1000 tokens per minute" in str(_refused(limiter, "limited", 1))
