@@ -99,7 +99,9 @@ def test_save_load_round_trip_is_one_directory_with_identical_decisions(ensemble
     assert all(m.encoder is loaded.encoder for m in loaded.members_)  # one encoder for all
     for lam in (0.0, "balance", "cost-first"):
         np.testing.assert_array_equal(loaded.predict(test, lam), ensemble.predict(test, lam))
-        np.testing.assert_allclose(loaded.predict_scores(test, lam), ensemble.predict_scores(test, lam), rtol=1e-6)
+        # a loaded radial member runs on ONNX Runtime when installed: float32 kernels differ in the last digits
+        np.testing.assert_allclose(loaded.predict_scores(test, lam), ensemble.predict_scores(test, lam), rtol=1e-4,
+                                   atol=1e-7)
     np.testing.assert_allclose(loaded.predict_costs(test), ensemble.predict_costs(test))
     # a damaged member is a clear error
     (path / config["state"]["member_dirs"][1] / "model.safetensors").write_bytes(b"broken")

@@ -225,8 +225,8 @@ def test_embedded_default_routes_a_question():
 def test_train_command_on_routerbench3(tmp_path):
     from radialrouter.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--data", str(ROUTERBENCH3), "--out", str(tmp_path / "m"),
-                                      "--steps", "20", "--per-lam", "--lam", "balance"])
+    result = CliRunner().invoke(app, ["train", "--router", "radial", "--data", str(ROUTERBENCH3),
+                                      "--out", str(tmp_path / "m"), "--steps", "20", "--per-lam", "--lam", "balance"])
     assert result.exit_code == 0, result.output
     assert "validation λ=0.0204" in result.output  # balance on RouterBench's price scale
     (tmp_path / "q.jsonl").write_text('{"prompt": "Write a Python function that reverses a list."}\n')

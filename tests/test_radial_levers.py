@@ -141,7 +141,7 @@ def test_train_command_takes_tau(tmp_path):
     from radialrouter.cli import app
 
     wide_frame(n=120).to_parquet(tmp_path / "d.parquet")
-    base = ["train", "--data", str(tmp_path / "d.parquet"), "--steps", "20"]
+    base = ["train", "--router", "radial", "--data", str(tmp_path / "d.parquet"), "--steps", "20"]
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a"), "--tau", "auto"])
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "a" / "config.json").read_text())
@@ -154,5 +154,6 @@ def test_train_command_takes_tau(tmp_path):
     assert json.loads((tmp_path / "b" / "config.json").read_text())["params"]["tau"] == 0.5
     bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "c"), "--tau", "hot"])
     assert bad.exit_code != 0 and "--tau takes a number" in str(bad.exception)
-    knn = CliRunner().invoke(app, [*base[:3], "--out", str(tmp_path / "d"), "--router", "knn", "--tau", "1"])
+    knn = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--out", str(tmp_path / "d"),
+                                   "--router", "knn", "--tau", "1"])
     assert knn.exit_code != 0 and "does not take --tau" in str(knn.exception)

@@ -150,24 +150,28 @@ def test_a_failed_backend_is_tried_last_for_cooldown_s(monkeypatch):
     takes its rank back. ``cooldown_s: 0`` turns cooldowns off."""
     now = [1000.0]
     monkeypatch.setattr("radialrouter.serve.upstream.time.monotonic", lambda: now[0])
-    upstream = Upstream(_config(cooldown_s=30))
-    try:
-        assert upstream.order(["big", "small"]) == ["big", "small"]
-        upstream.failed("big")
-        assert upstream.order(["big", "small"]) == ["small", "big"] and upstream.cooling() == ["big"]
-        assert upstream.order(["big"]) == ["big"]  # every candidate cooling: still tried
-        now[0] += 29.9
-        assert upstream.order(["big", "small"]) == ["small", "big"]
-        now[0] += 0.2
-        assert upstream.order(["big", "small"]) == ["big", "small"] and upstream.cooling() == []
-        upstream.failed("big")
-        upstream.succeeded("big")
-        assert upstream.order(["big", "small"]) == ["big", "small"]
-        off = Upstream(_config(cooldown_s=0))
-        off.failed("big")
-        assert off.order(["big", "small"]) == ["big", "small"] and off.cooling() == []
-    finally:
-        asyncio.run(upstream.aclose())
+
+    async def scenario() -> None:  # the backends' HTTP sessions belong to a running event loop
+        upstream, off = Upstream(_config(cooldown_s=30)), Upstream(_config(cooldown_s=0))
+        try:
+            assert upstream.order(["big", "small"]) == ["big", "small"]
+            upstream.failed("big")
+            assert upstream.order(["big", "small"]) == ["small", "big"] and upstream.cooling() == ["big"]
+            assert upstream.order(["big"]) == ["big"]  # every candidate cooling: still tried
+            now[0] += 29.9
+            assert upstream.order(["big", "small"]) == ["small", "big"]
+            now[0] += 0.2
+            assert upstream.order(["big", "small"]) == ["big", "small"] and upstream.cooling() == []
+            upstream.failed("big")
+            upstream.succeeded("big")
+            assert upstream.order(["big", "small"]) == ["big", "small"]
+            off.failed("big")
+            assert off.order(["big", "small"]) == ["big", "small"] and off.cooling() == []
+        finally:
+            await upstream.aclose()
+            await off.aclose()
+
+    asyncio.run(scenario())
 
 
 # ---------------------------------------------------------------------------------------------- rate limits
