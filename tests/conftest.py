@@ -84,3 +84,28 @@ def pg_url(pg_server):
     yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+CONTEXT_WORDS = ["summarise this", "check this", "fix this", "explain this", "shorten this", "rewrite this"]
+
+
+def train_context_router(folder):
+    """A router trained with a context (issue #23 item 3): the same words under task 'code' need llm-2 (only it
+    solves them), under 'chat' every LLM does, so the cheapest (llm-0) wins. Saved in ``folder``; returns it."""
+    import warnings
+
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.data import RoutingDataset
+    from radialrouter.routers import make_router
+
+    words = CONTEXT_WORDS * 4
+    tasks = ["code"] * 12 + ["chat"] * 12
+    quality = [[0.0, 0.0, 1.0]] * 12 + [[1.0, 1.0, 1.0]] * 12
+    ds = RoutingDataset.from_arrays(words, quality, ["llm-0", "llm-1", "llm-2"], tasks=tasks,
+                                    cost=[[1e-4, 1e-3, 1e-2]] * len(quality)).embed(QueryEncoder(cache_dir=False),
+                                                                                     progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one member: the weight fit may fall back
+        router = make_router("ensemble", members=["knn"], context=True, context_prior=0.0, val_fraction=0.5)
+        router.fit(ds).save_pretrained(folder)
+    return router

@@ -12,12 +12,12 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from conftest import train_context_router
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -503,19 +503,7 @@ def test_embedding_router_routes_by_content(tmp_path, backends):
 def test_context_router_reads_the_requests_metadata(tmp_path, backends):
     """A router trained with a context (issue #23 item 3): the same words from two applications need different
     LLMs, and ``metadata.task`` of the request is what tells them apart; a non-string value is a 400."""
-    from radialrouter.core.encoders import QueryEncoder
-    from radialrouter.data import RoutingDataset
-
-    words = ["summarise this", "check this", "fix this", "explain this", "shorten this", "rewrite this"] * 4
-    tasks = ["code"] * 12 + ["chat"] * 12
-    quality = [[0.0, 0.0, 1.0]] * 12 + [[1.0, 1.0, 1.0]] * 12
-    ds = RoutingDataset.from_arrays(words, quality, ["llm-0", "llm-1", "llm-2"], tasks=tasks,
-                                    cost=[[1e-4, 1e-3, 1e-2]] * len(quality)).embed(QueryEncoder(cache_dir=False),
-                                                                                     progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # one member: the weight fit may fall back
-        router = make_router("ensemble", members=["knn"], context=True, context_prior=0.0, val_fraction=0.5)
-        router.fit(ds).save_pretrained(tmp_path / "ctx")
+    train_context_router(tmp_path / "ctx")
     config = parse_config({"router": {"path": "ctx"}, "llms": _pool(backends[1]), "ledger": {"path": None}},
                           base_dir=tmp_path, env=KEY_ENV)
     with ServerThread(create_app(config)) as thread, httpx.Client(base_url=thread.url, timeout=30) as client:

@@ -249,3 +249,35 @@ def test_graceful_server_calls_the_app_hook_before_shutting_down():
         assert httpx.get(f"{thread.url}/nothing", timeout=5).status_code == 404
         assert events == []
     assert events == [("hook", True), "lifespan shutdown"]  # still accepting when the hook ran
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_header_deadline_holds_on_either_http_parser(parser, monkeypatch):
+    """The header deadline is the same promise on httptools (used when installed) and on h11 (the fallback): a
+    connection stalled mid-headers is closed once it passes, trickling bytes or not, and a complete request that
+    follows on another connection is served."""
+    from radialrouter.serve import server as http_server
+    from radialrouter.serve.config import ServerConfig
+
+    if parser == "h11":
+        monkeypatch.setattr(http_server, "GuardedHttpToolsProtocol", None)
+    elif http_server.GuardedHttpToolsProtocol is None:
+        pytest.skip("httptools is not installed")
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"ok": True}
+
+    with ServerThread(app, server=ServerConfig(header_timeout_s=0.5)) as thread:
+        expected = http_server.GuardedH11Protocol if parser == "h11" else http_server.GuardedHttpToolsProtocol
+        assert issubclass(thread.server.config.http, expected)
+        stalled = _connect(thread.port)
+        try:
+            stalled.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            time.sleep(0.3)
+            stalled.sendall(b"x")
+            assert _closed_by_server(stalled, time.monotonic() + 2.0)
+        finally:
+            stalled.close()
+        assert httpx.get(f"{thread.url}/health", timeout=5).json() == {"ok": True}

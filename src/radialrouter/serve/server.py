@@ -44,45 +44,39 @@ UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.asgi", "uvicorn.error")
 _QUERY = re.compile(r"\?[^\s\"']*")
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus a deadline for each request's headers.
-
-    The timer runs from the moment a connection opens, and from the first byte of each later request on a
-    keep-alive connection, until h11 has parsed a complete request head; a connection that misses it is closed.
-    Trickling bytes does not restart it. Use `with_timeout` to get a class for a given deadline."""
+class _HeaderDeadline:
+    """A deadline for each request's headers, shared by the h11 and httptools protocols: armed when a connection
+    opens and at the first byte of each later request on a keep-alive connection, disarmed once a complete request
+    head is parsed; a connection that misses it is closed. Trickling bytes does not restart it. Subclasses say
+    whether a head is still awaited (`_head_pending`) and how to close (`_close_connection`)."""
 
     header_timeout_s: float = 10.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
+    _header_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def with_timeout(cls, header_timeout_s: float) -> type[GuardedH11Protocol]:
+    def with_timeout(cls, header_timeout_s: float) -> type:
         """A subclass with its own deadline: uvicorn instantiates ``http`` classes with fixed arguments only."""
         return type(cls.__name__, (cls,), {"header_timeout_s": float(header_timeout_s)})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        # IDLE on their side: still waiting for (the rest of) a request head, e.g. the next one on a keep-alive
-        # connection, whose idle wait uvicorn's keep-alive timer covered until this data cancelled it.
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        super().data_received(data)  # type: ignore[misc]
+        if self._head_pending() and not self.transport.is_closing():  # type: ignore[attr-defined]
             if self._header_timer is None:
                 self._arm_header_timer()
-        else:  # a complete h11.Request was parsed (or the connection failed): the app's timeouts apply now
+        else:  # a complete request head was parsed (or the connection failed): the app's timeouts apply now
             self._disarm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)  # type: ignore
 
     def _disarm_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -91,11 +85,30 @@ class GuardedH11Protocol(H11Protocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or not self._head_pending():  # type: ignore[attr-defined]
             return
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"  # type: ignore
         log.warning("closing the connection from %s: no complete request headers within %g s", client,
                     self.header_timeout_s)
+        self._close_connection()
+
+    def _head_pending(self) -> bool:
+        raise NotImplementedError
+
+    def _close_connection(self) -> None:
+        self.transport.close()  # type: ignore[attr-defined]
+
+
+class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
+    """uvicorn's h11 protocol plus a deadline for each request's headers (`_HeaderDeadline`). Use `with_timeout`
+    to get a class for a given deadline."""
+
+    def _head_pending(self) -> bool:
+        # IDLE on their side: still waiting for (the rest of) a request head, e.g. the next one on a keep-alive
+        # connection, whose idle wait uvicorn's keep-alive timer covered until this data cancelled it.
+        return self.conn.their_state is h11.IDLE
+
+    def _close_connection(self) -> None:
         try:
             self.conn.send(h11.ConnectionClosed())
         except h11.LocalProtocolError:  # mid-response on our side; closing is all that is left
@@ -104,28 +117,15 @@ class GuardedH11Protocol(H11Protocol):
 
 
 if HttpToolsProtocol is not None:
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol plus the same deadline for each request's headers as `GuardedH11Protocol`.
+    class GuardedHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
+        """uvicorn's httptools protocol plus the same deadline for each request's headers (`_HeaderDeadline`): a
+        head is awaited from the moment the connection opens and from the first byte of each later request
+        (httptools' ``on_message_begin``) until ``on_headers_complete``."""
 
-        A request head is awaited from the moment the connection opens and from the first byte of each later
-        request (httptools' ``on_message_begin``) until ``on_headers_complete``; a connection that misses the
-        deadline is closed, and trickling bytes does not restart it."""
+        _awaiting_head = True
 
-        header_timeout_s: float = 10.0
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._header_timer: asyncio.TimerHandle | None = None
-            self._awaiting_head = True
-
-        @classmethod
-        def with_timeout(cls, header_timeout_s: float) -> type[GuardedHttpToolsProtocol]:
-            """A subclass with its own deadline: uvicorn instantiates ``http`` classes with fixed arguments only."""
-            return type(cls.__name__, (cls,), {"header_timeout_s": float(header_timeout_s)})
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_header_timer()
+        def _head_pending(self) -> bool:
+            return self._awaiting_head
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -135,36 +135,6 @@ if HttpToolsProtocol is not None:
             self._awaiting_head = False
             self._disarm_header_timer()
             super().on_headers_complete()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self._awaiting_head and not self.transport.is_closing():
-                if self._header_timer is None:
-                    self._arm_header_timer()
-            else:
-                self._disarm_header_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_header_timer()
-            super().connection_lost(exc)
-
-        def _arm_header_timer(self) -> None:
-            self._disarm_header_timer()
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
-
-        def _disarm_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _header_timeout(self) -> None:
-            self._header_timer = None
-            if self.transport.is_closing() or not self._awaiting_head:
-                return
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
-            log.warning("closing the connection from %s: no complete request headers within %g s", client,
-                        self.header_timeout_s)
-            self.transport.close()
 else:  # pragma: no cover - depends on the installed extras
     GuardedHttpToolsProtocol = None  # type: ignore[assignment,misc]
 
