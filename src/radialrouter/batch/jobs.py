@@ -135,15 +135,12 @@ class QuerySource:
                 yield number, line.removeprefix("\ufeff") if number == 1 else line
 
     def _jsonl(self, chunk_size: int) -> Iterator[Chunk]:
-        if self.context is None:
-            for start, texts in _chunked(self._jsonl_prompts(), chunk_size):
-                yield start, texts, None
-            return
         for start, rows in _chunked(self._jsonl_prompts(), chunk_size):
-            yield start, [text for text, _ in rows], [context for _, context in rows]
+            yield (start, [text for text, _ in rows],
+                   None if self.context is None else [context for _, context in rows])
 
-    def _jsonl_prompts(self) -> Iterator[Any]:
-        """Each line's prompt, or ``(prompt, context)`` when the source has a context field."""
+    def _jsonl_prompts(self) -> Iterator[tuple[str, str | None]]:
+        """Each line's ``(prompt, context)``; the context is None when the source has no context field."""
         for number, line in self._lines():
             if not line.strip():
                 continue
@@ -156,11 +153,8 @@ class QuerySource:
                 what = ("missing" if not isinstance(obj, dict) or self.column not in obj else
                         "empty" if isinstance(value, str) else f"a {type(value).__name__}, not text")
                 raise DataError(f"{self.path}: line {number}, field {self.column!r}: the prompt is {what}")
-            if self.context is None:
-                yield value
-            else:
-                where = f"{self.path}: line {number}, field {self.context!r}"
-                yield value, _context_value(obj.get(self.context), where)
+            yield value, (None if self.context is None else
+                          _context_value(obj.get(self.context), f"{self.path}: line {number}, field {self.context!r}"))
 
     def _txt(self, chunk_size: int) -> Iterator[Chunk]:
         for start, texts in _chunked(self._txt_prompts(), chunk_size):

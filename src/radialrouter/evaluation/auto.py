@@ -43,6 +43,7 @@ from radialrouter.data.dataset import RoutingDataset
 from radialrouter.evaluation.metrics import evaluate_router
 from radialrouter.routers import available_routers, router_class
 from radialrouter.routers.base import Router, RouterError
+from radialrouter.routers.ensemble import fit_reusing_members
 from radialrouter.routers.registry import make_seeded
 
 #: Tried by default, those registered: the routers cheap to fit (seconds per fit on RouterBench) that led or
@@ -183,14 +184,8 @@ def select_router(train: RoutingDataset, val: RoutingDataset | None = None, lam:
             for i, held in enumerate(fold_rows):
                 bar.set_postfix_str(f"{name} fold {i + 1}/{folds}")
                 fold_train = train.subset(np.setdiff1d(everything, held))
-                router = make(name)
-                members = getattr(router, "members", None)
                 with showing_progress(False):
-                    if (hasattr(router, "fit_on_members") and val is not None and len(val)
-                            and all(m in fold_fits[i] for m in members)):
-                        router.fit_on_members([fold_fits[i][m] for m in members], fold_train, val)
-                    else:
-                        router.fit(fold_train, val)
+                    router = fit_reusing_members(make(name), fold_fits[i], fold_train, val)
                 fold_fits[i][name] = router
                 scores.append(_score_fold(router, train.subset(held), lams))
                 bar.update()

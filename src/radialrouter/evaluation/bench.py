@@ -45,6 +45,7 @@ from radialrouter.evaluation.metrics import (
     single_llm_summary,
 )
 from radialrouter.routers import Router, available_routers, router_class
+from radialrouter.routers.ensemble import fit_reusing_members
 from radialrouter.routers.registry import make_seeded
 
 #: Reference points every table carries; they are not learned routers.
@@ -72,9 +73,7 @@ AUTO = "auto"
 
 def router_spec(name: str) -> tuple[str, dict[str, Any]]:
     """A bench row name → (registered router, constructor parameters): ``NAME+context`` is ``NAME`` with
-    ``context=True`` (routers that take a context only); ``auto`` stands for the λ-free routers it chooses among."""
-    if name == AUTO:
-        return "knn", {}
+    ``context=True`` (routers that take a context only)."""
     if not name.endswith(CONTEXT_SUFFIX):
         router_class(name)
         return name, {}
@@ -201,10 +200,11 @@ def run_bench(
     started = time.perf_counter()
     names = list(routers or default_routers())
     for name in names:
-        router_spec(name)  # unknown names fail before any training
+        if name != AUTO:
+            router_spec(name)  # unknown names fail before any training
     if not seeds:
         raise ValueError("at least one seed is needed")
-    if any(router_class(router_spec(n)[0]).uses_embeddings for n in names):
+    if any(n == AUTO or router_class(router_spec(n)[0]).uses_embeddings for n in names):
         encoder = encoder or QueryEncoder()
     else:
         encoder = None
@@ -408,34 +408,7 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
     the budget sweep and latency. ``fitted``: this seed's routers fitted so far by name; an ensemble whose members
     are all there stacks them (`EnsembleRouter.fit_on_members`: the same fits it would make) instead of fitting
     them again, and its fit time is then the weight fit's."""
-    base, params = router_spec(name)
-    cls = router_class(base)
-    fitted = {} if fitted is None else fitted
-    models: dict[float | None, Router] = {}
-    fit_seconds = []
-    if name == AUTO:
-        from radialrouter.evaluation.auto import select_router
-
-        start = time.perf_counter()
-        chosen = select_router(train, val, seed=seed)
-        models[None] = chosen.best
-        chosen.best.display_name = AUTO
-        fit_seconds.append(round(time.perf_counter() - start, 3))
-        auto = {"chosen": chosen.best.name, "cv": {r["router"]: [round(r["cv_mean"], 4), round(r["cv_se"], 4)]
-                                                    for r in chosen.table}}
-    for lam in ([] if name == AUTO else scenario if cls.lam_at_fit else [None]):
-        router = make_seeded(base, seed, **params, **({} if lam is None else {"lam": lam}))
-        if name != base:
-            router.display_name = name
-        members = getattr(router, "members", None)
-        reuse = (hasattr(router, "fit_on_members") and val is not None and len(val) and not router.member_params
-                 and router.steps is None and all(m in fitted for m in members))
-        start = time.perf_counter()
-        models[lam] = router.fit_on_members([fitted[m] for m in members], train, val) if reuse else router.fit(
-            train, val)
-        fit_seconds.append(round(time.perf_counter() - start, 3))
-        if lam is None and not params:
-            fitted[name] = models[lam]
+    models, fit_seconds, auto = _fit_models(name, seed, train, val, scenario, {} if fitted is None else fitted)
     how = next(iter(models.values())).training_.get("missing_cells")
     run: dict[str, Any] = {"missing_cells": how and how["method"], "fit_seconds": fit_seconds, "results": [
         {**r, "seed": seed} for lam, m in models.items()
@@ -459,9 +432,38 @@ def _bench_router(name: str, seed: int, train: RoutingDataset, val: RoutingDatas
     if first_seed:
         middle = scenario[len(scenario) // 2]
         run["latency"] = routing_latency(models.get(None) or models[middle], test, middle, latency_runs)
-    if name == AUTO:
+    if auto is not None:
         run["auto"] = auto
     return run
+
+
+def _fit_models(name: str, seed: int, train: RoutingDataset, val: RoutingDataset | None, scenario: list[float],
+                fitted: dict[str, Router]) -> tuple[dict[float | None, Router], list[float], dict[str, Any] | None]:
+    """The bench row's models (one per scenario λ for a per-λ router, else one under ``None``), their fit seconds,
+    and for ``auto`` its choice and cross-validation table. λ-free routers fitted with default parameters join
+    ``fitted``, whose routers an ensemble stacks (`fit_reusing_members`)."""
+    if name == AUTO:
+        from radialrouter.evaluation.auto import select_router
+
+        start = time.perf_counter()
+        chosen = select_router(train, val, seed=seed)
+        chosen.best.display_name = AUTO
+        return {None: chosen.best}, [round(time.perf_counter() - start, 3)], {
+            "chosen": chosen.best.name,
+            "cv": {r["router"]: [round(r["cv_mean"], 4), round(r["cv_se"], 4)] for r in chosen.table}}
+    base, params = router_spec(name)
+    models: dict[float | None, Router] = {}
+    fit_seconds = []
+    for lam in (scenario if router_class(base).lam_at_fit else [None]):
+        router = make_seeded(base, seed, **params, **({} if lam is None else {"lam": lam}))
+        if name != base:
+            router.display_name = name
+        start = time.perf_counter()
+        models[lam] = fit_reusing_members(router, fitted, train, val)
+        fit_seconds.append(round(time.perf_counter() - start, 3))
+        if lam is None and not params:
+            fitted[name] = models[lam]
+    return models, fit_seconds, None
 
 
 def _per_task_apgr(pairs: dict[str, list[dict]], order: Sequence[str]) -> list[str]:

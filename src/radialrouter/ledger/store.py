@@ -314,25 +314,14 @@ class Ledger:
         rows = [{c: values.get(c) for c in _COLUMNS} for values in rows]
         settlements = [s for _, s, _ in batch if s is not None]
         sums = ledger_rollup.aggregate(row for row, _, _ in batch)
-        for attempt, wait in enumerate((*_RETRY_S, None)):
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(self._insert, rows)
-                    conn.execute(self._rollup, sums)
-                    self.settler(conn, settlements)
-                return True
-            except sa.exc.OperationalError as exc:  # connection lost, server down: worth retrying
-                if wait is None:
-                    log.error("decision log write failed after %d attempts (%d rows dropped): %s", attempt + 1,
-                              len(rows), exc)
-                    self._dropped(len(rows))
-                    return False
-                time.sleep(wait)
-            except sa.exc.SQLAlchemyError as exc:  # a bad row: no retry will fix it
-                log.error("decision log write failed (%d rows dropped): %s", len(rows), exc)
-                self._dropped(len(rows))
-                return False
-        return False
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert, rows)
+                conn.execute(self._rollup, sums)
+                self.settler(conn, settlements)
+
+        # connection lost, server down: worth retrying; any other error is a bad row, which no retry will fix
+        return self._write_retrying(write, len(rows), sa.exc.OperationalError, sa.exc.SQLAlchemyError)
 
     def _commit_sqlite(self, batch: list[tuple[LedgerRow, Settlement | None, Any]]) -> bool:
         """`_commit` for SQLite: the same three statements (compiled once by SQLAlchemy) as ``executemany`` on the
@@ -349,30 +338,44 @@ class Ledger:
         params = [[row.column_values(self.replica) for row, _, _ in batch], ledger_rollup.aggregate(
             row for row, _, _ in batch), [{"client": c, "spent_usd": totals[c], "reserved_usd": 0.0, "released": 0.0}
                                           for c in sorted(totals)]]
+        raw = self._raw
+
+        def write() -> None:
+            cur = raw.cursor()
+            try:
+                for (sql, names, defaults), rows in zip(self._sql, params):
+                    if rows:
+                        cur.executemany(sql, [tuple(r[n] if n in r else defaults.get(n) for n in names) for r in rows])
+                raw.commit()
+            finally:
+                cur.close()
+
+        # locked, busy, disk trouble: worth retrying; any other error is a bad row, which no retry will fix
+        return self._write_retrying(write, len(batch), sqlite3.OperationalError, sqlite3.Error, undo=raw.rollback)
+
+    def _write_retrying(self, write: Callable[[], None], count: int, transient: type[Exception],
+                        permanent: type[Exception], undo: Callable[[], None] | None = None) -> bool:
+        """Run ``write`` (one transaction of ``count`` rows): retried after a ``transient`` error for about 4 s
+        (`_RETRY_S`), given up at once after a ``permanent`` one; ``undo`` after each failure. Rows given up are
+        logged and counted as dropped."""
         for attempt, wait in enumerate((*_RETRY_S, None)):
             try:
-                cur = self._raw.cursor()
-                try:
-                    for (sql, names, defaults), rows in zip(self._sql, params):
-                        if rows:
-                            cur.executemany(sql, [tuple(r[n] if n in r else defaults.get(n) for n in names)
-                                                  for r in rows])
-                    self._raw.commit()
-                finally:
-                    cur.close()
+                write()
                 return True
-            except sqlite3.OperationalError as exc:  # locked, busy, disk trouble: worth retrying
-                self._raw.rollback()
+            except transient as exc:
+                if undo is not None:
+                    undo()
                 if wait is None:
                     log.error("decision log write failed after %d attempts (%d rows dropped): %s", attempt + 1,
-                              len(batch), exc)
-                    self._dropped(len(batch))
+                              count, exc)
+                    self._dropped(count)
                     return False
                 time.sleep(wait)
-            except sqlite3.Error as exc:  # a bad row: no retry will fix it
-                self._raw.rollback()
-                log.error("decision log write failed (%d rows dropped): %s", len(batch), exc)
-                self._dropped(len(batch))
+            except permanent as exc:
+                if undo is not None:
+                    undo()
+                log.error("decision log write failed (%d rows dropped): %s", count, exc)
+                self._dropped(count)
                 return False
         return False
 

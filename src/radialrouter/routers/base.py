@@ -90,9 +90,6 @@ class ContextBatch:
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, rows: Any) -> ContextBatch:
-        return ContextBatch(self.x[rows], self.context[rows])
-
 
 def query_contexts(queries: Any, context: Any, n: int) -> np.ndarray:
     """Each query's context: ``context`` (one value for every query, or one per query), else a dataset's task
@@ -173,7 +170,7 @@ class Router(ABC):
     @property
     def uses_context(self) -> bool:
         """Whether the router reads each query's context (task, application …) next to its text: its `_scores`
-        then get a `ContextBatch`. Routers that do not ignore a context they are given."""
+        then get a `ContextBatch`. The others ignore a context they are given."""
         return False
 
     # ------------------------------------------------------------------ hyperparameters
@@ -295,11 +292,7 @@ class Router(ABC):
     def _route_inputs(self, queries: Any, context: Any = None) -> Any:
         """`_inputs`, wrapped with each query's context (`query_contexts`) for a router that `uses_context`."""
         x = self._inputs(queries)
-        if not self.uses_context:
-            return x
-        if isinstance(x, ContextBatch):
-            return x
-        return ContextBatch(x, query_contexts(queries, context, len(x)))
+        return ContextBatch(x, query_contexts(queries, context, len(x))) if self.uses_context else x
 
     def lam_range(self) -> tuple[float, float]:
         """The λ values this router was trained to route at; `route` clamps λ above the top (with a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +48,19 @@ def member_quality(member: Router, x: np.ndarray) -> np.ndarray:
     return np.asarray(member._masked_scores(x, 0.0, None), dtype=np.float64)
 
 
-def context_table(quality: np.ndarray, contexts: np.ndarray, prior: float) -> tuple[list[str], np.ndarray]:
+def context_table(quality: np.ndarray, contexts: np.ndarray,
+                  prior: float) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per context value, each LLM's mean quality shrunk toward its overall mean: ``(Σ q + prior·q̄) / (n + prior)``
     over the rows of that context where the LLM is observed (a rare context borrows from the whole pool instead of
-    trusting a handful of rows). Returns the context values and the (C, m) table."""
+    trusting a handful of rows). Returns the context values, the (C, m) table and the overall means q̄ (m,): the
+    row of a context that is unknown or not given."""
     observed = np.isfinite(quality)
     q = np.where(observed, quality, 0.0)
     overall = np.where(observed.any(0), q.sum(0) / np.maximum(observed.sum(0), 1), 0.0)
     names = list(dict.fromkeys(str(c) for c in contexts.tolist()))
-    rows = []
-    for name in names:
-        mine = contexts == name
-        rows.append((q[mine].sum(0) + prior * overall) / (observed[mine].sum(0) + prior))
-    return names, np.stack(rows) if rows else np.zeros((0, quality.shape[1]))
+    rows = [(q[contexts == name].sum(0) + prior * overall) / (observed[contexts == name].sum(0) + prior)
+            for name in names]
+    return names, np.stack(rows) if rows else np.zeros((0, quality.shape[1])), overall
 
 
 def predicts_cost(member: Router) -> bool:
@@ -236,8 +237,8 @@ class EnsembleRouter(Router):
                 warnings.warn(f"ensemble: context=True, but the training data has one context value "
                               f"({train.task_names[0]!r}): name a task or context column (--task-column) for it "
                               "to tell queries apart", UserWarning, stacklevel=3)
-            self.contexts_, self.context_quality_ = context_table(train.quality, train.tasks, self.context_prior)
-            self.context_default_ = context_table(train.quality, np.full(len(train), ""), self.context_prior)[1][0]
+            self.contexts_, self.context_quality_, self.context_default_ = context_table(
+                train.quality, train.tasks, self.context_prior)
         xv = require_embeddings(val, self)
         quality_preds = self._stack(xv, val.tasks if self.context else None)
         fallback = None
@@ -257,10 +258,7 @@ class EnsembleRouter(Router):
         mask = observed_candidates(val)
         lams = list(self.presets_.values())
 
-        def val_score(router: Router) -> float:
-            return float(np.mean([macro_score(router.predict(xv, lam, mask), val, lam) for lam in lams]))
-
-        def val_score_context(router: Router) -> float:
+        def val_score(router: Router) -> float:  # routed on ``val`` itself: its embeddings (and tasks, as context)
             return float(np.mean([macro_score(router.predict(val, lam, mask), val, lam) for lam in lams]))
 
         self.training_ = {
@@ -270,8 +268,7 @@ class EnsembleRouter(Router):
             "quality_weights": {n: _plain(w[k]) for k, n in enumerate(self._rows())},
             "cost_weights": {n: _plain(self.cost_weights_[k]) for k, n in enumerate(self.members)},
             "equal_weights_fallback": fallback,
-            "val_score": {**{n: val_score(m) for n, m in zip(self.members, self.members_)},
-                          self.name: val_score_context(self) if self.context else val_score(self)},
+            "val_score": {**{n: val_score(m) for n, m in zip(self.members, self.members_)}, self.name: val_score(self)},
             "val_score_is": "mean macro Score over λ = " + ", ".join(f"{lam:g}" for lam in lams),
             "member_training": {n: m.training_ for n, m in zip(self.members, self.members_)},
         }
@@ -420,6 +417,18 @@ class EnsembleRouter(Router):
         self.members_ = members
 
 
+def fit_reusing_members(router: Router, fitted: Mapping[str, Router], train: RoutingDataset,
+                        val: RoutingDataset | None) -> Router:
+    """``router.fit(train, val)`` — except for an ensemble with its default member settings whose members are all in
+    ``fitted`` (routers of those names, seeded alike, fitted on the same ``train`` and ``val``): it stacks those
+    fits (`EnsembleRouter.fit_on_members`, the fits it would make itself) instead of fitting them again. For
+    comparisons that fit the members anyway (the bench's rows, ``auto``'s folds)."""
+    if (isinstance(router, EnsembleRouter) and val is not None and len(val) and not router.member_params
+            and router.steps is None and all(m in fitted for m in router.members)):
+        return router.fit_on_members([fitted[m] for m in router.members], train, val)
+    return router.fit(train, val)
+
+
 def _plain(w: np.ndarray) -> float | list[float]:
     """One number when every LLM has the same weight, else the list (for training.json)."""
     w = np.asarray(w, dtype=np.float64)
@@ -427,4 +436,4 @@ def _plain(w: np.ndarray) -> float | list[float]:
 
 
 __all__ = ["DEFAULT_MEMBERS", "EnsembleRouter", "EnsembleWeightsWarning", "context_table", "fit_cost_weights",
-           "fit_quality_weights", "member_quality"]
+           "fit_quality_weights", "fit_reusing_members", "member_quality"]
