@@ -34,11 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-import numpy as np
-import psutil
 import yaml
-from serve_load import POOL, RESULTS, bodies_for, build_router, serve, spawn, write_config
+from serve_load import POOL, RESULTS, bodies_for, build_router, drive, process_tree, serve, spawn, write_config
 
 from radialrouter.serve.testing import free_port, wait_up
 
@@ -92,69 +89,8 @@ def start_litellm(exe: Path, hub: str, tmp: Path) -> tuple[subprocess.Popen, str
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-def tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of ``pid`` and its children (all threads)."""
-    if pid is None:
-        return 0.0
-    total = 0.0
-    for proc in tree(pid):
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def rss_mb(pid: int) -> float:
-    return sum(p.memory_info().rss for p in tree(pid)) / 2**20
-
-
-async def drive(url: str, bodies: list[dict], concurrency: int, stream: bool, pid: int | None) -> dict:
-    """Send ``bodies`` with at most ``concurrency`` in flight; latency to the full response, or to the first content
-    chunk when streaming; the CPU time ``pid`` (and its children) spent meanwhile, per request."""
-    latencies, errors = [], collections.Counter()
-    gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-    async def one(client: httpx.AsyncClient, body: dict) -> None:
-        async with gate:
-            start, error = time.perf_counter(), None
-            try:
-                if stream:
-                    first = None
-                    async with client.stream("POST", url, json={**body, "stream": True}) as r:
-                        async for line in r.aiter_lines():
-                            if first is None and line.startswith("data: {") and '"content"' in line:
-                                first = time.perf_counter() - start
-                    error = f"http_{r.status_code}" if r.status_code != 200 else ("no_content" if first is None
-                                                                                 else None)
-                else:
-                    r = await client.post(url, json=body)
-                    first = time.perf_counter() - start
-                    error = f"http_{r.status_code}" if r.status_code != 200 else (
-                        None if r.json()["choices"][0]["message"]["content"] else "no_content")
-            except httpx.HTTPError as exc:
-                error = type(exc).__name__
-            if error:
-                errors[error] += 1
-            else:
-                latencies.append(first)
-
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        start, cpu = time.perf_counter(), cpu_seconds(pid)
-        await asyncio.gather(*(one(client, b) for b in bodies))
-        wall, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu
-    ms = np.asarray(latencies) * 1000
-    return {"n": len(bodies), "errors": sum(errors.values()), "error_kinds": dict(errors),
-            "cpu_ms_per_request": 1000 * cpu / len(bodies), "throughput_rps": len(latencies) / wall,
-            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
+    return sum(p.memory_info().rss for p in process_tree(pid)) / 2**20
 
 
 def med(values: list[float]) -> float | None:
@@ -241,8 +177,8 @@ def report(args, router_desc: str, litellm_version: str, runs: dict, rss: dict, 
                 continue
             rows.append({"mode": "non-streaming" if kind == "json" else "streaming (to 1st token)",
                          "concurrency": int(c), "path": path, "label": PATHS[path], "requests": r[0]["n"],
-                         "cpu_ms_per_request": med([x["cpu_ms_per_request"] for x in r]),
-                         "cpu_ms_per_request_runs": [round(x["cpu_ms_per_request"], 3) for x in r],
+                         "cpu_ms_per_request": med([x["server_cpu_ms_per_request"] for x in r]),
+                         "cpu_ms_per_request_runs": [round(x["server_cpu_ms_per_request"], 3) for x in r],
                          "added_p50_ms": med([b["p50_ms"] - a["p50_ms"] for a, b in zip(direct, r)
                                               if a["p50_ms"] is not None and b["p50_ms"] is not None]),
                          "added_p99_ms": med([b["p99_ms"] - a["p99_ms"] for a, b in zip(direct, r)

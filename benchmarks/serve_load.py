@@ -125,12 +125,24 @@ def write_config(path: Path, router: Path | None, hub: str, flaky: str | None, c
 
 
 # ---------------------------------------------------------------------------------------------- load
+def process_tree(pid: int) -> list[psutil.Process]:
+    """Process ``pid`` and its children (a gateway that forks workers counts them all)."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of process ``pid`` (all its threads); 0 when not measured."""
+    """User + system CPU time of process ``pid`` and its children (all threads); 0 when not measured."""
     if pid is None:
         return 0.0
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    total = 0.0
+    for proc in process_tree(pid):
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:  # a child that ended meanwhile
+            pass
+    return total
 
 
 async def drive(url: str | dict[str, str], bodies: list[dict], concurrency: int, stream: bool,
