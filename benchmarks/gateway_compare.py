@@ -78,8 +78,8 @@ def start_litellm(exe: Path, hub: str, tmp: Path) -> tuple[subprocess.Popen, str
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "DATABASE_URL"}}
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False",
                DISABLE_SCHEMA_UPDATE="True", PYTHONUNBUFFERED="1",
-               LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY="true")  # loopback only, no key: as the
-    # radialrouter side runs (no client keys)
+               LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY="true")  # loopback only, no key (the
+    # radialrouter side checks an API key with a budget and a rate limit on every request: serve_load.BENCH_KEY)
     log = tmp / "litellm.log"
     proc = subprocess.Popen([str(exe), "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
                              "--num_workers", "1"], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
@@ -224,8 +224,10 @@ def report(args, router_desc: str, litellm_version: str, runs: dict, rss: dict, 
             f"requests per phase ({max(50, args.requests // 4)} at 1 in flight), {os.cpu_count()} CPU cores shared by "
             f"the backend, the gateways and the load generator, loopback only; load average at the end "
             f"{result['load_average']}; {seconds:.0f} s in all.\nradialrouter: router {router_desc}, decision log "
-            f"(SQLite) and metrics on, no client keys. LiteLLM {litellm_version}: `litellm --config` with the pool's "
-            "three LLMs, one worker, default router (simple-shuffle), no database.\n\n"
+            f"(SQLite) and metrics on, every request with an API key that has a budget and a requests-per-minute "
+            f"limit (admitted, reserved for and settled). LiteLLM {litellm_version}: `litellm --config` with the "
+            "pool's three LLMs, one worker, default router (simple-shuffle), no database, no keys (its budgets need "
+            "a database).\n\n"
             f"{table}\n{ratio}\n\nServer CPU is the gateway process's user+system time (all threads and child "
             "processes) per request: on a machine shared with the backend and the load generator it is the figure "
             "to trust; latency and req/s depend on what else runs.\n\nRerun: `python benchmarks/gateway_compare.py`\n")

@@ -13,6 +13,10 @@ fallback.
 Router: ``--router DIR`` (a save_pretrained directory), else the package's default router when it exists, else a kNN
 router trained here on RouterBench's train split (../shared/data/routerbench3.parquet, embeddings from the cache).
 
+What users run is on: every request carries an API key that has a budget (USD) and a requests-per-minute limit,
+both too large to refuse anything here, so each request is admitted, reserved for and settled; the decision log
+(SQLite) and Prometheus metrics are on.
+
     python benchmarks/serve_load.py [--requests 200] [--concurrency 1,16,64] [--repeats 5] [--delay-ms 10]
 
 Writes benchmarks/results/serve_load.json and .md and prints the table.
@@ -44,6 +48,10 @@ from radialrouter.serve.testing import free_port, spawn_python, wait_up
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "routerbench3.parquet"
+#: The load generator's API key: a budget and a request rate limit, both out of reach (see the docstring).
+BENCH_KEY = {"id": "bench", "key": "${RR_BENCH_KEY}", "budget_usd": 1e9, "requests_per_minute": 10**8}
+AUTH = {"authorization": "Bearer sk-bench-load"}
+os.environ.setdefault("RR_BENCH_KEY", AUTH["authorization"].removeprefix("Bearer "))
 #: pool name → RouterBench LLM; prices are USD per million tokens (illustrative list prices).
 POOL = {
     "gpt-4": ("gpt-4-1106-preview", 10.0, 30.0, 128_000),
@@ -97,10 +105,13 @@ def build_router(directory: Path, router_arg: str | None) -> tuple[Path | None, 
     if router_arg:
         return Path(router_arg).resolve(), f"--router {router_arg}", prompts
     try:
-        from radialrouter.routers.radial import load_default
+        from radialrouter.routers.embedded import load_embedded
 
-        encoder = load_default().get_encoder().identity["name"]
-        return None, f"default (embedded), encoder `{encoder}`", prompts
+        router = load_embedded()
+        encoder = router.get_encoder().identity
+        encoder = f"{encoder['name']}, last {encoder['max_tokens']} tokens"
+        name = router.name
+        return None, f"default (embedded {name}), encoder `{encoder}`", prompts
     except Exception as exc:  # noqa: BLE001 - not built in this checkout yet: fall back to a kNN router
         print(f"default router unavailable ({exc}); training a kNN router instead", file=sys.stderr)
     if not DATA.exists():
@@ -117,7 +128,7 @@ def write_config(path: Path, router: Path | None, hub: str, flaky: str | None, c
     llms = [{"name": name, "base_url": f"{hub}/{name}{'-flaky' if name == flaky else ''}/v1", "router_llm": llm,
              "input_price": pin, "output_price": pout, "context_window": window, "capabilities": ["tools", "json"]}
             for name, (llm, pin, pout, window) in POOL.items()]
-    config = {"router": {"path": str(router)} if router else {}, "llms": llms,
+    config = {"router": {"path": str(router)} if router else {}, "llms": llms, "auth": {"keys": [BENCH_KEY]},
               "server": {"cooldown_s": cooldown_s, "max_body_bytes": 4_000_000},
               "ledger": {"path": str(path.with_suffix(".sqlite"))}}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -183,7 +194,7 @@ async def drive(url: str | dict[str, str], bodies: list[dict], concurrency: int,
             served[r.headers.get("x-radialrouter-model", body["model"])] += 1
             fallbacks += r.headers.get("x-radialrouter-fallback") == "true"
 
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=AUTH) as client:
         start, cpu = time.perf_counter(), cpu_seconds(server_pid)
         await asyncio.gather(*(one(client, b) for b in bodies))
         wall, cpu = time.perf_counter() - start, cpu_seconds(server_pid) - cpu
@@ -205,7 +216,7 @@ async def choices(url: str, prompts: list[str], concurrency: int) -> dict[str, s
             r.raise_for_status()
             out[prompt] = r.headers["x-radialrouter-model"]
 
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=AUTH) as client:
         await asyncio.gather(*(one(client, p) for p in prompts))
     return out
 

@@ -99,14 +99,14 @@ def test_pickle_needs_trust_pickle_flag(tmp_path):
 
 def test_route_reports_cost_in_one_unit_everywhere():
     """Text, --json and Python all give USD per query under a name that says so (issue 14, item 3)."""
-    from radialrouter.routers.radial import DEFAULT_DIR, load_default
+    from radialrouter.routers.embedded import embedded_dir, load_embedded
 
-    if not (DEFAULT_DIR / "config.json").exists():
+    if not (embedded_dir() / "config.json").exists():
         import pytest
 
         pytest.skip("the embedded default router is not built")
     query = "What is the capital of France?"
-    decision = load_default().route(query)[0]
+    decision = load_embedded().route(query)[0]
     as_json = runner.invoke(app, ["route", "--json", query])
     assert as_json.exit_code == 0, as_json.output
     record = json.loads(as_json.output.strip().splitlines()[-1])
@@ -155,9 +155,9 @@ def test_flags_show_no_value_type_and_flag_values_are_not_routed():
 
 
 def test_route_warns_on_empty_queries_and_shows_encoding_progress(tmp_path):
-    from radialrouter.routers.radial import DEFAULT_DIR
+    from radialrouter.routers.embedded import embedded_dir
 
-    if not (DEFAULT_DIR / "config.json").exists():
+    if not (embedded_dir() / "config.json").exists():
         import pytest
 
         pytest.skip("the embedded default router is not built")

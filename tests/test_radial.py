@@ -249,8 +249,8 @@ def test_lam_above_the_trained_range_is_clamped_with_a_warning(conditioned, spli
 
 @pytest.mark.skipif(not (DEFAULT_DIR / "config.json").exists(), reason="the embedded default router is not built")
 def test_cli_route_clamps_a_huge_lam_and_says_so():
-    proc = subprocess.run([sys.executable, "-m", "radialrouter", "route", "--json", "--lam", "1e9", "Sort a list"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "radialrouter", "route", "--model", str(DEFAULT_DIR), "--json",
+                           "--lam", "1e9", "Sort a list"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "warning: λ = 1e+09 is above the largest λ this router was trained on" in proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["lam"] == load_default().lam_range()[1]

@@ -1,19 +1,20 @@
-"""`radialrouter serve` with its default router — the embedded RadialRouter (no ``router.path``), static encoder
-and all — over real HTTP in front of fake backends: what a user who follows the README's quick start gets."""
+"""`radialrouter serve` with the package's embedded routers (no ``router.path``), static encoder and all — the
+default MLP and the RadialRouter (``router.embedded: radial``) — over real HTTP in front of fake backends: what a
+user who follows the README's quick start gets."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from radialrouter.routers.radial import DEFAULT_DIR
+from radialrouter.routers.embedded import DEFAULT_EMBEDDED, EMBEDDED
 from radialrouter.serve import parse_config
 from radialrouter.serve.app import create_app
 from radialrouter.serve.routing import ROUTING_CHARS
 from radialrouter.serve.testing import ServerThread, fake_backends
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "config.json").exists(),
-                                reason="the embedded default router is not built")
+pytestmark = pytest.mark.skipif(not all((d / "config.json").exists() for d in EMBEDDED.values()),
+                                reason="the embedded routers are not built")
 
 #: pool name → (the embedded router's LLM, USD per million input and output tokens)
 POOL = {"gpt-4": ("gpt-4-1106-preview", 10.0, 30.0), "mixtral": ("mistralai/mixtral-8x7b-chat", 0.6, 0.6),
@@ -21,13 +22,15 @@ POOL = {"gpt-4": ("gpt-4-1106-preview", 10.0, 30.0), "mixtral": ("mistralai/mixt
 KEY = {"authorization": "Bearer sk-default"}
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+@pytest.fixture(scope="module", params=["default", "radial"])
+def gateway(request, tmp_path_factory):
+    """A gateway on the default embedded router (no ``router`` section at all) or on the embedded RadialRouter."""
     with fake_backends(POOL) as (fakes, base):
         llms = [{"name": name, "base_url": f"{base}/{name}/v1", "router_llm": llm, "input_price": p_in,
                  "output_price": p_out, "context_window": 100_000} for name, (llm, p_in, p_out) in POOL.items()]
         ledger = {"path": str(tmp_path_factory.mktemp("default") / "log.sqlite"), "log_prompts": True}
-        config = parse_config({"llms": llms, "auth": {"keys": [{"id": "u", "key": "${RR_DEFAULT_KEY}"}]},
+        router = {} if request.param == "default" else {"router": {"embedded": request.param}}
+        config = parse_config({**router, "llms": llms, "auth": {"keys": [{"id": "u", "key": "${RR_DEFAULT_KEY}"}]},
                                "ledger": ledger, "server": {"batch_max_wait_ms": 1}},
                               env={"RR_DEFAULT_KEY": "sk-default"})
         app = create_app(config)
@@ -41,15 +44,21 @@ def _route(client: httpx.Client, content: str, model: str = "radial") -> dict:
     return r.json()
 
 
-def test_the_default_router_is_the_embedded_radial_router(gateway):
-    """No ``router.path``: the server loads the package's RadialRouter and ranks the pool with it."""
+def test_the_default_router_is_the_embedded_router(gateway, request):
+    """No ``router.path``: the server loads the package's router (the MLP unless ``router.embedded`` names
+    another) and ranks the pool with it; RadialRouter also gives probabilities over the pool."""
     app, client, _ = gateway
+    asked = request.node.callspec.params["gateway"]
+    embedded = DEFAULT_EMBEDDED if asked == "default" else asked
     router = app.state.serve.router
-    assert type(router).__name__ == "RadialRouter" and len(router.llms_) == 11
+    assert router.name == embedded == "mlp" if asked == "default" else router.name == "radial"
+    assert len(router.llms_) == 11
     decision = _route(client, "Write a Python function that merges two sorted lists.")
     assert decision["llm"] in POOL and sorted(decision["ranking"]) == sorted(POOL)
-    assert set(decision["probabilities"]) == set(POOL)
-    assert sum(decision["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert decision["ranking"][0] == decision["llm"]
+    if embedded == "radial":
+        assert set(decision["probabilities"]) == set(POOL)
+        assert sum(decision["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_chat_through_the_default_router_answers_from_the_chosen_llm(gateway):

@@ -142,14 +142,16 @@ def test_poison_requests_fail_alone(serve):
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_unicode"
 
 
-def test_batcher_retries_items_alone_when_the_batch_raises():
+@pytest.mark.parametrize("inline", [False, True])
+def test_batcher_retries_items_alone_when_the_batch_raises(inline):
+    """One poisonous request fails alone, whether decisions run in the routing thread or on the event loop."""
     def fn(items):
         if 3 in items:
             raise ValueError("poison in the batch")
         return [x * 10 for x in items]
 
     async def main():
-        batcher = MicroBatcher(fn, max_size=8, max_wait_s=0.01)
+        batcher = MicroBatcher(fn, max_size=8, max_wait_s=0.01, inline=inline)
         await batcher.start()
         try:
             return await asyncio.gather(*(batcher.submit(i) for i in range(8)), return_exceptions=True)
@@ -172,6 +174,57 @@ def test_batcher_queue_is_bounded():
 
     results = asyncio.run(main())
     assert any(isinstance(r, QueueFull) for r in results) and 0 in results
+
+
+def test_batcher_inline_runs_on_the_event_loop_and_switches_to_a_thread():
+    """``inline``: decisions on the event loop's own thread, batched as in the thread; turned off between batches
+    (a hot swap to a slower router), the next batch runs in the routing thread."""
+    seen = []
+
+    def fn(items):
+        seen.append((threading.current_thread().name, len(items)))
+        return [x + 1 for x in items]
+
+    async def main():
+        batcher = MicroBatcher(fn, max_size=8, max_wait_s=0.0, inline=True)
+        await batcher.start()
+        try:
+            first = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
+            batcher.inline = False
+            second = await batcher.submit(10)
+            return first, second, threading.current_thread().name
+        finally:
+            await batcher.stop()
+
+    first, second, loop_thread = asyncio.run(main())
+    assert first == [1, 2, 3, 4, 5] and second == 11
+    assert seen[0] == (loop_thread, 5)  # one batch of all five, on the loop
+    assert seen[-1][0].startswith("radialrouter-route")
+
+
+def test_auto_routes_inline_only_when_a_decision_is_cheap(router_dir, hub):
+    """``routing_thread: auto`` puts a sub-millisecond router on the event loop and keeps a slow one in the thread;
+    ``always`` / ``never`` force either."""
+    from radialrouter.serve.routing import INLINE_DECISION_S, decides_inline
+    from radialrouter.serve.state import ServeState
+
+    _, base = hub
+    state = ServeState(parse_config(_config(router_dir, base), env=KEYS))
+    cheap = state.decider.decision_seconds() <= INLINE_DECISION_S
+    assert state.route_inline == cheap and state.batcher.inline == cheap
+    for where, expected in (("always", False), ("never", True)):
+        config = parse_config(_config(router_dir, base, routing_thread=where), env=KEYS)
+        assert decides_inline(config, state.decider) is expected
+    decide = state.decider.decide
+
+    def slow_decide(queries):  # a router that needs 1 ms of CPU per decision
+        end = time.thread_time() + 2 * INLINE_DECISION_S
+        while time.thread_time() < end:
+            pass
+        return decide(queries)
+
+    state.decider.decide = slow_decide
+    assert decides_inline(parse_config(_config(router_dir, base), env=KEYS), state.decider) is False
 
 
 # ------------------------------------------------------------------------------------- 2, 3: budgets
@@ -378,8 +431,9 @@ def test_a_body_sent_too_slowly_gets_408(serve):
 
 def test_a_full_routing_queue_answers_503_at_once(serve):
     """Admission control: at most ``max_routing_queue`` requests wait for a routing decision; beyond, an immediate
-    503 ``server_busy`` with ``Retry-After: retry_after_s``, and the requests that were admitted are answered."""
-    with serve(max_routing_queue=1, batch_max_size=1, retry_after_s=4) as (app, url):
+    503 ``server_busy`` with ``Retry-After: retry_after_s``, and the requests that were admitted are answered.
+    (Decisions in the routing thread: the event loop keeps admitting while one runs.)"""
+    with serve(max_routing_queue=1, batch_max_size=1, retry_after_s=4, routing_thread="always") as (app, url):
         batcher = app.state.serve.batcher
         decide = batcher.fn
 

@@ -201,6 +201,40 @@ def test_a_routed_request_reserves_for_the_priciest_llm_it_may_fall_back_to(rout
         _wait_idle([app for app, _ in gateways])
 
 
+@pytest.mark.parametrize("spent", [0.0, BUDGET - 0.003], ids=["far-from-the-limit", "near-the-limit"])
+def test_a_key_near_its_budget_reserves_the_counted_bound(router_dir, provider, tmp_path, spent):
+    """A prompt's byte bound (no tokenizer pass) is reserved only where it fits what is left of the budget, so the
+    request cannot take the key past it at all; nearer the limit the counted bound is reserved, and a key overshoots
+    by at most one counted reservation, as the budget promises. 640 English characters on gpt-4, 10 output tokens:
+    0.0068 USD reserved by bytes, about 0.002 counted; 0.01 USD budget."""
+    fakes, base = provider
+    fakes["gpt-4"].delay_s = 1.0
+    text = "The quick brown fox jumps over the lazy dog and keeps running. " * 10
+    size = token_bound(text) + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY  # bytes, and a token of slack per chunk
+    counted = text_token_bound(text, count_tokens_and_unknown(_COUNTER, text, 10**9, _UNK)[0], 1.15) \
+        + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY
+    assert counted < size / 3
+    with _gateways(router_dir, base, _sqlite(tmp_path)) as [(app, url)]:
+        app.state.serve.budgets.spent["tenant"] = spent
+
+        async def one() -> tuple[httpx.Response, float]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                task = asyncio.ensure_future(client.post(f"{url}/v1/chat/completions", json=_chat("gpt-4", text,
+                                             max_tokens=10), headers={"authorization": "Bearer sk-tenant"}))
+                deadline, reserved = time.monotonic() + 10, 0.0
+                while not reserved and time.monotonic() < deadline:  # read while the request is in flight
+                    await asyncio.sleep(0.01)
+                    reserved = app.state.serve.budgets.reserved.get("tenant", 0.0)
+                return await task, reserved
+
+        response, reserved = asyncio.run(one())
+        assert response.status_code == 200
+        tokens = size if spent == 0.0 else counted
+        assert reserved == pytest.approx((tokens * POOL["gpt-4"][0] + 10 * POOL["gpt-4"][1]) / 1e6, rel=1e-9)
+        _wait_idle([app])
+        assert app.state.serve.budgets.spent["tenant"] == pytest.approx(spent + _bill(fakes), rel=1e-9)
+
+
 def test_an_image_part_is_reserved(router_dir, provider, tmp_path):
     fakes, base = provider
     parts = [{"type": "text", "text": "what is in it?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]

@@ -366,9 +366,9 @@ class RouteWorker:
                  text_lines: bool = False, context_column: str | None = None) -> None:
         _limit_threads(threads)
         if model is None:
-            from radialrouter.routers.radial import load_default
+            from radialrouter.routers.embedded import load_embedded
 
-            self.router = load_default()
+            self.router = load_embedded()
         else:
             from radialrouter.routers import from_pretrained
 

@@ -285,9 +285,9 @@ def route_command(
                        "it", err=True)
     use_threads(threads)
     if model is None:
-        from radialrouter.routers.radial import load_default
+        from radialrouter.routers.embedded import load_embedded
 
-        router = load_default()
+        router = load_embedded()
     else:
         router = from_pretrained(model)
     decisions = router.route(texts, lam=lam, candidates=split_list(candidates) or None)

@@ -62,7 +62,7 @@ def price_of_quality(quality: np.ndarray, cost_usd: np.ndarray) -> float:
 def is_quality_only(cost_usd: np.ndarray) -> bool:
     """Whether every known cost is 0 (quality-only data: λ changes no Score, so it must change no pick)."""
     cost = np.asarray(cost_usd, dtype=np.float64)
-    return not bool(np.any(np.nan_to_num(cost) != 0))
+    return not bool(((cost != 0) & ~np.isnan(cost)).any())
 
 
 def is_quality_only_presets(presets: dict[str, float] | None) -> bool:

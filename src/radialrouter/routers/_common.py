@@ -199,6 +199,9 @@ class QualityRegressorRouter(Router):
                                                                                    sorted(set(self.presets_.values())))}
 
     def _quality(self, x: np.ndarray) -> np.ndarray:
+        layers = numpy_layers(self)
+        if layers is not None:  # a plain Linear/ReLU stack: NumPy, ~10 µs at batch 1 instead of ~150 µs in torch
+            return sigmoid(dense_forward(layers, np.asarray(x, dtype=np.float32))).astype(np.float64)
         import torch
 
         self.module_.eval()
@@ -233,6 +236,42 @@ class QualityRegressorRouter(Router):
         self.module_ = load_module_tensors(self._build(self.dim_, len(self.llms_)), tensors, "module")
         self.cost_w_, self.cost_b_ = tensors["cost_w"], tensors["cost_b"]
         self.label_counts_ = tensors.get("label_counts")
+
+
+def numpy_layers(router: Router) -> list[tuple[np.ndarray, np.ndarray] | None] | None:
+    """The router's ``module_`` as NumPy layers — (W, b) for a Linear, None for a ReLU; Dropout, an identity at
+    inference, left out — when it is an ``nn.Sequential`` of those alone (else None: run it in torch). Cached, and
+    rebuilt whenever a weight changed (torch bumps a tensor's version on every in-place update: an optimiser step,
+    ``load_state_dict``), so inference never reads stale weights after further training."""
+    module = router.module_
+    cached = getattr(router, "_numpy_layers", None)  # (module, its parameters, their versions, layers)
+    if cached is not None and cached[0] is module and all(p._version == v for p, v in zip(cached[1], cached[2])):
+        return cached[3]
+    from torch import nn
+
+    params = list(module.parameters())
+    versions = [p._version for p in params]
+    layers: list[tuple[np.ndarray, np.ndarray] | None] | None = []
+    if not isinstance(module, nn.Sequential):
+        layers = None
+    else:
+        for layer in module:
+            if isinstance(layer, nn.Linear) and layer.bias is not None:
+                layers.append((layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()))
+            elif isinstance(layer, nn.ReLU):
+                layers.append(None)
+            elif not isinstance(layer, nn.Dropout):
+                layers = None
+                break
+    router._numpy_layers = (module, params, versions, layers)
+    return layers
+
+
+def dense_forward(layers: list[tuple[np.ndarray, np.ndarray] | None], x: np.ndarray) -> np.ndarray:
+    """Apply `numpy_layers` to ``x`` (n, d)."""
+    for layer in layers:
+        x = np.maximum(x, 0) if layer is None else x @ layer[0] + layer[1]
+    return x
 
 
 def require_embeddings(data: RoutingDataset, router: Router) -> np.ndarray:

@@ -23,7 +23,6 @@ import copy
 import threading
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,11 +44,12 @@ from radialrouter.data.dataset import RoutingDataset
 from radialrouter.routers._common import fit_cost_head, macro_score, predict_cost_head
 from radialrouter.routers._torchutil import load_module_tensors, module_tensors
 from radialrouter.routers.base import Router, RouterError, observed_candidates
+from radialrouter.routers.embedded import EMBEDDED, load_embedded
 from radialrouter.routers.radial_onnx import OnnxRadialFormer, onnx_runtime_available
 from radialrouter.routers.radialformer import BACKBONES, RadialFormer
 
-#: Where the embedded default router lives inside the package (see `load_default`).
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "routerbench3-radial"
+#: Where the embedded RadialRouter lives inside the package (see `load_default`).
+DEFAULT_DIR = EMBEDDED["radial"]
 ENCODER_MODES = ("frozen", "finetune")
 #: ``kl``: the paper's KL to a cost-aware target; ``quality``: each satellite predicts its LLM's quality (masked
 #: binary cross-entropy, so missing cells are simply not trained on) and routing maximises q̂ − λ·cost.
@@ -702,12 +702,10 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def load_default(encoder: QueryEncoder | None = None) -> RadialRouter:
-    """The embedded default router: RadialRouter trained on RouterBench (3 tasks, 11 LLMs) with the bundled
-    all-MiniLM-L6-v2 encoder; `benchmarks/train_default.py` reproduces it."""
-    if not (DEFAULT_DIR / "config.json").exists():
-        raise RouterError(f"the embedded default router is missing from {DEFAULT_DIR}; reinstall the package or "
-                          "pass a trained router directory")
-    return RadialRouter.from_pretrained(DEFAULT_DIR, encoder=encoder)
+    """The embedded RadialRouter: trained on RouterBench (3 tasks, 11 LLMs) with the bundled static encoder
+    (`benchmarks/train_default.py --router radial` reproduces it). The router ``serve`` starts with is
+    `radialrouter.routers.embedded.load_embedded` (an MLP); this one is the paper's, whose pool can grow."""
+    return load_embedded("radial", encoder=encoder)
 
 
 __all__ = ["DEFAULT_DIR", "RadialRouter", "load_default", "query_contrastive_loss"]

@@ -2,7 +2,8 @@
 settle to what it really cost afterwards.
 
 A key is admitted while ``spent + reserved < budget``; its request then reserves its worst case — the prompt's
-upper-bound count (`routing.text_token_bound`: a count the client cannot make small) × input price + every choice
+upper-bound count (`routing.text_token_bound`: a count the client cannot make small; or, when that fits what is left
+of the budget, the prompt's byte bound, which needs no tokenizer and is never below it) × input price + every choice
 (``n``) × the output tokens it may generate × output price, for the priciest LLM it may be sent to. However many
 requests race, everything admitted was reserved against a budget that still had room, so
 
@@ -50,6 +51,11 @@ class Budgets:
         if limit is not None and self.spent.get(client, 0.0) + self.reserved.get(client, 0.0) >= limit:
             raise RequestError(f"Budget of {limit} USD for client {client!r} is spent (or reserved by requests in "
                                "flight)", status=429, code="budget_exceeded")
+
+    def room(self, client: str) -> float:
+        """What is left of ``client``'s budget after its spend and the reservations in flight (inf: no budget)."""
+        limit = self.limits.get(client)
+        return float("inf") if limit is None else limit - self.spent.get(client, 0.0) - self.reserved.get(client, 0.0)
 
     def output_tokens(self, llm: LLMConfig, max_output: int) -> int:
         """Output tokens one choice may have on ``llm``: ``max_output`` (the request's), capped by the LLM's own

@@ -149,7 +149,11 @@ class ExploreConfig(_Strict):
 
 
 class RouterConfig(_Strict):
-    path: Path | None = Field(None, description="Router directory from save_pretrained; omitted: the default.")
+    path: Path | None = Field(None, description="Router directory from save_pretrained; omitted: the embedded "
+                                                "router named by `embedded`.")
+    embedded: Literal["mlp", "radial"] = Field("mlp", description="The package's router served when `path` is "
+                                                                  "omitted: mlp (the default), or radial "
+                                                                  "(RadialRouter, whose pool can grow: pool add).")
     alias: str = Field("radial", pattern=r"^[A-Za-z][A-Za-z0-9._\-]*$", description="Model name that routes.")
     default_tradeoff: str = Field("balance", description="Trade-off used by the bare alias.")
     history_messages: int = Field(4, ge=0, le=64, description="Earlier user/assistant turns the router reads.")
@@ -186,6 +190,10 @@ class ServerConfig(_Strict):
     batch_max_size: int = Field(32, ge=1, le=1024, description="Requests routed in one encoder call at most.")
     batch_max_wait_ms: float = Field(0.0, ge=0, le=100, description="How long a batch waits for more requests "
                                       "(0: none; requests that arrive while a batch runs form the next one).")
+    routing_thread: Literal["auto", "always", "never"] = Field(
+        "auto", description="Where routing decisions run: in a worker thread (always), on the event loop (never), "
+                            "or auto: on the event loop when one decision, timed at start-up, takes at most "
+                            "0.5 ms (a small router on the static encoder), else in the thread.")
     max_in_flight: int = Field(1024, ge=1, description="Chat/route requests served at once; beyond: 503 at once.")
     max_routing_queue: int = Field(256, ge=1, description="Requests waiting for a routing decision; beyond: 503.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503 when the server is saturated.")

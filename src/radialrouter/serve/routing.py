@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import re
+import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import numpy as np
 
 from radialrouter.core.encoders import QueryEncoder
 from radialrouter.routers import Router, RouterError, from_pretrained
+from radialrouter.routers.embedded import embedded_dir
 from radialrouter.serve.config import LLMConfig, ServeConfig
 
 log = logging.getLogger("radialrouter.serve")
@@ -260,12 +263,10 @@ class RouteResult:
 
 # ---------------------------------------------------------------------------------------------- loading
 def router_dir(config: ServeConfig) -> Path:
-    """The configured router directory (``save_pretrained`` layout), or the package's embedded default."""
+    """The configured router directory (``save_pretrained`` layout), or the package's embedded router."""
     if config.router.path is not None:
         return Path(config.router.path)
-    from radialrouter.routers.radial import DEFAULT_DIR
-
-    return DEFAULT_DIR
+    return embedded_dir(config.router.embedded)
 
 
 def load_router(config: ServeConfig) -> Router:
@@ -310,6 +311,20 @@ def context_refusal(prompt_tokens: int, max_output: int, llm: LLMConfig) -> Requ
 
 
 # ---------------------------------------------------------------------------------------------- deciding
+#: `server.routing_thread: auto` routes on the event loop when one decision takes at most this much CPU: handing a
+#: batch to the routing thread and back (a wake-up of each side, and the GIL taken back from a busy loop) costs
+#: about as much as such a decision.
+INLINE_DECISION_S = 0.0005
+
+
+def decides_inline(config: ServeConfig, decider: Decider) -> bool:
+    """Whether ``decider`` runs on the event loop (`server.routing_thread`; auto: a decision within
+    `INLINE_DECISION_S` on the CPU)."""
+    where = config.server.routing_thread
+    return where == "never" or (where == "auto" and config.router.device == "cpu"
+                                and decider.decision_seconds() <= INLINE_DECISION_S)
+
+
 class Decider:
     """Filters the pool per request, then ranks the survivors with the router — one encoder call per batch."""
 
@@ -331,6 +346,16 @@ class Decider:
     def warm_up(self) -> None:
         """Load encoder weights now, so the first request does not pay for it."""
         self.decide([RouteQuery("warm-up", 1, 0, frozenset(), 0.0)])
+
+    def decision_seconds(self, repeats: int = 21) -> float:
+        """Median CPU seconds of one decision on a short prompt (after `warm_up`): whether routing is cheap
+        enough to run on the event loop (`server.routing_thread: auto`)."""
+        times = []
+        for i in range(repeats):
+            start = time.thread_time()
+            self.decide([RouteQuery(f"Write a Python function that sorts list number {i}.", 1, 0, frozenset(), 0.0)])
+            times.append(time.thread_time() - start)
+        return statistics.median(times)
 
     def prompt_tokens(self, body: dict, text: str) -> int:
         """The most tokens a provider can bill for the prompt (``text``: `context_text` of ``body``) — the count

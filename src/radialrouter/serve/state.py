@@ -39,6 +39,7 @@ from radialrouter.serve.routing import (
     RouteResult,
     check_pool,
     context_refusal,
+    decides_inline,
     load_router,
     requested_output_tokens,
     router_dir,
@@ -98,9 +99,12 @@ class ServeState:
         self.max_output = max_output_tokens(config)  # max_tokens above the largest window: a 400 naming it
         self._transport = transport
         self.upstream: Upstream | None = None
+        self.route_inline = decides_inline(config, self.decider)
+        self._switch_interval: float | None = None  # CPython's, while serving (restored at shutdown)
         self.batcher = MicroBatcher(self.decider.decide, max_size=config.server.batch_max_size,
                                     max_wait_s=config.server.batch_max_wait_ms / 1000,
-                                    on_batch=self.metrics.batch_size.observe, max_queue=config.server.max_routing_queue)
+                                    on_batch=self.metrics.batch_size.observe, max_queue=config.server.max_routing_queue,
+                                    inline=self.route_inline)
         self.in_flight = 0
         self.streams: set[_Call] = set()  # open streams, ended with an error event if shutdown outlasts them
         self._heavy = anyio.CapacityLimiter(2)  # threads for large bodies: parsing, counting
@@ -121,12 +125,14 @@ class ServeState:
         # The routing thread releases the GIL in every tokenizer and ONNX Runtime call and must take it back from a
         # busy event loop each time; at CPython's default 5 ms switch interval a decision made of such calls queued
         # for tens of ms under load. A shorter interval hands the GIL over sooner (cost: more frequent switches).
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, GIL_SWITCH_INTERVAL_S))
+        # Inline routing has no such thread: the interval stays as it is.
+        self._switch_interval = sys.getswitchinterval()
+        self.set_routing_inline(self.route_inline)
         try:
             yield
         finally:
-            sys.setswitchinterval(switch)
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
             await self.batcher.stop()
             await self.upstream.aclose()
             if self.ledger is not None:
@@ -136,6 +142,14 @@ class ServeState:
             queries = getattr(self, "dashboard_queries", None)  # the dashboard's read-only engine, once opened
             if queries is not None:
                 queries.engine.dispose()
+
+    def set_routing_inline(self, inline: bool) -> None:
+        """Route on the event loop or in the routing thread from the next batch on (at start, and on a hot swap),
+        with the GIL switch interval that goes with it."""
+        self.route_inline = self.batcher.inline = inline
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval if inline else
+                                  min(self._switch_interval, GIL_SWITCH_INTERVAL_S))
 
     def begin_drain(self) -> None:
         """SIGTERM arrived: ``/readyz`` answers 503 from now on (requests are still served)."""
@@ -239,11 +253,13 @@ class ServeState:
     def count_deferred(self, call: _Call) -> bool:
         """Whether the prompt's tokenizer count can wait (and usually be skipped): its byte bound (`token_bound`,
         which needs no tokenizer and is never below the count's bound) already fits every window the request can
-        reach, and the key has neither a budget nor a token rate limit — the only other users of the count before
-        the backend's usage arrives. Then ``call.prompt_tokens`` is the byte bound until `_Call.exact_prompt_tokens`
-        replaces it (needed only when the backend reports no usage)."""
+        reach, and the key has no token rate limit and no budget shared through PostgreSQL — the other users of the
+        count before the backend's usage arrives. Then ``call.prompt_tokens`` is the byte bound until
+        `_Call.exact_prompt_tokens` replaces it: when the backend reports no usage, or when `reserve` finds that
+        a reservation on the byte bound would not fit what is left of the key's budget."""
         limit = self.limiter.limits.get(call.client)
-        if call.client in self.budgets.limits or (limit is not None and limit.tokens_per_minute is not None):
+        if (call.client in self.budgets.limits and self.shared is not None) or (
+                limit is not None and limit.tokens_per_minute is not None):
             return False
         bound = self.decider.quick_prompt_bound(call.body, call.context)
         max_output = requested_output_tokens(call.body)
@@ -301,10 +317,20 @@ class ServeState:
             raise
 
     async def reserve(self, call: _Call, plan: list[str]) -> None:
-        """Reserve the worst case over every LLM the request may be sent to (`Budgets.worst_case`)."""
+        """Reserve the worst case over every LLM the request may be sent to (`Budgets.worst_case`). A prompt not
+        counted yet (`count_deferred`) reserves on its byte bound when that fits what is left of the key's budget
+        — the request then cannot take the key past its budget at all — and is counted first otherwise, so that a
+        key near its limit reserves the counted bound, as it always did."""
         max_output = requested_output_tokens(call.body)
-        amount = max(self.budgets.worst_case(self.config.llm(n), call.prompt_tokens, max_output, call.choices)
-                     for n in plan)
+
+        def worst_case() -> float:
+            return max(self.budgets.worst_case(self.config.llm(n), call.prompt_tokens, max_output, call.choices)
+                       for n in plan)
+
+        amount = worst_case()
+        if not call.prompt_counted and call.client in self.budgets.limits and amount > self.budgets.room(call.client):
+            call.exact_prompt_tokens()
+            amount = worst_case()
         try:
             call.reservation = await self.budgets.areserve(call.client, amount)
         except RequestError as exc:

@@ -89,8 +89,7 @@ class StaticQueryEncoder(QueryEncoder):
         cut = [t[-window:] if self.truncation_side == "left" else t[:window] for t in texts]
         model = self.load()._model
         if len(cut) <= batch_size and store is None and not progress:  # the serving path: one call, nothing else
-            return model.encode(cut, max_length=None, use_multiprocessing=False, batch_size=batch_size).astype(
-                np.float32, copy=False)
+            return mean_token_vectors(model, cut)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         bar = tqdm(total=len(texts), desc="encoding queries", unit="q", disable=not progress, leave=False)
         for start in range(0, len(cut), batch_size):
@@ -105,6 +104,24 @@ class StaticQueryEncoder(QueryEncoder):
 
     def __repr__(self) -> str:
         return f"StaticQueryEncoder({self.name!r}, max_tokens={self.max_tokens})"
+
+
+def mean_token_vectors(model, texts: list[str]) -> np.ndarray:
+    """What ``StaticModel.encode(texts)`` gives — each text's mean token vector, L2-normalised when the model
+    normalises — without its per-call batching and progress bar, which cost as much as tokenizing a 256-character
+    prompt at batch 1 (the request path's case). Models with token weights or a token mapping (quantised
+    vocabularies) go through ``encode`` itself."""
+    if model.token_mapping is not None or model.weights is not None:
+        return model.encode(texts, max_length=None, use_multiprocessing=False).astype(np.float32, copy=False)
+    dtype = np.float32 if model.embedding.dtype == np.int8 else model.embedding.dtype
+    out = np.zeros((len(texts), model.dim), dtype=dtype)  # in the vectors' precision, as model2vec averages
+    for i, ids in enumerate(model.tokenize(texts)):
+        if ids:
+            out[i] = model.embedding[np.array([ids])].mean(axis=1)[0]
+    out = out.astype(np.float32)
+    if model.normalize:
+        out = (out / (np.linalg.norm(out, axis=1, keepdims=True) + 1e-32)).astype(dtype).astype(np.float32)
+    return out
 
 
 # `QueryEncoder(name)` gives this class for a static encoder's name (the package imports this module).

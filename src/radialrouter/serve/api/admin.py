@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, Request
 
-from radialrouter.serve.routing import Decider, RequestError, check_pool, load_router
+from radialrouter.serve.routing import Decider, RequestError, check_pool, decides_inline, load_router
 
 if TYPE_CHECKING:
     from radialrouter.serve.state import ServeState
@@ -77,6 +77,7 @@ class LoadedRouter:
     config: Any
     router: Any
     decider: Decider
+    inline: bool  # decided on the event loop (`decides_inline`)
 
 
 def check_router_files(path: Path) -> None:
@@ -107,7 +108,7 @@ def load_for_swap(state: ServeState, path: Path) -> LoadedRouter:
     decider = Decider(config, router, state.decider.tokenizer)
     decider.version = router_version(path)
     decider.warm_up()
-    return LoadedRouter(path, config, router, decider)
+    return LoadedRouter(path, config, router, decider, decides_inline(config, decider))
 
 
 def install_router(state: ServeState, loaded: LoadedRouter) -> dict[str, Any]:
@@ -119,6 +120,7 @@ def install_router(state: ServeState, loaded: LoadedRouter) -> dict[str, Any]:
     state.decider, state.router, state.router_path, state.router_version = decider, router, path, decider.version
     state.config = config
     state.batcher.fn = decider.decide
+    state.set_routing_inline(loaded.inline)
     log.info("router swapped: %s -> %s (%s)", old, decider.version, path)
     return {"previous_version": old, "version": decider.version, "path": str(path), "router": router.name}
 
