@@ -311,3 +311,24 @@ def test_a_refusal_names_exactly_the_limits_reached():
         assert _refused(limiter, "limited", 1) is None
     assert _refused(limiter, "limited", 950) is None  # 100 requests and 1049 tokens: both limits reached
     assert "100 requests per minute and 1000 tokens per minute" in str(_refused(limiter, "limited", 1))
+
+
+def test_request_ids_are_unique_in_a_process_and_across_forked_replicas():
+    """Request ids key the decision log (a replica's row with a taken id would replace another's): distinct within a
+    process, and a forked worker draws its own prefix instead of repeating its parent's ids."""
+    import multiprocessing
+    import re
+
+    from radialrouter.serve.calls import _request_ids
+
+    ids = [_request_ids.next() for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(re.fullmatch(r"rr-[0-9a-f]{32}", i) for i in ids)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply(_next_request_id)  # by reference: the child's own generator, not a pickled copy
+    assert child not in ids and child[:19] != ids[-1][:19]
+
+
+def _next_request_id() -> str:
+    from radialrouter.serve.calls import _request_ids
+
+    return _request_ids.next()

@@ -3,7 +3,9 @@ it ends exactly once, as a ledger row, metrics and the settled cost."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -43,13 +45,33 @@ _REFUSED = frozenset({"refused", "no_candidate"})
 OUTPUT_FOLD_CHARS = 256 * 1024
 
 
+class _RequestIds:
+    """Unique request ids with no system call per request (``uuid4`` reads the OS's random source each time, which
+    also hands the GIL to the server's other threads): a random 64-bit prefix drawn once per process — again in a
+    forked child — and a counter. Ids are unique, not secret: feedback by id is only accepted from the key that made
+    the request."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix, self._count = f"rr-{uuid.uuid4().hex[:16]}", itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+_request_ids = _RequestIds()
+
+
 class _Call:
     """Book-keeping for one chat request: decision, attempts, tokens, budget reservation; ends (exactly once) as
     a ledger row, metrics and the settled cost."""
 
     def __init__(self, state: ServeState, client: str, body: dict, target: Target) -> None:
         self.state, self.client, self.body, self.target = state, client, body, target
-        self.request_id = f"rr-{uuid.uuid4().hex}"
+        self.request_id = _request_ids.next()
         self.started = time.perf_counter()
         self.result: RouteResult | None = None
         self.attempts: list[Attempt] = []
