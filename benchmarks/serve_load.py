@@ -129,7 +129,7 @@ def write_config(path: Path, router: Path | None, hub: str, flaky: str | None, c
              "input_price": pin, "output_price": pout, "context_window": window, "capabilities": ["tools", "json"]}
             for name, (llm, pin, pout, window) in POOL.items()]
     config = {"router": {"path": str(router)} if router else {}, "llms": llms, "auth": {"keys": [BENCH_KEY]},
-              "server": {"cooldown_s": cooldown_s, "max_body_bytes": 4_000_000},
+              "server": {"cooldown_s": cooldown_s, "max_body_bytes": 4_000_000, "public_metrics": True},
               "ledger": {"path": str(path.with_suffix(".sqlite"))}}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
