@@ -44,6 +44,8 @@ def main() -> None:
         tmp = Path(tmp)
         try:
             router_dir, router_desc, prompts = build_router(tmp / "router", None)
+            if router_dir is None:  # no router.path: each version serves the embedded default of its own tree
+                router_desc = f"each version's own embedded default (this tree's: {router_desc})"
             hub_port = free_port()
             hub = f"http://127.0.0.1:{hub_port}"
             load = Path(__file__).with_name("serve_load.py")

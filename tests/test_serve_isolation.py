@@ -142,16 +142,14 @@ def test_poison_requests_fail_alone(serve):
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_unicode"
 
 
-@pytest.mark.parametrize("inline", [False, True])
-def test_batcher_retries_items_alone_when_the_batch_raises(inline):
-    """One poisonous request fails alone, whether decisions run in the routing thread or on the event loop."""
+def test_batcher_retries_items_alone_when_the_batch_raises():
     def fn(items):
         if 3 in items:
             raise ValueError("poison in the batch")
         return [x * 10 for x in items]
 
     async def main():
-        batcher = MicroBatcher(fn, max_size=8, max_wait_s=0.01, inline=inline)
+        batcher = MicroBatcher(fn, max_size=8, max_wait_s=0.01)
         await batcher.start()
         try:
             return await asyncio.gather(*(batcher.submit(i) for i in range(8)), return_exceptions=True)
@@ -176,32 +174,6 @@ def test_batcher_queue_is_bounded():
     assert any(isinstance(r, QueueFull) for r in results) and 0 in results
 
 
-def test_batcher_inline_runs_on_the_event_loop_and_switches_to_a_thread():
-    """``inline``: decisions on the event loop's own thread, batched as in the thread; turned off between batches
-    (a hot swap to a slower router), the next batch runs in the routing thread."""
-    seen = []
-
-    def fn(items):
-        seen.append((threading.current_thread().name, len(items)))
-        return [x + 1 for x in items]
-
-    async def main():
-        batcher = MicroBatcher(fn, max_size=8, max_wait_s=0.0, inline=True)
-        await batcher.start()
-        try:
-            first = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
-            batcher.inline = False
-            second = await batcher.submit(10)
-            return first, second, threading.current_thread().name
-        finally:
-            await batcher.stop()
-
-    first, second, loop_thread = asyncio.run(main())
-    assert first == [1, 2, 3, 4, 5] and second == 11
-    assert seen[0] == (loop_thread, 5)  # one batch of all five, on the loop
-    assert seen[-1][0].startswith("radialrouter-route")
-
-
 def test_auto_routes_inline_only_when_a_decision_is_cheap(router_dir, hub):
     """``routing_thread: auto`` puts a sub-millisecond router on the event loop and keeps a slow one in the thread;
     ``always`` / ``never`` force either."""
@@ -211,7 +183,7 @@ def test_auto_routes_inline_only_when_a_decision_is_cheap(router_dir, hub):
     _, base = hub
     state = ServeState(parse_config(_config(router_dir, base), env=KEYS))
     cheap = state.decider.decision_seconds() <= INLINE_DECISION_S
-    assert state.route_inline == cheap and state.batcher.inline == cheap
+    assert state.route_inline == cheap
     for where, expected in (("always", False), ("never", True)):
         config = parse_config(_config(router_dir, base, routing_thread=where), env=KEYS)
         assert decides_inline(config, state.decider) is expected
@@ -225,6 +197,26 @@ def test_auto_routes_inline_only_when_a_decision_is_cheap(router_dir, hub):
 
     state.decider.decide = slow_decide
     assert decides_inline(parse_config(_config(router_dir, base), env=KEYS), state.decider) is False
+
+
+def test_where_decisions_run_changes_no_decision(serve):
+    """On the event loop (``never``) or in the routing thread (``always``), the same requests get the same
+    decisions, concurrent ones included."""
+    prompts = [f"question {i}: {'prove a theorem' if i % 2 else 'sort a list'} number {i}" for i in range(12)]
+
+    async def decisions(url: str) -> list[tuple[str, list[str]]]:
+        async with httpx.AsyncClient(timeout=30, headers=RICH) as client:
+            replies = await asyncio.gather(*(client.post(f"{url}/v1/route", json={
+                "model": "radial", "messages": [{"role": "user", "content": p}]}) for p in prompts))
+        assert all(r.status_code == 200 for r in replies)
+        return [(r.json()["llm"], r.json()["ranking"]) for r in replies]
+
+    seen = {}
+    for where in ("never", "always"):
+        with serve(routing_thread=where) as (app, url):
+            assert app.state.serve.route_inline is (where == "never")
+            seen[where] = asyncio.run(decisions(url))
+    assert seen["never"] == seen["always"]
 
 
 # ------------------------------------------------------------------------------------- 2, 3: budgets

@@ -1,10 +1,8 @@
-"""An asyncio micro-batcher: concurrent requests share one encoder/router call, in a worker thread or inline.
+"""An asyncio micro-batcher: concurrent requests share one encoder/router call in a worker thread.
 
 Encoding 16 queries in one forward pass costs little more than encoding one, so under load the batcher collects
-what arrives within ``max_wait_s`` (or until ``max_size``) and while a batch runs the next one fills up. A model
-that takes milliseconds runs in one worker thread, one batch at a time, so the event loop keeps serving meanwhile;
-one that takes a fraction of a millisecond (``inline=True``) runs on the event loop itself, where handing each
-batch to a thread and back would cost more CPU than the decision.
+what arrives within ``max_wait_s`` (or until ``max_size``) and while a batch runs the next one fills up. The event
+loop never runs the model; one worker thread does, one batch at a time.
 
 Isolation: a result that is an exception goes to its own caller only, and when the batch function itself raises,
 each item is retried alone, so one poisonous request fails by itself instead of failing everyone batched with it.
@@ -33,9 +31,9 @@ class MicroBatcher(Generic[T, R]):
 
     def __init__(self, fn: Callable[[list[T]], list[R | BaseException]], max_size: int = 32,
                  max_wait_s: float = 0.002, on_batch: Callable[[int], None] | None = None,
-                 max_queue: int = 0, inline: bool = False) -> None:
+                 max_queue: int = 0) -> None:
         self.fn, self.max_size, self.max_wait_s, self.on_batch = fn, max_size, max_wait_s, on_batch
-        self.max_queue, self.inline = max_queue, inline
+        self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[T, asyncio.Future]] | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -46,6 +44,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(self.max_queue)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radialrouter-route")
         self._task = asyncio.create_task(self._run(), name="radialrouter-batcher")
 
     async def stop(self) -> None:
@@ -70,7 +69,7 @@ class MicroBatcher(Generic[T, R]):
         return await future
 
     def _call(self, items: list[T]) -> list[R | BaseException]:
-        """The whole batch (in the worker thread, or inline), or each item alone if the batch raises."""
+        """Run in the worker thread: the whole batch, or each item alone if the batch raises."""
         try:
             return self._checked(items)
         except Exception as exc:  # noqa: BLE001 - isolated below
@@ -116,13 +115,7 @@ class MicroBatcher(Generic[T, R]):
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(live))
-            items = [item for item, _ in live]
-            if self.inline:  # may change between batches (a hot swap to a slower router)
-                results = self._call(items)
-            else:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radialrouter-route")
-                results = await loop.run_in_executor(self._executor, self._call, items)
+            results = await loop.run_in_executor(self._executor, self._call, [item for item, _ in live])
             for (_, fut), result in zip(live, results):
                 if fut.done():
                     continue

@@ -103,8 +103,7 @@ class ServeState:
         self._switch_interval: float | None = None  # CPython's, while serving (restored at shutdown)
         self.batcher = MicroBatcher(self.decider.decide, max_size=config.server.batch_max_size,
                                     max_wait_s=config.server.batch_max_wait_ms / 1000,
-                                    on_batch=self.metrics.batch_size.observe, max_queue=config.server.max_routing_queue,
-                                    inline=self.route_inline)
+                                    on_batch=self.metrics.batch_size.observe, max_queue=config.server.max_routing_queue)
         self.in_flight = 0
         self.streams: set[_Call] = set()  # open streams, ended with an error event if shutdown outlasts them
         self._heavy = anyio.CapacityLimiter(2)  # threads for large bodies: parsing, counting
@@ -144,9 +143,9 @@ class ServeState:
                 queries.engine.dispose()
 
     def set_routing_inline(self, inline: bool) -> None:
-        """Route on the event loop or in the routing thread from the next batch on (at start, and on a hot swap),
-        with the GIL switch interval that goes with it."""
-        self.route_inline = self.batcher.inline = inline
+        """Decide on the event loop or in the routing thread from the next request on (at start, and on a hot
+        swap), with the GIL switch interval that goes with it."""
+        self.route_inline = inline
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval if inline else
                                   min(self._switch_interval, GIL_SWITCH_INTERVAL_S))
@@ -281,8 +280,9 @@ class ServeState:
 
     def start_decision(self, call: _Call, size: int) -> asyncio.Task | None:
         """Start routing before the prompt's tokens are counted (see `early_query`), so that the count (on the
-        loop) and the decision (in the routing thread) overlap; None when routing must wait for the count."""
-        query = self.early_query(call, size)
+        loop) and the decision (in the routing thread) overlap; None when routing must wait for the count, or
+        decides on the event loop anyway (`route_inline`: nothing to overlap)."""
+        query = None if self.route_inline else self.early_query(call, size)
         if query is None:
             return None
         task = asyncio.ensure_future(self._decide(query))
@@ -301,7 +301,15 @@ class ServeState:
         return query if self.decider.fits_every_window(query.prompt_tokens, query.max_output) else None
 
     async def _decide(self, query: RouteQuery) -> RouteResult:
+        """A decision made on the spot on the event loop (`route_inline`: it costs less than a hand-over to the
+        routing thread and back), or by the micro-batcher in the routing thread."""
         with self.metrics.decision_seconds.time():
+            if self.route_inline:
+                self.metrics.batch_size.observe(1)
+                result = self.decider.decide([query])[0]
+                if isinstance(result, BaseException):
+                    raise result
+                return result
             try:
                 return await self.batcher.submit(query)
             except QueueFull as exc:
