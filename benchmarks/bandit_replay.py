@@ -11,7 +11,8 @@ traffic at λ = Balance. A logging policy routes each one and only the called LL
 bandit learner (`LEARNER`, chosen on validation by `bandit_learner_select.py`: an ``mlp`` 64 units wide with the
 masked loss of `radialrouter.learning.partial` and its pessimistic routing, costs imputed as in
 `radialrouter.learning.ledger_data`)
-is retrained on everything logged so far and becomes the new logging policy. Policies:
+is retrained on everything logged so far and (blended with the frozen router, see ``--prior``) becomes the new
+logging policy. Policies:
 
 * ``frozen``: routerbench3 — the embedded router (RadialRouter, static encoder) as shipped (trained on the full
   information of routerbench3's training split); mmlupro29 — no embedded router knows its pool, so the learner
@@ -19,15 +20,17 @@ is retrained on everything logged so far and becomes the new logging policy. Pol
   of every variant.
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
 * ``bandit, exploring``: SquareCB's inverse-gap weighting (``--explore squarecb``, the default, chosen on
-  validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 10·√t after
-  t logged queries, the same function as ``router.explore``), ε-greedy (``--explore epsilon``: with probability ε a
+  validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 100·√t after
+  t logged queries — the scale chosen by `bandit_serve_select.py`, 10 before — the same function as
+  ``router.explore``), ε-greedy (``--explore epsilon``: with probability ε a
   uniformly random LLM) or a softmax over the policy's scores with an ε/m floor (``--explore softmax``); the draw's
   propensity is logged.
   Which policy serves after a retrain (``--deploy``): ``always`` the new learner; ``ope`` the new learner only
   when off-policy evaluation of the most recent logged queries (held out from a check fit) rates it at least the
   frozen router, else the frozen router keeps serving, exploring around its choice (`deploy_learner`).
   ``--prior n0`` warm-starts serving from the shipped router: the served scores blend the frozen router's and the
-  learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`). The serving settings
+  learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`; default n0 = 1,000, the
+  learner alone before). The serving settings
   (γ scale, ``--deploy``, ``--prior``) are chosen by `bandit_serve_select.py` on each seed's validation stream
   (`validation_stream`) by the Score served, the protocol VW SquareCB's choice (b) follows.
 * ``bandit, exploring, noisy judge``: as above, labels flipped with probability ``--noise``.
@@ -308,7 +311,8 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
             print(f"  {name} seed {seed} at {t}: " + ", ".join(f"{v} {c[-1]:.4f}" for v, c in curves.items()),
                   flush=True)
         start = t
-    return {"checkpoints": checkpoints, "frozen": frozen_score, "curves": curves,
+    frozen_served = float(true_score[np.arange(n), frozen.predict(x, LAM)].mean())  # greedy, no learning
+    return {"checkpoints": checkpoints, "frozen": frozen_score, "frozen_served": frozen_served, "curves": curves,
             "served_score": {v: float(np.average(s, weights=np.diff([0] + checkpoints))) for v, s in served.items()},
             "served_blocks": served, "checks": checks, "deployed": {v: s["deployed"] for v, s in state.items()},
             "log": {k: state[EXPLORING][k] for k in ("action", "label", "probs")} if EXPLORING in state else None}
@@ -416,6 +420,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
         curves = {v: {"mean": np.mean([r["curves"][v] for r in rs], 0).tolist(),
                       "std": np.std([r["curves"][v] for r in rs], 0).tolist()} for v in VARIANTS}
         out[name] = {"checkpoints": checkpoints, "frozen": float(np.mean([r["frozen"] for r in rs])),
+                     "frozen_served": float(np.mean([r["frozen_served"] for r in rs])),
+                     "frozen_served_se": std_err([r["frozen_served"] for r in rs]),
                      "curves": curves,
                      "served_score": {v: float(np.mean([r["served_score"][v] for r in rs]))
                                       for v in rs[0]["served_score"]},
@@ -484,15 +490,17 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epsilon", type=float, default=0.3, help="ε of ε-greedy (the floor with softmax)")
     parser.add_argument("--explore", choices=("epsilon", "softmax", "squarecb"), default="squarecb")
     parser.add_argument("--gamma", type=float, default=None, help="SquareCB's fixed γ (default: the schedule)")
-    parser.add_argument("--gamma-scale", type=float, default=10.0, help="SquareCB: γ = scale · t^exponent")
+    parser.add_argument("--gamma-scale", type=float, default=100.0,
+                        help="SquareCB: γ = scale · t^exponent (default chosen by bandit_serve_select.py)")
     parser.add_argument("--gamma-exponent", type=float, default=0.5)
     parser.add_argument("--deploy", choices=("always", "ope"), default="always",
                         help="after a retrain, serve the new learner always, or only when off-policy evaluation on "
                              "held-out logged queries rates it at least the frozen router (else the frozen router "
                              "keeps serving)")
-    parser.add_argument("--prior", type=float, default=0.0,
+    parser.add_argument("--prior", type=float, default=1000.0,
                         help="warm start from the frozen router: after t logged queries serve the blend of its and "
-                             "the learner's scores with the learner's weight t / (t + prior) (0: the learner alone)")
+                             "the learner's scores with the learner's weight t / (t + prior) (0: the learner alone; "
+                             "default chosen by bandit_serve_select.py)")
     parser.add_argument("--deploy-holdout", type=float, default=0.25,
                         help="--deploy ope: the most recent share of the log held out for that check")
     parser.add_argument("--curve", default="1000,2000,5000,10000",
@@ -624,6 +632,9 @@ def report(r: dict, plotted: bool, png: str) -> str:
             lines.append(f"| {v} | " + " | ".join(f"{m:.4f} ± {d:.4f}" for m, d in zip(c["mean"], c["std"]))
                          + f" | {'' if served is None else f'{served:.4f}'} |")
         gaps, warm_gaps = s["final_gap_per_seed"], s["final_gap_warm_start_per_seed"]
+        if "frozen_served" in s:
+            lines += ["", f"The frozen router alone (greedy, never retrained) would have served "
+                          f"{s['frozen_served']:.4f} ± {s['frozen_served_se'] or 0:.4f} on the same traffic."]
         lines += ["", f"Gap full information − exploring after {s['checkpoints'][-1]} queries: "
                       f"{np.mean(gaps):+.4f} (per seed: {', '.join(f'{g:+.4f}' for g in gaps)}); with the "
                       f"{sz['warm_start_queries']}-query warm start: {np.mean(warm_gaps):+.4f}.", ""]

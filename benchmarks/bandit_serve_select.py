@@ -36,7 +36,7 @@ from radialrouter.routers.radial import load_default
 #: retrains, which the 10,000-query learning curve cannot afford here).
 CANDIDATES: dict[str, list[str]] = {
     **{f"squarecb γ = {g:g}·√t, prior {n:g}": ["--gamma-scale", str(g), "--prior", str(n)]
-       for n in (0.0, 250.0, 1000.0, 4000.0) for g in (10.0, 30.0, 100.0)},
+       for n in (0.0, 250.0, 1000.0, 4000.0) for g in (10.0, 30.0, 100.0, 300.0)},
     **{f"squarecb γ = {g:g}·√t, prior {n:g}, deploy ope": ["--gamma-scale", str(g), "--prior", str(n),
                                                            "--deploy", "ope"]
        for n in (0.0, 1000.0) for g in (10.0, 30.0)},

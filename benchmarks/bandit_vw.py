@@ -403,17 +403,21 @@ def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
 
 def report(r: dict) -> str:
     """The markdown report: the issue's table, reproduced."""
+    from bandit_replay import explore_label
+
     def pm(mean: float | None, se: float | None) -> str:
         return "" if mean is None else f"{mean:.4f} ± {se or 0:.4f}"
 
     lines = [f"# Vowpal Wabbit {r['vowpalwabbit']} on the bandit replay's logs", "",
              f"{r['vw']['dataset']}, {r['vw']['logged']} logged queries, seeds {r['seeds']}, λ = 0.02. Off-policy "
-             "learners read the replay's logs: its default logging policy (SquareCB, γ = 10·√t) and ε-greedy at "
+             "learners read the replay's logs: its default logging policy ("
+             f"{explore_label(r['replay_settings'])}) and ε-greedy at "
              "ε = 0.3 (the issue's protocol); the first 500 queries of each are routed by the shipped router. "
              "Means ± standard error over seeds; VW settings chosen per learner on the validation queries (each "
              "seed's 200 warm-start queries) by test Score on them (the on-policy row: choice (a); choice (b) by "
              "the served Score on the validation stream, below); gaps paired by seed. Served: "
-             "the true Score of what was served on the traffic (ours: the first 500 by the shipped router; VW "
+             "the true Score of what was served on the traffic (ours: the first 500 by the shipped router, then "
+             "by the logging policy above; VW "
              "on-policy: by VW from the first query); 'after 500': queries 501–2,000. Load average "
              f"{r['load_average']['before'][0]:.2f} before, {r['load_average']['after'][0]:.2f} after; "
              f"{r['seconds']} s.", "",
