@@ -11,8 +11,8 @@ traffic at λ = Balance. A logging policy routes each one and only the called LL
 bandit learner (`LEARNER`, chosen on validation by `bandit_learner_select.py`: an ``mlp`` 64 units wide with the
 masked loss of `radialrouter.learning.partial` and its pessimistic routing, costs imputed as in
 `radialrouter.learning.ledger_data`)
-is retrained on everything logged so far and (blended with the frozen router, see ``--prior``) becomes the new
-logging policy. Policies:
+is retrained on everything logged so far and becomes the new logging policy (``--prior``: blended with the frozen
+router). Policies:
 
 * ``frozen``: routerbench3 — the embedded router (RadialRouter, static encoder) as shipped (trained on the full
   information of routerbench3's training split); mmlupro29 — no embedded router knows its pool, so the learner
@@ -20,7 +20,7 @@ logging policy. Policies:
   of every variant.
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
 * ``bandit, exploring``: SquareCB's inverse-gap weighting (``--explore squarecb``, the default, chosen on
-  validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 100·√t after
+  validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 30·√t after
   t logged queries — the scale chosen by `bandit_serve_select.py`, 10 before — the same function as
   ``router.explore``), ε-greedy (``--explore epsilon``: with probability ε a
   uniformly random LLM) or a softmax over the policy's scores with an ε/m floor (``--explore softmax``); the draw's
@@ -29,8 +29,8 @@ logging policy. Policies:
   when off-policy evaluation of the most recent logged queries (held out from a check fit) rates it at least the
   frozen router, else the frozen router keeps serving, exploring around its choice (`deploy_learner`).
   ``--prior n0`` warm-starts serving from the shipped router: the served scores blend the frozen router's and the
-  learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`; default n0 = 1,000, the
-  learner alone before). The serving settings
+  learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`; default 0, the learner
+  alone: the blend served best on the validation stream but starved the learner of labels). The serving settings
   (γ scale, ``--deploy``, ``--prior``) are chosen by `bandit_serve_select.py` on each seed's validation stream
   (`validation_stream`) by the Score served, the protocol VW SquareCB's choice (b) follows.
 * ``bandit, exploring, noisy judge``: as above, labels flipped with probability ``--noise``.
@@ -490,14 +490,14 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epsilon", type=float, default=0.3, help="ε of ε-greedy (the floor with softmax)")
     parser.add_argument("--explore", choices=("epsilon", "softmax", "squarecb"), default="squarecb")
     parser.add_argument("--gamma", type=float, default=None, help="SquareCB's fixed γ (default: the schedule)")
-    parser.add_argument("--gamma-scale", type=float, default=100.0,
+    parser.add_argument("--gamma-scale", type=float, default=30.0,
                         help="SquareCB: γ = scale · t^exponent (default chosen by bandit_serve_select.py)")
     parser.add_argument("--gamma-exponent", type=float, default=0.5)
     parser.add_argument("--deploy", choices=("always", "ope"), default="always",
                         help="after a retrain, serve the new learner always, or only when off-policy evaluation on "
                              "held-out logged queries rates it at least the frozen router (else the frozen router "
                              "keeps serving)")
-    parser.add_argument("--prior", type=float, default=1000.0,
+    parser.add_argument("--prior", type=float, default=0.0,
                         help="warm start from the frozen router: after t logged queries serve the blend of its and "
                              "the learner's scores with the learner's weight t / (t + prior) (0: the learner alone; "
                              "default chosen by bandit_serve_select.py)")
@@ -670,8 +670,9 @@ def report(r: dict, plotted: bool, png: str) -> str:
             lines.append(f"| radialrouter (this replay's logging and learner) | {o['final_gap']:+.4f} ± "
                          f"{o['final_gap_se'] or 0:.4f} | {o['served_score']:.4f} ± {o['served_score_se'] or 0:.4f} |")
         for name, row in v.get("learners", {}).items():
-            served = (f"{v['served_score']:.4f} ± {v.get('served_score_se') or 0:.4f}"
-                      if "on-policy" in name else "")
+            a = ("served_score_test_validation_choice" if "served_score_test_validation_choice" in v
+                 else "served_score")  # the row's setting: chosen by test Score on the validation queries, (a)
+            served = f"{v[a]:.4f} ± {v.get(a + '_se') or 0:.4f}" if "on-policy" in name else ""
             lines.append(f"| {name} | {row['gap']:+.4f} ± {row['gap_se'] or 0:.4f} | {served} |")
         lines += ["", f"VW's best gap: {v['final_gap']:+.4f} ({v.get('best', '')})."]
         if "reference_best_served_on_traffic" in v:

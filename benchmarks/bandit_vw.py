@@ -56,8 +56,9 @@ ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.003, 0.01, 0.03, 0.1
 #: VW's full-information ceiling (every action's reward; one fixed setting, not tuned)
 FULL_SETTING = {"cb_type": "mtr", "lr": 0.1, "passes": 3}
 CB_TYPES = ("ips", "dr", "mtr")
-#: logs VW learns from off-policy: the replay's default logging policy, and the issue's ε-greedy (ε = 0.3)
-LOGS = {"default": [], "epsilon": ["--explore", "epsilon", "--epsilon", "0.3"]}
+#: logs VW learns from off-policy: the replay's default logging policy, and the issue's ε-greedy (ε = 0.3, the
+#: learner serving alone, as in the issue)
+LOGS = {"default": [], "epsilon": ["--explore", "epsilon", "--epsilon", "0.3", "--prior", "0"]}
 
 
 # ---------------------------------------------------------------- worker (runs inside the VW venv)
