@@ -683,7 +683,8 @@ def report(r: dict, plotted: bool, png: str) -> str:
                       f"| (a) best test Score on the validation queries | "
                       f"{v['served_score_test_validation_choice_setting']} | "
                       f"{v['served_score_test_validation_choice']:.4f} ± "
-                      f"{v['served_score_test_validation_choice_se'] or 0:.4f} | {v['squarecb_final_gap']:+.4f} |",
+                      f"{v['served_score_test_validation_choice_se'] or 0:.4f} | {v['squarecb_final_gap']:+.4f} ± "
+                      f"{v.get('squarecb_final_gap_se') or 0:.4f} |",
                       f"| **(b) best served Score on the validation stream** (the served target's yardstick) | "
                       f"{v['served_score_setting']} | {v['served_score']:.4f} ± {v['served_score_se'] or 0:.4f} | "
                       f"{v['served_score_setting_gap']:+.4f} ± {v['served_score_setting_gap_se'] or 0:.4f} |",

@@ -394,7 +394,7 @@ def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
                 "setting": square["best_served_setting"], "served_score": float(np.mean(square["best_served"])),
                 "served_score_se": std_err(square["best_served"]), "gap": float(top_gap.mean()),
                 "gap_se": std_err(list(top_gap))},
-            "squarecb_final_gap": square["gap"],
+            "squarecb_final_gap": square["gap"], "squarecb_final_gap_se": square["gap_se"],
             "learners": {r["learner"]: {"gap": r["gap"], "gap_se": r["gap_se"], "test": r["test_mean"],
                                         "setting": r.get("setting")} for r in vw_rows},
             "ours": {"final_gap": ours["gap"], "final_gap_se": ours["gap_se"], "served_score": ours["served_mean"],
@@ -437,7 +437,7 @@ def report(r: dict) -> str:
               "| choice | setting | served | gap to full information |", "|---|---|---:|---:|",
               f"| (a) best test Score on the validation queries | {v['served_score_test_validation_choice_setting']} | "
               f"{pm(v['served_score_test_validation_choice'], v['served_score_test_validation_choice_se'])} | "
-              f"{pm(v['squarecb_final_gap'], None)} |",
+              f"{pm(v['squarecb_final_gap'], v.get('squarecb_final_gap_se'))} |",
               f"| **(b) best served Score on the validation stream** (the served target's yardstick) | "
               f"{v['served_score_setting']} | {pm(v['served_score'], v['served_score_se'])} | "
               f"{pm(v['served_score_setting_gap'], v['served_score_setting_gap_se'])} |",
@@ -445,7 +445,8 @@ def report(r: dict) -> str:
               f"{pm(ref['served_score'], ref['served_score_se'])} | {pm(ref['gap'], ref['gap_se'])} |", "",
               "Validation stream (`bandit_replay.validation_stream`): per seed, 2,000 draws with replacement from its "
               "200 warm-start queries (full information, outside the traffic and the test split) — the stream our "
-              "own serving settings are chosen on (`bandit_serve_select.py`). VW's served Score on it, by setting: "
+              "own serving settings are chosen on (`bandit_serve_select.py`, whose rule also asks the learner to "
+              "keep its bandit-fed validation Score; VW's (b) has no such guard). VW's served Score on it, by setting: "
               + ", ".join(f"`{k}` {val:.4f}" for k, val in stream.items()) + ".", "",
               f"Grids: off-policy {r['grids']['off_policy']}; on-policy {r['grids']['on_policy']}. Features: the "
               "query embedding (namespace s) crossed with the action id (a), `-q sa`; VW's cost = −(quality − "
