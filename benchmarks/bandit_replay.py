@@ -137,13 +137,21 @@ def quality_model(router: Router, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def fit_bandit(traffic: RoutingDataset, action: np.ndarray, label: np.ndarray, prior_cost: np.ndarray, steps: int,
-               seed: int, warm: RoutingDataset | None = None, make: Callable[[int, int], Router] = learner) -> Router:
+               seed: int, warm: RoutingDataset | None = None, make: Callable[[int, int], Router] = learner,
+               impute: Router | None = None) -> Router:
     """The masked-loss learner on the logged rows (one label per row, costs imputed for the other LLMs), plus the
-    full-information ``warm`` rows when given."""
+    full-information ``warm`` rows when given. ``impute`` (``--impute-frozen``: the shipped router): the unrevealed
+    quality cells are filled from it — its implied quality differences to the called LLM added to that LLM's
+    revealed label, clipped to [0, 1] (`implied_quality`) — a warm start of the learner itself."""
     n, m = len(traffic), traffic.n_llms
+    rows = np.arange(n)
     quality = np.full((n, m), np.nan)
-    quality[np.arange(n), action] = label
-    cost = impute_costs(action, traffic.cost[np.arange(n), action], m, prior_cost)
+    quality[rows, action] = label
+    if impute is not None:
+        implied = implied_quality(impute, traffic.embeddings)
+        filled = np.clip(label[:, None] + implied - implied[rows, action][:, None], 0.0, 1.0)
+        quality = np.where(np.isnan(quality), filled, quality)
+    cost = impute_costs(action, traffic.cost[rows, action], m, prior_cost)
     ds = RoutingDataset.from_arrays(traffic.prompts.tolist(), quality, traffic.llms, cost=cost,
                                     tasks=traffic.tasks.tolist(), split=["train"] * n, source="replay-log")
     ds = ds.with_embeddings(traffic.embeddings, traffic.embedding_encoder)
@@ -184,6 +192,13 @@ def logged_traffic(traffic: RoutingDataset, rows: np.ndarray, probs: np.ndarray,
                          candidates=np.ones((k, traffic.n_llms), bool), probs=probs, action=action, reward=label,
                          cost=traffic.cost[rows, action], lam=np.full(k, LAM),
                          router_version=np.full(k, "", object), label_source=np.full(k, "", object))
+
+
+def implied_quality(router: Router, x: np.ndarray) -> np.ndarray:
+    """A router's implied quality per LLM, up to a per-query constant: its Score estimate (RadialRouter: τ·log p̂,
+    p = softmax(Score / τ); a regressor: q̂ − λ·cost) plus λ·COST_SCALE times its predicted cost."""
+    scale = float(router.target_tau()) if hasattr(router, "target_tau") else 1.0
+    return scale * router.predict_scores(x, LAM) + LAM * COST_SCALE * router.predict_costs(x)
 
 
 class PriorBlend:
@@ -295,7 +310,7 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
         for v, s in state.items():
             v_warm = warm if v.endswith("warm start") else None
             s["policy"] = fit_bandit(traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps,
-                                     seed, v_warm, make)
+                                     seed, v_warm, make, frozen if getattr(args, "impute_frozen", False) else None)
             gated = getattr(args, "deploy", "always") == "ope" and v != "bandit, no exploration"
             use = not gated or deploy_learner(traffic, s, seen, frozen, prior, args, seed, v_warm, make)
             prior_n = getattr(args, "prior", 0.0)
@@ -501,6 +516,9 @@ def replay_parser() -> argparse.ArgumentParser:
                         help="warm start from the frozen router: after t logged queries serve the blend of its and "
                              "the learner's scores with the learner's weight t / (t + prior) (0: the learner alone; "
                              "default chosen by bandit_serve_select.py)")
+    parser.add_argument("--impute-frozen", action="store_true",
+                        help="warm-start the learner itself: fill the unrevealed quality cells of the log from the "
+                             "frozen router's implied quality differences to the called LLM")
     parser.add_argument("--deploy-holdout", type=float, default=0.25,
                         help="--deploy ope: the most recent share of the log held out for that check")
     parser.add_argument("--curve", default="1000,2000,5000,10000",

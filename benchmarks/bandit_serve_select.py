@@ -10,12 +10,15 @@ information, outside the traffic and the test split) drawn with replacement into
 retrained every 500, the first 500 served by the shipped router) and scores the true Score of what it served.
 Candidates: SquareCB's γ scale (γ = scale · √t) and the warm start from the shipped router (``--prior n0``: served
 scores blend the shipped router's and the learner's, the learner's weight t / (t + n0), `bandit_replay.PriorBlend`;
-0: the learner alone). Serving less exploratively can starve the learner of labels (the final-gap target), so
+0: the learner alone), and a warm start of the learner itself (``--impute-frozen``: the log's unrevealed quality
+cells filled from the shipped router's implied quality differences to the called LLM). Serving less
+exploratively can starve the learner of labels (the final-gap target), so
 each candidate's learning is measured too, as `bandit_explore_select.py` does: the bandit-fed learner trained on
 the candidate's log of the traffic (the training data; nothing served there is read) and scored on the validation
 queries. Rule: the best mean served Score on the validation stream among the candidates whose bandit-fed
 validation Score is within one standard error of the best.
-Writes benchmarks/results/bandit_serve_select.{json,md}.
+Writes benchmarks/results/bandit_serve_select.{json,md} (``--merge``: adds the candidates run to the rows already
+there; the header's time and load averages are then those of the last run).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from radialrouter.routers.radial import load_default
 CANDIDATES: dict[str, list[str]] = {
     f"squarecb γ = {g:g}·√t, prior {n:g}": ["--gamma-scale", str(g), "--prior", str(n)]
     for n in (0.0, 250.0, 1000.0, 4000.0) for g in (10.0, 30.0, 100.0, 300.0)
-}
+} | {f"squarecb γ = {g:g}·√t, learner warm-started from the shipped router's implied labels":
+     ["--gamma-scale", str(g), "--impute-frozen"] for g in (10.0, 30.0, 100.0)}
 
 
 def choose(rows: list[dict]) -> dict:
@@ -56,6 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--only", default="", help="candidate names separated by ; (default: all)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other candidates' rows of the existing bandit_serve_select.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     load_before, started = os.getloadavg(), time.perf_counter()
@@ -91,6 +97,10 @@ def main() -> None:
         print(f"{name}: served on the validation stream {rows[-1]['served']:.4f} ± {rows[-1]['served_se'] or 0:.4f}, "
               f"bandit-fed validation Score {rows[-1]['val_bandit']:.4f} ± {rows[-1]['val_bandit_se'] or 0:.4f} "
               f"({rows[-1]['seconds']:.0f} s; load {os.getloadavg()[0]:.2f})", flush=True)
+    if args.merge and (RESULTS / "bandit_serve_select.json").is_file():
+        done = {r["candidate"] for r in rows}
+        old = json.loads((RESULTS / "bandit_serve_select.json").read_text())["rows"]
+        rows = [r for r in old if r["candidate"] not in done] + rows
     best = choose(rows)
     result = {"benchmark": "bandit_serve_select", "seeds": args.seeds, "learner": LEARNER_NAME, "rows": rows,
               "chosen": best["candidate"], "chosen_options": best["options"],
