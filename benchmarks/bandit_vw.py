@@ -10,12 +10,18 @@ figures line up with benchmarks/results/bandit_replay.json) and hands VW the sam
   query, with its logged propensity);
 * **on-policy**: ``--cb_explore_adf --squarecb`` routes the same 2,000 traffic queries itself, from the first query
   (no frozen router to start from), drawing from its own distribution and learning from the revealed reward.
+  Every setting also routes the seed's *validation stream* (`bandit_replay.validation_stream`: 2,000 draws with
+  replacement from the 200 warm-start queries), the stream our own serving settings are chosen on
+  (`bandit_serve_select.py`).
 
 Features are the query embeddings (shared namespace ``s``) crossed with an action-id namespace ``a``
 (``-q sa`` plus ``a`` alone); the reward is the replay's: quality − λ·COST_SCALE·cost at λ = 0.02, VW's cost its
 negative. VW's settings (learning rate, passes over the log; SquareCB's gamma_scale) are chosen per learner on the
-replay's validation queries (each seed's 200 warm-start queries, full information, never trained on); the test
-split is read only for the reported Score. Test and validation Scores are macro over tasks at λ = 0.02, computed
+replay's validation queries (each seed's 200 warm-start queries, full information, never trained on): by the
+learner's test Score on them, and for SquareCB's *served* Score also (b) by the Score it served on the validation
+stream — the serving criterion, applied as to ours; the replay's served target compares with (b). The setting that
+served best on the traffic itself is kept as a labelled reference, not a result. The test split is read only for
+the reported Score. Test and validation Scores are macro over tasks at λ = 0.02, computed
 by the project's `summarize`, as in the replay.
 
 vowpalwabbit is a benchmark-only dependency: it is installed into its own virtual environment (``.cache/vw-venv``,
@@ -43,13 +49,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 #: off-policy settings tried per cb_type (chosen on validation)
 OFF_POLICY_GRID = [{"lr": lr, "passes": p} for lr in (0.001, 0.003, 0.01, 0.03) for p in (1, 5)]
-#: on-policy SquareCB settings tried (chosen on validation)
-ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.003, 0.01, 0.03, 0.1) for g in (0.3, 3.0, 30.0)]
+#: on-policy SquareCB settings tried (chosen on validation; lr 0.3, 1 and gamma_scale 100, 300 added when the
+#: serving criterion's choice lay at the corner lr 0.1, gamma_scale 30 of the earlier grid)
+ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+                  for g in (0.3, 3.0, 30.0, 100.0, 300.0)]
 #: VW's full-information ceiling (every action's reward; one fixed setting, not tuned)
 FULL_SETTING = {"cb_type": "mtr", "lr": 0.1, "passes": 3}
 CB_TYPES = ("ips", "dr", "mtr")
-#: logs VW learns from off-policy: the replay's default logging policy, and the issue's ε-greedy (ε = 0.3)
-LOGS = {"default": [], "epsilon": ["--explore", "epsilon", "--epsilon", "0.3"]}
+#: logs VW learns from off-policy: the replay's default logging policy, and the issue's ε-greedy (ε = 0.3, the
+#: learner serving alone, as in the issue)
+LOGS = {"default": [], "epsilon": ["--explore", "epsilon", "--epsilon", "0.3", "--prior", "0"]}
 
 
 # ---------------------------------------------------------------- worker (runs inside the VW venv)
@@ -103,21 +112,26 @@ def worker(folder: Path) -> None:
                 for i in order:
                     vw.learn(_example(x[i], m, (int(action[i]), float(cost[i]), float(prob[i]))))
             served = None
-        else:
+        else:  # on-policy on the traffic, or on the validation stream (``stream``: "validation")
             vw = Workspace(f"--cb_explore_adf --squarecb --gamma_scale {task['gamma_scale']} -l {task['lr']} {base}")
-            rng = np.random.default_rng(task["seed"])
-            truth = d["truth"]  # (n, m) true reward of every action: only the drawn one is revealed
+            valid = task.get("stream") == "validation"
+            rng = np.random.default_rng([task["seed"], 1] if valid else task["seed"])
+            xs = d["x_vstream"] if valid else x
+            truth = d["truth_vstream"] if valid else d["truth"]  # (n, m): only the drawn action's is revealed
             served = []
-            for i in range(len(x)):
-                pmf = np.asarray(vw.predict(_example(x[i], m)), dtype=np.float64)
+            for i in range(len(xs)):
+                pmf = np.asarray(vw.predict(_example(xs[i], m)), dtype=np.float64)
                 pmf = pmf / pmf.sum()
                 a = int(min(np.searchsorted(pmf.cumsum(), rng.random(), side="right"), m - 1))
                 reward = float(truth[i, a])
                 served.append(reward)
-                vw.learn(_example(x[i], m, (a, -reward, float(pmf[a]))))
+                vw.learn(_example(xs[i], m, (a, -reward, float(pmf[a]))))
         explore = task["kind"] == "on"  # cb_explore_adf predicts a pmf, cb_adf costs
-        out.append({**task, "val_choice": _greedy(vw, d["x_val"], m, explore).tolist(),
-                    "test_choice": _greedy(vw, d["x_test"], m, explore).tolist(), "served": served})
+        if task.get("stream") == "validation":  # only its served Score is wanted
+            out.append({**task, "val_choice": None, "test_choice": None, "served": served})
+        else:
+            out.append({**task, "val_choice": _greedy(vw, d["x_val"], m, explore).tolist(),
+                        "test_choice": _greedy(vw, d["x_test"], m, explore).tolist(), "served": served})
         vw.finish()
     (folder / "result.json").write_text(json.dumps(out))
 
@@ -177,6 +191,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
         std_err,
         test_score,
         traffic_order,
+        validation_stream,
     )
 
     from radialrouter.core.objective import COST_SCALE
@@ -202,11 +217,13 @@ def run(args: argparse.Namespace, py: Path) -> None:
     for seed in seeds:
         order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
         traffic, val = train.subset(order), train.subset(warm_rows)
+        vstream = train.subset(validation_stream(warm_rows, replay.traffic, seed))
         frozen = embedded if args.dataset == "routerbench3" else learner(replay.steps, seed).fit(val)
         n = len(traffic)
         truth = traffic.quality - LAM * COST_SCALE * traffic.cost
         arrays = {"x_traffic": traffic.embeddings, "truth": truth, "x_val": val.embeddings,
-                  "x_test": test.embeddings, "m": traffic.n_llms}
+                  "x_test": test.embeddings, "m": traffic.n_llms, "x_vstream": vstream.embeddings,
+                  "truth_vstream": vstream.quality - LAM * COST_SCALE * vstream.cost}
         ours: dict[str, dict] = {}
         for k, rp in replays.items():
             with warnings.catch_warnings():
@@ -223,6 +240,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
         tasks = [{"kind": "off", "cb_type": t, "log": k, "seed": seed, **g}
                  for k in logs for t in CB_TYPES for g in OFF_POLICY_GRID]
         tasks += [{"kind": "on", "seed": seed, **g} for g in ON_POLICY_GRID]
+        tasks += [{"kind": "on", "stream": "validation", "seed": seed, **g} for g in ON_POLICY_GRID]
         tasks += [{"kind": "full", "seed": seed, **FULL_SETTING}]
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -231,6 +249,8 @@ def run(args: argparse.Namespace, py: Path) -> None:
             t0 = time.perf_counter()
             subprocess.run([str(py), __file__, "--worker", str(folder)], check=True)
             results = json.loads((folder / "result.json").read_text())
+        vstream_runs = [r for r in results if r.get("stream") == "validation"]
+        results = [r for r in results if r.get("stream") != "validation"]
         for r in results:
             r["val"] = score(val, np.asarray(r.pop("val_choice")))
             r["test"] = score(test, np.asarray(r.pop("test_choice")))
@@ -239,6 +259,10 @@ def run(args: argparse.Namespace, py: Path) -> None:
                 r["served_all"], r["served_after_first_block"] = float(s.mean()), float(s[replay.every:].mean())
             r.pop("served")
         full = ours[logs[0]]["full"]
+        for r in vstream_runs:  # served on the validation stream, matched to the traffic run of the setting
+            match = next(t for t in results if t["kind"] == "on" and t["lr"] == r["lr"]
+                         and t["gamma_scale"] == r["gamma_scale"])
+            match["served_validation_stream"] = float(np.mean(r["served"]))
         per_seed.append({"seed": seed, "full": full, "ours": ours, "frozen": test_score(frozen, test),
                          "results": results, "vw_seconds": round(time.perf_counter() - t0, 1)})
         print(f"seed {seed}: full {full:.4f}, ours " + ", ".join(f"{k} {o['test']:.4f}" for k, o in ours.items())
@@ -283,6 +307,17 @@ def run(args: argparse.Namespace, py: Path) -> None:
             row["best_served_setting"] = top
             row["best_served"] = [r["served_all"] for r in by_setting[top]]
             row["best_served_test"] = [r["test"] for r in by_setting[top]]
+            # (b) the serving criterion on validation: the setting that served best on the validation stream
+            # (`bandit_replay.validation_stream`, the same stream our settings are chosen on)
+            stream = {k: float(np.mean([r["served_validation_stream"] for r in v])) for k, v in by_setting.items()}
+            chosen_b = max(stream, key=stream.get)
+            row["validation_stream_served_by_setting"] = stream
+            row["serving_setting"] = chosen_b
+            row["serving_choice_served"] = [r["served_all"] for r in by_setting[chosen_b]]
+            row["serving_choice_served_after"] = [r["served_after_first_block"] for r in by_setting[chosen_b]]
+            row["serving_choice_test"] = [r["test"] for r in by_setting[chosen_b]]
+            row["serving_choice_validation_stream_served"] = [r["served_validation_stream"]
+                                                              for r in by_setting[chosen_b]]
         rows.append(row)
     full = np.array(rows[0]["test"])
     for row in rows:
@@ -321,9 +356,13 @@ def write(result: dict) -> None:
 
 
 def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
-    """The figures `bandit_replay.json` keeps under ``vw``: VW's best gap to full information over its learners,
-    VW SquareCB's served Score (validation-chosen setting, and its best-serving setting with that setting's gap),
-    and ours beside them (the replay's default logging)."""
+    """The figures `bandit_replay.json` keeps under ``vw``: VW's best gap to full information over its learners;
+    VW SquareCB's served Score at (b) its setting chosen on validation by the serving criterion — the Score it
+    served on the validation stream (`bandit_replay.validation_stream`), the protocol our serving settings are
+    chosen by — which is ``served_score``, the one the replay's served target compares with; at (a) the setting
+    chosen by its test Score on the validation queries (``served_score_test_validation_choice``); and, as a
+    reference that is not a result (chosen on the traffic it served), its best-serving setting over the grid
+    (``reference_best_served_on_traffic``). Ours beside them (the replay's default logging)."""
     def std_err(v: list[float]) -> float | None:
         return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
 
@@ -332,15 +371,30 @@ def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
     best = min(vw_rows, key=lambda r: r["gap"])
     square = next(r for r in vw_rows if "on-policy" in r["learner"])
     top_gap = full - np.array(square["best_served_test"])
+    b_gap = full - np.array(square["serving_choice_test"])
     ours = rows[1]
     return {"logged": logged, "dataset": dataset, "final_gap": best["gap"], "final_gap_se": best["gap_se"],
-            "best": best["learner"], "served_score": square["served_mean"], "served_score_se": square["served_se"],
-            "served_score_after_first_block": square["served_after_mean"],
-            "served_score_best_setting": float(np.mean(square["best_served"])),
-            "served_score_best_setting_se": std_err(square["best_served"]),
-            "best_served_setting": square["best_served_setting"],
-            "best_served_setting_gap": float(top_gap.mean()), "best_served_setting_gap_se": std_err(list(top_gap)),
-            "squarecb_final_gap": square["gap"],
+            "best": best["learner"],
+            "served_score": float(np.mean(square["serving_choice_served"])),
+            "served_score_se": std_err(square["serving_choice_served"]),
+            "served_score_after_first_block": float(np.mean(square["serving_choice_served_after"])),
+            "served_score_per_seed": square["serving_choice_served"],
+            "served_score_setting": square["serving_setting"],
+            "served_score_choice": "(b) the setting that served best on the validation stream (each seed's 200 "
+                                   "warm-start queries drawn with replacement into a 2,000-query stream), mean "
+                                   "over seeds",
+            "served_score_validation_stream": float(np.mean(square["serving_choice_validation_stream_served"])),
+            "served_score_validation_stream_se": std_err(square["serving_choice_validation_stream_served"]),
+            "served_score_setting_gap": float(b_gap.mean()), "served_score_setting_gap_se": std_err(list(b_gap)),
+            "served_score_test_validation_choice": square["served_mean"],
+            "served_score_test_validation_choice_se": square["served_se"],
+            "served_score_test_validation_choice_setting": square["setting"],
+            "reference_best_served_on_traffic": {
+                "note": "not a result: the setting chosen on the traffic it served",
+                "setting": square["best_served_setting"], "served_score": float(np.mean(square["best_served"])),
+                "served_score_se": std_err(square["best_served"]), "gap": float(top_gap.mean()),
+                "gap_se": std_err(list(top_gap))},
+            "squarecb_final_gap": square["gap"], "squarecb_final_gap_se": square["gap_se"],
             "learners": {r["learner"]: {"gap": r["gap"], "gap_se": r["gap_se"], "test": r["test_mean"],
                                         "setting": r.get("setting")} for r in vw_rows},
             "ours": {"final_gap": ours["gap"], "final_gap_se": ours["gap_se"], "served_score": ours["served_mean"],
@@ -350,16 +404,21 @@ def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
 
 def report(r: dict) -> str:
     """The markdown report: the issue's table, reproduced."""
+    from bandit_replay import explore_label
+
     def pm(mean: float | None, se: float | None) -> str:
         return "" if mean is None else f"{mean:.4f} ± {se or 0:.4f}"
 
     lines = [f"# Vowpal Wabbit {r['vowpalwabbit']} on the bandit replay's logs", "",
              f"{r['vw']['dataset']}, {r['vw']['logged']} logged queries, seeds {r['seeds']}, λ = 0.02. Off-policy "
-             "learners read the replay's logs: its default logging policy (SquareCB, γ = 10·√t) and ε-greedy at "
+             "learners read the replay's logs: its default logging policy ("
+             f"{explore_label(r['replay_settings'])}) and ε-greedy at "
              "ε = 0.3 (the issue's protocol); the first 500 queries of each are routed by the shipped router. "
              "Means ± standard error over seeds; VW settings chosen per learner on the validation queries (each "
-             "seed's 200 warm-start queries); gaps paired by seed. Served: "
-             "the true Score of what was served on the traffic (ours: the first 500 by the shipped router; VW "
+             "seed's 200 warm-start queries) by test Score on them (the on-policy row: choice (a); choice (b) by "
+             "the served Score on the validation stream, below); gaps paired by seed. Served: "
+             "the true Score of what was served on the traffic (ours: the first 500 by the shipped router, then "
+             "by the logging policy above; VW "
              "on-policy: by VW from the first query); 'after 500': queries 501–2,000. Load average "
              f"{r['load_average']['before'][0]:.2f} before, {r['load_average']['after'][0]:.2f} after; "
              f"{r['seconds']} s.", "",
@@ -371,10 +430,24 @@ def report(r: dict) -> str:
                      f"{gap} | {pm(row.get('served_mean'), row.get('served_se'))} | "
                      f"{pm(row.get('served_after_mean'), row.get('served_after_se'))} |")
     v = r["vw"]
-    lines += ["", f"VW SquareCB's best-serving setting over the grid ({v['best_served_setting']}, chosen on the "
-                  f"traffic it served, not on validation): served {v['served_score_best_setting']:.4f} ± "
-                  f"{v['served_score_best_setting_se'] or 0:.4f}, gap to full information "
-                  f"{v['best_served_setting_gap']:+.4f} ± {v['best_served_setting_gap_se'] or 0:.4f}.", "",
+    ref = v["reference_best_served_on_traffic"]
+    stream = next(row for row in r["rows"] if "on-policy" in row["learner"])["validation_stream_served_by_setting"]
+    lines += ["", "VW on-policy SquareCB's served Score by how its setting is chosen (served on the 2,000 traffic "
+                  "queries, mean ± s.e. over seeds):", "",
+              "| choice | setting | served | gap to full information |", "|---|---|---:|---:|",
+              f"| (a) best test Score on the validation queries | {v['served_score_test_validation_choice_setting']} | "
+              f"{pm(v['served_score_test_validation_choice'], v['served_score_test_validation_choice_se'])} | "
+              f"{pm(v['squarecb_final_gap'], v.get('squarecb_final_gap_se'))} |",
+              f"| **(b) best served Score on the validation stream** (the served target's yardstick) | "
+              f"{v['served_score_setting']} | {pm(v['served_score'], v['served_score_se'])} | "
+              f"{pm(v['served_score_setting_gap'], v['served_score_setting_gap_se'])} |",
+              f"| reference, not a result: best served on the traffic itself | {ref['setting']} | "
+              f"{pm(ref['served_score'], ref['served_score_se'])} | {pm(ref['gap'], ref['gap_se'])} |", "",
+              "Validation stream (`bandit_replay.validation_stream`): per seed, 2,000 draws with replacement from its "
+              "200 warm-start queries (full information, outside the traffic and the test split) — the stream our "
+              "own serving settings are chosen on (`bandit_serve_select.py`, whose rule also asks the learner to "
+              "keep its bandit-fed validation Score; VW's (b) has no such guard). VW's served Score on it, by setting: "
+              + ", ".join(f"`{k}` {val:.4f}" for k, val in stream.items()) + ".", "",
               f"Grids: off-policy {r['grids']['off_policy']}; on-policy {r['grids']['on_policy']}. Features: the "
               "query embedding (namespace s) crossed with the action id (a), `-q sa`; VW's cost = −(quality − "
               "0.02·1000·cost).", "",
