@@ -334,6 +334,7 @@ class Decider:
         known = set(router.llms_)
         self.routable: list[LLMConfig] = [llm for llm in config.llms if llm.router_name in known]
         self._by_router_name = {llm.router_name: llm.name for llm in self.routable}
+        self._capabilities = [frozenset(llm.capabilities) for llm in self.routable]
         self._column = {name: i for i, name in enumerate(router.llms_)}
 
         self._token_cap = max(llm.context_window for llm in config.llms)
@@ -378,8 +379,8 @@ class Decider:
         mask = np.zeros(len(self.router.llms_), dtype=bool)
         excluded = {}
         need = q.prompt_tokens + q.max_output
-        for llm in self.routable:
-            missing = sorted(q.needs - set(llm.capabilities))
+        for llm, capabilities in zip(self.routable, self._capabilities):
+            missing = sorted(q.needs - capabilities) if q.needs else None
             if missing:
                 excluded[llm.name] = f"lacks capability {', '.join(missing)}"
             elif need > llm.context_window:
