@@ -155,6 +155,16 @@ EQUIVALENT: dict[str, str] = {
        for k in (17, 18)},
     **{f"{_ME}x_qnc__mutmut_{k}": _DTYPE for k in (3, 5, 7, 9)},
     _ME + "x_qnc__mutmut_11": _TOL,
+    **{f"{_ME}x_collapse_stats__mutmut_{k}": _DTYPE for k in (3, 5)},
+    **{f"{_ME}x_collapse_index__mutmut_{k}": _DTYPE for k in (3, 5)},
+    **{f"{_ME}x_nondecreasing_hull__mutmut_{k}": "dtype only: integer costs or qualities stay integers, whose "
+       "sorting, cross products and comparisons give the same vertices; aiq then interpolates and integrates them "
+       "in floating point alike" for k in (9, 11, 13, 15)},
+    **{f"{_ME}x_nondecreasing_hull__mutmut_{k}": "the two points compared have equal cost (p[0] == dedup[-1][0]), so "
+       "comparing the (cost, quality) tuples compares their qualities, as the key does" for k in (49, 52)},
+    _ME + "x_collapse_stats__mutmut_17": "np.nan_to_num's default for NaN is 0.0: dropping nan=0.0 is the same call",
+    _ME + "x_collapse_stats__mutmut_18": "a missing cell always carries zero weight (routers choose among observed "
+                                         "LLMs, Random spreads over observed ones): 0·0 and 0·1 are both 0",
     _ME + "x__cheaper_as_good__mutmut_6": _TOL,
     _ME + "x__cheaper_as_good__mutmut_9": _TOL,
     _ME + "x__cheaper_as_good__mutmut_1": "comparisons with NaN raise no floating-point warning in numpy 2 (checked "
