@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -100,6 +102,7 @@ NOT_RUN = {
 #: mutmut mutant name → why it is equivalent (no observable behaviour differs). Filled in by reading each survivor.
 _RL, _BU = "radialrouter.serve.ratelimit.", "radialrouter.serve.budgets."
 _OPE, _ME = "radialrouter.learning.ope.", "radialrouter.evaluation.metrics."
+_SW = "radialrouter.evaluation.strong_weak."
 _TOL = ("a strict and a non-strict comparison against a value already offset by a tolerance (1e-12 / 1e-15) differ "
         "only when the two floats are exactly that tolerance apart")
 _DTYPE = ("dtype only: what follows (means, comparisons, np.where with ±inf, the mask) gives the same values for "
@@ -169,6 +172,14 @@ EQUIVALENT: dict[str, str] = {
     _ME + "x__cheaper_as_good__mutmut_9": _TOL,
     _ME + "x__cheaper_as_good__mutmut_1": "comparisons with NaN raise no floating-point warning in numpy 2 (checked "
                                           "with -W error): the errstate guard changes nothing",
+    **{f"{_SW}x_gain_curve__mutmut_{k}": "a non-stable sort only reorders queries with equal margins, and each "
+       "such tie group's gain is replaced by the group's mean just after: the curve is the same" for k in (8, 10, 13)},
+    **{f"{_SW}x_strong_weak_metrics__mutmut_{k}": "dtype only: isfinite accepts integer and boolean input, and "
+       "gain_curve converts what it is given to float64 itself" for k in (3, 5)},
+    _SW + "x_strong_weak_metrics__mutmut_70": _TOL,
+    _SW + "x_strong_weak_metrics__mutmut_101": _TOL,
+    _SW + "x_router_margin__mutmut_24": "a router that does not read context ignores one it is given (Router."
+                                        "uses_context): passing the tasks to it changes no score",
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_30": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,
@@ -223,7 +234,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_module(module: str, max_children: int) -> dict:
+def _prepare(module: str) -> Path:
     promise, tests = MODULES[module]
     work = SCRATCH / _slug(module)
     shutil.rmtree(work, ignore_errors=True)
@@ -231,18 +242,54 @@ def run_module(module: str, max_children: int) -> dict:
     (work / "src").symlink_to(ROOT / "src")
     (work / "tests").symlink_to(ROOT / "tests")
     (work / "pyproject.toml").write_text(_pyproject(module, tests))
-    start = time.monotonic()
+    return work
+
+
+def _mutmut_run(work: Path, log_name: str, max_children: int, names: list[str] | None = None) -> int:
     log = RESULTS / "mutation-logs"
     log.mkdir(parents=True, exist_ok=True)
-    with open(log / f"{_slug(module)}.log", "w") as out:
-        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=work,
-                            stdout=out, stderr=subprocess.STDOUT, env=_env()).returncode
+    with open(log / log_name, "w") as out:
+        return subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                               *(names or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=_env()).returncode
+
+
+def run_module(module: str, max_children: int, sample: int | None = None, seed: int = 0) -> dict:
+    """Run every mutant of ``module`` or, with ``sample``, a uniform random sample of that many of them (drawn with
+    ``seed`` from the sorted list of all its mutants): the mutants are generated and the tests' coverage collected
+    once (a run filtered on a name no mutant has, which mutmut ends with an error once it has both), then only the
+    sampled mutants are run by name."""
+    promise, tests = MODULES[module]
+    work = _prepare(module)
+    start = time.monotonic()
+    extra: dict = {}
+    if sample is None:
+        rc = _mutmut_run(work, f"{_slug(module)}.log", max_children)
+        statuses = _results(work)
+    else:
+        _mutmut_run(work, f"{_slug(module)}.generate.log", max_children, ["radialrouter.no_such_mutant"])
+        every = sorted(_results(work))
+        if not every:
+            raise RuntimeError(f"no mutants generated for {module}: see {_slug(module)}.generate.log")
+        chosen = sorted(random.Random(seed).sample(every, min(sample, len(every))))
+        rc = _mutmut_run(work, f"{_slug(module)}.log", max_children, chosen)
+        found = _results(work)
+        statuses = {name: found.get(name, "missing") for name in chosen}
+        extra = {"sample": {"n": len(chosen), "of": len(every), "seed": seed}}
     wall = time.monotonic() - start
-    statuses = _results(work)
     survivors = [name for name, status in statuses.items() if status not in ("killed", "timeout", "no tests")]
     return {"module": module, "promise": promise, "tests": tests, "wall_s": round(wall, 1), "mutmut_rc": rc,
-            "statuses": statuses, "diffs": {name: _diff(work, name) for name in survivors},
+            **extra, "statuses": statuses, "diffs": {name: _diff(work, name) for name in survivors},
             "run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _diff(work: Path, name: str) -> str:
@@ -269,18 +316,43 @@ def summarise(entry: dict) -> dict:
             counts["other"] += 1
             survivors.append(f"{name} ({status})")
     judged = counts["killed"] + counts["survived"] + counts["other"]
-    return {**counts, "kill_rate": round(counts["killed"] / judged, 4) if judged else None, "survivors": survivors,
-            "equivalents": equivalents}
+    out = {**counts, "kill_rate": round(counts["killed"] / judged, 4) if judged else None, "survivors": survivors,
+           "equivalents": equivalents}
+    if "sample" in entry:  # a uniform sample: the rate is an estimate for the module's mutants that are not equivalent
+        n, of = entry["sample"]["n"], entry["sample"]["of"]
+        low, high = wilson(counts["killed"], judged)
+        out.update(sampled=n, of=of, ci95=[round(low, 4), round(high, 4)],
+                   estimated_judged=round(of * judged / n, 1) if n else 0.0)
+    return out
 
 
 def write_report(doc: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for entry in doc["modules"].values():
         entry["summary"] = summarise(entry)
-    total = {k: sum(e["summary"][k] for e in doc["modules"].values())
-             for k in ("killed", "survived", "equivalent", "other")}
+    full = [e for e in doc["modules"].values() if "sample" not in e]
+    sampled = [e for e in doc["modules"].values() if "sample" in e]
+    total = {k: sum(e["summary"][k] for e in full) for k in ("killed", "survived", "equivalent", "other")}
     judged = total["killed"] + total["survived"] + total["other"]
+    # All listed modules: fully run modules count their mutants; a sampled module counts its estimated number of
+    # non-equivalent mutants (all its mutants × the sample's non-equivalent share), each killed at the sample's
+    # rate. The range puts every sampled module at the low (high) end of its 95 % Wilson interval at once.
+    est_judged = judged + sum(e["summary"]["estimated_judged"] for e in sampled)
+    est = {b: (total["killed"] + sum(e["summary"]["estimated_judged"] * r(e) for e in sampled)) / est_judged
+           if est_judged else None for b, r in (
+               ("rate", lambda e: e["summary"]["kill_rate"] or 0.0),
+               ("low", lambda e: e["summary"]["ci95"][0]), ("high", lambda e: e["summary"]["ci95"][1]))}
     doc["total"] = {**total, "kill_rate": round(total["killed"] / judged, 4) if judged else None,
+                    "modules_run_fully": [e["module"] for e in full],
+                    "modules_sampled": [e["module"] for e in sampled],
+                    "all_modules_estimate": {
+                        "kill_rate": round(est["rate"], 4) if est["rate"] is not None else None,
+                        "range": [round(est["low"], 4), round(est["high"], 4)] if est["rate"] is not None else None,
+                        "judged_mutants": round(est_judged, 1),
+                        "how": "fully run modules: killed / (killed + survived + other); each sampled module: its "
+                               "estimated number of non-equivalent mutants (its mutant count × the sample's "
+                               "non-equivalent share) at the sample's kill rate; range: every sampled module at the "
+                               "low / high end of its 95 % Wilson interval"},
                     "not_run": [m for m in MODULES if m not in doc["modules"]]}
     (RESULTS / "mutation.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     lines = ["# Mutation testing (mutmut) of the promise-bearing modules", "",
@@ -289,18 +361,35 @@ def write_report(doc: dict) -> None:
              "mutants (no behaviour changes) are excluded from the rate and listed with the reason.", "",
              "| module | promise | tests | killed | survived | other | equivalent | kill rate | wall time |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, e in doc["modules"].items():
+    for name, e in sorted(doc["modules"].items(), key=lambda kv: "sample" in kv[1]):
         s = e["summary"]
         rate = f"{100 * s['kill_rate']:.1f} %" if s["kill_rate"] is not None else "–"
+        if "sample" in e:
+            name_cell = f"`{name}` (**sampled {s['sampled']} of {s['of']}**, seed {e['sample']['seed']})"
+            rate += f" (95 % CI {100 * s['ci95'][0]:.0f}–{100 * s['ci95'][1]:.0f} %)"
+        else:
+            name_cell = f"`{name}`"
         tests = ", ".join(f"not {Path(t[1:]).name}" if t.startswith("!") else Path(t).name for t in e["tests"])
-        lines.append(f"| `{name}` | {e['promise']} | {tests} | {s['killed']} | {s['survived']} | {s['other']} | "
+        lines.append(f"| {name_cell} | {e['promise']} | {tests} | {s['killed']} | {s['survived']} | {s['other']} | "
                      f"{s['equivalent']} | {rate} | {e['wall_s'] / 60:.1f} min |")
     t = doc["total"]
     rate = f"{100 * t['kill_rate']:.1f} %" if t["kill_rate"] is not None else "–"
-    lines += [f"| **all run** | | | {t['killed']} | {t['survived']} | {t['other']} | {t['equivalent']} | {rate} | |",
-              "", "Not run yet (the command above runs them; too slow for the session that set this up):", ""]
-    lines += [f"- `{m}` — {MODULES[m][0]}: {NOT_RUN.get(m, 'not run yet')}" for m in t["not_run"]]
+    lines.append(f"| **all fully run** | | | {t['killed']} | {t['survived']} | {t['other']} | {t['equivalent']} | "
+                 f"{rate} | |")
+    a = t["all_modules_estimate"]
+    if t["modules_sampled"] and a["kill_rate"] is not None:
+        lines += ["", f"**Every module run, fully or by sample: {100 * a['kill_rate']:.1f} % (estimate; "
+                  f"{100 * a['range'][0]:.1f}–{100 * a['range'][1]:.1f} % with every sampled module at the low / "
+                  f"high end of its 95 % interval)** over about {a['judged_mutants']:.0f} non-equivalent mutants. "
+                  "How: the fully run modules count their killed and judged mutants; a sampled module counts its "
+                  "estimated number of non-equivalent mutants (its mutant count × the share of its sample not "
+                  "judged equivalent), killed at its sample's rate. A sampled module's counts in the table are "
+                  "those of its sample."]
     lines.append("")
+    if t["not_run"]:
+        lines += ["Not run yet (the command above runs them):", ""]
+        lines += [f"- `{m}` — {MODULES[m][0]}: {NOT_RUN.get(m, 'not run yet')}" for m in t["not_run"]]
+        lines.append("")
     for name, e in doc["modules"].items():
         s = e["summary"]
         if not (s["survivors"] or s["equivalents"]):
@@ -333,6 +422,9 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from mutation.json")
     parser.add_argument("--max-children", type=int, default=1, help="mutants run in parallel (default 1)")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="run a uniform random sample of N of each module's mutants (reported as an estimate)")
+    parser.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of the sample (default 0)")
     args = parser.parse_args()
     if args.list:
         for name, (promise, tests) in MODULES.items():
@@ -346,7 +438,7 @@ def main() -> None:
             parser.error(f"unknown modules {unknown}; --list shows them")
         for module in args.modules or list(MODULES):
             print(f"mutating {module} …", flush=True)
-            entry = run_module(module, args.max_children)
+            entry = run_module(module, args.max_children, args.sample, args.sample_seed)
             doc["modules"][module] = entry
             write_report(doc)
             s = entry.get("summary") or summarise(entry)
