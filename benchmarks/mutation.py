@@ -178,6 +178,8 @@ EQUIVALENT: dict[str, str] = {
        "gain_curve converts what it is given to float64 itself" for k in (3, 5)},
     _SW + "x_strong_weak_metrics__mutmut_70": _TOL,
     _SW + "x_strong_weak_metrics__mutmut_101": _TOL,
+    **{f"{_SW}x_router_margin__mutmut_{k}": "an embedding router given the data set reads the data set's cached "
+       "embeddings itself (Router._inputs): the same array it is given directly" for k in (11, 14)},
     _SW + "x_router_margin__mutmut_24": "a router that does not read context ignores one it is given (Router."
                                         "uses_context): passing the tasks to it changes no score",
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,
@@ -282,6 +284,29 @@ def run_module(module: str, max_children: int, sample: int | None = None, seed: 
             "run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def rerun_survivors(entry: dict, max_children: int) -> dict:
+    """Run again, by name, the mutants of ``entry`` (a module's last run) that were not killed and are not listed
+    as equivalent, against the tests as they are now, in the module's scratch folder of that run (mutmut keeps the
+    other mutants' results). Killed mutants are not run again: tests are only ever added between the runs."""
+    module = entry["module"]
+    work = SCRATCH / _slug(module)
+    if not (work / "mutants").is_dir():
+        raise SystemExit(f"{work} is gone: run {module} again in full")
+    (work / "pyproject.toml").write_text(_pyproject(module, MODULES[module][1]))
+    names = sorted(n for n, st in entry["statuses"].items() if st not in ("killed", "timeout") and n not in EQUIVALENT)
+    start = time.monotonic()
+    if names:
+        _mutmut_run(work, f"{_slug(module)}.rerun.log", max_children, names)
+        found = _results(work)
+        entry["statuses"].update({n: found.get(n, "missing") for n in names})
+    still = [n for n, st in entry["statuses"].items() if st not in ("killed", "timeout", "no tests")]
+    entry["diffs"] = {n: entry.get("diffs", {}).get(n) or _diff(work, n) for n in still}
+    entry["survivors_rerun"] = {"n": len(names), "wall_s": round(time.monotonic() - start, 1),
+                                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    entry["tests"] = MODULES[module][1]
+    return entry
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval of a proportion k / n."""
     if n == 0:
@@ -324,6 +349,11 @@ def summarise(entry: dict) -> dict:
         out.update(sampled=n, of=of, ci95=[round(low, 4), round(high, 4)],
                    estimated_judged=round(of * judged / n, 1) if n else 0.0)
     return out
+
+
+def _rerun_note(entry: dict) -> str:
+    r = entry.get("survivors_rerun")
+    return f" (+ {r['wall_s'] / 60:.1f} min: its {r['n']} survivors run again with the new tests)" if r else ""
 
 
 def write_report(doc: dict) -> None:
@@ -371,7 +401,7 @@ def write_report(doc: dict) -> None:
             name_cell = f"`{name}`"
         tests = ", ".join(f"not {Path(t[1:]).name}" if t.startswith("!") else Path(t).name for t in e["tests"])
         lines.append(f"| {name_cell} | {e['promise']} | {tests} | {s['killed']} | {s['survived']} | {s['other']} | "
-                     f"{s['equivalent']} | {rate} | {e['wall_s'] / 60:.1f} min |")
+                     f"{s['equivalent']} | {rate} | {e['wall_s'] / 60:.1f} min{_rerun_note(e)} |")
     t = doc["total"]
     rate = f"{100 * t['kill_rate']:.1f} %" if t["kill_rate"] is not None else "–"
     lines.append(f"| **all fully run** | | | {t['killed']} | {t['survived']} | {t['other']} | {t['equivalent']} | "
@@ -425,6 +455,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, metavar="N",
                         help="run a uniform random sample of N of each module's mutants (reported as an estimate)")
     parser.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of the sample (default 0)")
+    parser.add_argument("--survivors", action="store_true",
+                        help="run again only the mutants of the modules' last runs that were not killed")
     args = parser.parse_args()
     if args.list:
         for name, (promise, tests) in MODULES.items():
@@ -438,7 +470,10 @@ def main() -> None:
             parser.error(f"unknown modules {unknown}; --list shows them")
         for module in args.modules or list(MODULES):
             print(f"mutating {module} …", flush=True)
-            entry = run_module(module, args.max_children, args.sample, args.sample_seed)
+            if args.survivors:
+                entry = rerun_survivors(doc["modules"][module], args.max_children)
+            else:
+                entry = run_module(module, args.max_children, args.sample, args.sample_seed)
             doc["modules"][module] = entry
             write_report(doc)
             s = entry.get("summary") or summarise(entry)

@@ -190,6 +190,9 @@ def test_router_margin_is_the_routers_own_preference_at_lambda_zero():
     assert router_margin(make_router("oracle").fit(ds), ds, strong, weak) == pytest.approx(gain)
     assert router_margin(make_router("oracle").fit(ds), ds, weak, strong) == pytest.approx(-gain)
     assert router_margin(make_router("knn", k=1).fit(ds), ds, strong, weak) == pytest.approx(gain)
+    calibrated = make_router("oracle").fit(ds)
+    calibrated.default_lam_ = 0.5  # a saved calibration moves the default λ: the margin stays the one at λ = 0
+    assert router_margin(calibrated, ds, strong, weak) == pytest.approx(gain)
 
     class ByTask:
         """A stand-in for a context-reading router: prefers the strong LLM on task-0, the weak one elsewhere."""
