@@ -230,3 +230,82 @@ def test_routerbench_realised_cost_inside_interval():
         cal = calibrate_lam(router, test.embeddings, target_cost=target, n_boot=500)
         realised = realised_cost(router, test, cal.lam)
         assert cal.ci_low_per_1k_usd <= realised <= cal.ci_high_per_1k_usd, (target, cal, realised)
+
+
+# ------------------------------------------------------------------------------------- promises of the records
+def test_older_unit_less_names_give_the_same_values(router, data):
+    """`expected_cost`, `ci_low`, `ci_high` (earlier releases' names) are the USD-per-1,000 figures, unchanged."""
+    cal = calibrate_lam(router, data.select("test").embeddings, target_cost=1.0, n_boot=50)
+    assert (cal.expected_cost, cal.ci_low, cal.ci_high) == (
+        cal.expected_cost_per_1k_usd, cal.ci_low_per_1k_usd, cal.ci_high_per_1k_usd)
+    assert cal.ci_low < cal.ci_high and cal.confidence == 0.95
+    record = cal.to_dict()
+    assert record["lam"] == cal.lam and record["target"] == {"cost_per_1k": 1.0}
+
+
+def test_a_retired_calibration_is_no_longer_current_but_stays_on_record(router, data, tmp_path):
+    """``current_calibration`` is the record that set the default λ; once retired (e.g. the pool changed) there is
+    none, and the retired record moves to the history with the reason, after the older ones."""
+    from radialrouter.policy.calibration import current_calibration, retire_calibration
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    router.save_pretrained(src)
+    dst.mkdir()
+    assert current_calibration(src) is None and retire_calibration(src, dst, "nothing to retire") is None
+    x = data.select("test").embeddings
+    first = calibrate_lam(router, x, target_cost=1.0, n_boot=20)
+    second = calibrate_lam(router, x, target_cost=2.0, n_boot=20)
+    save_calibration(src, first)
+    save_calibration(src, second)
+    current = current_calibration(src)
+    assert current["lam"] == second.lam and current["target"] == {"cost_per_1k": 2.0}
+    out = retire_calibration(src, dst, "pool changed: added llm-5")
+    assert out == dst / "calibration.json" and current_calibration(dst) is None
+    history = json.loads(out.read_text())["history"]
+    assert [h["target"] for h in history] == [{"cost_per_1k": 1.0}, {"cost_per_1k": 2.0}]
+    assert history[-1]["retired_because"] == "pool changed: added llm-5" and "retired" in history[-1]
+    assert "retired" not in history[0]
+    assert current_calibration(src)["lam"] == second.lam  # the source model is left as it was
+    # retiring a model with no current calibration keeps its history as is
+    again = retire_calibration(dst, tmp_path, "again")
+    assert json.loads(again.read_text()) == {"current": None, "history": history}
+    with pytest.raises(FileNotFoundError, match="not a router directory"):
+        save_calibration(tmp_path / "nowhere", first)
+
+
+def test_calibration_inputs_are_checked(router, data):
+    """A target must be a positive spend or a share in [0, 1]; the interval's confidence in (0, 1); there must be
+    queries. ``n_boot = 0`` gives no interval: both ends are the estimate."""
+    x = data.select("test").embeddings
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(CalibrationError, match="target_cost must be a positive number"):
+            calibrate_lam(router, x, target_cost=bad)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(CalibrationError, match=r"target share for 'llm-4' must be in \[0, 1\]"):
+            calibrate_lam(router, x, target_share={"llm-4": bad})
+    with pytest.raises(CalibrationError, match="exactly one LLM"):
+        calibrate_lam(router, x, target_share={"llm-3": 0.1, "llm-4": 0.1})
+    with pytest.raises(CalibrationError, match="exactly one of target_cost"):
+        calibrate_lam(router, x, target_cost=1.0, target_share={"llm-4": 0.1})
+    with pytest.raises(CalibrationError, match="no queries"):
+        calibrate_lam(router, x[:0], target_cost=1.0)
+    for bad in (0.0, 1.0):
+        with pytest.raises(CalibrationError, match=r"confidence must be in \(0, 1\)"):
+            calibrate_lam(router, x, target_cost=1.0, confidence=bad)
+    point = calibrate_lam(router, x, target_cost=1.0, n_boot=0)
+    assert point.ci_low_per_1k_usd == point.expected_cost_per_1k_usd == point.ci_high_per_1k_usd
+    assert point.share_ci == (point.share, point.share)
+
+
+def test_the_interval_is_the_bootstrap_percentile_interval_at_the_confidence_asked(router, data):
+    """A wider confidence gives a wider interval around the same estimate; the share interval covers the share."""
+    x = data.select("test").embeddings
+    narrow = calibrate_lam(router, x, target_cost=1.0, n_boot=400, confidence=0.5)
+    wide = calibrate_lam(router, x, target_cost=1.0, n_boot=400, confidence=0.99)
+    assert narrow.lam == wide.lam and narrow.expected_cost_per_1k_usd == wide.expected_cost_per_1k_usd
+    assert wide.ci_low_per_1k_usd < narrow.ci_low_per_1k_usd < narrow.ci_high_per_1k_usd < wide.ci_high_per_1k_usd
+    assert wide.share_ci[0] < narrow.share_ci[0] <= narrow.share <= narrow.share_ci[1] < wide.share_ci[1]
+    # the percentile interval of the mean: about ±z·sd/√n around it (z = 2.576 at 99 %)
+    per_query = router.predict_costs(x)[np.arange(len(x)), router.predict(x, wide.lam)] * COST_SCALE
+    half = 2.576 * per_query.std() / np.sqrt(len(x))
+    assert wide.ci_high_per_1k_usd - wide.ci_low_per_1k_usd == pytest.approx(2 * half, rel=0.2)
