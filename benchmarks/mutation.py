@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SCRATCH = ROOT / ".mutation"
 
+_SERVE = "tests/test_serve.py::"  # the fallback and streaming tests, by name (the rest starts no backend call)
 _SPEND = "tests/test_serve_spend.py::"  # each of its tests starts a gateway: only the budget ones, by name
 _SHARED_EVAL = "!tests/test_evaluation.py::test_named_tradeoffs_differ_on_every_shared_data_set"  # 10 s, shared data
 #: module (under src/radialrouter) → (the promise it carries, the test files that exercise it; "!node": a slow
@@ -46,7 +47,15 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "serve/ratelimit.py": ("per-key rate limits (sliding window, Retry-After)",
                            ["tests/test_serve_units.py", "tests/test_serve_pg.py::test_sliding_window_math",
                             "tests/test_serve_pg.py::test_memory_limiter_retry_after_is_when_room_returns"]),
-    "serve/upstream.py": ("upstream fallback and cooldowns", ["tests/test_serve_units.py", "tests/test_serve.py"]),
+    "serve/upstream.py": ("upstream fallback and cooldowns",
+                          ["tests/test_serve_units.py", *(_SERVE + t for t in (
+                              "test_fallback_on_500", "test_fallback_on_timeout_and_429",
+                              "test_all_backends_failing_is_a_502", "test_no_fallback_after_stream_started",
+                              "test_backend_client_error_is_returned_as_is",
+                              "test_a_backend_rejecting_our_key_falls_back_and_cools_down",
+                              "test_a_truncated_stream_puts_its_backend_in_cooldown",
+                              "test_streaming_reports_router_in_first_and_last_chunk",
+                              "test_sharded_transport_bounds_each_pool_and_releases_on_close"))]),
     "ledger/store.py": ("the decision log and spend restored at start-up",
                         ["tests/test_serve_pg.py", "tests/test_serve_spend.py", "tests/test_learning_loop.py"]),
     "evaluation/metrics.py": ("the field's metrics: Score, AIQ, QNC/RCI",

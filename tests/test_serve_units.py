@@ -6,6 +6,7 @@ end to end."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -311,3 +312,62 @@ def test_a_refusal_names_exactly_the_limits_reached():
         assert _refused(limiter, "limited", 1) is None
     assert _refused(limiter, "limited", 950) is None  # 100 requests and 1049 tokens: both limits reached
     assert "100 requests per minute and 1000 tokens per minute" in str(_refused(limiter, "limited", 1))
+
+
+# ---------------------------------------------------------------------------------------------- upstream clients
+def test_failures_are_named_alike_whichever_http_client_calls_the_backends():
+    """With aiohttp installed (the ``serve`` extra) its errors become the matching httpx errors, so an attempt's
+    ``error`` (docs/serving.md) is the same word either way: timeout, connect, or transport."""
+    aiohttp = pytest.importorskip("aiohttp")
+    from radialrouter.serve.upstream import _as_httpx
+
+    cases = [(aiohttp.ConnectionTimeoutError("connect timed out"), httpx.ConnectTimeout, "timeout"),
+             (asyncio.TimeoutError(), httpx.ReadTimeout, "timeout"),
+             (aiohttp.ClientConnectorError(SimpleNamespace(ssl=True, host="127.0.0.1", port=9),
+                                           OSError(111, "refused")), httpx.ConnectError, "connect"),
+             (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError, "connect"),
+             (aiohttp.ClientPayloadError("truncated body"), httpx.RemoteProtocolError, "connect"),
+             (aiohttp.ClientConnectionError("reset"), httpx.ReadError, "connect"),
+             (aiohttp.InvalidURL("not a url"), httpx.TransportError, "transport")]
+    for exc, kind, name in cases:
+        converted = _as_httpx(exc)
+        assert type(converted) is kind and classify(converted) == name, (exc, converted)
+        assert str(converted)  # never an empty message in the log
+    assert str(_as_httpx(aiohttp.ClientPayloadError("truncated body"))) == "truncated body"
+
+
+def _serve_config(url: str, **server):
+    llms = [{"name": "a", "base_url": f"{url}/a/v1", "model": "provider-model-a", "input_price": 1.0,
+             "output_price": 2.0, "api_key": "${RR_A}", "max_connections": 1, "context_window": 8000}]
+    return parse_config({"llms": llms, "auth": {"keys": [{"id": "k", "key": "${RR_B}"}]},
+                         "server": {"pool_timeout_s": 0.3, **server}}, env=ENV)
+
+
+def test_a_backend_gets_its_own_model_id_and_a_full_pool_is_local():
+    """A request reaches the backend with that backend's upstream model id; when its own connection pool stays full
+    for ``pool_timeout_s`` the attempt fails as ``pool_full`` (local saturation, no cooldown), and closing the
+    response that held the connection frees it for the next request. Streamed lines arrive as httpx splits them."""
+    from radialrouter.serve.testing import fake_backends
+
+    async def scenario(url: str, fakes) -> None:
+        upstream = Upstream(_serve_config(url))
+        try:
+            body = {"model": "whatever-the-client-asked", "messages": [{"role": "user", "content": "hi"}]}
+            held = await upstream.send("a", {**body, "stream": True}, stream=True)
+            assert held.status_code == 200 and fakes["a"].requests[-1]["model"] == "provider-model-a"
+            with pytest.raises(httpx.PoolTimeout) as caught:
+                await upstream.send("a", body, stream=False)
+            assert classify(caught.value) == "pool_full"
+            lines = [line async for line in held.aiter_lines()]
+            await held.aclose()
+            await held.aclose()  # closing twice frees the one connection once
+            assert lines[0].startswith("data: {") and "data: [DONE]" in lines and "" in lines
+            assert not any(line.endswith("\r") for line in lines)
+            answer = await upstream.send("a", body, stream=False)
+            assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+            assert len(fakes["a"].requests) == 2  # the refused attempt never reached the backend
+        finally:
+            await upstream.aclose()
+
+    with fake_backends(("a",)) as (fakes, url):
+        asyncio.run(scenario(url, fakes))
