@@ -112,6 +112,7 @@ NOT_RUN = {
 _RL, _BU = "radialrouter.serve.ratelimit.", "radialrouter.serve.budgets."
 _OPE, _ME = "radialrouter.learning.ope.", "radialrouter.evaluation.metrics."
 _SW = "radialrouter.evaluation.strong_weak."
+_CA = "radialrouter.policy.calibration."
 _TOL = ("a strict and a non-strict comparison against a value already offset by a tolerance (1e-12 / 1e-15) differ "
         "only when the two floats are exactly that tolerance apart")
 _DTYPE = ("dtype only: what follows (means, comparisons, np.where with ±inf, the mask) gives the same values for "
@@ -191,6 +192,11 @@ EQUIVALENT: dict[str, str] = {
        "embeddings itself (Router._inputs): the same array it is given directly" for k in (11, 14)},
     _SW + "x_router_margin__mutmut_24": "a router that does not read context ignores one it is given (Router."
                                         "uses_context): passing the tasks to it changes no score",
+    _CA + "x__calibrate_cost__mutmut_51": _TOL,
+    _CA + "x__lam_note__mutmut_8": "lam_at_fit is a class attribute of Router (False unless a router sets it): "
+                                   "getattr without a default finds it on every router",
+    _CA + "x_calibrate_lam__mutmut_37": "dtype only: the costs are multiplied by COST_SCALE (a float) right away, "
+                                        "so integer or float input gives the same float64 array",
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_30": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,
