@@ -113,6 +113,7 @@ _RL, _BU = "radialrouter.serve.ratelimit.", "radialrouter.serve.budgets."
 _OPE, _ME = "radialrouter.learning.ope.", "radialrouter.evaluation.metrics."
 _SW = "radialrouter.evaluation.strong_weak."
 _CA = "radialrouter.policy.calibration."
+_UP = "radialrouter.serve.upstream."
 _TOL = ("a strict and a non-strict comparison against a value already offset by a tolerance (1e-12 / 1e-15) differ "
         "only when the two floats are exactly that tolerance apart")
 _DTYPE = ("dtype only: what follows (means, comparisons, np.where with ±inf, the mask) gives the same values for "
@@ -197,6 +198,17 @@ EQUIVALENT: dict[str, str] = {
                                    "getattr without a default finds it on every router",
     _CA + "x_calibrate_lam__mutmut_37": "dtype only: the costs are multiplied by COST_SCALE (a float) right away, "
                                         "so integer or float input gives the same float64 array",
+    _UP + "x_retry_after__mutmut_8": "a missing Retry-After read as 'XXXX' fails float() like the empty string "
+                                     "does: None either way",
+    _UP + "xǁ_Backendǁ__init____mutmut_8": "the backend's semaphore of `size` slots already bounds the requests in "
+                                           "flight, so aiohttp's own connection limit (default 100) is never reached",
+    _UP + "xǁ_Backendǁ__init____mutmut_10": "the DNS cache lifetime (aiohttp's default 10 s instead of 300 s) changes "
+                                            "how often a host name is resolved, not any request's outcome",
+    _UP + "xǁ_Backendǁ__init____mutmut_16": "trust_env=None is falsy: aiohttp reads no proxy settings, as with False",
+    _UP + "xǁ_Backendǁ__init____mutmut_18": "auto_decompress defaults to True in aiohttp: the same session",
+    _UP + "xǁ_Backendǁ__init____mutmut_19": "trust_env defaults to False in aiohttp: the same session",
+    _UP + "xǁ_Backendǁ__init____mutmut_41": "HTTP header names are case-insensitive (RFC 9110 §5.1): AUTHORIZATION "
+                                            "is the same header",
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_30": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,

@@ -6,6 +6,7 @@ end to end."""
 from __future__ import annotations
 
 import asyncio
+import json
 from types import SimpleNamespace
 
 import httpx
@@ -334,6 +335,7 @@ def test_failures_are_named_alike_whichever_http_client_calls_the_backends():
         assert type(converted) is kind and classify(converted) == name, (exc, converted)
         assert str(converted)  # never an empty message in the log
     assert str(_as_httpx(aiohttp.ClientPayloadError("truncated body"))) == "truncated body"
+    assert str(_as_httpx(asyncio.TimeoutError())) == "TimeoutError"  # no message: the error's name
 
 
 def _serve_config(url: str, **server):
@@ -357,7 +359,7 @@ def test_a_backend_gets_its_own_model_id_and_a_full_pool_is_local():
             assert held.status_code == 200 and fakes["a"].requests[-1]["model"] == "provider-model-a"
             with pytest.raises(httpx.PoolTimeout) as caught:
                 await upstream.send("a", body, stream=False)
-            assert classify(caught.value) == "pool_full"
+            assert classify(caught.value) == "pool_full" and "no free connection within 0.3 s" in str(caught.value)
             lines = [line async for line in held.aiter_lines()]
             await held.aclose()
             await held.aclose()  # closing twice frees the one connection once
@@ -371,3 +373,114 @@ def test_a_backend_gets_its_own_model_id_and_a_full_pool_is_local():
 
     with fake_backends(("a",)) as (fakes, url):
         asyncio.run(scenario(url, fakes))
+
+
+def _recording_app(seen: list):
+    """A backend that records each request's path, headers and body and answers a minimal completion."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def anything(request):
+        seen.append({"path": request.url.path, "headers": dict(request.headers), "body": await request.json()})
+        return JSONResponse({"id": "x", "object": "chat.completion",
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]})
+
+    return Starlette(routes=[Route("/{path:path}", anything, methods=["POST"])])
+
+
+def test_each_backend_gets_our_key_its_model_and_its_timeouts_whichever_client_sends():
+    """Both clients (aiohttp, or httpx without it) POST JSON to ``<base_url>/chat/completions`` with that backend's
+    key as a Bearer token and its upstream model id; httpx's request carries the backend's ``timeout_s`` as read
+    timeout and the server's connect and pool timeouts."""
+    from radialrouter.serve.testing import ServerThread
+
+    seen: list = []
+    body = {"model": "client-alias", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def via_aiohttp(url: str) -> None:
+        upstream = Upstream(_serve_config(url + "/base"))
+        try:
+            assert (await upstream.send("a", body, stream=False)).status_code == 200
+        finally:
+            await upstream.aclose()
+
+    with ServerThread(_recording_app(seen)) as server:
+        asyncio.run(via_aiohttp(server.url))
+    sent: list = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"choices": []})
+
+    async def via_httpx() -> None:
+        upstream = Upstream(_serve_config("http://backend.test/base", connect_timeout_s=1.5),
+                            transport=httpx.MockTransport(handler))
+        try:
+            assert (await upstream.send("a", body, stream=False)).status_code == 200
+        finally:
+            await upstream.aclose()
+
+    asyncio.run(via_httpx())
+    (got,), (request,) = seen, sent
+    assert got["path"] == "/base/a/v1/chat/completions" and str(request.url) == "http://backend.test/base/a/v1/chat/completions"
+    for headers in (got["headers"], request.headers):
+        assert headers["authorization"] == "Bearer sk-a"
+        assert headers["content-type"] == "application/json" and headers["accept"] == "application/json"
+    assert got["body"]["model"] == json.loads(request.content)["model"] == "provider-model-a"
+    assert got["body"]["messages"] == json.loads(request.content)["messages"] == body["messages"]
+    assert request.extensions["timeout"] == {"connect": 1.5, "read": 60.0, "write": 60.0, "pool": 0.3}
+
+
+def test_a_hung_backend_times_out_after_its_timeout_s():
+    """A backend that sends nothing for its ``timeout_s`` fails the attempt as ``timeout`` (then the request falls
+    back), long before the backend would answer."""
+    import time as _time
+
+    from radialrouter.serve.testing import fake_backends
+
+    async def scenario(url: str) -> None:
+        config = parse_config({"llms": [{"name": "a", "base_url": f"{url}/a/v1", "input_price": 1.0,
+                                         "output_price": 2.0, "context_window": 8000, "timeout_s": 0.5}],
+                               "auth": {"keys": [{"id": "k", "key": "${RR_B}"}]}}, env=ENV)
+        upstream = Upstream(config)
+        try:
+            start = _time.monotonic()
+            with pytest.raises(httpx.TimeoutException) as caught:
+                await upstream.send("a", {"messages": [{"role": "user", "content": "hi"}]}, stream=False)
+            assert classify(caught.value) == "timeout" and _time.monotonic() - start < 3.0
+        finally:
+            await upstream.aclose()
+
+    with fake_backends(("a",)) as (fakes, url):
+        fakes["a"].mode, fakes["a"].hang_s = "hang", 5.0
+        asyncio.run(scenario(url))
+
+
+def test_streamed_lines_end_at_newlines_and_bad_bytes_are_replaced():
+    """The aiohttp stream's lines: ``\\n`` or ``\\r\\n`` ends a line, however the bytes are chunked; a last line without
+    a newline still arrives (without a trailing ``\\r``); bytes that are not UTF-8 become U+FFFD, not an error."""
+    from radialrouter.serve.upstream import AiohttpResponse
+
+    class Body:
+        def __init__(self, chunks):
+            self.chunks = chunks
+
+        async def iter_any(self):
+            for chunk in self.chunks:
+                yield chunk
+
+    class Raw:
+        status, headers = 200, {}
+
+        def __init__(self, chunks):
+            self.content = Body(chunks)
+
+    async def lines(chunks) -> list[str]:
+        response = AiohttpResponse(Raw(chunks), lambda: None)
+        return [line async for line in response.aiter_lines()]
+
+    whole = b"data: a\r\n\r\ndata: b\ndata: \xff\xfe\r\ndata: last\r"
+    expected = ["data: a", "", "data: b", "data: \ufffd\ufffd", "data: last"]
+    for cut in ([whole], [whole[:5], whole[5:9], whole[9:]], [bytes([b]) for b in whole]):
+        assert asyncio.run(lines(cut)) == expected
