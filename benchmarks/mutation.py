@@ -209,6 +209,7 @@ EQUIVALENT: dict[str, str] = {
     _UP + "xǁ_Backendǁ__init____mutmut_19": "trust_env defaults to False in aiohttp: the same session",
     _UP + "xǁ_Backendǁ__init____mutmut_41": "HTTP header names are case-insensitive (RFC 9110 §5.1): AUTHORIZATION "
                                             "is the same header",
+    "radialrouter.routers.frugal.xǁFrugalRouterǁ_fit__mutmut_5": "astype(None) is astype(float64)",
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_30": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,
