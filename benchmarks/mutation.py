@@ -207,6 +207,9 @@ EQUIVALENT: dict[str, str] = {
     _UP + "xǁ_Backendǁ__init____mutmut_16": "trust_env=None is falsy: aiohttp reads no proxy settings, as with False",
     _UP + "xǁ_Backendǁ__init____mutmut_18": "auto_decompress defaults to True in aiohttp: the same session",
     _UP + "xǁ_Backendǁ__init____mutmut_19": "trust_env defaults to False in aiohttp: the same session",
+    _UP + "xǁUpstreamǁ_request__mutmut_3": "HTTP header names are case-insensitive (RFC 9110 §5.1): CONTENT-TYPE is "
+                                          "the same header",
+    _UP + "xǁUpstreamǁ_request__mutmut_32": "httpx upper-cases the method (httpx.Request('post', …).method == 'POST')",
     _UP + "xǁ_Backendǁ__init____mutmut_41": "HTTP header names are case-insensitive (RFC 9110 §5.1): AUTHORIZATION "
                                             "is the same header",
     "radialrouter.routers.frugal.xǁFrugalRouterǁ_fit__mutmut_5": "astype(None) is astype(float64)",

@@ -480,7 +480,40 @@ def test_streamed_lines_end_at_newlines_and_bad_bytes_are_replaced():
         response = AiohttpResponse(Raw(chunks), lambda: None)
         return [line async for line in response.aiter_lines()]
 
-    whole = b"data: a\r\n\r\ndata: b\ndata: \xff\xfe\r\ndata: last\r"
-    expected = ["data: a", "", "data: b", "data: \ufffd\ufffd", "data: last"]
+    whole = b"data: a\r\n\r\ndata: b\ndata: \xff\xfe\r\ndata: TAX \xff\r"
+    expected = ["data: a", "", "data: b", "data: \ufffd\ufffd", "data: TAX \ufffd"]  # only a trailing \r goes
     for cut in ([whole], [whole[:5], whole[5:9], whole[9:]], [bytes([b]) for b in whole]):
         assert asyncio.run(lines(cut)) == expected
+
+
+def test_sharded_pools_count_every_request_in_flight_and_free_failed_ones():
+    """`ShardedTransport`: with every pool busy a request goes to the least busy one; each pool's count is the
+    requests in flight on it, and a request that fails (connection refused) frees its place at once."""
+    from radialrouter.serve.testing import fake_backends
+    from radialrouter.serve.upstream import ShardedTransport
+
+    async def main(url: str) -> None:
+        transport = ShardedTransport(4, shard_size=2)  # two pools of two connections
+        body = {"model": "a", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            held = []
+            for expected in ([1, 0], [2, 0], [2, 1], [2, 2]):
+                request = client.build_request("POST", f"{url}/a/v1/chat/completions", json=body)
+                held.append(await client.send(request, stream=True))
+                assert transport.in_progress == expected
+            # every pool busy: the fifth request waits on the least busy pool (the first of equals)
+            fifth = asyncio.ensure_future(client.post(f"{url}/a/v1/chat/completions", json={**body, "stream": False}))
+            await asyncio.sleep(0.2)
+            assert transport.in_progress == [3, 2] and not fifth.done()
+            await held[0].aclose()
+            assert (await fifth).status_code == 200
+            for response in held[1:]:
+                await response.aclose()
+            assert transport.in_progress == [0, 0]
+            with pytest.raises(httpx.ConnectError):
+                await client.post("http://127.0.0.1:9/v1/chat/completions", json=body)
+            assert transport.in_progress == [0, 0]
+        await transport.aclose()
+
+    with fake_backends(("a",)) as (_, url):
+        asyncio.run(main(url))
