@@ -114,6 +114,7 @@ _OPE, _ME = "radialrouter.learning.ope.", "radialrouter.evaluation.metrics."
 _SW = "radialrouter.evaluation.strong_weak."
 _CA = "radialrouter.policy.calibration."
 _UP = "radialrouter.serve.upstream."
+_TR = "radialrouter.core.encoders.transformer."
 _TOL = ("a strict and a non-strict comparison against a value already offset by a tolerance (1e-12 / 1e-15) differ "
         "only when the two floats are exactly that tolerance apart")
 _DTYPE = ("dtype only: what follows (means, comparisons, np.where with ±inf, the mask) gives the same values for "
@@ -213,6 +214,12 @@ EQUIVALENT: dict[str, str] = {
     _UP + "xǁ_Backendǁ__init____mutmut_41": "HTTP header names are case-insensitive (RFC 9110 §5.1): AUTHORIZATION "
                                             "is the same header",
     "radialrouter.routers.frugal.xǁFrugalRouterǁ_fit__mutmut_5": "astype(None) is astype(float64)",
+    _TR + "xǁQueryEncoderǁ_from_pretrained__mutmut_13": "local_files_only only stops hub look-ups; it is passed for "
+                                                       "local folders, which transformers reads from disk anyway",
+    _TR + "xǁQueryEncoderǁ_onnx_session__mutmut_12": "inter-op threads only run independent graph nodes in parallel: "
+                                                    "the same vectors",
+    _TR + "xǁQueryEncoderǁencode__mutmut_90": "astype(copy=None) behaves as copy=False (checked: it returns the same "
+                                             "float32 array)",
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_30": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,

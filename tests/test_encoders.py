@@ -321,3 +321,44 @@ def test_a_router_refuses_an_encoder_that_differs_only_in_its_weights(tmp_path):
         from_pretrained(tmp_path / "knn")
     with pytest.raises(EncoderError, match="weights_sha256"):
         from_pretrained(tmp_path / "knn", encoder=retrained)
+
+
+def test_onnx_pooling_is_the_mean_over_real_tokens_or_the_first_token():
+    """The ONNX backend's pooling (the numpy twin of the torch one): mean over the tokens the mask keeps (padding
+    ignored), or the first token for ``cls``; unit length when normalising, float32 either way."""
+    from radialrouter.core.encoders.transformer import _pool
+
+    hidden = np.array([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]], [[4.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    mean = _pool(hidden, mask, "mean", normalize=False)
+    np.testing.assert_allclose(mean, [[2.0, 4.0], [4.0, 0.0]])  # (1 + 3) / 2, (2 + 6) / 2; padding left out
+    assert mean.dtype == np.float32
+    np.testing.assert_allclose(_pool(hidden, mask, "cls", normalize=False), [[1.0, 2.0], [4.0, 0.0]])
+    unit = _pool(hidden, mask, "mean", normalize=True)
+    np.testing.assert_allclose(unit, [[1 / np.sqrt(5), 2 / np.sqrt(5)], [1.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(_pool(np.zeros((1, 2, 2)), np.zeros((1, 2)), "mean", True), [[0.0, 0.0]])
+
+
+def test_from_identity_rebuilds_every_recorded_setting_and_defaults_the_rest():
+    """A recorded identity (``encoder.json``) rebuilds the same encoder settings without loading anything; keys an
+    older record lacks take the defaults (mean pooling, normalised, 256 tokens, keep the end)."""
+    recorded = {"name": "all-MiniLM-L6-v2", "pooling": "cls", "normalize": False, "max_tokens": 128,
+                "truncation_side": "right", "precision": "fp32"}
+    encoder = QueryEncoder.from_identity(recorded, cache_dir=False)
+    assert (encoder.pooling, encoder.normalize, encoder.max_tokens, encoder.truncation_side, encoder.precision) == (
+        "cls", False, 128, "right", "fp32")
+    old = QueryEncoder.from_identity({"name": "all-MiniLM-L6-v2"}, cache_dir=False)
+    assert (old.pooling, old.normalize, old.max_tokens, old.truncation_side) == ("mean", True, 256, "left")
+
+
+def test_progress_counts_every_input_text_once_cached_or_not(tmp_path):
+    """``on_progress`` adds up to the number of texts given (duplicates and cached ones included), the cached ones
+    reported at once, before anything is computed."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch", batch_size=1)
+    encoder.encode(TEXTS[:1])
+    seen: list[int] = []
+    texts = [TEXTS[0], TEXTS[1], TEXTS[0], TEXTS[2], TEXTS[1]]
+    vectors = encoder.encode(texts, on_progress=seen.append)
+    assert sum(seen) == len(texts) and seen[0] == 2  # TEXTS[0] twice, from the cache
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_array_equal(vectors[1], vectors[4])
