@@ -362,3 +362,19 @@ def test_progress_counts_every_input_text_once_cached_or_not(tmp_path):
     assert sum(seen) == len(texts) and seen[0] == 2  # TEXTS[0] twice, from the cache
     np.testing.assert_array_equal(vectors[0], vectors[2])
     np.testing.assert_array_equal(vectors[1], vectors[4])
+
+
+def test_plan_announces_what_encoding_will_cost(tmp_path):
+    """``plan``: nothing to do when every distinct text is cached; otherwise how many of how many must be encoded,
+    with which encoder and backend, and where they will be cached (or that caching is off)."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch", precision="fp32")
+    encoder.encode(TEXTS)
+    line, missing = encoder.plan([*TEXTS, TEXTS[0]], noun="queries")
+    assert missing == 0 and line == (f"all 3 queries are in the embedding cache of all-MiniLM-L6-v2 ({tmp_path}): "
+                                     "nothing to encode")
+    line, missing = encoder.plan([*TEXTS, "a new one", "and another"])
+    assert missing == 2 and line.startswith("encoding 2 new prompts of 5 with all-MiniLM-L6-v2 (torch fp32, ")
+    assert f"once: cached in {tmp_path} for next time" in line
+    off = QueryEncoder(cache_dir=False, backend="torch", precision="fp32")
+    line, missing = off.plan(TEXTS[:2])
+    assert missing == 2 and "not cached (caching is off)" in line
