@@ -9,11 +9,26 @@ copies ``src`` into ``.mutation/<module>/mutants/`` and puts that copy first on 
     python benchmarks/mutation.py --list                   # the modules and the tests each one runs against
     python benchmarks/mutation.py serve/budgets.py         # one module (or several; none: every module)
     python benchmarks/mutation.py --report                 # rewrite benchmarks/results/mutation.{json,md} only
+    python benchmarks/mutation.py --sample 25 MODULE       # a uniform random sample of 25 of its mutants (seed:
+                                                           # --sample-seed, default 0), reported as an estimate
+    python benchmarks/mutation.py --survivors MODULE       # run again only what the module's last run left alive,
+                                                           # against the tests as they are now
+
+A sampled module is reported as "sampled N of M": the sample's counts, its kill rate with a 95 % Wilson interval,
+and, in the overall line, its estimated number of non-equivalent mutants (M × the sample's non-equivalent share) at
+the sample's rate; the overall line says how fully run and sampled modules are combined. ``--survivors`` reuses
+the scratch folder of the module's last run (mutmut keeps the other mutants' results there) and never runs a killed
+mutant again: tests are only added between runs.
 
 Results accumulate in ``benchmarks/results/mutation.json`` (one entry per module, replaced when the module is run
 again) and ``mutation.md`` is regenerated from it. Mutants judged equivalent (no test can tell them apart from the
 original, because no behaviour changes) are listed in ``EQUIVALENT`` below with the reason, and excluded from the
-kill rate. Too slow for CI: a module takes minutes to an hour on 2 cores (the wall time of each run is recorded).
+kill rate. Too slow for CI: a module takes minutes to an hour on 2 cores (the wall time of each run is recorded;
+every module in full is several hours on the shared 2-core machine, which is why the slow ones are sampled).
+
+mutmut links a test to the functions it calls while it runs; code that only a module- or session-scoped fixture
+runs (e.g. a gateway built once per file) is linked to the first test that used the fixture, so its mutants run
+against that test alone. Tests that build what they check inside the test avoid this.
 """
 
 from __future__ import annotations
