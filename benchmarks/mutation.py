@@ -245,6 +245,10 @@ EQUIVALENT: dict[str, str] = {
 }
 
 
+#: repository folders tests read beside ``tests/`` (mutmut runs them from ``mutants/``, a copy of the root)
+_ALSO_COPY = ("examples",)
+
+
 def _slug(module: str) -> str:
     return module.replace("/", "_").removesuffix(".py")
 
@@ -264,6 +268,7 @@ def _pyproject(module: str, tests: list[str]) -> str:
         f"pytest_add_cli_args_test_selection = {json.dumps(selected)}",
         f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *deselected])}",
         'process_isolation = "forkserver"',  # torch and uvicorn threads are not fork-safe from a pytest process
+        f"also_copy = {json.dumps(list(_ALSO_COPY))}",  # read by tests from the repository root (mutants/)
         "use_git_change_detection = false",
         "",
         pytest_section,
@@ -296,6 +301,8 @@ def _prepare(module: str) -> Path:
     work.mkdir(parents=True)
     (work / "src").symlink_to(ROOT / "src")
     (work / "tests").symlink_to(ROOT / "tests")
+    for extra in _ALSO_COPY:
+        (work / extra).symlink_to(ROOT / extra)
     (work / "pyproject.toml").write_text(_pyproject(module, tests))
     return work
 
@@ -304,8 +311,13 @@ def _mutmut_run(work: Path, log_name: str, max_children: int, names: list[str] |
     log = RESULTS / "mutation-logs"
     log.mkdir(parents=True, exist_ok=True)
     with open(log / log_name, "w") as out:
-        return subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
-                               *(names or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=_env()).returncode
+        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                             *(names or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=_env()).returncode
+    text = (log / log_name).read_text(errors="replace")
+    for failure in ("failed to collect stats", "Failed to run clean test", "Failed to collect list of tests"):
+        if failure in text:  # the unmutated tests fail under mutmut: no mutant result would mean anything
+            raise RuntimeError(f"{work.name}: mutmut says {failure!r}; see {log / log_name}")
+    return rc
 
 
 def run_module(module: str, max_children: int, sample: int | None = None, seed: int = 0) -> dict:
