@@ -590,3 +590,15 @@ def test_knn_reuses_neighbours_across_lams_and_not_across_inputs():
     router.k_ = 7
     router.predict_scores(train, 0.0)
     assert calls == [len(test), len(train), len(train)]
+
+
+def test_a_scorer_trained_on_one_constant_label_predicts_that_label():
+    """An LLM right (or wrong, or at a fixed pass rate) on every training query gets a constant scorer: zero weights
+    on the embedding and that rate as its prediction (clipped away from 0 and 1 so the log-odds stay finite)."""
+    from radialrouter.routers._common import fit_soft_logistic, sigmoid
+
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    for label, expected in ((1.0, 1 - 1e-6), (0.0, 1e-6), (0.3, 0.3)):
+        coef, intercept = fit_soft_logistic(x, np.full(20, label))
+        assert coef.shape == (3,) and not coef.any()
+        assert sigmoid(x @ coef + intercept) == pytest.approx(np.full(20, expected), rel=1e-6)
