@@ -602,3 +602,18 @@ def test_a_scorer_trained_on_one_constant_label_predicts_that_label():
         coef, intercept = fit_soft_logistic(x, np.full(20, label))
         assert coef.shape == (3,) and not coef.any()
         assert sigmoid(x @ coef + intercept) == pytest.approx(np.full(20, expected), rel=1e-6)
+
+
+def test_the_cost_heads_ridge_penalty_is_the_routers_cost_alpha():
+    """``cost_alpha`` is the ridge penalty of the per-query cost head: a huge one leaves no weight on the query, so
+    each LLM's predicted cost is the same for every query (its training mean); the default follows the queries."""
+    ds = make_synthetic(n_queries=200, seed=2)
+    train, test = ds.select("train"), ds.select("test")
+    # per-query costs that depend on the query (prompt length grows along the first embedding axis)
+    scale = np.exp(train.embeddings[:, :1].astype(np.float64))
+    train = dataclasses.replace(train, cost=train.cost * scale)
+    flat = make_router("mlp", steps=5, cost_alpha=1e9).fit(train).predict_costs(test)
+    follows = make_router("mlp", steps=5).fit(train).predict_costs(test)
+    assert np.ptp(flat, axis=0) == pytest.approx(np.zeros(flat.shape[1]), abs=1e-9)
+    np.testing.assert_allclose(flat[0], train.cost.mean(axis=0), rtol=0.05)
+    assert (np.ptp(follows, axis=0) > 0.1 * follows.mean(axis=0)).all()  # more than 10 % apart across queries
