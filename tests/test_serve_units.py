@@ -517,3 +517,60 @@ def test_sharded_pools_count_every_request_in_flight_and_free_failed_ones():
 
     with fake_backends(("a",)) as (_, url):
         asyncio.run(main(url))
+
+
+# ---------------------------------------------------------------------------------------------- the decision log
+def test_the_sqlite_decision_log_restores_spend_and_replaces_a_repeated_request(tmp_path):
+    """README "spend is restored from the decision log": after a restart, each client's spend is the sum of its
+    recorded costs (a request recorded twice counts once: the second row replaces the first; a row without a cost
+    adds nothing). Rows come back oldest first, one decision by its request id, feedback replaced when posted again."""
+    from radialrouter.ledger.store import Ledger, LedgerRow, Settlement, committed
+
+    def row(rid: str, ts: float, client: str, cost: float | None, **extra) -> LedgerRow:
+        return LedgerRow(request_id=rid, ts=ts, client=client, model="radial", mode=None, lam=0.02, llm="small",
+                         ranking=["small", "big"], attempts=[{"llm": "big", "error": "http_500"}], cost_usd=cost,
+                         **extra)
+
+    path = tmp_path / "decisions.sqlite"
+    ledger = Ledger(path)
+    futures = [ledger.record(row("r2", 2.0, "alice", 0.25), Settlement("alice", 0.25)),
+               ledger.record(row("r1", 1.0, "alice", 0.5), Settlement("alice", 0.5)),
+               ledger.record(row("r3", 3.0, "bob", None, status="error")),
+               ledger.record(row("r4", 4.0, "bob", 0.125, fallback=True, stream=True))]
+    assert all(f.result(timeout=10) for f in futures)
+    assert asyncio.run(committed(ledger.record(row("r1", 1.5, "alice", 0.5)))) is True  # the same request again
+    assert ledger.backlog() == 0
+    ledger.close()
+
+    restarted = Ledger(path)
+    try:
+        assert restarted.spent_by_client() == {"alice": pytest.approx(0.75), "bob": pytest.approx(0.125)}
+        rows = restarted.rows()
+        assert [r["request_id"] for r in rows] == ["r1", "r2", "r3", "r4"] and rows[0]["ts"] == 1.5
+        r4 = restarted.decision_of("r4")
+        assert (r4["fallback"], r4["stream"], r4["client"]) == (1, 1, "bob")
+        assert json.loads(r4["ranking"]) == ["small", "big"]
+        assert json.loads(r4["attempts"]) == [{"llm": "big", "error": "http_500"}]
+        assert restarted.decision_of("nope") is None and restarted.decision_of("r3")["status"] == "error"
+        restarted.record_feedback("r4", "user", 0.0, client="bob", ts=5.0)
+        restarted.record_feedback("r4", "user", 1.0, client="bob", comment="better", meta={"k": 1}, ts=6.0)
+        (label,) = restarted.feedback_rows()
+        assert (label["score"], label["comment"], json.loads(label["meta"])) == (1.0, "better", {"k": 1})
+    finally:
+        restarted.close()
+
+
+def test_a_full_decision_log_queue_drops_rows_and_says_so(tmp_path):
+    """When the writer's queue is full a row is dropped, not waited for: its future says False and ``on_drop``
+    counts it."""
+    from radialrouter.ledger.store import Ledger, LedgerRow, committed
+
+    drops: list[int] = []
+    ledger = Ledger(tmp_path / "d.sqlite", max_queue=0, on_drop=lambda: drops.append(1))
+    try:
+        done = ledger.record(LedgerRow(request_id="x", ts=1.0, client="c", model="m", mode=None, lam=None, llm=None))
+        assert done.result(timeout=1) is False and drops == [1] and ledger.backlog() == 0
+        assert asyncio.run(committed(done)) is False
+        assert ledger.rows() == [] and ledger.spent_by_client() == {}
+    finally:
+        ledger.close()
