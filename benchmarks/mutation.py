@@ -98,18 +98,21 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 
 #: what the figures above do not show (kept by hand; update when a module is rerun)
 NOTES = [
-    "- Figures are from the last run of each module; tests written after it are not counted.",
+    "- Figures are from the last run of each module (for a sampled module, of its sample); `--survivors` reruns "
+    "(noted in the wall-time column) ran only what a run had left alive, against the tests written after it.",
     "- Surviving message-text mutants (`XX…XX`, upper case) and changed defaults (`n_boot`, `seed`) are counted "
     "as survived, not equivalent: they change output, even if no promise fixes it.",
-    "- `policy/calibration.py` was started and stopped for time after 255 of its 961 mutants (13 min): 117 killed "
-    "(5 by timeout), 73 survived, 65 in functions no selected test reaches; it is not counted above.",
     "- `serve/budgets.py` runs against the unit tests and the two budget HTTP tests: against the whole of "
     "test_serve_spend.py it took about 50 s a mutant (every test starts a gateway); before the unit tests existed "
     "the HTTP tests alone killed 48 of the first 57 mutants. Its one real survivor (`cost_usd` dividing by "
     "1,000,001) is killed by the exact price test written after the run (checked by hand).",
-    "- `evaluation/metrics.py`: `curve_metrics`, `evaluate_router`'s figures, `best_single_reference` and "
-    "`collapse_index` are exercised by the bench and missing-cell tests, which train routers and were not selected "
-    "(108 mutants not reached).",
+    "- `evaluation/metrics.py`: its 108 mutants no selected test reached (`curve_metrics`, `best_single_reference`, "
+    "`collapse_index`, `single_llm_summary`, `most_expensive_llm`) are reached and killed by the metric tests of "
+    "test_evaluation.py written for issue #27 (hand-computed fixtures).",
+    "- `serve/upstream.py` runs against the unit tests and the fallback / streaming tests of test_serve.py by name "
+    "(the whole file costs about 10 s a mutant). Code that only a module-scoped fixture runs (the gateway's "
+    "`Upstream` and its aiohttp sessions) is linked by mutmut to the first test that used the fixture; the unit "
+    "tests build their own `Upstream` so that its mutants meet them.",
     "- Each module's runs use only the listed tests; HTTP tests that start a gateway per test were left out where "
     "they cost about a minute per mutant (the promise is then carried by the listed unit tests).",
 ]
