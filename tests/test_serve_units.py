@@ -539,14 +539,23 @@ def test_the_sqlite_decision_log_restores_spend_and_replaces_a_repeated_request(
                ledger.record(row("r4", 4.0, "bob", 0.125, fallback=True, stream=True))]
     assert all(f.result(timeout=10) for f in futures)
     assert asyncio.run(committed(ledger.record(row("r1", 1.5, "alice", 0.5)))) is True  # the same request again
-    assert ledger.backlog() == 0
+    # carol's forty settled requests, queued faster than they are written (several share a transaction)
+    many = [ledger.record(row(f"c{i}", 10.0 + i, "carol", 0.01), Settlement("carol", 0.01)) for i in range(40)]
+    assert all(f.result(timeout=10) for f in many) and ledger.backlog() == 0
     ledger.close()
 
     restarted = Ledger(path)
     try:
-        assert restarted.spent_by_client() == {"alice": pytest.approx(0.75), "bob": pytest.approx(0.125)}
+        assert restarted.spent_by_client() == {"alice": pytest.approx(0.75), "bob": pytest.approx(0.125),
+                                               "carol": pytest.approx(0.4)}
+        # what the dashboard shows per key: every settled cost, counted once
+        import sqlalchemy as sa
+
+        with restarted.engine.connect() as conn:
+            booked = dict(conn.execute(sa.text("SELECT client, spent_usd FROM budget_spend")).all())
+        assert booked == {"alice": pytest.approx(0.75), "carol": pytest.approx(0.4)}
         rows = restarted.rows()
-        assert [r["request_id"] for r in rows] == ["r1", "r2", "r3", "r4"] and rows[0]["ts"] == 1.5
+        assert [r["request_id"] for r in rows][:4] == ["r1", "r2", "r3", "r4"] and rows[0]["ts"] == 1.5
         r4 = restarted.decision_of("r4")
         assert (r4["fallback"], r4["stream"], r4["client"]) == (1, 1, "bob")
         assert json.loads(r4["ranking"]) == ["small", "big"]
@@ -556,13 +565,17 @@ def test_the_sqlite_decision_log_restores_spend_and_replaces_a_repeated_request(
         restarted.record_feedback("r4", "user", 1.0, client="bob", comment="better", meta={"k": 1}, ts=6.0)
         (label,) = restarted.feedback_rows()
         assert (label["score"], label["comment"], json.loads(label["meta"])) == (1.0, "better", {"k": 1})
+        with restarted.engine.connect() as conn:  # the dashboard's pre-aggregates: one rating, the latest score
+            spans = conn.execute(sa.text("SELECT span, SUM(feedback_n), SUM(feedback_sum) FROM decisions_rollup "
+                                         "WHERE client = 'bob' GROUP BY span")).all()
+        assert spans and all((n, total) == (1, 1.0) for _, n, total in spans)
     finally:
         restarted.close()
 
 
-def test_a_full_decision_log_queue_drops_rows_and_says_so(tmp_path):
-    """When the writer's queue is full a row is dropped, not waited for: its future says False and ``on_drop``
-    counts it."""
+def test_a_full_decision_log_queue_drops_rows_and_says_so(tmp_path, caplog):
+    """When the writer's queue is full a row is dropped, not waited for: its future says False, ``on_drop``
+    counts it, and the log names the request."""
     from radialrouter.ledger.store import Ledger, LedgerRow, committed
 
     drops: list[int] = []
@@ -570,6 +583,7 @@ def test_a_full_decision_log_queue_drops_rows_and_says_so(tmp_path):
     try:
         done = ledger.record(LedgerRow(request_id="x", ts=1.0, client="c", model="m", mode=None, lam=None, llm=None))
         assert done.result(timeout=1) is False and drops == [1] and ledger.backlog() == 0
+        assert "decision log queue is full; dropping the row of request x" in caplog.text
         assert asyncio.run(committed(done)) is False
         assert ledger.rows() == [] and ledger.spent_by_client() == {}
     finally:
