@@ -3,7 +3,6 @@ the same pool hooks as RadialRouter (and on RadialRouter itself when it is regis
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -17,7 +16,7 @@ from radialrouter.core.objective import target_distribution
 from radialrouter.core.training import set_seed, train_module
 from radialrouter.data import DataError, make_synthetic
 from radialrouter.evaluation import summarize
-from radialrouter.policy.pool import add_llm, most_similar_llm, remove_llm
+from radialrouter.policy.pool import add_llm, clone, most_similar_llm, remove_llm
 from radialrouter.routers import Router, RouterError, available_routers, from_pretrained, make_router, register
 
 LAM = 0.1
@@ -123,7 +122,7 @@ def probes_of(train, k: int, seed: int = 0):
 
 def test_add_llm_recovers_most_of_the_retraining_gain(pools):
     train, test, rest, never, full = pools
-    added = copy.deepcopy(never)
+    added = clone(never)
     before = {k: v.clone() for k, v in added.net_.state_dict().items() if k != "llm"}
     add_llm(added, HELD, probes_of(train, 100))
     assert added.llms_ == [*rest, HELD]
@@ -140,7 +139,7 @@ def test_add_llm_recovers_most_of_the_retraining_gain(pools):
 
 def test_remove_llm_restores_the_smaller_pool(pools):
     train, test, rest, never, full = pools
-    router = copy.deepcopy(never)
+    router = clone(never)
     add_llm(router, HELD, probes_of(train, 50), steps=50)
     remove_llm(router, HELD)
     assert router.llms_ == rest
@@ -292,7 +291,7 @@ def test_radial_pool_add_freezes_the_backbone_and_recovers_most_of_the_gain(data
     only the new LLM's row is learned, and it recovers most of what retraining on the whole pool gains."""
     never, full = radial_pools
     test = data.select("test")
-    added = copy.deepcopy(never)
+    added = clone(never)
     emb_before = never.llm_embedding().detach().clone()
     modules = {k: v for k, v in vars(added).items() if isinstance(v, nn.Module)}
     before = {(m, k): v.clone() for m, mod in modules.items() for k, v in mod.state_dict().items()}
