@@ -115,6 +115,14 @@ NOTES = [
     "tests build their own `Upstream` so that its mutants meet them.",
     "- Each module's runs use only the listed tests; HTTP tests that start a gateway per test were left out where "
     "they cost about a minute per mutant (the promise is then carried by the listed unit tests).",
+    "- mutmut's timeout counts CPU seconds, which a test that sleeps in a wait loop never uses: "
+    "`ledger/store.py`'s `Ledger.backlog` mutant (a backlog that never drains) hung test_learning_loop.py's wait "
+    "for the decision log, which had no deadline. That run was ended by hand with SIGXCPU (recorded as timeout); "
+    "the wait now fails after 30 s. Later runs had a watchdog end a mutant's tests after 240 s at under 10 % CPU "
+    "(also recorded as timeout).",
+    "- test_pool.py copied its shared routers with `copy.deepcopy`, which fails once an earlier test has attached "
+    "the query encoder (a thread lock): the file passed only in its written order, and mutmut runs a mutant's tests "
+    "in another. The tests now copy with `pool.clone`, which shares the encoder.",
 ]
 
 #: why a module has no run in the report yet (wall time on the shared 2-core machine of the first session)
