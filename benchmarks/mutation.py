@@ -40,8 +40,10 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -118,8 +120,8 @@ NOTES = [
     "- mutmut's timeout counts CPU seconds, which a test that sleeps in a wait loop never uses: "
     "`ledger/store.py`'s `Ledger.backlog` mutant (a backlog that never drains) hung test_learning_loop.py's wait "
     "for the decision log, which had no deadline. That run was ended by hand with SIGXCPU (recorded as timeout); "
-    "the wait now fails after 30 s. Later runs had a watchdog end a mutant's tests after 240 s at under 10 % CPU "
-    "(also recorded as timeout).",
+    "the wait now fails after 30 s. Since then a watchdog (`_watchdog`) ends a mutant's tests after 240 s at under "
+    "10 % CPU (also recorded as timeout).",
     "- test_pool.py copied its shared routers with `copy.deepcopy`, which fails once an earlier test has attached "
     "the query encoder (a thread lock): the file passed only in its written order, and mutmut runs a mutant's tests "
     "in another. The tests now copy with `pool.clone`, which shares the encoder.",
@@ -319,12 +321,38 @@ def _prepare(module: str) -> Path:
     return work
 
 
+def _watchdog(mutants: Path, stop: threading.Event, wall_s: float = 240.0, cpu_share: float = 0.1) -> None:
+    """End a mutant's test run that hangs: mutmut's timeout counts CPU seconds, which a test sleeping in a wait loop
+    never uses. A process running in ``mutants`` (a mutant's tests) for more than ``wall_s`` with under ``cpu_share``
+    of that in CPU time gets SIGXCPU, which mutmut records as a timeout. Linux only (reads /proc)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    while not stop.wait(15):
+        for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+            try:
+                if Path(f"/proc/{pid}/cwd").resolve() != mutants.resolve():
+                    continue
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / tick
+                started = int(fields[19]) / tick
+                uptime = float(Path("/proc/uptime").read_text().split()[0])
+                if uptime - started > wall_s and cpu < cpu_share * (uptime - started):
+                    print(f"watchdog: SIGXCPU to {pid} ({uptime - started:.0f} s, {cpu:.0f} s CPU)", flush=True)
+                    os.kill(int(pid), signal.SIGXCPU)
+            except (OSError, ValueError, IndexError):
+                continue
+
+
 def _mutmut_run(work: Path, log_name: str, max_children: int, names: list[str] | None = None) -> int:
     log = RESULTS / "mutation-logs"
     log.mkdir(parents=True, exist_ok=True)
     with open(log / log_name, "w") as out:
-        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
-                             *(names or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=_env()).returncode
+        proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                                 *(names or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=_env())
+        stop = threading.Event()
+        watch = threading.Thread(target=_watchdog, args=(work / "mutants", stop), daemon=True)
+        watch.start()
+        rc = proc.wait()
+        stop.set()
     text = (log / log_name).read_text(errors="replace")
     for failure in ("failed to collect stats", "Failed to run clean test", "Failed to collect list of tests"):
         if failure in text:  # the unmutated tests fail under mutmut: no mutant result would mean anything
