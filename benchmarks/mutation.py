@@ -122,6 +122,9 @@ NOTES = [
     "for the decision log, which had no deadline. That run was ended by hand with SIGXCPU (recorded as timeout); "
     "the wait now fails after 30 s. Since then a watchdog (`_watchdog`) ends a mutant's tests after 240 s at under "
     "10 % CPU (also recorded as timeout).",
+    "- `core/encoders/transformer.py`: the ONNX export (`_export_onnx`, run by `_build_onnx`) happens once per "
+    "weights in a subprocess that imports the installed, unmutated package, and its file is cached outside the "
+    "scratch folder: mutmut cannot reach those mutants (\"no tests\", counted as other, not as equivalent).",
     "- test_pool.py copied its shared routers with `copy.deepcopy`, which fails once an earlier test has attached "
     "the query encoder (a thread lock): the file passed only in its written order, and mutmut runs a mutant's tests "
     "in another. The tests now copy with `pool.clone`, which shares the encoder.",
