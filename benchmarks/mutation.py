@@ -265,6 +265,16 @@ EQUIVALENT: dict[str, str] = {
 #: repository folders tests read beside ``tests/`` (mutmut runs them from ``mutants/``, a copy of the root)
 _ALSO_COPY = ("examples",)
 
+#: A root conftest.py for the scratch folder: mutmut hands pytest a mutant's tests as a set (in an arbitrary order),
+#: and the test files share module-scoped fixtures (gateways, trained routers) and are written to run in file order,
+#: as they do in CI. This puts the selected tests back in the order they are written.
+_ORDER_PLUGIN = '''"""Written by benchmarks/mutation.py: run the selected tests in the order they are written."""
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: (str(item.path), item.location[1] or 0))
+'''
+
 
 def _slug(module: str) -> str:
     return module.replace("/", "_").removesuffix(".py")
@@ -285,7 +295,7 @@ def _pyproject(module: str, tests: list[str]) -> str:
         f"pytest_add_cli_args_test_selection = {json.dumps(selected)}",
         f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *deselected])}",
         'process_isolation = "forkserver"',  # torch and uvicorn threads are not fork-safe from a pytest process
-        f"also_copy = {json.dumps(list(_ALSO_COPY))}",  # read by tests from the repository root (mutants/)
+        f"also_copy = {json.dumps([*_ALSO_COPY, 'conftest.py'])}",  # read by tests from the root (mutants/)
         "use_git_change_detection = false",
         "",
         pytest_section,
@@ -320,6 +330,7 @@ def _prepare(module: str) -> Path:
     (work / "tests").symlink_to(ROOT / "tests")
     for extra in _ALSO_COPY:
         (work / extra).symlink_to(ROOT / extra)
+    (work / "conftest.py").write_text(_ORDER_PLUGIN)
     (work / "pyproject.toml").write_text(_pyproject(module, tests))
     return work
 
