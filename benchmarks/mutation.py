@@ -412,6 +412,7 @@ def rerun_survivors(entry: dict, max_children: int) -> dict:
     if not (work / "mutants").is_dir():
         raise SystemExit(f"{work} is gone: run {module} again in full")
     (work / "pyproject.toml").write_text(_pyproject(module, MODULES[module][1]))
+    (work / "conftest.py").write_text(_ORDER_PLUGIN)
     names = sorted(n for n, st in entry["statuses"].items() if st not in ("killed", "timeout") and n not in EQUIVALENT)
     start = time.monotonic()
     if names:
