@@ -480,8 +480,8 @@ def test_streamed_lines_end_at_newlines_and_bad_bytes_are_replaced():
         response = AiohttpResponse(Raw(chunks), lambda: None)
         return [line async for line in response.aiter_lines()]
 
-    whole = b"data: a\r\n\r\ndata: b\ndata: \xff\xfe\r\ndata: TAX \xff\r"
-    expected = ["data: a", "", "data: b", "data: \ufffd\ufffd", "data: TAX \ufffd"]  # only a trailing \r goes
+    whole = b"data: a\r\n\r\ndata: b\ndata: \xff\xfe\r\ndata: \xff TAX\r"
+    expected = ["data: a", "", "data: b", "data: \ufffd\ufffd", "data: \ufffd TAX"]  # only a trailing \r goes
     for cut in ([whole], [whole[:5], whole[5:9], whole[9:]], [bytes([b]) for b in whole]):
         assert asyncio.run(lines(cut)) == expected
 
@@ -561,14 +561,17 @@ def test_the_sqlite_decision_log_restores_spend_and_replaces_a_repeated_request(
         assert json.loads(r4["ranking"]) == ["small", "big"]
         assert json.loads(r4["attempts"]) == [{"llm": "big", "error": "http_500"}]
         assert restarted.decision_of("nope") is None and restarted.decision_of("r3")["status"] == "error"
+        def rollup() -> list:  # the dashboard's pre-aggregates of bob's ratings, per span
+            with restarted.engine.connect() as conn:
+                return conn.execute(sa.text("SELECT span, SUM(feedback_n), SUM(feedback_sum) FROM decisions_rollup "
+                                            "WHERE client = 'bob' GROUP BY span")).all()
+
         restarted.record_feedback("r4", "user", 0.0, client="bob", ts=5.0)
+        assert rollup() and all((n, total) == (1, 0.0) for _, n, total in rollup())
         restarted.record_feedback("r4", "user", 1.0, client="bob", comment="better", meta={"k": 1}, ts=6.0)
         (label,) = restarted.feedback_rows()
         assert (label["score"], label["comment"], json.loads(label["meta"])) == (1.0, "better", {"k": 1})
-        with restarted.engine.connect() as conn:  # the dashboard's pre-aggregates: one rating, the latest score
-            spans = conn.execute(sa.text("SELECT span, SUM(feedback_n), SUM(feedback_sum) FROM decisions_rollup "
-                                         "WHERE client = 'bob' GROUP BY span")).all()
-        assert spans and all((n, total) == (1, 1.0) for _, n, total in spans)
+        assert rollup() and all((n, total) == (1, 1.0) for _, n, total in rollup())  # still one rating, now 1.0
     finally:
         restarted.close()
 
