@@ -252,6 +252,9 @@ EQUIVALENT: dict[str, str] = {
                                                     "the same vectors",
     _TR + "xǁQueryEncoderǁencode__mutmut_90": "astype(copy=None) behaves as copy=False (checked: it returns the same "
                                              "float32 array)",
+    "radialrouter.policy.pool.x_clone__mutmut_14": "deepcopy copies None as None: a memo entry id(None) → None "
+                                                   "changes nothing when the router has no encoder",
+    "radialrouter.policy.pool.x_add_llm__mutmut_57": _FLOAT,
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_30": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,
