@@ -545,9 +545,16 @@ def write_report(doc: dict) -> None:
         lines.append("")
     for name, e in doc["modules"].items():
         s = e["summary"]
-        if not (s["survivors"] or s["equivalents"]):
+        if not (s["survivors"] or s["equivalents"] or e.get("earlier_samples")):
             continue
         lines += [f"## `{name}`", ""]
+        for old in e.get("earlier_samples", []):
+            rerun = (", after its survivors were run again against the tests written for them (so no longer a "
+                     "fair sample)") if old["survivors_rerun"] else ""
+            lines += [f"Earlier sample ({old['n']} of {old['of']}, seed {old['seed']}{rerun}): killed "
+                      f"{old['killed']}, survived {old['survived']}, other {old['other']}, equivalent "
+                      f"{old['equivalent']}, kill rate {100 * (old['kill_rate'] or 0):.1f} %. The figures above are "
+                      "a fresh sample drawn after those tests were written.", ""]
         untested: dict[str, int] = {}
         rows = []
         for mutant in s["survivors"]:
@@ -597,6 +604,13 @@ def main() -> None:
                 entry = rerun_survivors(doc["modules"][module], args.max_children)
             else:
                 entry = run_module(module, args.max_children, args.sample, args.sample_seed)
+                old = doc["modules"].get(module)
+                if old is not None and "sample" in old and "sample" in entry:  # keep the earlier samples' figures
+                    s = summarise(old)
+                    entry["earlier_samples"] = [*old.get("earlier_samples", []), {
+                        **old["sample"], **{k: s[k] for k in ("killed", "survived", "other", "equivalent",
+                                                              "kill_rate")},
+                        "survivors_rerun": "survivors_rerun" in old, "run_at": old.get("run_at")}]
             doc["modules"][module] = entry
             write_report(doc)
             s = entry.get("summary") or summarise(entry)
