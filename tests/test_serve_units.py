@@ -591,3 +591,22 @@ def test_a_full_decision_log_queue_drops_rows_and_says_so(tmp_path, caplog):
         assert ledger.rows() == [] and ledger.spent_by_client() == {}
     finally:
         ledger.close()
+
+
+def test_refusals_are_logged_once_per_key_and_outcome_per_minute(monkeypatch):
+    """A refused request is written to the decision log for the first refusal of each key and outcome in a minute;
+    the rest of that minute's refusals of the same kind are not (a flood of refusals cannot flood the log)."""
+    from types import SimpleNamespace
+
+    from radialrouter.serve.state import ServeState
+
+    now = [5000.0]
+    monkeypatch.setattr("radialrouter.serve.state.time.monotonic", lambda: now[0])
+    state = SimpleNamespace(_refusals_logged={})
+    sample = lambda client, outcome: ServeState.sample_refusal(state, client, outcome)  # noqa: E731
+    assert sample("k1", "budget_exceeded") and not sample("k1", "budget_exceeded")
+    assert sample("k1", "rate_limited") and sample("k2", "budget_exceeded")
+    now[0] += 59.0
+    assert not sample("k1", "budget_exceeded")
+    now[0] += 1.5
+    assert sample("k1", "budget_exceeded") and not sample("k1", "budget_exceeded")
