@@ -126,6 +126,14 @@ NOTES = [
     "- `core/encoders/transformer.py`: the ONNX export (`_export_onnx`, run by `_build_onnx`) happens once per "
     "weights in a subprocess that imports the installed, unmutated package, and its file is cached outside the "
     "scratch folder: mutmut cannot reach those mutants (\"no tests\", counted as other, not as equivalent).",
+    "- mutmut hands pytest a mutant's tests as a set, in an arbitrary order; the test files share module-scoped "
+    "fixtures (gateways, trained routers) and are written to run in file order, as CI runs them. The scratch "
+    "folder's conftest.py puts the selected tests back in written order (without it `serve/state.py`'s unmutated "
+    "tests failed mutmut's clean run).",
+    "- Samples drawn with seed 0 were followed by tests aimed at their survivors, and those survivors were run "
+    "again (`--survivors`): from then on they are no fair estimate. The sampled modules were then sampled afresh "
+    "(seed 1) with the finished tests; the report shows that fresh sample, and the seed-0 figures under each "
+    "module.",
     "- test_pool.py copied its shared routers with `copy.deepcopy`, which fails once an earlier test has attached "
     "the query encoder (a thread lock): the file passed only in its written order, and mutmut runs a mutant's tests "
     "in another. The tests now copy with `pool.clone`, which shares the encoder.",
