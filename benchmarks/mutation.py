@@ -264,6 +264,8 @@ EQUIVALENT: dict[str, str] = {
     "radialrouter.policy.pool.x_clone__mutmut_14": "deepcopy copies None as None: a memo entry id(None) → None "
                                                    "changes nothing when the router has no encoder",
     "radialrouter.policy.pool.x_add_llm__mutmut_57": _FLOAT,
+    "radialrouter.policy.pool.x_clone__mutmut_6": "Router declares encoder = None as a class attribute: getattr "
+                                                  "without a default finds it on every router",
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_30": _TOL,
     _BU + "xǁBudgetsǁsettle__mutmut_9": _SETTLE,

@@ -360,3 +360,16 @@ def test_add_llm_trains_on_complete_probes_and_records_how(pools):
     assert {k: change[k] for k in ("op", "llm", "n_probes", "steps", "init", "prior")} == {
         "op": "add", "llm": HELD, "n_probes": 49, "steps": 5, "init": "similar", "prior": 0.5}
     assert change["init_from"] in rest and change["seconds"] >= 0 and "date" in change
+
+
+def test_add_llm_initialisations(pools):
+    """``init``: "similar", "mean" or "random" start the new row (each gives a working pool); anything else is
+    refused naming the three."""
+    train, test, rest, never, full = pools
+    probes = probes_of(train, 30)
+    for init in ("mean", "random"):
+        router = add_llm(clone(never), HELD, probes, steps=3, init=init)
+        assert router.llms_ == [*rest, HELD] and router.training_["pool_changes"][-1]["init_from"] == init
+        assert router.predict(test.select_llms(router.llms_)).max() < len(router.llms_)
+    with pytest.raises(ValueError, match="init must be 'similar', 'mean' or 'random'; got 'zeros'"):
+        add_llm(clone(never), HELD, probes, init="zeros")
