@@ -264,6 +264,10 @@ EQUIVALENT: dict[str, str] = {
     "radialrouter.policy.pool.x_clone__mutmut_14": "deepcopy copies None as None: a memo entry id(None) → None "
                                                    "changes nothing when the router has no encoder",
     "radialrouter.policy.pool.x_add_llm__mutmut_57": _FLOAT,
+    "radialrouter.routers._common.x_sigmoid__mutmut_9": "for z ≥ 50, 1 / (1 + e^−z) is exactly 1.0 in float64 with or "
+                                                        "without the upper clip (checked: already from z = 37)",
+    "radialrouter.routers._common.x_fit_soft_logistic__mutmut_66": "scikit-learn's coefficients are float64 already: "
+                                                                   "astype(None) (float64) gives the same values",
     "radialrouter.policy.pool.x_clone__mutmut_6": "Router declares encoder = None as a class attribute: getattr "
                                                   "without a default finds it on every router",
     _BU + "xǁBudgetsǁsettle__mutmut_16": _TOL,

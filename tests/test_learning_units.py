@@ -617,3 +617,12 @@ def test_the_cost_heads_ridge_penalty_is_the_routers_cost_alpha():
     assert np.ptp(flat, axis=0) == pytest.approx(np.zeros(flat.shape[1]), abs=1e-9)
     np.testing.assert_allclose(flat[0], train.cost.mean(axis=0), rtol=0.05)
     assert (np.ptp(follows, axis=0) > 0.1 * follows.mean(axis=0)).all()  # more than 10 % apart across queries
+
+
+def test_the_operating_point_chosen_at_a_lambda_ties_to_the_cheaper_one():
+    """Of stored operating points with the same Score at λ, the cheaper one is chosen."""
+    from radialrouter.routers._common import best_setting
+
+    assert best_setting(np.array([0.5, 0.5, 0.3]), np.array([2.0, 1.0, 0.5]), 0.0) == 1
+    assert best_setting(np.array([0.5, 0.6, 0.3]), np.array([1.0, 2.0, 0.5]), 0.1) == 0  # Scores 0.4, 0.4, 0.25
+    assert best_setting(np.array([0.5, 0.6, 0.3]), np.array([1.0, 2.0, 0.5]), 1.0) == 2  # −0.5, −1.4, −0.2
