@@ -259,6 +259,7 @@ EQUIVALENT: dict[str, str] = {
                                                        "local folders, which transformers reads from disk anyway",
     _TR + "xǁQueryEncoderǁ_onnx_session__mutmut_12": "inter-op threads only run independent graph nodes in parallel: "
                                                     "the same vectors",
+    _TR + "xǁQueryEncoderǁuncached__mutmut_8": "create=None is falsy like create=False: the cache file is only read",
     _TR + "xǁQueryEncoderǁencode__mutmut_90": "astype(copy=None) behaves as copy=False (checked: it returns the same "
                                              "float32 array)",
     "radialrouter.policy.pool.x_clone__mutmut_14": "deepcopy copies None as None: a memo entry id(None) → None "

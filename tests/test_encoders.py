@@ -339,6 +339,8 @@ def test_onnx_pooling_is_the_mean_over_real_tokens_or_the_first_token():
     unit = _pool(hidden, mask, "mean", normalize=True)
     np.testing.assert_allclose(unit, [[1 / np.sqrt(5), 2 / np.sqrt(5)], [1.0, 0.0]], rtol=1e-6)
     np.testing.assert_allclose(_pool(np.zeros((1, 2, 2)), np.zeros((1, 2)), "mean", True), [[0.0, 0.0]])
+    small = _pool(np.array([[[0.3, 0.4]]]), np.array([[1]]), "mean", True)  # shorter than 1: scaled up to 1
+    np.testing.assert_allclose(small, [[0.6, 0.8]], rtol=1e-6)
 
 
 def test_from_identity_rebuilds_every_recorded_setting_and_defaults_the_rest():
@@ -364,6 +366,42 @@ def test_progress_counts_every_input_text_once_cached_or_not(tmp_path):
     assert sum(seen) == len(texts) and seen[0] == 2  # TEXTS[0] twice, from the cache
     np.testing.assert_array_equal(vectors[0], vectors[2])
     np.testing.assert_array_equal(vectors[1], vectors[4])
+    uncached, seen = QueryEncoder(cache_dir=False, backend="torch", batch_size=2), []
+    assert uncached.encode(texts, on_progress=seen.append).shape == (5, 384) and sum(seen) == len(texts)
+
+
+def test_with_cache_write_off_the_cache_is_read_but_never_grows(tmp_path):
+    """``cache_write = False`` (routing a huge log): cached vectors are read, new ones are computed and not stored."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch")
+    first = encoder.encode(TEXTS[:1])
+    reader = QueryEncoder(cache_dir=tmp_path, backend="torch")
+    reader.cache_write = False
+    both = reader.encode(TEXTS[:2])
+    np.testing.assert_array_equal(both[0], first[0])
+    assert reader.uncached(TEXTS[:2]) == [TEXTS[1]] and encoder.uncached(TEXTS[:3]) == TEXTS[1:3]
+
+
+def test_the_embedding_cache_key_of_the_bundled_encoder_is_stable():
+    """Cached embeddings stay valid across releases: the bundled encoder's cache key (its fingerprint, fp32) is
+    the one it has always had."""
+    assert QueryEncoder(cache_dir=False, precision="fp32").fingerprint() == "c3e12285b8288aaabdb2"
+
+
+@needs_onnx
+@pytest.mark.slow
+def test_the_onnx_file_is_built_once_into_an_empty_folder(tmp_path, monkeypatch, torch_vectors):
+    """With no ONNX export yet (a fresh machine), the first ONNX encode builds it into ``$RADIALROUTER_ONNX_DIR``
+    (tens of seconds) and gives torch's vectors; a second encoder reuses the file."""
+    monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path))
+    encoder = QueryEncoder(cache_dir=False, backend="onnx")
+    assert encoder.will_build_onnx()
+    np.testing.assert_allclose(encoder.encode(TEXTS), torch_vectors, atol=1e-3)
+    (built,) = tmp_path.glob("*.onnx")
+    again = QueryEncoder(cache_dir=False, backend="onnx")
+    assert not again.will_build_onnx() and again.onnx_path() == built
+    mtime = built.stat().st_mtime
+    np.testing.assert_allclose(again.encode(TEXTS), torch_vectors, atol=1e-3)
+    assert built.stat().st_mtime == mtime
 
 
 def test_plan_announces_what_encoding_will_cost(tmp_path):
