@@ -333,7 +333,7 @@ def test_failures_are_named_alike_whichever_http_client_calls_the_backends():
     for exc, kind, name in cases:
         converted = _as_httpx(exc)
         assert type(converted) is kind and classify(converted) == name, (exc, converted)
-        assert str(converted)  # never an empty message in the log
+        assert str(converted) == (str(exc) or type(exc).__name__)  # the log says what went wrong, never ""
     assert str(_as_httpx(aiohttp.ClientPayloadError("truncated body"))) == "truncated body"
     assert str(_as_httpx(asyncio.TimeoutError())) == "TimeoutError"  # no message: the error's name
 
@@ -610,3 +610,22 @@ def test_refusals_are_logged_once_per_key_and_outcome_per_minute(monkeypatch):
     assert not sample("k1", "budget_exceeded")
     now[0] += 1.5
     assert sample("k1", "budget_exceeded") and not sample("k1", "budget_exceeded")
+
+
+def test_a_cooldown_ends_exactly_cooldown_s_after_the_failure(monkeypatch):
+    """A backend that failed at t is cooling down until t + cooldown_s, and not any longer."""
+    now = [1000.0]
+    monkeypatch.setattr("radialrouter.serve.upstream.time.monotonic", lambda: now[0])
+
+    async def scenario() -> None:
+        upstream = Upstream(_config(cooldown_s=30))
+        try:
+            upstream.failed("big")
+            now[0] = 1029.5
+            assert upstream.cooling() == ["big"]
+            now[0] = 1030.0
+            assert upstream.cooling() == [] and upstream.order(["big", "small"]) == ["big", "small"]
+        finally:
+            await upstream.aclose()
+
+    asyncio.run(scenario())
