@@ -236,6 +236,12 @@ EQUIVALENT: dict[str, str] = {
     _SW + "x_router_margin__mutmut_24": "a router that does not read context ignores one it is given (Router."
                                         "uses_context): passing the tasks to it changes no score",
     _CA + "x__calibrate_cost__mutmut_51": _TOL,
+    _CA + "x__calibrate_cost__mutmut_6": _TOL,
+    _CA + "x__greedy_fill__mutmut_13": _TOL,
+    _CA + "x__greedy_fill__mutmut_15": _TOL,
+    _CA + "x__default_grid__mutmut_4": "None and False are both falsy: the same test",
+    _CA + "x_calibrate_lam__mutmut_73": "dtype only: the default grid is float64 already, and every use of a grid "
+                                        "point converts it with float() or compares it numerically",
     _CA + "x__lam_note__mutmut_8": "lam_at_fit is a class attribute of Router (False unless a router sets it): "
                                    "getattr without a default finds it on every router",
     _CA + "x_calibrate_lam__mutmut_37": "dtype only: the costs are multiplied by COST_SCALE (a float) right away, "

@@ -402,6 +402,7 @@ def test_a_budget_covering_every_best_choice_buys_exactly_those(router, data):
     budget = float(c[np.arange(30), best].sum())
     plan = route_batch_budget(router, test.embeddings, budget)
     assert plan.lam == 0.0 and plan.choices.tolist() == best.tolist()
+    assert plan.method == "lagrangian+greedy"  # the exact knapsack finds no more quality: it does not replace it
     assert plan.budget_usd == budget and plan.total_cost == pytest.approx(budget)
     summary = plan.summary()
     assert summary["budget_usd"] == budget and "choices" not in summary and "llms" not in summary
