@@ -542,6 +542,8 @@ def write_report(doc: dict) -> None:
         if "sample" in e:
             name_cell = f"`{name}` (**sampled {s['sampled']} of {s['of']}**, seed {e['sample']['seed']})"
             rate += f" (95 % CI {100 * s['ci95'][0]:.0f}–{100 * s['ci95'][1]:.0f} %)"
+            if "survivors_rerun" in e:
+                rate += "; **optimistic**: its survivors were run again after tests aimed at them"
         else:
             name_cell = f"`{name}`"
         tests = ", ".join(f"not {Path(t[1:]).name}" if t.startswith("!") else Path(t).name for t in e["tests"])
@@ -559,7 +561,8 @@ def write_report(doc: dict) -> None:
                   "How: the fully run modules count their killed and judged mutants; a sampled module counts its "
                   "estimated number of non-equivalent mutants (its mutant count × the share of its sample not "
                   "judged equivalent), killed at its sample's rate. A sampled module's counts in the table are "
-                  "those of its sample."]
+                  "those of its sample. Samples marked optimistic had their survivors run again after tests aimed "
+                  "at them, so they overstate their module's rate."]
     lines.append("")
     if t["not_run"]:
         lines += ["Not run yet (the command above runs them):", ""]
