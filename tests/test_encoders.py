@@ -125,6 +125,13 @@ def test_bad_options_are_rejected():
         QueryEncoder(backend="tensorrt")
     with pytest.raises(ValueError, match="pooling"):
         QueryEncoder(pooling="max")
+    # each message names the option, what it accepts and what it got
+    for kwargs, message in (({"pooling": "max"}, "pooling must be 'mean' or 'cls'; got 'max'"),
+                            ({"truncation_side": "middle"}, "truncation_side must be 'left' or 'right'; got 'middle'"),
+                            ({"precision": "fp8"}, "precision must be 'auto', 'bf16' or 'fp32'; got 'fp8'")):
+        with pytest.raises(ValueError) as caught:
+            QueryEncoder(cache_dir=False, **kwargs)
+        assert str(caught.value) == message
 
 
 def test_auto_falls_back_to_torch(monkeypatch, tmp_path, torch_vectors):
@@ -393,6 +400,7 @@ def test_the_onnx_file_is_built_once_into_an_empty_folder(tmp_path, monkeypatch,
     """With no ONNX export yet (a fresh machine), the first ONNX encode builds it into ``$RADIALROUTER_ONNX_DIR``
     (tens of seconds) and gives torch's vectors; a second encoder reuses the file."""
     monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the bundled encoder is a local folder: built offline anyway
     encoder = QueryEncoder(cache_dir=False, backend="onnx")
     assert encoder.will_build_onnx()
     np.testing.assert_allclose(encoder.encode(TEXTS), torch_vectors, atol=1e-3)
