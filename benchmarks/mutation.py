@@ -579,8 +579,8 @@ def write_report(doc: dict) -> None:
                      "fair sample)") if old["survivors_rerun"] else ""
             lines += [f"Earlier sample ({old['n']} of {old['of']}, seed {old['seed']}{rerun}): killed "
                       f"{old['killed']}, survived {old['survived']}, other {old['other']}, equivalent "
-                      f"{old['equivalent']}, kill rate {100 * (old['kill_rate'] or 0):.1f} %. The figures above are "
-                      "a fresh sample drawn after those tests were written.", ""]
+                      f"{old['equivalent']}, kill rate {100 * (old['kill_rate'] or 0):.1f} %. The table's row and the "
+                      "list below are from a later sample, drawn after tests were written for this one.", ""]
         untested: dict[str, int] = {}
         rows = []
         for mutant in s["survivors"]:
