@@ -247,6 +247,8 @@ EQUIVALENT: dict[str, str] = {
                                    "getattr without a default finds it on every router",
     _CA + "x_calibrate_lam__mutmut_37": "dtype only: the costs are multiplied by COST_SCALE (a float) right away, "
                                         "so integer or float input gives the same float64 array",
+    "radialrouter.ledger.store.xǁLedgerǁ_write_loop__mutmut_4": "a transaction of at most 513 rows instead of 512: "
+                                                                 "every row is written and settled alike",
     _UP + "x_retry_after__mutmut_8": "a missing Retry-After read as 'XXXX' fails float() like the empty string "
                                      "does: None either way",
     _UP + "xǁ_Backendǁ__init____mutmut_8": "the backend's semaphore of `size` slots already bounds the requests in "
