@@ -133,8 +133,8 @@ NOTES = [
     "- Samples drawn with seed 0 were followed by tests aimed at their survivors, and those survivors were run "
     "again (`--survivors`): from then on they are no fair estimate. Those modules were then sampled afresh (seed 1; "
     "the encoder, after more tests, seed 2); the report shows the latest sample and the earlier figures under each "
-    "module. `serve/state.py` has one sample (seed 0) whose survivors were not run again. A sample still marked "
-    "optimistic in the table had no fresh sample in time.",
+    "module. `serve/state.py`'s seed-0 sample (its survivors not run again) was followed by two tests and a fresh "
+    "seed-1 sample.",
     "- test_pool.py copied its shared routers with `copy.deepcopy`, which fails once an earlier test has attached "
     "the query encoder (a thread lock): the file passed only in its written order, and mutmut runs a mutant's tests "
     "in another. The tests now copy with `pool.clone`, which shares the encoder.",
