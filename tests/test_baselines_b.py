@@ -150,3 +150,30 @@ def test_quality_regressors_serve_every_named_tradeoff(name):
         picks = router.predict(test, lam)
         assert len(set(picks.tolist())) > 1, f"{name} sends every query to one LLM at {scenario}"
         assert evaluate_router(router, test, [lam])[0]["score"] > evaluate_router(single, test, [lam])[0]["score"]
+
+
+def test_frugal_cascades_of_one_and_two_stages():
+    """``max_stages=1``: a cascade of one LLM that answers every query (and is paid once); ``max_stages=2``: the LLMs
+    outside the cascade rank after its stages, by their training mean Score at that λ. Every query is answered by
+    exactly one LLM (call shares sum to 1); fewer than one stage is refused."""
+    from radialrouter.core.objective import utility
+    from radialrouter.routers import RouterError
+
+    ds = make_synthetic(n_queries=300, seed=5)
+    train, test = ds.select("train"), ds.select("test")
+    one = make_router("frugal", max_stages=1, folds=2).fit(train)
+    (j,) = one.cascade_.tolist()
+    out = one.outcomes(test, 0.02)
+    assert out.weights.sum(axis=1).tolist() == [1.0] * len(test) and set(out.weights.argmax(axis=1)) == {j}
+    np.testing.assert_allclose(out.cost, test.cost[:, j])
+    two = make_router("frugal", max_stages=2, folds=2).fit(train)
+    assert len(two.cascade_) == 2 and len(two.llms_) == 4
+    outside = [k for k in range(4) if k not in two.cascade_.tolist()]
+    for lam in (0.0, 0.1):
+        by_score = sorted(outside, key=lambda k: -utility(train.quality[:, k].mean(), train.cost[:, k].mean(), lam))
+        for d in two.route(test.embeddings[:10], lam=lam):
+            assert d.ranking[2:] == [two.llms_[k] for k in by_score], (lam, d.ranking)
+        row = evaluate_router(two, test, [lam])[0]
+        assert sum(row["call_share"].values()) == pytest.approx(1.0)
+    with pytest.raises(RouterError, match="max_stages must be ≥ 1"):
+        make_router("frugal", max_stages=0).fit(train)

@@ -230,3 +230,233 @@ def test_routerbench_realised_cost_inside_interval():
         cal = calibrate_lam(router, test.embeddings, target_cost=target, n_boot=500)
         realised = realised_cost(router, test, cal.lam)
         assert cal.ci_low_per_1k_usd <= realised <= cal.ci_high_per_1k_usd, (target, cal, realised)
+
+
+# ------------------------------------------------------------------------------------- promises of the records
+def test_older_unit_less_names_give_the_same_values(router, data):
+    """`expected_cost`, `ci_low`, `ci_high` (earlier releases' names) are the USD-per-1,000 figures, unchanged."""
+    cal = calibrate_lam(router, data.select("test").embeddings, target_cost=1.0, n_boot=50)
+    assert (cal.expected_cost, cal.ci_low, cal.ci_high) == (
+        cal.expected_cost_per_1k_usd, cal.ci_low_per_1k_usd, cal.ci_high_per_1k_usd)
+    assert cal.ci_low < cal.ci_high and cal.confidence == 0.95
+    record = cal.to_dict()
+    assert record["lam"] == cal.lam and record["target"] == {"cost_per_1k": 1.0}
+
+
+def test_a_retired_calibration_is_no_longer_current_but_stays_on_record(router, data, tmp_path):
+    """``current_calibration`` is the record that set the default λ; once retired (e.g. the pool changed) there is
+    none, and the retired record moves to the history with the reason, after the older ones."""
+    from radialrouter.policy.calibration import current_calibration, retire_calibration
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    router.save_pretrained(src)
+    dst.mkdir()
+    assert current_calibration(src) is None and retire_calibration(src, dst, "nothing to retire") is None
+    x = data.select("test").embeddings
+    first = calibrate_lam(router, x, target_cost=1.0, n_boot=20)
+    second = calibrate_lam(router, x, target_cost=2.0, n_boot=20)
+    save_calibration(src, first)
+    save_calibration(src, second)
+    current = current_calibration(src)
+    assert current["lam"] == second.lam and current["target"] == {"cost_per_1k": 2.0}
+    out = retire_calibration(src, dst, "pool changed: added llm-5")
+    assert out == dst / "calibration.json" and current_calibration(dst) is None
+    history = json.loads(out.read_text())["history"]
+    assert [h["target"] for h in history] == [{"cost_per_1k": 1.0}, {"cost_per_1k": 2.0}]
+    assert history[-1]["retired_because"] == "pool changed: added llm-5" and "retired" in history[-1]
+    assert "retired" not in history[0]
+    assert current_calibration(src)["lam"] == second.lam  # the source model is left as it was
+    # retiring a model with no current calibration keeps its history as is
+    again = retire_calibration(dst, tmp_path, "again")
+    assert json.loads(again.read_text()) == {"current": None, "history": history}
+    with pytest.raises(FileNotFoundError, match="not a router directory"):
+        save_calibration(tmp_path / "nowhere", first)
+
+
+def test_calibration_inputs_are_checked(router, data):
+    """A target must be a positive spend or a share in [0, 1]; the interval's confidence in (0, 1); there must be
+    queries. ``n_boot = 0`` gives no interval: both ends are the estimate."""
+    x = data.select("test").embeddings
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(CalibrationError, match="target_cost must be a positive number"):
+            calibrate_lam(router, x, target_cost=bad)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(CalibrationError, match=r"target share for 'llm-4' must be in \[0, 1\]"):
+            calibrate_lam(router, x, target_share={"llm-4": bad})
+    with pytest.raises(CalibrationError, match="exactly one LLM"):
+        calibrate_lam(router, x, target_share={"llm-3": 0.1, "llm-4": 0.1})
+    with pytest.raises(CalibrationError, match="exactly one of target_cost"):
+        calibrate_lam(router, x, target_cost=1.0, target_share={"llm-4": 0.1})
+    with pytest.raises(CalibrationError, match="no queries"):
+        calibrate_lam(router, x[:0], target_cost=1.0)
+    for bad in (0.0, 1.0):
+        with pytest.raises(CalibrationError, match=r"confidence must be in \(0, 1\)"):
+            calibrate_lam(router, x, target_cost=1.0, confidence=bad)
+    point = calibrate_lam(router, x, target_cost=1.0, n_boot=0)
+    assert point.ci_low_per_1k_usd == point.expected_cost_per_1k_usd == point.ci_high_per_1k_usd
+    assert point.share_ci == (point.share, point.share)
+
+
+def test_the_interval_is_the_bootstrap_percentile_interval_at_the_confidence_asked(router, data):
+    """A wider confidence gives a wider interval around the same estimate; the share interval covers the share."""
+    x = data.select("test").embeddings
+    narrow = calibrate_lam(router, x, target_cost=1.0, n_boot=400, confidence=0.5)
+    wide = calibrate_lam(router, x, target_cost=1.0, n_boot=400, confidence=0.99)
+    assert narrow.lam == wide.lam and narrow.expected_cost_per_1k_usd == wide.expected_cost_per_1k_usd
+    assert wide.ci_low_per_1k_usd < narrow.ci_low_per_1k_usd < narrow.ci_high_per_1k_usd < wide.ci_high_per_1k_usd
+    assert wide.share_ci[0] < narrow.share_ci[0] <= narrow.share <= narrow.share_ci[1] < wide.share_ci[1]
+    # the percentile interval of the mean: about ±z·sd/√n around it (z = 2.576 at 99 %)
+    per_query = router.predict_costs(x)[np.arange(len(x)), router.predict(x, wide.lam)] * COST_SCALE
+    half = 2.576 * per_query.std() / np.sqrt(len(x))
+    assert wide.ci_high_per_1k_usd - wide.ci_low_per_1k_usd == pytest.approx(2 * half, rel=0.2)
+
+
+# ------------------------------------------------------------------------------ the λ found, and batch budgets
+def test_a_share_target_gets_the_closest_share_any_lambda_gives(router, data):
+    """``target_share``: the λ whose share of calls to that LLM is closest to the target — at least as close as any
+    λ of the grid; the report names that LLM (not the most expensive one), and a share reached only at the grid's
+    last λ is found there."""
+    from radialrouter.policy.calibration import LAM_GRID
+
+    x = data.select("test").embeddings
+    for llm, target in (("llm-2", 0.18), ("llm-4", 0.07), ("llm-1", 0.15)):
+        j = router.llms_.index(llm)
+        cal = calibrate_lam(router, x, target_share={llm: target}, n_boot=20)
+        # as close as the grid, and as close as a scan of 1,000 λ between 1e-4 and 1,000
+        fine = np.r_[LAM_GRID, np.geomspace(1e-4, 1e3, 1000)]
+        best_gap = min(abs(float((router.predict(x, lam) == j).mean()) - target) for lam in fine)
+        assert cal.share_llm == llm and abs(cal.share - target) <= best_gap + 1e-12, (llm, cal.share, best_gap)
+        assert cal.target == {"share": {llm: target}}
+    cheap = router.llms_.index("llm-0")
+    top = float((router.predict(x, 1000.0) == cheap).mean())
+    cal = calibrate_lam(router, x, target_share={"llm-0": top}, lam_grid=np.array([0.0, 1000.0]), n_boot=0)
+    assert cal.share == top and cal.lam == 1000.0
+
+
+def test_a_cost_target_is_refined_between_the_grid_points(router, data):
+    """Between two grid points, bisection finds the λ where spend drops below the target: a coarse grid gives the
+    same spend as the default one, at a λ strictly inside the bracket (also the first one, from λ = 0)."""
+    x = data.select("test").embeddings
+    fine = calibrate_lam(router, x, target_cost=1.0, n_boot=0)  # λ = 0 spends about 1.43
+    for grid in ([0.0, 10.0], [0.0, 1e-4, 10.0], [1e-4, 1.0, 10.0]):
+        coarse = calibrate_lam(router, x, target_cost=1.0, n_boot=0, lam_grid=np.array(grid))
+        assert coarse.expected_cost_per_1k_usd == pytest.approx(fine.expected_cost_per_1k_usd, rel=0.02), grid
+        assert coarse.expected_cost_per_1k_usd <= 1.0 and grid[0] < coarse.lam < grid[-1]
+
+
+def test_the_interval_is_seeded_and_repeats(router, data):
+    """Same queries and seed, same interval; another seed, another draw."""
+    x = data.select("test").embeddings
+    a, b = (calibrate_lam(router, x, target_cost=1.0, n_boot=100) for _ in range(2))
+    c = calibrate_lam(router, x, target_cost=1.0, n_boot=100, seed=1)
+    assert (a.ci_low_per_1k_usd, a.ci_high_per_1k_usd, a.share_ci) == (b.ci_low_per_1k_usd, b.ci_high_per_1k_usd,
+                                                                       b.share_ci)
+    assert (a.ci_low_per_1k_usd, a.ci_high_per_1k_usd) != (c.ci_low_per_1k_usd, c.ci_high_per_1k_usd)
+
+
+class LamConditionedRidge(RidgeRouter):
+    """A router conditioned on λ up to ``lam_max`` (like RadialRouter's λ-conditioned mode)."""
+
+    lam_conditioned, lam_max = True, 0.05
+
+
+def test_the_default_grid_stops_at_a_conditioned_routers_lam_max(data):
+    """Beyond the λ a conditioned router was trained on its choices are extrapolation: the default grid stops at
+    ``lam_max``, so an unreachable target reports the cheapest routing at λ = lam_max."""
+    router = LamConditionedRidge().fit(data.select("train"))
+    x = data.select("test").embeddings
+    with pytest.raises(CalibrationError, match=r"cheapest routing found \(λ = ") as caught:
+        calibrate_lam(router, x, target_cost=0.01)
+    import re
+
+    assert float(re.search(r"\(λ = ([0-9.e+-]+)\)", str(caught.value)).group(1)) <= 0.05  # never λ = 1000
+
+
+def test_a_router_deaf_to_lambda_is_refused_with_the_grid_it_tried(router, data):
+    """Choices identical at the grid's first and last λ: refused, naming both λ; the single-λ note only for a
+    router trained for one λ."""
+    x = data.select("test").embeddings
+    with pytest.raises(CalibrationError, match=r"\(λ = 0 and 1000 give identical choices\): it was trained for"):
+        calibrate_lam(FixedLamRouter().fit(data.select("train")), x, target_cost=1.0)
+    with pytest.raises(CalibrationError, match=r"\(λ = 0\.5 and 0\.5 give identical choices\), so no λ") as caught:
+        calibrate_lam(router, x, target_cost=1.0, lam_grid=np.array([0.5, 0.5]))
+    assert "trained for" not in str(caught.value)
+
+
+def test_save_calibration_keeps_every_earlier_record(router, data, tmp_path):
+    """Three calibrations: the last is current, the two earlier ones are the history, oldest first."""
+    router.save_pretrained(tmp_path)
+    x = data.select("test").embeddings
+    for target in (1.0, 2.0, 3.0):
+        save_calibration(tmp_path, calibrate_lam(router, x, target_cost=target, n_boot=10))
+    record = json.loads((tmp_path / "calibration.json").read_text())
+    assert record["current"]["target"] == {"cost_per_1k": 3.0}
+    assert [h["target"] for h in record["history"]] == [{"cost_per_1k": 1.0}, {"cost_per_1k": 2.0}]
+
+
+def test_a_budget_covering_every_best_choice_buys_exactly_those(router, data):
+    """When the budget is exactly what every query's best predicted LLM costs, the plan is those LLMs at λ = 0."""
+    test = data.select("test").subset(np.arange(30))
+    q, c = router.predict_quality(test.embeddings), router.predict_costs(test.embeddings)
+    best = q.argmax(axis=1)
+    budget = float(c[np.arange(30), best].sum())
+    plan = route_batch_budget(router, test.embeddings, budget)
+    assert plan.lam == 0.0 and plan.choices.tolist() == best.tolist()
+    assert plan.method == "lagrangian+greedy"  # the exact knapsack finds no more quality: it does not replace it
+    assert plan.budget_usd == budget and plan.total_cost == pytest.approx(budget)
+    summary = plan.summary()
+    assert summary["budget_usd"] == budget and "choices" not in summary and "llms" not in summary
+    assert plan.assignments == [router.llms_[j] for j in best]
+
+
+def test_the_single_lambda_baseline_is_the_best_single_lambda_within_the_budget(router, data):
+    """The baseline is the router's own routing at the single λ with the highest spend within the budget, also when
+    the budget barely covers the cheapest LLM for every query."""
+    from radialrouter.policy.calibration import LAM_GRID
+
+    test = data.select("test").subset(np.arange(60))
+    x = test.embeddings
+    c = router.predict_costs(x)
+    lo, hi = c.min(axis=1).sum(), c.max(axis=1).sum()
+    budget = lo + 0.4 * (hi - lo)
+    plan = route_batch_budget(router, x, budget)
+    spends = [float(c[np.arange(60), router.predict(x, lam)].sum()) for lam in LAM_GRID]
+    best_within = max(s for s in spends if s <= budget)
+    assert plan.single_lam_cost == pytest.approx(best_within, rel=1e-3)
+    tight = route_batch_budget(router, x, float(lo) * 1.0000001)
+    assert tight.total_cost <= lo * 1.0000001 + 1e-12 and tight.single_lam_cost <= lo * 1.0000001 + 1e-12
+
+
+def test_the_exact_knapsack_is_used_when_it_finds_more_quality(router, data):
+    """On a batch small enough for the exact knapsack, its plan is kept when it predicts more quality than the
+    Lagrangian + greedy plan, and the plan says which method made it."""
+    test = data.select("test").subset(np.arange(40, 80))
+    budget = float(router.predict_costs(test.embeddings).min(axis=1).sum() * 3)
+    exact = route_batch_budget(router, test.embeddings, budget, resolution=2000, exact_max_cells=10**7)
+    greedy = route_batch_budget(router, test.embeddings, budget, exact_max_cells=0)
+    assert greedy.method == "lagrangian+greedy" and exact.method == "knapsack"
+    assert exact.total_quality > greedy.total_quality and exact.total_cost <= budget + 1e-12
+
+
+def test_a_budget_that_rounding_makes_infeasible_still_gets_a_plan(router, data):
+    """The exact knapsack rounds costs up to budget / resolution; when that makes the budget look too small, the
+    Lagrangian plan stands: still one LLM per query, never over the budget."""
+    test = data.select("test").subset(np.arange(8))
+    c = router.predict_costs(test.embeddings)
+    budget = float(c.min(axis=1).sum())
+    plan = route_batch_budget(router, test.embeddings, budget, resolution=3)
+    assert plan.total_cost <= budget + 1e-12 and len(plan.choices) == 8
+
+
+def test_batch_budgets_use_predicted_quality_at_lambda_zero_whatever_the_default(data):
+    """A router without ``predict_quality`` is ranked by its scores at λ = 0: a calibrated default λ changes
+    nothing in a batch plan."""
+    router = make_router("knn").fit(data.select("train"))
+    assert not hasattr(router, "predict_quality")
+    x = data.select("test").embeddings[:40]
+    c = router.predict_costs(x)
+    budget = float(c.min(axis=1).sum() + 0.3 * (c.max(axis=1).sum() - c.min(axis=1).sum()))
+    before = route_batch_budget(router, x, budget)
+    router.default_lam_ = 5.0
+    after = route_batch_budget(router, x, budget)
+    assert after.choices.tolist() == before.choices.tolist() and after.total_quality == before.total_quality

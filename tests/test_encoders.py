@@ -125,6 +125,13 @@ def test_bad_options_are_rejected():
         QueryEncoder(backend="tensorrt")
     with pytest.raises(ValueError, match="pooling"):
         QueryEncoder(pooling="max")
+    # each message names the option, what it accepts and what it got
+    for kwargs, message in (({"pooling": "max"}, "pooling must be 'mean' or 'cls'; got 'max'"),
+                            ({"truncation_side": "middle"}, "truncation_side must be 'left' or 'right'; got 'middle'"),
+                            ({"precision": "fp8"}, "precision must be 'auto', 'bf16' or 'fp32'; got 'fp8'")):
+        with pytest.raises(ValueError) as caught:
+            QueryEncoder(cache_dir=False, **kwargs)
+        assert str(caught.value) == message
 
 
 def test_auto_falls_back_to_torch(monkeypatch, tmp_path, torch_vectors):
@@ -153,7 +160,9 @@ def test_onnx_backend_agrees_with_torch(torch_vectors):
     onnx = QueryEncoder(cache_dir=False, backend="onnx")
     assert onnx.active_backend == "onnx"
     vectors = onnx.encode(TEXTS)
-    assert (vectors * torch_vectors).sum(1).min() >= 0.999
+    # the same vectors (they share the embedding cache: same identity and fingerprint), unit length like torch's
+    np.testing.assert_allclose(vectors, torch_vectors, atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     reference = QueryEncoder(cache_dir=False, backend="torch", precision="fp32")
     assert onnx.precision == "fp32"  # whatever the CPU: the export runs fp32
     assert onnx.identity == reference.identity and onnx.fingerprint() == reference.fingerprint()
@@ -321,3 +330,105 @@ def test_a_router_refuses_an_encoder_that_differs_only_in_its_weights(tmp_path):
         from_pretrained(tmp_path / "knn")
     with pytest.raises(EncoderError, match="weights_sha256"):
         from_pretrained(tmp_path / "knn", encoder=retrained)
+
+
+def test_onnx_pooling_is_the_mean_over_real_tokens_or_the_first_token():
+    """The ONNX backend's pooling (the numpy twin of the torch one): mean over the tokens the mask keeps (padding
+    ignored), or the first token for ``cls``; unit length when normalising, float32 either way."""
+    from radialrouter.core.encoders.transformer import _pool
+
+    hidden = np.array([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]], [[4.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    mean = _pool(hidden, mask, "mean", normalize=False)
+    np.testing.assert_allclose(mean, [[2.0, 4.0], [4.0, 0.0]])  # (1 + 3) / 2, (2 + 6) / 2; padding left out
+    assert mean.dtype == np.float32
+    np.testing.assert_allclose(_pool(hidden, mask, "cls", normalize=False), [[1.0, 2.0], [4.0, 0.0]])
+    unit = _pool(hidden, mask, "mean", normalize=True)
+    np.testing.assert_allclose(unit, [[1 / np.sqrt(5), 2 / np.sqrt(5)], [1.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(_pool(np.zeros((1, 2, 2)), np.zeros((1, 2)), "mean", True), [[0.0, 0.0]])
+    small = _pool(np.array([[[0.3, 0.4]]]), np.array([[1]]), "mean", True)  # shorter than 1: scaled up to 1
+    np.testing.assert_allclose(small, [[0.6, 0.8]], rtol=1e-6)
+
+
+def test_from_identity_rebuilds_every_recorded_setting_and_defaults_the_rest():
+    """A recorded identity (``encoder.json``) rebuilds the same encoder settings without loading anything; keys an
+    older record lacks take the defaults (mean pooling, normalised, 256 tokens, keep the end)."""
+    recorded = {"name": "all-MiniLM-L6-v2", "pooling": "cls", "normalize": False, "max_tokens": 128,
+                "truncation_side": "right", "precision": "fp32"}
+    encoder = QueryEncoder.from_identity(recorded, cache_dir=False)
+    assert (encoder.pooling, encoder.normalize, encoder.max_tokens, encoder.truncation_side, encoder.precision) == (
+        "cls", False, 128, "right", "fp32")
+    old = QueryEncoder.from_identity({"name": "all-MiniLM-L6-v2"}, cache_dir=False)
+    assert (old.pooling, old.normalize, old.max_tokens, old.truncation_side) == ("mean", True, 256, "left")
+
+
+def test_progress_counts_every_input_text_once_cached_or_not(tmp_path):
+    """``on_progress`` adds up to the number of texts given (duplicates and cached ones included), the cached ones
+    reported at once, before anything is computed."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch", batch_size=1)
+    encoder.encode(TEXTS[:1])
+    seen: list[int] = []
+    texts = [TEXTS[0], TEXTS[1], TEXTS[0], TEXTS[2], TEXTS[1]]
+    vectors = encoder.encode(texts, on_progress=seen.append)
+    assert sum(seen) == len(texts) and seen[0] == 2  # TEXTS[0] twice, from the cache
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_array_equal(vectors[1], vectors[4])
+    uncached, seen = QueryEncoder(cache_dir=False, backend="torch", batch_size=2), []
+    assert uncached.encode(texts, on_progress=seen.append).shape == (5, 384) and sum(seen) == len(texts)
+
+
+def test_with_cache_write_off_the_cache_is_read_but_never_grows(tmp_path):
+    """``cache_write = False`` (routing a huge log): cached vectors are read, new ones are computed and not stored."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch")
+    first = encoder.encode(TEXTS[:1])
+    reader = QueryEncoder(cache_dir=tmp_path, backend="torch")
+    reader.cache_write = False
+    both = reader.encode(TEXTS[:2])
+    np.testing.assert_array_equal(both[0], first[0])
+    assert reader.uncached(TEXTS[:2]) == [TEXTS[1]] and encoder.uncached(TEXTS[:3]) == TEXTS[1:3]
+
+
+def test_the_embedding_cache_key_of_the_bundled_encoder_is_stable():
+    """Cached embeddings stay valid across releases: the bundled encoder's cache key (its fingerprint, fp32) is
+    the one it has always had."""
+    assert QueryEncoder(cache_dir=False, precision="fp32").fingerprint() == "c3e12285b8288aaabdb2"
+
+
+@needs_onnx
+@pytest.mark.slow
+def test_the_onnx_file_is_built_once_into_an_empty_folder(tmp_path, monkeypatch, torch_vectors):
+    """With no ONNX export yet (a fresh machine), the first ONNX encode builds it into ``$RADIALROUTER_ONNX_DIR``
+    (tens of seconds) and gives torch's vectors; a second encoder reuses the file."""
+    monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the bundled encoder is a local folder: built offline anyway
+    encoder = QueryEncoder(cache_dir=False, backend="onnx")
+    assert encoder.will_build_onnx()
+    np.testing.assert_allclose(encoder.encode(TEXTS), torch_vectors, atol=1e-3)
+    (built,) = tmp_path.glob("*.onnx")
+    again = QueryEncoder(cache_dir=False, backend="onnx")
+    assert not again.will_build_onnx() and again.onnx_path() == built
+    mtime = built.stat().st_mtime
+    np.testing.assert_allclose(again.encode(TEXTS), torch_vectors, atol=1e-3)
+    assert built.stat().st_mtime == mtime
+
+
+def test_plan_announces_what_encoding_will_cost(tmp_path):
+    """``plan``: nothing to do when every distinct text is cached; otherwise how many of how many must be encoded,
+    with which encoder and backend, and where they will be cached (or that caching is off)."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch", precision="fp32")
+    encoder.encode(TEXTS)
+    line, missing = encoder.plan([*TEXTS, TEXTS[0]], noun="queries")
+    assert missing == 0 and line == (f"all 3 queries are in the embedding cache of all-MiniLM-L6-v2 ({tmp_path}): "
+                                     "nothing to encode")
+    line, missing = encoder.plan([*TEXTS, "a new one", "and another"])
+    assert missing == 2 and line.startswith("encoding 2 new prompts of 5 with all-MiniLM-L6-v2 (torch fp32, ")
+    assert f"once: cached in {tmp_path} for next time" in line
+    off = QueryEncoder(cache_dir=False, backend="torch", precision="fp32")
+    line, missing = off.plan(TEXTS[:2])
+    assert missing == 2 and "not cached (caching is off)" in line
+
+
+def test_plan_names_the_static_backend_without_a_precision(tmp_path):
+    """For the static encoder the plan says ``static`` (it has no precision to name) and suggests nothing faster."""
+    line, missing = StaticQueryEncoder(cache_dir=tmp_path).plan(["one prompt", "another prompt"])
+    assert missing == 2 and "(static, " in line and "faster" not in line

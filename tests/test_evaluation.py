@@ -194,3 +194,183 @@ def test_aiq_and_qnc_at_their_edges():
     assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.8, ref_cost=0.5) == pytest.approx(0.6)
     assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.8, ref_cost=0.0) is None
     assert qnc([0.2, 0.3], [0.7, 0.8], ref_perf=0.9, ref_cost=0.5) is None
+
+
+# ----------------------------------------------------------------------------------------------- the field's metrics
+# Small hand-computed fixtures: every expected figure is derived in the comments from the metric's definition
+# (README "Metrics"; evaluation/metrics.py docstrings), not read back from the implementation.
+
+
+def _pool():
+    """4 queries, tasks t1 t1 t2 t2; LLM a costs $0.001/query, b $0.002, c $0.004, d $0.003 and is never observed.
+
+    quality   a    b    c    d
+    q0 (t1)   1    1    0    –
+    q1 (t1)   0    1    1    –
+    q2 (t2)   1    –    1    –      (b's cell missing)
+    q3 (t2)   0    0    1    –
+    """
+    from radialrouter.data import RoutingDataset
+
+    nan = np.nan
+    quality = np.array([[1, 1, 0, nan], [0, 1, 1, nan], [1, nan, 1, nan], [0, 0, 1, nan]])
+    cost = np.tile([0.001, 0.002, 0.004, 0.003], (4, 1))
+    return RoutingDataset.from_arrays([f"q{i}" for i in range(4)], quality, ["a", "b", "c", "d"], cost=cost,
+                                      tasks=["t1", "t1", "t2", "t2"])
+
+
+def test_a_single_llm_is_scored_on_the_queries_where_it_is_observed():
+    """Always calling one LLM: macro Perf/Cost over its observed queries (USD per 1,000 queries), Score = Perf − λ·Cost;
+    an LLM observed nowhere is an error naming it; the most expensive LLM is the one with the highest mean cost."""
+    from radialrouter.evaluation.metrics import most_expensive_llm, single_llm_summary
+
+    data = _pool()
+    # b on q0, q1 (t1: 1, 1 → 1.0) and q3 (t2: 0 → 0.0): macro perf (1 + 0) / 2 = 0.5; cost $0.002 → 2.0 per 1,000
+    b = single_llm_summary(data, 1, lam=0.1)
+    assert b["macro"].perf == pytest.approx(0.5) and b["macro"].cost == pytest.approx(2.0)
+    assert b["macro"].score == pytest.approx(0.5 - 0.1 * 2.0)
+    assert b["micro"].perf == pytest.approx(2 / 3)  # 2 correct of its 3 observed queries
+    assert set(b["per_task"]) == {"t1", "t2"} and b["per_task"]["t2"].perf == 0.0
+    # c: t1 (0 + 1) / 2 = 0.5, t2 (1 + 1) / 2 = 1.0 → macro 0.75; λ defaults to 0 (Score = Perf)
+    c = single_llm_summary(data, 2)
+    assert c["macro"].perf == pytest.approx(0.75) and c["macro"].score == pytest.approx(0.75)
+    with pytest.raises(ValueError, match=r"'d' has no observed quality on these 4 queries"):
+        single_llm_summary(data, 3)
+    assert most_expensive_llm(data) == 2  # c, $0.004 per query
+
+
+def test_the_qnc_reference_is_the_best_single_llm_ties_to_the_cheaper():
+    """QNC's bar is the best single LLM by macro quality over its observed queries; of equally good LLMs the
+    cheaper one; an LLM observed nowhere is left out (it cannot be the reference)."""
+    from radialrouter.data import RoutingDataset
+    from radialrouter.evaluation.metrics import best_single_reference
+
+    data = _pool()
+    # macro perf: a = (0.5 + 0.5) / 2 = 0.5, b = 0.5 (above), c = 0.75 → c, at $4 per 1,000 queries
+    assert best_single_reference(data) == {"llm": "c", "perf": pytest.approx(0.75), "cost": pytest.approx(4.0)}
+    # without c, a and b tie at 0.5: a is cheaper ($1 against $2 per 1,000)
+    ab = RoutingDataset.from_arrays(data.prompts, data.quality[:, :2], ["a", "b"], cost=data.cost[:, :2],
+                                    tasks=data.tasks)
+    assert best_single_reference(ab) == {"llm": "a", "perf": pytest.approx(0.5), "cost": pytest.approx(1.0)}
+    # d is never observed: it is skipped wherever it stands in the pool (d's NaN quality never wins)
+    da = RoutingDataset.from_arrays(data.prompts, data.quality[:, [3, 0, 2]], ["d", "a", "c"],
+                                    cost=data.cost[:, [3, 0, 2]], tasks=data.tasks)
+    assert best_single_reference(da)["llm"] == "c"
+    assert best_single_reference(da.subset(np.array([0, 2])))["llm"] == "a"  # q0, q2: a right on both, c on one
+
+
+def test_curve_metrics_summarise_a_lambda_sweep():
+    """From one router's λ-sweep rows: AIQ over the given cost range, QNC against the best single LLM (c: perf
+    0.75 at $4 per 1,000 queries), the peak quality, and the Pareto front as (λ, cost, perf) by increasing cost."""
+    from radialrouter.evaluation.metrics import curve_metrics
+
+    rows = [{"lam": 0.0, "cost": 3.0, "perf": 0.8}, {"lam": 0.02, "cost": 2.0, "perf": 0.75},
+            {"lam": 0.05, "cost": 2.5, "perf": 0.7}, {"lam": 0.1, "cost": 1.0, "perf": 0.5}]
+    out = curve_metrics(rows, _pool(), cost_range=(1.0, 3.0))
+    # hull (1, 0.5) → (2, 0.75) → (3, 0.8) (2.5, 0.7 lies below); area 0.625 + 0.775 = 1.4 over a range of 2
+    assert out["aiq"] == pytest.approx(0.7)
+    # the cheapest point reaching 0.75 costs 2.0: QNC = 2.0 / 4.0
+    assert out["qnc"] == pytest.approx(0.5)
+    assert out["peak_perf"] == pytest.approx(0.8) and out["reference_llm"] == "c"
+    assert out["front"] == [{"lam": 0.1, "cost": 1.0, "perf": 0.5}, {"lam": 0.02, "cost": 2.0, "perf": 0.75},
+                            {"lam": 0.0, "cost": 3.0, "perf": 0.8}]
+    # without a range, the points' own min–max cost: the same [1, 3] here
+    assert curve_metrics(rows, _pool())["aiq"] == pytest.approx(0.7)
+    # a shared range wider than this router's points: left of its cheapest point it counts at that point's quality,
+    # area 0.5 · 0.5 + 1.4 = 1.65 over [0.5, 3]
+    assert curve_metrics(rows, _pool(), cost_range=(0.5, 3.0))["aiq"] == pytest.approx(1.65 / 2.5)
+    # a sweep that never reaches c's quality has no QNC
+    assert curve_metrics(rows[1:2] + rows[3:], _pool())["qnc"] == pytest.approx(0.5)
+    assert curve_metrics(rows[3:], _pool())["qnc"] is None
+
+
+def test_aiq_over_a_shared_range_counts_only_the_curve_inside_it():
+    """AIQ over a shared cost range integrates the hull inside that range only, even when several hull vertices
+    lie to its left."""
+    # hull (0, 0) → (1, 0.6) → (2, 0.8) → (3, 0.9) (slopes 0.6, 0.2, 0.1: concave); over [1.5, 3]: height 0.7 at 1.5,
+    # area (0.7 + 0.8) / 2 · 0.5 + (0.8 + 0.9) / 2 · 1 = 0.375 + 0.85 = 1.225, over a width of 1.5
+    assert aiq([0, 1, 2, 3], [0, 0.6, 0.8, 0.9], cost_range=(1.5, 3.0)) == pytest.approx(1.225 / 1.5)
+    # and symmetrically on the right: over [0, 1.5], area 0.3 + (0.6 + 0.7) / 2 · 0.5 = 0.625, width 1.5
+    assert aiq([0, 1, 2, 3], [0, 0.6, 0.8, 0.9], cost_range=(0.0, 1.5)) == pytest.approx(0.625 / 1.5)
+
+
+def test_the_hull_keeps_one_vertex_per_cost_and_no_collinear_middle_points():
+    """The hull's vertices: at one cost only the best quality, a point on a straight segment between two others is
+    not a vertex (the chain is strictly concave), and there is no hull of nothing."""
+    xs, ys = nondecreasing_hull([1.0, 1.0, 2.0], [0.4, 0.7, 0.5])  # (1, 0.7) dominates both others
+    assert xs.tolist() == [1.0] and ys.tolist() == [0.7]
+    xs, ys = nondecreasing_hull([0, 1, 2], [0.0, 0.5, 1.0])  # (1, 0.5) lies on the segment
+    assert xs.tolist() == [0.0, 2.0] and ys.tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="^no points$"):
+        nondecreasing_hull([], [])
+
+
+def test_collapse_in_dollars_per_query():
+    """Collapse diagnostics on real per-query prices (fractions of a cent) and fractional decisions.
+
+    overspend: the decision's expected quality and cost against each LLM; RCI: the share of queries sent to the
+    most expensive LLM although a strictly cheaper one was as good (a missing cell is never that cheaper LLM)."""
+    from radialrouter.evaluation.metrics import collapse_index
+
+    quality = np.array([[0.6, 0.8], [0.9, 0.7]])
+    cost = np.tile([0.001, 0.004], (2, 1))
+    weights = np.array([[0.5, 0.5], [0.0, 1.0]])
+    stats = collapse_stats(weights, quality, cost)
+    # q0 obtains 0.7 at $0.0025: a (0.6) is not as good, b ($0.004) is not cheaper → not overspent;
+    # q1 obtains 0.7 at $0.004: a has 0.9 at $0.001 → overspent. Share 1/2; b gets 0.75 of the calls.
+    assert stats["overspend_share"] == pytest.approx(0.5)
+    assert stats["most_expensive_share"] == pytest.approx(0.75)
+
+    quality = np.array([[1, 1.0], [0, 1], [1, 1], [np.nan, 1]])
+    cost = np.tile([0.001, 0.005], (4, 1))
+    # q0: all on b, a as good and cheaper → 1; q1: a worse → 0; q2: on a → 0; q3: a missing → 0
+    assert collapse_index(np.array([[0, 1.0], [0, 1], [1, 0], [0, 1]]), quality, cost) == pytest.approx(1 / 4)
+    # half of q0 on b counts half
+    assert collapse_index(np.array([[0.5, 0.5], [0, 1], [1, 0], [0, 1]]), quality, cost) == pytest.approx(0.5 / 4)
+
+
+def test_evaluate_router_rows():
+    """``evaluate_router``: one row per λ (default: the router's own named trade-offs, named in ``scenario``), macro
+    Perf/Cost/Score at top level with micro and per-task figures, the share of calls per LLM and the collapse
+    diagnostics; labelled with the router's display name when it has one."""
+    from radialrouter.core.objective import SCENARIOS
+    from radialrouter.data import RoutingDataset
+    from radialrouter.evaluation import evaluate_router
+    from radialrouter.routers import make_router
+
+    # a right on q0, q2 ($0.001); b right everywhere ($0.004); tasks t1 = q0, q1 and t2 = q2, q3
+    quality = np.array([[1, 1], [0, 1], [1, 1], [0, 1.0]])
+    data = RoutingDataset.from_arrays([f"q{i}" for i in range(4)], quality, ["a", "b"],
+                                      cost=np.tile([0.001, 0.004], (4, 1)), tasks=["t1", "t1", "t2", "t2"])
+    router = make_router("best-single").fit(data)
+    rows = evaluate_router(router, data, lams=[0.0, 1.0])
+    assert [r["router"] for r in rows] == ["best-single", "best-single"] and [r["lam"] for r in rows] == [0.0, 1.0]
+    # λ = 0: always b (perf 1.0 vs 0.5), cost $4 per 1,000; λ = 1: a scores 0.5 − 1 = −0.5 > b's 1 − 4 = −3
+    top, low = rows
+    assert (top["perf"], top["cost"], top["score"]) == pytest.approx((1.0, 4.0, 1.0))
+    assert (low["perf"], low["cost"], low["score"]) == pytest.approx((0.5, 1.0, -0.5))
+    assert top["call_share"] == {"a": 0.0, "b": 1.0} and low["call_share"] == {"a": 1.0, "b": 0.0}
+    assert low["micro"] == {"perf": 0.5, "cost": pytest.approx(1.0), "score": pytest.approx(-0.5)}
+    assert low["per_task"]["t1"]["perf"] == 0.5 and set(low["per_task"]) == {"t1", "t2"}
+    # always b: a was as good and cheaper on q0 and q2 → overspend 1/2, all calls to the most expensive LLM
+    assert top["overspend_share"] == pytest.approx(0.5) and top["most_expensive_share"] == 1.0
+    assert low["overspend_share"] == 0.0 and low["most_expensive_share"] == 0.0
+    assert [r["scenario"] for r in rows] == ["performance-first", None]  # λ = 1 is none of the router's presets
+
+    # no λ: the router's named trade-offs, in order, each row naming its scenario. Its price of quality: b buys 0.5
+    # more quality for $3 more per 1,000 queries → 1/6; balance = 1/3 of it ≈ 0.0556, cost-first = 5/3 of it ≈ 0.278
+    rows = evaluate_router(router, data)
+    assert [r["lam"] for r in rows] == pytest.approx([0.0, 0.0556, 0.278], abs=1e-4)
+    assert [r["cost"] for r in rows] == pytest.approx([4.0, 4.0, 1.0])  # only cost-first's λ makes a worth it
+    assert [r["scenario"] for r in rows] == list(router.presets_)
+    assert [r["lam"] for r in rows] == pytest.approx(list(router.presets_.values()))
+    # presets passed explicitly win over the router's; a router without presets falls back to the paper's
+    mine = {"cheap": 1.0, "best": 0.0}
+    assert [(r["scenario"], r["lam"]) for r in evaluate_router(router, data, presets=mine)] == [("cheap", 1.0),
+                                                                                               ("best", 0.0)]
+    router.presets_ = None
+    assert [r["scenario"] for r in evaluate_router(router, data)] == list(SCENARIOS)
+    del router.presets_  # a router object with no presets at all (older or hand-made)
+    assert [r["lam"] for r in evaluate_router(router, data)] == list(SCENARIOS.values())
+    router.display_name = "best-single (mine)"
+    assert {r["router"] for r in evaluate_router(router, data, lams=[0.0])} == {"best-single (mine)"}

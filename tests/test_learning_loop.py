@@ -101,9 +101,13 @@ def _drop_database(admin: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _wait_written(server_app) -> None:
+def _wait_written(server_app, timeout_s: float = 30.0) -> None:
+    """Wait until the decision log has committed every recorded row; a backlog that never drains is a failure,
+    not a hang."""
     ledger = server_app.state.serve.ledger
+    deadline = time.monotonic() + timeout_s
     while ledger.backlog():
+        assert time.monotonic() < deadline, f"the decision log still has {ledger.backlog()} rows after {timeout_s} s"
         time.sleep(0.02)
     time.sleep(0.2)
 

@@ -590,3 +590,39 @@ def test_knn_reuses_neighbours_across_lams_and_not_across_inputs():
     router.k_ = 7
     router.predict_scores(train, 0.0)
     assert calls == [len(test), len(train), len(train)]
+
+
+def test_a_scorer_trained_on_one_constant_label_predicts_that_label():
+    """An LLM right (or wrong, or at a fixed pass rate) on every training query gets a constant scorer: zero weights
+    on the embedding and that rate as its prediction (clipped away from 0 and 1 so the log-odds stay finite)."""
+    from radialrouter.routers._common import fit_soft_logistic, sigmoid
+
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    for label, expected in ((1.0, 1 - 1e-6), (0.0, 1e-6), (0.3, 0.3)):
+        coef, intercept = fit_soft_logistic(x, np.full(20, label))
+        assert coef.shape == (3,) and not coef.any()
+        assert sigmoid(x @ coef + intercept) == pytest.approx(np.full(20, expected), rel=1e-6)
+
+
+def test_the_cost_heads_ridge_penalty_is_the_routers_cost_alpha():
+    """``cost_alpha`` is the ridge penalty of the per-query cost head: a huge one leaves no weight on the query, so
+    each LLM's predicted cost is the same for every query (its training mean); the default follows the queries."""
+    ds = make_synthetic(n_queries=200, seed=2)
+    train, test = ds.select("train"), ds.select("test")
+    # per-query costs that depend on the query (prompt length grows along the first embedding axis)
+    scale = np.exp(train.embeddings[:, :1].astype(np.float64))
+    train = dataclasses.replace(train, cost=train.cost * scale)
+    flat = make_router("mlp", steps=5, cost_alpha=1e9).fit(train).predict_costs(test)
+    follows = make_router("mlp", steps=5).fit(train).predict_costs(test)
+    assert np.ptp(flat, axis=0) == pytest.approx(np.zeros(flat.shape[1]), abs=1e-9)
+    np.testing.assert_allclose(flat[0], train.cost.mean(axis=0), rtol=0.05)
+    assert (np.ptp(follows, axis=0) > 0.1 * follows.mean(axis=0)).all()  # more than 10 % apart across queries
+
+
+def test_the_operating_point_chosen_at_a_lambda_ties_to_the_cheaper_one():
+    """Of stored operating points with the same Score at λ, the cheaper one is chosen."""
+    from radialrouter.routers._common import best_setting
+
+    assert best_setting(np.array([0.5, 0.5, 0.3]), np.array([2.0, 1.0, 0.5]), 0.0) == 1
+    assert best_setting(np.array([0.5, 0.6, 0.3]), np.array([1.0, 2.0, 0.5]), 0.1) == 0  # Scores 0.4, 0.4, 0.25
+    assert best_setting(np.array([0.5, 0.6, 0.3]), np.array([1.0, 2.0, 0.5]), 1.0) == 2  # −0.5, −1.4, −0.2

@@ -3,7 +3,7 @@ the same pool hooks as RadialRouter (and on RadialRouter itself when it is regis
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -17,7 +17,7 @@ from radialrouter.core.objective import target_distribution
 from radialrouter.core.training import set_seed, train_module
 from radialrouter.data import DataError, make_synthetic
 from radialrouter.evaluation import summarize
-from radialrouter.policy.pool import add_llm, most_similar_llm, remove_llm
+from radialrouter.policy.pool import add_llm, clone, most_similar_llm, remove_llm
 from radialrouter.routers import Router, RouterError, available_routers, from_pretrained, make_router, register
 
 LAM = 0.1
@@ -123,7 +123,7 @@ def probes_of(train, k: int, seed: int = 0):
 
 def test_add_llm_recovers_most_of_the_retraining_gain(pools):
     train, test, rest, never, full = pools
-    added = copy.deepcopy(never)
+    added = clone(never)
     before = {k: v.clone() for k, v in added.net_.state_dict().items() if k != "llm"}
     add_llm(added, HELD, probes_of(train, 100))
     assert added.llms_ == [*rest, HELD]
@@ -140,7 +140,7 @@ def test_add_llm_recovers_most_of_the_retraining_gain(pools):
 
 def test_remove_llm_restores_the_smaller_pool(pools):
     train, test, rest, never, full = pools
-    router = copy.deepcopy(never)
+    router = clone(never)
     add_llm(router, HELD, probes_of(train, 50), steps=50)
     remove_llm(router, HELD)
     assert router.llms_ == rest
@@ -292,7 +292,7 @@ def test_radial_pool_add_freezes_the_backbone_and_recovers_most_of_the_gain(data
     only the new LLM's row is learned, and it recovers most of what retraining on the whole pool gains."""
     never, full = radial_pools
     test = data.select("test")
-    added = copy.deepcopy(never)
+    added = clone(never)
     emb_before = never.llm_embedding().detach().clone()
     modules = {k: v for k, v in vars(added).items() if isinstance(v, nn.Module)}
     before = {(m, k): v.clone() for m, mod in modules.items() for k, v in mod.state_dict().items()}
@@ -311,3 +311,65 @@ def test_radial_pool_add_freezes_the_backbone_and_recovers_most_of_the_gain(data
     assert s_full > s_never + 0.02, (s_never, s_full)  # the held-out LLM matters on this data
     assert s_added - s_never >= 0.5 * (s_full - s_never), (s_never, s_added, s_full)
     print(f"radial pool add: never {s_never:.4f}, added {s_added:.4f}, retrained {s_full:.4f}")
+
+
+def test_most_similar_llm_prefers_correlation_to_a_close_mean():
+    """The LLM whose per-probe quality correlates best with the new one's is chosen, even when another has a closer
+    mean; with no correlation defined (a constant column) the closest mean decides."""
+    from radialrouter.data import RoutingDataset
+
+    new = [1, 0, 1, 0, 1, 0.0]
+    shape = [0.3, 0, 0.3, 0, 0.3, 0]  # the same pattern, mean 0.15
+    close = [1, 1, 0, 0, 1, 0]  # mean 0.5, like the new one, weakly correlated
+    flat = [0.45] * 6  # constant: no correlation
+    probes = RoutingDataset.from_arrays([f"p{i}" for i in range(6)], np.array([new, shape, close, flat]).T,
+                                        ["new", "shape", "close", "flat"])
+    assert most_similar_llm(probes, "new", ["close", "shape", "flat"]) == "shape"
+    assert most_similar_llm(probes, "new", ["close", "flat"]) == "close"
+    const = RoutingDataset.from_arrays([f"p{i}" for i in range(6)], np.array([[0.5] * 6, flat, [0.9] * 6]).T,
+                                       ["new", "flat", "high"])
+    assert most_similar_llm(const, "new", ["high", "flat"]) == "flat"
+
+
+def test_the_lambdas_a_new_llm_is_trained_at():
+    """A per-scenario router: its own λ. A λ-conditioned one: the three scenarios and a spread up to its
+    ``lam_max``, so the new LLM is right across the range the router serves."""
+    from types import SimpleNamespace
+
+    from radialrouter.policy.pool import training_lams
+
+    assert training_lams(SimpleNamespace(lam_conditioned=False, lam=0.05)) == [0.05]
+    lams = training_lams(SimpleNamespace(lam_conditioned=True, lam_max=0.5))
+    assert {0.0, 0.02, 0.1, 0.001, 0.5} <= set(lams) and max(lams) == 0.5 and lams == sorted(lams) and len(lams) == 8
+
+
+def test_add_llm_trains_on_complete_probes_and_records_how(pools):
+    """Probes missing some LLM's quality are left out, with a warning that counts them; training.json's record of
+    the change says what was added, from how many probes, and how it was initialised."""
+    from radialrouter.routers.base import MissingCellsWarning
+
+    train, test, rest, never, full = pools
+    probes = probes_of(train, 50)
+    quality = probes.quality.copy()
+    quality[3, 0] = np.nan
+    probes = dataclasses.replace(probes, quality=quality)
+    router = clone(never)
+    with pytest.warns(MissingCellsWarning, match=r"1 of 50 probes miss some LLM's quality; trained on the 49 complete"):
+        add_llm(router, HELD, probes, steps=5, prior=0.5)
+    change = router.training_["pool_changes"][-1]
+    assert {k: change[k] for k in ("op", "llm", "n_probes", "steps", "init", "prior")} == {
+        "op": "add", "llm": HELD, "n_probes": 49, "steps": 5, "init": "similar", "prior": 0.5}
+    assert change["init_from"] in rest and change["seconds"] >= 0 and "date" in change
+
+
+def test_add_llm_initialisations(pools):
+    """``init``: "similar", "mean" or "random" start the new row (each gives a working pool); anything else is
+    refused naming the three."""
+    train, test, rest, never, full = pools
+    probes = probes_of(train, 30)
+    for init in ("mean", "random"):
+        router = add_llm(clone(never), HELD, probes, steps=3, init=init)
+        assert router.llms_ == [*rest, HELD] and router.training_["pool_changes"][-1]["init_from"] == init
+        assert router.predict(test.select_llms(router.llms_)).max() < len(router.llms_)
+    with pytest.raises(ValueError, match="init must be 'similar', 'mean' or 'random'; got 'zeros'"):
+        add_llm(clone(never), HELD, probes, init="zeros")

@@ -349,6 +349,8 @@ def test_auth(server, http):
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": KEY}):
         r = httpx.post(f"{url}/v1/chat/completions", json=_chat("radial"), headers=headers)
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        # what an OpenAI client shows its user: how to authenticate
+        assert r.json()["error"]["message"] == "Incorrect or missing API key: send 'Authorization: Bearer <key>'"
     assert httpx.get(f"{url}/v1/models").status_code == 401
     assert httpx.get(f"{url}/metrics").status_code == 401
     assert httpx.get(f"{url}/health").json()["status"] == "ok"

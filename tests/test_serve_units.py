@@ -6,6 +6,8 @@ end to end."""
 from __future__ import annotations
 
 import asyncio
+import json
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -332,3 +334,319 @@ def _next_request_id() -> str:
     from radialrouter.serve.calls import _request_ids
 
     return _request_ids.next()
+
+
+# ---------------------------------------------------------------------------------------------- upstream clients
+def test_failures_are_named_alike_whichever_http_client_calls_the_backends():
+    """With aiohttp installed (the ``serve`` extra) its errors become the matching httpx errors, so an attempt's
+    ``error`` (docs/serving.md) is the same word either way: timeout, connect, or transport."""
+    aiohttp = pytest.importorskip("aiohttp")
+    from radialrouter.serve.upstream import _as_httpx
+
+    cases = [(aiohttp.ConnectionTimeoutError("connect timed out"), httpx.ConnectTimeout, "timeout"),
+             (asyncio.TimeoutError(), httpx.ReadTimeout, "timeout"),
+             (aiohttp.ClientConnectorError(SimpleNamespace(ssl=True, host="127.0.0.1", port=9),
+                                           OSError(111, "refused")), httpx.ConnectError, "connect"),
+             (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError, "connect"),
+             (aiohttp.ClientPayloadError("truncated body"), httpx.RemoteProtocolError, "connect"),
+             (aiohttp.ClientConnectionError("reset"), httpx.ReadError, "connect"),
+             (aiohttp.InvalidURL("not a url"), httpx.TransportError, "transport")]
+    for exc, kind, name in cases:
+        converted = _as_httpx(exc)
+        assert type(converted) is kind and classify(converted) == name, (exc, converted)
+        assert str(converted) == (str(exc) or type(exc).__name__)  # the log says what went wrong, never ""
+    assert str(_as_httpx(aiohttp.ClientPayloadError("truncated body"))) == "truncated body"
+    assert str(_as_httpx(asyncio.TimeoutError())) == "TimeoutError"  # no message: the error's name
+
+
+def _serve_config(url: str, **server):
+    llms = [{"name": "a", "base_url": f"{url}/a/v1", "model": "provider-model-a", "input_price": 1.0,
+             "output_price": 2.0, "api_key": "${RR_A}", "max_connections": 1, "context_window": 8000}]
+    return parse_config({"llms": llms, "auth": {"keys": [{"id": "k", "key": "${RR_B}"}]},
+                         "server": {"pool_timeout_s": 0.3, **server}}, env=ENV)
+
+
+def test_a_backend_gets_its_own_model_id_and_a_full_pool_is_local():
+    """A request reaches the backend with that backend's upstream model id; when its own connection pool stays full
+    for ``pool_timeout_s`` the attempt fails as ``pool_full`` (local saturation, no cooldown), and closing the
+    response that held the connection frees it for the next request. Streamed lines arrive as httpx splits them."""
+    from radialrouter.serve.testing import fake_backends
+
+    async def scenario(url: str, fakes) -> None:
+        upstream = Upstream(_serve_config(url))
+        try:
+            body = {"model": "whatever-the-client-asked", "messages": [{"role": "user", "content": "hi"}]}
+            held = await upstream.send("a", {**body, "stream": True}, stream=True)
+            assert held.status_code == 200 and fakes["a"].requests[-1]["model"] == "provider-model-a"
+            with pytest.raises(httpx.PoolTimeout) as caught:
+                await upstream.send("a", body, stream=False)
+            assert classify(caught.value) == "pool_full" and "no free connection within 0.3 s" in str(caught.value)
+            lines = [line async for line in held.aiter_lines()]
+            await held.aclose()
+            await held.aclose()  # closing twice frees the one connection once
+            assert lines[0].startswith("data: {") and "data: [DONE]" in lines and "" in lines
+            assert not any(line.endswith("\r") for line in lines)
+            answer = await upstream.send("a", body, stream=False)
+            assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+            assert len(fakes["a"].requests) == 2  # the refused attempt never reached the backend
+        finally:
+            await upstream.aclose()
+
+    with fake_backends(("a",)) as (fakes, url):
+        asyncio.run(scenario(url, fakes))
+
+
+def _recording_app(seen: list):
+    """A backend that records each request's path, headers and body and answers a minimal completion."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def anything(request):
+        seen.append({"path": request.url.path, "headers": dict(request.headers), "body": await request.json()})
+        return JSONResponse({"id": "x", "object": "chat.completion",
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]})
+
+    return Starlette(routes=[Route("/{path:path}", anything, methods=["POST"])])
+
+
+def test_each_backend_gets_our_key_its_model_and_its_timeouts_whichever_client_sends():
+    """Both clients (aiohttp, or httpx without it) POST JSON to ``<base_url>/chat/completions`` with that backend's
+    key as a Bearer token and its upstream model id; httpx's request carries the backend's ``timeout_s`` as read
+    timeout and the server's connect and pool timeouts."""
+    from radialrouter.serve.testing import ServerThread
+
+    seen: list = []
+    body = {"model": "client-alias", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def via_aiohttp(url: str) -> None:
+        upstream = Upstream(_serve_config(url + "/base"))
+        try:
+            assert (await upstream.send("a", body, stream=False)).status_code == 200
+        finally:
+            await upstream.aclose()
+
+    with ServerThread(_recording_app(seen)) as server:
+        asyncio.run(via_aiohttp(server.url))
+    sent: list = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"choices": []})
+
+    async def via_httpx() -> None:
+        upstream = Upstream(_serve_config("http://backend.test/base", connect_timeout_s=1.5),
+                            transport=httpx.MockTransport(handler))
+        try:
+            assert (await upstream.send("a", body, stream=False)).status_code == 200
+        finally:
+            await upstream.aclose()
+
+    asyncio.run(via_httpx())
+    (got,), (request,) = seen, sent
+    assert got["path"] == "/base/a/v1/chat/completions" and str(request.url) == "http://backend.test/base/a/v1/chat/completions"
+    for headers in (got["headers"], request.headers):
+        assert headers["authorization"] == "Bearer sk-a"
+        assert headers["content-type"] == "application/json" and headers["accept"] == "application/json"
+    assert got["body"]["model"] == json.loads(request.content)["model"] == "provider-model-a"
+    assert got["body"]["messages"] == json.loads(request.content)["messages"] == body["messages"]
+    assert request.extensions["timeout"] == {"connect": 1.5, "read": 60.0, "write": 60.0, "pool": 0.3}
+
+
+def test_a_hung_backend_times_out_after_its_timeout_s():
+    """A backend that sends nothing for its ``timeout_s`` fails the attempt as ``timeout`` (then the request falls
+    back), long before the backend would answer."""
+    import time as _time
+
+    from radialrouter.serve.testing import fake_backends
+
+    async def scenario(url: str) -> None:
+        config = parse_config({"llms": [{"name": "a", "base_url": f"{url}/a/v1", "input_price": 1.0,
+                                         "output_price": 2.0, "context_window": 8000, "timeout_s": 0.5}],
+                               "auth": {"keys": [{"id": "k", "key": "${RR_B}"}]}}, env=ENV)
+        upstream = Upstream(config)
+        try:
+            start = _time.monotonic()
+            with pytest.raises(httpx.TimeoutException) as caught:
+                await upstream.send("a", {"messages": [{"role": "user", "content": "hi"}]}, stream=False)
+            assert classify(caught.value) == "timeout" and _time.monotonic() - start < 3.0
+        finally:
+            await upstream.aclose()
+
+    with fake_backends(("a",)) as (fakes, url):
+        fakes["a"].mode, fakes["a"].hang_s = "hang", 5.0
+        asyncio.run(scenario(url))
+
+
+def test_streamed_lines_end_at_newlines_and_bad_bytes_are_replaced():
+    """The aiohttp stream's lines: ``\\n`` or ``\\r\\n`` ends a line, however the bytes are chunked; a last line without
+    a newline still arrives (without a trailing ``\\r``); bytes that are not UTF-8 become U+FFFD, not an error."""
+    from radialrouter.serve.upstream import AiohttpResponse
+
+    class Body:
+        def __init__(self, chunks):
+            self.chunks = chunks
+
+        async def iter_any(self):
+            for chunk in self.chunks:
+                yield chunk
+
+    class Raw:
+        status, headers = 200, {}
+
+        def __init__(self, chunks):
+            self.content = Body(chunks)
+
+    async def lines(chunks) -> list[str]:
+        response = AiohttpResponse(Raw(chunks), lambda: None)
+        return [line async for line in response.aiter_lines()]
+
+    whole = b"data: a\r\n\r\ndata: b\ndata: \xff\xfe\r\ndata: \xff TAX\r"
+    expected = ["data: a", "", "data: b", "data: \ufffd\ufffd", "data: \ufffd TAX"]  # only a trailing \r goes
+    for cut in ([whole], [whole[:5], whole[5:9], whole[9:]], [bytes([b]) for b in whole]):
+        assert asyncio.run(lines(cut)) == expected
+
+
+def test_sharded_pools_count_every_request_in_flight_and_free_failed_ones():
+    """`ShardedTransport`: with every pool busy a request goes to the least busy one; each pool's count is the
+    requests in flight on it, and a request that fails (connection refused) frees its place at once."""
+    from radialrouter.serve.testing import fake_backends
+    from radialrouter.serve.upstream import ShardedTransport
+
+    async def main(url: str) -> None:
+        transport = ShardedTransport(4, shard_size=2)  # two pools of two connections
+        body = {"model": "a", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            held = []
+            for expected in ([1, 0], [2, 0], [2, 1], [2, 2]):
+                request = client.build_request("POST", f"{url}/a/v1/chat/completions", json=body)
+                held.append(await client.send(request, stream=True))
+                assert transport.in_progress == expected
+            # every pool busy: the fifth request waits on the least busy pool (the first of equals)
+            fifth = asyncio.ensure_future(client.post(f"{url}/a/v1/chat/completions", json={**body, "stream": False}))
+            await asyncio.sleep(0.2)
+            assert transport.in_progress == [3, 2] and not fifth.done()
+            await held[0].aclose()
+            assert (await fifth).status_code == 200
+            for response in held[1:]:
+                await response.aclose()
+            assert transport.in_progress == [0, 0]
+            with pytest.raises(httpx.ConnectError):
+                await client.post("http://127.0.0.1:9/v1/chat/completions", json=body)
+            assert transport.in_progress == [0, 0]
+        await transport.aclose()
+
+    with fake_backends(("a",)) as (_, url):
+        asyncio.run(main(url))
+
+
+# ---------------------------------------------------------------------------------------------- the decision log
+def test_the_sqlite_decision_log_restores_spend_and_replaces_a_repeated_request(tmp_path):
+    """README "spend is restored from the decision log": after a restart, each client's spend is the sum of its
+    recorded costs (a request recorded twice counts once: the second row replaces the first; a row without a cost
+    adds nothing). Rows come back oldest first, one decision by its request id, feedback replaced when posted again."""
+    from radialrouter.ledger.store import Ledger, LedgerRow, Settlement, committed
+
+    def row(rid: str, ts: float, client: str, cost: float | None, **extra) -> LedgerRow:
+        return LedgerRow(request_id=rid, ts=ts, client=client, model="radial", mode=None, lam=0.02, llm="small",
+                         ranking=["small", "big"], attempts=[{"llm": "big", "error": "http_500"}], cost_usd=cost,
+                         **extra)
+
+    path = tmp_path / "decisions.sqlite"
+    ledger = Ledger(path)
+    futures = [ledger.record(row("r2", 2.0, "alice", 0.25), Settlement("alice", 0.25)),
+               ledger.record(row("r1", 1.0, "alice", 0.5), Settlement("alice", 0.5)),
+               ledger.record(row("r3", 3.0, "bob", None, status="error")),
+               ledger.record(row("r4", 4.0, "bob", 0.125, fallback=True, stream=True))]
+    assert all(f.result(timeout=10) for f in futures)
+    assert asyncio.run(committed(ledger.record(row("r1", 1.5, "alice", 0.5)))) is True  # the same request again
+    # carol's forty settled requests, queued faster than they are written (several share a transaction)
+    many = [ledger.record(row(f"c{i}", 10.0 + i, "carol", 0.01), Settlement("carol", 0.01)) for i in range(40)]
+    assert all(f.result(timeout=10) for f in many) and ledger.backlog() == 0
+    ledger.close()
+
+    restarted = Ledger(path)
+    try:
+        assert restarted.spent_by_client() == {"alice": pytest.approx(0.75), "bob": pytest.approx(0.125),
+                                               "carol": pytest.approx(0.4)}
+        # what the dashboard shows per key: every settled cost, counted once
+        import sqlalchemy as sa
+
+        with restarted.engine.connect() as conn:
+            booked = dict(conn.execute(sa.text("SELECT client, spent_usd FROM budget_spend")).all())
+        assert booked == {"alice": pytest.approx(0.75), "carol": pytest.approx(0.4)}
+        rows = restarted.rows()
+        assert [r["request_id"] for r in rows][:4] == ["r1", "r2", "r3", "r4"] and rows[0]["ts"] == 1.5
+        r4 = restarted.decision_of("r4")
+        assert (r4["fallback"], r4["stream"], r4["client"]) == (1, 1, "bob")
+        assert json.loads(r4["ranking"]) == ["small", "big"]
+        assert json.loads(r4["attempts"]) == [{"llm": "big", "error": "http_500"}]
+        assert restarted.decision_of("nope") is None and restarted.decision_of("r3")["status"] == "error"
+        def rollup() -> list:  # the dashboard's pre-aggregates of bob's ratings, per span
+            with restarted.engine.connect() as conn:
+                return conn.execute(sa.text("SELECT span, SUM(feedback_n), SUM(feedback_sum) FROM decisions_rollup "
+                                            "WHERE client = 'bob' GROUP BY span")).all()
+
+        restarted.record_feedback("r4", "user", 0.0, client="bob", ts=5.0)
+        assert rollup() and all((n, total) == (1, 0.0) for _, n, total in rollup())
+        restarted.record_feedback("r4", "user", 1.0, client="bob", comment="better", meta={"k": 1}, ts=6.0)
+        (label,) = restarted.feedback_rows()
+        assert (label["score"], label["comment"], json.loads(label["meta"])) == (1.0, "better", {"k": 1})
+        assert rollup() and all((n, total) == (1, 1.0) for _, n, total in rollup())  # still one rating, now 1.0
+    finally:
+        restarted.close()
+
+
+def test_a_full_decision_log_queue_drops_rows_and_says_so(tmp_path, caplog):
+    """When the writer's queue is full a row is dropped, not waited for: its future says False, ``on_drop``
+    counts it, and the log names the request."""
+    from radialrouter.ledger.store import Ledger, LedgerRow, committed
+
+    drops: list[int] = []
+    ledger = Ledger(tmp_path / "d.sqlite", max_queue=0, on_drop=lambda: drops.append(1))
+    try:
+        done = ledger.record(LedgerRow(request_id="x", ts=1.0, client="c", model="m", mode=None, lam=None, llm=None))
+        assert done.result(timeout=1) is False and drops == [1] and ledger.backlog() == 0
+        assert "decision log queue is full; dropping the row of request x" in caplog.text
+        assert asyncio.run(committed(done)) is False
+        assert ledger.rows() == [] and ledger.spent_by_client() == {}
+    finally:
+        ledger.close()
+
+
+def test_refusals_are_logged_once_per_key_and_outcome_per_minute(monkeypatch):
+    """A refused request is written to the decision log for the first refusal of each key and outcome in a minute;
+    the rest of that minute's refusals of the same kind are not (a flood of refusals cannot flood the log)."""
+    from types import SimpleNamespace
+
+    from radialrouter.serve.state import ServeState
+
+    now = [5000.0]
+    monkeypatch.setattr("radialrouter.serve.state.time.monotonic", lambda: now[0])
+    state = SimpleNamespace(_refusals_logged={})
+    sample = lambda client, outcome: ServeState.sample_refusal(state, client, outcome)  # noqa: E731
+    assert sample("k1", "budget_exceeded") and not sample("k1", "budget_exceeded")
+    assert sample("k1", "rate_limited") and sample("k2", "budget_exceeded")
+    now[0] += 59.0
+    assert not sample("k1", "budget_exceeded")
+    now[0] += 1.5
+    assert sample("k1", "budget_exceeded") and not sample("k1", "budget_exceeded")
+
+
+def test_a_cooldown_ends_exactly_cooldown_s_after_the_failure(monkeypatch):
+    """A backend that failed at t is cooling down until t + cooldown_s, and not any longer."""
+    now = [1000.0]
+    monkeypatch.setattr("radialrouter.serve.upstream.time.monotonic", lambda: now[0])
+
+    async def scenario() -> None:
+        upstream = Upstream(_config(cooldown_s=30))
+        try:
+            upstream.failed("big")
+            now[0] = 1029.5
+            assert upstream.cooling() == ["big"]
+            now[0] = 1030.0
+            assert upstream.cooling() == [] and upstream.order(["big", "small"]) == ["big", "small"]
+        finally:
+            await upstream.aclose()
+
+    asyncio.run(scenario())
