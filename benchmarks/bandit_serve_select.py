@@ -31,6 +31,11 @@ import warnings
 
 import numpy as np
 import torch
+
+# The rule (bandit_explore_select's): the best served Score — here on the validation stream — among the candidates
+# whose bandit-fed validation Score is within one s.e. of the best (serving must not cost the learning the
+# final-gap target measures).
+from bandit_explore_select import choose
 from bandit_replay import EXPLORING, LEARNER_NAME, RESULTS, load, replay_parser, run_replay, std_err, traffic_order
 from bandit_replay import validation_stream as stream_rows
 
@@ -46,14 +51,6 @@ CANDIDATES: dict[str, list[str]] = {
     for n in (0.0, 250.0, 1000.0, 4000.0) for g in (10.0, 30.0, 100.0, 300.0)
 } | {f"squarecb γ = {g:g}·√t, learner warm-started from the shipped router's implied labels":
      ["--gamma-scale", str(g), "--impute-frozen"] for g in (10.0, 30.0, 100.0)}
-
-
-def choose(rows: list[dict]) -> dict:
-    """Best served Score on the validation stream among the candidates whose bandit-fed validation Score is within
-    one s.e. of the best (serving must not cost the learning the final-gap target measures)."""
-    top = max(rows, key=lambda r: r["val_bandit"])
-    near = [r for r in rows if r["val_bandit"] >= top["val_bandit"] - (top["val_bandit_se"] or 0.0)]
-    return max(near, key=lambda r: r["served"])
 
 
 def main() -> None:
