@@ -1,4 +1,5 @@
-"""Rebuild an embedded router, src/radialrouter/pretrained/routerbench3-<router>/, exactly.
+"""Rebuild an embedded router, src/radialrouter/pretrained/routerbench3-<router>/ (bit for bit on the same machine;
+the RadialRouter copy shipped predates masked training on missing cells, see docs/radialrouter.md).
 
 ``--router mlp`` (the default one, ``serve``'s) or ``--router radial`` (RadialRouter: λ-conditioned, RadialFormer
 backbone), with its default hyperparameters and seed 0, trained on the
