@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
+from conftest import ROUTERBENCH3, needs_shared
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from radialrouter.core.encoders import EncoderError, QueryEncoder, StaticQueryEncoder, onnx_available
 from radialrouter.core.encoders import transformer as encoders
@@ -211,6 +216,68 @@ def test_static_encoder_keeps_the_end_of_long_prompts():
                                        "History: " + shots + "Write Python code to sort a list."])
     assert end_a @ end_b < 0.99  # the question at the end is read
     np.testing.assert_allclose(start_a, start_b, atol=1e-6)  # the beginning beyond the window is not
+
+
+#: Texts where a word-by-word tokenizer could go wrong: accents (stripped after NFD), CJK (split per character),
+#: every kind of whitespace and the control characters BERT deletes (a deleted one joins two words), special tokens
+#: in the text, emoji, a word past WordPiece's 100-character limit, and a text past the tokenizer's 512 tokens with
+#: unknown characters (model2vec drops [UNK] after truncating).
+TRICKY = ["Café naïve résumé — Ünïcödé", "東京は日本の首都です。北京", "tab\there\nnew\rline\u00a0nbsp\u3000ideo",
+          "joined\x0bby\x0cvt\x85nel\x1cfs\u200bzw", "say [UNK] and [PAD]x[UNK]", "emoji 😀👍 ok", "x" * 150,
+          "", "   ", "\x00\ufffd", "a\u0301b \u0301c", " ".join(f"word{i} ☃ tok{i}" for i in range(300))]
+
+
+@functools.lru_cache(maxsize=1)
+def _static_model():
+    encoder = StaticQueryEncoder(cache_dir=False).load()
+    return encoder, encoder._model
+
+
+def test_static_word_cache_tokenizes_as_the_tokenizer_does():
+    from radialrouter.core.encoders.static import WordTokenCache
+
+    encoder, model = _static_model()
+    assert encoder._words is not None  # the shipped encoder's tokenizer is BERT's: the request path uses the cache
+    tiny = WordTokenCache.for_model(model)
+    tiny.size = 5  # starts afresh almost every text: a bounded cache gives the same ids
+    for text in TRICKY + TEXTS:
+        expected = model.tokenize([text])[0]
+        assert encoder._words(text) == expected, text
+        assert tiny(text) == expected, text
+    assert len(tiny._ids) <= max(5, len(set(TRICKY[-1].split())))
+
+
+_ALPHABET = list("ab Éé東\t\n\r\x0b\x85\u00a0\u2028\u200b\u0301.,!-#[]UNK😀☃")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_ALPHABET), max_size=40))
+def test_static_word_cache_matches_the_tokenizer_on_any_text(text):
+    encoder, model = _static_model()
+    assert encoder._words(text) == model.tokenize([text])[0]
+
+
+def test_static_serving_path_gives_model2vecs_vectors_bit_for_bit():
+    """One prompt at a time (the request path) gives exactly what ``StaticModel.encode`` gives: a router sees the
+    vectors it was trained on."""
+    encoder, model = _static_model()
+    texts = [t[-4 * encoder.max_tokens:] for t in TRICKY + TEXTS]  # the window `encode` cuts
+    expected = model.encode(texts, max_length=None, use_multiprocessing=False).astype(np.float32)
+    one_by_one = np.concatenate([encoder.encode([t]) for t in texts])
+    np.testing.assert_array_equal(one_by_one, expected)
+    np.testing.assert_array_equal(encoder.encode(texts), expected)
+
+
+@needs_shared
+def test_static_serving_path_is_exact_on_routerbench_prompts():
+    import pandas as pd
+
+    encoder, model = _static_model()
+    prompts = [str(p)[-4 * encoder.max_tokens:] for p in pd.read_parquet(ROUTERBENCH3, columns=["prompt"]).prompt]
+    for text in prompts:
+        assert encoder._words(text) == model.tokenize([text])[0], text
+    expected = model.encode(prompts[:2000], max_length=None, use_multiprocessing=False).astype(np.float32)
+    np.testing.assert_array_equal(np.concatenate([encoder.encode([t]) for t in prompts[:2000]]), expected)
 
 
 def test_static_identity_round_trip_cache_and_mismatch(tmp_path):

@@ -6,6 +6,8 @@ USD per 1,000 queries, so λ = 0.02 means "one quality point is worth 50 dollars
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Multiply a per-query USD cost by this to get USD per 1,000 queries, the unit λ is expressed in.
@@ -107,7 +109,7 @@ def resolve_lam(value: float | str | None, default: float = 0.0, presets: dict[s
         except ValueError:
             names = ", ".join(SCENARIOS)
             raise ValueError(f"λ must be a number ≥ 0 or one of {names}; got {value!r}") from None
-    if not np.isfinite(lam) or lam < 0:
+    if not math.isfinite(lam) or lam < 0:
         raise ValueError(f"λ must be a finite number ≥ 0; got {value!r}")
     return lam
 
@@ -177,5 +179,5 @@ def rank_cheapest_first(scores: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Row-wise order of LLMs, best score first, equal scores cheaper first."""
     scores = np.asarray(scores, dtype=np.float64)
     cost = np.broadcast_to(np.asarray(cost, dtype=np.float64), scores.shape)
-    # lexsort sorts by the last key first: primary −score, secondary cost.
-    return np.stack([np.lexsort((c, -s)) for s, c in zip(scores, cost)]) if len(scores) else np.zeros((0, 0), int)
+    # lexsort sorts each row (the last axis) by the last key first: primary −score, secondary cost.
+    return np.lexsort((cost, -scores)) if len(scores) else np.zeros((0, 0), int)

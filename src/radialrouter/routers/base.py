@@ -316,7 +316,12 @@ class Router(ABC):
     def quality_only(self) -> bool:
         """Whether this router's pool has no costs (every LLM's mean cost 0): λ then plays no part."""
         cost = getattr(self, "mean_cost_", None)
-        return cost is not None and is_quality_only(cost)
+        if cost is None:
+            return False
+        key = np.asarray(cost, dtype=np.float64).tobytes()  # asked on every route: remembered per pool of costs
+        if getattr(self, "_quality_only", (None,))[0] != key:
+            self._quality_only = (key, is_quality_only(cost))
+        return self._quality_only[1]
 
     def _route_lam(self, lam: float | str | None) -> float:
         lam = self.resolve_lam(lam)
@@ -333,7 +338,8 @@ class Router(ABC):
         if candidates is None:
             return None
         if isinstance(candidates, np.ndarray) and candidates.dtype == bool:
-            mask = np.broadcast_to(candidates, (n, len(self.llms_)))
+            shape = (n, len(self.llms_))
+            mask = candidates if candidates.shape == shape else np.broadcast_to(candidates, shape)
         else:
             unknown = [c for c in candidates if c not in self.llms_]
             if unknown:
