@@ -220,6 +220,27 @@ class PriorBlend:
         return self.predict_scores(x, lam).argmax(1)
 
 
+#: the serving learner of ``--server ridge``: per-LLM ridge regression (`radialrouter.routers.ridge`), its
+#: ``alpha`` and ``pessimism`` chosen by its own bandit-fed Score on the validation queries (bandit_serve_select.py's
+#: RIDGE_GRID); cheap enough to refit every ``--serve-every`` logged queries.
+SERVE_RIDGE: dict = {"router": "ridge", "alpha": 10.0, "pessimism": 1.0}
+
+
+def serving_learner(args) -> Callable[[int, int], Router] | None:
+    """The factory of the policy that serves between the learner's retrains (``--server``): None — the learner
+    itself serves (``learner``); the `SERVE_RIDGE` ridge (``ridge``), refitted every ``--serve-every``."""
+    if getattr(args, "server", "learner") == "ridge":
+        return make_learner(getattr(args, "serve_spec", None) or SERVE_RIDGE)
+    return None
+
+
+def serving_policy(frozen: Router, fitted: Router, s: dict, args, n_seen: int):
+    """What serves after a (re)fit on ``n_seen`` logged queries: ``fitted``, or with ``--prior`` its `PriorBlend`
+    with the frozen router."""
+    prior_n = getattr(args, "prior", 0.0)
+    return fitted if not prior_n else PriorBlend(frozen, fitted, n_seen / (n_seen + prior_n))
+
+
 def deploy_learner(traffic: RoutingDataset, s: dict, seen: np.ndarray, frozen: Router, prior: np.ndarray, args,
                    seed: int, warm: RoutingDataset | None, make: Callable[[int, int], Router]) -> bool:
     """``--deploy ope``: should the learner just retrained on ``seen`` replace the shipped (frozen) router as the
@@ -257,6 +278,12 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
     true_score = traffic.quality - LAM * COST_SCALE * traffic.cost  # (n, m)
     prior = frozen.mean_cost_
     checkpoints = list(range(args.every, n + 1, args.every))
+    # the serving policy's refit points (``--serve-every``, default ``--every``): with ``--server ridge`` the
+    # ridge that serves is refitted on these, the learner (whose test Score is the curve) on ``checkpoints``
+    serve_make = serving_learner(args)
+    serve_every = (getattr(args, "serve_every", None) or args.every) if serve_make is not None else args.every
+    serve_from = getattr(args, "serve_from", None) or serve_every  # the shipped router serves before this
+    refits = sorted({t for t in range(serve_every, n + 1, serve_every) if t >= serve_from} | set(checkpoints))
     curves: dict[str, list[float]] = {v: [] for v in variants}
     frozen_score = test_score(frozen, test) if test is not None else None
     state = {v: {"policy": frozen, "serving": frozen, "action": np.zeros(n, np.int64), "label": np.zeros(n),
@@ -267,8 +294,9 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
     checks: list[dict] = []
     # one stream per variant, so a variant's log does not depend on which other variants run alongside it
     rngs = {v: np.random.default_rng([2000 + seed, VARIANTS.index(v)]) for v in state}
-    start = 0
-    for t in checkpoints:
+    start, learn_start = 0, 0
+    block_served = {v: [] for v in state}  # (queries, served Score sum) of the serving blocks since the last checkpoint
+    for t in refits:
         block = np.arange(start, t)
         for v, s in state.items():
             scores = s["serving"].predict_scores(x[block], LAM)
@@ -282,7 +310,23 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
                 flip = label_rng.random(len(block)) < args.noise
                 quality = np.where(flip, 1.0 - quality, quality)
             s["action"][block], s["label"][block], s["probs"][block] = action, quality, probs
-            served[v].append(float(true_score[block, action].mean()))
+            block_served[v].append(float(true_score[block, action].sum()))
+        start = t
+        if t not in checkpoints:  # a serving refit only (``--serve-every``): refit the serving ridge, go on
+            seen = np.arange(t)
+            for v, s in state.items():
+                if s["deployed"] and not s["deployed"][-1]:  # --deploy ope kept the frozen router at the last check
+                    continue
+                v_warm = warm if v.endswith("warm start") else None
+                fitted = fit_bandit(traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps,
+                                    seed, v_warm, serve_make)
+                s["serving"] = serving_policy(frozen, fitted, s, args, len(seen))
+            continue
+        for v in state:
+            served[v].append(float(np.sum(block_served[v]) / (t - learn_start)))
+            block_served[v] = []
+        block = np.arange(learn_start, t)  # the OPE checks read the whole block since the last checkpoint
+        learn_start = t
         # OPE on the block just logged with exploration, for policies fixed before it (``--boot 0``: none)
         log = state[EXPLORING]
         ope_targets = args.boot > 0 and "bandit, no exploration" in state
@@ -311,11 +355,12 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
             v_warm = warm if v.endswith("warm start") else None
             s["policy"] = fit_bandit(traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps,
                                      seed, v_warm, make, frozen if getattr(args, "impute_frozen", False) else None)
+            fitted = s["policy"] if serve_make is None else fit_bandit(
+                traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps, seed, v_warm, serve_make)
             gated = getattr(args, "deploy", "always") == "ope" and v != "bandit, no exploration"
-            use = not gated or deploy_learner(traffic, s, seen, frozen, prior, args, seed, v_warm, make)
-            prior_n = getattr(args, "prior", 0.0)
-            s["serving"] = (frozen if not use else s["policy"] if not prior_n else
-                            PriorBlend(frozen, s["policy"], len(seen) / (len(seen) + prior_n)))
+            use = not gated or deploy_learner(traffic, s, seen, frozen, prior, args, seed, v_warm,
+                                              serve_make or make)
+            s["serving"] = serving_policy(frozen, fitted, s, args, len(seen)) if use else frozen
             s["deployed"].append(bool(use))
             if test is not None:
                 curves[v].append(test_score(s["policy"], test))
@@ -325,7 +370,6 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
         if test is not None:
             print(f"  {name} seed {seed} at {t}: " + ", ".join(f"{v} {c[-1]:.4f}" for v, c in curves.items()),
                   flush=True)
-        start = t
     frozen_served = float(true_score[np.arange(n), frozen.predict(x, LAM)].mean())  # greedy, no learning
     return {"checkpoints": checkpoints, "frozen": frozen_score, "frozen_served": frozen_served, "curves": curves,
             "served_score": {v: float(np.average(s, weights=np.diff([0] + checkpoints))) for v, s in served.items()},
@@ -508,6 +552,15 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gamma-scale", type=float, default=30.0,
                         help="SquareCB: γ = scale · t^exponent (default chosen by bandit_serve_select.py)")
     parser.add_argument("--gamma-exponent", type=float, default=0.5)
+    parser.add_argument("--server", choices=("learner", "ridge"), default="learner",
+                        help="the policy that serves while logging: the learner itself, retrained every --every, or "
+                             "a per-LLM ridge regression (SERVE_RIDGE) refitted every --serve-every (default chosen "
+                             "by bandit_serve_select.py); the learner's test Score is the curve either way")
+    parser.add_argument("--serve-every", type=int, default=100,
+                        help="--server ridge: refit the serving ridge every this many logged queries")
+    parser.add_argument("--serve-from", type=int, default=None,
+                        help="--server ridge: the shipped router serves the first this many queries (default: "
+                             "--serve-every), then the ridge refitted every --serve-every")
     parser.add_argument("--deploy", choices=("always", "ope"), default="always",
                         help="after a retrain, serve the new learner always, or only when off-policy evaluation on "
                              "held-out logged queries rates it at least the frozen router (else the frozen router "
