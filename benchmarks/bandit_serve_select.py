@@ -8,10 +8,18 @@ information, outside the traffic and the test split) drawn with replacement into
 (2,000); VW SquareCB's learning rate and gamma_scale are chosen on the very same streams by `bandit_vw.py` (choice
 (b) there). Each candidate replays the stream as `bandit_replay.py` replays the traffic (the chosen learner,
 retrained every 500, the first 500 served by the shipped router) and scores the true Score of what it served.
+Beside it, as a reference the rule never reads, the Score each candidate served on the traffic itself (all 2,000
+queries, and 501-2,000).
 Candidates: SquareCB's γ scale (γ = scale · √t) and the warm start from the shipped router (``--prior n0``: served
 scores blend the shipped router's and the learner's, the learner's weight t / (t + n0), `bandit_replay.PriorBlend`;
 0: the learner alone), and a warm start of the learner itself (``--impute-frozen``: the log's unrevealed quality
-cells filled from the shipped router's implied quality differences to the called LLM). Serving less
+cells filled from the shipped router's implied quality differences to the called LLM), and serving by a per-LLM
+ridge regression refitted every 100 or 250 logged queries (``--server ridge``: from query 100 or 250, or from query
+500 as the learner, the shipped router before), the learner still trained on the log for the final gap; the
+ridge's own settings (``alpha`` 10, ``pessimism`` 1, `bandit_replay.SERVE_RIDGE`) were chosen first by its
+bandit-fed Score on the validation queries (seeds 0-2, ridge serving itself every 100 at γ = 30·√t: alpha 10 /
+30 / 100 × pessimism 0 / 1 / 2 gave 0.710 / 0.735 / 0.720, 0.697 / 0.726 / 0.713, 0.706 / 0.702 / 0.689;
+alpha 0.1 and 1 without pessimism 0.700 and 0.709). Serving less
 exploratively can starve the learner of labels (the final-gap target), so
 each candidate's learning is measured too, as `bandit_explore_select.py` does: the bandit-fed learner trained on
 the candidate's log of the traffic (the training data; nothing served there is read) and scored on the validation
