@@ -8,10 +8,18 @@ information, outside the traffic and the test split) drawn with replacement into
 (2,000); VW SquareCB's learning rate and gamma_scale are chosen on the very same streams by `bandit_vw.py` (choice
 (b) there). Each candidate replays the stream as `bandit_replay.py` replays the traffic (the chosen learner,
 retrained every 500, the first 500 served by the shipped router) and scores the true Score of what it served.
+Beside it, as a reference the rule never reads, the Score each candidate served on the traffic itself (all 2,000
+queries, and 501-2,000).
 Candidates: SquareCB's γ scale (γ = scale · √t) and the warm start from the shipped router (``--prior n0``: served
 scores blend the shipped router's and the learner's, the learner's weight t / (t + n0), `bandit_replay.PriorBlend`;
 0: the learner alone), and a warm start of the learner itself (``--impute-frozen``: the log's unrevealed quality
-cells filled from the shipped router's implied quality differences to the called LLM). Serving less
+cells filled from the shipped router's implied quality differences to the called LLM), and serving by a per-LLM
+ridge regression refitted every 100 or 250 logged queries (``--server ridge``: from query 100 or 250, or from query
+500 as the learner, the shipped router before), the learner still trained on the log for the final gap; the
+ridge's own settings (``alpha`` 10, ``pessimism`` 1, `bandit_replay.SERVE_RIDGE`) were chosen first by its
+bandit-fed Score on the validation queries (seeds 0-2, ridge serving itself every 100 at γ = 30·√t: alpha 10 /
+30 / 100 × pessimism 0 / 1 / 2 gave 0.710 / 0.735 / 0.720, 0.697 / 0.726 / 0.713, 0.706 / 0.702 / 0.689;
+alpha 0.1 and 1 without pessimism 0.700 and 0.709). Serving less
 exploratively can starve the learner of labels (the final-gap target), so
 each candidate's learning is measured too, as `bandit_explore_select.py` does: the bandit-fed learner trained on
 the candidate's log of the traffic (the training data; nothing served there is read) and scored on the validation
@@ -50,7 +58,16 @@ CANDIDATES: dict[str, list[str]] = {
     f"squarecb γ = {g:g}·√t, prior {n:g}": ["--gamma-scale", str(g), "--prior", str(n)]
     for n in (0.0, 250.0, 1000.0, 4000.0) for g in (10.0, 30.0, 100.0, 300.0)
 } | {f"squarecb γ = {g:g}·√t, learner warm-started from the shipped router's implied labels":
-     ["--gamma-scale", str(g), "--impute-frozen"] for g in (10.0, 30.0, 100.0)}
+     ["--gamma-scale", str(g), "--impute-frozen"] for g in (10.0, 30.0, 100.0)} | {
+    f"squarecb γ = {g:g}·√t, served by a ridge refitted every {k}": ["--gamma-scale", str(g), "--server", "ridge",
+                                                                       "--serve-every", str(k)]
+    for k in (100, 250) for g in (10.0, 30.0, 100.0)} | {
+    f"squarecb γ = {g:g}·√t, served by a ridge refitted every {k} from query 500": [
+        "--gamma-scale", str(g), "--server", "ridge", "--serve-every", str(k), "--serve-from", "500"]
+    for k in (100, 250) for g in (30.0, 100.0)}
+for _options in CANDIDATES.values():  # the rows measured before the ridge server existed: the learner serves
+    if "--server" not in _options:
+        _options += ["--server", "learner"]
 
 
 def main() -> None:
@@ -72,6 +89,7 @@ def main() -> None:
         replay = replay_parser().parse_args(options)
         replay.boot = 0
         t0, served, deployed, val_bandit = time.perf_counter(), [], [], []
+        traffic_served, traffic_after = [], []
         for seed in seeds:
             order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
             val = train.subset(warm_rows)
@@ -84,12 +102,19 @@ def main() -> None:
                 fit = run_replay("routerbench3", train.subset(order[: replay.traffic]), val, val, embedded, seed,
                                  replay, variants=(EXPLORING,))
             served.append(r["served_score"][EXPLORING])
+            # reference, not a result (never read by the rule): what it served on the traffic itself, all 2,000
+            # queries and queries 501-2,000
+            traffic_served.append(fit["served_score"][EXPLORING])
+            traffic_after.append(float(np.mean(fit["served_blocks"][EXPLORING][1:])))
             deployed.append(r["deployed"][EXPLORING])
             val_bandit.append(fit["curves"][EXPLORING][-1])
         rows.append({"candidate": name, "options": options, "served": float(np.mean(served)),
                      "served_se": std_err(served), "served_per_seed": served, "deployed_per_seed": deployed,
                      "val_bandit": float(np.mean(val_bandit)), "val_bandit_se": std_err(val_bandit),
                      "val_bandit_per_seed": val_bandit,
+                     "reference_traffic_served": float(np.mean(traffic_served)),
+                     "reference_traffic_served_se": std_err(traffic_served),
+                     "reference_traffic_served_after_500": float(np.mean(traffic_after)),
                      "seconds": round(time.perf_counter() - t0, 1), "load": os.getloadavg()[0]})
         print(f"{name}: served on the validation stream {rows[-1]['served']:.4f} ± {rows[-1]['served_se'] or 0:.4f}, "
               f"bandit-fed validation Score {rows[-1]['val_bandit']:.4f} ± {rows[-1]['val_bandit_se'] or 0:.4f} "
@@ -107,10 +132,18 @@ def main() -> None:
                             "information, outside the traffic and the test split); the same streams as VW's (b)",
               "load_average": {"before": load_before, "after": os.getloadavg()},
               "seconds": round(time.perf_counter() - started)}
-    table = ("| candidate | served on the validation stream (± s.e.) | bandit-fed validation Score (± s.e.) |"
-             "\n|---|---:|---:|\n")
+    table = ("| candidate | served on the validation stream (± s.e.) | bandit-fed validation Score (± s.e.) | "
+             "reference, not read by the rule: served on the traffic (± s.e.), queries 501-2,000 |"
+             "\n|---|---:|---:|---:|\n")
+
+    def reference(r: dict) -> str:
+        if "reference_traffic_served" not in r:
+            return ""
+        return (f"{r['reference_traffic_served']:.4f} ± {r['reference_traffic_served_se'] or 0:.4f}, "
+                f"{r['reference_traffic_served_after_500']:.4f}")
+
     table += "".join(f"| {r['candidate']} | {r['served']:.4f} ± {r['served_se'] or 0:.4f} | "
-                     f"{r['val_bandit']:.4f} ± {r['val_bandit_se'] or 0:.4f} |\n" for r in rows)
+                     f"{r['val_bandit']:.4f} ± {r['val_bandit_se'] or 0:.4f} | {reference(r)} |\n" for r in rows)
     text = (f"# Choosing the replay's serving settings on a validation stream\n\nrouterbench3, seeds {args.seeds}, "
             f"learner {LEARNER_NAME}, retrained every 500 (the first 500 served by the shipped router). "
             f"Validation stream: {result['validation']}. Served: the true Score (λ = 0.02) of what was served on "

@@ -378,6 +378,7 @@ def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
             "served_score": float(np.mean(square["serving_choice_served"])),
             "served_score_se": std_err(square["serving_choice_served"]),
             "served_score_after_first_block": float(np.mean(square["serving_choice_served_after"])),
+            "served_score_after_first_block_se": std_err(square["serving_choice_served_after"]),
             "served_score_per_seed": square["serving_choice_served"],
             "served_score_setting": square["serving_setting"],
             "served_score_choice": "(b) the setting that served best on the validation stream (each seed's 200 "

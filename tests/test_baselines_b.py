@@ -1,4 +1,4 @@
-"""kNN, MLP, MF, HybridLLM and FrugalGPT: they learn on synthetic data, survive save → load, and FrugalGPT pays
+"""kNN, MLP, MF, ridge, HybridLLM and FrugalGPT: they learn on synthetic data, survive save → load, and FrugalGPT pays
 for every LLM its cascade calls."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 from radialrouter.data import make_synthetic, with_validation
 from radialrouter.evaluation import evaluate_router
 from radialrouter.routers import from_pretrained, make_router
+from radialrouter.routers.registry import make_seeded
 
-BASELINES = ["knn", "mlp", "mf", "hybrid", "frugal"]
+BASELINES = ["knn", "mlp", "mf", "ridge", "hybrid", "frugal"]
 FAST = {"mlp": {"steps": 600}, "mf": {"steps": 600}}
 
 
@@ -136,14 +137,14 @@ def _one_best_llm_data(seed: int = 0):
     return with_validation(grouped_split(ds, test_size=0.3, seed=seed).with_embeddings(emb))
 
 
-@pytest.mark.parametrize("name", ["mlp", "mf"])
+@pytest.mark.parametrize("name", ["mlp", "mf", "ridge"])
 def test_quality_regressors_serve_every_named_tradeoff(name):
     """The checkpoint an MLP/MF keeps must route well at Balance and Cost First too, not only at λ = 0: a checkpoint
     chosen on Performance First alone may rank the best LLM first while its quality estimates still sit near their
     start — the cost then decides every other trade-off, and everything goes to the cheapest LLM."""
     ds = _one_best_llm_data()
     train, val, test = ds.select("train"), ds.select("val"), ds.select("test")
-    router = make_router(name, seed=0).fit(train, val)
+    router = make_seeded(name, 0).fit(train, val)
     single = make_router("best-single").fit(train)
     for scenario in ("balance", "cost-first"):
         lam = router.presets_[scenario]

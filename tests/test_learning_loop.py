@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from radialrouter.cli import app as cli_app
 from radialrouter.data.dataset import RoutingDataset
 from radialrouter.learning.ledger_data import logged_traffic, read_ledger
-from radialrouter.routers import make_router
+from radialrouter.routers import from_pretrained, make_router
 from radialrouter.serve import load_config
 from radialrouter.serve.app import create_app
 from radialrouter.serve.testing import ServerThread, fake_backends
@@ -183,6 +183,11 @@ def test_traffic_feedback_train_ope_promote(setup, tmp_path, monkeypatch):
                                   "--router", "knn", "--base", str(root / "initial")])
     assert res.exit_code == 0, res.output
     assert "masked loss" in res.output
+    # the ridge (the cheap learner that can serve between retrains) trains from the same log
+    res = runner.invoke(cli_app, ["train", "--from-ledger", target, "--out", str(tmp_path / "ridge"),
+                                  "--router", "ridge", "--base", str(root / "initial")])
+    assert res.exit_code == 0, res.output
+    assert "masked loss" in res.output and from_pretrained(tmp_path / "ridge").name == "ridge"
 
     # 3. off-policy evaluation: the learned router beats the serving one on the logged traffic
     res = runner.invoke(cli_app, ["ope", "--ledger", target, "--model", str(out),

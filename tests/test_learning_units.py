@@ -402,10 +402,55 @@ def test_routers_trained_on_partial_labels_save_and_load(tmp_path):
     full, part = _partial(40)
     enc = QueryEncoder("static", cache_dir=False)
     part = part.embed(enc, progress=False)
-    for router in (make_router("knn", k=3), make_router("mlp", steps=20)):
+    for router in (make_router("knn", k=3), make_router("mlp", steps=20), make_router("ridge")):
         router.fit(part)
         loaded = from_pretrained(router.save_pretrained(tmp_path / router.name))
         assert np.allclose(loaded.predict_scores(part.embeddings, 0.02), router.predict_scores(part.embeddings, 0.02))
+
+
+def test_ridge_learns_each_llms_linear_quality_from_its_own_labels(tmp_path):
+    """Per LLM, a closed-form ridge on the rows where its label is known: with one label per query it recovers
+    linear qualities, an LLM without a label predicts the mean of all labels, ``pessimism`` lowers every estimate
+    (most for the LLM with the fewest labels), and a saved router predicts the same."""
+    from radialrouter.routers import from_pretrained
+
+    rng = np.random.default_rng(0)
+    n, d = 600, 4
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    truth = 0.5 + 0.1 * np.stack([x[:, 0], -x[:, 0], 0.5 * x[:, 1], np.zeros(n)], axis=1)  # within [0, 1] here
+    action = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])  # the fourth LLM is never called
+    quality = np.full((n, 4), np.nan)
+    quality[np.arange(n), action] = truth[np.arange(n), action]
+    data = RoutingDataset.from_arrays([f"q{i}" for i in range(n)], quality, ["a", "b", "c", "never"],
+                                      cost=np.full((n, 4), 1e-4), tasks=["t"] * n).with_embeddings(x)
+    ridge = fit_partial(make_router("ridge", alpha=1e-3), data)
+    assert ridge.training_["partial_labels"]["method"] == "masked loss"
+    assert ridge.label_counts_.tolist() == np.bincount(action, minlength=4).tolist()
+    q = ridge._quality(x)
+    assert np.abs(q[:, :3] - truth[:, :3]).max() < 0.01  # linear truth recovered from each LLM's own labels
+    assert np.allclose(q[:, 3], np.nanmean(quality))  # no label: the mean of all labels
+    assert (q[:, :3].argmax(1) == truth[:, :3].argmax(1)).mean() > 0.95
+    strong = fit_partial(make_router("ridge", alpha=1e6), data)  # shrunk to each LLM's mean label
+    assert np.allclose(strong._quality(x)[:, :3], np.nanmean(quality[:, :3], axis=0), atol=2e-3)
+    pess = fit_partial(make_router("ridge", alpha=1e-3, pessimism=1.0), data)
+    drop = ridge.predict_scores(x, 0.0) - pess.predict_scores(x, 0.0)
+    assert (drop > 0).all() and (drop[:, 2].mean() > drop[:, 0].mean())  # 60 labels of c, 360 of a
+    loaded = from_pretrained(pess.save_pretrained(tmp_path / "ridge"))
+    assert np.allclose(loaded.predict_scores(x, 0.02), pess.predict_scores(x, 0.02))
+    with pytest.raises(RouterError, match="alpha"):
+        make_router("ridge", alpha=0.0).fit(data)
+
+
+def test_mlp_epochs_caps_the_steps_of_a_small_log():
+    """``epochs``: at most that many passes over the rows (capped at ``steps``), so a learner refitted on a growing
+    log trains its first rows for few steps; unset, ``steps`` whatever the size."""
+    assert make_router("mlp", steps=600).train_steps(100) == 600
+    capped = make_router("mlp", steps=600, epochs=20, batch_size=64)
+    assert [capped.train_steps(n) for n in (100, 500, 2000, 10_000)] == [32, 157, 600, 600]
+    _, part = _partial(60)
+    part = part.with_embeddings(np.random.default_rng(0).normal(size=(len(part), 8)).astype(np.float32))
+    fitted = make_router("mlp", steps=600, epochs=2, batch_size=16).fit(part)
+    assert fitted.training_["steps"] == 8
 
 
 def test_impute_costs_scales_by_query_size():

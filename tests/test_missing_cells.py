@@ -30,7 +30,7 @@ SMALL = {"mlp": {"steps": 40}, "mf": {"steps": 40}, "cosine": {"steps": 40}, "ro
          "ensemble": {"members": ["mlp", "knn", "radial"],
                       "member_params": {"mlp": {"steps": 40}, "radial": {"steps": 40, "d_model": 16, "n_clusters": 2}}}}
 #: Routers that train with the mask; the others train on the complete rows with a `MissingCellsWarning`.
-MASKED = {"oracle", "random", "best-single", "task-best", "knn", "mlp", "mf", "cosine", "hybrid", "radial",
+MASKED = {"oracle", "random", "best-single", "task-best", "knn", "mlp", "mf", "ridge", "cosine", "hybrid", "radial",
           "ensemble"}
 
 

@@ -191,12 +191,22 @@ class QualityRegressorRouter(Router):
                 return float(np.mean([macro_score(best_llm(quality, cost_v, lam), val, lam) for lam in lams]))
 
         self.label_counts_ = None if known.all() else known.sum(axis=0).astype(np.float64)
-        result = train_module(self.module_, loss_fn, len(train), steps=self.steps, batch_size=self.batch_size,
+        result = train_module(self.module_, loss_fn, len(train), steps=self.train_steps(len(train)),
+                              batch_size=self.batch_size,
                               lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, val_fn=val_fn,
                               progress=False, desc=self.name)
         self.training_ = {"steps": result.steps, "best_step": result.best_step, "best_val_score": result.best_val,
                           "val_score_is": "mean macro Score over λ = " + ", ".join(f"{lam:g}" for lam in
                                                                                    sorted(set(self.presets_.values())))}
+
+    def train_steps(self, n: int) -> int:
+        """Optimiser steps for ``n`` training rows: ``steps``, or with ``epochs`` set at most that many passes over
+        the rows (``ceil(epochs · n / batch_size)``, capped at ``steps``) — so a learner refitted on a growing log
+        does not over-fit its first few hundred rows with the step count chosen for thousands."""
+        epochs = getattr(self, "epochs", None)
+        if not epochs:
+            return int(self.steps)
+        return int(min(self.steps, max(1, -(-int(epochs * n) // self.batch_size))))
 
     def _quality(self, x: np.ndarray) -> np.ndarray:
         layers = numpy_layers(self)

@@ -12,7 +12,11 @@ class MLPRouter(QualityRegressorRouter):
 
     ``ensemble`` > 1 trains that many such networks side by side (different initialisations and dropout masks,
     each with its own loss on the same batches) and predicts with the mean of their logits: a deep ensemble, whose
-    lower variance matters when the labels are few (routing takes an argmax over noisy estimates)."""
+    lower variance matters when the labels are few (routing takes an argmax over noisy estimates).
+
+    ``epochs`` (None: off) caps training at that many passes over the rows, ``min(steps, ceil(epochs · n /
+    batch_size))``: a router refitted on a growing log of traffic trains its first few hundred rows for fewer
+    steps than the thousands it is tuned for, rather than over-fitting them."""
 
     name = "mlp"
 
@@ -28,6 +32,7 @@ class MLPRouter(QualityRegressorRouter):
         seed: int = 0,
         encoder: QueryEncoder | None = None,
         ensemble: int = 1,
+        epochs: float | None = None,
     ) -> None:
         self.hidden = hidden
         self.dropout = dropout
@@ -39,6 +44,7 @@ class MLPRouter(QualityRegressorRouter):
         self.seed = seed
         self.encoder = encoder
         self.ensemble = ensemble
+        self.epochs = epochs
 
     def _build(self, dim: int, n_llms: int):
         from torch import nn

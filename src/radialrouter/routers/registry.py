@@ -25,6 +25,7 @@ BUILTIN_ROUTERS: dict[str, str] = {
     "knn": "radialrouter.routers.knn:KNNRouter",
     "mlp": "radialrouter.routers.mlp:MLPRouter",
     "mf": "radialrouter.routers.mf:MFRouter",
+    "ridge": "radialrouter.routers.ridge:RidgeRouter",
     "hybrid": "radialrouter.routers.hybrid:HybridRouter",
     "frugal": "radialrouter.routers.frugal:FrugalRouter",
     "cosine": "radialrouter.routers.cosine:CosineClassifierRouter",
