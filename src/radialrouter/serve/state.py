@@ -149,6 +149,8 @@ class ServeState:
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval if inline else
                                   min(self._switch_interval, GIL_SWITCH_INTERVAL_S))
+        log.info("routing decisions are made %s (server.routing_thread: %s)",
+                 "on the event loop" if inline else "in the routing thread", self.config.server.routing_thread)
 
     def begin_drain(self) -> None:
         """SIGTERM arrived: ``/readyz`` answers 503 from now on (requests are still served)."""
