@@ -650,3 +650,35 @@ def test_a_cooldown_ends_exactly_cooldown_s_after_the_failure(monkeypatch):
             await upstream.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_streamed_backend_response_is_handed_over_unread():
+    """``send(stream=True)`` returns as soon as the backend's headers arrive: the body is left for the caller to
+    iterate (a stream is relayed as it comes, not buffered); without ``stream`` the body is read."""
+    produced: list[int] = []
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            for i in range(3):
+                produced.append(i)
+                yield b'data: {"n": %d}\n\n' % i
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=Body()))
+    config = parse_config({"llms": [{"name": "a", "base_url": "http://127.0.0.1:9/a/v1", "input_price": 1.0,
+                                     "output_price": 2.0, "context_window": 8000}]}, env=ENV)
+
+    async def scenario() -> None:
+        upstream = Upstream(config, transport)
+        try:
+            response = await upstream.send("a", {"messages": []}, stream=True)
+            assert response.status_code == 200 and produced == []  # nothing read yet
+            lines = [line async for line in response.aiter_lines() if line]
+            assert lines == ['data: {"n": 0}', 'data: {"n": 1}', 'data: {"n": 2}'] and produced == [0, 1, 2]
+            await response.aclose()
+            produced.clear()
+            whole = await upstream.send("a", {"messages": []}, stream=False)
+            assert produced == [0, 1, 2] and whole.content.count(b"data:") == 3
+        finally:
+            await upstream.aclose()
+
+    asyncio.run(scenario())
