@@ -360,6 +360,9 @@ def test_from_identity_rebuilds_every_recorded_setting_and_defaults_the_rest():
         "cls", False, 128, "right", "fp32")
     old = QueryEncoder.from_identity({"name": "all-MiniLM-L6-v2"}, cache_dir=False)
     assert (old.pooling, old.normalize, old.max_tokens, old.truncation_side) == ("mean", True, 256, "left")
+    assert encoder.cache_dir is None and old.cache_dir is None  # the caller's own settings are passed on
+    local = QueryEncoder.from_identity(recorded, cache_dir="/tmp/elsewhere", backend="torch", batch_size=4)
+    assert (str(local.cache_dir), local.backend, local.batch_size) == ("/tmp/elsewhere", "torch", 4)
 
 
 def test_progress_counts_every_input_text_once_cached_or_not(tmp_path):
@@ -676,3 +679,20 @@ def test_the_onnx_export_matches_torch_for_any_batch_and_length(tmp_path, monkey
     assert encoder.active_backend == "onnx"  # uses the file exported above: nothing is built again
     reference = QueryEncoder(str(folder), cache_dir=False, backend="torch", precision="fp32")
     np.testing.assert_allclose(encoder.encode(texts), reference.encode(texts), atol=1e-4)
+
+
+def test_a_long_encoding_is_announced_as_an_estimate_with_the_faster_option(tmp_path, monkeypatch):
+    """When the timed sample says encoding will take a minute or more, ``plan`` gives the time as an estimate
+    (``~``) and suggests the static encoder."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch", precision="fp32")
+    texts = [f"prompt number {i}" for i in range(70)]
+    ticks: list[float] = []
+
+    def clock() -> float:  # the timed part of the sample (62 texts) takes 620 s: 10 s per text
+        ticks.append(0.0 if not ticks else 620.0)
+        return ticks[-1]
+
+    monkeypatch.setattr(encoders.time, "perf_counter", clock)
+    line, missing = encoder.plan(texts)
+    assert missing == 70 and ": ~60 s on this machine, " in line  # 10 s × the 6 texts not sampled
+    assert line.endswith("; --encoder static is ~200× faster")
