@@ -191,3 +191,38 @@ def test_shutdown_ends_streams_still_open_after_the_grace_with_an_error(router, 
     state.streams = set()
     state._cut_streams()  # nothing open: nothing to end, nothing logged
     assert len(caplog.records) == len(messages)
+
+
+def test_a_restarted_server_restores_spend_from_its_decision_log(router, tmp_path):
+    """Budgets survive a restart: the server reads each key's spend from its SQLite decision log at start, and
+    writes its own rows there with its replica id."""
+    from radialrouter.ledger.store import Ledger, LedgerRow
+
+    path = tmp_path / "log.sqlite"
+    ledger = Ledger(path)
+    for i, (client, cost) in enumerate((("beta", 0.5), ("beta", 0.25), ("alpha", 3.0))):
+        assert ledger.record(LedgerRow(f"r{i}", time.time(), client, "auto", None, None, "cheap",
+                                       cost_usd=cost)).result(timeout=30)
+    ledger.close()
+    llms = [{"name": "cheap", "base_url": "http://127.0.0.1:9/cheap/v1", "router_llm": "llm-0", "input_price": 1.0,
+             "output_price": 2.0, "context_window": 100_000}]
+    auth = {"keys": [{"id": "alpha", "key": "${RR_A}"}, {"id": "beta", "key": "${RR_B}", "budget_usd": 1.0}]}
+    state = ServeState(parse_config({"llms": llms, "auth": auth, "ledger": {"path": str(path)}}, env=ENV),
+                       router=make_router("best-single").fit(make_synthetic(n_queries=20, n_llms=1, seed=0)))
+    try:
+        assert state.budgets.room("beta") == pytest.approx(0.25)  # 1.0 − 0.75 spent before the restart
+        assert state.budgets.room("alpha") == float("inf")  # no budget: never refused for spend
+        assert state.ledger.path == path and state.ledger.replica == state.replica
+    finally:
+        state.ledger.close()
+
+
+def test_replicas_label_every_metric_with_their_id(router, monkeypatch):
+    monkeypatch.setenv("RADIALROUTER_REPLICA_ID", "pod-7")
+    labelled = _state(router)
+    labelled.busy("test")
+    assert 'radialrouter_rejected_total{reason="busy",replica="pod-7"} 1.0' in labelled.metrics.render().decode()
+    monkeypatch.delenv("RADIALROUTER_REPLICA_ID")
+    single = _state(router)  # one server, no database: no replica label
+    single.busy("test")
+    assert 'radialrouter_rejected_total{reason="busy"} 1.0' in single.metrics.render().decode()
