@@ -419,7 +419,8 @@ def test_pool_errors_name_what_is_wrong(pools):
     assert str(info.value) == ("the 'best-single' router cannot change its pool in place (it lacks add_llm, "
                                "remove_llm, llm_embedding, logits); retrain it on the new pool instead, or use a "
                                "RadialRouter")
-    with pytest.raises(RouterError, match="not fitted|fit"):
+    unfitted = r"^SatelliteRouter is not fitted: call fit\(\) or from_pretrained\(\) first$"
+    with pytest.raises(RouterError, match=unfitted):
         add_llm(SatelliteRouter(), HELD, train)
 
 
