@@ -282,6 +282,13 @@ EQUIVALENT: dict[str, str] = {
     "radialrouter.policy.pool.x_add_llm__mutmut_57": _FLOAT,
     "radialrouter.routers._common.x_sigmoid__mutmut_9": "for z ≥ 50, 1 / (1 + e^−z) is exactly 1.0 in float64 with or "
                                                         "without the upper clip (checked: already from z = 37)",
+    "radialrouter.routers._common.x_fit_soft_logistic__mutmut_55": "LogisticRegression's default solver (lbfgs) does "
+                                                                   "not use random_state (scikit-learn: only sag, "
+                                                                   "saga and liblinear shuffle with it)",
+    "radialrouter.routers._common.xǁQualityRegressorRouterǁ_scores__mutmut_8": "label_counts_ is set by every fit "
+                                                                              "(_fit) and every load (_load_state), "
+                                                                              "None on complete labels: getattr "
+                                                                              "without a default finds it",
     "radialrouter.routers._common.x_fit_soft_logistic__mutmut_66": "scikit-learn's coefficients are float64 already: "
                                                                    "astype(None) (float64) gives the same values",
     "radialrouter.policy.pool.x_clone__mutmut_6": "Router declares encoder = None as a class attribute: getattr "

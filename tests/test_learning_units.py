@@ -799,3 +799,14 @@ def test_a_warm_start_continues_from_the_given_router_and_refuses_another(tmp_pa
             refused.fit(train)
         assert str(info.value) == (f"mlp: can only warm-start from a fitted 'mlp' router with the same LLMs "
                                    f"{refused.llms_} and {train.embeddings.shape[1]}-d inputs")
+
+
+def test_a_regressor_trains_on_float64_embeddings_as_on_float32():
+    """Embeddings a user attaches in double precision train and route the same as float32 ones."""
+    ds = make_synthetic(n_queries=60, seed=7)
+    train = ds.select("train")
+    wide = dataclasses.replace(train, embeddings=train.embeddings.astype(np.float64))
+    for name in ("mlp", "mf"):
+        a = make_router(name, steps=10, seed=0).fit(train)
+        b = make_router(name, steps=10, seed=0).fit(wide)
+        np.testing.assert_allclose(b.predict_scores(train, 0.0), a.predict_scores(train, 0.0), atol=1e-6)
