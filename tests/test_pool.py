@@ -541,3 +541,49 @@ def test_saving_a_pool_change_says_what_happened_to_the_calibration(pools, tmp_p
     save_pool_change(unchanged, tmp_path / "plain", tmp_path / "plain")
     record = json.loads((tmp_path / "plain" / "calibration.json").read_text())
     assert record["history"][-1]["retired_because"] == "pool changed: changed"
+
+
+def test_a_new_llms_row_starts_from_the_most_similar_llm_or_the_mean(pools):
+    """``init="similar"`` starts the new row as a copy of the most similar LLM's row, ``"mean"`` as the mean of all
+    rows (seen with no training steps); a one-LLM pool has only that LLM to copy."""
+    train, test, rest, never, full = pools
+    probes = probes_of(train, 40)
+    rows = never.net_.llm.detach().clone()
+    similar = add_llm(clone(never), HELD, probes, steps=0)
+    source = similar.training_["pool_changes"][-1]["init_from"]
+    assert source == most_similar_llm(probes, HELD, rest)
+    assert torch.equal(similar.net_.llm.detach()[-1], rows[rest.index(source)])
+    mean = add_llm(clone(never), HELD, probes, steps=0, init="mean")
+    torch.testing.assert_close(mean.net_.llm.detach()[-1], rows.mean(dim=0))
+    assert most_similar_llm(probes, HELD, ["llm-0"]) == "llm-0"
+    held = probes.llms.index(HELD)  # its cost for a router without a per-query cost head: the probes' mean
+    np.testing.assert_allclose(similar.predict_costs(test)[:, -1], probes.cost[:, held].mean())
+    np.testing.assert_allclose(similar.predict_costs(test)[:, :-1], never.predict_costs(test))
+    trained = add_llm(clone(never), HELD, probes, steps=2, lr=0.01)
+    assert {k: trained.training_["pool_changes"][-1][k] for k in ("steps", "lr")} == {"steps": 2, "lr": 0.01}
+
+
+def test_choosing_the_most_similar_llm_raises_no_warning_on_constant_quality():
+    """An LLM right (or wrong) on every probe has no correlation with the new one: it is compared by mean quality,
+    without numpy's division warnings."""
+    import warnings
+
+    from radialrouter.data import RoutingDataset
+
+    probes = RoutingDataset.from_arrays([f"p{i}" for i in range(4)], np.array(
+        [[1, 0, 1, 0.0], [1.0] * 4, [0.0] * 4, [1, 1, 0, 0.0]]).T, ["new", "always", "never", "half"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert most_similar_llm(probes, "new", ["always", "never"]) in ("always", "never")
+        assert most_similar_llm(probes, "new", ["always", "half"]) == "half"
+
+
+def test_a_router_whose_llm_rows_no_module_owns_is_refused_by_name(pools):
+    """The pool hooks need ``llm_embedding()`` to be a parameter of one of the router's torch modules (the one
+    `pool add` freezes around it); otherwise the error says so."""
+    train, test, rest, never, full = pools
+    router = clone(never)
+    router.llm_embedding = lambda: nn.Parameter(router.net_.llm.detach().clone())  # a copy: no module owns it
+    with pytest.raises(RouterError) as info:
+        add_llm(router, HELD, probes_of(train, 20), steps=1)
+    assert str(info.value) == "'test-satellite': no torch module attribute owns llm_embedding()"
