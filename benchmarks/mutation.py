@@ -250,6 +250,12 @@ EQUIVALENT: dict[str, str] = {
                                    "getattr without a default finds it on every router",
     _CA + "x_calibrate_lam__mutmut_37": "dtype only: the costs are multiplied by COST_SCALE (a float) right away, "
                                         "so integer or float input gives the same float64 array",
+    "radialrouter.ledger.store.xǁLedgerǁ_insert_statement__mutmut_11": "the upsert conflicts on request_id, so also "
+                                                                         "setting request_id to the new row's writes "
+                                                                         "the value it already has",
+    "radialrouter.ledger.store.xǁLedgerǁrecord_feedback__mutmut_34": "the upsert conflicts on (request_id, source), so "
+                                                                     "also setting source to the new row's writes the "
+                                                                     "value it already has",
     "radialrouter.ledger.store.xǁLedgerǁ_write_loop__mutmut_4": "a transaction of at most 513 rows instead of 512: "
                                                                  "every row is written and settled alike",
     _UP + "x_retry_after__mutmut_8": "a missing Retry-After read as 'XXXX' fails float() like the empty string "

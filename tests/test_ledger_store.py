@@ -124,6 +124,7 @@ def test_rows_that_cannot_be_written_are_dropped_logged_and_counted(tmp_path, mo
         assert _wait(ledger.record(_row("bad", prompt=object()))) is False  # not a value SQLite can store
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith("decision log write failed (1 rows dropped): ") and len(drops) == 4
+    assert "object" in message.split("dropped): ", 1)[1]  # the database's own reason: the value it refused
     assert _wait(ledger.record(_row("good"))) is True  # the log goes on
     ledger.close()
 
