@@ -505,6 +505,7 @@ def test_streamed_lines_end_at_newlines_and_bad_bytes_are_replaced():
     expected = ["data: a", "", "data: b", "data: \ufffd\ufffd", "data: \ufffd TAX"]  # only a trailing \r goes
     for cut in ([whole], [whole[:5], whole[5:9], whole[9:]], [bytes([b]) for b in whole]):
         assert asyncio.run(lines(cut)) == expected
+    assert asyncio.run(lines([b"data: x\ndata: end \t "])) == ["data: x", "data: end \t "]  # other spaces stay
 
 
 def test_sharded_pools_count_every_request_in_flight_and_free_failed_ones():
@@ -646,6 +647,14 @@ def test_a_cooldown_ends_exactly_cooldown_s_after_the_failure(monkeypatch):
             assert upstream.cooling() == ["big"]
             now[0] = 1030.0
             assert upstream.cooling() == [] and upstream.order(["big", "small"]) == ["big", "small"]
+            brief = Upstream(_config(cooldown_s=0.5))  # any positive cooldown_s cools, however short
+            try:
+                brief.failed("big")
+                assert brief.cooling() == ["big"]
+                now[0] += 0.5
+                assert brief.cooling() == []
+            finally:
+                await brief.aclose()
         finally:
             await upstream.aclose()
 
