@@ -587,3 +587,15 @@ def test_a_router_whose_llm_rows_no_module_owns_is_refused_by_name(pools):
     with pytest.raises(RouterError) as info:
         add_llm(router, HELD, probes_of(train, 20), steps=1)
     assert str(info.value) == "'test-satellite': no torch module attribute owns llm_embedding()"
+
+
+def test_a_prior_keeps_the_new_row_near_where_it_started(pools):
+    """``prior`` > 0 adds prior·‖row − init‖² to the loss, which keeps the new LLM's row near its initialisation
+    (few probes); without it the row moves freely."""
+    train, test, rest, never, full = pools
+    probes = probes_of(train, 30)
+    start = add_llm(clone(never), HELD, probes, steps=0).net_.llm.detach()[-1]
+    free = add_llm(clone(never), HELD, probes, steps=60, lr=0.05).net_.llm.detach()[-1]
+    held = add_llm(clone(never), HELD, probes, steps=60, lr=0.05, prior=100.0).net_.llm.detach()[-1]
+    moved, kept = float((free - start).norm()), float((held - start).norm())
+    assert moved > 0.1 and kept < 0.25 * moved, (moved, kept)
