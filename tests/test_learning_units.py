@@ -671,3 +671,187 @@ def test_the_operating_point_chosen_at_a_lambda_ties_to_the_cheaper_one():
     assert best_setting(np.array([0.5, 0.5, 0.3]), np.array([2.0, 1.0, 0.5]), 0.0) == 1
     assert best_setting(np.array([0.5, 0.6, 0.3]), np.array([1.0, 2.0, 0.5]), 0.1) == 0  # Scores 0.4, 0.4, 0.25
     assert best_setting(np.array([0.5, 0.6, 0.3]), np.array([1.0, 2.0, 0.5]), 1.0) == 2  # −0.5, −1.4, −0.2
+
+
+# ----------------------------------------------------------------- what the quality-regressor routers promise
+def test_the_cost_head_predicts_mean_costs_not_geometric_means():
+    """Spend targets need unbiased means: with no weight on the query (a huge ridge penalty) the cost head predicts
+    each LLM's arithmetic mean cost, not the geometric mean a plain log regression gives; costs that are exactly
+    log-linear in the embedding are reproduced; a zero cost stays finite and positive."""
+    from radialrouter.routers._common import fit_cost_head, predict_cost_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    cost = np.exp(rng.normal(size=(50, 2)))  # log-normal: the mean is well above the geometric mean
+    w, b = fit_cost_head(x, cost, alpha=1e12)
+    np.testing.assert_allclose(predict_cost_head(x, w, b), np.broadcast_to(cost.mean(0), cost.shape), rtol=1e-6)
+    assert (cost.mean(0) > np.exp(np.log(cost).mean(0)) * 1.2).all()
+    true_w, true_b = np.array([[0.5, -1.0], [0.2, 0.0], [-0.3, 0.7]]), np.array([-6.0, -4.0])
+    exact = np.exp(x @ true_w + true_b)
+    w, b = fit_cost_head(x, exact, alpha=1e-9)
+    np.testing.assert_allclose(w, true_w, atol=1e-6)
+    np.testing.assert_allclose(predict_cost_head(x, w, b), exact, rtol=1e-5)
+    np.testing.assert_allclose(predict_cost_head(x[:1] + 1.0, w, b), np.exp((x[:1] + 1.0) @ true_w + true_b),
+                               rtol=1e-5)  # queries it never saw
+    w, b = fit_cost_head(x, np.column_stack([np.zeros(50), exact[:, 1]]), alpha=1.0)
+    assert np.isfinite(predict_cost_head(x, w, b)).all() and (predict_cost_head(x, w, b) > 0).all()
+
+
+def test_best_llm_takes_the_best_known_score_ties_to_the_cheaper():
+    """Per query the LLM with the highest quality − λ·cost among those whose quality is known; an unknown (NaN)
+    quality is never chosen; equal scores go to the LLM that is cheaper for that query."""
+    from radialrouter.core.objective import COST_SCALE
+    from radialrouter.routers._common import best_llm
+
+    quality = np.array([[0.9, 0.5, np.nan], [0.2, 0.8, 0.8], [np.nan, 0.1, 0.3], [0.6, 0.6, 0.6]])
+    cost = np.array([[2.0, 1.0, 0.1], [1.0, 3.0, 2.0], [1.0, 1.0, 1.0], [3.0, 1.0, 2.0]]) / COST_SCALE
+    assert best_llm(quality, cost, 0.0).tolist() == [0, 2, 2, 1]
+    # λ = 0.3: query 0 scores 0.3, 0.2 (NaN excluded); query 1: -0.1, -0.1, 0.2
+    assert best_llm(quality, cost, 0.3).tolist() == [0, 2, 2, 1]
+    assert best_llm(quality, cost, 1.0).tolist() == [1, 0, 2, 1]  # query 0: −1.1, −0.5; query 1: −0.8, −2.2, −1.2
+
+
+def test_macro_score_averages_tasks_not_queries():
+    """A routing choice's macro Score: Perf − λ·Cost (USD per 1,000 queries) per task, averaged over tasks, so a
+    task with few queries counts as much as a large one."""
+    from radialrouter.routers._common import macro_perf_cost, macro_score
+
+    data = RoutingDataset.from_arrays(
+        prompts=["a", "b", "c", "d"], llms=["x", "y"], tasks=["t1", "t1", "t1", "t2"],
+        quality=np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]),
+        cost=np.array([[0.001, 0.002], [0.001, 0.002], [0.001, 0.002], [0.004, 0.003]]))
+    choice = np.array([0, 0, 0, 1])  # t1: perf 2/3, cost 1.0 per 1k; t2: perf 1, cost 3.0 per 1k
+    assert macro_score(choice, data, 0.0) == pytest.approx((2 / 3 + 1) / 2)
+    assert macro_score(choice, data, 0.1) == pytest.approx((2 / 3 - 0.1 + 1 - 0.3) / 2)
+    perf, cost = macro_perf_cost(data.quality[np.arange(4), choice], data.cost[np.arange(4), choice], data.tasks)
+    assert perf == pytest.approx(5 / 6) and cost == pytest.approx(2.0)
+
+
+def test_out_of_fold_predictions_never_come_from_a_model_that_saw_the_row():
+    """Every training row is predicted once, by a model fitted on the other folds only (so thresholds picked on the
+    predictions are not fooled by over-confidence on training data); the folds are balanced and seeded."""
+    from radialrouter.routers._common import out_of_fold
+
+    x, y = np.arange(20, dtype=np.float64)[:, None], np.zeros(20)
+    fitted: list[set] = []
+
+    def fit(xs, ys):
+        fitted.append(set(xs[:, 0].tolist()))
+        return fitted[-1]
+
+    def predict(xs, seen):
+        return np.array([1.0 if v in seen else 0.5 + v / 100 for v in xs[:, 0]])
+
+    out = out_of_fold(fit, predict, x, y, folds=4, seed=3)
+    np.testing.assert_array_equal(out, 0.5 + np.arange(20) / 100)  # never 1.0: no row predicted by its own fit
+    assert len(fitted) == 4 and all(len(s) == 15 for s in fitted)
+    held = [set(range(20)) - s for s in fitted]
+    assert set().union(*held) == set(range(20)) and sum(len(h) for h in held) == 20
+    fitted.clear()
+    out_of_fold(fit, predict, x, y, folds=4, seed=3)
+    assert [set(range(20)) - s for s in fitted] == held  # the same seed: the same folds
+    fitted.clear()
+    out_of_fold(fit, predict, x, y, folds=4, seed=4)
+    assert [set(range(20)) - s for s in fitted] != held
+
+
+def test_threshold_grid_spans_accept_all_to_never():
+    """Candidate thresholds: ``n`` quantiles of the scores, from the lowest (accept everything) to the highest,
+    plus one above any probability (never accept), sorted and without repeats."""
+    from radialrouter.routers._common import NEVER, quantile_grid
+
+    grid = quantile_grid(np.array([0.9, 0.1, 0.5, 0.3, 0.7]), 5)
+    np.testing.assert_allclose(grid, [0.1, 0.3, 0.5, 0.7, 0.9, NEVER])
+    assert NEVER > 1.0
+    np.testing.assert_allclose(quantile_grid(np.array([0.4, 0.4, 0.4]), 4), [0.4, NEVER])
+    np.testing.assert_allclose(quantile_grid(np.linspace(0, 1, 101), 3), [0.0, 0.5, 1.0, NEVER])
+
+
+def test_operating_points_are_selected_on_training_then_validation_rows():
+    """Frugal-style routers select operating points on the training rows followed by the validation rows (labels
+    only); without validation rows, on the training rows alone."""
+    from radialrouter.routers._common import with_val
+
+    ds = make_synthetic(n_queries=40, seed=1)
+    train, test = ds.select("train"), ds.select("test")
+    both = with_val(train, test)
+    assert len(both) == len(train) + len(test) and both.llms == train.llms
+    np.testing.assert_array_equal(both.quality, np.concatenate([train.quality, test.quality]))
+    np.testing.assert_array_equal(both.cost, np.concatenate([train.cost, test.cost]))
+    assert both.prompts.tolist() == [*train.prompts, *test.prompts]
+    assert both.tasks.tolist() == [*train.tasks, *test.tasks]
+    assert with_val(train, None) is train and with_val(train, ds.select("val")) is train
+
+
+def test_scores_from_a_soft_labelled_scorer_follow_the_fractional_labels():
+    """Fractional qualities (pass rates) are soft labels: two groups of queries labelled 0.8 and 0.2 get scorers
+    predicting about 0.8 and 0.2 for them."""
+    from radialrouter.routers._common import fit_soft_logistic, sigmoid
+
+    x = np.repeat([[1.0, 0.0], [0.0, 1.0]], 30, axis=0)
+    coef, intercept = fit_soft_logistic(x, np.repeat([0.8, 0.2], 30), c=1e4)
+    p = sigmoid(x @ coef + intercept)
+    np.testing.assert_allclose(p[:30], 0.8, atol=0.01)
+    np.testing.assert_allclose(p[30:], 0.2, atol=0.01)
+    coef, intercept = fit_soft_logistic(x, np.repeat([1.0, 0.0], 30), c=1e4)  # hard labels are soft labels too
+    assert sigmoid(x[:1] @ coef + intercept)[0] > 0.99 and sigmoid(x[-1:] @ coef + intercept)[0] < 0.01
+    assert sigmoid(np.array([-1e4, 0.0, 1e4])).tolist() == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_training_json_says_how_a_regressor_was_selected_and_fits_repeat(tmp_path):
+    """A quality regressor trained with validation data records in training.json the steps run, the step kept and
+    its validation figure, which is the mean macro Score over the named trade-offs of routing the validation rows
+    (what ``val_score_is`` says); the same seed gives the same router."""
+    from radialrouter.core.scoring import summarize
+    from radialrouter.routers import from_pretrained
+
+    ds = make_synthetic(n_queries=120, seed=4)
+    train, val = ds.select("train"), ds.select("test")
+    router = make_router("mlp", steps=120, hidden=16, seed=5).fit(train, val)
+    router.save_pretrained(tmp_path / "mlp")
+    record = json.loads((tmp_path / "mlp" / "training.json").read_text())
+    lams = sorted(set(router.presets_.values()))
+    assert record["val_score_is"] == "mean macro Score over λ = " + ", ".join(f"{lam:g}" for lam in lams)
+    assert record["steps"] <= 120 and 0 < record["best_step"] <= record["steps"] and record["best_step"] % 50 in (
+        0, record["steps"] % 50)
+    rows = np.arange(len(val))
+    routed = np.mean([summarize(val.quality[rows, c], val.cost[rows, c], val.tasks, lam)["macro"].score
+                      for lam in lams for c in [router.predict(val, lam)]])
+    assert record["best_val_score"] == pytest.approx(routed, abs=1e-9)
+    again = make_router("mlp", steps=120, hidden=16, seed=5).fit(train, val)
+    np.testing.assert_array_equal(again.predict_scores(val, 0.0), router.predict_scores(val, 0.0))
+    loaded = from_pretrained(tmp_path / "mlp")
+    np.testing.assert_allclose(loaded.predict_scores(val, 0.0), router.predict_scores(val, 0.0), atol=1e-6)
+
+
+def test_a_warm_start_continues_from_the_given_router_and_refuses_another(tmp_path):
+    """``init_from``: training starts from a fitted router's weights (no steps: the same predictions), and only a
+    router of the same kind, LLMs and input width is accepted, with a message that says so."""
+    ds = make_synthetic(n_queries=80, seed=6)
+    train = ds.select("train")
+    base = make_router("mlp", steps=60, hidden=8, seed=1).fit(train)
+    warm = make_router("mlp", steps=0, hidden=8, seed=2)
+    warm.init_from = base
+    warm.fit(train)
+    np.testing.assert_allclose(warm.predict_scores(train, 0.0), base.predict_scores(train, 0.0), atol=1e-6)
+    cold = make_router("mlp", steps=0, hidden=8, seed=2).fit(train)
+    assert not np.allclose(cold.predict_scores(train, 0.0), base.predict_scores(train, 0.0), atol=1e-3)
+    other = make_synthetic(n_queries=80, n_llms=3, seed=6).select("train")
+    for wrong in (make_router("mf", steps=5, seed=1).fit(train), make_router("mlp", steps=5, hidden=8).fit(other)):
+        refused = make_router("mlp", steps=5, hidden=8)
+        refused.init_from = wrong
+        with pytest.raises(RouterError) as info:
+            refused.fit(train)
+        assert str(info.value) == (f"mlp: can only warm-start from a fitted 'mlp' router with the same LLMs "
+                                   f"{refused.llms_} and {train.embeddings.shape[1]}-d inputs")
+
+
+def test_a_regressor_trains_on_float64_embeddings_as_on_float32():
+    """Embeddings a user attaches in double precision train and route the same as float32 ones."""
+    ds = make_synthetic(n_queries=60, seed=7)
+    train = ds.select("train")
+    wide = dataclasses.replace(train, embeddings=train.embeddings.astype(np.float64))
+    for name in ("mlp", "mf"):
+        a = make_router(name, steps=10, seed=0).fit(train)
+        b = make_router(name, steps=10, seed=0).fit(wide)
+        np.testing.assert_allclose(b.predict_scores(train, 0.0), a.predict_scores(train, 0.0), atol=1e-6)

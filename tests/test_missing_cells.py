@@ -264,3 +264,78 @@ def test_a_missing_cell_adds_nothing_to_the_loss(name, monkeypatch):
     assert isinstance(outputs[-1], torch.Tensor) and (~known).sum() > 20
     assert np.all(grad[:, ~known] == 0.0)
     assert np.all(grad[:, known] != 0.0)
+
+
+@pytest.mark.parametrize("name", ["mlp", "mf"])
+def test_the_masked_loss_is_the_mean_over_known_cells_only(name, monkeypatch):
+    """The loss on partial labels is the mean binary cross-entropy over the batch's known cells (not over all
+    cells, unknown ones read as 0); a batch with one known cell is that cell's loss, one with none adds zero (no
+    NaN); with every cell known it is the plain mean."""
+    import torch
+
+    from radialrouter.core import training
+
+    train = make_synthetic(n_queries=30, n_llms=3, seed=2)
+    quality = np.clip(train.quality.copy(), 0.05, 0.95)  # soft labels in (0, 1): a loss of 0 cannot hide
+    quality[::2, 0] = np.nan
+    quality[1::3, 2] = np.nan
+    quality[5, :] = [np.nan, 0.7, np.nan]  # one known cell
+    quality[7, :] = np.nan  # none known
+    seen = {}
+    real = training.train_module
+
+    def spy(module, loss_fn, n_train, **kwargs):
+        seen.setdefault("loss_fn", []).append(loss_fn)
+        seen.setdefault("module", []).append(module)
+        return real(module, loss_fn, n_train, **kwargs)
+
+    monkeypatch.setattr(training, "train_module", spy)
+    make_router(name, steps=3).fit(replace(train, quality=quality))
+    make_router(name, steps=3).fit(replace(train, quality=np.clip(train.quality, 0.05, 0.95)))
+    (masked, full), (module, full_module) = seen["loss_fn"], seen["module"]
+    x = torch.from_numpy(np.asarray(train.embeddings, dtype=np.float32))
+    known = np.isfinite(quality)
+
+    def cell_losses(mod, rows):
+        mod.eval()  # no dropout: the loss is a function of the weights alone
+        with torch.no_grad():
+            out = mod(x[rows]).numpy().astype(np.float64)
+        y = np.nan_to_num(quality[rows])
+        return np.logaddexp(0, out) - y * out  # binary cross-entropy with logits, per cell
+
+    for rows in (np.arange(30), np.array([0, 3, 4, 6, 9])):
+        module.eval()
+        with torch.no_grad():
+            got = float(masked(rows))
+        assert got == pytest.approx(cell_losses(module, rows)[known[rows]].mean(), rel=1e-5)
+    with torch.no_grad():
+        assert float(masked(np.array([5]))) == pytest.approx(cell_losses(module, np.array([5]))[0, 1], rel=1e-5)
+        assert float(masked(np.array([7]))) == 0.0
+        full_module.eval()
+        y = np.clip(train.quality, 0.05, 0.95)
+        out = full_module(x).numpy().astype(np.float64)
+        assert float(full(np.arange(30))) == pytest.approx((np.logaddexp(0, out) - y * out).mean(), rel=1e-5)
+
+
+def test_pessimism_lowers_each_estimate_by_its_standard_error_from_its_label_count(tmp_path):
+    """Routing on partial labels lowers each LLM's predicted quality by ``pessimism`` standard errors,
+    sqrt(q̂(1 − q̂) / n) with n that LLM's number of labels — also for an LLM with a single label — and a saved
+    router keeps the counts."""
+    from radialrouter.routers import from_pretrained
+
+    train = make_synthetic(n_queries=40, n_llms=3, seed=3)
+    quality = train.quality.copy()
+    quality[1:, 0] = np.nan  # one label for llm-0
+    quality[::2, 1] = np.nan  # 20 for llm-1, 40 for llm-2
+    router = make_router("mlp", steps=20).fit(replace(train, quality=quality))
+    counts = np.isfinite(quality).sum(0)
+    x = np.asarray(train.embeddings)
+    router.pessimism = 0.0
+    q = router.predict_scores(x, 0.0)  # at λ = 0 the score is the predicted quality
+    for p in (1.0, 2.5):
+        router.pessimism = p
+        np.testing.assert_allclose(router.predict_scores(x, 0.0), q - p * np.sqrt(q * (1 - q) / counts), atol=1e-9)
+    router.pessimism = 1.0
+    router.save_pretrained(tmp_path / "mlp")
+    loaded = from_pretrained(tmp_path / "mlp")
+    np.testing.assert_allclose(loaded.predict_scores(x, 0.0), router.predict_scores(x, 0.0), atol=1e-6)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from radialrouter.core.objective import target_distribution
 from radialrouter.core.training import set_seed, train_module
-from radialrouter.data import DataError, make_synthetic
+from radialrouter.data import DataError, RoutingDataset, make_synthetic
 from radialrouter.evaluation import summarize
 from radialrouter.policy.pool import add_llm, clone, most_similar_llm, remove_llm
 from radialrouter.routers import Router, RouterError, available_routers, from_pretrained, make_router, register
@@ -373,3 +373,229 @@ def test_add_llm_initialisations(pools):
         assert router.predict(test.select_llms(router.llms_)).max() < len(router.llms_)
     with pytest.raises(ValueError, match="init must be 'similar', 'mean' or 'random'; got 'zeros'"):
         add_llm(clone(never), HELD, probes, init="zeros")
+
+
+def test_pool_errors_name_what_is_wrong(pools):
+    """Every refusal says what is wrong and what would work: the pool as it is, the LLMs the probes lack, empty or
+    cost-less probes, probes none of which has every LLM's quality, removing the last LLM, a router without the
+    pool hooks."""
+    train, test, rest, never, full = pools
+    router = clone(never)
+    with pytest.raises(RouterError) as info:
+        add_llm(router, "llm-0", train)
+    assert str(info.value) == f"'llm-0' is already in the pool {rest}"
+    with pytest.raises(DataError) as info:
+        add_llm(router, "new-llm", train)
+    assert str(info.value) == (
+        f"the probes lack quality for ['new-llm']; they need a quality (and cost) column for every LLM of the new "
+        f"pool {[*rest, 'new-llm']}, because the training target compares the new LLM with the existing ones on "
+        "each probe")
+    with pytest.raises(DataError) as info:
+        add_llm(router, HELD, train.subset(np.zeros(len(train), dtype=bool)))
+    assert str(info.value) == "no probe queries"
+    some = probes_of(train, 10)
+    no_cost = RoutingDataset.from_arrays(some.prompts, some.quality, some.llms).with_embeddings(some.embeddings)
+    with pytest.raises(DataError) as info:
+        add_llm(router, HELD, no_cost)
+    assert str(info.value) == "the probes have no cost columns: the new LLM's cost is needed for its routing target"
+    holes = probes_of(train, 10)
+    quality = holes.quality.copy()
+    quality[:, train.llms.index(HELD)] = np.nan
+    with pytest.raises(DataError) as info:
+        add_llm(router, HELD, dataclasses.replace(holes, quality=quality))
+    assert str(info.value) == (f"no probe has the quality of every LLM of the new pool {[*rest, HELD]}: the training "
+                               "target compares the new LLM with the existing ones on each probe")
+    assert router.llms_ == rest  # nothing changed by a refusal
+    with pytest.raises(RouterError) as info:
+        remove_llm(router, "nope")
+    assert str(info.value) == f"'nope' is not in the pool {rest}"
+    for llm in rest[:-1]:
+        remove_llm(router, llm)
+    with pytest.raises(RouterError) as info:
+        remove_llm(router, rest[-1])
+    assert str(info.value) == f"cannot remove {rest[-1]!r}: it is the only LLM in the pool"
+    with pytest.raises(RouterError) as info:
+        add_llm(make_router("best-single").fit(train.select_llms(rest)), HELD, train)
+    assert str(info.value) == ("the 'best-single' router cannot change its pool in place (it lacks add_llm, "
+                               "remove_llm, llm_embedding, logits); retrain it on the new pool instead, or use a "
+                               "RadialRouter")
+    unfitted = r"^SatelliteRouter is not fitted: call fit\(\) or from_pretrained\(\) first$"
+    with pytest.raises(RouterError, match=unfitted):
+        add_llm(SatelliteRouter(), HELD, train)
+
+
+def test_pool_changes_are_dated_in_utc_and_removals_recorded(pools):
+    """Each change in training.json's ``pool_changes`` carries its date (UTC, to the second); a removal records what
+    went."""
+    import datetime as dt
+
+    train, test, rest, never, full = pools
+    router = clone(never)
+    remove_llm(router, "llm-4")
+    (change,) = router.training_["pool_changes"]
+    assert {k: v for k, v in change.items() if k != "date"} == {"op": "remove", "llm": "llm-4"}
+    when = dt.datetime.fromisoformat(change["date"])
+    assert when.utcoffset() == dt.timedelta(0) and when.microsecond == 0
+    assert abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds()) < 60
+    assert "pool_changes" not in getattr(never, "training_", {})  # the clone's record, not the original's
+
+
+def test_clone_is_independent_but_shares_the_query_encoder(pools):
+    """A clone can grow without touching the original; the query encoder (a loaded model, locks, a cache file) is
+    shared, not copied."""
+    import threading
+
+    train, test, rest, never, full = pools
+
+    class Encoder:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()  # cannot be deep-copied
+
+    router = clone(never)
+    router.encoder = Encoder()
+    copy = clone(router)
+    assert copy.encoder is router.encoder and copy.net_ is not router.net_
+    add_llm(copy, HELD, probes_of(train, 20), steps=2)
+    assert router.llms_ == rest and copy.llms_ == [*rest, HELD]
+    assert router.net_.llm.shape[0] == len(rest)
+
+
+def test_the_lambdas_a_new_llm_is_trained_at_exactly():
+    """The λ-conditioned spread: five log-spaced λ from 0.001 to ``lam_max`` (at least 0.002; 1 when unset), rounded
+    to six decimals, with the scenarios' 0, 0.02 and 0.1, sorted and without repeats."""
+    from types import SimpleNamespace
+
+    from radialrouter.policy.pool import training_lams
+
+    assert training_lams(SimpleNamespace(lam_conditioned=True, lam_max=0.5)) == [
+        0.0, 0.001, 0.004729, 0.02, 0.022361, 0.1, 0.105737, 0.5]
+    assert training_lams(SimpleNamespace(lam_conditioned=True)) == [
+        0.0, 0.001, 0.005623, 0.02, 0.031623, 0.1, 0.177828, 1.0]
+    assert training_lams(SimpleNamespace(lam_conditioned=True, lam_max=1e-4)) == [
+        0.0, 0.001, 0.001189, 0.001414, 0.001682, 0.002, 0.02, 0.1]
+    assert training_lams(SimpleNamespace(lam=0.3)) == [0.3]
+
+
+def test_a_radial_routers_new_llm_gets_a_per_query_cost_from_the_probes(data, radial_pools):
+    """On a RadialRouter (which predicts per-query cost), the new LLM's cost predictor is fitted on the probes: its
+    predicted costs follow the probes' costs query by query, while the existing LLMs' predictions are unchanged."""
+    train = data.select("train")
+    router = clone(radial_pools[0])
+    probes = probes_of(train, 80)
+    cost = probes.cost.copy()
+    j = probes.llms.index(HELD)
+    cost[:, j] *= np.exp(2 * probes.embeddings[:, 0])  # its cost depends on the query
+    probes = dataclasses.replace(probes, cost=cost)
+    before = router.predict_costs(probes)
+    add_llm(router, HELD, probes, steps=3)
+    after = router.predict_costs(probes)
+    np.testing.assert_allclose(after[:, :-1], before, rtol=1e-12)
+    assert np.corrcoef(np.log(after[:, -1]), np.log(cost[:, j]))[0, 1] > 0.8
+    assert after[:, -1].mean() == pytest.approx(cost[:, j].mean(), rel=0.2)
+
+
+def test_a_radial_router_that_chose_its_temperature_can_grow(data):
+    """``tau="auto"`` picks τ at fit; `pool add` trains the new LLM at the τ that was chosen."""
+    train = data.select("train")
+    rest = [llm for llm in data.llms if llm != HELD]
+    router = make_router("radial", steps=20, d_model=16, n_layers=1, tau="auto").fit(
+        train.select_llms(rest).subset(np.arange(200)), train.select_llms(rest).subset(np.arange(200, 260)))
+    assert isinstance(router.tau, str) and router.target_tau() > 0
+    add_llm(router, HELD, probes_of(train, 40), steps=3)
+    assert router.llms_ == [*rest, HELD]
+
+
+def test_saving_a_pool_change_says_what_happened_to_the_calibration(pools, tmp_path):
+    """`save_pool_change` tells the user what became of a calibration made on the old pool: a calibrated default λ
+    goes back to the trained one (the note names both, and the budget target), a record that is not the default
+    is only retired; either way it moves to history with the reason, and a model never calibrated gets no note."""
+    from radialrouter.policy.pool import save_pool_change
+
+    train, test, rest, never, full = pools
+    model = full.save_pretrained(tmp_path / "model")
+    _calibrate(model, 0.037)
+    router = from_pretrained(model)
+    remove_llm(router, HELD)
+    note = save_pool_change(router, model, tmp_path / "out")
+    assert note == (
+        "default λ reset from 0.037 (calibrated on the old pool, target {'cost_per_1k': 1.0}) to 0.1, the router's "
+        "trained default; the calibration was for the old pool, so it is kept under history in calibration.json: "
+        f"run `radialrouter calibrate --model {tmp_path / 'out'} ...` on your queries to calibrate the new pool")
+    change = json.loads((tmp_path / "out" / "training.json").read_text())["pool_changes"][-1]
+    assert change["default_lam_reset"] == {"from": 0.037, "to": LAM, "calibration_target": {"cost_per_1k": 1.0}}
+
+    router = from_pretrained(model)
+    router.default_lam_ = 0.08  # the user's own default, not the calibrated one
+    remove_llm(router, "llm-0")
+    note = save_pool_change(router, model, model)  # in place
+    assert note.startswith("the calibration record (λ = 0.037, not the default λ 0.08); the calibration was for the "
+                           "old pool")
+    assert from_pretrained(model).default_lam_ == pytest.approx(0.08)
+    record = json.loads((model / "calibration.json").read_text())
+    assert record["current"] is None and record["history"][-1]["retired_because"] == "pool changed: remove llm-0"
+
+    plain = from_pretrained(never.save_pretrained(tmp_path / "plain"))
+    assert save_pool_change(plain, tmp_path / "plain", tmp_path / "plain") is None
+    _calibrate(tmp_path / "plain", 0.02)
+    unchanged = from_pretrained(tmp_path / "plain")  # saved with no recorded pool change: a generic reason
+    save_pool_change(unchanged, tmp_path / "plain", tmp_path / "plain")
+    record = json.loads((tmp_path / "plain" / "calibration.json").read_text())
+    assert record["history"][-1]["retired_because"] == "pool changed: changed"
+
+
+def test_a_new_llms_row_starts_from_the_most_similar_llm_or_the_mean(pools):
+    """``init="similar"`` starts the new row as a copy of the most similar LLM's row, ``"mean"`` as the mean of all
+    rows (seen with no training steps); a one-LLM pool has only that LLM to copy."""
+    train, test, rest, never, full = pools
+    probes = probes_of(train, 40)
+    rows = never.net_.llm.detach().clone()
+    similar = add_llm(clone(never), HELD, probes, steps=0)
+    source = similar.training_["pool_changes"][-1]["init_from"]
+    assert source == most_similar_llm(probes, HELD, rest)
+    assert torch.equal(similar.net_.llm.detach()[-1], rows[rest.index(source)])
+    mean = add_llm(clone(never), HELD, probes, steps=0, init="mean")
+    torch.testing.assert_close(mean.net_.llm.detach()[-1], rows.mean(dim=0))
+    assert most_similar_llm(probes, HELD, ["llm-0"]) == "llm-0"
+    held = probes.llms.index(HELD)  # its cost for a router without a per-query cost head: the probes' mean
+    np.testing.assert_allclose(similar.predict_costs(test)[:, -1], probes.cost[:, held].mean())
+    np.testing.assert_allclose(similar.predict_costs(test)[:, :-1], never.predict_costs(test))
+    trained = add_llm(clone(never), HELD, probes, steps=2, lr=0.01)
+    assert {k: trained.training_["pool_changes"][-1][k] for k in ("steps", "lr")} == {"steps": 2, "lr": 0.01}
+
+
+def test_choosing_the_most_similar_llm_raises_no_warning_on_constant_quality():
+    """An LLM right (or wrong) on every probe has no correlation with the new one: it is compared by mean quality,
+    without numpy's division warnings."""
+    import warnings
+
+    from radialrouter.data import RoutingDataset
+
+    probes = RoutingDataset.from_arrays([f"p{i}" for i in range(4)], np.array(
+        [[1, 0, 1, 0.0], [1.0] * 4, [0.0] * 4, [1, 1, 0, 0.0]]).T, ["new", "always", "never", "half"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert most_similar_llm(probes, "new", ["always", "never"]) in ("always", "never")
+        assert most_similar_llm(probes, "new", ["always", "half"]) == "half"
+
+
+def test_a_router_whose_llm_rows_no_module_owns_is_refused_by_name(pools):
+    """The pool hooks need ``llm_embedding()`` to be a parameter of one of the router's torch modules (the one
+    `pool add` freezes around it); otherwise the error says so."""
+    train, test, rest, never, full = pools
+    router = clone(never)
+    router.llm_embedding = lambda: nn.Parameter(router.net_.llm.detach().clone())  # a copy: no module owns it
+    with pytest.raises(RouterError) as info:
+        add_llm(router, HELD, probes_of(train, 20), steps=1)
+    assert str(info.value) == "'test-satellite': no torch module attribute owns llm_embedding()"
+
+
+def test_a_prior_keeps_the_new_row_near_where_it_started(pools):
+    """``prior`` > 0 adds prior·‖row − init‖² to the loss, which keeps the new LLM's row near its initialisation
+    (few probes); without it the row moves freely."""
+    train, test, rest, never, full = pools
+    probes = probes_of(train, 30)
+    start = add_llm(clone(never), HELD, probes, steps=0).net_.llm.detach()[-1]
+    free = add_llm(clone(never), HELD, probes, steps=60, lr=0.05).net_.llm.detach()[-1]
+    held = add_llm(clone(never), HELD, probes, steps=60, lr=0.05, prior=100.0).net_.llm.detach()[-1]
+    moved, kept = float((free - start).norm()), float((held - start).norm())
+    assert moved > 0.1 and kept < 0.25 * moved, (moved, kept)

@@ -505,6 +505,7 @@ def test_streamed_lines_end_at_newlines_and_bad_bytes_are_replaced():
     expected = ["data: a", "", "data: b", "data: \ufffd\ufffd", "data: \ufffd TAX"]  # only a trailing \r goes
     for cut in ([whole], [whole[:5], whole[5:9], whole[9:]], [bytes([b]) for b in whole]):
         assert asyncio.run(lines(cut)) == expected
+    assert asyncio.run(lines([b"data: x\ndata: end \t "])) == ["data: x", "data: end \t "]  # other spaces stay
 
 
 def test_sharded_pools_count_every_request_in_flight_and_free_failed_ones():
@@ -646,6 +647,46 @@ def test_a_cooldown_ends_exactly_cooldown_s_after_the_failure(monkeypatch):
             assert upstream.cooling() == ["big"]
             now[0] = 1030.0
             assert upstream.cooling() == [] and upstream.order(["big", "small"]) == ["big", "small"]
+            brief = Upstream(_config(cooldown_s=0.5))  # any positive cooldown_s cools, however short
+            try:
+                brief.failed("big")
+                assert brief.cooling() == ["big"]
+                now[0] += 0.5
+                assert brief.cooling() == []
+            finally:
+                await brief.aclose()
+        finally:
+            await upstream.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_streamed_backend_response_is_handed_over_unread():
+    """``send(stream=True)`` returns as soon as the backend's headers arrive: the body is left for the caller to
+    iterate (a stream is relayed as it comes, not buffered); without ``stream`` the body is read."""
+    produced: list[int] = []
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            for i in range(3):
+                produced.append(i)
+                yield b'data: {"n": %d}\n\n' % i
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=Body()))
+    config = parse_config({"llms": [{"name": "a", "base_url": "http://127.0.0.1:9/a/v1", "input_price": 1.0,
+                                     "output_price": 2.0, "context_window": 8000}]}, env=ENV)
+
+    async def scenario() -> None:
+        upstream = Upstream(config, transport)
+        try:
+            response = await upstream.send("a", {"messages": []}, stream=True)
+            assert response.status_code == 200 and produced == []  # nothing read yet
+            lines = [line async for line in response.aiter_lines() if line]
+            assert lines == ['data: {"n": 0}', 'data: {"n": 1}', 'data: {"n": 2}'] and produced == [0, 1, 2]
+            await response.aclose()
+            produced.clear()
+            whole = await upstream.send("a", {"messages": []}, stream=False)
+            assert produced == [0, 1, 2] and whole.content.count(b"data:") == 3
         finally:
             await upstream.aclose()
 
