@@ -244,6 +244,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--delay-ms", type=float, default=10.0, help="Fake backend generation time.")
     parser.add_argument("--router", help="Router directory (save_pretrained); default: see the module docstring.")
+    parser.add_argument("--label", help="Write serve_load_<label>.{json,md} instead of serve_load.{json,md} (e.g. a "
+                                        "run with longer phases: each phase opens its connections afresh).")
     parser.add_argument("--fake-hub-port", type=int, help=argparse.SUPPRESS)  # child-process mode
     args = parser.parse_args()
     if args.fake_hub_port:
@@ -318,6 +320,10 @@ def scrape(url: str) -> dict:
 
 def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run: dict, served: dict,
            server_side: dict) -> None:
+    name = f"serve_load_{args.label}" if args.label else "serve_load"
+    rerun_args = "".join(f" --{k} {getattr(args, k)}" for k in ("requests", "concurrency", "repeats")
+                         if getattr(args, k) != {"requests": 200, "concurrency": "1,16,64", "repeats": 5}[k])
+    rerun_args += f" --label {args.label}" if args.label else ""
     rows = []
     for key in dict.fromkeys(k.split("-", 1)[1] for k in runs):
         kind, c = key.split("-c")
@@ -347,7 +353,7 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
         "note": "medians over repeats; added latency = routed − direct in the same repeat; all on 127.0.0.1",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     header = ("| mode | in flight | path | direct p50 ms | server p50 ms | added p50 ms | added p99 ms | direct req/s "
               "| server req/s | errors |\n|---|---|---|---|---|---|---|---|---|---|\n")
     table = header + "".join(
@@ -373,7 +379,7 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
                            b["server_cpu_ms_per_request"] - a["server_cpu_ms_per_request"] for a, b in zip(by, ro))})
     result["routed_vs_bypass"] = versus
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    (RESULTS / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table += ("\nRouting's own cost (routed against bypass to the same LLMs through the same server; targets: "
               "≤ 3 ms p50 at 1 in flight, ≥ 0.9 × bypass req/s at 16 and 64). The last column compares with bypass "
               "traffic spread round-robin over the pool instead: traffic that concentrates on one backend, as "
@@ -407,8 +413,8 @@ def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run:
             f"requests succeeded, {fb['fallbacks']} via fallback, {fb['errors']} errors; served by {fb['served']}.\n\n"
             + "".join(f"Errors ({r['mode']}, {r['concurrency']} in flight, {r['path']}, direct included): "
                       f"{r['error_kinds']}.\n\n" for r in rows if r["error_kinds"])
-            + "Rerun: `python benchmarks/serve_load.py`\n")
-    (RESULTS / "serve_load.md").write_text(text)
+            + f"Rerun: `python benchmarks/serve_load.py{rerun_args}`\n")
+    (RESULTS / f"{name}.md").write_text(text)
     print(text)
 
 
