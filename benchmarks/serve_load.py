@@ -236,12 +236,17 @@ def med(runs: list[dict], key: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- main
+#: Defaults of the options that shape a run (a rerun line names those that differ).
+RUN_DEFAULTS = {"requests": 200, "concurrency": "1,16,64", "repeats": 5}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=200,
+    parser.add_argument("--requests", type=int, default=RUN_DEFAULTS["requests"],
                         help="Requests per phase and repeat (≤ 2000; half, at least 100, at concurrency 1).")
-    parser.add_argument("--concurrency", default="1,16,64", help="Comma-separated levels of requests in flight.")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--concurrency", default=RUN_DEFAULTS["concurrency"],
+                        help="Comma-separated levels of requests in flight.")
+    parser.add_argument("--repeats", type=int, default=RUN_DEFAULTS["repeats"])
     parser.add_argument("--delay-ms", type=float, default=10.0, help="Fake backend generation time.")
     parser.add_argument("--router", help="Router directory (save_pretrained); default: see the module docstring.")
     parser.add_argument("--label", help="Write serve_load_<label>.{json,md} instead of serve_load.{json,md} (e.g. a "
@@ -321,8 +326,7 @@ def scrape(url: str) -> dict:
 def report(args, n: int, router_desc: str, runs: dict, flaky: str, fallback_run: dict, served: dict,
            server_side: dict) -> None:
     name = f"serve_load_{args.label}" if args.label else "serve_load"
-    rerun_args = "".join(f" --{k} {getattr(args, k)}" for k in ("requests", "concurrency", "repeats")
-                         if getattr(args, k) != {"requests": 200, "concurrency": "1,16,64", "repeats": 5}[k])
+    rerun_args = "".join(f" --{k} {getattr(args, k)}" for k, v in RUN_DEFAULTS.items() if getattr(args, k) != v)
     rerun_args += f" --label {args.label}" if args.label else ""
     rows = []
     for key in dict.fromkeys(k.split("-", 1)[1] for k in runs):

@@ -108,28 +108,26 @@ class Explorer:
 
     def apply(self, result: RouteResult, client: str, mode: str | None) -> RouteResult:
         ranking = list(result.ranking)
-        method = self.config.method if self.active(client, mode) else "off"
-        if method == "off" or len(ranking) < 2:  # the router's pick, propensity 1 (every request: plain Python)
-            names = [self._router_name.get(name, name) for name in ranking]
-            log = PolicyLog(choice=names[0], propensity=1.0, candidates=names,
-                            probs=[1.0] + [0.0] * (len(names) - 1), explore="off")
-            return replace(result, ranking=ranking, policy=log)
-        scores = [result.scores.get(name, 0.0) for name in ranking]
-        if method in ("softmax", "squarecb") and not all(math.isfinite(s) for s in scores):
-            method = "epsilon"  # never happens for finite router scores; keeps the draw defined if it does
-        c = self.config
-        with self._lock:
-            self._seen += 1
-            gamma = squarecb_gamma(self._seen, c.gamma, c.gamma_scale, c.gamma_exponent)
-            probs = policy_distribution(scores, method, c.epsilon, c.temperature, gamma)
-            pick = int(self._rng.choice(len(ranking), p=probs))
-        setting = {"epsilon": c.epsilon, "softmax": c.temperature, "squarecb": gamma}[method]
-        label = f"{method}:{setting:g}"
-        order = [ranking[pick]] + [name for i, name in enumerate(ranking) if i != pick]
         names = [self._router_name.get(name, name) for name in ranking]
-        log = PolicyLog(choice=names[pick], propensity=float(probs[pick]), candidates=names,
-                        probs=[round(float(p), 12) for p in probs], explore=label)
+        method = self.config.method if self.active(client, mode) else "off"
+        if method == "off" or len(ranking) < 2:  # the router's pick, propensity 1 (every request: no NumPy)
+            probs, pick, label = [1.0] + [0.0] * (len(ranking) - 1), 0, "off"
+        else:
+            scores = [result.scores.get(name, 0.0) for name in ranking]
+            if method in ("softmax", "squarecb") and not all(math.isfinite(s) for s in scores):
+                method = "epsilon"  # never happens for finite router scores; keeps the draw defined if it does
+            c = self.config
+            with self._lock:
+                self._seen += 1
+                gamma = squarecb_gamma(self._seen, c.gamma, c.gamma_scale, c.gamma_exponent)
+                drawn = policy_distribution(scores, method, c.epsilon, c.temperature, gamma)
+                pick = int(self._rng.choice(len(ranking), p=drawn))
+            probs = [float(p) for p in drawn]
+            setting = {"epsilon": c.epsilon, "softmax": c.temperature, "squarecb": gamma}[method]
+            label = f"{method}:{setting:g}"
+        order = [ranking[pick]] + [name for i, name in enumerate(ranking) if i != pick]
+        log = PolicyLog(choice=names[pick], propensity=probs[pick], candidates=names,
+                        probs=[round(p, 12) for p in probs], explore=label)
         return replace(result, llm=order[0], ranking=order, policy=log)
-
 
 __all__ = ["Explorer", "PolicyLog", "policy_distribution", "squarecb_gamma", "squarecb_probs"]

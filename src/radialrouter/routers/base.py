@@ -316,12 +316,7 @@ class Router(ABC):
     def quality_only(self) -> bool:
         """Whether this router's pool has no costs (every LLM's mean cost 0): λ then plays no part."""
         cost = getattr(self, "mean_cost_", None)
-        if cost is None:
-            return False
-        key = np.asarray(cost, dtype=np.float64).tobytes()  # asked on every route: remembered per pool of costs
-        if getattr(self, "_quality_only", (None,))[0] != key:
-            self._quality_only = (key, is_quality_only(cost))
-        return self._quality_only[1]
+        return cost is not None and is_quality_only(cost)
 
     def _route_lam(self, lam: float | str | None) -> float:
         lam = self.resolve_lam(lam)
