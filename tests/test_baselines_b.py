@@ -178,3 +178,28 @@ def test_frugal_cascades_of_one_and_two_stages():
         assert sum(row["call_share"].values()) == pytest.approx(1.0)
     with pytest.raises(RouterError, match="max_stages must be ≥ 1"):
         make_router("frugal", max_stages=0).fit(train)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_route_reports_the_scores_and_costs_predict_gives(name, fitted, splits):
+    """`route` computes scores and costs in one pass where it can; they stay those of `predict_scores` and
+    `predict_costs` (the ranking's order, the expected cost of the pick), candidates or not."""
+    router, x = fitted[name], splits[2].embeddings[:8]
+    for candidates in (None, ["llm-1", "llm-2"]):
+        scores, costs = router.predict_scores(x, 0.02, candidates), router.predict_costs(x)
+        for i, d in enumerate(router.route(x, lam=0.02, candidates=candidates)):
+            assert d.scores == {n: scores[i, j] for j, n in enumerate(router.llms_) if np.isfinite(scores[i, j])}
+            assert d.expected_cost_usd == costs[i, router.llms_.index(d.llm)]
+
+
+def test_quality_only_follows_the_pool_costs(fitted):
+    """λ stops mattering exactly when every cost is 0, and the answer follows a new cost array (a pool change)."""
+    router = fitted["mlp"]
+    before = router.mean_cost_
+    try:
+        assert not router.quality_only and router.resolve_lam(0.05) == 0.05
+        router.mean_cost_ = np.zeros_like(before)
+        assert router.quality_only and router.resolve_lam(0.05) == 0.0
+    finally:
+        router.mean_cost_ = before
+    assert not router.quality_only

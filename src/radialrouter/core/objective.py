@@ -166,7 +166,10 @@ def argmax_cheapest(scores: np.ndarray, cost: np.ndarray, atol: float = 1e-9) ->
     masked, which is an error.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    cost = np.broadcast_to(np.asarray(cost, dtype=np.float64), scores.shape)
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.shape != scores.shape:  # one cost row for every query (the method repeat is C, broadcast_to Python)
+        cost = cost.reshape(1, -1).repeat(len(scores), axis=0) if cost.size == scores.shape[-1] else \
+            np.broadcast_to(cost, scores.shape)
     best = np.max(scores, axis=1, keepdims=True)
     if not np.all(np.isfinite(best)):
         raise ValueError("every query needs at least one candidate LLM with a finite score")
@@ -178,6 +181,9 @@ def argmax_cheapest(scores: np.ndarray, cost: np.ndarray, atol: float = 1e-9) ->
 def rank_cheapest_first(scores: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Row-wise order of LLMs, best score first, equal scores cheaper first."""
     scores = np.asarray(scores, dtype=np.float64)
-    cost = np.broadcast_to(np.asarray(cost, dtype=np.float64), scores.shape)
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.shape != scores.shape:  # one cost row for every query (the method repeat is C, broadcast_to Python)
+        cost = cost.reshape(1, -1).repeat(len(scores), axis=0) if cost.size == scores.shape[-1] else \
+            np.broadcast_to(cost, scores.shape)
     # lexsort sorts each row (the last axis) by the last key first: primary −score, secondary cost.
     return np.lexsort((cost, -scores)) if len(scores) else np.zeros((0, 0), int)

@@ -219,11 +219,20 @@ class QualityRegressorRouter(Router):
             return torch.sigmoid(self.module_(torch.from_numpy(np.asarray(x, dtype=np.float32)))).double().numpy()
 
     def _scores(self, x: np.ndarray, lam: float) -> np.ndarray:
+        return self._utility(x, predict_cost_head(x, self.cost_w_, self.cost_b_), lam)
+
+    def _utility(self, x: np.ndarray, cost: np.ndarray, lam: float) -> np.ndarray:
         quality = self._quality(x)
         counts = getattr(self, "label_counts_", None)
         if counts is not None and self.pessimism > 0:
             quality = quality - self.pessimism * np.sqrt(quality * (1 - quality) / np.maximum(counts, 1.0))
-        return utility(quality, predict_cost_head(x, self.cost_w_, self.cost_b_), lam)
+        return utility(quality, cost, lam)
+
+    def _route_arrays(self, x: np.ndarray, lam: float, mask: np.ndarray | None) -> tuple[np.ndarray, None,
+                                                                                         np.ndarray]:
+        cost = predict_cost_head(x, self.cost_w_, self.cost_b_)  # once: the scores and the expected cost read it
+        scores = self._utility(x, cost, lam)
+        return (scores if mask is None else np.where(mask, scores, -np.inf)), None, cost
 
     def _costs(self, x: np.ndarray) -> np.ndarray:
         return predict_cost_head(x, self.cost_w_, self.cost_b_)

@@ -284,6 +284,8 @@ class Router(ABC):
                 return queries.embeddings
             queries = queries.prompts.tolist()
         if isinstance(queries, np.ndarray) and queries.dtype.kind == "f":
+            if queries.ndim == 2 and queries.dtype == np.float32:  # the serving path's encoder output
+                return queries
             return np.atleast_2d(queries).astype(np.float32, copy=False)
         if isinstance(queries, str):
             queries = [queries]
@@ -316,7 +318,10 @@ class Router(ABC):
     def quality_only(self) -> bool:
         """Whether this router's pool has no costs (every LLM's mean cost 0): λ then plays no part."""
         cost = getattr(self, "mean_cost_", None)
-        return cost is not None and is_quality_only(cost)
+        memo = getattr(self, "_quality_only", None)  # (the costs it was computed from, the answer): route asks it
+        if memo is None or memo[0] is not cost:  # a pool change assigns a new array
+            memo = self._quality_only = (cost, cost is not None and is_quality_only(cost))
+        return memo[1]
 
     def _route_lam(self, lam: float | str | None) -> float:
         lam = self.resolve_lam(lam)
@@ -369,6 +374,12 @@ class Router(ABC):
             proba = proba / proba.sum(axis=1, keepdims=True)
         return scores, proba
 
+    def _route_arrays(self, x: Any, lam: float, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None,
+                                                                                  np.ndarray]:
+        """What `route` reads: `_scores_and_proba` and `_costs` (overridden where one pass gives both)."""
+        scores, proba = self._scores_and_proba(x, lam, mask)
+        return scores, proba, self._costs(x)
+
     def predict_costs(self, queries: Any, context: Any = None) -> np.ndarray:
         """Expected USD cost per query of each LLM; the pool's mean cost unless the method predicts it."""
         self._check_fitted()
@@ -392,9 +403,8 @@ class Router(ABC):
         self._check_fitted()
         lam = self._route_lam(lam)
         x = self._route_inputs(queries, context)
-        scores, proba = self._scores_and_proba(x, lam, self._candidate_mask(candidates, len(x)))
+        scores, proba, costs = self._route_arrays(x, lam, self._candidate_mask(candidates, len(x)))
         order = rank_cheapest_first(scores, self.mean_cost_)
-        costs = self._costs(x)
         out = []
         # Plain Python lists: per-element NumPy indexing would dominate batch-1 routing time.
         finite, score_rows = np.isfinite(scores).tolist(), scores.tolist()

@@ -338,6 +338,11 @@ class Decider:
         self._column = {name: i for i, name in enumerate(router.llms_)}
 
         self._token_cap = max(llm.context_window for llm in config.llms)
+        # the usual request: no capability asked for and every window holds it — the one mask for all of those
+        self._every = np.zeros(len(router.llms_), dtype=bool)
+        self._every[[self._column[llm.router_name] for llm in self.routable]] = True
+        self._every.flags.writeable = False
+        self._smallest_window = min((llm.context_window for llm in self.routable), default=0)
         self._unknown_id = tokenizer.token_to_id("[UNK]")
 
     def fits_every_window(self, prompt_tokens: int, max_output: int) -> bool:
@@ -376,6 +381,9 @@ class Decider:
         return token_bound(text) + chat_overhead(body, self.config.router.tokens_per_image)
 
     def _mask(self, q: RouteQuery) -> tuple[np.ndarray, dict[str, str]]:
+        """The router columns that may serve ``q``, and why each other configured LLM may not."""
+        if not q.needs and q.prompt_tokens + q.max_output <= self._smallest_window:
+            return self._every, {}
         mask = np.zeros(len(self.router.llms_), dtype=bool)
         excluded = {}
         need = q.prompt_tokens + q.max_output
@@ -401,23 +409,29 @@ class Decider:
     def decide(self, queries: list[RouteQuery]) -> list[RouteResult | RequestError]:
         """Decide a batch; a request no LLM can serve gets a `RequestError` instead of failing the batch. Token
         counts come precomputed: nothing here grows with the size of a request beyond its bounded routing text."""
-        masks, out = [], []
-        for q in queries:
+        out: list[RouteResult | RequestError] = []
+        ok, masks = [], []  # the queries some LLM can serve, and their masks
+        for i, q in enumerate(queries):
             mask, excluded = self._mask(q)
-            masks.append(mask)
-            out.append(RouteResult("", [], {}, None, 0.0, q.lam, q.prompt_tokens, excluded,
-                                   router_version=self.version))
-        ok = [i for i, m in enumerate(masks) if m.any()]
-        for i in set(range(len(queries))) - set(ok):
-            out[i] = self._refusal(queries[i], out[i].excluded)
+            if len(excluded) < len(self.routable):
+                ok.append(i)
+                masks.append(mask)
+                out.append(RouteResult("", [], {}, None, 0.0, q.lam, q.prompt_tokens, excluded,
+                                       router_version=self.version))
+            else:
+                out.append(self._refusal(q, excluded))
         if not ok:
             return out
         texts = [queries[i].text for i in ok]
         inputs: Any = self.router.get_encoder().encode(texts) if self.router.uses_embeddings else texts
         for lam in {queries[i].lam for i in ok}:
             rows = [k for k, i in enumerate(ok) if queries[i].lam == lam]
-            subset = inputs[rows] if self.router.uses_embeddings else [texts[k] for k in rows]
-            decisions = self.router.route(subset, lam=lam, candidates=np.stack([masks[ok[k]] for k in rows]),
+            if len(rows) == len(ok):  # one λ for the whole batch (always, for a batch of one)
+                subset, mask = inputs, np.stack(masks) if len(masks) > 1 else masks[0][None]
+            else:
+                subset = inputs[rows] if self.router.uses_embeddings else [texts[k] for k in rows]
+                mask = np.stack([masks[k] for k in rows])
+            decisions = self.router.route(subset, lam=lam, candidates=mask,
                                           context=[queries[ok[k]].context for k in rows])
             for k, d in zip(rows, decisions):
                 result = out[ok[k]]

@@ -10,6 +10,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,7 @@ class StaticQueryEncoder(QueryEncoder):
         self._identity: dict | None = None
         self._dim: int | None = None
         self._words: WordTokenCache | None = None
+        self._table: np.ndarray | None = None
 
     def load(self) -> StaticQueryEncoder:
         with self._lock:
@@ -65,6 +67,10 @@ class StaticQueryEncoder(QueryEncoder):
                 _ = self._weights_hash()  # verify before loading
                 model = StaticModel.from_pretrained(self.path, normalize=self.normalize)
                 self._words = WordTokenCache.for_model(model)
+                # float16 vectors summed in float32 are the same numbers read from a float32 copy (the upcast is
+                # exact), gathered and summed twice as fast: 15 MB for the default encoder's 30k tokens
+                if model.embedding.dtype == np.float16:
+                    self._table = model.embedding.astype(np.float32)
                 self._model = model
         return self
 
@@ -92,9 +98,9 @@ class StaticQueryEncoder(QueryEncoder):
                  store: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         window = 4 * self.max_tokens
         cut = [t[-window:] if self.truncation_side == "left" else t[:window] for t in texts]
-        model = self.load()._model
+        model = self._model or self.load()._model
         if len(cut) <= batch_size and store is None and not progress:  # the serving path: one call, nothing else
-            return mean_token_vectors(model, cut, self._words)
+            return mean_token_vectors(model, cut, self._words, self._table)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         bar = tqdm(total=len(texts), desc="encoding queries", unit="q", disable=not progress, leave=False)
         for start in range(0, len(cut), batch_size):
@@ -149,34 +155,38 @@ class WordTokenCache:
                    truncation=spec.get("truncation"), drop=model.unk_token_id)
 
     def __call__(self, text: str) -> list[int]:
-        words = [w for w in _BERT_SPACE.split(text) if w]
-        ids, known = [], self._ids
-        new = [w for w in dict.fromkeys(words) if w not in known]
-        if new:
+        words = list(filter(None, _BERT_SPACE.split(text)))
+        known = self._ids
+        try:  # the common case: every word seen before
+            ids = list(chain.from_iterable(map(known.__getitem__, words)))
+        except KeyError:
+            new = [w for w in dict.fromkeys(words) if w not in known]
             if len(known) + len(new) > self.size:  # start afresh, with every word of this text
                 known = self._ids = {}
                 new = list(dict.fromkeys(words))
             known.update(zip(new, self._tokenize(new)))
-        for w in words:
-            ids += known[w]
+            ids = list(chain.from_iterable(map(known.__getitem__, words)))
         if self._keep is not None and len(ids) > self._keep:
             ids = ids[-self._keep:] if self._keep_end else ids[:self._keep]
         # model2vec drops the unknown token after truncating
         return ids if self._drop is None or self._drop not in ids else [i for i in ids if i != self._drop]
 
 
-def mean_token_vectors(model, texts: list[str], words: WordTokenCache | None = None) -> np.ndarray:
+def mean_token_vectors(model, texts: list[str], words: WordTokenCache | None = None,
+                       table: np.ndarray | None = None) -> np.ndarray:
     """What ``StaticModel.encode(texts)`` gives — each text's mean token vector, L2-normalised when the model
     normalises — without its per-call batching and progress bar, which cost as much as tokenizing a 256-character
-    prompt at batch 1 (the request path's case); ``words``: tokenise through that cache. Models with token weights
+    prompt at batch 1 (the request path's case); ``words``: tokenise through that cache; ``table``: the vectors as
+    float32 when they are stored as float16 (the same sums, faster to gather). Models with token weights
     or a token mapping (quantised vocabularies) go through ``encode`` itself."""
     if model.token_mapping is not None or model.weights is not None:
         return model.encode(texts, max_length=None, use_multiprocessing=False).astype(np.float32, copy=False)
     dtype = np.float32 if model.embedding.dtype == np.int8 else model.embedding.dtype
+    vectors = model.embedding if table is None else table
     out = np.zeros((len(texts), model.dim), dtype=np.float32)
     for i, ids in enumerate(model.tokenize(texts) if words is None else map(words, texts)):
         if ids:  # numpy's mean, unwrapped: a float32 sum, divided, rounded to the vectors' precision
-            out[i] = np.add.reduce(model.embedding[ids], axis=0, dtype=np.float32) / len(ids)
+            out[i] = np.add.reduce(vectors[ids], axis=0, dtype=np.float32) / len(ids)
     out = out.astype(dtype).astype(np.float32)
     if model.normalize:  # np.linalg.norm's arithmetic without its argument checks
         norm = np.sqrt(np.add.reduce(out * out, axis=1, keepdims=True))
