@@ -92,8 +92,16 @@ VARIANTS = ("full information", EXPLORING, "bandit, exploring, noisy judge", "ba
             "bandit, exploring, warm start")
 
 
+#: the data sets that log quality only: their costs are estimates (`radialrouter.data.prices`: list prices from
+#: prices.json × prompt tokens counted with the bundled MiniLM WordPiece tokenizer + 256 output tokens per query)
+PRICED = ("mmlupro29", "llmrouter9")
+
+
 def load(name: str, seed: int, encoder) -> tuple[RoutingDataset, RoutingDataset]:
-    prices = SHARED / "prices.json" if name == "mmlupro29" else None
+    """(training split, test split) of a shared data set, embedded. routerbench3 logs its costs; mmlupro29 and
+    llmrouter9 (`PRICED`) get estimated ones (list price × token estimate, see `PRICED`); llmrouter9 keeps its
+    source's own train/test split, mmlupro29 gets the loader's seeded one."""
+    prices = SHARED / "prices.json" if name in PRICED else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rows with a missing quality: excluded, as in the published report
         _, train, _, test = load_splits(SHARED / f"{name}.parquet", seed=0, val_size=0, prices=prices,
