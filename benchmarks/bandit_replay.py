@@ -282,7 +282,7 @@ def deploy_learner(traffic: RoutingDataset, s: dict, seen: np.ndarray, frozen: R
 def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: RoutingDataset | None,
                frozen: Router, seed: int, args, variants: tuple[str, ...] = VARIANTS,
                make: Callable[[int, int], Router] = learner) -> dict:
-    """One replay of ``traffic``. ``test`` None (the validation stream of `bandit_serve_select.py`): no test
+    """One replay of ``traffic``. ``test`` None (`bandit_serve_select.py`'s reference runs): no test
     Scores, only what was served. ``args.deploy``: which policy serves after a retrain — ``always`` the new
     learner, ``ope`` the new learner only when `deploy_learner` says so, else the frozen router (exploring
     variants; without exploration the log has no propensities to evaluate with, and the learner always serves)."""
@@ -407,9 +407,13 @@ def traffic_order(n_train: int, n_traffic: int, n_warm: int, seed: int,
 
 
 def validation_stream(warm_rows: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """The validation traffic stream of a seed, on which every setting that governs *serving* (ours and VW's) is
-    chosen by the Score served while learning: ``n`` draws with replacement from the seed's warm-start queries
-    (`traffic_order`'s ``warm``: full information, outside the traffic and the test split).
+    """The older validation traffic stream of a seed (superseded; `bandit_serve_select.py --protocol stream` still
+    runs it): ``n`` draws with replacement from the seed's warm-start queries (`traffic_order`'s ``warm``: full
+    information, outside the traffic and the test split). Serving settings (ours and VW SquareCB's choice (b)) are
+    now chosen on a separate data set, llmrouter9's traffic under this replay's protocol (`bandit_serve_select.py`,
+    `bandit_vw.py`); this stream was dropped — after the ridge server's traffic figures had been seen — because each
+    of its queries recurs ~n/200 (~10) times, which rewards memorising (every serving candidate served 0.78-0.82 on
+    it), and its guard measured the learner on the same 200 queries only.
 
     Why these queries: routerbench3's training split is 2,205 queries and the 2,000-query traffic takes all but 205
     of them (the 200 warm-start queries and 5 more); a held-out part of the training split large enough for a
@@ -417,7 +421,7 @@ def validation_stream(warm_rows: np.ndarray, n: int, seed: int) -> np.ndarray:
     traffic is the same queries in another order. The warm-start queries are already what every earlier choice
     (learner, VW's settings) was made on. The stream has the traffic's length, so γ schedules (functions of the
     queries seen) and the retraining cadence play out as on the traffic. Its cost: each query recurs ~n/200 times,
-    so a learner that memorises is rewarded more than on the traffic — for VW and for ours alike, as both run on
+    so a learner that memorises is rewarded more than on the traffic — for VW and for ours alike, as both ran on
     the very same stream (same rows per seed)."""
     rng = np.random.default_rng(5000 + seed)
     return np.asarray(warm_rows)[rng.integers(0, len(warm_rows), n)]
@@ -450,7 +454,7 @@ def learning_curve(rs: list[dict], sizes: list[int]) -> list[dict]:
 def targets(result: dict) -> dict:
     """The issue's acceptance targets, checked on the result (None where a figure is missing). The served target
     compares with VW SquareCB at its setting chosen on validation by the serving criterion (`bandit_vw.py`'s
-    choice (b): the best served Score on `validation_stream`, the protocol our serving settings are chosen by);
+    choice (b): the best served Score on llmrouter9's traffic, the protocol our serving settings are chosen by);
     the difference is paired by seed (same traffic per seed)."""
     curve = {c["logged"]: c for c in result.get("learning_curve") or []}
     big = curve.get(max(curve)) if curve else None
@@ -810,7 +814,8 @@ def report(r: dict, plotted: bool, png: str) -> str:
                       f"{v['served_score_test_validation_choice']:.4f} ± "
                       f"{v['served_score_test_validation_choice_se'] or 0:.4f} | {v['squarecb_final_gap']:+.4f} ± "
                       f"{v.get('squarecb_final_gap_se') or 0:.4f} |",
-                      f"| **(b) best served Score on the validation stream** (the served target's yardstick) | "
+                      f"| **(b) best served Score on the validation traffic (llmrouter9)** (the served target's "
+                      "yardstick) | "
                       f"{v['served_score_setting']} | {v['served_score']:.4f} ± {v['served_score_se'] or 0:.4f} | "
                       f"{v['served_score_setting_gap']:+.4f} ± {v['served_score_setting_gap_se'] or 0:.4f} |",
                       f"| reference, not a result: best served on the traffic itself | {ref['setting']} | "
@@ -867,7 +872,7 @@ def report(r: dict, plotted: bool, png: str) -> str:
         c = t["served_at_2000_at_least_vw_squarecb"]
         diff = ("" if c.get("difference") is None else
                 f" (difference paired by seed {c['difference']:+.4f} ± {c['difference_se'] or 0:.4f})")
-        lines.append(f"- Served Score at 2,000 ≥ VW SquareCB's (setting chosen on the validation stream, choice (b)):"
+        lines.append(f"- Served Score at 2,000 ≥ VW SquareCB's (setting chosen on llmrouter9's traffic, choice (b)):"
                      f" {c['ours']:.4f} ± {c.get('ours_se') or 0:.4f} vs {c['vw_squarecb']:.4f} ± "
                      f"{c.get('vw_squarecb_se') or 0:.4f}{diff} — {words[c['met']]}.")
         if c.get("ours_after_first_block") is not None and c.get("vw_squarecb_after_first_block") is not None:
