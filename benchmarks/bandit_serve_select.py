@@ -87,13 +87,13 @@ CANDIDATES: dict[str, list[str]] = {
 } | {f"squarecb γ = {g:g}·√t, learner warm-started from the shipped router's implied labels":
      ["--gamma-scale", str(g), "--impute-frozen"] for g in (10.0, 30.0, 100.0)} | {
     f"squarecb γ = {g:g}·√t, served by a ridge refitted every {k}": ["--gamma-scale", str(g), "--server", "ridge",
-                                                                       "--serve-every", str(k)]
+                                                                       "--serve-every", str(k), "--serve-from", str(k)]
     for k in (100, 250) for g in (10.0, 30.0, 100.0)} | {
     f"squarecb γ = {g:g}·√t, served by a ridge refitted every {k} from query 500": [
         "--gamma-scale", str(g), "--server", "ridge", "--serve-every", str(k), "--serve-from", "500"]
     for k in (100, 250) for g in (30.0, 100.0)}
 for _options in CANDIDATES.values():  # the rows measured before the ridge server existed: the learner serves
-    if "--server" not in _options:
+    if "--server" not in _options:  # (explicit, as the replay's default is now the ridge chosen here)
         _options += ["--server", "learner"]
 
 
