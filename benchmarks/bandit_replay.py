@@ -21,8 +21,8 @@ router). Policies:
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
 * ``bandit, exploring``: SquareCB's inverse-gap weighting (``--explore squarecb``, the default, chosen on
   validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 30·√t after
-  t logged queries — the scale chosen by `bandit_serve_select.py`, 10 before — the same function as
-  ``router.explore``), ε-greedy (``--explore epsilon``: with probability ε a
+  t logged queries — the scale chosen by `bandit_serve_select.py` (γ = 100·√t; 10, then 30 before) — the same
+  function as ``router.explore``), ε-greedy (``--explore epsilon``: with probability ε a
   uniformly random LLM) or a softmax over the policy's scores with an ε/m floor (``--explore softmax``); the draw's
   propensity is logged.
   Which policy serves after a retrain (``--deploy``): ``always`` the new learner; ``ope`` the new learner only
@@ -30,14 +30,17 @@ router). Policies:
   frozen router, else the frozen router keeps serving, exploring around its choice (`deploy_learner`).
   ``--prior n0`` warm-starts serving from the shipped router: the served scores blend the frozen router's and the
   learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`; default 0, the learner
-  alone: the blend served best on the validation stream but starved the learner of labels). The serving settings
-  (γ scale, ``--deploy``, ``--prior``) are chosen by `bandit_serve_select.py` on each seed's validation stream
-  (`validation_stream`) by the Score served, the protocol VW SquareCB's choice (b) follows.
+  alone). The serving settings (γ scale, ``--server``, ``--serve-every``, ``--serve-from``, ``--prior``) are chosen
+  by `bandit_serve_select.py` by the Score served on a separate validation data set — llmrouter9's traffic under
+  this replay's protocol, its test split the guard on learning — the protocol VW SquareCB's choice (b) follows
+  (`bandit_vw.py`); no routerbench3 query informs them. (Before, they were chosen on `validation_stream`,
+  routerbench3's 200 warm-start queries drawn into 2,000; its docstring says why that was replaced.)
   ``--server ridge``: what serves is not the learner but a per-LLM ridge regression on the same log
   (`SERVE_RIDGE`, the `ridge` router), refitted every ``--serve-every`` logged queries from query ``--serve-from``
   on (the shipped router before) — in the product, `radialrouter train --from-ledger --router ridge` and `promote`
   on that cadence; the learner (whose test Score is the curve and the gap) is still retrained every ``--every`` on
-  the log. A candidate of `bandit_serve_select.py`; not chosen there (default ``learner``).
+  the log. The default, chosen by `bandit_serve_select.py` on llmrouter9: every 250 from query 500, γ = 100·√t
+  (``--server learner``: the learner serves, the earlier default).
 * ``bandit, exploring, noisy judge``: as above, labels flipped with probability ``--noise``.
 * ``bandit, exploring, warm start``: as ``exploring``, trained on the ``--warm`` full-information queries too.
 * ``full information``: the same learner trained on the same traffic queries with every LLM's label (the ceiling).
@@ -92,8 +95,16 @@ VARIANTS = ("full information", EXPLORING, "bandit, exploring, noisy judge", "ba
             "bandit, exploring, warm start")
 
 
+#: the data sets that log quality only: their costs are estimates (`radialrouter.data.prices`: list prices from
+#: prices.json × prompt tokens counted with the bundled MiniLM WordPiece tokenizer + 256 output tokens per query)
+PRICED = ("mmlupro29", "llmrouter9")
+
+
 def load(name: str, seed: int, encoder) -> tuple[RoutingDataset, RoutingDataset]:
-    prices = SHARED / "prices.json" if name == "mmlupro29" else None
+    """(training split, test split) of a shared data set, embedded. routerbench3 logs its costs; mmlupro29 and
+    llmrouter9 (`PRICED`) get estimated ones (list price × token estimate, see `PRICED`); llmrouter9 keeps its
+    source's own train/test split, mmlupro29 gets the loader's seeded one."""
+    prices = SHARED / "prices.json" if name in PRICED else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rows with a missing quality: excluded, as in the published report
         _, train, _, test = load_splits(SHARED / f"{name}.parquet", seed=0, val_size=0, prices=prices,
@@ -274,7 +285,7 @@ def deploy_learner(traffic: RoutingDataset, s: dict, seen: np.ndarray, frozen: R
 def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: RoutingDataset | None,
                frozen: Router, seed: int, args, variants: tuple[str, ...] = VARIANTS,
                make: Callable[[int, int], Router] = learner) -> dict:
-    """One replay of ``traffic``. ``test`` None (the validation stream of `bandit_serve_select.py`): no test
+    """One replay of ``traffic``. ``test`` None (`bandit_serve_select.py`'s reference runs): no test
     Scores, only what was served. ``args.deploy``: which policy serves after a retrain — ``always`` the new
     learner, ``ope`` the new learner only when `deploy_learner` says so, else the frozen router (exploring
     variants; without exploration the log has no propensities to evaluate with, and the learner always serves)."""
@@ -399,9 +410,13 @@ def traffic_order(n_train: int, n_traffic: int, n_warm: int, seed: int,
 
 
 def validation_stream(warm_rows: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """The validation traffic stream of a seed, on which every setting that governs *serving* (ours and VW's) is
-    chosen by the Score served while learning: ``n`` draws with replacement from the seed's warm-start queries
-    (`traffic_order`'s ``warm``: full information, outside the traffic and the test split).
+    """The older validation traffic stream of a seed (superseded; `bandit_serve_select.py --protocol stream` still
+    runs it): ``n`` draws with replacement from the seed's warm-start queries (`traffic_order`'s ``warm``: full
+    information, outside the traffic and the test split). Serving settings (ours and VW SquareCB's choice (b)) are
+    now chosen on a separate data set, llmrouter9's traffic under this replay's protocol (`bandit_serve_select.py`,
+    `bandit_vw.py`); this stream was dropped — after the ridge server's traffic figures had been seen — because each
+    of its queries recurs ~n/200 (~10) times, which rewards memorising (every serving candidate served 0.78-0.82 on
+    it), and its guard measured the learner on the same 200 queries only.
 
     Why these queries: routerbench3's training split is 2,205 queries and the 2,000-query traffic takes all but 205
     of them (the 200 warm-start queries and 5 more); a held-out part of the training split large enough for a
@@ -409,7 +424,7 @@ def validation_stream(warm_rows: np.ndarray, n: int, seed: int) -> np.ndarray:
     traffic is the same queries in another order. The warm-start queries are already what every earlier choice
     (learner, VW's settings) was made on. The stream has the traffic's length, so γ schedules (functions of the
     queries seen) and the retraining cadence play out as on the traffic. Its cost: each query recurs ~n/200 times,
-    so a learner that memorises is rewarded more than on the traffic — for VW and for ours alike, as both run on
+    so a learner that memorises is rewarded more than on the traffic — for VW and for ours alike, as both ran on
     the very same stream (same rows per seed)."""
     rng = np.random.default_rng(5000 + seed)
     return np.asarray(warm_rows)[rng.integers(0, len(warm_rows), n)]
@@ -442,7 +457,7 @@ def learning_curve(rs: list[dict], sizes: list[int]) -> list[dict]:
 def targets(result: dict) -> dict:
     """The issue's acceptance targets, checked on the result (None where a figure is missing). The served target
     compares with VW SquareCB at its setting chosen on validation by the serving criterion (`bandit_vw.py`'s
-    choice (b): the best served Score on `validation_stream`, the protocol our serving settings are chosen by);
+    choice (b): the best served Score on llmrouter9's traffic, the protocol our serving settings are chosen by);
     the difference is paired by seed (same traffic per seed)."""
     curve = {c["logged"]: c for c in result.get("learning_curve") or []}
     big = curve.get(max(curve)) if curve else None
@@ -593,18 +608,20 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epsilon", type=float, default=0.3, help="ε of ε-greedy (the floor with softmax)")
     parser.add_argument("--explore", choices=("epsilon", "softmax", "squarecb"), default="squarecb")
     parser.add_argument("--gamma", type=float, default=None, help="SquareCB's fixed γ (default: the schedule)")
-    parser.add_argument("--gamma-scale", type=float, default=30.0,
+    parser.add_argument("--gamma-scale", type=float, default=100.0,
                         help="SquareCB: γ = scale · t^exponent (default chosen by bandit_serve_select.py)")
     parser.add_argument("--gamma-exponent", type=float, default=0.5)
-    parser.add_argument("--server", choices=("learner", "ridge"), default="learner",
+    parser.add_argument("--server", choices=("learner", "ridge"), default="ridge",
                         help="the policy that serves while logging: the learner itself, retrained every --every, or "
                              "a per-LLM ridge regression (SERVE_RIDGE) refitted every --serve-every (default chosen "
                              "by bandit_serve_select.py); the learner's test Score is the curve either way")
-    parser.add_argument("--serve-every", type=int, default=100,
-                        help="--server ridge: refit the serving ridge every this many logged queries")
-    parser.add_argument("--serve-from", type=int, default=None,
-                        help="--server ridge: the shipped router serves the first this many queries (default: "
-                             "--serve-every), then the ridge refitted every --serve-every")
+    parser.add_argument("--serve-every", type=int, default=250,
+                        help="--server ridge: refit the serving ridge every this many logged queries (default "
+                             "chosen by bandit_serve_select.py)")
+    parser.add_argument("--serve-from", type=int, default=500,
+                        help="--server ridge: the shipped router serves the first this many queries, then the ridge "
+                             "refitted every --serve-every (default chosen by bandit_serve_select.py; 0: from "
+                             "--serve-every)")
     parser.add_argument("--deploy", choices=("always", "ope"), default="always",
                         help="after a retrain, serve the new learner always, or only when off-policy evaluation on "
                              "held-out logged queries rates it at least the frozen router (else the frozen router "
@@ -720,8 +737,13 @@ def explore_label(settings: dict) -> str:
         gamma = (f"γ = {settings['gamma']:g}" if settings.get("gamma") is not None else
                  f"γ = {settings['gamma_scale']:g} · t^{settings['gamma_exponent']:g}")
         prior = settings.get("prior") or 0
+        server = ""
+        if settings.get("server") == "ridge":
+            server = (f"; served by a ridge refitted every {settings['serve_every']} logged queries from query "
+                      f"{settings.get('serve_from') or settings['serve_every']}, the frozen router before")
         return (f"squarecb ({gamma}, t the queries logged so far; deploy {settings.get('deploy', 'always')}"
-                + (f"; warm start from the frozen router, learner weight t / (t + {prior:g})" if prior else "") + ")")
+                + (f"; warm start from the frozen router, learner weight t / (t + {prior:g})" if prior else "")
+                + server + ")")
     if settings["explore"] == "softmax":
         return f"softmax (temperature {settings['temperature']}, ε = {settings['epsilon']} floor)"
     return f"epsilon (ε = {settings['epsilon']})"
@@ -802,7 +824,8 @@ def report(r: dict, plotted: bool, png: str) -> str:
                       f"{v['served_score_test_validation_choice']:.4f} ± "
                       f"{v['served_score_test_validation_choice_se'] or 0:.4f} | {v['squarecb_final_gap']:+.4f} ± "
                       f"{v.get('squarecb_final_gap_se') or 0:.4f} |",
-                      f"| **(b) best served Score on the validation stream** (the served target's yardstick) | "
+                      f"| **(b) best served Score on the validation traffic (llmrouter9)** (the served target's "
+                      "yardstick) | "
                       f"{v['served_score_setting']} | {v['served_score']:.4f} ± {v['served_score_se'] or 0:.4f} | "
                       f"{v['served_score_setting_gap']:+.4f} ± {v['served_score_setting_gap_se'] or 0:.4f} |",
                       f"| reference, not a result: best served on the traffic itself | {ref['setting']} | "
@@ -812,10 +835,11 @@ def report(r: dict, plotted: bool, png: str) -> str:
     ref = r.get("reference_ridge_server")
     if ref:
         lines += ["## Reference, not a result: serving by a ridge between retrains", "",
-                  f"Not chosen on the validation stream ([bandit_serve_select.md](bandit_serve_select.md)): "
-                  f"{ref['label']}, the ridge candidate that served best on the validation stream, rerun on the "
-                  "traffic with the same seeds (`--out` " + ref["file"] + "); the learner whose gap is reported is "
-                  "the same `mlp`, trained on the ridge's log. Mean ± s.e. over seeds.", "",
+                  f"Not the chosen setting: {ref['label']}, the ridge candidate that served best on the older "
+                  "validation stream ([bandit_serve_select_stream.md](bandit_serve_select_stream.md)), rerun on the "
+                  "traffic with the same seeds (`--out` " + ref["file"] + ") before the serving settings were chosen "
+                  "on llmrouter9 ([bandit_serve_select.md](bandit_serve_select.md)); the learner whose gap is "
+                  "reported is the same `mlp`, trained on the ridge's log. Mean ± s.e. over seeds.", "",
                   "| serving policy | served, queries 1-2,000 | served, queries 501-2,000 | gap to full information "
                   "at 2,000 |", "|---|---:|---:|---:|",
                   f"| {ref['label']} | {ref['served']:.4f} ± {ref['served_se'] or 0:.4f} | "
@@ -826,11 +850,9 @@ def report(r: dict, plotted: bool, png: str) -> str:
             diff = np.subtract(ref["served_per_seed"], vw_seeds)
             lines += [f"Against VW SquareCB's (b) it served {diff.mean():+.4f} ± {std_err(list(diff)) or 0:.4f} "
                       f"(paired by seed; on queries 501-2,000 {ref['served_after']:.4f} against "
-                      f"{r['vw'].get('served_score_after_first_block', float('nan')):.4f}). The validation rule "
-                      "left it out because the `mlp` trained on its log scored less on the 200 validation queries "
-                      "than on its own log (see bandit_serve_select.md); on the test split that learner's gap came "
-                      "out smaller instead. Adopting it now would be choosing on the test split, so it stays a "
-                      "reference.", ""]
+                      f"{r['vw'].get('served_score_after_first_block', float('nan')):.4f}). Its traffic figures "
+                      "were seen before the validation design changed (from the 200-query stream, whose queries "
+                      "recur ~10×, to llmrouter9); it stays a reference, not a result.", ""]
     cov = r["ope_coverage"]
     lines += ["## Off-policy evaluation against the replay's truth", "",
               "Share of checks whose 95 % bootstrap interval contains the true Score of the evaluated policy on the "
@@ -859,7 +881,7 @@ def report(r: dict, plotted: bool, png: str) -> str:
         c = t["served_at_2000_at_least_vw_squarecb"]
         diff = ("" if c.get("difference") is None else
                 f" (difference paired by seed {c['difference']:+.4f} ± {c['difference_se'] or 0:.4f})")
-        lines.append(f"- Served Score at 2,000 ≥ VW SquareCB's (setting chosen on the validation stream, choice (b)):"
+        lines.append(f"- Served Score at 2,000 ≥ VW SquareCB's (setting chosen on llmrouter9's traffic, choice (b)):"
                      f" {c['ours']:.4f} ± {c.get('ours_se') or 0:.4f} vs {c['vw_squarecb']:.4f} ± "
                      f"{c.get('vw_squarecb_se') or 0:.4f}{diff} — {words[c['met']]}.")
         if c.get("ours_after_first_block") is not None and c.get("vw_squarecb_after_first_block") is not None:

@@ -10,19 +10,22 @@ figures line up with benchmarks/results/bandit_replay.json) and hands VW the sam
   query, with its logged propensity);
 * **on-policy**: ``--cb_explore_adf --squarecb`` routes the same 2,000 traffic queries itself, from the first query
   (no frozen router to start from), drawing from its own distribution and learning from the revealed reward.
-  Every setting also routes the seed's *validation stream* (`bandit_replay.validation_stream`: 2,000 draws with
-  replacement from the 200 warm-start queries), the stream our own serving settings are chosen on
-  (`bandit_serve_select.py`).
+  Every setting also routes the seed's *validation traffic*: llmrouter9's 2,000-query traffic of the replay's
+  protocol (`bandit_replay.traffic_order` on llmrouter9's training split: 9 other LLMs, 14 other tasks, costs
+  estimated as list price × token estimate, `bandit_replay.PRICED`), from its first query — the traffic our own
+  serving settings are chosen on (`bandit_serve_select.py`). Before, this was the validation stream of
+  `bandit_replay.validation_stream` (routerbench3's 200 warm-start queries drawn with replacement into 2,000; its
+  choice (b): ``-l 1.0 --gamma_scale 30``); it was replaced because each of its queries recurs ~10×.
 
 Features are the query embeddings (shared namespace ``s``) crossed with an action-id namespace ``a``
 (``-q sa`` plus ``a`` alone); the reward is the replay's: quality − λ·COST_SCALE·cost at λ = 0.02, VW's cost its
 negative. VW's settings (learning rate, passes over the log; SquareCB's gamma_scale) are chosen per learner on the
 replay's validation queries (each seed's 200 warm-start queries, full information, never trained on): by the
 learner's test Score on them, and for SquareCB's *served* Score also (b) by the Score it served on the validation
-stream — the serving criterion, applied as to ours; the replay's served target compares with (b). The setting that
-served best on the traffic itself is kept as a labelled reference, not a result. The test split is read only for
-the reported Score. Test and validation Scores are macro over tasks at λ = 0.02, computed
-by the project's `summarize`, as in the replay.
+traffic (llmrouter9) — the serving criterion, applied as to ours; the replay's served target compares with (b).
+The setting that served best on the traffic itself is kept as a labelled reference, not a result. The test split
+is read only for the reported Score. Test and validation Scores are macro over tasks at λ = 0.02, computed by the
+project's `summarize`, as in the replay.
 
 vowpalwabbit is a benchmark-only dependency: it is installed into its own virtual environment (``.cache/vw-venv``,
 from PyPI) and run there as a worker process (``--worker``, which imports only numpy and vowpalwabbit); where it
@@ -46,19 +49,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".cache" / "vw-venv"
 RESULTS = ROOT / "benchmarks" / "results"
+#: the validation data set on which VW SquareCB's serving setting (b) is chosen (bandit_serve_select.py's)
+VALIDATION = "llmrouter9"
 
 #: off-policy settings tried per cb_type (chosen on validation)
 OFF_POLICY_GRID = [{"lr": lr, "passes": p} for lr in (0.001, 0.003, 0.01, 0.03) for p in (1, 5)]
 #: on-policy SquareCB settings tried (chosen on validation; lr 0.3, 1 and gamma_scale 100, 300 added when the
-#: serving criterion's choice lay at the corner lr 0.1, gamma_scale 30 of the earlier grid)
-ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+#: serving criterion's choice lay at the corner lr 0.1, gamma_scale 30 of the earlier grid; lr 3 and 10 added once
+#: when its choice on llmrouter9's traffic lay at lr 1, gamma_scale 30: 0.5904 ± 0.0089, lr 0.3 0.5871)
+ON_POLICY_GRID = [{"lr": lr, "gamma_scale": g} for lr in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
                   for g in (0.3, 3.0, 30.0, 100.0, 300.0)]
 #: VW's full-information ceiling (every action's reward; one fixed setting, not tuned)
 FULL_SETTING = {"cb_type": "mtr", "lr": 0.1, "passes": 3}
 CB_TYPES = ("ips", "dr", "mtr")
 #: logs VW learns from off-policy: the replay's default logging policy, and the issue's ε-greedy (ε = 0.3, the
 #: learner serving alone, as in the issue)
-LOGS = {"default": [], "epsilon": ["--explore", "epsilon", "--epsilon", "0.3", "--prior", "0"]}
+LOGS = {"default": [], "epsilon": ["--explore", "epsilon", "--epsilon", "0.3", "--prior", "0", "--server", "learner"]}
 
 
 # ---------------------------------------------------------------- worker (runs inside the VW venv)
@@ -90,6 +96,7 @@ def worker(folder: Path) -> None:
     job = json.loads((folder / "job.json").read_text())
     d = np.load(folder / "data.npz")
     x, m = d["x_traffic"], int(d["m"])
+    m_valid = int(d["m_vstream"]) if "m_vstream" in d else m  # the validation traffic's pool (llmrouter9: 9)
     out = []
     for task in job["tasks"]:
         base = "--quiet -q sa"
@@ -112,20 +119,21 @@ def worker(folder: Path) -> None:
                 for i in order:
                     vw.learn(_example(x[i], m, (int(action[i]), float(cost[i]), float(prob[i]))))
             served = None
-        else:  # on-policy on the traffic, or on the validation stream (``stream``: "validation")
+        else:  # on-policy on the traffic, or on the validation traffic (``stream``: "validation")
             vw = Workspace(f"--cb_explore_adf --squarecb --gamma_scale {task['gamma_scale']} -l {task['lr']} {base}")
             valid = task.get("stream") == "validation"
             rng = np.random.default_rng([task["seed"], 1] if valid else task["seed"])
             xs = d["x_vstream"] if valid else x
             truth = d["truth_vstream"] if valid else d["truth"]  # (n, m): only the drawn action's is revealed
+            k = m_valid if valid else m
             served = []
             for i in range(len(xs)):
-                pmf = np.asarray(vw.predict(_example(xs[i], m)), dtype=np.float64)
+                pmf = np.asarray(vw.predict(_example(xs[i], k)), dtype=np.float64)
                 pmf = pmf / pmf.sum()
-                a = int(min(np.searchsorted(pmf.cumsum(), rng.random(), side="right"), m - 1))
+                a = int(min(np.searchsorted(pmf.cumsum(), rng.random(), side="right"), k - 1))
                 reward = float(truth[i, a])
                 served.append(reward)
-                vw.learn(_example(xs[i], m, (a, -reward, float(pmf[a]))))
+                vw.learn(_example(xs[i], k, (a, -reward, float(pmf[a]))))
         explore = task["kind"] == "on"  # cb_explore_adf predicts a pmf, cb_adf costs
         if task.get("stream") == "validation":  # only its served Score is wanted
             out.append({**task, "val_choice": None, "test_choice": None, "served": served})
@@ -162,6 +170,9 @@ def main() -> None:
     parser.add_argument("--dataset", default="routerbench3")
     parser.add_argument("--logs", default="default,epsilon", help=f"off-policy logs among {list(LOGS)}")
     parser.add_argument("--report-only", action="store_true", help="rewrite the reports from bandit_vw.json")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="only route the validation traffic with every on-policy setting and print the served "
+                             "Scores (a look at the grid's corners); writes nothing")
     args = parser.parse_args()
     if args.worker:
         worker(Path(args.worker))
@@ -191,7 +202,6 @@ def run(args: argparse.Namespace, py: Path) -> None:
         std_err,
         test_score,
         traffic_order,
-        validation_stream,
     )
 
     from radialrouter.core.objective import COST_SCALE
@@ -207,6 +217,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
     replay = replays[logs[0]]
     embedded = load_default()
     train, test = load(args.dataset, 0, embedded.get_encoder())
+    v_train, _ = load(VALIDATION, 0, embedded.get_encoder())  # the validation data set of choice (b)
 
     def score(ds, choice: np.ndarray) -> float:
         rows = np.arange(len(ds))
@@ -217,13 +228,24 @@ def run(args: argparse.Namespace, py: Path) -> None:
     for seed in seeds:
         order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
         traffic, val = train.subset(order), train.subset(warm_rows)
-        vstream = train.subset(validation_stream(warm_rows, replay.traffic, seed))
+        # the validation traffic: llmrouter9's traffic under the replay's protocol (bandit_serve_select.py's)
+        v_order, _ = traffic_order(len(v_train), replay.traffic, replay.warm, seed)
+        vstream = v_train.subset(v_order[: replay.traffic])
         frozen = embedded if args.dataset == "routerbench3" else learner(replay.steps, seed).fit(val)
         n = len(traffic)
         truth = traffic.quality - LAM * COST_SCALE * traffic.cost
         arrays = {"x_traffic": traffic.embeddings, "truth": truth, "x_val": val.embeddings,
                   "x_test": test.embeddings, "m": traffic.n_llms, "x_vstream": vstream.embeddings,
-                  "truth_vstream": vstream.quality - LAM * COST_SCALE * vstream.cost}
+                  "truth_vstream": vstream.quality - LAM * COST_SCALE * vstream.cost, "m_vstream": vstream.n_llms}
+        if args.validation_only:
+            tasks = [{"kind": "on", "stream": "validation", "seed": seed, **g} for g in ON_POLICY_GRID]
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                np.savez(folder / "data.npz", **arrays)
+                (folder / "job.json").write_text(json.dumps({"tasks": tasks}))
+                subprocess.run([str(py), __file__, "--worker", str(folder)], check=True)
+                per_seed.append(json.loads((folder / "result.json").read_text()))
+            continue
         ours: dict[str, dict] = {}
         for k, rp in replays.items():
             with warnings.catch_warnings():
@@ -259,7 +281,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
                 r["served_all"], r["served_after_first_block"] = float(s.mean()), float(s[replay.every:].mean())
             r.pop("served")
         full = ours[logs[0]]["full"]
-        for r in vstream_runs:  # served on the validation stream, matched to the traffic run of the setting
+        for r in vstream_runs:  # served on the validation traffic, matched to the traffic run of the setting
             match = next(t for t in results if t["kind"] == "on" and t["lr"] == r["lr"]
                          and t["gamma_scale"] == r["gamma_scale"])
             match["served_validation_stream"] = float(np.mean(r["served"]))
@@ -268,6 +290,17 @@ def run(args: argparse.Namespace, py: Path) -> None:
         print(f"seed {seed}: full {full:.4f}, ours " + ", ".join(f"{k} {o['test']:.4f}" for k, o in ours.items())
               + f"; VW settings {len(results)} in {per_seed[-1]['vw_seconds']:.0f} s (load {os.getloadavg()[0]:.2f})",
               flush=True)
+
+    if args.validation_only:
+        served = {}
+        for results in per_seed:
+            for r in results:
+                served.setdefault(f"-l {r['lr']} --gamma_scale {r['gamma_scale']:g}", []).append(np.mean(r["served"]))
+        for k, v in sorted(served.items(), key=lambda kv: -np.mean(kv[1])):
+            print(f"{k}: served on the validation traffic ({VALIDATION}) {np.mean(v):.4f} ± {std_err(v) or 0:.4f}")
+        print(f"{time.perf_counter() - started:.0f} s; load {load_before[0]:.2f} before, "
+              f"{os.getloadavg()[0]:.2f} after")
+        return
 
     def key(r: dict) -> str:
         if r["kind"] == "on":
@@ -307,8 +340,8 @@ def run(args: argparse.Namespace, py: Path) -> None:
             row["best_served_setting"] = top
             row["best_served"] = [r["served_all"] for r in by_setting[top]]
             row["best_served_test"] = [r["test"] for r in by_setting[top]]
-            # (b) the serving criterion on validation: the setting that served best on the validation stream
-            # (`bandit_replay.validation_stream`, the same stream our settings are chosen on)
+            # (b) the serving criterion on validation: the setting that served best on the validation traffic
+            # (llmrouter9's, the same traffic our settings are chosen on by bandit_serve_select.py)
             stream = {k: float(np.mean([r["served_validation_stream"] for r in v])) for k, v in by_setting.items()}
             chosen_b = max(stream, key=stream.get)
             row["validation_stream_served_by_setting"] = stream
@@ -358,7 +391,7 @@ def write(result: dict) -> None:
 def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
     """The figures `bandit_replay.json` keeps under ``vw``: VW's best gap to full information over its learners;
     VW SquareCB's served Score at (b) its setting chosen on validation by the serving criterion — the Score it
-    served on the validation stream (`bandit_replay.validation_stream`), the protocol our serving settings are
+    served on the validation traffic (llmrouter9's 2,000-query traffic), the protocol our serving settings are
     chosen by — which is ``served_score``, the one the replay's served target compares with; at (a) the setting
     chosen by its test Score on the validation queries (``served_score_test_validation_choice``); and, as a
     reference that is not a result (chosen on the traffic it served), its best-serving setting over the grid
@@ -381,9 +414,10 @@ def vw_summary(rows: list[dict], logged: int, dataset: str) -> dict:
             "served_score_after_first_block_se": std_err(square["serving_choice_served_after"]),
             "served_score_per_seed": square["serving_choice_served"],
             "served_score_setting": square["serving_setting"],
-            "served_score_choice": "(b) the setting that served best on the validation stream (each seed's 200 "
-                                   "warm-start queries drawn with replacement into a 2,000-query stream), mean "
-                                   "over seeds",
+            "served_score_choice": "(b) the setting that served best on the validation traffic (llmrouter9's "
+                                   "2,000-query traffic of the replay's protocol, per seed, routed from its first "
+                                   "query; costs estimated from list prices), mean over seeds",
+            "served_score_validation": "llmrouter9",
             "served_score_validation_stream": float(np.mean(square["serving_choice_validation_stream_served"])),
             "served_score_validation_stream_se": std_err(square["serving_choice_validation_stream_served"]),
             "served_score_setting_gap": float(b_gap.mean()), "served_score_setting_gap_se": std_err(list(b_gap)),
@@ -417,7 +451,7 @@ def report(r: dict) -> str:
              "ε = 0.3 (the issue's protocol); the first 500 queries of each are routed by the shipped router. "
              "Means ± standard error over seeds; VW settings chosen per learner on the validation queries (each "
              "seed's 200 warm-start queries) by test Score on them (the on-policy row: choice (a); choice (b) by "
-             "the served Score on the validation stream, below); gaps paired by seed. Served: "
+             "the served Score on the validation traffic, llmrouter9, below); gaps paired by seed. Served: "
              "the true Score of what was served on the traffic (ours: the first 500 by the shipped router, then "
              "by the logging policy above; VW "
              "on-policy: by VW from the first query); 'after 500': queries 501–2,000. Load average "
@@ -439,15 +473,18 @@ def report(r: dict) -> str:
               f"| (a) best test Score on the validation queries | {v['served_score_test_validation_choice_setting']} | "
               f"{pm(v['served_score_test_validation_choice'], v['served_score_test_validation_choice_se'])} | "
               f"{pm(v['squarecb_final_gap'], v.get('squarecb_final_gap_se'))} |",
-              f"| **(b) best served Score on the validation stream** (the served target's yardstick) | "
+              f"| **(b) best served Score on the validation traffic (llmrouter9)** (the served target's yardstick) | "
               f"{v['served_score_setting']} | {pm(v['served_score'], v['served_score_se'])} | "
               f"{pm(v['served_score_setting_gap'], v['served_score_setting_gap_se'])} |",
               f"| reference, not a result: best served on the traffic itself | {ref['setting']} | "
               f"{pm(ref['served_score'], ref['served_score_se'])} | {pm(ref['gap'], ref['gap_se'])} |", "",
-              "Validation stream (`bandit_replay.validation_stream`): per seed, 2,000 draws with replacement from its "
-              "200 warm-start queries (full information, outside the traffic and the test split) — the stream our "
-              "own serving settings are chosen on (`bandit_serve_select.py`, whose rule also asks the learner to "
-              "keep its bandit-fed validation Score; VW's (b) has no such guard). VW's served Score on it, by setting: "
+              "Validation traffic: per seed, llmrouter9's 2,000-query traffic under the replay's protocol "
+              "(`traffic_order` on its training split; 9 LLMs, 14 tasks that routerbench3 does not have; costs "
+              "estimated: list prices from prices.json × prompt tokens counted with the bundled MiniLM WordPiece "
+              "tokenizer + 256 output tokens), routed by VW from its first query — the traffic our own serving "
+              "settings are chosen on (`bandit_serve_select.py`, whose rule also asks the learner to keep its "
+              "bandit-fed Score on llmrouter9's test split; VW's (b) has no such guard). No routerbench3 query "
+              "informs (b). VW's served Score on it, by setting: "
               + ", ".join(f"`{k}` {val:.4f}" for k, val in stream.items()) + ".", "",
               f"Grids: off-policy {r['grids']['off_policy']}; on-policy {r['grids']['on_policy']}. Features: the "
               "query embedding (namespace s) crossed with the action id (a), `-q sa`; VW's cost = −(quality − "
