@@ -19,7 +19,9 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from radialrouter.routers import Router
 from radialrouter.serve.api.admin import admin_router
@@ -65,7 +67,13 @@ def create_app(config: ServeConfig, router: Router | None = None,
         log.exception("internal error on %s", request.url.path)
         return error_response(500, "Internal server error", code="internal_error")
 
-    app.include_router(chat_router(state, config))  # /v1/chat/completions, /v1/models
+    chat = chat_router(state, config)
+    app.include_router(chat)  # /v1/chat/completions, /v1/models
+    # The hot path once more as a plain Starlette route, matched first: the same function and exception handlers
+    # without FastAPI's per-request dependency solving and nested-router dispatch (about 50 µs of CPU a request);
+    # FastAPI's route stays for the OpenAPI schema.
+    hot = next(r for r in chat.routes if isinstance(r, APIRoute) and r.path == "/v1/chat/completions")
+    app.router.routes.insert(0, Route(hot.path, hot.endpoint, methods=sorted(hot.methods)))
     app.include_router(route_router(state, config))  # /v1/route: the decision only
     app.include_router(status_router(state, config))  # /health, /metrics
     app.include_router(health_router(state))
