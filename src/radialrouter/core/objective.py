@@ -159,6 +159,15 @@ def tau_grid(quality: np.ndarray, cost_usd: np.ndarray, lams: tuple[float, ...] 
     return tuple(float(f"{fraction * spread:.3g}") for fraction in TAU_FRACTIONS)
 
 
+def _cost_rows(cost: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``cost`` as float64 of ``shape``: one cost row repeated for every query (the method ``repeat`` is a C call,
+    ``broadcast_to`` a Python one — this is on the routing path)."""
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.shape == shape:
+        return cost
+    return cost.reshape(1, -1).repeat(shape[0], axis=0) if cost.size == shape[-1] else np.broadcast_to(cost, shape)
+
+
 def argmax_cheapest(scores: np.ndarray, cost: np.ndarray, atol: float = 1e-9) -> np.ndarray:
     """Row-wise argmax of ``scores`` with ties broken towards the lower ``cost`` (then the lower index).
 
@@ -166,10 +175,7 @@ def argmax_cheapest(scores: np.ndarray, cost: np.ndarray, atol: float = 1e-9) ->
     masked, which is an error.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    cost = np.asarray(cost, dtype=np.float64)
-    if cost.shape != scores.shape:  # one cost row for every query (the method repeat is C, broadcast_to Python)
-        cost = cost.reshape(1, -1).repeat(len(scores), axis=0) if cost.size == scores.shape[-1] else \
-            np.broadcast_to(cost, scores.shape)
+    cost = _cost_rows(cost, scores.shape)
     best = np.max(scores, axis=1, keepdims=True)
     if not np.all(np.isfinite(best)):
         raise ValueError("every query needs at least one candidate LLM with a finite score")
@@ -181,9 +187,6 @@ def argmax_cheapest(scores: np.ndarray, cost: np.ndarray, atol: float = 1e-9) ->
 def rank_cheapest_first(scores: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Row-wise order of LLMs, best score first, equal scores cheaper first."""
     scores = np.asarray(scores, dtype=np.float64)
-    cost = np.asarray(cost, dtype=np.float64)
-    if cost.shape != scores.shape:  # one cost row for every query (the method repeat is C, broadcast_to Python)
-        cost = cost.reshape(1, -1).repeat(len(scores), axis=0) if cost.size == scores.shape[-1] else \
-            np.broadcast_to(cost, scores.shape)
+    cost = _cost_rows(cost, scores.shape)
     # lexsort sorts each row (the last axis) by the last key first: primary −score, secondary cost.
     return np.lexsort((cost, -scores)) if len(scores) else np.zeros((0, 0), int)
