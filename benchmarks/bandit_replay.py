@@ -98,6 +98,9 @@ VARIANTS = ("full information", EXPLORING, "bandit, exploring, noisy judge", "ba
 #: the data sets that log quality only: their costs are estimates (`radialrouter.data.prices`: list prices from
 #: prices.json × prompt tokens counted with the bundled MiniLM WordPiece tokenizer + 256 output tokens per query)
 PRICED = ("mmlupro29", "llmrouter9")
+#: the data set the serving settings (ours, `bandit_serve_select.py`, and VW SquareCB's (b), `bandit_vw.py`) are
+#: chosen on; the replay itself never reads it
+VALIDATION = "llmrouter9"
 
 
 def load(name: str, seed: int, encoder) -> tuple[RoutingDataset, RoutingDataset]:
@@ -407,6 +410,14 @@ def traffic_order(n_train: int, n_traffic: int, n_warm: int, seed: int,
         parts.append(rng.permutation(pool))
         have += len(pool)
     return np.concatenate(parts)[:n_traffic], warm
+
+
+def validation_traffic(data: RoutingDataset, n_traffic: int, n_warm: int, seed: int
+                       ) -> tuple[RoutingDataset, RoutingDataset]:
+    """(traffic, warm-start queries) of a seed on the validation data set's training split (`VALIDATION`), under
+    the replay's protocol (`traffic_order`): what serving settings — ours and VW's (b) — are chosen on."""
+    order, warm_rows = traffic_order(len(data), n_traffic, n_warm, seed)
+    return data.subset(order[:n_traffic]), data.subset(warm_rows)
 
 
 def validation_stream(warm_rows: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -64,12 +64,14 @@ from bandit_replay import (
     EXPLORING,
     LEARNER_NAME,
     RESULTS,
+    VALIDATION,
     learner,
     load,
     replay_parser,
     run_replay,
     std_err,
     traffic_order,
+    validation_traffic,
 )
 from bandit_replay import validation_stream as stream_rows
 
@@ -97,8 +99,6 @@ for _options in CANDIDATES.values():  # the rows measured before the ridge serve
         _options += ["--server", "learner"]
 
 
-#: the validation data set of the default protocol (never read by the replay)
-VALIDATION = "llmrouter9"
 PROTOCOLS = {
     "llmrouter9": "per seed, the replay's protocol on llmrouter9's training split as traffic (2,000 queries, the "
                   "next 200 of the seed's shuffle the warm-start queries; the frozen router: the learner trained on "
@@ -156,11 +156,10 @@ def main() -> None:
                 else:
                     # the replay's protocol on llmrouter9 (as bandit_replay.main runs a data set other than
                     # routerbench3): its traffic, its warm-start queries, the frozen router trained on them
-                    v_order, v_warm_rows = traffic_order(len(v_train), replay.traffic, replay.warm, seed)
-                    v_warm = v_train.subset(v_warm_rows)
+                    v_traffic, v_warm = validation_traffic(v_train, replay.traffic, replay.warm, seed)
                     v_frozen = learner(replay.steps, seed).fit(v_warm)
-                    r = run_replay(VALIDATION, v_train.subset(v_order[: replay.traffic]), v_warm, v_test, v_frozen,
-                                   seed, replay, variants=(EXPLORING,))
+                    r = run_replay(VALIDATION, v_traffic, v_warm, v_test, v_frozen, seed, replay,
+                                   variants=(EXPLORING,))
                     val_bandit.append(r["curves"][EXPLORING][-1])
                     frozen_served.append(r["frozen_served"])
                     # reference, not a result (never read by the rule): the candidate on routerbench3's traffic

@@ -49,8 +49,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".cache" / "vw-venv"
 RESULTS = ROOT / "benchmarks" / "results"
-#: the validation data set on which VW SquareCB's serving setting (b) is chosen (bandit_serve_select.py's)
-VALIDATION = "llmrouter9"
 
 #: off-policy settings tried per cb_type (chosen on validation)
 OFF_POLICY_GRID = [{"lr": lr, "passes": p} for lr in (0.001, 0.003, 0.01, 0.03) for p in (1, 5)]
@@ -188,6 +186,16 @@ def main() -> None:
     run(args, py)
 
 
+def run_worker(py: Path, arrays: dict[str, np.ndarray], tasks: list[dict]) -> list[dict]:
+    """Run ``tasks`` on ``arrays`` in a VW worker process (``py`` of the VW venv); its results, one per task."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        np.savez(folder / "data.npz", **arrays)
+        (folder / "job.json").write_text(json.dumps({"tasks": tasks}))
+        subprocess.run([str(py), __file__, "--worker", str(folder)], check=True)
+        return json.loads((folder / "result.json").read_text())
+
+
 def run(args: argparse.Namespace, py: Path) -> None:
     import warnings
 
@@ -195,6 +203,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
     from bandit_replay import (
         EXPLORING,
         LAM,
+        VALIDATION,
         learner,
         load,
         replay_parser,
@@ -202,6 +211,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
         std_err,
         test_score,
         traffic_order,
+        validation_traffic,
     )
 
     from radialrouter.core.objective import COST_SCALE
@@ -229,8 +239,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
         order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
         traffic, val = train.subset(order), train.subset(warm_rows)
         # the validation traffic: llmrouter9's traffic under the replay's protocol (bandit_serve_select.py's)
-        v_order, _ = traffic_order(len(v_train), replay.traffic, replay.warm, seed)
-        vstream = v_train.subset(v_order[: replay.traffic])
+        vstream, _ = validation_traffic(v_train, replay.traffic, replay.warm, seed)
         frozen = embedded if args.dataset == "routerbench3" else learner(replay.steps, seed).fit(val)
         n = len(traffic)
         truth = traffic.quality - LAM * COST_SCALE * traffic.cost
@@ -239,12 +248,7 @@ def run(args: argparse.Namespace, py: Path) -> None:
                   "truth_vstream": vstream.quality - LAM * COST_SCALE * vstream.cost, "m_vstream": vstream.n_llms}
         if args.validation_only:
             tasks = [{"kind": "on", "stream": "validation", "seed": seed, **g} for g in ON_POLICY_GRID]
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp)
-                np.savez(folder / "data.npz", **arrays)
-                (folder / "job.json").write_text(json.dumps({"tasks": tasks}))
-                subprocess.run([str(py), __file__, "--worker", str(folder)], check=True)
-                per_seed.append(json.loads((folder / "result.json").read_text()))
+            per_seed.append(run_worker(py, arrays, tasks))
             continue
         ours: dict[str, dict] = {}
         for k, rp in replays.items():
@@ -264,13 +268,8 @@ def run(args: argparse.Namespace, py: Path) -> None:
         tasks += [{"kind": "on", "seed": seed, **g} for g in ON_POLICY_GRID]
         tasks += [{"kind": "on", "stream": "validation", "seed": seed, **g} for g in ON_POLICY_GRID]
         tasks += [{"kind": "full", "seed": seed, **FULL_SETTING}]
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            np.savez(folder / "data.npz", **arrays)
-            (folder / "job.json").write_text(json.dumps({"tasks": tasks}))
-            t0 = time.perf_counter()
-            subprocess.run([str(py), __file__, "--worker", str(folder)], check=True)
-            results = json.loads((folder / "result.json").read_text())
+        t0 = time.perf_counter()
+        results = run_worker(py, arrays, tasks)
         vstream_runs = [r for r in results if r.get("stream") == "validation"]
         results = [r for r in results if r.get("stream") != "validation"]
         for r in results:

@@ -588,3 +588,34 @@ def test_sharded_transport_bounds_each_pool_and_releases_on_close():
 
     with fake_backends(("a",), delay_s=0.05) as (_, url):
         asyncio.run(main(url))
+
+
+def test_a_mixed_batch_is_decided_as_each_request_alone(tmp_path):
+    """The routing thread decides batches: mixed λs, a request one LLM cannot hold, one that needs a capability and
+    one no LLM can serve get what each would get alone (same LLM, ranking, scores, exclusions, refusal)."""
+    from radialrouter.core.encoders import QueryEncoder
+    from radialrouter.data import RoutingDataset
+    from radialrouter.serve.routing import Decider, RequestError, RouteQuery
+
+    texts = ["Write a Python function that sorts a list", "hello there", "parse this JSON", "good morning"] * 3
+    quality = [[0.2, 0.6, 0.9], [1.0, 0.8, 0.7], [0.1, 0.9, 0.8], [0.9, 0.9, 1.0]] * 3
+    ds = RoutingDataset.from_arrays(texts, quality, ["llm-0", "llm-1", "llm-2"],
+                                    cost=[[1e-4, 1e-3, 1e-2]] * len(texts)).embed(QueryEncoder(cache_dir=False),
+                                                                                  progress=False)
+    router = make_router("knn", k=3).fit(ds)
+    config = parse_config({"llms": _pool("http://127.0.0.1:9"), "ledger": {"path": None}}, env=KEY_ENV)
+    decider = Decider(config, router, _COUNTER)
+    none = frozenset()
+    batch = [RouteQuery("Write a Python function that merges dicts", 20, 0, none, 0.0),
+             RouteQuery("hello, how are you?", 20, 0, none, 50.0),
+             RouteQuery("summarise this long report", 500, 0, none, 0.0),  # beyond cheap's 128-token window
+             RouteQuery("describe this picture", 20, 0, frozenset({"vision"}), 50.0),
+             RouteQuery("far too long for anyone", 200_000, 0, none, 0.0)]  # no LLM can hold it
+    together = decider.decide(batch)
+    for query, got in zip(batch, together):
+        alone = decider.decide([query])[0]
+        if isinstance(alone, RequestError):
+            assert isinstance(got, RequestError) and str(got) == str(alone)
+        else:
+            assert got.to_dict() == alone.to_dict()
+    assert "cheap" in together[2].excluded and together[3].ranking == ["strong"]

@@ -284,8 +284,6 @@ class Router(ABC):
                 return queries.embeddings
             queries = queries.prompts.tolist()
         if isinstance(queries, np.ndarray) and queries.dtype.kind == "f":
-            if queries.ndim == 2 and queries.dtype == np.float32:  # the serving path's encoder output
-                return queries
             return np.atleast_2d(queries).astype(np.float32, copy=False)
         if isinstance(queries, str):
             queries = [queries]

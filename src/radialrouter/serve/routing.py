@@ -426,11 +426,9 @@ class Decider:
         inputs: Any = self.router.get_encoder().encode(texts) if self.router.uses_embeddings else texts
         for lam in {queries[i].lam for i in ok}:
             rows = [k for k, i in enumerate(ok) if queries[i].lam == lam]
-            if len(rows) == len(ok):  # one λ for the whole batch (always, for a batch of one)
-                subset, mask = inputs, np.stack(masks) if len(masks) > 1 else masks[0][None]
-            else:
-                subset = inputs[rows] if self.router.uses_embeddings else [texts[k] for k in rows]
-                mask = np.stack([masks[k] for k in rows])
+            whole = len(rows) == len(ok)  # one λ for the whole batch (always, for a batch of one)
+            subset = inputs if whole else inputs[rows] if self.router.uses_embeddings else [texts[k] for k in rows]
+            mask = masks[rows[0]][None] if len(rows) == 1 else np.stack([masks[k] for k in rows])
             decisions = self.router.route(subset, lam=lam, candidates=mask,
                                           context=[queries[ok[k]].context for k in rows])
             for k, d in zip(rows, decisions):
