@@ -347,7 +347,7 @@ class Decider:
 
     def fits_every_window(self, prompt_tokens: int, max_output: int) -> bool:
         """Whether no routable LLM's context window can exclude a request of this size (capabilities aside)."""
-        return all(prompt_tokens + max_output <= llm.context_window for llm in self.routable)
+        return not self.routable or prompt_tokens + max_output <= self._smallest_window
 
     def warm_up(self) -> None:
         """Load encoder weights now, so the first request does not pay for it."""
