@@ -287,11 +287,14 @@ def deploy_learner(traffic: RoutingDataset, s: dict, seen: np.ndarray, frozen: R
 
 def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: RoutingDataset | None,
                frozen: Router, seed: int, args, variants: tuple[str, ...] = VARIANTS,
-               make: Callable[[int, int], Router] = learner) -> dict:
+               make: Callable[[int, int], Router] = learner, learn_at: tuple[int, ...] | None = None) -> dict:
     """One replay of ``traffic``. ``test`` None (`bandit_serve_select.py`'s reference runs): no test
     Scores, only what was served. ``args.deploy``: which policy serves after a retrain — ``always`` the new
     learner, ``ope`` the new learner only when `deploy_learner` says so, else the frozen router (exploring
-    variants; without exploration the log has no propensities to evaluate with, and the learner always serves)."""
+    variants; without exploration the log has no propensities to evaluate with, and the learner always serves).
+    ``learn_at`` (`bandit_serve_select.py`'s held-out-fold guard; None: every checkpoint): with ``--server ridge``
+    and no OPE the learner neither serves nor is read between checkpoints, so it is retrained and scored only at
+    these (its curve is NaN at the others); nothing else changes, as each fit seeds itself."""
     n, m = len(traffic), traffic.n_llms
     x = traffic.embeddings
     true_score = traffic.quality - LAM * COST_SCALE * traffic.cost  # (n, m)
@@ -370,10 +373,12 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
                                "ess": result.diagnostics["ess"]})
         # retrain every learner on what it logged so far
         seen = np.arange(t)
+        skip = learn_at is not None and serve_make is not None and not targets and t not in learn_at
         for v, s in state.items():
             v_warm = warm if v.endswith("warm start") else None
-            s["policy"] = fit_bandit(traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps,
-                                     seed, v_warm, make, frozen if getattr(args, "impute_frozen", False) else None)
+            s["policy"] = s["policy"] if skip else fit_bandit(
+                traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps, seed, v_warm, make,
+                frozen if getattr(args, "impute_frozen", False) else None)
             fitted = s["policy"] if serve_make is None else fit_bandit(
                 traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps, seed, v_warm, serve_make)
             gated = getattr(args, "deploy", "always") == "ope" and v != "bandit, no exploration"
@@ -382,7 +387,7 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
             s["serving"] = serving_policy(frozen, fitted, s, args, len(seen)) if use else frozen
             s["deployed"].append(bool(use))
             if test is not None:
-                curves[v].append(test_score(s["policy"], test))
+                curves[v].append(float("nan") if skip else test_score(s["policy"], test))
         if "full information" in curves:
             full_policy = make(args.steps, seed).fit(traffic.subset(seen))
             curves["full information"].append(test_score(full_policy, test))
