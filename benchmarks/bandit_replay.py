@@ -21,16 +21,16 @@ router). Policies:
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
 * ``bandit, exploring``: SquareCB's inverse-gap weighting (``--explore squarecb``, the default, chosen on
   validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 30·√t after
-  t logged queries — the scale chosen by `bandit_serve_select.py` (γ = 100·√t; 10, then 30 before) — the same
-  function as ``router.explore``), ε-greedy (``--explore epsilon``: with probability ε a
-  uniformly random LLM) or a softmax over the policy's scores with an ε/m floor (``--explore softmax``); the draw's
-  propensity is logged.
+  t logged queries, the scale chosen by `bandit_serve_select.py` — the same function as ``router.explore``),
+  ε-greedy (``--explore epsilon``: with probability ε a uniformly random LLM) or a softmax over the policy's
+  scores with an ε/m floor (``--explore softmax``); the draw's propensity is logged.
   Which policy serves after a retrain (``--deploy``): ``always`` the new learner; ``ope`` the new learner only
   when off-policy evaluation of the most recent logged queries (held out from a check fit) rates it at least the
   frozen router, else the frozen router keeps serving, exploring around its choice (`deploy_learner`).
   ``--prior n0`` warm-starts serving from the shipped router: the served scores blend the frozen router's and the
-  learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`; default 0, the learner
-  alone). The serving settings (γ scale, ``--server``, ``--serve-every``, ``--serve-from``, ``--prior``) are chosen
+  learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`; default 1,000, chosen by
+  `bandit_serve_select.py`; 0: the learner alone). The serving settings (γ scale, ``--server``,
+  ``--serve-every``, ``--serve-from``, ``--prior``) are chosen
   by `bandit_serve_select.py` by the Score served on a separate validation data set — llmrouter9's traffic under
   this replay's protocol, its test split the guard on learning — the protocol VW SquareCB's choice (b) follows
   (`bandit_vw.py`); no routerbench3 query informs them. (Before, they were chosen on `validation_stream`,
@@ -39,8 +39,9 @@ router). Policies:
   (`SERVE_RIDGE`, the `ridge` router), refitted every ``--serve-every`` logged queries from query ``--serve-from``
   on (the shipped router before) — in the product, `radialrouter train --from-ledger --router ridge` and `promote`
   on that cadence; the learner (whose test Score is the curve and the gap) is still retrained every ``--every`` on
-  the log. The default, chosen by `bandit_serve_select.py` on llmrouter9: every 250 from query 500, γ = 100·√t
-  (``--server learner``: the learner serves, the earlier default).
+  the log. The default, chosen by `bandit_serve_select.py` (llmrouter9's traffic, guarded by the learner's gap on
+  held-out folds of routerbench3's training split): ``--server learner`` — the learner serves, blended with the
+  frozen router (``--prior 1000``); the ridge served by default before (every 250 from query 500, γ = 100·√t).
 * ``bandit, exploring, noisy judge``: as above, labels flipped with probability ``--noise``.
 * ``bandit, exploring, warm start``: as ``exploring``, trained on the ``--warm`` full-information queries too.
 * ``full information``: the same learner trained on the same traffic queries with every LLM's label (the ceiling).
@@ -624,25 +625,23 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epsilon", type=float, default=0.3, help="ε of ε-greedy (the floor with softmax)")
     parser.add_argument("--explore", choices=("epsilon", "softmax", "squarecb"), default="squarecb")
     parser.add_argument("--gamma", type=float, default=None, help="SquareCB's fixed γ (default: the schedule)")
-    parser.add_argument("--gamma-scale", type=float, default=100.0,
+    parser.add_argument("--gamma-scale", type=float, default=30.0,
                         help="SquareCB: γ = scale · t^exponent (default chosen by bandit_serve_select.py)")
     parser.add_argument("--gamma-exponent", type=float, default=0.5)
-    parser.add_argument("--server", choices=("learner", "ridge"), default="ridge",
+    parser.add_argument("--server", choices=("learner", "ridge"), default="learner",
                         help="the policy that serves while logging: the learner itself, retrained every --every, or "
                              "a per-LLM ridge regression (SERVE_RIDGE) refitted every --serve-every (default chosen "
                              "by bandit_serve_select.py); the learner's test Score is the curve either way")
     parser.add_argument("--serve-every", type=int, default=250,
-                        help="--server ridge: refit the serving ridge every this many logged queries (default "
-                             "chosen by bandit_serve_select.py)")
+                        help="--server ridge: refit the serving ridge every this many logged queries")
     parser.add_argument("--serve-from", type=int, default=500,
                         help="--server ridge: the shipped router serves the first this many queries, then the ridge "
-                             "refitted every --serve-every (default chosen by bandit_serve_select.py; 0: from "
-                             "--serve-every)")
+                             "refitted every --serve-every (0: from --serve-every)")
     parser.add_argument("--deploy", choices=("always", "ope"), default="always",
                         help="after a retrain, serve the new learner always, or only when off-policy evaluation on "
                              "held-out logged queries rates it at least the frozen router (else the frozen router "
                              "keeps serving)")
-    parser.add_argument("--prior", type=float, default=0.0,
+    parser.add_argument("--prior", type=float, default=1000.0,
                         help="warm start from the frozen router: after t logged queries serve the blend of its and "
                              "the learner's scores with the learner's weight t / (t + prior) (0: the learner alone; "
                              "default chosen by bandit_serve_select.py)")
