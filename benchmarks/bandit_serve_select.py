@@ -422,7 +422,8 @@ def write(out, args, stream_protocol: bool, rows: list[dict], full_cache: dict, 
                 "information (routerbench3's training split) at 2,000 and at 10,000 logged queries each within one "
                 "standard error of the smallest at that size; a candidate without the held-out-fold figures does "
                 "not pass (if none passes all three: the two held-out-fold guards alone; if none passes both: the "
-                "held-out-fold gap averaged over the two sizes, within one standard error of the smallest)")
+                "held-out-fold gap averaged over the two sizes, within one standard error of the smallest); the "
+                "held-out-fold figures of the --impute-frozen candidates are not read (they leak the fold)")
     result = {"benchmark": "bandit_serve_select", "protocol": args.protocol, "seeds": args.seeds,
               "learner": LEARNER_NAME, "rows": rows, "chosen": best["candidate"], "chosen_options": best["options"],
               "rule": rule, "guards_applied": [k for k, _ in applied],
@@ -471,7 +472,9 @@ def write(out, args, stream_protocol: bool, rows: list[dict], full_cache: dict, 
         fi = {n: [f[str(n)] for f in full_cache.values() if str(n) in f] for n in GUARD_SIZES}
         note += (f" Held-out-fold guard: {HELDOUT_GUARD}; the full-information learner scored "
                  + " and ".join(f"{np.mean(v):.4f} at {n:,}" for n, v in fi.items() if v)
-                 + " on the held-out folds (mean over seeds). A dash: no held-out-fold figures (cannot be chosen). "
+                 + f" on the held-out folds (mean over seeds); the guard took "
+                 f"{sum(r.get('guard_seconds', 0) for r in rows):.0f} s in all (per candidate in the table, with the "
+                 "load average after it). A dash: no held-out-fold figures (cannot be chosen). "
                  "\"Not read\": the learner learns from labels implied by the shipped router (--impute-frozen), "
                  "which was trained on the held-out fold, so its held-out-fold figures are not read by the rule "
                  "(cannot be chosen).")

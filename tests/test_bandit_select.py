@@ -21,8 +21,8 @@ def select(monkeypatch):
 
 
 def row(name: str, served: float, val: float, gap2: float | None = None, gap10: float | None = None,
-        se: float = 0.01) -> dict:
-    r = {"candidate": name, "served": served, "val_bandit": val, "val_bandit_se": se}
+        se: float = 0.01, options: tuple[str, ...] = ()) -> dict:
+    r = {"candidate": name, "options": list(options), "served": served, "val_bandit": val, "val_bandit_se": se}
     if gap2 is not None:
         r |= {"guard_gap_2000": gap2, "guard_gap_2000_se": se, "guard_gap_10000": gap10, "guard_gap_10000_se": se}
     return r
@@ -40,12 +40,15 @@ def test_choose_with_several_guards(select):
             row("stalls at 10k", 0.62, 0.54, 0.010, 0.030),  # within one s.e. at 2,000, not at 10,000
             row("serves most, no guard figures", 0.65, 0.54),
             row("close", 0.61, 0.535, 0.012, 0.010),
-            row("llmrouter9 guard fails", 0.63, 0.50, 0.004, 0.001)]
-    assert [r["candidate"] for r in explore.within_one_se(rows, "guard_gap_10000", higher=False)] == [
+            row("llmrouter9 guard fails", 0.63, 0.50, 0.004, 0.001),
+            # its held-out-fold figures leak the fold (trained on the shipped router's implied labels): not read
+            row("imputes", 0.70, 0.54, -0.05, -0.05, options=("--impute-frozen",))]
+    assert [r["candidate"] for r in explore.within_one_se(rows[:-1], "guard_gap_10000", higher=False)] == [
         "learns", "close", "llmrouter9 guard fails"]
     chosen, applied = serve.choose_serving(rows)
     assert chosen["candidate"] == "close" and applied == serve.GUARDS
-    assert explore.choose(rows)["candidate"] == "serves most, no guard figures"  # the llmrouter9 guard alone
+    assert explore.choose(rows)["candidate"] == "imputes"  # the llmrouter9 guard alone
+    assert explore.choose(rows, serve.GUARDS)["candidate"] == "imputes"  # were its figures read
 
 
 def test_choose_serving_falls_back_to_the_heldout_guards(select):
