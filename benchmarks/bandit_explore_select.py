@@ -36,10 +36,26 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def choose(rows: list[dict]) -> dict:
-    """Best served Score among the candidates within one s.e. of the best bandit-fed validation Score."""
-    top = max(rows, key=lambda r: r["val_bandit"])
-    near = [r for r in rows if r["val_bandit"] >= top["val_bandit"] - (top["val_bandit_se"] or 0.0)]
+def within_one_se(rows: list[dict], key: str, higher: bool = True) -> list[dict]:
+    """The rows whose ``key`` is within one standard error of the best row's (``higher``: larger is better, else
+    smaller; the standard error is the best row's ``{key}_se``). Rows without a ``key`` figure are not among them."""
+    have = [r for r in rows if r.get(key) is not None]
+    if not have:
+        return []
+    sign = 1.0 if higher else -1.0
+    top = max(have, key=lambda r: sign * r[key])
+    bar = sign * top[key] - (top.get(f"{key}_se") or 0.0)
+    return [r for r in have if sign * r[key] >= bar]
+
+
+def choose(rows: list[dict], guards: tuple[tuple[str, bool], ...] = (("val_bandit", True),)) -> dict:
+    """Best served Score among the candidates that pass every guard — ``(key, higher is better)``: within one s.e.
+    of the best candidate's ``key`` (`within_one_se`); by default the bandit-fed validation Score. A candidate
+    without a guard's figure does not pass it. ValueError when none passes every guard."""
+    passed = [{id(r) for r in within_one_se(rows, key, higher)} for key, higher in guards]
+    near = [r for r in rows if all(id(r) in p for p in passed)]
+    if not near:
+        raise ValueError(f"no candidate passes every guard {[k for k, _ in guards]}")
     return max(near, key=lambda r: r["served"])
 
 

@@ -21,16 +21,16 @@ router). Policies:
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
 * ``bandit, exploring``: SquareCB's inverse-gap weighting (``--explore squarecb``, the default, chosen on
   validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 30·√t after
-  t logged queries — the scale chosen by `bandit_serve_select.py` (γ = 100·√t; 10, then 30 before) — the same
-  function as ``router.explore``), ε-greedy (``--explore epsilon``: with probability ε a
-  uniformly random LLM) or a softmax over the policy's scores with an ε/m floor (``--explore softmax``); the draw's
-  propensity is logged.
+  t logged queries, the scale chosen by `bandit_serve_select.py` — the same function as ``router.explore``),
+  ε-greedy (``--explore epsilon``: with probability ε a uniformly random LLM) or a softmax over the policy's
+  scores with an ε/m floor (``--explore softmax``); the draw's propensity is logged.
   Which policy serves after a retrain (``--deploy``): ``always`` the new learner; ``ope`` the new learner only
   when off-policy evaluation of the most recent logged queries (held out from a check fit) rates it at least the
   frozen router, else the frozen router keeps serving, exploring around its choice (`deploy_learner`).
   ``--prior n0`` warm-starts serving from the shipped router: the served scores blend the frozen router's and the
-  learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`; default 0, the learner
-  alone). The serving settings (γ scale, ``--server``, ``--serve-every``, ``--serve-from``, ``--prior``) are chosen
+  learner's, the learner's weight t / (t + n0) after t logged queries (`PriorBlend`; default 1,000, chosen by
+  `bandit_serve_select.py`; 0: the learner alone). The serving settings (γ scale, ``--server``,
+  ``--serve-every``, ``--serve-from``, ``--prior``) are chosen
   by `bandit_serve_select.py` by the Score served on a separate validation data set — llmrouter9's traffic under
   this replay's protocol, its test split the guard on learning — the protocol VW SquareCB's choice (b) follows
   (`bandit_vw.py`); no routerbench3 query informs them. (Before, they were chosen on `validation_stream`,
@@ -39,8 +39,9 @@ router). Policies:
   (`SERVE_RIDGE`, the `ridge` router), refitted every ``--serve-every`` logged queries from query ``--serve-from``
   on (the shipped router before) — in the product, `radialrouter train --from-ledger --router ridge` and `promote`
   on that cadence; the learner (whose test Score is the curve and the gap) is still retrained every ``--every`` on
-  the log. The default, chosen by `bandit_serve_select.py` on llmrouter9: every 250 from query 500, γ = 100·√t
-  (``--server learner``: the learner serves, the earlier default).
+  the log. The default, chosen by `bandit_serve_select.py` (llmrouter9's traffic, guarded by the learner's gap on
+  held-out folds of routerbench3's training split): ``--server learner`` — the learner serves, blended with the
+  frozen router (``--prior 1000``); the ridge served by default before (every 250 from query 500, γ = 100·√t).
 * ``bandit, exploring, noisy judge``: as above, labels flipped with probability ``--noise``.
 * ``bandit, exploring, warm start``: as ``exploring``, trained on the ``--warm`` full-information queries too.
 * ``full information``: the same learner trained on the same traffic queries with every LLM's label (the ceiling).
@@ -287,11 +288,14 @@ def deploy_learner(traffic: RoutingDataset, s: dict, seen: np.ndarray, frozen: R
 
 def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: RoutingDataset | None,
                frozen: Router, seed: int, args, variants: tuple[str, ...] = VARIANTS,
-               make: Callable[[int, int], Router] = learner) -> dict:
+               make: Callable[[int, int], Router] = learner, learn_at: tuple[int, ...] | None = None) -> dict:
     """One replay of ``traffic``. ``test`` None (`bandit_serve_select.py`'s reference runs): no test
     Scores, only what was served. ``args.deploy``: which policy serves after a retrain — ``always`` the new
     learner, ``ope`` the new learner only when `deploy_learner` says so, else the frozen router (exploring
-    variants; without exploration the log has no propensities to evaluate with, and the learner always serves)."""
+    variants; without exploration the log has no propensities to evaluate with, and the learner always serves).
+    ``learn_at`` (`bandit_serve_select.py`'s held-out-fold guard; None: every checkpoint): with ``--server ridge``
+    and no OPE the learner neither serves nor is read between checkpoints, so it is retrained and scored only at
+    these (its curve is NaN at the others); nothing else changes, as each fit seeds itself."""
     n, m = len(traffic), traffic.n_llms
     x = traffic.embeddings
     true_score = traffic.quality - LAM * COST_SCALE * traffic.cost  # (n, m)
@@ -370,10 +374,12 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
                                "ess": result.diagnostics["ess"]})
         # retrain every learner on what it logged so far
         seen = np.arange(t)
+        skip = learn_at is not None and serve_make is not None and not targets and t not in learn_at
         for v, s in state.items():
             v_warm = warm if v.endswith("warm start") else None
-            s["policy"] = fit_bandit(traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps,
-                                     seed, v_warm, make, frozen if getattr(args, "impute_frozen", False) else None)
+            s["policy"] = s["policy"] if skip else fit_bandit(
+                traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps, seed, v_warm, make,
+                frozen if getattr(args, "impute_frozen", False) else None)
             fitted = s["policy"] if serve_make is None else fit_bandit(
                 traffic.subset(seen), s["action"][seen], s["label"][seen], prior, args.steps, seed, v_warm, serve_make)
             gated = getattr(args, "deploy", "always") == "ope" and v != "bandit, no exploration"
@@ -382,7 +388,7 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
             s["serving"] = serving_policy(frozen, fitted, s, args, len(seen)) if use else frozen
             s["deployed"].append(bool(use))
             if test is not None:
-                curves[v].append(test_score(s["policy"], test))
+                curves[v].append(float("nan") if skip else test_score(s["policy"], test))
         if "full information" in curves:
             full_policy = make(args.steps, seed).fit(traffic.subset(seen))
             curves["full information"].append(test_score(full_policy, test))
@@ -619,25 +625,23 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epsilon", type=float, default=0.3, help="ε of ε-greedy (the floor with softmax)")
     parser.add_argument("--explore", choices=("epsilon", "softmax", "squarecb"), default="squarecb")
     parser.add_argument("--gamma", type=float, default=None, help="SquareCB's fixed γ (default: the schedule)")
-    parser.add_argument("--gamma-scale", type=float, default=100.0,
+    parser.add_argument("--gamma-scale", type=float, default=30.0,
                         help="SquareCB: γ = scale · t^exponent (default chosen by bandit_serve_select.py)")
     parser.add_argument("--gamma-exponent", type=float, default=0.5)
-    parser.add_argument("--server", choices=("learner", "ridge"), default="ridge",
+    parser.add_argument("--server", choices=("learner", "ridge"), default="learner",
                         help="the policy that serves while logging: the learner itself, retrained every --every, or "
                              "a per-LLM ridge regression (SERVE_RIDGE) refitted every --serve-every (default chosen "
                              "by bandit_serve_select.py); the learner's test Score is the curve either way")
     parser.add_argument("--serve-every", type=int, default=250,
-                        help="--server ridge: refit the serving ridge every this many logged queries (default "
-                             "chosen by bandit_serve_select.py)")
+                        help="--server ridge: refit the serving ridge every this many logged queries")
     parser.add_argument("--serve-from", type=int, default=500,
                         help="--server ridge: the shipped router serves the first this many queries, then the ridge "
-                             "refitted every --serve-every (default chosen by bandit_serve_select.py; 0: from "
-                             "--serve-every)")
+                             "refitted every --serve-every (0: from --serve-every)")
     parser.add_argument("--deploy", choices=("always", "ope"), default="always",
                         help="after a retrain, serve the new learner always, or only when off-policy evaluation on "
                              "held-out logged queries rates it at least the frozen router (else the frozen router "
                              "keeps serving)")
-    parser.add_argument("--prior", type=float, default=0.0,
+    parser.add_argument("--prior", type=float, default=1000.0,
                         help="warm start from the frozen router: after t logged queries serve the blend of its and "
                              "the learner's scores with the learner's weight t / (t + prior) (0: the learner alone; "
                              "default chosen by bandit_serve_select.py)")

@@ -37,12 +37,46 @@ ridge regression refitted every 100 or 250 logged queries (``--server ridge``: f
 ridge's own settings (``alpha`` 10, ``pessimism`` 1, `bandit_replay.SERVE_RIDGE`) were chosen first by its
 bandit-fed Score on routerbench3's validation queries (seeds 0-2, ridge serving itself every 100 at γ = 30·√t:
 alpha 10 / 30 / 100 × pessimism 0 / 1 / 2 gave 0.710 / 0.735 / 0.720, 0.697 / 0.726 / 0.713, 0.706 / 0.702 /
-0.689; alpha 0.1 and 1 without pessimism 0.700 and 0.709) and are kept. Rule (`bandit_explore_select.choose`,
-unchanged): the best mean served Score among the candidates whose bandit-fed validation Score is within one
-standard error of the best.
+0.689; alpha 0.1 and 1 without pessimism 0.700 and 0.709) and are kept. Added with the held-out-fold guard
+(declared before it ran): SquareCB with a slower-growing γ = scale · t^0.25 (scales 30, 100, 300), the ridge
+serving every 250 from query 500.
+
+In-domain learning guard (the held-out-fold guard, `heldout_guard`; added for issue #26): the llmrouter9 guard
+hardly discriminates (every learner 0.52-0.54 on llmrouter9's test split, within noise) and reads 2,000 logged
+queries only, and it let through a setting whose `mlp` stalls ~0.03 below full information on routerbench3 at
+2,000 and 10,000. So a second guard runs in routerbench3's own domain without reading its test split or anything
+served on its traffic: per seed, routerbench3's training split less the seed's warm-start queries (`traffic_order`'s
+pool) is split into a held-out fold (fold ``seed % 5`` of a fixed seeded 5-fold partition of the training split,
+restricted to the pool: ~420 queries, disjoint across seeds 0-4) and the rest; the rest, replayed in passes (a
+fresh permutation each), is the traffic of 10,000 queries; `run_replay` runs the candidate (exploring variant, no
+OPE) with the held-out fold as its "test" and the shipped router (`load_default()`) as the frozen router that serves
+the first 500 queries, as in the replay. That router was trained on the whole training split, held-out fold
+included; it only serves the first 500 queries and does so for every candidate alike. Per candidate: the bandit-fed
+learner's held-out Score and its gap to the full-information learner on the same traffic (computed once per seed,
+`full_information_scores`: it depends on the seed only) at 2,000 and at 10,000 logged queries, mean ± s.e. over
+seeds. This guard was designed after the previous round's routerbench3 test figures had been seen (the stall at
+2,000 and 10,000); the choice itself reads no test figure.
+
+Rule (`choose_serving`: `bandit_explore_select.choose` with several guard keys, `GUARDS`): the best mean Score
+served on llmrouter9's traffic among the candidates that pass every guard — (i) the bandit-fed learner's Score on
+llmrouter9's test split within one standard error of the best candidate's; (ii) the held-out-fold gap at 2,000 and
+(iii) at 10,000 logged queries each within one standard error of the smallest gap at that size (the standard error
+of the best candidate's figure). A candidate without the held-out-fold figures does not pass (ii) and (iii), so it
+cannot be chosen. Should no candidate pass all three, the held-out-fold guards alone apply (`HELDOUT_GUARDS`);
+should none pass both of those, one guard on the held-out-fold gap averaged over the two sizes (per seed, then mean
+± s.e. over seeds; `MEAN_GAP_GUARD`), which the best candidate always passes. (That last fallback was added after a
+first guard run stopped — no candidate among the first ten passed both held-out-fold guards, and the first rule
+had no answer for it — with those ten candidates' held-out-fold figures seen, no routerbench3 test figure.)
+The held-out-fold figures of the ``--impute-frozen`` candidates are not read (`heldout_guard_leaks`): their learner
+trains on labels implied by the shipped router, which was trained on the held-out fold, so they leak it; they
+cannot be chosen. (Also decided after the figures had been seen: under the rule as first declared the
+``--impute-frozen`` candidate at γ = 100·√t, whose figures were among the best, would have been chosen.)
+Before issue #26 the rule was (i) alone.
 Writes benchmarks/results/bandit_serve_select.{json,md} (``--protocol stream``: bandit_serve_select_stream.*;
-``--merge``: adds the candidates run to the rows already there for the same protocol; the header's time and load
-averages are then those of the last run).
+``--merge``: adds the candidates run to the rows already there for the same protocol; ``--guard-only``: keeps the
+existing llmrouter9 rows of the candidates run and adds the held-out-fold guard; results are written after every
+candidate, so an interrupted run resumes with those; the header's time and load averages are those of the last
+run, each row has its own).
 """
 
 from __future__ import annotations
@@ -56,9 +90,9 @@ import warnings
 import numpy as np
 import torch
 
-# The rule (bandit_explore_select's): the best served Score — here on the validation stream — among the candidates
-# whose bandit-fed validation Score is within one s.e. of the best (serving must not cost the learning the
-# final-gap target measures).
+# The rule (bandit_explore_select's, with several guards): the best served Score on the validation traffic among
+# the candidates within one s.e. of the best on every guard (serving must not cost the learning the gap targets
+# measure).
 from bandit_explore_select import choose
 from bandit_replay import (
     EXPLORING,
@@ -70,6 +104,7 @@ from bandit_replay import (
     replay_parser,
     run_replay,
     std_err,
+    test_score,
     traffic_order,
     validation_traffic,
 )
@@ -93,10 +128,90 @@ CANDIDATES: dict[str, list[str]] = {
     for k in (100, 250) for g in (10.0, 30.0, 100.0)} | {
     f"squarecb γ = {g:g}·√t, served by a ridge refitted every {k} from query 500": [
         "--gamma-scale", str(g), "--server", "ridge", "--serve-every", str(k), "--serve-from", "500"]
-    for k in (100, 250) for g in (30.0, 100.0)}
+    for k in (100, 250) for g in (30.0, 100.0)} | {
+    # added with the held-out-fold guard (declared before it was run): a slower-growing γ, so that exploration
+    # fades less by 10,000 logged queries (γ = 300 / 1,000 / 3,000 there, against 10,000 at 100·√t)
+    f"squarecb γ = {g:g}·t^0.25, served by a ridge refitted every 250 from query 500": [
+        "--gamma-scale", str(g), "--gamma-exponent", "0.25", "--server", "ridge", "--serve-every", "250",
+        "--serve-from", "500"]
+    for g in (30.0, 100.0, 300.0)}
 for _options in CANDIDATES.values():  # the rows measured before the ridge server existed: the learner serves
     if "--server" not in _options:  # (explicit, as the replay's default is now the ridge chosen here)
         _options += ["--server", "learner"]
+
+
+#: the held-out-fold guard (`heldout_guard`): logged-query counts at which the gap to full information is read,
+#: and the fixed partition of routerbench3's training split into folds
+GUARD_SIZES = (2000, 10000)
+GUARD_FOLDS = 5
+HELDOUT_GUARD = ("per seed, routerbench3's training split less the seed's 200 warm-start queries, less a held-out "
+                 "fold (fold seed mod 5 of a fixed seeded 5-fold partition of the training split, ~420 queries), "
+                 "replayed as traffic in passes (a fresh permutation each) to 10,000 queries under the candidate's "
+                 "options, the shipped router serving the first 500 (it was trained on the whole training split, "
+                 "held-out fold included; it serves every candidate alike); gap: the full-information learner's "
+                 "Score on the held-out fold minus the bandit-fed learner's, after 2,000 and 10,000 logged queries; "
+                 "routerbench3's test split and what was served are not read")
+#: the rule's guards, (key, higher is better): the llmrouter9 guard and the held-out-fold gaps at 2,000 and 10,000
+HELDOUT_GUARDS: tuple[tuple[str, bool], ...] = tuple((f"guard_gap_{n}", False) for n in GUARD_SIZES)
+GUARDS: tuple[tuple[str, bool], ...] = (("val_bandit", True),) + HELDOUT_GUARDS
+#: the last fallback: the held-out-fold gap averaged over `GUARD_SIZES` (per seed), within one s.e. of the smallest
+MEAN_GAP_GUARD: tuple[tuple[str, bool], ...] = (("guard_gap_mean", False),)
+
+
+def add_mean_gap(row: dict) -> dict:
+    """``guard_gap_mean`` (± s.e., per seed) of a row with held-out-fold figures: the gap averaged over
+    `GUARD_SIZES` per seed, then over seeds."""
+    if all(f"guard_gap_{n}_per_seed" in row for n in GUARD_SIZES):
+        per_seed = np.mean([row[f"guard_gap_{n}_per_seed"] for n in GUARD_SIZES], axis=0).tolist()
+        row |= {"guard_gap_mean": float(np.mean(per_seed)), "guard_gap_mean_se": std_err(per_seed),
+                "guard_gap_mean_per_seed": per_seed}
+    return row
+
+
+def guard_split(n_train: int, n_warm: int, seed: int, n_traffic: int, protocol: int = 2000
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(traffic rows, held-out rows, warm-start rows) of a seed for the held-out-fold guard, on routerbench3's
+    training split only. The pool is `traffic_order`'s (the training split less the seed's warm-start queries, in
+    that seed's order); the held-out fold is fold ``seed % GUARD_FOLDS`` of a fixed seeded partition of the training
+    split (so seeds 0-4 hold out disjoint folds), restricted to the pool (~20 %); the rest of the pool is the
+    traffic, in the pool's order, replayed in further passes (each a fresh permutation) up to ``n_traffic``."""
+    pool, warm = traffic_order(n_train, n_train - n_warm, n_warm, seed, protocol)
+    fold = np.random.default_rng(6000).permutation(n_train) % GUARD_FOLDS  # each training row's fold
+    held_out = fold[pool] == seed % GUARD_FOLDS
+    rest, held = pool[~held_out], pool[held_out]
+    rng, parts, have = np.random.default_rng(7000 + seed), [rest], len(rest)
+    while have < n_traffic:
+        parts.append(rng.permutation(rest))
+        have += len(rest)
+    return np.concatenate(parts)[:n_traffic], held, warm
+
+
+def full_information_scores(traffic, test, seed: int, steps: int, sizes: tuple[int, ...] = GUARD_SIZES
+                            ) -> dict[int, float]:
+    """The full-information learner's Score on ``test`` after the first n queries of ``traffic``, per n in
+    ``sizes``: what `run_replay`'s "full information" variant fits at that checkpoint (the learner on every LLM's
+    label of those queries, same steps and seed). It depends on the seed's traffic only, not on the candidate's
+    serving settings, so the guard computes it once per seed."""
+    return {n: test_score(learner(steps, seed).fit(traffic.subset(np.arange(n))), test) for n in sizes}
+
+
+def heldout_guard(train, frozen, seed: int, replay, full: dict[int, float] | None = None) -> dict:
+    """One seed of the held-out-fold guard for a candidate (``replay``: its options): the replay's protocol
+    (`run_replay`, exploring variant, no OPE) on the guard's traffic (`guard_split`: routerbench3's training split
+    less the seed's warm-start queries and held-out fold, replayed in passes to ``max(GUARD_SIZES)`` queries), the
+    frozen router ``frozen`` (the shipped router, as in the replay), the bandit-fed learner scored on the held-out
+    fold at each size; ``full``: the seed's full-information Scores (`full_information_scores`), computed when None.
+    Neither routerbench3's test split nor anything served is read."""
+    rows, held, warm_rows = guard_split(len(train), replay.warm, seed, max(GUARD_SIZES))
+    traffic, test = train.subset(rows), train.subset(held)
+    args = argparse.Namespace(**{**vars(replay), "boot": 0, "traffic": max(GUARD_SIZES)})
+    if full is None:
+        full = full_information_scores(traffic, test, seed, replay.steps)
+    r = run_replay("routerbench3 (held-out fold of its training split)", traffic, train.subset(warm_rows), test,
+                   frozen, seed, args, variants=(EXPLORING,), learn_at=GUARD_SIZES)
+    bandit = {n: r["curves"][EXPLORING][r["checkpoints"].index(n)] for n in GUARD_SIZES}
+    return {"full": full, "bandit": bandit, "gap": {n: full[n] - bandit[n] for n in GUARD_SIZES},
+            "heldout_queries": len(held)}
 
 
 PROTOCOLS = {
@@ -112,6 +227,118 @@ PROTOCOLS = {
 }
 
 
+def validate(name: str, options: list[str], seeds: list[int], stream_protocol: bool, reference: bool, train,
+             v_train, v_test, embedded) -> dict:
+    """A candidate's validation row: what it served on the validation traffic and its bandit-fed learner's
+    validation Score (the llmrouter9 guard), plus the reference column (never read by the rule)."""
+    replay = replay_parser().parse_args(options)
+    replay.boot = 0
+    t0, served, served_after, deployed, val_bandit, frozen_served = time.perf_counter(), [], [], [], [], []
+    traffic_served, traffic_after = [], []
+    for seed in seeds:
+        order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if stream_protocol:
+                val = train.subset(warm_rows)
+                stream = train.subset(stream_rows(warm_rows, replay.traffic, seed))
+                r = run_replay("routerbench3", stream, val, None, embedded, seed, replay, variants=(EXPLORING,))
+                # learning: the bandit-fed learner trained on the candidate's log of the traffic (its training
+                # data) and scored on the validation queries ("test" = val); nothing served there is read
+                fit = run_replay("routerbench3", train.subset(order[: replay.traffic]), val, val, embedded, seed,
+                                 replay, variants=(EXPLORING,))
+                val_bandit.append(fit["curves"][EXPLORING][-1])
+            else:
+                # the replay's protocol on llmrouter9 (as bandit_replay.main runs a data set other than
+                # routerbench3): its traffic, its warm-start queries, the frozen router trained on them
+                v_traffic, v_warm = validation_traffic(v_train, replay.traffic, replay.warm, seed)
+                v_frozen = learner(replay.steps, seed).fit(v_warm)
+                r = run_replay(VALIDATION, v_traffic, v_warm, v_test, v_frozen, seed, replay, variants=(EXPLORING,))
+                val_bandit.append(r["curves"][EXPLORING][-1])
+                frozen_served.append(r["frozen_served"])
+                # reference, not a result (never read by the rule): the candidate on routerbench3's traffic
+                fit = None if not reference else run_replay(
+                    "routerbench3", train.subset(order[: replay.traffic]), train.subset(warm_rows), None,
+                    embedded, seed, replay, variants=(EXPLORING,))
+        served.append(r["served_score"][EXPLORING])
+        served_after.append(float(np.mean(r["served_blocks"][EXPLORING][1:])))
+        deployed.append(r["deployed"][EXPLORING])
+        if fit is not None:
+            # reference, not a result (never read by the rule): what it served on the traffic itself, all
+            # 2,000 queries and queries 501-2,000
+            traffic_served.append(fit["served_score"][EXPLORING])
+            traffic_after.append(float(np.mean(fit["served_blocks"][EXPLORING][1:])))
+    row = {"candidate": name, "options": options, "served": float(np.mean(served)),
+           "served_se": std_err(served), "served_per_seed": served,
+           "served_after_500": float(np.mean(served_after)), "served_after_500_se": std_err(served_after),
+           "deployed_per_seed": deployed,
+           "val_bandit": float(np.mean(val_bandit)), "val_bandit_se": std_err(val_bandit),
+           "val_bandit_per_seed": val_bandit,
+           "seconds": round(time.perf_counter() - t0, 1), "load": os.getloadavg()[0]}
+    if frozen_served:
+        row["frozen_served"] = float(np.mean(frozen_served))
+    if traffic_served:
+        row |= {"reference_traffic_served": float(np.mean(traffic_served)),
+                "reference_traffic_served_se": std_err(traffic_served),
+                "reference_traffic_served_after_500": float(np.mean(traffic_after))}
+    print(f"{name}: served on validation {row['served']:.4f} ± {row['served_se'] or 0:.4f}, "
+          f"bandit-fed validation Score {row['val_bandit']:.4f} ± {row['val_bandit_se'] or 0:.4f} "
+          f"({row['seconds']:.0f} s; load {os.getloadavg()[0]:.2f})", flush=True)
+    return row
+
+
+def guard_row(options: list[str], seeds: list[int], train, embedded, full_cache: dict) -> dict:
+    """The held-out-fold guard's figures of a candidate (`heldout_guard` per seed), mean ± s.e. over seeds:
+    ``guard_gap_{n}`` (full information minus bandit-fed, on the held-out fold, after n logged queries) and
+    ``guard_heldout_{n}`` (the bandit-fed learner's held-out Score). ``full_cache`` (str(seed) -> str(n) -> Score):
+    the seeds' full-information Scores, filled on first use and reused by every candidate."""
+    replay = replay_parser().parse_args(options)
+    t0, per_seed = time.perf_counter(), []
+    for seed in seeds:
+        full = full_cache.get(str(seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g = heldout_guard(train, embedded, seed, replay,
+                              None if full is None else {int(n): v for n, v in full.items()})
+        full_cache[str(seed)] = {str(n): v for n, v in g["full"].items()}
+        per_seed.append(g)
+    row: dict = {"guard_heldout_queries_per_seed": [g["heldout_queries"] for g in per_seed]}
+    for n in GUARD_SIZES:
+        gaps, heldout = [g["gap"][n] for g in per_seed], [g["bandit"][n] for g in per_seed]
+        row |= {f"guard_gap_{n}": float(np.mean(gaps)), f"guard_gap_{n}_se": std_err(gaps),
+                f"guard_gap_{n}_per_seed": gaps, f"guard_heldout_{n}": float(np.mean(heldout)),
+                f"guard_heldout_{n}_se": std_err(heldout), f"guard_heldout_{n}_per_seed": heldout}
+    row |= {"guard_seeds": ",".join(str(s) for s in seeds), "guard_seconds": round(time.perf_counter() - t0, 1),
+            "guard_load": os.getloadavg()[0]}
+    return add_mean_gap(row)
+
+
+def choose_serving(rows: list[dict]) -> tuple[dict, tuple[tuple[str, bool], ...]]:
+    """The rule (declared before the held-out-fold guard was run): `choose` with `GUARDS` — the best mean Score
+    served on llmrouter9's traffic among the candidates that pass every guard; if none passes all three, the
+    held-out-fold guards alone (`HELDOUT_GUARDS`); if none passes both, the averaged held-out-fold gap
+    (`MEAN_GAP_GUARD`). The held-out-fold figures of a candidate whose learner learns from the shipped router
+    (`heldout_guard_leaks`) are not read: it neither passes those guards nor sets their bar. Returns the chosen row
+    and the guards applied."""
+    rows = [add_mean_gap(r) for r in rows]
+    views = [r if not heldout_guard_leaks(r["options"]) else
+             {k: v for k, v in r.items() if not k.startswith("guard_gap_")} for r in rows]
+    for guards in (GUARDS, HELDOUT_GUARDS, MEAN_GAP_GUARD):
+        try:
+            view = choose(views, guards)
+        except ValueError:
+            continue
+        return rows[next(i for i, v in enumerate(views) if v is view)], guards
+    raise ValueError("no candidate has held-out-fold figures")
+
+
+def heldout_guard_leaks(options: list[str]) -> bool:
+    """Whether a candidate's held-out-fold figures leak the held-out fold: ``--impute-frozen`` trains the learner
+    on labels implied by the shipped router, which was trained on the whole training split, held-out fold included
+    (serving by it, ``--prior``, only changes which LLM's label is logged on the traffic, as in its first 500)."""
+    return "--impute-frozen" in options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
@@ -123,93 +350,97 @@ def main() -> None:
                         help="skip the routerbench3-traffic reference column (never read by the rule)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other candidates' rows of the existing results of the same protocol")
+    parser.add_argument("--guard-only", action="store_true",
+                        help="keep the existing llmrouter9 rows of the candidates run (implies --merge) and add only "
+                             "the held-out-fold guard")
+    parser.add_argument("--no-guard", action="store_true", help="skip the held-out-fold guard")
     args = parser.parse_args()
     torch.set_num_threads(1)
     load_before, started = os.getloadavg(), time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     stream_protocol = args.protocol == "stream"
+    guard = not args.no_guard and not stream_protocol
+    if args.guard_only and not guard:
+        parser.error("--guard-only needs the held-out-fold guard (llmrouter9 protocol, without --no-guard)")
     out = RESULTS / ("bandit_serve_select_stream" if stream_protocol else "bandit_serve_select")
     embedded = load_default()  # the shipped RadialRouter, explicitly (the bandit replay's frozen router)
     train, _ = load("routerbench3", 0, embedded.get_encoder())
-    v_train, v_test = (None, None) if stream_protocol else load(VALIDATION, 0, embedded.get_encoder())
-    rows = []
+    v_train, v_test = (None, None) if stream_protocol or args.guard_only else load(VALIDATION, 0,
+                                                                                   embedded.get_encoder())
+    old_path = out.with_suffix(".json")
+    old = json.loads(old_path.read_text()) if old_path.is_file() else {}
+    if old.get("protocol", "stream") != args.protocol or not (args.merge or args.guard_only):
+        old = {}
+    rows = {r["candidate"]: r for r in old.get("rows", [])}  # kept (--merge), replaced per candidate run
+    full_cache = dict(old.get("guard_full_information") or {}) if old.get("guard_seeds") == args.seeds else {}
     for name, options in CANDIDATES.items():
         if args.only and name not in args.only.split(";"):
             continue
-        replay = replay_parser().parse_args(options)
-        replay.boot = 0
-        t0, served, served_after, deployed, val_bandit, frozen_served = time.perf_counter(), [], [], [], [], []
-        traffic_served, traffic_after = [], []
-        for seed in seeds:
-            order, warm_rows = traffic_order(len(train), replay.traffic, replay.warm, seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if stream_protocol:
-                    val = train.subset(warm_rows)
-                    stream = train.subset(stream_rows(warm_rows, replay.traffic, seed))
-                    r = run_replay("routerbench3", stream, val, None, embedded, seed, replay, variants=(EXPLORING,))
-                    # learning: the bandit-fed learner trained on the candidate's log of the traffic (its training
-                    # data) and scored on the validation queries ("test" = val); nothing served there is read
-                    fit = run_replay("routerbench3", train.subset(order[: replay.traffic]), val, val, embedded, seed,
-                                     replay, variants=(EXPLORING,))
-                    val_bandit.append(fit["curves"][EXPLORING][-1])
-                else:
-                    # the replay's protocol on llmrouter9 (as bandit_replay.main runs a data set other than
-                    # routerbench3): its traffic, its warm-start queries, the frozen router trained on them
-                    v_traffic, v_warm = validation_traffic(v_train, replay.traffic, replay.warm, seed)
-                    v_frozen = learner(replay.steps, seed).fit(v_warm)
-                    r = run_replay(VALIDATION, v_traffic, v_warm, v_test, v_frozen, seed, replay,
-                                   variants=(EXPLORING,))
-                    val_bandit.append(r["curves"][EXPLORING][-1])
-                    frozen_served.append(r["frozen_served"])
-                    # reference, not a result (never read by the rule): the candidate on routerbench3's traffic
-                    fit = None if args.no_reference else run_replay(
-                        "routerbench3", train.subset(order[: replay.traffic]), train.subset(warm_rows), None,
-                        embedded, seed, replay, variants=(EXPLORING,))
-            served.append(r["served_score"][EXPLORING])
-            served_after.append(float(np.mean(r["served_blocks"][EXPLORING][1:])))
-            deployed.append(r["deployed"][EXPLORING])
-            if fit is not None:
-                # reference, not a result (never read by the rule): what it served on the traffic itself, all
-                # 2,000 queries and queries 501-2,000
-                traffic_served.append(fit["served_score"][EXPLORING])
-                traffic_after.append(float(np.mean(fit["served_blocks"][EXPLORING][1:])))
-        row = {"candidate": name, "options": options, "served": float(np.mean(served)),
-               "served_se": std_err(served), "served_per_seed": served,
-               "served_after_500": float(np.mean(served_after)), "served_after_500_se": std_err(served_after),
-               "deployed_per_seed": deployed,
-               "val_bandit": float(np.mean(val_bandit)), "val_bandit_se": std_err(val_bandit),
-               "val_bandit_per_seed": val_bandit,
-               "seconds": round(time.perf_counter() - t0, 1), "load": os.getloadavg()[0]}
-        if frozen_served:
-            row["frozen_served"] = float(np.mean(frozen_served))
-        if traffic_served:
-            row |= {"reference_traffic_served": float(np.mean(traffic_served)),
-                    "reference_traffic_served_se": std_err(traffic_served),
-                    "reference_traffic_served_after_500": float(np.mean(traffic_after))}
-        rows.append(row)
-        print(f"{name}: served on validation {row['served']:.4f} ± {row['served_se'] or 0:.4f}, "
-              f"bandit-fed validation Score {row['val_bandit']:.4f} ± {row['val_bandit_se'] or 0:.4f} "
-              f"({row['seconds']:.0f} s; load {os.getloadavg()[0]:.2f})", flush=True)
-    old_path = out.with_suffix(".json")
-    if args.merge and old_path.is_file():
-        done = {r["candidate"] for r in rows}
-        old = json.loads(old_path.read_text())
-        if old.get("protocol", "stream") == args.protocol:
-            rows = [r for r in old["rows"] if r["candidate"] not in done] + rows
-    best = choose(rows)
+        if args.guard_only:
+            if name not in rows:
+                if args.only:
+                    raise SystemExit(f"--guard-only: no llmrouter9 row for {name!r} to add the guard to")
+                print(f"{name}: no llmrouter9 row yet, skipped (run it with --merge)", flush=True)
+                continue
+            if "guard_gap_2000" in rows[name] and rows[name].get("guard_seeds") == args.seeds and not args.only:
+                print(f"{name}: held-out-fold figures already there, kept", flush=True)
+                continue
+            row = {k: v for k, v in rows[name].items() if not k.startswith("guard_")}
+        else:
+            row = validate(name, options, seeds, stream_protocol, not args.no_reference, train, v_train, v_test,
+                           embedded)
+        if guard:
+            row |= guard_row(options, seeds, train, embedded, full_cache)
+            print(f"{name}: held-out-fold gap at 2,000 {row['guard_gap_2000']:+.4f} ± "
+                  f"{row['guard_gap_2000_se'] or 0:.4f}, at 10,000 {row['guard_gap_10000']:+.4f} ± "
+                  f"{row['guard_gap_10000_se'] or 0:.4f} ({row['guard_seconds']:.0f} s; load "
+                  f"{os.getloadavg()[0]:.2f})", flush=True)
+        rows[name] = row
+        # written after every candidate, so an interrupted run resumes with --merge / --guard-only
+        write(out, args, stream_protocol, list(rows.values()), full_cache, load_before, started)
+    write(out, args, stream_protocol, list(rows.values()), full_cache, load_before, started)
+    print(out.with_suffix(".md").read_text())
+
+
+def write(out, args, stream_protocol: bool, rows: list[dict], full_cache: dict, load_before, started: float
+          ) -> None:
+    """Writes the .json and .md of the results so far."""
+    order = list(CANDIDATES)
+    rows = sorted(rows, key=lambda r: order.index(r["candidate"]) if r["candidate"] in order else len(order))
+    guarded = any("guard_gap_2000" in r for r in rows)
+    if stream_protocol or not guarded:
+        best, applied = choose(rows), (("val_bandit", True),)
+    else:
+        best, applied = choose_serving(rows)
     where = "on llmrouter9's traffic" if not stream_protocol else "on the validation stream"
     guard = "on llmrouter9's test split" if not stream_protocol else "on the 200 validation queries"
+    rule = (f"best mean Score served {where} among the candidates whose bandit-fed validation Score ({guard}) is "
+            "within one standard error of the best")
+    if guarded:
+        rule = (f"best mean Score served {where} among the candidates that pass every guard: the bandit-fed "
+                f"learner's Score {guard} within one standard error of the best, and the held-out-fold gap to full "
+                "information (routerbench3's training split) at 2,000 and at 10,000 logged queries each within one "
+                "standard error of the smallest at that size; a candidate without the held-out-fold figures does "
+                "not pass (if none passes all three: the two held-out-fold guards alone; if none passes both: the "
+                "held-out-fold gap averaged over the two sizes, within one standard error of the smallest); the "
+                "held-out-fold figures of the --impute-frozen candidates are not read (they leak the fold)")
     result = {"benchmark": "bandit_serve_select", "protocol": args.protocol, "seeds": args.seeds,
               "learner": LEARNER_NAME, "rows": rows, "chosen": best["candidate"], "chosen_options": best["options"],
-              "rule": f"best mean Score served {where} among the candidates whose bandit-fed validation Score "
-                      f"({guard}) is within one standard error of the best",
+              "rule": rule, "guards_applied": [k for k, _ in applied],
               "validation": PROTOCOLS[args.protocol],
               "load_average": {"before": load_before, "after": os.getloadavg()},
               "seconds": round(time.perf_counter() - started)}
-    table = (f"| candidate | served {where} (± s.e.) | served there, queries 501-2,000 | bandit-fed learner's "
-             f"Score {guard} (± s.e.) | reference, not read by the rule: served on routerbench3's traffic "
-             "(± s.e.), queries 501-2,000 |\n|---|---:|---:|---:|---:|\n")
+    if guarded:
+        result |= {"guard": HELDOUT_GUARD, "guard_seeds": args.seeds, "guard_full_information": full_cache}
+    head = (f"| candidate | served {where} (± s.e.) | served there, queries 501-2,000 | bandit-fed learner's "
+            f"Score {guard} (± s.e.) |")
+    rule_line = "|---|---:|---:|---:|"
+    if guarded:
+        head += (" held-out fold: bandit-fed Score at 2,000 / 10,000 | held-out-fold gap at 2,000 (± s.e.) | "
+                 "held-out-fold gap at 10,000 (± s.e.) | the two averaged (± s.e.) | guard s (load) |")
+        rule_line += "---:|---:|---:|---:|---:|"
+    head += " reference, not read by the rule: served on routerbench3's traffic (± s.e.), queries 501-2,000 |"
+    table = head + "\n" + rule_line + "---:|\n"
 
     def reference(r: dict) -> str:
         if "reference_traffic_served" not in r:
@@ -222,22 +453,49 @@ def main() -> None:
             return ""
         return f"{r['served_after_500']:.4f} ± {r['served_after_500_se'] or 0:.4f}"
 
-    table += "".join(f"| {r['candidate']} | {r['served']:.4f} ± {r['served_se'] or 0:.4f} | {after(r)} | "
-                     f"{r['val_bandit']:.4f} ± {r['val_bandit_se'] or 0:.4f} | {reference(r)} |\n" for r in rows)
+    def held(r: dict) -> str:
+        if "guard_gap_2000" not in r:
+            return " – | – | – | – | – |"
+        leak = "not read (leaks the fold): " if heldout_guard_leaks(r["options"]) else ""
+        return (f" {leak}{r['guard_heldout_2000']:.4f} / {r['guard_heldout_10000']:.4f} | {r['guard_gap_2000']:+.4f} ± "
+                f"{r['guard_gap_2000_se'] or 0:.4f} | {r['guard_gap_10000']:+.4f} ± {r['guard_gap_10000_se'] or 0:.4f}"
+                f" | {r['guard_gap_mean']:+.4f} ± {r['guard_gap_mean_se'] or 0:.4f} | {r['guard_seconds']:.0f} "
+                f"({r['guard_load']:.2f}) |")
+
+    table += "".join(f"| {'**' + r['candidate'] + '**' if r is best else r['candidate']} | {r['served']:.4f} ± "
+                     f"{r['served_se'] or 0:.4f} | {after(r)} | {r['val_bandit']:.4f} ± {r['val_bandit_se'] or 0:.4f}"
+                     f" |{held(r) if guarded else ''} {reference(r)} |\n" for r in rows)
     frozen = [r["frozen_served"] for r in rows if "frozen_served" in r]
     note = ("" if not frozen else f" The frozen router alone (the learner trained on the 200 warm-start queries, "
             f"greedy, never retrained) would have served {np.mean(frozen):.4f} on the same llmrouter9 traffic.")
+    if guarded:
+        fi = {n: [f[str(n)] for f in full_cache.values() if str(n) in f] for n in GUARD_SIZES}
+        note += (f" Held-out-fold guard: {HELDOUT_GUARD}; the full-information learner scored "
+                 + " and ".join(f"{np.mean(v):.4f} at {n:,}" for n, v in fi.items() if v)
+                 + f" on the held-out folds (mean over seeds); the guard took "
+                 f"{sum(r.get('guard_seconds', 0) for r in rows):.0f} s in all (per candidate in the table, with the "
+                 "load average after it). A dash: no held-out-fold figures (cannot be chosen). "
+                 "\"Not read\": the learner learns from labels implied by the shipped router (--impute-frozen), "
+                 "which was trained on the held-out fold, so its held-out-fold figures are not read by the rule "
+                 "(cannot be chosen).")
     title = ("a separate validation data set (llmrouter9)" if not stream_protocol
              else "a validation stream (superseded)")
+    applied_note = ("" if not guarded or applied == GUARDS else
+                    " No candidate passed all three guards; the held-out-fold guards alone applied."
+                    if applied == HELDOUT_GUARDS else " No candidate passed all three guards, nor both held-out-fold "
+                    "guards; the averaged held-out-fold gap applied.")
     text = (f"# Choosing the replay's serving settings on {title}\n\nseeds {args.seeds}, "
             f"learner {LEARNER_NAME}, retrained every 500 (the first 500 served by the frozen router). "
             f"Validation: {result['validation']}. Served: mean over seeds ± standard error.{note} Load average "
-            f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; {result['seconds']} s.\n\n{table}\n"
-            f"Rule: {result['rule']}. Chosen: **{best['candidate']}** (`{' '.join(best['options'])}`).\n\n"
-            f"Rerun: `python benchmarks/bandit_serve_select.py{' --protocol stream' if stream_protocol else ''}`\n")
-    old_path.write_text(json.dumps(result, indent=2) + "\n")
+            f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after the last run; {result['seconds']} s "
+            "(the last run; per-row seconds in the .json).\n\n"
+            f"{table}\nRule: {result['rule']}.{applied_note} Chosen: **{best['candidate']}** "
+            f"(`{' '.join(best['options'])}`).\n\n"
+            f"Rerun: `python benchmarks/bandit_serve_select.py{' --protocol stream' if stream_protocol else ''}` "
+            "(the held-out-fold guard alone, keeping the llmrouter9 rows: `--guard-only`; some candidates: "
+            "`--only 'name;name' --merge`)\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":
