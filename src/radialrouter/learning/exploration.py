@@ -130,4 +130,5 @@ class Explorer:
                         probs=[round(p, 12) for p in probs], explore=label)
         return replace(result, llm=order[0], ranking=order, policy=log)
 
+
 __all__ = ["Explorer", "PolicyLog", "policy_distribution", "squarecb_gamma", "squarecb_probs"]

@@ -98,7 +98,7 @@ class StaticQueryEncoder(QueryEncoder):
                  store: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         window = 4 * self.max_tokens
         cut = [t[-window:] if self.truncation_side == "left" else t[:window] for t in texts]
-        model = self._model or self.load()._model
+        model = self._model if self._model is not None else self.load()._model
         if len(cut) <= batch_size and store is None and not progress:  # the serving path: one call, nothing else
             return mean_token_vectors(model, cut, self._words, self._table)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
