@@ -75,7 +75,8 @@ def evaluate(spec: dict, train, embedded, seeds: list[int], **replay_settings) -
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             run = run_replay("routerbench3", traffic, val, val, embedded, seed, replay,
-                             variants=(EXPLORING, "full information"), make=make_learner(spec))
+                             variants=(EXPLORING, "full information"), make=make_learner(spec),
+                             full_make=make_learner(spec))
         bandit.append(run["curves"][EXPLORING][-1])
         full.append(run["curves"]["full information"][-1])
         served.append(run["served_score"][EXPLORING])

@@ -124,14 +124,73 @@ def test_score(router: Router, test: RoutingDataset) -> float:
 
 #: the learner, chosen on validation by `benchmarks/bandit_learner_select.py` (each seed's warm-start queries,
 #: never the test split): a router name, its constructor parameters, ``steps`` (overrides ``--steps``) and
-#: ``pessimism`` (set on the instance, for the torch regressors).
+#: ``pessimism`` (set on the instance, for the torch regressors). It is also the full-information reference of
+#: every gap (whatever ``--learner`` the bandit-fed learner is, as in VW's comparison, `bandit_vw.py`) and
+#: mmlupro29's frozen router.
 LEARNER: dict = {"router": "mlp", "hidden": 64}
 LEARNER_NAME = "mlp (masked loss, hidden 64)"
 
+#: named learner specs for ``--learner`` (the bandit-fed learner; `bandit_serve_select.py --learners` declares its
+#: candidates with them). A spec with ``switch_at`` is a size switch: ``below`` fitted on fewer than ``switch_at``
+#: logged queries, ``from`` on more — a linear model is the more sample-efficient with few labels per LLM, the
+#: ``mlp`` may fit better with many (issue #26).
+LEARNER_PRESETS: dict[str, dict] = {
+    "mlp64": LEARNER,
+    "ridge1": {"router": "ridge", "alpha": 1.0, "pessimism": 0.0},
+    "ridge10": {"router": "ridge", "alpha": 10.0, "pessimism": 0.0},
+    "ridge100": {"router": "ridge", "alpha": 100.0, "pessimism": 0.0},
+    "ridge10-then-mlp64-at-5000": {"switch_at": 5000, "below": {"router": "ridge", "alpha": 10.0, "pessimism": 0.0},
+                                   "from": LEARNER},
+}
+#: ``--learner``'s default: the bandit-fed learner of the replay
+BANDIT_LEARNER = "mlp64"
 
-def make_learner(spec: dict) -> Callable[[int, int], Router]:
-    """A factory ``(steps, seed) -> unfitted router`` for a learner spec (see `LEARNER`)."""
-    def make(steps: int, seed: int) -> Router:
+
+def learner_spec(value: str | dict | None) -> dict:
+    """The spec of ``--learner``: a `LEARNER_PRESETS` name, a JSON object (`LEARNER`'s format, or a size switch),
+    or None (`LEARNER`)."""
+    if value is None:
+        return LEARNER
+    if isinstance(value, dict):
+        return value
+    if value in LEARNER_PRESETS:
+        return LEARNER_PRESETS[value]
+    try:
+        spec = json.loads(value)
+    except json.JSONDecodeError:
+        spec = None
+    if not isinstance(spec, dict) or not ("router" in spec or "switch_at" in spec):
+        raise ValueError(f"--learner: {value!r} is neither a preset ({', '.join(LEARNER_PRESETS)}) nor a JSON "
+                         "learner spec")
+    return spec
+
+
+def learner_name(spec: dict) -> str:
+    """A learner spec in words (the reports' learner)."""
+    if spec == LEARNER:
+        return LEARNER_NAME
+    if "switch_at" in spec:
+        return (f"{learner_name(spec['below'])} below {spec['switch_at']:,} logged queries, "
+                f"{learner_name(spec['from'])} from then on")
+    params = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in spec.items()
+                       if k != "router")
+    return f"{spec['router']} ({params})" if params else spec["router"]
+
+
+def make_learner(spec: dict) -> Callable[..., Router]:
+    """A factory ``(steps, seed, logged=None) -> unfitted router`` for a learner spec (see `LEARNER`).
+    ``logged``: the number of logged queries it is about to be fitted on, which a size switch (``switch_at``)
+    needs to pick its learner; plain specs ignore it."""
+    if "switch_at" in spec:
+        below, above = make_learner(spec["below"]), make_learner(spec["from"])
+
+        def switch(steps: int, seed: int, logged: int | None = None) -> Router:
+            if logged is None:
+                raise ValueError("a size-switching learner needs the number of logged queries it is fitted on")
+            return (below if logged < spec["switch_at"] else above)(steps, seed, logged)
+        return switch
+
+    def make(steps: int, seed: int, logged: int | None = None) -> Router:
         params = {k: v for k, v in spec.items() if k not in ("router", "steps", "pessimism")}
         cls = router_class(spec["router"])
         if "steps" in inspect.signature(cls.__init__).parameters:
@@ -143,7 +202,8 @@ def make_learner(spec: dict) -> Callable[[int, int], Router]:
     return make
 
 
-def learner(steps: int, seed: int) -> Router:
+def learner(steps: int, seed: int, logged: int | None = None) -> Router:
+    """The reference learner (`LEARNER`), unfitted."""
     return make_learner(LEARNER)(steps, seed)
 
 
@@ -177,7 +237,7 @@ def fit_bandit(traffic: RoutingDataset, action: np.ndarray, label: np.ndarray, p
     ds = ds.with_embeddings(traffic.embeddings, traffic.embedding_encoder)
     if warm is not None:
         ds = concat_datasets(warm, ds)
-    return make(steps, seed).fit(ds)
+    return make(steps, seed, logged=n).fit(ds)
 
 
 def logging_probs(scores: np.ndarray, greedy: np.ndarray, block: np.ndarray, explore: bool, args) -> np.ndarray:
@@ -288,14 +348,19 @@ def deploy_learner(traffic: RoutingDataset, s: dict, seen: np.ndarray, frozen: R
 
 def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: RoutingDataset | None,
                frozen: Router, seed: int, args, variants: tuple[str, ...] = VARIANTS,
-               make: Callable[[int, int], Router] = learner, learn_at: tuple[int, ...] | None = None) -> dict:
+               make: Callable[..., Router] | None = None, learn_at: tuple[int, ...] | None = None,
+               full_make: Callable[..., Router] = learner) -> dict:
     """One replay of ``traffic``. ``test`` None (`bandit_serve_select.py`'s reference runs): no test
     Scores, only what was served. ``args.deploy``: which policy serves after a retrain — ``always`` the new
     learner, ``ope`` the new learner only when `deploy_learner` says so, else the frozen router (exploring
     variants; without exploration the log has no propensities to evaluate with, and the learner always serves).
     ``learn_at`` (`bandit_serve_select.py`'s held-out-fold guard; None: every checkpoint): with ``--server ridge``
     and no OPE the learner neither serves nor is read between checkpoints, so it is retrained and scored only at
-    these (its curve is NaN at the others); nothing else changes, as each fit seeds itself."""
+    these (its curve is NaN at the others); nothing else changes, as each fit seeds itself. ``make``: the bandit-fed
+    learner's factory (None: ``args.learner``, `learner_spec`); ``full_make``: the full-information variant's
+    (the reference `LEARNER`, so that every bandit-fed learner's gap is to the same ceiling)."""
+    if make is None:
+        make = make_learner(learner_spec(getattr(args, "learner", None)))
     n, m = len(traffic), traffic.n_llms
     x = traffic.embeddings
     true_score = traffic.quality - LAM * COST_SCALE * traffic.cost  # (n, m)
@@ -390,7 +455,7 @@ def run_replay(name: str, traffic: RoutingDataset, warm: RoutingDataset, test: R
             if test is not None:
                 curves[v].append(float("nan") if skip else test_score(s["policy"], test))
         if "full information" in curves:
-            full_policy = make(args.steps, seed).fit(traffic.subset(seen))
+            full_policy = full_make(args.steps, seed, logged=t).fit(traffic.subset(seen))
             curves["full information"].append(test_score(full_policy, test))
         if test is not None:
             print(f"  {name} seed {seed} at {t}: " + ", ".join(f"{v} {c[-1]:.4f}" for v, c in curves.items()),
@@ -645,6 +710,10 @@ def replay_parser() -> argparse.ArgumentParser:
                         help="warm start from the frozen router: after t logged queries serve the blend of its and "
                              "the learner's scores with the learner's weight t / (t + prior) (0: the learner alone; "
                              "default chosen by bandit_serve_select.py)")
+    parser.add_argument("--learner", default=BANDIT_LEARNER,
+                        help="the bandit-fed learner (it also serves, with --server learner): a preset ("
+                             + ", ".join(LEARNER_PRESETS) + ") or a JSON spec; the full-information reference "
+                             "stays LEARNER (default chosen by bandit_serve_select.py --learners)")
     parser.add_argument("--impute-frozen", action="store_true",
                         help="warm-start the learner itself: fill the unrevealed quality cells of the log from the "
                              "frozen router's implied quality differences to the called LLM")
@@ -664,7 +733,12 @@ def replay_parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    args = replay_parser().parse_args()
+    parser = replay_parser()
+    args = parser.parse_args()
+    try:
+        learner_spec(args.learner)
+    except ValueError as e:
+        parser.error(str(e))
     if args.report_only:
         out = Path(args.out)
         result = json.loads(out.with_suffix(".json").read_text())
@@ -732,7 +806,8 @@ def main() -> None:
         "ope_coverage": cov,
         "summary": summary,
         "sizes": sizes,
-        "settings": {**vars(args), "lam": LAM, "learner": LEARNER_NAME, "learner_spec": LEARNER,
+        "settings": {**vars(args), "lam": LAM, "learner": learner_name(learner_spec(args.learner)),
+                     "learner_spec": learner_spec(args.learner), "full_information_learner": LEARNER_NAME,
                      "encoder": encoder.name, "seeds": args.seeds},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_before": load_before,
                     "load_after": os.getloadavg(), "seconds": round(time.perf_counter() - started, 1)},
@@ -768,7 +843,11 @@ def report(r: dict, plotted: bool, png: str) -> str:
     lines = ["# Bandit replay: learning from one revealed label per query", "",
              f"Settings: {r['settings']['traffic']} logged queries per run, retrain every {r['settings']['every']}, "
              f"exploration {explore_label(r['settings'])}, judge noise {r['settings']['noise']}, learner "
-             f"{r['settings']['learner']} ({r['settings']['steps']} steps), encoder {r['settings']['encoder']}, "
+             f"{r['settings']['learner']} ({r['settings']['steps']} steps"
+             + (f"; the full-information reference: {r['settings']['full_information_learner']}"
+                if r['settings'].get('full_information_learner', r['settings']['learner']) != r['settings']['learner']
+                else "")
+             + f"), encoder {r['settings']['encoder']}, "
              f"seeds {r['settings']['seeds']}, λ = {LAM}. Machine: {r['machine']['cpus']} CPUs, load average "
              f"{r['machine']['load_before'][0]:.2f} before and {r['machine']['load_after'][0]:.2f} after; "
              f"{r['machine']['seconds']:.0f} s in all.", ""]

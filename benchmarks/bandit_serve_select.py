@@ -97,9 +97,11 @@ from bandit_explore_select import choose
 from bandit_replay import (
     EXPLORING,
     LEARNER_NAME,
+    LEARNER_PRESETS,
     RESULTS,
     VALIDATION,
     learner,
+    learner_name,
     load,
     replay_parser,
     run_replay,
@@ -313,6 +315,130 @@ def guard_row(options: list[str], seeds: list[int], train, embedded, full_cache:
     return add_mean_gap(row)
 
 
+#: the learner-at-2,000 candidates (issue #26, ``--learners``; declared before any figure): the chosen serving
+#: settings (SquareCB γ = 30·√t, prior 1000, the learner serving) with each bandit-fed learner
+#: (`bandit_replay.LEARNER_PRESETS`); the first is the current learner. Why: at 2,000 logged queries (one label per
+#: query, 11 LLMs, 128-d embeddings) the mlp's gap stayed above VW's linear learner's; a per-LLM ridge may be the
+#: more sample-efficient, the mlp still the better fit at 10,000, hence also a switch between them at 5,000.
+LEARNER_SERVING = ["--gamma-scale", "30.0", "--prior", "1000.0", "--server", "learner"]
+LEARNER_CANDIDATES: dict[str, list[str]] = {
+    learner_name(LEARNER_PRESETS[k]): LEARNER_SERVING + ["--learner", k]
+    for k in ("mlp64", "ridge1", "ridge10", "ridge100", "ridge10-then-mlp64-at-5000")}
+CURRENT_LEARNER = next(iter(LEARNER_CANDIDATES))
+LEARNER_GUARD_SEEDS = "0,1,2,3,4,5,6,7,8,9"
+LEARNER_RULE = ("a candidate replaces the current learner only if its held-out-fold gap at 2,000 is below the "
+                "current learner's by more than two paired standard errors AND its gap at 10,000 is not above the "
+                "current learner's by more than one paired standard error; among such, the smallest gap at 2,000 "
+                "(ties: the smaller gap at 10,000, then the candidate listed first); the gap's full-information "
+                "reference is the current learner (mlp hidden 64) on every label, for every candidate")
+
+
+def paired(row: dict, base: dict, n: int) -> tuple[float, float | None]:
+    """(mean, s.e.) over seeds of ``row``'s held-out-fold gap at n minus ``base``'s, paired by seed (same traffic
+    and fold per seed)."""
+    if row.get("guard_seeds") != base.get("guard_seeds"):
+        raise ValueError(f"{row['candidate']!r} and {base['candidate']!r} were guarded on different seeds")
+    diff = list(np.subtract(row[f"guard_gap_{n}_per_seed"], base[f"guard_gap_{n}_per_seed"]))
+    return float(np.mean(diff)), std_err(diff)
+
+
+def choose_learner(rows: list[dict], current: str = CURRENT_LEARNER) -> dict:
+    """`LEARNER_RULE` (declared before the learner guard was run): adds to each row its paired differences to the
+    current learner's held-out-fold gaps (``paired_{n}``, ``paired_{n}_se``) and whether it passes
+    (``eligible``); returns the chosen row (the current learner when none passes)."""
+    base = next(r for r in rows if r["candidate"] == current)
+    eligible = []
+    for r in rows:
+        if r is base:
+            r["eligible"] = None
+            continue
+        (d2, se2), (d10, se10) = paired(r, base, 2000), paired(r, base, 10000)
+        r |= {"paired_2000": d2, "paired_2000_se": se2, "paired_10000": d10, "paired_10000_se": se10}
+        r["eligible"] = bool(se2 is not None and se10 is not None and d2 < -2 * se2 and d10 <= se10)
+        if r["eligible"]:
+            eligible.append(r)
+    return min(eligible, key=lambda r: (r["guard_gap_2000"], r["guard_gap_10000"])) if eligible else base
+
+
+def run_learner_guard(args, train, embedded) -> None:
+    """``--learners``: the held-out-fold guard (`guard_row`) for `LEARNER_CANDIDATES` (or ``--only``), seeds
+    `LEARNER_GUARD_SEEDS` unless ``--seeds``; rows kept from an earlier run on the same seeds (resumable; ``--only``
+    reruns those named); `choose_learner`; writes benchmarks/results/bandit_serve_select_learner.{json,md}."""
+    load_before, started = os.getloadavg(), time.perf_counter()
+    out = RESULTS / "bandit_serve_select_learner"
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    if old.get("guard_seeds") != args.seeds:
+        old = {}
+    rows = {r["candidate"]: r for r in old.get("rows", [])}
+    full_cache = dict(old.get("guard_full_information") or {})
+    only = [n for n in args.only.split(";") if n]
+    unknown = set(only) - set(LEARNER_CANDIDATES)
+    if unknown:
+        raise SystemExit(f"--only: not a learner candidate: {sorted(unknown)}")
+    for name, options in LEARNER_CANDIDATES.items():
+        if (only and name not in only) or (not only and name in rows):
+            continue
+        rows[name] = {"candidate": name, "options": options} | guard_row(options, [int(s) for s in
+                                                                                   args.seeds.split(",")],
+                                                                         train, embedded, full_cache)
+        r = rows[name]
+        print(f"{name}: held-out-fold gap at 2,000 {r['guard_gap_2000']:+.4f} ± {r['guard_gap_2000_se'] or 0:.4f}, "
+              f"at 10,000 {r['guard_gap_10000']:+.4f} ± {r['guard_gap_10000_se'] or 0:.4f} "
+              f"({r['guard_seconds']:.0f} s; load {os.getloadavg()[0]:.2f})", flush=True)
+        write_learners(out, args.seeds, list(rows.values()), full_cache, load_before, started)
+    write_learners(out, args.seeds, list(rows.values()), full_cache, load_before, started)
+    print(out.with_suffix(".md").read_text())
+
+
+def write_learners(out, seeds: str, rows: list[dict], full_cache: dict, load_before, started: float) -> None:
+    """The .json and .md of the learner guard so far (the choice once every candidate has its row)."""
+    order = list(LEARNER_CANDIDATES)
+    rows = sorted(rows, key=lambda r: order.index(r["candidate"]) if r["candidate"] in order else len(order))
+    complete = [r["candidate"] for r in rows] == order
+    best = choose_learner(rows) if complete else None
+    result = {"benchmark": "bandit_serve_select --learners", "guard_seeds": seeds, "guard": HELDOUT_GUARD,
+              "serving": LEARNER_SERVING, "current": CURRENT_LEARNER, "rule": LEARNER_RULE,
+              "full_information_learner": LEARNER_NAME, "rows": rows,
+              "chosen": None if best is None else best["candidate"],
+              "chosen_options": None if best is None else best["options"],
+              "guard_full_information": full_cache,
+              "load_average": {"before": load_before, "after": os.getloadavg()}, "cpus": os.cpu_count(),
+              "seconds": round(time.perf_counter() - started)}
+    fi = {n: [f[str(n)] for f in full_cache.values() if str(n) in f] for n in GUARD_SIZES}
+
+    def pm(r: dict, key: str) -> str:
+        return "–" if r.get(key) is None else f"{r[key]:+.4f} ± {r.get(key + '_se') or 0:.4f}"
+
+    table = ("| bandit-fed learner (`--learner`) | held-out Score at 2,000 / 10,000 | gap at 2,000 (± s.e.) | gap at "
+             "10,000 (± s.e.) | paired vs current at 2,000 | paired vs current at 10,000 | passes | guard s (load) |"
+             "\n|---|---:|---:|---:|---:|---:|:---:|---:|\n")
+    for r in rows:
+        name = f"**{r['candidate']}**" if r is best else r["candidate"]
+        passes = "current" if r["candidate"] == CURRENT_LEARNER else {True: "yes", False: "no", None: ""}[
+            r.get("eligible")]
+        table += (f"| {name} (`{r['options'][-1]}`) | {r['guard_heldout_2000']:.4f} / {r['guard_heldout_10000']:.4f}"
+                  f" | {pm(r, 'guard_gap_2000')} | {pm(r, 'guard_gap_10000')} | {pm(r, 'paired_2000')} | "
+                  f"{pm(r, 'paired_10000')} | {passes} | {r['guard_seconds']:.0f} ({r['guard_load']:.2f}) |\n")
+    text = (f"# Choosing the replay's bandit-fed learner on held-out folds of routerbench3's training split (issue "
+            f"#26)\n\nHeld-out-fold guard, seeds {seeds} (fold = seed mod {GUARD_FOLDS}): {HELDOUT_GUARD}. Serving "
+            f"for every candidate: `{' '.join(LEARNER_SERVING)}` (the settings chosen in "
+            "[bandit_serve_select.md](bandit_serve_select.md)); the candidate is the bandit-fed learner, which also "
+            "serves (blended with the shipped router, prior 1000). Gap: the full-information reference "
+            f"({LEARNER_NAME}, every label of the same traffic) minus the bandit-fed learner, on the held-out fold; "
+            "mean ± s.e. over seeds; paired: the candidate's gap minus the current learner's, per seed. The "
+            "full-information reference scored "
+            + " and ".join(f"{np.mean(v):.4f} at {n:,}" for n, v in fi.items() if v)
+            + f" (mean over seeds). Machine: {os.cpu_count()} CPUs, shared; load average {load_before[0]:.2f} "
+            f"before, {os.getloadavg()[0]:.2f} after the last run; {result['seconds']} s (the last run).\n\n"
+            f"{table}\nRule (declared before any figure): {LEARNER_RULE}. "
+            + ("Chosen: **" + best["candidate"] + f"** (`--learner {best['options'][-1]}`)." if best is not None
+               else "Not every candidate has run yet: no choice.")
+            + "\n\nRerun: `python benchmarks/bandit_serve_select.py --learners` (resumes; `--only 'name;name'` "
+              "reruns those)\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+
+
 def choose_serving(rows: list[dict]) -> tuple[dict, tuple[tuple[str, bool], ...]]:
     """The rule (declared before the held-out-fold guard was run): `choose` with `GUARDS` — the best mean Score
     served on llmrouter9's traffic among the candidates that pass every guard; if none passes all three, the
@@ -341,7 +467,7 @@ def heldout_guard_leaks(options: list[str]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--seeds", default=None, help="default: 0-4 (0-9 with --learners)")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="llmrouter9",
                         help="validation: llmrouter9's traffic and test split (default), or the older routerbench3 "
                              "validation stream")
@@ -354,8 +480,17 @@ def main() -> None:
                         help="keep the existing llmrouter9 rows of the candidates run (implies --merge) and add only "
                              "the held-out-fold guard")
     parser.add_argument("--no-guard", action="store_true", help="skip the held-out-fold guard")
+    parser.add_argument("--learners", action="store_true",
+                        help="the held-out-fold guard of the bandit-fed learner candidates (LEARNER_CANDIDATES, the "
+                             "chosen serving settings) and the learner rule; writes bandit_serve_select_learner.*")
     args = parser.parse_args()
+    args.seeds = args.seeds or (LEARNER_GUARD_SEEDS if args.learners else "0,1,2,3,4")
     torch.set_num_threads(1)
+    if args.learners:
+        embedded = load_default()
+        train, _ = load("routerbench3", 0, embedded.get_encoder())
+        run_learner_guard(args, train, embedded)
+        return
     load_before, started = os.getloadavg(), time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     stream_protocol = args.protocol == "stream"

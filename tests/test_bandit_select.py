@@ -88,3 +88,90 @@ def test_guard_split_holds_out_a_fold_outside_the_traffic(select):
     assert all(not a & b for i, a in enumerate(held_by_seed) for b in held_by_seed[i + 1:])  # disjoint folds
     again, _, _ = serve.guard_split(n_train, 200, 3, 10_000)
     assert np.array_equal(again, serve.guard_split(n_train, 200, 3, 10_000)[0])
+
+
+@pytest.fixture
+def replay(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bandit_replay
+
+    return bandit_replay
+
+
+def test_learner_spec_presets_json_and_errors(replay):
+    assert replay.learner_spec(None) == replay.LEARNER
+    assert replay.learner_spec("ridge10") == {"router": "ridge", "alpha": 10.0, "pessimism": 0.0}
+    assert replay.learner_spec('{"router": "ridge", "alpha": 3}') == {"router": "ridge", "alpha": 3}
+    for bad in ("ridge7", '{"alpha": 3}', "[1]"):
+        with pytest.raises(ValueError):
+            replay.learner_spec(bad)
+    args = replay.replay_parser().parse_args([])
+    assert replay.learner_spec(args.learner) == replay.learner_spec(replay.BANDIT_LEARNER)
+
+
+def test_size_switching_learner_picks_by_logged_queries(replay):
+    make = replay.make_learner(replay.LEARNER_PRESETS["ridge10-then-mlp64-at-5000"])
+    below, at, above = make(10, 0, logged=4999), make(10, 0, logged=5000), make(10, 0, logged=10_000)
+    assert below.name == "ridge" and below.alpha == 10.0 and below.pessimism == 0.0
+    assert at.name == "mlp" and above.name == "mlp"
+    with pytest.raises(ValueError):
+        make(10, 0)  # the switch needs the logged count
+    assert replay.make_learner(replay.LEARNER)(10, 0, logged=3).name == "mlp"  # plain specs ignore it
+
+
+def test_fit_bandit_tells_the_learner_how_many_queries_were_logged(replay):
+    from radialrouter.data.dataset import RoutingDataset
+
+    rng = np.random.default_rng(0)
+    n, m, d = 40, 3, 4
+    ds = RoutingDataset.from_arrays([f"q{i}" for i in range(n)], rng.random((n, m)), ["a", "b", "c"],
+                                    cost=rng.random((n, m)), tasks=["t"] * n, split=["train"] * n)
+    ds = ds.with_embeddings(rng.standard_normal((n, d)).astype(np.float32))
+    seen = []
+
+    def make(steps, seed, logged=None):
+        seen.append(logged)
+        return replay.make_learner({"router": "ridge", "alpha": 1.0})(steps, seed, logged)
+
+    action = rng.integers(0, m, n)
+    fitted = replay.fit_bandit(ds, action, ds.quality[np.arange(n), action], np.ones(m), 10, 0, make=make)
+    assert seen == [n] and fitted.predict_scores(ds.embeddings, 0.02).shape == (n, m)
+
+
+def learner_row(name: str, gaps2: list[float], gaps10: list[float]) -> dict:
+    return {"candidate": name, "options": ["--learner", name], "guard_seeds": "0,1,2,3",
+            "guard_gap_2000": float(np.mean(gaps2)), "guard_gap_10000": float(np.mean(gaps10)),
+            "guard_gap_2000_per_seed": gaps2, "guard_gap_10000_per_seed": gaps10}
+
+
+def test_choose_learner_needs_two_paired_se_at_2000_and_one_at_10000(select):
+    _, serve = select
+    current = learner_row("current", [0.04, 0.05, 0.03, 0.04], [0.01, 0.00, 0.02, 0.01])
+    rows = [current,
+            # far better at 2,000 but clearly worse at 10,000 (paired +0.03 ± 0): fails the 10,000 guard
+            learner_row("linear", [0.01, 0.02, 0.00, 0.01], [0.04, 0.03, 0.05, 0.04]),
+            # better at 2,000 by 0.02 ± 0.0041 (> 2 s.e.) and paired at 10,000 +0.005 ± 0.005: passes
+            learner_row("switch", [0.02, 0.03, 0.01, 0.02], [0.02, 0.00, 0.02, 0.01]),
+            # tied with "switch" at 2,000, worse at 10,000 (still within one s.e.)
+            learner_row("switch later", [0.02, 0.03, 0.01, 0.02], [0.03, -0.01, 0.03, 0.005]),
+            # smallest mean gap at 2,000 but noisy: -0.0275 ± 0.0193 is within two paired s.e.
+            learner_row("noisy", [0.05, -0.02, 0.03, -0.01], [0.01, 0.00, 0.02, 0.01])]
+    chosen = serve.choose_learner(rows, current="current")
+    assert chosen["candidate"] == "switch"
+    assert [r["eligible"] for r in rows] == [None, False, True, True, False]
+    assert rows[2]["paired_2000"] == pytest.approx(-0.02) and rows[1]["paired_10000"] == pytest.approx(0.03)
+    # nothing passes: the current learner stays
+    assert serve.choose_learner([current, rows[1], rows[4]], current="current")["candidate"] == "current"
+    with pytest.raises(ValueError):  # paired differences need the same seeds
+        serve.choose_learner([current, rows[2] | {"guard_seeds": "0,1,2,4"}], current="current")
+
+
+def test_learner_candidates_are_the_declared_ones(select, replay):
+    _, serve = select
+    specs = [replay.learner_spec(o[o.index("--learner") + 1]) for o in serve.LEARNER_CANDIDATES.values()]
+    assert specs[0] == replay.LEARNER and serve.CURRENT_LEARNER == next(iter(serve.LEARNER_CANDIDATES))
+    assert [s.get("alpha") for s in specs[1:4]] == [1.0, 10.0, 100.0] and all(s["pessimism"] == 0 for s in specs[1:4])
+    assert specs[4]["switch_at"] == 5000 and specs[4]["below"] == specs[2] and specs[4]["from"] == replay.LEARNER
+    for options in serve.LEARNER_CANDIDATES.values():
+        args = replay.replay_parser().parse_args(options)
+        assert (args.gamma_scale, args.gamma_exponent, args.prior, args.server) == (30.0, 0.5, 1000.0, "learner")
