@@ -10,7 +10,9 @@ traffic at λ = Balance. A logging policy routes each one and only the called LL
 *noisy judge*: flipped with probability ``--noise``, as a fallible LLM judge would). Every ``--every`` queries the
 bandit learner (`LEARNER`, chosen on validation by `bandit_learner_select.py`: an ``mlp`` 64 units wide with the
 masked loss of `radialrouter.learning.partial` and its pessimistic routing, costs imputed as in
-`radialrouter.learning.ledger_data`)
+`radialrouter.learning.ledger_data`; ``--learner`` picks another, the full-information reference staying `LEARNER`;
+per-LLM ridge learners and a ridge-then-mlp size switch were tested against it on held-out folds of routerbench3's
+training split, `bandit_serve_select.py --learners`, and it stayed)
 is retrained on everything logged so far and becomes the new logging policy (``--prior``: blended with the frozen
 router). Policies:
 
@@ -142,7 +144,9 @@ LEARNER_PRESETS: dict[str, dict] = {
     "ridge10-then-mlp64-at-5000": {"switch_at": 5000, "below": {"router": "ridge", "alpha": 10.0, "pessimism": 0.0},
                                    "from": LEARNER},
 }
-#: ``--learner``'s default: the bandit-fed learner of the replay
+#: ``--learner``'s default: the bandit-fed learner of the replay; `bandit_serve_select.py --learners` (issue #26,
+#: held-out folds of the training split, seeds 0-9, rule declared before any figure) kept it against the ridges
+#: and the size switch above
 BANDIT_LEARNER = "mlp64"
 
 

@@ -72,6 +72,11 @@ trains on labels implied by the shipped router, which was trained on the held-ou
 cannot be chosen. (Also decided after the figures had been seen: under the rule as first declared the
 ``--impute-frozen`` candidate at γ = 100·√t, whose figures were among the best, would have been chosen.)
 Before issue #26 the rule was (i) alone.
+
+``--learners`` (issue #26): the held-out-fold guard alone, for the bandit-fed learner instead of the serving
+settings — `LEARNER_CANDIDATES` (the mlp, per-LLM ridges at alpha 1 / 10 / 100, a ridge-then-mlp switch at 5,000
+logged queries) at the chosen serving settings, seeds 0-9 — and `LEARNER_RULE` (`choose_learner`: paired by seed
+against the current learner; declared before any figure). Writes bandit_serve_select_learner.{json,md}.
 Writes benchmarks/results/bandit_serve_select.{json,md} (``--protocol stream``: bandit_serve_select_stream.*;
 ``--merge``: adds the candidates run to the rows already there for the same protocol; ``--guard-only``: keeps the
 existing llmrouter9 rows of the candidates run and adds the held-out-fold guard; results are written after every
