@@ -21,7 +21,7 @@ from radialrouter.data import make_synthetic
 from radialrouter.routers import make_router
 from radialrouter.serve import parse_config
 from radialrouter.serve.app import create_app
-from radialrouter.serve.batching import MicroBatcher, QueueFull
+from radialrouter.serve.batching import MicroBatcher, QueueFull, TurnBatcher
 from radialrouter.serve.testing import ServerThread, fake_backends
 
 PRICE = 1000.0  # USD per million tokens: 0.001 USD per token
@@ -174,6 +174,32 @@ def test_batcher_queue_is_bounded():
     assert any(isinstance(r, QueueFull) for r in results) and 0 in results
 
 
+def test_turn_batcher_decides_one_turns_items_together_and_isolates_errors():
+    """Items submitted during one turn of the loop share one call at the next (split at ``max_size``); a batch
+    that raises is retried one item at a time; a caller that gave up is skipped; the next turn starts afresh."""
+    calls = []
+
+    def fn(items):
+        calls.append(list(items))
+        if 3 in items:
+            raise ValueError("poison in the batch")
+        return [x * 10 for x in items]
+
+    async def main():
+        batcher = TurnBatcher(fn, max_size=4)
+        futures = [batcher.submit(i) for i in range(6)]
+        futures[5].cancel()
+        first = await asyncio.gather(*futures[:5], return_exceptions=True)
+        second = await batcher.submit(7)
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert isinstance(first[3], ValueError) and [r for i, r in enumerate(first) if i != 3] == [0, 10, 20, 40]
+    assert second == 70
+    # [0..3] raised, so each of its items ran alone; [4] (5 was cancelled) and [7] were calls of their own
+    assert calls == [[0, 1, 2, 3], [0], [1], [2], [3], [4], [7]]
+
+
 def test_auto_routes_inline_only_when_a_decision_is_cheap(router_dir, hub):
     """``routing_thread: auto`` puts a sub-millisecond router on the event loop and keeps a slow one in the thread;
     ``always`` / ``never`` force either."""
@@ -217,6 +243,33 @@ def test_where_decisions_run_changes_no_decision(serve):
             assert app.state.serve.route_inline is (where == "never")
             seen[where] = asyncio.run(decisions(url))
     assert seen["never"] == seen["always"]
+
+
+def test_requests_that_reach_the_loop_together_share_one_decision(router_dir, hub):
+    """On the event loop, a request alone is decided at once, and requests started in the same turn of the loop
+    share one decision call (`TurnBatcher`) — each decided exactly once, as it would be alone."""
+    _, base = hub
+    app = create_app(parse_config(_config(router_dir, base, routing_thread="never"), env=KEYS))
+    state, sizes = app.state.serve, []
+    decide = state.decider.decide
+    state.decider.decide = lambda queries: (sizes.append(len(queries)), decide(queries))[1]
+    prompts = [f"question {i}: {'prove a theorem' if i % 2 else 'sort a list'}" for i in range(12)]
+
+    async def main():
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=RICH) as client:
+            async def route(p):  # a chat request: its backend call keeps it in flight while the next one starts
+                r = await client.post("/v1/chat/completions", json=_chat("radial", p))
+                assert r.status_code == 200, r.text
+                return r.headers["x-radialrouter-model"]
+            alone = [await route(p) for p in prompts]
+            del sizes[:]
+            together = await asyncio.gather(*(route(p) for p in prompts))
+            return alone, together
+
+    alone, together = asyncio.run(main())
+    assert together == alone
+    assert sum(sizes) == len(prompts) and max(sizes) > 1, sizes
 
 
 # ------------------------------------------------------------------------------------- 2, 3: budgets

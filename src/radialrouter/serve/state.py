@@ -27,7 +27,7 @@ from radialrouter.routers import Router
 from radialrouter.serve.api.admin import router_version
 from radialrouter.serve.api.health import REPLICA_ENV, replica_id
 from radialrouter.serve.api.validation import check_json_tree, max_output_tokens
-from radialrouter.serve.batching import MicroBatcher, QueueFull
+from radialrouter.serve.batching import MicroBatcher, QueueFull, TurnBatcher
 from radialrouter.serve.budgets import Budgets
 from radialrouter.serve.config import ServeConfig
 from radialrouter.serve.metrics import Metrics
@@ -104,6 +104,8 @@ class ServeState:
         self.batcher = MicroBatcher(self.decider.decide, max_size=config.server.batch_max_size,
                                     max_wait_s=config.server.batch_max_wait_ms / 1000,
                                     on_batch=self.metrics.batch_size.observe, max_queue=config.server.max_routing_queue)
+        self.turn_batcher = TurnBatcher(lambda queries: self.decider.decide(queries),
+                                        max_size=config.server.batch_max_size, on_batch=self.metrics.batch_size.observe)
         self.in_flight = 0
         self.streams: set[_Call] = set()  # open streams, ended with an error event if shutdown outlasts them
         self._heavy = anyio.CapacityLimiter(2)  # threads for large bodies: parsing, counting
@@ -303,10 +305,13 @@ class ServeState:
         return query if self.decider.fits_every_window(query.prompt_tokens, query.max_output) else None
 
     async def _decide(self, query: RouteQuery) -> RouteResult:
-        """A decision made on the spot on the event loop (`route_inline`: it costs less than a hand-over to the
-        routing thread and back), or by the micro-batcher in the routing thread."""
+        """A decision made on the event loop (`route_inline`: it costs less than a hand-over to the routing thread
+        and back) — on the spot for a request alone, else with the others of this turn (`TurnBatcher`) — or by the
+        micro-batcher in the routing thread."""
         with self.metrics.decision_seconds.time():
             if self.route_inline:
+                if self.in_flight > 1:  # others may reach this point in the same turn of the loop: decided together
+                    return await self.turn_batcher.submit(query)
                 self.metrics.batch_size.observe(1)
                 result = self.decider.decide([query])[0]
                 if isinstance(result, BaseException):
