@@ -23,7 +23,8 @@ router). Policies:
 * ``bandit, no exploration``: the learner's greedy choice is logged (propensity 1).
 * ``bandit, exploring``: SquareCB's inverse-gap weighting (``--explore squarecb``, the default, chosen on
   validation by `bandit_explore_select.py`: each non-greedy LLM with probability 1 / (m + γ·gap), γ = 30·√t after
-  t logged queries, the scale chosen by `bandit_serve_select.py` — the same function as ``router.explore``),
+  t logged queries, the scale chosen by `bandit_serve_select.py` — the same function as ``router.explore``;
+  ``--floor ε`` mixes in a uniform floor, (1 − ε)·p + ε/m, tested by `bandit_serve_select.py --floors`),
   ε-greedy (``--explore epsilon``: with probability ε a uniformly random LLM) or a softmax over the policy's
   scores with an ε/m floor (``--explore softmax``); the draw's propensity is logged.
   Which policy serves after a retrain (``--deploy``): ``always`` the new learner; ``ope`` the new learner only
@@ -256,7 +257,9 @@ def logging_probs(scores: np.ndarray, greedy: np.ndarray, block: np.ndarray, exp
     if args.explore == "squarecb":  # inverse-gap weighting, γ = gamma_scale · t^gamma_exponent (or fixed)
         gamma = np.array([squarecb_gamma(int(t) + 1, args.gamma, args.gamma_scale, args.gamma_exponent)
                           for t in block])
-        return squarecb_probs(scores, gamma, best=greedy)
+        # --floor ε: (1 − ε)·p_SquareCB + ε/m, so the log (and the propensities the learner and OPE read) keeps
+        # labels on every LLM as γ grows; 0: plain SquareCB, the same array
+        return squarecb_probs(scores, gamma, best=greedy, floor=getattr(args, "floor", 0.0))
     eps = args.epsilon
     probs = np.full((n, m), eps / m)
     if args.explore == "softmax":  # softmax over the policy's scores, ε/m floor everywhere
@@ -697,6 +700,10 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gamma-scale", type=float, default=30.0,
                         help="SquareCB: γ = scale · t^exponent (default chosen by bandit_serve_select.py)")
     parser.add_argument("--gamma-exponent", type=float, default=0.5)
+    parser.add_argument("--floor", type=float, default=0.0,
+                        help="SquareCB: uniform exploration floor ε in [0, 1), logged probabilities "
+                             "(1 − ε)·p_SquareCB + ε/m (router.explore.floor; 0: plain SquareCB; the default chosen "
+                             "by bandit_serve_select.py --floors)")
     parser.add_argument("--server", choices=("learner", "ridge"), default="learner",
                         help="the policy that serves while logging: the learner itself, retrained every --every, or "
                              "a per-LLM ridge regression (SERVE_RIDGE) refitted every --serve-every (default chosen "
@@ -743,6 +750,8 @@ def main() -> None:
         learner_spec(args.learner)
     except ValueError as e:
         parser.error(str(e))
+    if not 0.0 <= args.floor < 1.0:
+        parser.error(f"--floor must be in [0, 1); got {args.floor}")
     if args.report_only:
         out = Path(args.out)
         result = json.loads(out.with_suffix(".json").read_text())
@@ -835,7 +844,10 @@ def explore_label(settings: dict) -> str:
         if settings.get("server") == "ridge":
             server = (f"; served by a ridge refitted every {settings['serve_every']} logged queries from query "
                       f"{settings.get('serve_from') or settings['serve_every']}, the frozen router before")
-        return (f"squarecb ({gamma}, t the queries logged so far; deploy {settings.get('deploy', 'always')}"
+        floor = settings.get("floor") or 0
+        return (f"squarecb ({gamma}, t the queries logged so far"
+                + (f"; uniform floor ε = {floor:g}: (1 − ε)·p + ε/m" if floor else "")
+                + f"; deploy {settings.get('deploy', 'always')}"
                 + (f"; warm start from the frozen router, learner weight t / (t + {prior:g})" if prior else "")
                 + server + ")")
     if settings["explore"] == "softmax":

@@ -77,6 +77,11 @@ Before issue #26 the rule was (i) alone.
 settings — `LEARNER_CANDIDATES` (the mlp, per-LLM ridges at alpha 1 / 10 / 100, a ridge-then-mlp switch at 5,000
 logged queries) at the chosen serving settings, seeds 0-9 — and `LEARNER_RULE` (`choose_learner`: paired by seed
 against the current learner; declared before any figure). Writes bandit_serve_select_learner.{json,md}.
+``--floors`` (issue #26): the current serving settings against the same with a uniform exploration floor
+(`FLOOR_CANDIDATES`, ``--floor`` 0.05 / 0.1 / 0.2): llmrouter9's served Score (seeds 0-4, VW (b)'s traffic) and the
+held-out-fold guard (seeds 0-9), and `FLOOR_RULE` (`choose_floor`: paired by seed against the current settings, and
+not serving below VW SquareCB (b) on llmrouter9; declared before any figure). Writes
+bandit_serve_select_floor.{json,md}.
 Writes benchmarks/results/bandit_serve_select.{json,md} (``--protocol stream``: bandit_serve_select_stream.*;
 ``--merge``: adds the candidates run to the rows already there for the same protocol; ``--guard-only``: keeps the
 existing llmrouter9 rows of the candidates run and adds the held-out-fold guard; results are written after every
@@ -444,6 +449,152 @@ def write_learners(out, seeds: str, rows: list[dict], full_cache: dict, load_bef
     out.with_suffix(".md").write_text(text)
 
 
+#: the exploration-floor candidates (issue #26, ``--floors``; declared before any figure, commit "#26
+#: exploration-floor rule"): the current serving settings (SquareCB γ = 30·√t, prior 1000, the learner serving)
+#: and the same with a uniform floor ε mixed into SquareCB's distribution, (1 − ε)·p + ε/K (``--floor``). Why: at
+#: this γ SquareCB draws each non-greedy LLM ~0.3-3 % of the time, so at 2,000 logged queries the learner has few
+#: labels for most LLMs; a floor buys labels on every LLM at a bounded serving cost.
+FLOOR_CANDIDATES: dict[str, list[str]] = {"current: squarecb γ = 30·√t, prior 1000, the learner serving":
+                                          list(LEARNER_SERVING)} | {
+    f"the same with a uniform floor ε = {e:g}": LEARNER_SERVING + ["--floor", str(e)] for e in (0.05, 0.1, 0.2)}
+CURRENT_FLOOR = next(iter(FLOOR_CANDIDATES))
+FLOOR_GUARD_SEEDS = "0,1,2,3,4,5,6,7,8,9"
+#: llmrouter9's served Score on the seeds VW SquareCB's (b) routed (bandit_vw.py: 0-4), the same traffic
+FLOOR_SERVED_SEEDS = "0,1,2,3,4"
+FLOOR_SERVED_FALLBACK = 0.02
+FLOOR_RULE = ("a candidate replaces the current settings only if its held-out-fold gap at 2,000 is below the current "
+              "settings' by more than two paired standard errors, its gap at 10,000 is not above the current "
+              "settings' by more than one paired standard error, and its llmrouter9 served score is not below VW "
+              "SquareCB (b)'s served score on the same llmrouter9 validation traffic (bandit_vw.py's on-policy grid; "
+              "if that figure is not available, not below the current settings' by more than 0.02); among such, the "
+              "smallest gap at 2,000 (ties: the smaller gap at 10,000, then the candidate listed first)")
+
+
+def vw_validation_served() -> dict | None:
+    """VW SquareCB's choice (b) served on llmrouter9's validation traffic (bandit_vw.json, the on-policy row:
+    ``serving_choice_validation_stream_served`` per seed), or None when bandit_vw.py has not written it."""
+    path = RESULTS / "bandit_vw.json"
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    row = next((r for r in d.get("rows", []) if r.get("serving_choice_validation_stream_served")), None)
+    if row is None:
+        return None
+    per_seed = row["serving_choice_validation_stream_served"]
+    return {"served": float(np.mean(per_seed)), "served_se": std_err(per_seed), "per_seed": per_seed,
+            "setting": row.get("serving_setting"), "seeds": d.get("seeds")}
+
+
+def choose_floor(rows: list[dict], vw: dict | None, current: str = CURRENT_FLOOR) -> dict:
+    """`FLOOR_RULE` (declared before any figure): the paired held-out-fold conditions of `choose_learner` plus the
+    served bar — VW (b)'s llmrouter9 served Score (``vw``), else the current settings' minus
+    `FLOOR_SERVED_FALLBACK`. Adds ``paired_{n}``, ``paired_{n}_se``, ``served_bar`` and ``eligible`` to the rows;
+    returns the chosen row (the current settings when none passes)."""
+    base = next(r for r in rows if r["candidate"] == current)
+    bar = vw["served"] if vw is not None else base["served"] - FLOOR_SERVED_FALLBACK
+    eligible = []
+    for r in rows:
+        r["served_bar"] = bar
+        if r is base:
+            r["eligible"] = None
+            continue
+        (d2, se2), (d10, se10) = paired(r, base, 2000), paired(r, base, 10000)
+        r |= {"paired_2000": d2, "paired_2000_se": se2, "paired_10000": d10, "paired_10000_se": se10}
+        r["eligible"] = bool(se2 is not None and se10 is not None and d2 < -2 * se2 and d10 <= se10
+                             and r["served"] >= bar)
+        if r["eligible"]:
+            eligible.append(r)
+    return min(eligible, key=lambda r: (r["guard_gap_2000"], r["guard_gap_10000"])) if eligible else base
+
+
+def run_floor_guard(args, train, embedded) -> None:
+    """``--floors``: per `FLOOR_CANDIDATES` (or ``--only``), the llmrouter9 validation (`validate`, seeds
+    `FLOOR_SERVED_SEEDS`, with the routerbench3-traffic reference the rule never reads) and the held-out-fold guard
+    (`guard_row`, seeds `FLOOR_GUARD_SEEDS` unless ``--seeds``); rows kept from an earlier run on the same seeds
+    (resumable); `choose_floor`; writes benchmarks/results/bandit_serve_select_floor.{json,md}."""
+    load_before, started = os.getloadavg(), time.perf_counter()
+    out = RESULTS / "bandit_serve_select_floor"
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    if old.get("guard_seeds") != args.seeds:
+        old = {}
+    rows = {r["candidate"]: r for r in old.get("rows", [])}
+    full_cache = dict(old.get("guard_full_information") or {})
+    only = [n for n in args.only.split(";") if n]
+    unknown = set(only) - set(FLOOR_CANDIDATES)
+    if unknown:
+        raise SystemExit(f"--only: not a floor candidate: {sorted(unknown)}")
+    v_train, v_test = load(VALIDATION, 0, embedded.get_encoder())
+    served_seeds = [int(s) for s in FLOOR_SERVED_SEEDS.split(",")]
+    for name, options in FLOOR_CANDIDATES.items():
+        if (only and name not in only) or (not only and name in rows):
+            continue
+        row = validate(name, options, served_seeds, False, True, train, v_train, v_test, embedded)
+        row |= guard_row(options, [int(s) for s in args.seeds.split(",")], train, embedded, full_cache)
+        rows[name] = row
+        print(f"{name}: held-out-fold gap at 2,000 {row['guard_gap_2000']:+.4f} ± {row['guard_gap_2000_se'] or 0:.4f}"
+              f", at 10,000 {row['guard_gap_10000']:+.4f} ± {row['guard_gap_10000_se'] or 0:.4f} "
+              f"({row['guard_seconds']:.0f} s; load {os.getloadavg()[0]:.2f})", flush=True)
+        write_floors(out, args.seeds, list(rows.values()), full_cache, load_before, started)
+    write_floors(out, args.seeds, list(rows.values()), full_cache, load_before, started)
+    print(out.with_suffix(".md").read_text())
+
+
+def write_floors(out, seeds: str, rows: list[dict], full_cache: dict, load_before, started: float) -> None:
+    """The .json and .md of the floor guard so far (the choice once every candidate has its row)."""
+    order = list(FLOOR_CANDIDATES)
+    rows = sorted(rows, key=lambda r: order.index(r["candidate"]) if r["candidate"] in order else len(order))
+    complete = [r["candidate"] for r in rows] == order
+    vw = vw_validation_served()
+    best = choose_floor(rows, vw) if complete else None
+    result = {"benchmark": "bandit_serve_select --floors", "guard_seeds": seeds, "served_seeds": FLOOR_SERVED_SEEDS,
+              "guard": HELDOUT_GUARD, "validation": PROTOCOLS["llmrouter9"], "current": CURRENT_FLOOR,
+              "rule": FLOOR_RULE, "vw_squarecb_b_validation_served": vw, "learner": LEARNER_NAME, "rows": rows,
+              "chosen": None if best is None else best["candidate"],
+              "chosen_options": None if best is None else best["options"],
+              "guard_full_information": full_cache,
+              "load_average": {"before": load_before, "after": os.getloadavg()}, "cpus": os.cpu_count(),
+              "seconds": round(time.perf_counter() - started)}
+    fi = {n: [f[str(n)] for f in full_cache.values() if str(n) in f] for n in GUARD_SIZES}
+
+    def pm(r: dict, key: str) -> str:
+        return "–" if r.get(key) is None else f"{r[key]:+.4f} ± {r.get(key + '_se') or 0:.4f}"
+
+    table = ("| candidate | served on llmrouter9's traffic (± s.e.) | held-out Score at 2,000 / 10,000 | gap at 2,000 "
+             "(± s.e.) | gap at 10,000 (± s.e.) | paired vs current at 2,000 | paired vs current at 10,000 | passes "
+             "| s (load) | reference, not read by the rule: served on routerbench3's traffic (± s.e.) |\n"
+             "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|\n")
+    for r in rows:
+        name = f"**{r['candidate']}**" if r is best else r["candidate"]
+        passes = "current" if r["candidate"] == CURRENT_FLOOR else {True: "yes", False: "no", None: ""}[
+            r.get("eligible")]
+        table += (f"| {name} | {r['served']:.4f} ± {r['served_se'] or 0:.4f} | {r['guard_heldout_2000']:.4f} / "
+                  f"{r['guard_heldout_10000']:.4f} | {pm(r, 'guard_gap_2000')} | {pm(r, 'guard_gap_10000')} | "
+                  f"{pm(r, 'paired_2000')} | {pm(r, 'paired_10000')} | {passes} | "
+                  f"{r['seconds'] + r['guard_seconds']:.0f} ({r['guard_load']:.2f}) | "
+                  f"{r['reference_traffic_served']:.4f} ± {r['reference_traffic_served_se'] or 0:.4f} |\n")
+    bar = ("VW SquareCB (b) served " + f"{vw['served']:.4f} ± {vw['served_se'] or 0:.4f} on the same llmrouter9 "
+           f"traffic (`{vw['setting']}`, seeds {vw['seeds']}, bandit_vw.json)" if vw is not None else
+           f"no VW (b) figure: the current settings' served Score minus {FLOOR_SERVED_FALLBACK}")
+    text = (f"# An exploration floor for SquareCB (issue #26)\n\nCandidates: the current serving settings "
+            f"(`{' '.join(LEARNER_SERVING)}`) and the same with `--floor ε` (logged probabilities "
+            "(1 − ε)·p_SquareCB + ε/K, K the LLMs; the learner and OPE read them). Served: llmrouter9 validation, "
+            f"seeds {FLOOR_SERVED_SEEDS}: {PROTOCOLS['llmrouter9']}. Held-out-fold guard, seeds {seeds} (fold = "
+            f"seed mod {GUARD_FOLDS}): {HELDOUT_GUARD}. Gap: the full-information learner ({LEARNER_NAME}, every "
+            "label of the same traffic) minus the bandit-fed learner, on the held-out fold; mean ± s.e. over seeds; "
+            "paired: the candidate's gap minus the current settings', per seed. The full-information reference "
+            "scored " + " and ".join(f"{np.mean(v):.4f} at {n:,}" for n, v in fi.items() if v)
+            + f" (mean over seeds). Served bar: {bar}. Machine: {os.cpu_count()} CPUs, shared; load average "
+            f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after the last run; {result['seconds']} s (the "
+            f"last run).\n\n{table}\nRule (declared before any figure): {FLOOR_RULE}. "
+            + ("Chosen: **" + best["candidate"] + "**" + (f" (`--floor {best['options'][-1]}`)."
+                                                         if "--floor" in best["options"] else " (no floor).")
+               if best is not None else "Not every candidate has run yet: no choice.")
+            + "\n\nRerun: `python benchmarks/bandit_serve_select.py --floors` (resumes; `--only 'name;name'` reruns "
+              "those)\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+
+
 def choose_serving(rows: list[dict]) -> tuple[dict, tuple[tuple[str, bool], ...]]:
     """The rule (declared before the held-out-fold guard was run): `choose` with `GUARDS` — the best mean Score
     served on llmrouter9's traffic among the candidates that pass every guard; if none passes all three, the
@@ -472,7 +623,7 @@ def heldout_guard_leaks(options: list[str]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default=None, help="default: 0-4 (0-9 with --learners)")
+    parser.add_argument("--seeds", default=None, help="default: 0-4 (0-9 with --learners or --floors)")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="llmrouter9",
                         help="validation: llmrouter9's traffic and test split (default), or the older routerbench3 "
                              "validation stream")
@@ -488,9 +639,17 @@ def main() -> None:
     parser.add_argument("--learners", action="store_true",
                         help="the held-out-fold guard of the bandit-fed learner candidates (LEARNER_CANDIDATES, the "
                              "chosen serving settings) and the learner rule; writes bandit_serve_select_learner.*")
+    parser.add_argument("--floors", action="store_true",
+                        help="the exploration-floor candidates (FLOOR_CANDIDATES): llmrouter9 served Score and the "
+                             "held-out-fold guard, and the floor rule; writes bandit_serve_select_floor.*")
     args = parser.parse_args()
-    args.seeds = args.seeds or (LEARNER_GUARD_SEEDS if args.learners else "0,1,2,3,4")
+    args.seeds = args.seeds or (LEARNER_GUARD_SEEDS if args.learners or args.floors else "0,1,2,3,4")
     torch.set_num_threads(1)
+    if args.floors:
+        embedded = load_default()
+        train, _ = load("routerbench3", 0, embedded.get_encoder())
+        run_floor_guard(args, train, embedded)
+        return
     if args.learners:
         embedded = load_default()
         train, _ = load("routerbench3", 0, embedded.get_encoder())

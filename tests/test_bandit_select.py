@@ -175,3 +175,63 @@ def test_learner_candidates_are_the_declared_ones(select, replay):
     for options in serve.LEARNER_CANDIDATES.values():
         args = replay.replay_parser().parse_args(options)
         assert (args.gamma_scale, args.gamma_exponent, args.prior, args.server) == (30.0, 0.5, 1000.0, "learner")
+
+
+def test_replay_floor_mixes_the_logged_probabilities(replay):
+    from radialrouter.learning.exploration import squarecb_probs
+
+    rng = np.random.default_rng(0)
+    scores, block = rng.standard_normal((50, 11)), np.arange(1000, 1050)
+    greedy = scores.argmax(1)
+    args = replay.replay_parser().parse_args([])
+    assert args.floor == 0.0 and args.explore == "squarecb"
+    plain = replay.logging_probs(scores, greedy, block, True, args)
+    gamma = np.array([replay.squarecb_gamma(int(t) + 1, None, args.gamma_scale, 0.5) for t in block])
+    assert np.array_equal(plain, squarecb_probs(scores, gamma, best=greedy))  # the default: plain SquareCB
+    floored = replay.logging_probs(scores, greedy, block, True, replay.replay_parser().parse_args(["--floor", "0.1"]))
+    assert np.allclose(floored.sum(1), 1.0) and (floored >= 0.1 / 11 - 1e-15).all()
+    assert np.allclose(floored, 0.9 * plain + 0.1 / 11)
+    assert (plain.min(1) < 0.1 / 11).all()  # the floor lifts what SquareCB alone leaves below ε/K
+    no_explore = replay.replay_parser().parse_args(["--floor", "0.1"])
+    greedy_only = replay.logging_probs(scores, greedy, block, False, no_explore)
+    assert np.array_equal(greedy_only.argmax(1), greedy) and (greedy_only.max(1) == 1.0).all()  # no exploration
+
+
+def floor_row(name: str, served: float, gaps2: list[float], gaps10: list[float]) -> dict:
+    return learner_row(name, gaps2, gaps10) | {"served": served}
+
+
+def test_choose_floor_needs_the_paired_guard_and_the_served_bar(select):
+    _, serve = select
+    current = floor_row("current", 0.606, [0.04, 0.05, 0.03, 0.04], [0.01, 0.00, 0.02, 0.01])
+    rows = [current,
+            # better at 2,000 by 0.02 (> 2 paired s.e.), fine at 10,000, serves above VW's bar: passes
+            floor_row("small", 0.60, [0.02, 0.03, 0.01, 0.02], [0.02, 0.00, 0.02, 0.01]),
+            # better still at 2,000, but serves below VW (b)'s 0.5904: fails
+            floor_row("large", 0.58, [0.00, 0.01, -0.01, 0.00], [0.01, 0.00, 0.02, 0.01]),
+            # better at 2,000 but worse at 10,000 by more than one paired s.e.: fails
+            floor_row("late", 0.60, [0.01, 0.02, 0.00, 0.01], [0.04, 0.03, 0.05, 0.04])]
+    vw = {"served": 0.5904}
+    assert serve.choose_floor(rows, vw, current="current")["candidate"] == "small"
+    assert [r["eligible"] for r in rows] == [None, True, False, False]
+    assert all(r["served_bar"] == 0.5904 for r in rows)
+    # no VW figure: the bar is the current settings' served Score minus 0.02 (0.586), which "large" misses
+    assert serve.choose_floor(rows, None, current="current")["candidate"] == "small"
+    assert rows[2]["served_bar"] == pytest.approx(0.586) and rows[2]["eligible"] is False
+    # a lower bar lets "large" through, and it has the smallest gap at 2,000
+    assert serve.choose_floor(rows, {"served": 0.57}, current="current")["candidate"] == "large"
+    # nothing passes: the current settings stay
+    assert serve.choose_floor([current, rows[3]], vw, current="current")["candidate"] == "current"
+
+
+def test_floor_candidates_are_the_declared_ones(select, replay):
+    _, serve = select
+    assert serve.CURRENT_FLOOR == next(iter(serve.FLOOR_CANDIDATES))
+    floors = []
+    for options in serve.FLOOR_CANDIDATES.values():
+        args = replay.replay_parser().parse_args(options)
+        assert (args.gamma_scale, args.gamma_exponent, args.prior, args.server, args.explore) == (
+            30.0, 0.5, 1000.0, "learner", "squarecb")
+        floors.append(args.floor)
+    assert floors == [0.0, 0.05, 0.1, 0.2]
+    assert serve.FLOOR_GUARD_SEEDS == "0,1,2,3,4,5,6,7,8,9" and serve.FLOOR_SERVED_SEEDS == "0,1,2,3,4"

@@ -12,7 +12,13 @@ import pytest
 
 from radialrouter.data import make_synthetic
 from radialrouter.data.dataset import DataError, RoutingDataset
-from radialrouter.learning.exploration import Explorer, policy_distribution, squarecb_gamma, squarecb_probs
+from radialrouter.learning.exploration import (
+    Explorer,
+    policy_distribution,
+    squarecb_gamma,
+    squarecb_probs,
+    with_floor,
+)
 from radialrouter.learning.ledger_data import (
     LoggedTraffic,
     impute_costs,
@@ -94,6 +100,56 @@ def test_explorer_squarecb_logs_its_propensities_and_gamma():
     assert labels == ["squarecb:2", "squarecb:4", "squarecb:6"]  # γ = 2 · t
     with pytest.raises(Exception, match="gamma"):
         _config({"method": "squarecb", "gamma": -1.0})
+
+
+def _igw(scores: np.ndarray, gamma: float) -> np.ndarray:
+    """Plain SquareCB written out (best: the argmax), to check that floor 0 leaves it exactly as it was."""
+    ok = np.isfinite(scores)
+    m, best = ok.sum(), int(np.where(ok, scores, -np.inf).argmax())
+    p = np.where(ok, 1.0 / (m + gamma * (scores[best] - np.where(ok, scores, 0.0))), 0.0)
+    p[best] = 0.0
+    p[best] = 1.0 - p.sum()
+    return p
+
+
+def test_squarecb_floor_mixes_in_a_uniform_share():
+    scores = np.array([[0.9, 0.8, 0.5, 0.1, -0.4], [0.2, 0.7, 0.7, -np.inf, 0.1]])
+    plain = squarecb_probs(scores, gamma=300.0)
+    for row, s in zip(plain, scores, strict=True):
+        assert np.array_equal(row, _igw(s, 300.0))  # floor 0 (the default): today's distribution, bit for bit
+    assert np.array_equal(squarecb_probs(scores, gamma=300.0, floor=0.0), plain)
+    for eps in (0.05, 0.1, 0.2, 0.9):
+        p = squarecb_probs(scores, gamma=300.0, floor=eps)
+        assert np.allclose(p.sum(1), 1.0)
+        assert (p[0] >= eps / 5 - 1e-15).all()  # every candidate at least ε/K
+        assert p[1, 3] == 0.0 and (np.delete(p[1], 3) >= eps / 4 - 1e-15).all()  # −inf: never, not in K
+        assert np.allclose(p[0], (1 - eps) * plain[0] + eps / 5)
+        assert np.allclose(np.delete(p[1], 3), (1 - eps) * np.delete(plain[1], 3) + eps / 4)
+    # without a floor the far-off candidates get far less than ε/K at this γ, so the floor is what lifts them
+    assert plain[0, -1] < 0.05 / 5
+    ranked = [0.9, 0.8, 0.5, 0.1]
+    assert np.array_equal(policy_distribution(ranked, "squarecb", 0.1, 1.0, 50.0), _igw(np.array(ranked), 50.0))
+    floored = policy_distribution(ranked, "squarecb", 0.1, 1.0, 50.0, floor=0.2)
+    assert np.allclose(floored, 0.8 * _igw(np.array(ranked), 50.0) + 0.05) and np.isclose(floored.sum(), 1.0)
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="floor"):
+            with_floor(plain, bad)
+
+
+def test_explorer_squarecb_floor_is_logged_and_validated():
+    result = RouteResult("a", ["a", "b", "c"], {"a": 0.9, "b": 0.85, "c": 0.1}, None, 0.0, 0.02, 5)
+    explorer = Explorer(_config({"method": "squarecb", "gamma": 10.0, "floor": 0.3, "seed": 3}))
+    igw = _igw(np.array([0.9, 0.85, 0.1]), 10.0)
+    want = dict(zip("abc", 0.7 * igw + 0.1, strict=True))
+    for p in [explorer.apply(result, "alice", "balance") for _ in range(50)]:
+        assert p.policy.explore == "squarecb:10+floor:0.3" and np.isclose(p.policy.propensity, want[p.llm])
+        assert np.allclose(p.policy.probs, list(want.values())) and min(p.policy.probs) >= 0.1 - 1e-12
+    plain = Explorer(_config({"method": "squarecb", "gamma": 10.0, "seed": 3})).apply(result, "alice", "balance")
+    assert plain.policy.explore == "squarecb:10" and _config().router.explore.floor == 0.0
+    assert _config({"method": "squarecb", "floor": 0.999}).router.explore.floor == 0.999
+    for bad in (1.0, -0.01, 2):
+        with pytest.raises(Exception, match=r"router\.explore\.floor must be at least 0 and below 1"):
+            _config({"method": "squarecb", "floor": bad})
 
 
 def _bandit_log(n: int, eps: float, seed: int = 0) -> tuple[LoggedTraffic, np.ndarray]:

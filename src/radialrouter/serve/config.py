@@ -126,7 +126,8 @@ class ExploreConfig(_Strict):
     ``epsilon``: with probability ε a uniformly random candidate instead of the router's pick; ``softmax``: a
     candidate drawn from softmax(score / temperature) over the router's own scores; ``squarecb``: inverse-gap
     weighting (VW's ``--squarecb``), each other candidate with probability 1 / (K + γ·(best score − its score)), the
-    rest to the router's pick — γ fixed (``gamma``) or ``gamma_scale · t^gamma_exponent`` after t exploring draws.
+    rest to the router's pick — γ fixed (``gamma``) or ``gamma_scale · t^gamma_exponent`` after t exploring draws —
+    optionally mixed with a uniform ``floor`` ε: ``(1 − ε)·p_SquareCB + ε/K`` (0, the default: plain SquareCB).
     ``keys`` / ``tradeoffs`` limit it to some client ids or trade-off names (empty: all)."""
 
     method: Literal["off", "epsilon", "softmax", "squarecb"] = "off"
@@ -137,6 +138,9 @@ class ExploreConfig(_Strict):
     gamma_scale: float = Field(10.0, gt=0.0, description="SquareCB: γ's scale when gamma is null (VW's default 10).")
     gamma_exponent: float = Field(0.5, ge=0.0, le=1.0, description="SquareCB: γ's exponent over the exploring draws "
                                   "so far when gamma is null (VW's default 0.5).")
+    floor: float = Field(0.0, description="SquareCB: uniform exploration floor ε in [0, 1) — each of the K "
+                         "candidates drawn with at least ε/K, (1 − ε)·p_SquareCB + ε/K, so that labels keep coming "
+                         "for every LLM as γ grows (0: plain SquareCB).")
     keys: list[str] = Field(default_factory=list, description="Only these client ids explore (empty: all).")
     tradeoffs: list[str] = Field(default_factory=list, description="Only these trade-off names explore (empty: "
                                  "all; 'explicit' for radial@lam=…).")
@@ -146,6 +150,14 @@ class ExploreConfig(_Strict):
     @classmethod
     def _yaml_off(cls, value: Any) -> Any:
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @field_validator("floor")
+    @classmethod
+    def _floor(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:  # 1 would be uniform exploration with SquareCB ignored: use method epsilon
+            raise ValueError(f"router.explore.floor must be at least 0 and below 1 (ε of (1 − ε)·p_SquareCB + ε/K); "
+                             f"got {value!r}")
+        return value
 
 
 class RouterConfig(_Strict):
