@@ -96,6 +96,9 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -352,10 +355,12 @@ def paired(row: dict, base: dict, n: int) -> tuple[float, float | None]:
     return float(np.mean(diff)), std_err(diff)
 
 
-def choose_learner(rows: list[dict], current: str = CURRENT_LEARNER) -> dict:
-    """`LEARNER_RULE` (declared before the learner guard was run): adds to each row its paired differences to the
-    current learner's held-out-fold gaps (``paired_{n}``, ``paired_{n}_se``) and whether it passes
-    (``eligible``); returns the chosen row (the current learner when none passes)."""
+def choose_paired(rows: list[dict], current: str, passes: Callable[[dict], bool] = lambda r: True) -> dict:
+    """The paired held-out-fold rule shared by `LEARNER_RULE` and `FLOOR_RULE`: adds to each row its paired
+    differences to the ``current`` row's held-out-fold gaps (``paired_{n}``, ``paired_{n}_se``) and whether it
+    passes (``eligible``: gap at 2,000 below the current one's by more than two paired s.e., at 10,000 not above
+    it by more than one, and ``passes``); returns the chosen row — the smallest gap at 2,000 (ties: at 10,000, then
+    the first listed) — or the current row when none passes."""
     base = next(r for r in rows if r["candidate"] == current)
     eligible = []
     for r in rows:
@@ -364,68 +369,103 @@ def choose_learner(rows: list[dict], current: str = CURRENT_LEARNER) -> dict:
             continue
         (d2, se2), (d10, se10) = paired(r, base, 2000), paired(r, base, 10000)
         r |= {"paired_2000": d2, "paired_2000_se": se2, "paired_10000": d10, "paired_10000_se": se10}
-        r["eligible"] = bool(se2 is not None and se10 is not None and d2 < -2 * se2 and d10 <= se10)
+        r["eligible"] = bool(se2 is not None and se10 is not None and d2 < -2 * se2 and d10 <= se10 and passes(r))
         if r["eligible"]:
             eligible.append(r)
     return min(eligible, key=lambda r: (r["guard_gap_2000"], r["guard_gap_10000"])) if eligible else base
 
 
-def run_learner_guard(args, train, embedded) -> None:
-    """``--learners``: the held-out-fold guard (`guard_row`) for `LEARNER_CANDIDATES` (or ``--only``), seeds
-    `LEARNER_GUARD_SEEDS` unless ``--seeds``; rows kept from an earlier run on the same seeds (resumable; ``--only``
-    reruns those named); `choose_learner`; writes benchmarks/results/bandit_serve_select_learner.{json,md}."""
+def choose_learner(rows: list[dict], current: str = CURRENT_LEARNER) -> dict:
+    """`LEARNER_RULE` (declared before the learner guard was run): `choose_paired` alone."""
+    return choose_paired(rows, current)
+
+
+def run_paired_guard(args, out: Path, candidates: dict[str, list[str]], what: str,
+                     row_of: Callable[[str, list[str], list[int], dict], dict],
+                     write_out: Callable[[Path, str, list[dict], dict, Any, float], None]) -> None:
+    """The resumable loop of ``--learners`` and ``--floors``: per candidate (or ``--only``) ``row_of(name, options,
+    guard seeds, full-information cache)``, written after each (``write_out``); rows of an earlier run on the same
+    ``--seeds`` are kept, and ``--only`` reruns those named."""
     load_before, started = os.getloadavg(), time.perf_counter()
-    out = RESULTS / "bandit_serve_select_learner"
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
     if old.get("guard_seeds") != args.seeds:
         old = {}
     rows = {r["candidate"]: r for r in old.get("rows", [])}
     full_cache = dict(old.get("guard_full_information") or {})
     only = [n for n in args.only.split(";") if n]
-    unknown = set(only) - set(LEARNER_CANDIDATES)
+    unknown = set(only) - set(candidates)
     if unknown:
-        raise SystemExit(f"--only: not a learner candidate: {sorted(unknown)}")
-    for name, options in LEARNER_CANDIDATES.items():
+        raise SystemExit(f"--only: not a {what} candidate: {sorted(unknown)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for name, options in candidates.items():
         if (only and name not in only) or (not only and name in rows):
             continue
-        rows[name] = {"candidate": name, "options": options} | guard_row(options, [int(s) for s in
-                                                                                   args.seeds.split(",")],
-                                                                         train, embedded, full_cache)
-        r = rows[name]
+        r = rows[name] = row_of(name, options, seeds, full_cache)
         print(f"{name}: held-out-fold gap at 2,000 {r['guard_gap_2000']:+.4f} ± {r['guard_gap_2000_se'] or 0:.4f}, "
               f"at 10,000 {r['guard_gap_10000']:+.4f} ± {r['guard_gap_10000_se'] or 0:.4f} "
               f"({r['guard_seconds']:.0f} s; load {os.getloadavg()[0]:.2f})", flush=True)
-        write_learners(out, args.seeds, list(rows.values()), full_cache, load_before, started)
-    write_learners(out, args.seeds, list(rows.values()), full_cache, load_before, started)
+        write_out(out, args.seeds, list(rows.values()), full_cache, load_before, started)
+    write_out(out, args.seeds, list(rows.values()), full_cache, load_before, started)
     print(out.with_suffix(".md").read_text())
+
+
+def in_order(rows: list[dict], candidates: dict[str, list[str]]) -> tuple[list[dict], bool]:
+    """``rows`` in the candidates' declared order, and whether every candidate has its row (a choice is due)."""
+    order = list(candidates)
+    rows = sorted(rows, key=lambda r: order.index(r["candidate"]) if r["candidate"] in order else len(order))
+    return rows, [r["candidate"] for r in rows] == order
+
+
+def pm(r: dict, key: str) -> str:
+    """``r[key] ± r[key_se]`` for the reports (a dash when absent)."""
+    return "–" if r.get(key) is None else f"{r[key]:+.4f} ± {r.get(key + '_se') or 0:.4f}"
+
+
+def passes_cell(r: dict, current: str) -> str:
+    """The reports' "passes" column: the current row, or whether the rule let the candidate through."""
+    return "current" if r["candidate"] == current else {True: "yes", False: "no", None: ""}[r.get("eligible")]
+
+
+def outcome(best: dict | None, full_cache: dict, load_before, started: float) -> dict:
+    """The .json fields both paired guards end with: the choice (None until every candidate ran), the
+    full-information cache, load and time."""
+    return {"chosen": None if best is None else best["candidate"],
+            "chosen_options": None if best is None else best["options"], "guard_full_information": full_cache,
+            "load_average": {"before": load_before, "after": os.getloadavg()}, "cpus": os.cpu_count(),
+            "seconds": round(time.perf_counter() - started)}
+
+
+def full_information_means(full_cache: dict) -> str:
+    """The full-information reference's held-out Score per guard size, averaged over seeds (the reports' text)."""
+    fi = {n: [f[str(n)] for f in full_cache.values() if str(n) in f] for n in GUARD_SIZES}
+    return " and ".join(f"{np.mean(v):.4f} at {n:,}" for n, v in fi.items() if v)
+
+
+def run_learner_guard(args, train, embedded) -> None:
+    """``--learners``: the held-out-fold guard (`guard_row`) for `LEARNER_CANDIDATES` (or ``--only``), seeds
+    `LEARNER_GUARD_SEEDS` unless ``--seeds``, resumable (`run_paired_guard`); `choose_learner`; writes
+    benchmarks/results/bandit_serve_select_learner.{json,md}."""
+    def row_of(name: str, options: list[str], seeds: list[int], full_cache: dict) -> dict:
+        return {"candidate": name, "options": options} | guard_row(options, seeds, train, embedded, full_cache)
+
+    run_paired_guard(args, RESULTS / "bandit_serve_select_learner", LEARNER_CANDIDATES, "learner", row_of,
+                     write_learners)
 
 
 def write_learners(out, seeds: str, rows: list[dict], full_cache: dict, load_before, started: float) -> None:
     """The .json and .md of the learner guard so far (the choice once every candidate has its row)."""
-    order = list(LEARNER_CANDIDATES)
-    rows = sorted(rows, key=lambda r: order.index(r["candidate"]) if r["candidate"] in order else len(order))
-    complete = [r["candidate"] for r in rows] == order
+    rows, complete = in_order(rows, LEARNER_CANDIDATES)
     best = choose_learner(rows) if complete else None
     result = {"benchmark": "bandit_serve_select --learners", "guard_seeds": seeds, "guard": HELDOUT_GUARD,
               "serving": LEARNER_SERVING, "current": CURRENT_LEARNER, "rule": LEARNER_RULE,
-              "full_information_learner": LEARNER_NAME, "rows": rows,
-              "chosen": None if best is None else best["candidate"],
-              "chosen_options": None if best is None else best["options"],
-              "guard_full_information": full_cache,
-              "load_average": {"before": load_before, "after": os.getloadavg()}, "cpus": os.cpu_count(),
-              "seconds": round(time.perf_counter() - started)}
-    fi = {n: [f[str(n)] for f in full_cache.values() if str(n) in f] for n in GUARD_SIZES}
-
-    def pm(r: dict, key: str) -> str:
-        return "–" if r.get(key) is None else f"{r[key]:+.4f} ± {r.get(key + '_se') or 0:.4f}"
+              "full_information_learner": LEARNER_NAME, "rows": rows} | outcome(best, full_cache, load_before, started)
 
     table = ("| bandit-fed learner (`--learner`) | held-out Score at 2,000 / 10,000 | gap at 2,000 (± s.e.) | gap at "
              "10,000 (± s.e.) | paired vs current at 2,000 | paired vs current at 10,000 | passes | guard s (load) |"
              "\n|---|---:|---:|---:|---:|---:|:---:|---:|\n")
     for r in rows:
         name = f"**{r['candidate']}**" if r is best else r["candidate"]
-        passes = "current" if r["candidate"] == CURRENT_LEARNER else {True: "yes", False: "no", None: ""}[
-            r.get("eligible")]
+        passes = passes_cell(r, CURRENT_LEARNER)
         table += (f"| {name} (`{r['options'][-1]}`) | {r['guard_heldout_2000']:.4f} / {r['guard_heldout_10000']:.4f}"
                   f" | {pm(r, 'guard_gap_2000')} | {pm(r, 'guard_gap_10000')} | {pm(r, 'paired_2000')} | "
                   f"{pm(r, 'paired_10000')} | {passes} | {r['guard_seconds']:.0f} ({r['guard_load']:.2f}) |\n")
@@ -437,7 +477,7 @@ def write_learners(out, seeds: str, rows: list[dict], full_cache: dict, load_bef
             f"({LEARNER_NAME}, every label of the same traffic) minus the bandit-fed learner, on the held-out fold; "
             "mean ± s.e. over seeds; paired: the candidate's gap minus the current learner's, per seed. The "
             "full-information reference scored "
-            + " and ".join(f"{np.mean(v):.4f} at {n:,}" for n, v in fi.items() if v)
+            + full_information_means(full_cache)
             + f" (mean over seeds). Machine: {os.cpu_count()} CPUs, shared; load average {load_before[0]:.2f} "
             f"before, {os.getloadavg()[0]:.2f} after the last run; {result['seconds']} s (the last run).\n\n"
             f"{table}\nRule (declared before any figure): {LEARNER_RULE}. "
@@ -486,78 +526,39 @@ def vw_validation_served() -> dict | None:
 
 
 def choose_floor(rows: list[dict], vw: dict | None, current: str = CURRENT_FLOOR) -> dict:
-    """`FLOOR_RULE` (declared before any figure): the paired held-out-fold conditions of `choose_learner` plus the
-    served bar — VW (b)'s llmrouter9 served Score (``vw``), else the current settings' minus
-    `FLOOR_SERVED_FALLBACK`. Adds ``paired_{n}``, ``paired_{n}_se``, ``served_bar`` and ``eligible`` to the rows;
-    returns the chosen row (the current settings when none passes)."""
+    """`FLOOR_RULE` (declared before any figure): `choose_paired` plus the served bar — VW (b)'s llmrouter9 served
+    Score (``vw``), else the current settings' minus `FLOOR_SERVED_FALLBACK`, stored as ``served_bar``."""
     base = next(r for r in rows if r["candidate"] == current)
     bar = vw["served"] if vw is not None else base["served"] - FLOOR_SERVED_FALLBACK
-    eligible = []
     for r in rows:
         r["served_bar"] = bar
-        if r is base:
-            r["eligible"] = None
-            continue
-        (d2, se2), (d10, se10) = paired(r, base, 2000), paired(r, base, 10000)
-        r |= {"paired_2000": d2, "paired_2000_se": se2, "paired_10000": d10, "paired_10000_se": se10}
-        r["eligible"] = bool(se2 is not None and se10 is not None and d2 < -2 * se2 and d10 <= se10
-                             and r["served"] >= bar)
-        if r["eligible"]:
-            eligible.append(r)
-    return min(eligible, key=lambda r: (r["guard_gap_2000"], r["guard_gap_10000"])) if eligible else base
+    return choose_paired(rows, current, lambda r: r["served"] >= bar)
 
 
 def run_floor_guard(args, train, embedded) -> None:
     """``--floors``: per `FLOOR_CANDIDATES` (or ``--only``), the llmrouter9 validation (`validate`, seeds
     `FLOOR_SERVED_SEEDS`, with the routerbench3-traffic reference the rule never reads) and the held-out-fold guard
-    (`guard_row`, seeds `FLOOR_GUARD_SEEDS` unless ``--seeds``); rows kept from an earlier run on the same seeds
-    (resumable); `choose_floor`; writes benchmarks/results/bandit_serve_select_floor.{json,md}."""
-    load_before, started = os.getloadavg(), time.perf_counter()
-    out = RESULTS / "bandit_serve_select_floor"
-    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
-    if old.get("guard_seeds") != args.seeds:
-        old = {}
-    rows = {r["candidate"]: r for r in old.get("rows", [])}
-    full_cache = dict(old.get("guard_full_information") or {})
-    only = [n for n in args.only.split(";") if n]
-    unknown = set(only) - set(FLOOR_CANDIDATES)
-    if unknown:
-        raise SystemExit(f"--only: not a floor candidate: {sorted(unknown)}")
+    (`guard_row`, seeds `FLOOR_GUARD_SEEDS` unless ``--seeds``), resumable (`run_paired_guard`); `choose_floor`;
+    writes benchmarks/results/bandit_serve_select_floor.{json,md}."""
     v_train, v_test = load(VALIDATION, 0, embedded.get_encoder())
     served_seeds = [int(s) for s in FLOOR_SERVED_SEEDS.split(",")]
-    for name, options in FLOOR_CANDIDATES.items():
-        if (only and name not in only) or (not only and name in rows):
-            continue
+
+    def row_of(name: str, options: list[str], seeds: list[int], full_cache: dict) -> dict:
         row = validate(name, options, served_seeds, False, True, train, v_train, v_test, embedded)
-        row |= guard_row(options, [int(s) for s in args.seeds.split(",")], train, embedded, full_cache)
-        rows[name] = row
-        print(f"{name}: held-out-fold gap at 2,000 {row['guard_gap_2000']:+.4f} ± {row['guard_gap_2000_se'] or 0:.4f}"
-              f", at 10,000 {row['guard_gap_10000']:+.4f} ± {row['guard_gap_10000_se'] or 0:.4f} "
-              f"({row['guard_seconds']:.0f} s; load {os.getloadavg()[0]:.2f})", flush=True)
-        write_floors(out, args.seeds, list(rows.values()), full_cache, load_before, started)
-    write_floors(out, args.seeds, list(rows.values()), full_cache, load_before, started)
-    print(out.with_suffix(".md").read_text())
+        return row | guard_row(options, seeds, train, embedded, full_cache)
+
+    run_paired_guard(args, RESULTS / "bandit_serve_select_floor", FLOOR_CANDIDATES, "floor", row_of, write_floors)
 
 
 def write_floors(out, seeds: str, rows: list[dict], full_cache: dict, load_before, started: float) -> None:
     """The .json and .md of the floor guard so far (the choice once every candidate has its row)."""
-    order = list(FLOOR_CANDIDATES)
-    rows = sorted(rows, key=lambda r: order.index(r["candidate"]) if r["candidate"] in order else len(order))
-    complete = [r["candidate"] for r in rows] == order
+    rows, complete = in_order(rows, FLOOR_CANDIDATES)
     vw = vw_validation_served()
     best = choose_floor(rows, vw) if complete else None
     result = {"benchmark": "bandit_serve_select --floors", "guard_seeds": seeds, "served_seeds": FLOOR_SERVED_SEEDS,
               "guard": HELDOUT_GUARD, "validation": PROTOCOLS["llmrouter9"], "current": CURRENT_FLOOR,
-              "rule": FLOOR_RULE, "vw_squarecb_b_validation_served": vw, "learner": LEARNER_NAME, "rows": rows,
-              "chosen": None if best is None else best["candidate"],
-              "chosen_options": None if best is None else best["options"],
-              "guard_full_information": full_cache,
-              "load_average": {"before": load_before, "after": os.getloadavg()}, "cpus": os.cpu_count(),
-              "seconds": round(time.perf_counter() - started)}
-    fi = {n: [f[str(n)] for f in full_cache.values() if str(n) in f] for n in GUARD_SIZES}
-
-    def pm(r: dict, key: str) -> str:
-        return "–" if r.get(key) is None else f"{r[key]:+.4f} ± {r.get(key + '_se') or 0:.4f}"
+              "rule": FLOOR_RULE, "vw_squarecb_b_validation_served": vw, "learner": LEARNER_NAME,
+              "rows": rows} | outcome(best, full_cache, load_before, started)
 
     table = ("| candidate | served on llmrouter9's traffic (± s.e.) | held-out Score at 2,000 / 10,000 | gap at 2,000 "
              "(± s.e.) | gap at 10,000 (± s.e.) | paired vs current at 2,000 | paired vs current at 10,000 | passes "
@@ -565,8 +566,7 @@ def write_floors(out, seeds: str, rows: list[dict], full_cache: dict, load_befor
              "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|\n")
     for r in rows:
         name = f"**{r['candidate']}**" if r is best else r["candidate"]
-        passes = "current" if r["candidate"] == CURRENT_FLOOR else {True: "yes", False: "no", None: ""}[
-            r.get("eligible")]
+        passes = passes_cell(r, CURRENT_FLOOR)
         table += (f"| {name} | {r['served']:.4f} ± {r['served_se'] or 0:.4f} | {r['guard_heldout_2000']:.4f} / "
                   f"{r['guard_heldout_10000']:.4f} | {pm(r, 'guard_gap_2000')} | {pm(r, 'guard_gap_10000')} | "
                   f"{pm(r, 'paired_2000')} | {pm(r, 'paired_10000')} | {passes} | "
@@ -582,7 +582,7 @@ def write_floors(out, seeds: str, rows: list[dict], full_cache: dict, load_befor
             f"seed mod {GUARD_FOLDS}): {HELDOUT_GUARD}. Gap: the full-information learner ({LEARNER_NAME}, every "
             "label of the same traffic) minus the bandit-fed learner, on the held-out fold; mean ± s.e. over seeds; "
             "paired: the candidate's gap minus the current settings', per seed. The full-information reference "
-            "scored " + " and ".join(f"{np.mean(v):.4f} at {n:,}" for n, v in fi.items() if v)
+            "scored " + full_information_means(full_cache)
             + f" (mean over seeds). Served bar: {bar}. Machine: {os.cpu_count()} CPUs, shared; load average "
             f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after the last run; {result['seconds']} s (the "
             f"last run).\n\n{table}\nRule (declared before any figure): {FLOOR_RULE}. "
@@ -768,9 +768,8 @@ def write(out, args, stream_protocol: bool, rows: list[dict], full_cache: dict, 
     note = ("" if not frozen else f" The frozen router alone (the learner trained on the 200 warm-start queries, "
             f"greedy, never retrained) would have served {np.mean(frozen):.4f} on the same llmrouter9 traffic.")
     if guarded:
-        fi = {n: [f[str(n)] for f in full_cache.values() if str(n) in f] for n in GUARD_SIZES}
         note += (f" Held-out-fold guard: {HELDOUT_GUARD}; the full-information learner scored "
-                 + " and ".join(f"{np.mean(v):.4f} at {n:,}" for n, v in fi.items() if v)
+                 + full_information_means(full_cache)
                  + f" on the held-out folds (mean over seeds); the guard took "
                  f"{sum(r.get('guard_seconds', 0) for r in rows):.0f} s in all (per candidate in the table, with the "
                  "load average after it). A dash: no held-out-fold figures (cannot be chosen). "
