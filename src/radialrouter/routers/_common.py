@@ -10,7 +10,7 @@ import numpy as np
 from radialrouter.core.objective import argmax_cheapest, utility
 from radialrouter.core.scoring import summarize
 from radialrouter.data.dataset import RoutingDataset
-from radialrouter.routers.base import Router, RouterError
+from radialrouter.routers.base import Router, RouterError, masked
 
 
 # ---------------------------------------------------------------------------------------------- cost head
@@ -232,7 +232,7 @@ class QualityRegressorRouter(Router):
                                                                                          np.ndarray]:
         cost = predict_cost_head(x, self.cost_w_, self.cost_b_)  # once: the scores and the expected cost read it
         scores = self._utility(x, cost, lam)
-        return (scores if mask is None else np.where(mask, scores, -np.inf)), None, cost
+        return masked(scores, mask), None, cost
 
     def _costs(self, x: np.ndarray) -> np.ndarray:
         return predict_cost_head(x, self.cost_w_, self.cost_b_)

@@ -138,6 +138,11 @@ def observed_candidates(data: RoutingDataset) -> np.ndarray | None:
     return data.observed if data.has_missing else None
 
 
+def masked(scores: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``scores`` with the non-candidates (``mask`` False) at −inf; ``mask`` None: every LLM a candidate."""
+    return scores if mask is None else np.where(mask, scores, -np.inf)
+
+
 class Router(ABC):
     """Base class: subclasses implement ``_fit`` and ``_scores`` (and ``_state``/``_load_state`` if they learn
     weights). Set ``uses_embeddings = False`` for routers that read labels or tasks instead of query vectors, and
@@ -360,8 +365,7 @@ class Router(ABC):
 
     def _masked_scores(self, x: Any, lam: float, mask: np.ndarray | None) -> np.ndarray:
         """`_scores` with non-candidates at −inf (overridden by routers whose network must not see them)."""
-        scores = np.asarray(self._scores(x, lam), dtype=np.float64)
-        return scores if mask is None else np.where(mask, scores, -np.inf)
+        return masked(np.asarray(self._scores(x, lam), dtype=np.float64), mask)
 
     def _scores_and_proba(self, x: Any, lam: float, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """`_masked_scores` and `_proba` renormalised over the candidates (overridden where both come from one

@@ -382,7 +382,7 @@ class Decider:
 
     def _mask(self, q: RouteQuery) -> tuple[np.ndarray, dict[str, str]]:
         """The router columns that may serve ``q``, and why each other configured LLM may not."""
-        if not q.needs and q.prompt_tokens + q.max_output <= self._smallest_window:
+        if not q.needs and self.fits_every_window(q.prompt_tokens, q.max_output):
             return self._every, {}
         mask = np.zeros(len(self.router.llms_), dtype=bool)
         excluded = {}
